@@ -1,0 +1,70 @@
+"""Session fixtures: the real QEMU 7.2 captures in ``../shared/captures``, decompressed once.
+
+Dumps are stored zstd-compressed; each is decompressed on first use into a cache directory under
+the system temp dir (shared with ``fidelity.py``'s cache layout), never into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+REPO = Path(__file__).resolve().parent.parent
+CAPTURES = Path(os.environ.get("VDECODE_CAPTURES", REPO.parent / "shared" / "captures"))
+CACHE = Path(tempfile.gettempdir()) / "vdecode-captures"
+
+
+def capture_names() -> list[str]:
+    if not CAPTURES.is_dir():
+        return []
+    return sorted(p.name for p in CAPTURES.iterdir() if (p / "case.json").exists())
+
+
+class Capture:
+    """One recorded case: its manifest, truth, logs and (lazily decompressed) dumps."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.name = folder.name
+        self.manifest = json.loads((folder / "case.json").read_text())
+
+    @property
+    def truth(self) -> list:
+        return json.loads((self.folder / self.manifest["truth"]).read_text())["exchanges"]
+
+    def log(self, kind: str) -> Path:
+        return self.folder / self.manifest["logs"][kind]
+
+    def has_dump(self, kind: str) -> bool:
+        return kind in self.manifest["dumps"]
+
+    def dump(self, kind: str) -> Path:
+        name = self.manifest["dumps"][kind]
+        if not name.endswith(".zst"):
+            return self.folder / name
+        out = CACHE / self.name / name[:-4]
+        if not out.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(out.name + f".{os.getpid()}.part")
+            with open(self.folder / name, "rb") as src, open(tmp, "wb") as dst:
+                zstandard.ZstdDecompressor().copy_stream(src, dst)
+            tmp.rename(out)
+        return out
+
+
+@pytest.fixture(scope="session")
+def captures() -> dict[str, Capture]:
+    names = capture_names()
+    if not names:
+        pytest.fail(f"no captures found in {CAPTURES}: the real-QEMU corpus is required")
+    return {n: Capture(CAPTURES / n) for n in names}
+
+
+@pytest.fixture(scope="session", params=capture_names())
+def capture(request, captures) -> Capture:
+    return captures[request.param]

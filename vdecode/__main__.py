@@ -1,0 +1,4 @@
+"""``python -m vdecode``."""
+from vdecode.cli import main
+
+main()

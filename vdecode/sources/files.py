@@ -1,0 +1,66 @@
+"""Read-only file access shared by every reader, and the address-space NewTypes.
+
+Kept in stage 1 because readers map their files before any address space exists;
+``vdecode.space.base`` re-exports these names.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import NewType
+
+from vdecode.errors import CorruptInput, InputError
+
+Gpa = NewType("Gpa", int)            # guest-physical address
+Hva = NewType("Hva", int)            # QEMU host-virtual address (process cores)
+FileOffset = NewType("FileOffset", int)
+
+
+class FileView:
+    """A read-only memory map of one input file.
+
+    The file is opened ``"rb"`` and mapped ``ACCESS_READ``: vdecode never writes its inputs. An
+    empty file gives an empty view (``mmap`` refuses length 0).
+
+    :param path: the file to map.
+    :raises InputError: when the file cannot be opened.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        try:
+            with open(self.path, "rb") as f:
+                self.size = os.fstat(f.fileno()).st_size
+                self._map = (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                             if self.size else None)
+        except OSError as err:
+            raise InputError(self.name, f"cannot open: {err.strerror or err}") from err
+        self._mv = memoryview(self._map) if self._map is not None else memoryview(b"")
+
+    def view(self, offset: int, n: int, what: str = "data") -> memoryview:
+        """Zero-copy bytes ``[offset, offset+n)`` of the file.
+
+        :raises CorruptInput: when the range runs past the end of the file (a truncated input).
+        """
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise CorruptInput(self.name, f"{what} ({n} bytes) runs past the end of the file "
+                                          f"({self.size} bytes)", offset=offset)
+        return self._mv[offset:offset + n]
+
+    def memory(self) -> memoryview:
+        """The whole file, zero-copy."""
+        return self._mv
+
+    def close(self) -> None:
+        self._mv.release()
+        if self._map is not None:
+            self._map.close()
+
+    def __enter__(self) -> "FileView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

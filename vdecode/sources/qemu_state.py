@@ -1,0 +1,129 @@
+"""QEMU's own virtio state, as C values: what ``VirtIODevice``/``VirtQueue``/``vhost_dev`` held.
+
+Two sources fill these records: a QEMU process core (every field read from QEMU's structs) and a
+QMP log (fields decoded back from earlier replies; what the log cannot say stays ``None``). The
+virtio model and the reconstruction read them; rendering turns them back into QMP replies.
+Field names are QEMU 7.2's (``include/hw/virtio/virtio.h``, ``hw/virtio/virtio.c``,
+``include/hw/virtio/vhost.h``), so ``git grep`` in QEMU finds the twin.
+
+``provenance`` maps a field name to where its value came from: ``"core"`` (QEMU's memory),
+``"log"`` (an earlier QMP reply), ``"dump"`` (guest memory), ``"inferred"`` (a rule, see the
+reconstruction), so the human output can say how sure a value is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# QEMU 7.2 include/hw/virtio/virtio.h enum virtio_device_endian
+VIRTIO_DEVICE_ENDIAN_UNKNOWN = 0
+VIRTIO_DEVICE_ENDIAN_LITTLE = 1
+VIRTIO_DEVICE_ENDIAN_BIG = 2
+
+
+@dataclass
+class VhostVirtqueue:
+    """``struct vhost_virtqueue`` fields that ``x-query-virtio-vhost-queue-status`` reports."""
+
+    kick: int = 0
+    call: int = 0
+    desc: int = 0          # host virtual addresses (Hva) or IOVAs
+    avail: int = 0
+    used: int = 0
+    num: int = 0
+    desc_phys: int = 0
+    desc_size: int = 0
+    avail_phys: int = 0
+    avail_size: int = 0
+    used_phys: int = 0
+    used_size: int = 0
+
+
+@dataclass
+class VhostDev:
+    """``struct vhost_dev`` fields that ``x-query-virtio-status`` reports under ``vhost-dev``."""
+
+    n_mem_sections: int = 0
+    n_tmp_sections: int = 0
+    nvqs: int = 0
+    vq_index: int = 0
+    features: int = 0
+    acked_features: int = 0
+    backend_features: int = 0
+    protocol_features: int = 0
+    max_queues: int = 0
+    backend_cap: int = 0
+    log_enabled: bool = False
+    log_size: int = 0
+    vqs: dict[int, VhostVirtqueue] = field(default_factory=dict)
+
+
+@dataclass
+class VirtQueueState:
+    """One ``VirtQueue`` (split ring). ``None`` means the source could not say.
+
+    ``desc``/``avail``/``used`` are guest-physical (``vq->vring.desc`` …).
+    """
+
+    queue_index: int
+    vring_num: int | None = None
+    vring_num_default: int | None = None
+    vring_align: int | None = None
+    desc: int | None = None
+    avail: int | None = None
+    used: int | None = None
+    last_avail_idx: int | None = None
+    shadow_avail_idx: int | None = None
+    used_idx: int | None = None
+    inuse: int | None = None
+    signalled_used: int | None = None
+    signalled_used_valid: bool | None = None
+    notification: bool | None = None
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VirtIODeviceState:
+    """One ``VirtIODevice`` on QEMU's ``virtio_list``. ``None`` means the source could not say."""
+
+    canonical_path: str
+    name: str | None = None
+    device_id: int | None = None
+    guest_features: int | None = None
+    host_features: int | None = None
+    backend_features: int | None = None
+    status: int | None = None
+    isr: int | None = None
+    queue_sel: int | None = None
+    vm_running: bool | None = None
+    broken: bool | None = None
+    disabled: bool | None = None
+    use_started: bool | None = None
+    started: bool | None = None
+    start_on_kick: bool | None = None
+    disable_legacy_check: bool | None = None
+    bus_name: str | None = None          # NULL in QEMU prints as "": keep None for NULL
+    use_guest_notifier_mask: bool | None = None
+    device_endian: int | None = None
+    vhost_started: bool | None = None
+    vhost_dev: VhostDev | None = None
+    num_vqs: int | None = None           # virtio_get_num_queues(): leading queues with vring.num != 0
+    queues: dict[int, VirtQueueState] = field(default_factory=dict)
+    # queue numbers known to have vring.num == 0 (QEMU answered "Invalid virtqueue number")
+    absent_queues: set[int] = field(default_factory=set)
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class QemuVirtioState:
+    """Everything known of QEMU's virtio side at the dump instant.
+
+    ``devices`` is in ``virtio_list`` order (realization order); ``x-query-virtio`` prints it
+    reversed. ``qemu_version`` is ``(major, minor, micro)`` when known, ``package`` the
+    greeting's package string.
+    """
+
+    devices: list[VirtIODeviceState] = field(default_factory=list)
+    qemu_version: tuple[int, int, int] | None = None
+    package: str | None = None
+    source: str = ""                     # "core", "log" or "core+log"
