@@ -1,0 +1,59 @@
+"""Captured QMP traffic, from every log format people have, as :class:`QmpLog` records.
+
+``read_qmp_log(path)`` sniffs the format from the first lines (or takes ``fmt``), streams the
+file line by line through that format's reader, and pairs commands with replies
+(:mod:`.builder`). Records a reader cannot use are skipped with a warning naming the file and
+line, in ``QmpLog.warnings``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from vdecode.errors import QmpLogError
+from vdecode.sources.qmp_log.builder import LogBuilder
+from vdecode.sources.qmp_log.lines import open_lines, read_head
+from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
+from vdecode.sources.qmp_log.sniff import FORMATS, reader_for, sniff_format
+
+__all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS",
+           "QmpEvent", "QmpExchange", "QmpLog", "QmpMonitor")
+
+
+def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None = None) -> QmpLog:
+    """Read a QMP log into exchanges, events and greetings per monitor.
+
+    :param path: the log file.
+    :param fmt: a format name from :data:`FORMATS`; sniffed from the first lines when ``None``.
+    :param vm: keep only the monitors of this VM (name, UUID or monitor key).
+    :raises InputError: when the file cannot be read or is in no known format.
+    :raises QmpLogError: when ``vm`` matches no monitor (the message lists what was found).
+    """
+    source = str(path)
+    reader = reader_for(fmt, source) if fmt else sniff_format(read_head(path), source)
+    b = LogBuilder(source, reader.NAME)
+    reader.read(open_lines(path, b.warn), b)
+    log = b.finish()
+    if vm is not None:
+        log.monitors = select_monitors(log, vm)
+    return log
+
+
+def describe_monitor(m: QmpMonitor) -> str:
+    """``guest1 (mon 0x7f.., 12 exchanges)``: how a monitor is named in messages and listings."""
+    name = f"{m.vm} (monitor {m.key}" if m.vm else f"monitor {m.key or '(unnamed)'} ("
+    sep = ", " if m.vm else ""
+    return f"{name}{sep}{len(m.exchanges)} exchanges, {len(m.events)} events)"
+
+
+def select_monitors(log: QmpLog, vm: str) -> list[QmpMonitor]:
+    """The monitors of ``vm`` (VM name, UUID, or monitor key, with or without its ``#N``).
+
+    :raises QmpLogError: when nothing matches; the message lists the VMs found.
+    """
+    found = [m for m in log.monitors
+             if vm in (m.vm, m.key, m.key.split("#")[0])]
+    if not found:
+        listing = "; ".join(describe_monitor(m) for m in log.monitors) or "no monitors"
+        raise QmpLogError(log.path, f"no VM or monitor {vm!r} in this log; found: {listing}")
+    return found

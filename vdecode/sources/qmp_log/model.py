@@ -29,6 +29,7 @@ class QmpExchange:
     t_reply: float | None = None
     monitor: str = ""
     line: int | None = None
+    line_reply: int | None = None        # line number of the reply, when logged
 
     @property
     def command(self) -> str | None:
@@ -53,6 +54,8 @@ class QmpEvent:
     t: float | None = None               # QEMU's timestamp, else the log's time
     monitor: str = ""
     line: int | None = None
+    t_log: float | None = None           # when the log wrote it, if the log says
+    raw: dict[str, Any] | None = None    # the whole event message as logged
 
 
 @dataclass
@@ -62,6 +65,8 @@ class QmpMonitor:
     key: str
     vm: str | None = None                # VM name or UUID when the log says
     greeting: dict[str, Any] | None = None
+    greeting_t: float | None = None      # when the greeting was logged, if known
+    greeting_line: int | None = None
     exchanges: list[QmpExchange] = field(default_factory=list)
     events: list[QmpEvent] = field(default_factory=list)
 
