@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 
-from vdecode.errors import QmpLogError
 from vdecode.sources.qmp_log.builder import LogBuilder
+from vdecode.sources.qmp_log.knowledge import LogKnowledge, describe_monitor, select_monitors
 from vdecode.sources.qmp_log.lines import open_lines, read_head
 from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
 from vdecode.sources.qmp_log.sniff import FORMATS, reader_for, sniff_format
 
-__all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS",
+__all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS", "LogKnowledge",
            "QmpEvent", "QmpExchange", "QmpLog", "QmpMonitor")
 
 
@@ -37,23 +37,3 @@ def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None
     if vm is not None:
         log.monitors = select_monitors(log, vm)
     return log
-
-
-def describe_monitor(m: QmpMonitor) -> str:
-    """``guest1 (mon 0x7f.., 12 exchanges)``: how a monitor is named in messages and listings."""
-    name = f"{m.vm} (monitor {m.key}" if m.vm else f"monitor {m.key or '(unnamed)'} ("
-    sep = ", " if m.vm else ""
-    return f"{name}{sep}{len(m.exchanges)} exchanges, {len(m.events)} events)"
-
-
-def select_monitors(log: QmpLog, vm: str) -> list[QmpMonitor]:
-    """The monitors of ``vm`` (VM name, UUID, or monitor key, with or without its ``#N``).
-
-    :raises QmpLogError: when nothing matches; the message lists the VMs found.
-    """
-    found = [m for m in log.monitors
-             if vm in (m.vm, m.key, m.key.split("#")[0])]
-    if not found:
-        listing = "; ".join(describe_monitor(m) for m in log.monitors) or "no monitors"
-        raise QmpLogError(log.path, f"no VM or monitor {vm!r} in this log; found: {listing}")
-    return found

@@ -64,6 +64,7 @@ class QmpMonitor:
 
     key: str
     vm: str | None = None                # VM name or UUID when the log says
+    vm_uuid: str | None = None           # the VM's UUID when the log gives it besides the name
     greeting: dict[str, Any] | None = None
     greeting_t: float | None = None      # when the greeting was logged, if known
     greeting_line: int | None = None
