@@ -1,0 +1,113 @@
+"""
+Compressed dumps as people attach them to bug reports
+-----------------------------------------------------
+A ``.zst``, ``.gz`` or ``.xz`` dump is decompressed once, streaming, into a cache directory and
+read from there: dumps are read at random offsets, which a compressed stream cannot do. Memory
+stays bounded (one chunk at a time), runs of zero bytes become holes (a 64 GiB dump of a mostly
+idle guest stays small on disk), and a finished file is found again by the compressed file's
+name, size and modification time. A partial output never has the final name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import zstandard
+
+from vdecode.errors import CorruptInput, InputError
+
+__all__ = ("CHUNK", "ProgressFn", "default_cache_dir", "decompress_to_cache")
+
+CHUNK = 1 << 20
+ProgressFn = Callable[[int, int], None]   # (compressed bytes consumed, compressed total)
+
+
+def default_cache_dir() -> Path:
+    """``$VDECODE_CACHE``, else ``$XDG_CACHE_HOME/vdecode``, else ``~/.cache/vdecode``."""
+    if os.environ.get("VDECODE_CACHE"):
+        return Path(os.environ["VDECODE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vdecode"
+
+
+def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | os.PathLike | None = None,
+                        progress: ProgressFn | None = None) -> Path:
+    """Decompress ``path`` (``kind``: ``"zstd"``, ``"gzip"``, ``"xz"``) once; return the cached file.
+
+    :param progress: called with (compressed bytes read, compressed size) as the work goes on.
+    :raises CorruptInput: when the compressed stream is damaged or truncated.
+    :raises InputError: when the cache directory cannot be written.
+    """
+    src = Path(path)
+    name = str(path)
+    st = src.stat()
+    key = hashlib.sha256(f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    stem = src.name
+    for suffix in (".zst", ".zstd", ".gz", ".xz"):
+        if stem.endswith(suffix):
+            stem = stem[:-len(suffix)]
+            break
+    out_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = out_dir / f"{key}-{stem}"
+    if out.exists():
+        return out
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{key}-", suffix=".part")
+    except OSError as err:
+        raise InputError(str(out_dir), f"cannot write the decompression cache: "
+                                       f"{err.strerror or err}") from err
+    try:
+        with open(src, "rb") as raw, os.fdopen(fd, "wb") as dst:
+            _copy_sparse(_reader(raw, kind), dst, raw, st.st_size, progress)
+        os.replace(tmp, out)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as err:
+        os.unlink(tmp)
+        if isinstance(err, OSError) and not isinstance(err, gzip.BadGzipFile) and err.errno:
+            raise InputError(name, f"cannot decompress into {out_dir}: {err.strerror or err}") from err
+        raise CorruptInput(name, f"{kind} stream is damaged: {err or type(err).__name__}") from err
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return out
+
+
+def _reader(raw, kind: str):
+    if kind == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if kind == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    raise ValueError(kind)          # a caller bug: sniff() names only these kinds
+
+
+def _copy_sparse(reader, dst, raw, total: int, progress: ProgressFn | None) -> None:
+    zero = bytes(CHUNK)
+    size = 0
+    while True:
+        chunk = reader.read(CHUNK)
+        if not chunk:
+            break
+        if chunk == zero[:len(chunk)]:
+            dst.seek(len(chunk), os.SEEK_CUR)         # leave a hole
+        else:
+            dst.write(chunk)
+        size += len(chunk)
+        if progress is not None:
+            progress(raw.tell(), total)
+    if kind_truncated(reader):
+        raise EOFError("compressed stream ends before its last frame")
+    dst.truncate(size)
+
+
+def kind_truncated(reader) -> bool:
+    """zstd's stream reader returns a short stream silently; it cannot tell a truncated frame."""
+    return False

@@ -1,0 +1,340 @@
+"""
+ELF core files: the header, the program headers and the notes
+--------------------------------------------------------------
+Reads what every ELF core vdecode meets has in common: QEMU's ``dump-guest-memory`` ELF
+(QEMU v7.2.0 ``dump/dump.c``), a guest kernel's ``/proc/vmcore`` and a process core of
+``qemu-system-*`` (gdb's ``gcore``, systemd-coredump). Layouts follow the System V ABI
+(``elf.h``: ``Elf64_Ehdr``, ``Elf64_Phdr``, ``Elf64_Shdr``, ``Elf64_Nhdr`` and their 32-bit twins).
+
+Parsing stops at facts: :func:`read_elf` returns an :class:`ElfFacts` with the header, every
+program header in one numpy structured array and the list of notes. Which address a PT_LOAD
+stands for (guest-physical ``p_paddr``, host-virtual ``p_vaddr``) is decided in ``vdecode.space``.
+
+QEMU 7.2 quirks accepted here: ``e_ehsize`` is 8 (``prepare_elf64_header`` takes
+``sizeof(elf_header)`` of a pointer), section headers come before the program headers, and with
+more than 65,534 program headers ``e_phnum`` is ``PN_XNUM`` and the count is section header 0's
+``sh_info``. With ``paging=true`` a PT_LOAD whose memory is not guest RAM has ``p_filesz`` 0 and
+``p_offset`` -1, so a segment's offset is checked only when it has file bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from construct import Bytes, Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
+
+from vdecode.errors import CorruptInput, InputError
+from vdecode.sources.files import FileView, parse_at
+
+__all__ = (
+    "EM_NAMES", "ElfFacts", "ElfNote", "NT_FILE", "NT_PRPSINFO", "NT_PRSTATUS", "PN_XNUM",
+    "PT_LOAD", "PT_NOTE", "PHDR_DTYPE", "read_elf", "read_note_desc",
+)
+
+ET_CORE = 4
+PT_LOAD, PT_NOTE = 1, 4
+PN_XNUM = 0xFFFF
+NT_PRSTATUS, NT_PRFPREG, NT_PRPSINFO, NT_AUXV, NT_SIGINFO = 1, 2, 3, 6, 0x53494749
+NT_FILE = 0x46494C45
+
+#: ``e_machine`` values vdecode names (``elf.h``); others print as numbers.
+EM_NAMES = {3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm", 62: "x86_64",
+            183: "aarch64", 243: "riscv", 258: "loongarch"}
+ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
+
+#: Every program header, whatever the file's class and byte order, as native 64-bit fields.
+PHDR_DTYPE = np.dtype([("p_type", "<u4"), ("p_flags", "<u4"), ("p_offset", "<u8"),
+                       ("p_vaddr", "<u8"), ("p_paddr", "<u8"), ("p_filesz", "<u8"),
+                       ("p_memsz", "<u8"), ("p_align", "<u8")])
+
+MAX_NOTES = 1 << 16          # a core has a few notes per thread; more is a corrupt NOTE segment
+MAX_NOTE_NAME = 4096
+
+E_IDENT = Struct(
+    "magic" / Const(b"\x7fELF"),
+    "ei_class" / Int8ul * "1: ELFCLASS32, 2: ELFCLASS64",
+    "ei_data" / Int8ul * "1: ELFDATA2LSB, 2: ELFDATA2MSB",
+    "ei_version" / Int8ul,
+    "padding" / Bytes(9),
+)
+
+
+class ElfLayouts:
+    """The header layouts of one ELF class and byte order (pyelftools' ``ELFStructs``)."""
+
+    def __init__(self, is64: bool, little_endian: bool) -> None:
+        u16, u32, u64 = (Int16ul, Int32ul, Int64ul) if little_endian else (Int16ub, Int32ub, Int64ub)
+        word = u64 if is64 else u32
+        self.ehdr = Struct(
+            "e_ident" / Bytes(16),
+            "e_type" / u16, "e_machine" / u16, "e_version" / u32,
+            "e_entry" / word, "e_phoff" / word, "e_shoff" / word,
+            "e_flags" / u32,
+            "e_ehsize" / u16 * "QEMU 7.2 writes 8 here; not relied on",
+            "e_phentsize" / u16, "e_phnum" / u16,
+            "e_shentsize" / u16, "e_shnum" / u16, "e_shstrndx" / u16,
+        )
+        self.shdr = Struct(
+            "sh_name" / u32, "sh_type" / u32, "sh_flags" / word, "sh_addr" / word,
+            "sh_offset" / word, "sh_size" / word,
+            "sh_link" / u32, "sh_info" / u32 * "program header count when e_phnum is PN_XNUM",
+            "sh_addralign" / word, "sh_entsize" / word,
+        )
+        self.nhdr = Struct("n_namesz" / u32, "n_descsz" / u32, "n_type" / u32)
+        e = "<" if little_endian else ">"
+        if is64:
+            self.phdr_dtype = np.dtype([("p_type", e + "u4"), ("p_flags", e + "u4"),
+                                        ("p_offset", e + "u8"), ("p_vaddr", e + "u8"),
+                                        ("p_paddr", e + "u8"), ("p_filesz", e + "u8"),
+                                        ("p_memsz", e + "u8"), ("p_align", e + "u8")])
+        else:
+            self.phdr_dtype = np.dtype([("p_type", e + "u4"), ("p_offset", e + "u4"),
+                                        ("p_vaddr", e + "u4"), ("p_paddr", e + "u4"),
+                                        ("p_filesz", e + "u4"), ("p_memsz", e + "u4"),
+                                        ("p_flags", e + "u4"), ("p_align", e + "u4")])
+
+
+@dataclass(frozen=True)
+class ElfNote:
+    """One note: ``name`` (without its NUL), ``type``, and where its descriptor lies in the file."""
+
+    name: str
+    type: int
+    desc_offset: int
+    desc_size: int
+
+
+@dataclass(frozen=True, eq=False)
+class ElfFacts:
+    """What an ELF core file says about itself, parsed once.
+
+    :param source: the file's name, for messages.
+    :param is64: ``ELFCLASS64`` (else ``ELFCLASS32``).
+    :param little_endian: ``ELFDATA2LSB``.
+    :param e_type: ``ET_CORE`` (4) for every file vdecode reads.
+    :param e_machine: the ``EM_*`` value; :data:`EM_NAMES` names it.
+    :param e_ehsize: as written (8 in QEMU 7.2's dumps).
+    :param e_phoff: file offset of the program headers.
+    :param e_shoff: file offset of the section headers (0 if none).
+    :param e_shnum: section header count.
+    :param phnum: the real program header count (``sh_info`` of section 0 under ``PN_XNUM``).
+    :param pn_xnum: whether ``e_phnum`` was ``PN_XNUM``.
+    :param phdrs: every program header, dtype :data:`PHDR_DTYPE`, in file order.
+    :param notes: every note of every PT_NOTE segment, in file order.
+    """
+
+    source: str
+    is64: bool
+    little_endian: bool
+    e_type: int
+    e_machine: int
+    e_ehsize: int
+    e_phoff: int
+    e_shoff: int
+    e_shnum: int
+    phnum: int
+    pn_xnum: bool
+    phdrs: np.ndarray
+    notes: tuple[ElfNote, ...]
+
+    @property
+    def machine(self) -> str:
+        return EM_NAMES.get(self.e_machine, f"EM_{self.e_machine}")
+
+    @property
+    def elf_class(self) -> str:
+        return "ELF64" if self.is64 else "ELF32"
+
+    @property
+    def loads(self) -> np.ndarray:
+        """The PT_LOAD program headers, in file order."""
+        return self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+
+    @property
+    def load_indices(self) -> np.ndarray:
+        """Program header index of each of :attr:`loads`, for messages."""
+        return np.flatnonzero(self.phdrs["p_type"] == PT_LOAD)
+
+    def find_notes(self, name: str, type_: int | None = None) -> list[ElfNote]:
+        """The notes called ``name`` (of type ``type_`` if given), in file order."""
+        return [n for n in self.notes if n.name == name and (type_ is None or n.type == type_)]
+
+
+def read_note_desc(view: FileView, note: ElfNote) -> memoryview:
+    """The descriptor bytes of ``note`` (zero-copy; :func:`read_elf` checked they are in the file)."""
+    return view.view(note.desc_offset, note.desc_size, f"note {note.name} descriptor")
+
+
+def read_elf(view: FileView) -> ElfFacts:
+    """Parse the ELF header, the program headers and the notes of ``view``.
+
+    Every count, offset and size is checked against the file's size before it is used.
+
+    :param view: the mapped file.
+    :raises InputError: when the file is not an ELF core file.
+    :raises CorruptInput: when the header, a program header or a note contradicts the file.
+    :return: the file's :class:`ElfFacts`.
+    """
+    name = view.name
+    ident = parse_at(E_IDENT, view, 0, "ELF e_ident")
+    if ident.ei_class not in (1, 2):
+        raise CorruptInput(name, f"ELF e_ident: EI_CLASS {ident.ei_class} is neither "
+                                 f"ELFCLASS32 (1) nor ELFCLASS64 (2)", offset=4)
+    if ident.ei_data not in (1, 2):
+        raise CorruptInput(name, f"ELF e_ident: EI_DATA {ident.ei_data} is neither "
+                                 f"ELFDATA2LSB (1) nor ELFDATA2MSB (2)", offset=5)
+    is64, little = ident.ei_class == 2, ident.ei_data == 1
+    lay = ElfLayouts(is64, little)
+    eh = parse_at(lay.ehdr, view, 0, "ELF header")
+    if eh.e_type != ET_CORE:
+        raise InputError(name, f"not a dump this tool reads (ELF {ET_NAMES.get(eh.e_type, eh.e_type)}"
+                               f", not a core file)")
+    phentsize = lay.phdr_dtype.itemsize
+    if eh.e_phentsize != phentsize:
+        raise CorruptInput(name, f"ELF header: e_phentsize {eh.e_phentsize}, expected {phentsize}",
+                           offset=0x36 if is64 else 0x2a)
+    shentsize = lay.shdr.sizeof()
+    phnum, pn_xnum = eh.e_phnum, eh.e_phnum == PN_XNUM
+    if eh.e_shnum or pn_xnum:
+        if eh.e_shentsize != shentsize:
+            raise CorruptInput(name, f"ELF header: e_shentsize {eh.e_shentsize}, expected {shentsize}",
+                               offset=0x3a if is64 else 0x2e)
+        if eh.e_shoff == 0:
+            raise CorruptInput(name, "ELF header: e_shoff is 0 but section headers are announced",
+                               offset=0x28 if is64 else 0x20)
+        shnum = eh.e_shnum or 1
+        _check_table(view, eh.e_shoff, shnum, shentsize, "section header table")
+        if pn_xnum:
+            sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0")
+            phnum = sh0.sh_info
+    _check_table(view, eh.e_phoff, phnum, phentsize, "program header table")
+    raw = np.frombuffer(view.view(eh.e_phoff, phnum * phentsize, "program header table"),
+                        dtype=lay.phdr_dtype)
+    phdrs = np.empty(phnum, dtype=PHDR_DTYPE)
+    for field in PHDR_DTYPE.names:
+        phdrs[field] = raw[field]
+    _check_segments(view, phdrs, eh.e_phoff, phentsize)
+    notes = _read_notes(view, lay, phdrs, eh.e_phoff, phentsize)
+    return ElfFacts(source=name, is64=is64, little_endian=little, e_type=eh.e_type,
+                    e_machine=eh.e_machine, e_ehsize=eh.e_ehsize, e_phoff=eh.e_phoff,
+                    e_shoff=eh.e_shoff, e_shnum=eh.e_shnum, phnum=phnum, pn_xnum=pn_xnum,
+                    phdrs=phdrs, notes=tuple(notes))
+
+
+def _check_table(view: FileView, offset: int, count: int, entsize: int, what: str) -> None:
+    if offset + count * entsize > view.size:
+        raise CorruptInput(view.name, f"{what} ({count} entries of {entsize} bytes) runs past the "
+                                      f"end of the file ({view.size} bytes)", offset=offset)
+
+
+def _check_segments(view: FileView, phdrs: np.ndarray, phoff: int, phentsize: int) -> None:
+    """Every segment with file bytes lies inside the file; no ``p_filesz`` exceeds ``p_memsz``."""
+    off, filesz = phdrs["p_offset"], phdrs["p_filesz"]
+    end = off + filesz                                        # uint64: wraps on overflow
+    bad = np.flatnonzero((filesz > 0) & ((end < off) | (end > view.size)))
+    if bad.size:
+        i = int(bad[0])
+        raise CorruptInput(view.name, f"program header {i}: segment [{int(off[i]):#x}, "
+                                      f"+{int(filesz[i]):#x}) runs past the end of the file "
+                                      f"({view.size} bytes)", offset=phoff + i * phentsize)
+    loads = phdrs["p_type"] == PT_LOAD
+    bad = np.flatnonzero(loads & (filesz > phdrs["p_memsz"]))
+    if bad.size:
+        i = int(bad[0])
+        raise CorruptInput(view.name, f"program header {i}: p_filesz {int(filesz[i]):#x} > "
+                                      f"p_memsz {int(phdrs['p_memsz'][i]):#x}",
+                           offset=phoff + i * phentsize)
+
+
+def _read_notes(view: FileView, lay: ElfLayouts, phdrs: np.ndarray, phoff: int,
+                phentsize: int) -> list[ElfNote]:
+    notes: list[ElfNote] = []
+    nhdr_size = lay.nhdr.sizeof()
+    for i in np.flatnonzero(phdrs["p_type"] == PT_NOTE):
+        pos, end = int(phdrs["p_offset"][i]), int(phdrs["p_offset"][i] + phdrs["p_filesz"][i])
+        while end - pos >= nhdr_size:
+            nh = parse_at(lay.nhdr, view, pos, f"note header (PT_NOTE {i})")
+            name_at = pos + nhdr_size
+            desc_at = name_at + _align4(nh.n_namesz)
+            nxt = desc_at + _align4(nh.n_descsz)
+            if nh.n_namesz > MAX_NOTE_NAME or nxt > end:
+                raise CorruptInput(view.name, f"note (PT_NOTE {i}): n_namesz {nh.n_namesz} and "
+                                              f"n_descsz {nh.n_descsz} run past the end of the "
+                                              f"segment at {end:#x}", offset=pos)
+            if len(notes) >= MAX_NOTES:
+                raise CorruptInput(view.name, f"PT_NOTE {i}: more than {MAX_NOTES} notes",
+                                   offset=pos)
+            raw_name = bytes(view.view(name_at, nh.n_namesz, "note name"))
+            name = raw_name.split(b"\0", 1)[0].decode("ascii", "backslashreplace")
+            notes.append(ElfNote(name, nh.n_type, desc_at, nh.n_descsz))
+            pos = nxt
+    return notes
+
+
+def _align4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+# --- notes: what vdecode info shows ----------------------------------------------------------
+# x86_64 ``struct elf_prstatus`` (linux include/uapi/linux/elfcore.h; QEMU target/i386/arch_dump.c
+# ``x86_64_elf_prstatus``): pr_pid at 32, pr_reg (``user_regs_struct``) at 112, rip = pr_reg[16].
+_PRSTATUS_X86_64 = Struct(
+    "pr_info" / Bytes(12), "pr_cursig" / Int16ul, "pad" / Bytes(2),
+    "pr_sigpend" / Int64ul, "pr_sighold" / Int64ul,
+    "pr_pid" / Int32ul * "QEMU writes cpu_index + 1", "pr_ppid" / Int32ul, "pr_pgrp" / Int32ul,
+    "pr_sid" / Int32ul, "times" / Bytes(64),
+    "regs" / Int64ul[27] * "user_regs_struct: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx "
+                           "rsi rdi orig_rax rip cs eflags rsp ss fs_base gs_base ds es fs gs",
+)
+# QEMU target/i386/arch_dump.c ``QEMUCPUState`` (version 1): 16 GPRs, rip, rflags, 10 segments of
+# 24 bytes (cs ds es fs gs ss ldt tr gdt idt), cr[5], kernel_gs_base.
+_QEMU_CPUSTATE_X86 = Struct(
+    "version" / Int32ul, "size" / Int32ul,
+    "gpr" / Int64ul[16] * "rax rbx rcx rdx rsi rdi rsp rbp r8..r15",
+    "rip" / Int64ul, "rflags" / Int64ul,
+    "segments" / Bytes(240),
+    "cr" / Int64ul[5],
+)
+
+
+def decode_vcpus(view: FileView, elf: ElfFacts) -> list[dict]:
+    """Per vCPU: which notes it has and a few registers (x86_64 little-endian: pid, rip, cr3).
+
+    QEMU's ``dump/dump.c`` ``write_elf64_notes`` writes every CPU's ``NT_PRSTATUS`` first, then
+    every CPU's ``QEMU`` note, so the k-th of each belongs to vCPU k.
+    """
+    prstatus = elf.find_notes("CORE", NT_PRSTATUS)
+    qemu = elf.find_notes("QEMU")
+    decode = elf.e_machine == 62 and elf.is64 and elf.little_endian
+    vcpus = []
+    for k in range(max(len(prstatus), len(qemu))):
+        cpu: dict = {"index": k, "notes": []}
+        if k < len(prstatus):
+            cpu["notes"].append("CORE NT_PRSTATUS")
+            note = prstatus[k]
+            if decode and note.desc_size >= _PRSTATUS_X86_64.sizeof():
+                st = parse_at(_PRSTATUS_X86_64, view, note.desc_offset, "NT_PRSTATUS")
+                cpu.update(pid=st.pr_pid, rip=st.regs[16], rsp=st.regs[19])
+        if k < len(qemu):
+            cpu["notes"].append("QEMU CPU state")
+            note = qemu[k]
+            if decode and note.desc_size >= _QEMU_CPUSTATE_X86.sizeof():
+                st = parse_at(_QEMU_CPUSTATE_X86, view, note.desc_offset, "QEMU CPU state note")
+                cpu.update(rip=st.rip, cr0=st.cr[0], cr3=st.cr[3], cr4=st.cr[4])
+        vcpus.append(cpu)
+    return vcpus
+
+
+def decode_vmcoreinfo(view: FileView, elf: ElfFacts) -> dict:
+    """Whether a ``VMCOREINFO`` note is present, its ``OSRELEASE`` and ``PAGESIZE`` lines."""
+    notes = elf.find_notes("VMCOREINFO")
+    if not notes:
+        return {"present": False}
+    text = bytes(read_note_desc(view, notes[0])[:1 << 16]).decode("ascii", "replace")
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    out: dict = {"present": True, "size": notes[0].desc_size}
+    for key in ("OSRELEASE", "PAGESIZE", "BUILD-ID", "CRASHTIME"):
+        if key in fields:
+            out[key.lower().replace("-", "_")] = fields[key].strip("\0")
+    return out
