@@ -59,3 +59,39 @@ def main() -> None:
 
 
 # --- commands -------------------------------------------------------------------------------
+
+
+def decompress_progress(label: str = "decompressing"):
+    """A progress callback for ``open_dump``: a bar on stderr while a compressed dump is unpacked.
+
+    Other commands that open dumps pass it too: ``open_dump(path, progress=decompress_progress())``.
+    """
+    state = {"shown": -1}
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        if not tty or pct == state["shown"]:
+            return
+        state["shown"] = pct
+        bar = "#" * (pct * 30 // 100)
+        click.echo(f"\r{label} [{bar:<30}] {pct:3d}%", err=True, nl=pct >= 100)
+
+    return progress
+
+
+@cli.command("info")
+@click.argument("dump", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where compressed dumps are decompressed (default ~/.cache/vdecode).")
+def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
+    """What a dump holds: format, machine, RAM ranges, vCPUs, VMCOREINFO, page counts."""
+    from vdecode.render.info import render_info_json, render_info_text
+    from vdecode.space.open import open_dump
+
+    with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
+        info = dict(opened.info)
+        info.setdefault("format", opened.format)
+        info.setdefault("file", opened.path)
+    click.echo(render_info_json(info) if as_json else render_info_text(info), nl=False)

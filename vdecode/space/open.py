@@ -11,6 +11,10 @@ overlap there is corruption. A ``paging=true`` dump has one PT_LOAD per guest-vi
 two mappings of one physical page point at the same file bytes; a ``/proc/vmcore`` has the kernel
 text segment inside the RAM segment that holds it. There, where segments overlap, file bytes beat
 the zero-filled ``p_memsz`` tail, and among file bytes the earlier program header wins.
+
+``p_memsz`` beyond ``p_filesz`` reads as zeros (the ELF rule), except in a ``paging=true`` dump:
+there QEMU's ``get_offset_range`` gives a mapping of non-RAM memory (MMIO) ``p_filesz`` 0, so those
+bytes are not in the dump and reading them raises ``MissingData``.
 """
 
 from __future__ import annotations
@@ -100,19 +104,26 @@ def open_elf_dump(view: FileView, elf: ElfFacts, fmt: str | None = None) -> Dump
     :raises CorruptInput: when PT_LOADs of a ``paging=false`` dump overlap.
     """
     fmt = fmt or classify_elf(elf)
-    starts, sizes, offsets, filesz = guest_runs(elf, allow_overlap=fmt != "elf")
+    starts, sizes, offsets, filesz = guest_runs(elf, allow_overlap=fmt != "elf",
+                                                tail_is_zero=fmt != "elf-paging")
     space = SegmentedSpace(view.name, view, starts, sizes, offsets, filesz, kind="guest-physical")
     return Dump(path=view.name, format=fmt, space=space, info=elf_info(view, elf, fmt, space),
                 files=[view])
 
 
-def guest_runs(elf: ElfFacts, *, allow_overlap: bool) -> tuple[np.ndarray, ...]:
+def guest_runs(elf: ElfFacts, *, allow_overlap: bool, tail_is_zero: bool = True) -> tuple[np.ndarray, ...]:
     """Disjoint runs ``(starts, sizes, offsets, filesz)`` by ``p_paddr`` from the PT_LOADs.
+
+    :param tail_is_zero: whether ``p_memsz`` beyond ``p_filesz`` reads as zeros (the ELF rule);
+        false for QEMU ``paging=true`` dumps, where it is memory outside guest RAM (no bytes).
 
     :raises CorruptInput: on overlap when ``allow_overlap`` is false, or on a segment whose
         ``p_paddr + p_memsz`` wraps.
     """
     loads, idx = elf.loads, elf.load_indices
+    if not tail_is_zero:
+        loads = loads.copy()
+        loads["p_memsz"] = loads["p_filesz"]
     keep = loads["p_memsz"] > 0
     loads, idx = loads[keep], idx[keep]
     start, memsz = loads["p_paddr"], loads["p_memsz"]

@@ -1,0 +1,103 @@
+"""``vdecode info``: what a dump holds, as text for people or JSON for scripts.
+
+Renders :attr:`vdecode.space.dump.Dump.info`, the facts each reader gathered when it opened the
+file. Keys a reader does not provide are left out of the text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ("render_info_json", "render_info_text", "human_size")
+
+
+def human_size(n: int) -> str:
+    """Binary-prefixed size.
+
+    >>> human_size(167772160), human_size(262144), human_size(1000)
+    ('160 MiB', '256 KiB', '1000 B')
+    """
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            v = n / (1 << shift)
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.1f} {unit}"
+    return f"{n} B"
+
+
+def render_info_json(info: dict[str, Any]) -> str:
+    """The info dict as indented JSON (addresses as integers)."""
+    return json.dumps(info, indent=2) + "\n"
+
+
+_REG_ORDER = ("pid", "rip", "rsp", "cr0", "cr3", "cr4")
+MAX_RANGES = 16
+
+
+def _range(r) -> tuple[int, int]:
+    """A RAM range as ``(start, size)``, from ``{"start", "size"}`` or a ``[start, size]`` pair."""
+    if isinstance(r, dict):
+        return int(r["start"]), int(r["size"])
+    return int(r[0]), int(r[1])
+
+
+def render_info_text(info: dict[str, Any]) -> str:
+    """The info dict as aligned ``key: value`` lines, RAM ranges and vCPUs as tables."""
+    lines: list[str] = []
+
+    def row(key: str, value: object) -> None:
+        lines.append(f"{key + ':':<13} {value}")
+
+    row("file", info.get("file", "?"))
+    if "decompressed_to" in info:
+        row("decompressed", info["decompressed_to"])
+    row("format", info.get("format", "?"))
+    if "machine" in info:
+        row("machine", " ".join(str(info[k]) for k in ("machine", "elf_class", "endianness") if k in info))
+    if "program_headers" in info:
+        xnum = " (PN_XNUM)" if info.get("pn_xnum") else ""
+        row("headers", f"{info['program_headers']} program headers{xnum}, {info.get('pt_load', '?')} PT_LOAD")
+    ranges = [_range(r) for r in info.get("ram_ranges", [])]
+    if ranges:
+        ram = info.get("ram_bytes", sum(size for _, size in ranges))
+        pages = info.get("pages")
+        count = (f", {pages} pages of {info.get('page_size', 4096)} bytes" if isinstance(pages, int)
+                 else "")
+        row("RAM", f"{human_size(ram)} in {len(ranges)} range{'s' * (len(ranges) != 1)}{count}")
+    for start, size in ranges[:MAX_RANGES]:
+        lines.append(f"  {start:#018x}-{start + size:#018x}  {human_size(size):>10}")
+    if len(ranges) > MAX_RANGES:
+        lines.append(f"  ... {len(ranges) - MAX_RANGES} more (--json lists them all)")
+    if isinstance(info.get("pages"), dict):
+        row("pages", " ".join(f"{k}={v}" for k, v in info["pages"].items()))
+    vcpus = info.get("vcpus")
+    if vcpus is not None:
+        row("vCPUs", len(vcpus))
+        for cpu in vcpus:
+            regs = "  ".join(f"{k}={cpu[k]:#x}" if k != "pid" else f"pid={cpu[k]}"
+                             for k in _REG_ORDER if k in cpu)
+            lines.append(f"  {cpu['index']}: {', '.join(cpu['notes'])}" + (f"  {regs}" if regs else ""))
+    vmci = info.get("vmcoreinfo")
+    if isinstance(vmci, bool):
+        vmci = {"present": vmci}
+    if vmci is not None:
+        if vmci.get("present"):
+            extra = f", OSRELEASE={vmci['osrelease']}" if "osrelease" in vmci else ", no OSRELEASE line"
+            row("VMCOREINFO", f"present ({vmci.get('size', '?')} bytes){extra}")
+        else:
+            row("VMCOREINFO", "absent")
+    other = [n for n in info.get("notes", []) if n["name"] != "QEMU"]
+    if other:
+        row("other notes", ", ".join(f"{n['name']}/{n['type']:#x} ({n['size']} bytes)" for n in other))
+    shown = {"file", "decompressed_to", "format", "machine", "elf_class", "endianness",
+             "program_headers", "pn_xnum", "pt_load", "ram_ranges", "ram_bytes", "pages",
+             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size"}
+    for key, value in info.items():          # facts other readers add (kdump header fields, ...)
+        if key in shown:
+            continue
+        if isinstance(value, dict):
+            value = " ".join(f"{k}={v}" for k, v in value.items() if v not in ("", None))
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        row(key.replace("_", " "), value)
+    return "\n".join(lines) + "\n"
