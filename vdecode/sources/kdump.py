@@ -1,0 +1,415 @@
+"""
+kdump-compressed dumps
+----------------------
+Reads makedumpfile's diskdump format as QEMU writes it (QEMU v7.2.0 ``dump/dump.c``
+``create_kdump_vmcore``; makedumpfile ``diskdump_mod.h``, ``makedumpfile.h``):
+
+- the **flattened** stream (``makedumpfile -F``, every QEMU ``kdump-*`` before 8.2): a 4 KiB
+  ``makedumpfile_header`` and records ``{int64 offset; int64 buf_size}`` (big-endian), each
+  followed by ``buf_size`` bytes destined for ``offset`` of the rearranged file, applied in stream
+  order (later wins, makedumpfile.c ``rearrange_dumpdata``), ending with ``(-1, -1)``;
+- the **rearranged** file (``makedumpfile -R`` output, QEMU >= 8.2 ``kdump-raw-*``):
+  ``disk_dump_header`` (block 0), ``kdump_sub_header`` (block 1), bitmaps 1 and 2,
+  ``page_desc[]``, page data.
+
+This module turns the file into facts: the record index (numpy arrays, one pass over the record
+headers, never the data), the parsed headers (frozen dataclasses) and the two bitmaps. Page lookup
+and decompression live in :mod:`vdecode.space.paged`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+from construct import Bytes, Const, Int32sb, Int32sl, Int32ub, Int32ul, Int64sb, Int64sl, Int64ub, \
+    Int64ul, Struct
+
+from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.sources.files import FileView, parse_at
+
+__all__ = ("DUMP_DH_COMPRESSED_INCOMPLETE", "DUMP_DH_COMPRESSED_LZO", "DUMP_DH_COMPRESSED_SNAPPY",
+           "DUMP_DH_COMPRESSED_ZLIB", "DUMP_DH_COMPRESSED_ZSTD", "DUMP_DH_EXCLUDED_VMEMMAP",
+           "DiskDumpHeader", "FlatIndex", "FlattenedView", "KDUMP_SIGNATURE", "KdumpFile",
+           "KdumpLayouts", "KdumpSubHeader", "MAKEDUMPFILE_SIGNATURE", "MAKEDUMPFILE_HEADER",
+           "MAX_BLOCK_SIZE", "FLAT_RECORD", "read_flat_index", "read_kdump")
+
+KDUMP_SIGNATURE = b"KDUMP   "
+MAKEDUMPFILE_SIGNATURE = b"makedumpfile"
+MAX_SIZE_MDF_HEADER = 4096                 # makedumpfile.h: the flattened header is one 4 KiB block
+TYPE_FLAT_HEADER = 1
+VERSION_FLAT_HEADER = 1
+END_FLAG_FLAT_HEADER = -1
+
+# status bits of disk_dump_header (makedumpfile diskdump_mod.h); the same bits flag a page_desc
+DUMP_DH_COMPRESSED_ZLIB = 0x1
+DUMP_DH_COMPRESSED_LZO = 0x2
+DUMP_DH_COMPRESSED_SNAPPY = 0x4
+DUMP_DH_COMPRESSED_INCOMPLETE = 0x8
+DUMP_DH_EXCLUDED_VMEMMAP = 0x10
+DUMP_DH_COMPRESSED_ZSTD = 0x20
+STATUS_NAMES = {DUMP_DH_COMPRESSED_ZLIB: "zlib", DUMP_DH_COMPRESSED_LZO: "lzo",
+                DUMP_DH_COMPRESSED_SNAPPY: "snappy", DUMP_DH_COMPRESSED_INCOMPLETE: "incomplete",
+                DUMP_DH_EXCLUDED_VMEMMAP: "excluded_vmemmap", DUMP_DH_COMPRESSED_ZSTD: "zstd"}
+
+# Largest page size in use (arm64/ppc64 64 KiB). Bounding it bounds every per-page buffer,
+# including what an LZO stream of at most one block can expand to.
+MAX_BLOCK_SIZE = 1 << 16
+MIN_BLOCK_SIZE = 512
+# Logical offsets beyond this cannot come from a real dump and would overflow int64 sums.
+MAX_LOGICAL_OFFSET = 1 << 56
+
+UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
+
+MAKEDUMPFILE_HEADER = Struct(                       # makedumpfile.h struct makedumpfile_header
+    "signature" / Const(MAKEDUMPFILE_SIGNATURE + bytes(4)),
+    "type" / Int64sb * "TYPE_FLAT_HEADER (1)",
+    "version" / Int64sb * "VERSION_FLAT_HEADER (1)",
+)
+FLAT_RECORD = Struct(                               # makedumpfile.h struct makedumpfile_data_header
+    "offset" / Int64sb * "offset in the rearranged file; -1 ends the stream",
+    "buf_size" / Int64sb * "bytes that follow this header",
+)
+FLAT_RECORD_DTYPE = np.dtype([("offset", ">i8"), ("buf_size", ">i8")])
+
+
+class KdumpLayouts:
+    """diskdump structs for one byte order (the dump target's; only flattened records are fixed
+    big-endian). 64-bit layouts only: QEMU writes ``DiskDumpHeader64`` for every x86 dump."""
+
+    def __init__(self, little_endian: bool) -> None:
+        self.little_endian = little_endian
+        i32, u32, i64, u64 = ((Int32sl, Int32ul, Int64sl, Int64ul) if little_endian
+                              else (Int32sb, Int32ub, Int64sb, Int64ub))
+        bo = "<" if little_endian else ">"
+        self.disk_dump_header = Struct(             # 464 bytes (QEMU DiskDumpHeader64)
+            "signature" / Const(KDUMP_SIGNATURE),
+            "header_version" / i32,
+            "utsname" / Bytes(65 * 6) * "struct new_utsname: six char[65]",
+            "_pad" / Bytes(6) * "aligns struct timeval",
+            "tv_sec" / i64,
+            "tv_usec" / i64,
+            "status" / u32 * "DUMP_DH_* bits",
+            "block_size" / i32,
+            "sub_hdr_size" / i32 * "in blocks",
+            "bitmap_blocks" / u32 * "both bitmaps, in blocks",
+            "max_mapnr" / u32 * "obsolete from header_version 6 (max_mapnr_64)",
+            "total_ram_blocks" / u32,
+            "device_blocks" / u32,
+            "written_blocks" / u32,
+            "current_cpu" / u32,
+            "nr_cpus" / i32,
+        )
+        self.kdump_sub_header = Struct(             # 104 bytes (QEMU KdumpSubHeader64)
+            "phys_base" / u64,
+            "dump_level" / i32,
+            "split" / i32 * "header_version >= 2",
+            "start_pfn" / u64,
+            "end_pfn" / u64,
+            "offset_vmcoreinfo" / u64 * "header_version >= 3",
+            "size_vmcoreinfo" / u64,
+            "offset_note" / u64 * "header_version >= 4",
+            "note_size" / u64,
+            "offset_eraseinfo" / u64 * "header_version >= 5",
+            "size_eraseinfo" / u64,
+            "start_pfn_64" / u64 * "header_version >= 6",
+            "end_pfn_64" / u64,
+            "max_mapnr_64" / u64,
+        )
+        self.page_desc = Struct(                    # 24 bytes, makedumpfile diskdump_mod.h
+            "offset" / i64 * "rearranged-file offset of the page data",
+            "size" / u32 * "bytes stored; block_size when flags == 0",
+            "flags" / u32 * "DUMP_DH_COMPRESSED_* bit, 0 for a raw page",
+            "page_flags" / u64,
+        )
+        self.page_desc_dtype = np.dtype([("offset", bo + "i8"), ("size", bo + "u4"),
+                                         ("flags", bo + "u4"), ("page_flags", bo + "u8")])
+
+
+@dataclass(frozen=True)
+class DiskDumpHeader:
+    """``struct disk_dump_header`` as parsed (block 0 of the rearranged file)."""
+
+    little_endian: bool
+    header_version: int
+    utsname: dict
+    tv_sec: int
+    tv_usec: int
+    status: int
+    block_size: int
+    sub_hdr_size: int
+    bitmap_blocks: int
+    max_mapnr: int
+    total_ram_blocks: int
+    device_blocks: int
+    written_blocks: int
+    current_cpu: int
+    nr_cpus: int
+
+    @property
+    def status_names(self) -> list[str]:
+        """``status`` bits by name, unknown bits as hex (drgn's ``decode_flags`` habit)."""
+        names = [n for bit, n in STATUS_NAMES.items() if self.status & bit]
+        unknown = self.status & ~sum(STATUS_NAMES)
+        return names + ([f"{unknown:#x}"] if unknown else [])
+
+
+@dataclass(frozen=True)
+class KdumpSubHeader:
+    """``struct kdump_sub_header`` (block 1), fields newer than ``header_version`` left at 0."""
+
+    phys_base: int
+    dump_level: int
+    split: int
+    offset_vmcoreinfo: int
+    size_vmcoreinfo: int
+    offset_note: int
+    note_size: int
+    offset_eraseinfo: int
+    size_eraseinfo: int
+    start_pfn_64: int
+    end_pfn_64: int
+    max_mapnr_64: int
+
+
+@dataclass(frozen=True)
+class FlatIndex:
+    """Where each byte of the rearranged file lives in a flattened stream.
+
+    ``starts``/``ends`` are sorted, non-overlapping rearranged-file ranges and ``file_offsets``
+    where each range's bytes start in the stream, already resolved so that a later record wins.
+    Bytes no record wrote read as zero (as after ``makedumpfile -R``).
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    file_offsets: np.ndarray
+    n_records: int
+    overlapping: bool
+    size: int            # rearranged-file size: the end of the furthest record
+
+
+def read_flat_index(view: FileView) -> FlatIndex:
+    """Walk the record headers of a flattened stream once (the data is skipped, never read).
+
+    :raises CorruptInput: a bad ``makedumpfile_header``, a record with a negative or implausible
+        offset or size, one that runs past the end of the file, or no end marker.
+    """
+    hdr = parse_at(MAKEDUMPFILE_HEADER, view, 0, "makedumpfile_header")
+    if hdr.type != TYPE_FLAT_HEADER or hdr.version != VERSION_FLAT_HEADER:
+        raise CorruptInput(view.name, f"makedumpfile_header: type {hdr.type}, version {hdr.version}"
+                                      f" (expected {TYPE_FLAT_HEADER}, {VERSION_FLAT_HEADER})",
+                           offset=0x10)
+    mem, size = view.memory(), view.size
+    unpack = struct.Struct(">qq").unpack_from
+    starts: list[int] = []
+    sizes: list[int] = []
+    fileoffs: list[int] = []
+    pos = MAX_SIZE_MDF_HEADER
+    while True:   # the records form a chain (each header follows the previous data): one pass
+        if pos + 16 > size:
+            what = ("flattened stream ends without its end marker (-1, -1)" if pos == size else
+                    f"flattened record header (16 bytes) runs past the end of the file ({size} bytes)")
+            raise CorruptInput(view.name, what, offset=pos)
+        off, n = unpack(mem, pos)
+        if off == END_FLAG_FLAT_HEADER:
+            break
+        if off < 0 or off > MAX_LOGICAL_OFFSET:
+            raise CorruptInput(view.name, f"flattened record: offset {off:#x} is not a file offset",
+                               offset=pos)
+        if n < 0 or pos + 16 + n > size:
+            raise CorruptInput(view.name, f"flattened record for offset {off:#x}: size {n} runs past "
+                                          f"the end of the file ({size} bytes)", offset=pos)
+        if n:
+            starts.append(off)
+            sizes.append(n)
+            fileoffs.append(pos + 16)
+        pos += 16 + n
+    s = np.array(starts, dtype=np.int64)
+    e = s + np.array(sizes, dtype=np.int64)
+    f = np.array(fileoffs, dtype=np.int64)
+    n_records = len(starts)
+    order = np.argsort(s, kind="stable")
+    ss, se, sf = s[order], e[order], f[order]
+    overlapping = bool(np.any(se[:-1] > ss[1:]))
+    if overlapping:
+        ss, se, sf = _resolve_later_wins(s, e, f)
+    return FlatIndex(ss, se, sf, n_records, overlapping, int(e.max()) if n_records else 0)
+
+
+def _resolve_later_wins(s: np.ndarray, e: np.ndarray, f: np.ndarray):
+    """Cut overlapping records into elementary ranges, each owned by the last record covering it."""
+    bounds = np.unique(np.concatenate([s, e]))
+    owner = np.full(len(bounds) - 1, -1, dtype=np.int64)
+    lo, hi = np.searchsorted(bounds, s), np.searchsorted(bounds, e)
+    for i in range(len(s)):    # stream order: a later record overwrites; only for overlapping streams
+        owner[lo[i]:hi[i]] = i
+    keep = np.flatnonzero(owner >= 0)
+    w = owner[keep]
+    starts = bounds[keep]
+    return starts, bounds[keep + 1], f[w] + (starts - s[w])
+
+
+class FlattenedView:
+    """The rearranged file of a flattened stream, read in place: :class:`FileView`'s interface
+    (``name``, ``size``, ``view``) over rearranged-file offsets. Zero-copy when the bytes sit in one
+    record, otherwise copied out (gaps read as zero)."""
+
+    def __init__(self, file: FileView, index: FlatIndex) -> None:
+        self.file, self.index = file, index
+        self.name = f"{file.name} (rearranged)"
+        self.size = index.size
+        self._mv = file.memory()
+
+    def view(self, offset: int, n: int, what: str = "data") -> memoryview:
+        """Bytes ``[offset, offset+n)`` of the rearranged file.
+
+        :raises CorruptInput: when the range runs past the end of the rearranged file.
+        """
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise CorruptInput(self.name, f"{what} ({n} bytes) runs past the end of the rearranged "
+                                          f"file ({self.size} bytes)", offset=offset)
+        ix = self.index
+        i = int(np.searchsorted(ix.starts, offset, side="right")) - 1
+        if i >= 0 and offset + n <= ix.ends[i]:
+            fo = int(ix.file_offsets[i] + (offset - ix.starts[i]))
+            return self._mv[fo:fo + n]
+        out = bytearray(n)
+        i = max(i, 0)
+        end = offset + n
+        while i < len(ix.starts) and ix.starts[i] < end:
+            a, b = max(offset, int(ix.starts[i])), min(end, int(ix.ends[i]))
+            if a < b:
+                fo = int(ix.file_offsets[i] + (a - ix.starts[i]))
+                out[a - offset:b - offset] = self._mv[fo:fo + (b - a)]
+            i += 1
+        return memoryview(out)
+
+    def file_offset(self, offset: int) -> int | None:
+        """Where rearranged offset ``offset`` lives in the stream, or ``None`` for a gap."""
+        ix = self.index
+        i = int(np.searchsorted(ix.starts, offset, side="right")) - 1
+        if i >= 0 and offset < ix.ends[i]:
+            return int(ix.file_offsets[i] + (offset - ix.starts[i]))
+        return None
+
+    def memory(self) -> memoryview:
+        return self.view(0, self.size, "rearranged file")
+
+
+@dataclass(frozen=True)
+class KdumpFile:
+    """An opened kdump: headers, bitmaps and where the ``page_desc`` table starts.
+
+    ``data`` reads the rearranged file (a :class:`FileView`, or a :class:`FlattenedView` over a
+    flattened stream). ``bitmap1`` (pages that exist) and ``bitmap2`` (pages dumped) are ``uint8``
+    arrays of ``ceil(max_mapnr / 8)`` bytes, bit ``p & 7`` of byte ``p >> 3`` for pfn ``p``.
+    """
+
+    name: str
+    file: FileView
+    data: FileView | FlattenedView
+    flat: FlatIndex | None
+    layouts: KdumpLayouts
+    header: DiskDumpHeader
+    sub_header: KdumpSubHeader | None
+    max_mapnr: int
+    bitmap1_offset: int
+    bitmap2_offset: int
+    bitmap1: np.ndarray
+    bitmap2: np.ndarray
+    desc_offset: int
+
+    @property
+    def block_size(self) -> int:
+        return self.header.block_size
+
+    @property
+    def incomplete(self) -> bool:
+        return bool(self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE)
+
+
+def _byte_order(data: FileView | FlattenedView) -> bool:
+    """Little-endian? ``header_version`` is a small positive number in the target's byte order."""
+    raw = bytes(data.view(8, 4, "disk_dump_header"))
+    for little in (True, False):
+        v = int.from_bytes(raw, "little" if little else "big", signed=True)
+        if 0 < v < 0x100:
+            return little
+    raise CorruptInput(data.name, f"disk_dump_header: header_version {raw.hex()} is not a small "
+                                  "positive number in either byte order", offset=8)
+
+
+def read_kdump(view: FileView) -> KdumpFile:
+    """Parse a kdump-compressed file (flattened or rearranged) up to its bitmaps.
+
+    :param view: the whole file.
+    :raises CorruptInput: a header or bitmap that is missing, truncated or contradicts itself.
+    :raises UnsupportedInput: a split dump (one file of a set).
+    """
+    head = bytes(view.view(0, min(view.size, 16), "signature"))
+    flat = None
+    data: FileView | FlattenedView = view
+    if head.startswith(MAKEDUMPFILE_SIGNATURE):
+        flat = read_flat_index(view)
+        data = FlattenedView(view, flat)
+    name = data.name
+    layouts = KdumpLayouts(_byte_order(data) if data.size >= 12 and
+                           bytes(data.view(0, 8, "signature")) == KDUMP_SIGNATURE else True)
+    raw = parse_at(layouts.disk_dump_header, data, 0, "disk_dump_header")
+    uts = {f: raw.utsname[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace")
+           for i, f in enumerate(UTSNAME_FIELDS)}
+    header = DiskDumpHeader(layouts.little_endian, raw.header_version, uts, raw.tv_sec, raw.tv_usec,
+                            raw.status, raw.block_size, raw.sub_hdr_size, raw.bitmap_blocks,
+                            raw.max_mapnr, raw.total_ram_blocks, raw.device_blocks,
+                            raw.written_blocks, raw.current_cpu, raw.nr_cpus)
+    bs = header.block_size
+    if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
+        raise CorruptInput(name, f"disk_dump_header: block_size {bs} is not a power of two in "
+                                 f"[{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]", offset=0x1ac)
+    if header.sub_hdr_size < 0 or header.sub_hdr_size * bs > data.size:
+        raise CorruptInput(name, f"disk_dump_header: sub_hdr_size {header.sub_hdr_size} blocks runs "
+                                 f"past the end of the file ({data.size} bytes)", offset=0x1b0)
+    if header.bitmap_blocks == 0 or header.bitmap_blocks % 2:
+        raise CorruptInput(name, f"disk_dump_header: bitmap_blocks {header.bitmap_blocks} is not a "
+                                 "positive even number (two bitmaps)", offset=0x1b4)
+    sub = None
+    max_mapnr = header.max_mapnr
+    if header.sub_hdr_size > 0:
+        s = parse_at(layouts.kdump_sub_header, data, bs, "kdump_sub_header")
+        hv = header.header_version
+
+        def since(v: int, x: int) -> int:
+            return x if hv >= v else 0
+
+        sub = KdumpSubHeader(s.phys_base, s.dump_level, since(2, s.split),
+                             since(3, s.offset_vmcoreinfo), since(3, s.size_vmcoreinfo),
+                             since(4, s.offset_note), since(4, s.note_size),
+                             since(5, s.offset_eraseinfo), since(5, s.size_eraseinfo),
+                             since(6, s.start_pfn_64), since(6, s.end_pfn_64),
+                             since(6, s.max_mapnr_64))
+        if sub.split:
+            raise UnsupportedInput(name, "kdump_sub_header: split dump (one file of a set of "
+                                         f"pfns {sub.start_pfn_64:#x}-{sub.end_pfn_64:#x}) is not "
+                                         "supported", offset=bs + 12)
+        if hv >= 6:     # crash read_dump_header: max_mapnr_64 from version 6 on
+            max_mapnr = sub.max_mapnr_64
+    bitmap_len = header.bitmap_blocks // 2 * bs
+    if max_mapnr > bitmap_len * 8:
+        raise CorruptInput(name, f"max_mapnr {max_mapnr:#x} exceeds the {bitmap_len * 8:#x} bits "
+                                 f"of a bitmap ({header.bitmap_blocks} blocks for both)",
+                           offset=0x1b8 if sub is None or header.header_version < 6
+                           else bs + 96)
+    bm1_off = (1 + header.sub_hdr_size) * bs
+    bm2_off = bm1_off + bitmap_len
+    nbytes = (max_mapnr + 7) // 8
+    # copied (two bitmaps of max_mapnr bits, 2 MiB each for 64 GiB): no view outlives the file
+    bm1 = np.frombuffer(data.view(bm1_off, bitmap_len, "bitmap 1"), dtype=np.uint8)[:nbytes].copy()
+    bm2 = np.frombuffer(data.view(bm2_off, bitmap_len, "bitmap 2"), dtype=np.uint8)[:nbytes].copy()
+    if max_mapnr % 8:   # bits past max_mapnr in the last byte do not describe pages
+        keep = np.uint8((1 << (max_mapnr % 8)) - 1)
+        bm1[-1] &= keep
+        bm2[-1] &= keep
+    return KdumpFile(view.name, view, data, flat, layouts, header, sub, max_mapnr, bm1_off, bm2_off,
+                     bm1, bm2, bm2_off + bitmap_len)

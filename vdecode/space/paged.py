@@ -1,0 +1,367 @@
+"""
+Paged address space over a kdump-compressed dump
+------------------------------------------------
+Guest-physical reads from the facts :mod:`vdecode.sources.kdump` found: bitmap 2 says which pfns
+were dumped, the number of set bits before pfn *p* is the index of its ``page_desc`` (crash
+``diskdump.c`` ``pfn_to_pos``; here a per-byte prefix count made once with ``np.unpackbits`` and
+``cumsum``), and the descriptor says where the page's bytes are and how they are compressed
+(makedumpfile ``diskdump_mod.h`` ``DUMP_DH_COMPRESSED_*``; libkdumpfile ``diskdump.c``).
+
+Pages are decompressed on demand through a small LRU cache. Every decompressor must produce exactly
+one block: a descriptor whose ``size`` exceeds ``block_size`` is refused before decompressing, and
+output longer or shorter than one block (a bomb, a truncated stream) is :class:`CorruptInput`.
+Excluded pages, pfns that are not RAM and pages an incomplete dump never wrote are
+:class:`MissingData`.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections import OrderedDict
+from functools import cache
+
+import numpy as np
+
+from vdecode.errors import CorruptInput, MissingData
+from vdecode.sources.files import FileView, Gpa
+from vdecode.sources.kdump import DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, \
+    DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KdumpFile, read_kdump
+from vdecode.space.dump import Dump
+
+__all__ = ("PagedSpace", "open_kdump")
+
+CODECS = {0: "raw", DUMP_DH_COMPRESSED_ZLIB: "zlib", DUMP_DH_COMPRESSED_LZO: "lzo",
+          DUMP_DH_COMPRESSED_SNAPPY: "snappy", DUMP_DH_COMPRESSED_ZSTD: "zstd"}
+PAGE_DESC_SIZE = 24
+CACHE_PAGES = 256              # decompressed pages kept (1 MiB at 4 KiB pages)
+CHEAP_COUNT_DESCS = 1 << 20    # open_kdump counts pages by codec when the table is at most this long
+
+
+@cache
+def _popcount8() -> np.ndarray:
+    """Set bits of each byte value 0..255 (a memoised constant table)."""
+    return np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1, dtype=np.int64)
+
+
+def _runs(bitmap: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) of each run of set bits, vectorised."""
+    bits = np.unpackbits(bitmap, bitorder="little", count=nbits).astype(np.int8)
+    edges = np.diff(bits, prepend=np.int8(0), append=np.int8(0))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+class _Decoders:
+    """One decompressor per codec, created on first use; each returns exactly one block."""
+
+    def __init__(self, block_size: int) -> None:
+        self.bs = block_size
+        self._lzo = None
+        self._zstd = None
+
+    def decode(self, flags: int, buf: bytes | memoryview) -> tuple[bytes | None, str]:
+        """Decompressed block, or ``(None, why)`` when the stream is not one block."""
+        bs = self.bs
+        if flags == DUMP_DH_COMPRESSED_ZLIB:
+            d = zlib.decompressobj()
+            try:
+                out = d.decompress(buf, bs)
+                if d.unconsumed_tail:
+                    return None, f"decompresses to more than one block ({bs} bytes)"
+                out += d.flush()
+            except zlib.error as err:
+                return None, f"zlib: {err}"
+            if not d.eof:
+                return None, f"zlib stream is truncated after {len(out)} bytes"
+        elif flags == DUMP_DH_COMPRESSED_LZO:
+            import lzallright
+            if self._lzo is None:
+                self._lzo = lzallright.LZOCompressor()
+            try:   # LZO1X expands at most ~255:1, so a block_size-bounded input is a bounded output
+                out = self._lzo.decompress(bytes(buf), output_size_hint=bs)
+            except (lzallright.LZOError, lzallright.InputNotConsumed) as err:
+                return None, f"lzo: {type(err).__name__} {err}"
+        elif flags == DUMP_DH_COMPRESSED_SNAPPY:
+            import cramjam
+            try:
+                n = cramjam.snappy.decompress_raw_len(bytes(buf))   # the stream's own length prefix
+                if n != bs:
+                    return None, f"snappy stream declares {n} bytes, not one block ({bs})"
+                target = bytearray(bs)
+                n = cramjam.snappy.decompress_raw_into(bytes(buf), target)
+            except cramjam.DecompressionError as err:
+                return None, f"snappy: {err}"
+            out = bytes(target[:n])
+        elif flags == DUMP_DH_COMPRESSED_ZSTD:
+            import zstandard
+            if self._zstd is None:
+                self._zstd = zstandard.ZstdDecompressor()
+            try:
+                n = zstandard.frame_content_size(bytes(buf))
+                if n not in (-1, bs):     # -1: the frame does not say
+                    return None, f"zstd frame declares {n} bytes, not one block ({bs})"
+                out = self._zstd.decompress(bytes(buf), max_output_size=bs)
+            except zstandard.ZstdError as err:
+                return None, f"zstd: {err}"
+        else:
+            return None, f"unknown compression flags {flags:#x}"
+        if len(out) != bs:
+            return None, f"decompresses to {len(out)} bytes, not one block ({bs})"
+        return out, ""
+
+
+class PagedSpace:
+    """Guest-physical memory of a kdump: bitmap rank → ``page_desc`` → (decompressed) page.
+
+    :param kd: the parsed file (:func:`vdecode.sources.kdump.read_kdump`).
+    :param cache_pages: decompressed pages kept in the LRU cache.
+    """
+
+    def __init__(self, kd: KdumpFile, cache_pages: int = CACHE_PAGES) -> None:
+        self.kd = kd
+        self.name = kd.name
+        self.block_size = bs = kd.block_size
+        self.shift = bs.bit_length() - 1
+        # byte_rank[k]: dumped pfns in bitmap-2 bytes [0, k)
+        self._byte_rank = np.zeros(len(kd.bitmap2) + 1, dtype=np.int64)
+        np.cumsum(_popcount8()[kd.bitmap2], out=self._byte_rank[1:])
+        self.num_dumpable = int(self._byte_rank[-1])
+        self.data_offset = kd.desc_offset + self.num_dumpable * PAGE_DESC_SIZE
+        if not kd.incomplete and self.data_offset > kd.data.size:
+            raise CorruptInput(kd.data.name, f"page_desc table ({self.num_dumpable} entries, "
+                                             f"{self.num_dumpable * PAGE_DESC_SIZE} bytes) runs past "
+                                             f"the end of the file ({kd.data.size} bytes)",
+                               offset=kd.desc_offset)
+        self._desc = struct.Struct(("<" if kd.layouts.little_endian else ">") + "qIIQ")
+        self._dtype = kd.layouts.page_desc_dtype
+        self._decoders = _Decoders(bs)
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_pages = cache_pages
+        self._ranges: list[tuple[Gpa, int]] | None = None
+
+    # --- pfn → page_desc ----------------------------------------------------------------------
+    def _missing(self, pfn: int) -> MissingData:
+        gpa = pfn << self.shift
+        if pfn >= self.kd.max_mapnr:
+            return MissingData(self.name, f"guest-physical {gpa:#x} is beyond the dump's last pfn "
+                                          f"(max_mapnr {self.kd.max_mapnr:#x})")
+        if self.kd.bitmap1[pfn >> 3] >> (pfn & 7) & 1:
+            return MissingData(self.name, f"guest-physical {gpa:#x} (pfn {pfn:#x}) is excluded "
+                                          "from the dump")
+        return MissingData(self.name, f"guest-physical {gpa:#x} (pfn {pfn:#x}) is not RAM in the dump")
+
+    def _dumped(self, pfn: int) -> bool:
+        return 0 <= pfn < self.kd.max_mapnr and bool(self.kd.bitmap2[pfn >> 3] >> (pfn & 7) & 1)
+
+    def desc_index(self, pfn: int) -> int:
+        """Index of pfn's ``page_desc`` (set bits of bitmap 2 before it); pfn must be dumped."""
+        b = self.kd.bitmap2[pfn >> 3] & ((1 << (pfn & 7)) - 1)
+        return int(self._byte_rank[pfn >> 3]) + int(_popcount8()[b])
+
+    def _incomplete_missing(self, pfn: int) -> MissingData:
+        return MissingData(self.name, f"guest-physical {pfn << self.shift:#x} (pfn {pfn:#x}) was "
+                                      "not written: the dump is incomplete (status flag 0x8)")
+
+    def _read_descs(self, pfn: int, count: int) -> np.ndarray:
+        """The ``page_desc`` entries of ``count`` dumped pfns from ``pfn`` (contiguous in the table)."""
+        off = self.kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
+        n = count * PAGE_DESC_SIZE
+        if self.kd.incomplete and off + n > self.kd.data.size:
+            have = max(0, (self.kd.data.size - off) // PAGE_DESC_SIZE)
+            raise self._incomplete_missing(pfn + have)
+        raw = self.kd.data.view(off, n, f"page_desc for pfn {pfn:#x}")
+        return np.frombuffer(raw, dtype=self._dtype)
+
+    # --- one page -----------------------------------------------------------------------------
+    def read_page(self, pfn: int) -> bytes | memoryview:
+        """One block of guest memory (``block_size`` bytes), zero-copy when stored raw.
+
+        :raises MissingData: pfn not dumped (excluded, not RAM) or not written (incomplete dump).
+        :raises CorruptInput: a descriptor or page data that cannot be decoded.
+        """
+        got = self._cache.get(pfn)
+        if got is not None:
+            self._cache.move_to_end(pfn)
+            return got
+        if not self._dumped(pfn):
+            raise self._missing(pfn)
+        kd = self.kd
+        desc_off = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
+        if kd.incomplete and desc_off + PAGE_DESC_SIZE > kd.data.size:
+            raise self._incomplete_missing(pfn)
+        offset, size, flags, _ = self._desc.unpack(kd.data.view(desc_off, PAGE_DESC_SIZE,
+                                                                f"page_desc for pfn {pfn:#x}"))
+        page = self._decode(pfn, desc_off, offset, size, flags)
+        if flags:
+            self._cache[pfn] = page
+            if len(self._cache) > self._cache_pages:
+                self._cache.popitem(last=False)
+        return page
+
+    def _decode(self, pfn: int, desc_off: int, offset: int, size: int,
+                flags: int) -> bytes | memoryview:
+        kd, bs = self.kd, self.block_size
+        where = f"page_desc for pfn {pfn:#x}"
+        if kd.incomplete and offset == 0:   # crash diskdump.c: PAGE_INCOMPLETE
+            raise self._incomplete_missing(pfn)
+        if size > bs:
+            raise CorruptInput(kd.data.name, f"{where}: size {size} > block_size {bs}",
+                               offset=desc_off)
+        if flags == 0 and size != bs:
+            raise CorruptInput(kd.data.name, f"{where}: raw page of {size} bytes, not block_size "
+                                             f"{bs}", offset=desc_off)
+        if flags not in CODECS:
+            raise CorruptInput(kd.data.name, f"{where}: unknown compression flags {flags:#x}",
+                               offset=desc_off)
+        if offset < 0 or offset + size > kd.data.size:
+            if kd.incomplete:
+                raise self._incomplete_missing(pfn)
+            raise CorruptInput(kd.data.name, f"{where}: data ({size} bytes at {offset:#x}) runs "
+                                             f"past the end of the file ({kd.data.size} bytes)",
+                               offset=desc_off)
+        buf = kd.data.view(offset, size, f"page data for pfn {pfn:#x}")
+        if flags == 0:
+            return buf
+        out, why = self._decoders.decode(flags, buf)
+        if out is None:
+            raise CorruptInput(kd.data.name, f"page data for pfn {pfn:#x} ({CODECS[flags]}, {size} "
+                                             f"bytes): {why}", offset=offset)
+        return out
+
+    # --- many pages ---------------------------------------------------------------------------
+    def read_pages(self, pfn: int, count: int) -> bytearray:
+        """``count`` consecutive blocks from ``pfn``: one bitmap check and one ``page_desc`` slice
+        for the whole run, then one decode per page.
+
+        :raises MissingData: the first pfn of the run that is not in the dump.
+        :raises CorruptInput: the first descriptor or page that cannot be decoded.
+        """
+        bs, kd = self.block_size, self.kd
+        out = bytearray(count * bs)
+        if count <= 0:
+            return out
+        if pfn < 0 or pfn + count > kd.max_mapnr:
+            raise self._missing(max(pfn, kd.max_mapnr))
+        bits = np.unpackbits(kd.bitmap2[pfn >> 3:(pfn + count + 7) >> 3], bitorder="little")
+        bits = bits[pfn & 7:(pfn & 7) + count]
+        if not bits.all():
+            raise self._missing(pfn + int(np.argmin(bits)))
+        descs = self._read_descs(pfn, count)
+        offs, sizes, flags = descs["offset"].tolist(), descs["size"].tolist(), descs["flags"].tolist()
+        desc0 = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
+        view = kd.data.view
+        for i in range(count):
+            o, s, f = offs[i], sizes[i], flags[i]
+            if f == 0 and s == bs and 0 < o and o + bs <= kd.data.size:   # raw page, the common case
+                out[i * bs:(i + 1) * bs] = view(o, bs)
+            else:
+                out[i * bs:(i + 1) * bs] = self._decode(pfn + i, desc0 + i * PAGE_DESC_SIZE, o, s, f)
+        return out
+
+    # --- AddressSpace -------------------------------------------------------------------------
+    def read(self, gpa: Gpa, n: int) -> bytes | memoryview:
+        """``n`` bytes at guest-physical ``gpa`` (zero-copy inside one raw page).
+
+        :raises MissingData: a page in the range is not in the dump.
+        :raises CorruptInput: a page in the range cannot be decoded.
+        """
+        if gpa < 0 or n < 0:
+            raise MissingData(self.name, f"guest-physical {gpa:#x}+{n} is not an address range")
+        bs, shift = self.block_size, self.shift
+        first, last = gpa >> shift, (gpa + max(n, 1) - 1) >> shift
+        lo = gpa & (bs - 1)
+        if first == last:
+            return self.read_page(first)[lo:lo + n]
+        return memoryview(self.read_pages(first, last - first + 1))[lo:lo + n]
+
+    def is_present(self, gpa: Gpa, n: int) -> bool:
+        """Whether every byte of ``[gpa, gpa+n)`` is in the dump (dumped and, for an incomplete
+        dump, written)."""
+        if gpa < 0 or n <= 0:
+            return n == 0 and gpa >= 0
+        first, last = gpa >> self.shift, (gpa + n - 1) >> self.shift
+        if last >= self.kd.max_mapnr:
+            return False
+        bits = np.unpackbits(self.kd.bitmap2[first >> 3:(last >> 3) + 1], bitorder="little")
+        if not bits[first & 7:(first & 7) + last - first + 1].all():
+            return False
+        if self.kd.incomplete:
+            try:
+                descs = self._read_descs(first, last - first + 1)
+            except MissingData:
+                return False
+            return bool(np.all(descs["offset"] != 0))
+        return True
+
+    def ranges(self) -> list[tuple[Gpa, int]]:
+        """RAM ranges (bitmap 1: pages that exist, dumped or excluded), sorted and merged."""
+        if self._ranges is None:
+            starts, ends = _runs(self.kd.bitmap1, self.kd.max_mapnr)
+            self._ranges = [(Gpa(int(s) << self.shift), int(e - s) << self.shift)
+                            for s, e in zip(starts, ends)]
+        return self._ranges
+
+    def dumped_ranges(self) -> list[tuple[Gpa, int]]:
+        """Ranges whose pages were dumped (bitmap 2); differs from :meth:`ranges` where
+        makedumpfile excluded pages."""
+        starts, ends = _runs(self.kd.bitmap2, self.kd.max_mapnr)
+        return [(Gpa(int(s) << self.shift), int(e - s) << self.shift) for s, e in zip(starts, ends)]
+
+    def page_counts(self) -> dict[str, int]:
+        """Pages by kind: ``ram`` (bitmap 1), ``dumpable`` (bitmap 2), ``excluded``, ``zero`` (the
+        shared zero page), and per codec. Reads the whole ``page_desc`` table."""
+        pc = _popcount8()
+        kd = self.kd
+        counts = {"ram": int(pc[kd.bitmap1].sum()), "dumpable": self.num_dumpable,
+                  "excluded": int(pc[kd.bitmap1 & ~kd.bitmap2].sum())}
+        n = self.num_dumpable
+        if kd.incomplete:
+            n = max(0, min(n, (kd.data.size - kd.desc_offset) // PAGE_DESC_SIZE))
+        descs = np.frombuffer(kd.data.view(kd.desc_offset, n * PAGE_DESC_SIZE, "page_desc table"),
+                              dtype=self._dtype)
+        written = descs["offset"] != 0 if kd.incomplete else np.ones(len(descs), dtype=bool)
+        counts["zero"] = int(np.count_nonzero((descs["offset"] == self.data_offset)
+                                              & (descs["flags"] == 0)))
+        for flag, codec in CODECS.items():
+            counts[codec] = int(np.count_nonzero((descs["flags"] == flag) & written))
+        if kd.incomplete:
+            counts["not_written"] = self.num_dumpable - int(np.count_nonzero(written))
+        return counts
+
+
+def open_kdump(view: FileView) -> Dump:
+    """Open a kdump-compressed file (flattened stream or rearranged file) as a :class:`Dump`.
+
+    :param view: the mapped file; it starts with ``b"KDUMP   "`` or ``b"makedumpfile"``.
+    :raises CorruptInput: headers, bitmaps or the ``page_desc`` table contradict themselves.
+    :raises UnsupportedInput: a split dump.
+    """
+    kd = read_kdump(view)
+    space = PagedSpace(kd)
+    h, sub = kd.header, kd.sub_header
+    info: dict = {
+        "block_size": h.block_size,
+        "header_version": h.header_version,
+        "byte_order": "little" if h.little_endian else "big",
+        "max_mapnr": kd.max_mapnr,
+        "nr_cpus": h.nr_cpus,
+        "current_cpu": h.current_cpu,
+        "utsname": dict(h.utsname),
+        "status": h.status,
+        "status_flags": h.status_names,
+        "incomplete": kd.incomplete,
+        "ram_ranges": [[int(a), s] for a, s in space.ranges()],
+    }
+    if kd.flat is not None:
+        info["flattened_records"] = kd.flat.n_records
+        info["flattened_overlapping"] = kd.flat.overlapping
+    if sub is not None:
+        info.update(phys_base=sub.phys_base, dump_level=sub.dump_level, note_size=sub.note_size,
+                    vmcoreinfo=sub.size_vmcoreinfo > 0)
+    if space.num_dumpable <= CHEAP_COUNT_DESCS:
+        info["pages"] = space.page_counts()
+    else:
+        pc = _popcount8()
+        info["pages"] = {"ram": int(pc[kd.bitmap1].sum()), "dumpable": space.num_dumpable}
+    fmt = "kdump-flattened" if kd.flat is not None else "kdump"
+    return Dump(path=view.name, format=fmt, space=space, info=info, files=[view])
