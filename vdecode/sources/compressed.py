@@ -16,7 +16,7 @@ import lzma
 import os
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import zstandard
@@ -26,6 +26,7 @@ from vdecode.errors import CorruptInput, InputError
 __all__ = ("CHUNK", "ProgressFn", "default_cache_dir", "decompress_to_cache")
 
 CHUNK = 1 << 20
+ZSTD_FEED = 2048
 ProgressFn = Callable[[int, int], None]   # (compressed bytes consumed, compressed total)
 
 
@@ -66,7 +67,7 @@ def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | 
                                        f"{err.strerror or err}") from err
     try:
         with open(src, "rb") as raw, os.fdopen(fd, "wb") as dst:
-            _copy_sparse(_reader(raw, kind), dst, raw, st.st_size, progress)
+            _copy_sparse(_chunks(raw, kind), dst, raw, st.st_size, progress)
         os.replace(tmp, out)
     except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as err:
         os.unlink(tmp)
@@ -79,35 +80,59 @@ def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | 
     return out
 
 
-def _reader(raw, kind: str):
-    if kind == "zstd":
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+def _chunks(raw, kind: str) -> Iterator[bytes]:
+    """Decompressed bytes of ``raw``, a bounded piece at a time.
+
+    gzip and xz readers raise ``EOFError`` on a truncated stream by themselves. zstandard's
+    stream reader ends a truncated frame silently, so zstd goes through ``decompressobj``, fed
+    :data:`ZSTD_FEED` compressed bytes at a time: a zstd block of 128 KiB can be 4 bytes (RLE), so
+    that bounds one call's output to 64 MiB even for a bomb.
+    """
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if kind == "xz":
-        return lzma.LZMAFile(raw, mode="rb")
-    raise ValueError(kind)          # a caller bug: sniff() names only these kinds
+        reader = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif kind == "xz":
+        reader = lzma.LZMAFile(raw, mode="rb")
+    else:
+        yield from _zstd_chunks(raw)
+        return
+    while chunk := reader.read(CHUNK):
+        yield chunk
 
 
-def _copy_sparse(reader, dst, raw, total: int, progress: ProgressFn | None) -> None:
+def _zstd_chunks(raw) -> Iterator[bytes]:
+    dobj, fed = zstandard.ZstdDecompressor().decompressobj(), False
+    while data := raw.read(ZSTD_FEED):
+        while data:
+            fed = True
+            out = dobj.decompress(data)
+            if out:
+                yield out
+            if dobj.eof:                       # a frame ended: the rest starts a new frame
+                data, dobj, fed = dobj.unused_data, zstandard.ZstdDecompressor().decompressobj(), False
+            else:
+                data = b""
+    if fed:
+        raise EOFError("the compressed stream ends inside a zstd frame (truncated file)")
+
+
+def _copy_sparse(chunks: Iterator[bytes], dst, raw, total: int, progress: ProgressFn | None) -> None:
+    """Write ``chunks`` to ``dst`` in pieces of :data:`CHUNK` bytes; all-zero pieces become holes."""
     zero = bytes(CHUNK)
-    size = 0
-    while True:
-        chunk = reader.read(CHUNK)
-        if not chunk:
-            break
-        if chunk == zero[:len(chunk)]:
-            dst.seek(len(chunk), os.SEEK_CUR)         # leave a hole
+    size, buf = 0, bytearray()
+
+    def flush(piece: bytes | bytearray) -> None:
+        if piece == zero[:len(piece)]:
+            dst.seek(len(piece), os.SEEK_CUR)
         else:
-            dst.write(chunk)
-        size += len(chunk)
+            dst.write(piece)
+
+    for out in chunks:
+        buf += out
+        size += len(out)
+        while len(buf) >= CHUNK:
+            flush(buf[:CHUNK])
+            del buf[:CHUNK]
         if progress is not None:
             progress(raw.tell(), total)
-    if kind_truncated(reader):
-        raise EOFError("compressed stream ends before its last frame")
+    flush(buf)
     dst.truncate(size)
-
-
-def kind_truncated(reader) -> bool:
-    """zstd's stream reader returns a short stream silently; it cannot tell a truncated frame."""
-    return False

@@ -55,9 +55,13 @@ class FileView:
         return self._mv
 
     def close(self) -> None:
+        """Unmap the file; views still held by callers keep it mapped until they go."""
         self._mv.release()
         if self._map is not None:
-            self._map.close()
+            try:
+                self._map.close()
+            except BufferError:       # a zero-copy read() result is still alive: let GC unmap
+                pass
 
     def __enter__(self) -> "FileView":
         return self
