@@ -196,6 +196,10 @@ def read_flat_index(view: FileView) -> FlatIndex:
     :raises CorruptInput: a bad ``makedumpfile_header``, a record with a negative or implausible
         offset or size, one that runs past the end of the file, or no end marker.
     """
+    sig = bytes(view.view(0, 16, "makedumpfile_header"))
+    if sig != MAKEDUMPFILE_SIGNATURE + bytes(4):
+        raise CorruptInput(view.name, f"makedumpfile_header: signature {sig!r}, expected "
+                                      f"{MAKEDUMPFILE_SIGNATURE + bytes(4)!r}", offset=0)
     hdr = parse_at(MAKEDUMPFILE_HEADER, view, 0, "makedumpfile_header")
     if hdr.type != TYPE_FLAT_HEADER or hdr.version != VERSION_FLAT_HEADER:
         raise CorruptInput(view.name, f"makedumpfile_header: type {hdr.type}, version {hdr.version}"
@@ -355,8 +359,13 @@ def read_kdump(view: FileView) -> KdumpFile:
         flat = read_flat_index(view)
         data = FlattenedView(view, flat)
     name = data.name
-    layouts = KdumpLayouts(_byte_order(data) if data.size >= 12 and
-                           bytes(data.view(0, 8, "signature")) == KDUMP_SIGNATURE else True)
+    # Const failures are checked here, not in parse_at: one-line messages, and no view of the
+    # mapped file left in a traceback (it would keep the file from closing)
+    sig = bytes(data.view(0, min(data.size, 8), "disk_dump_header"))
+    if data.size >= 8 and sig != KDUMP_SIGNATURE:
+        raise CorruptInput(name, f"disk_dump_header: signature {sig!r}, expected "
+                                 f"{KDUMP_SIGNATURE!r}", offset=0)
+    layouts = KdumpLayouts(_byte_order(data) if data.size >= 12 else True)
     raw = parse_at(layouts.disk_dump_header, data, 0, "disk_dump_header")
     uts = {f: raw.utsname[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace")
            for i, f in enumerate(UTSNAME_FIELDS)}
@@ -369,8 +378,8 @@ def read_kdump(view: FileView) -> KdumpFile:
         raise CorruptInput(name, f"disk_dump_header: block_size {bs} is not a power of two in "
                                  f"[{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]", offset=0x1ac)
     if header.sub_hdr_size < 0 or header.sub_hdr_size * bs > data.size:
-        raise CorruptInput(name, f"disk_dump_header: sub_hdr_size {header.sub_hdr_size} blocks runs "
-                                 f"past the end of the file ({data.size} bytes)", offset=0x1b0)
+        raise CorruptInput(name, f"disk_dump_header: sub_hdr_size {header.sub_hdr_size} (blocks of {bs}"
+                                 f" bytes) runs past the end of the file ({data.size} bytes)", offset=0x1b0)
     if header.bitmap_blocks == 0 or header.bitmap_blocks % 2:
         raise CorruptInput(name, f"disk_dump_header: bitmap_blocks {header.bitmap_blocks} is not a "
                                  "positive even number (two bitmaps)", offset=0x1b4)

@@ -223,6 +223,7 @@ class PagedSpace:
         if flags == 0:
             return buf
         out, why = self._decoders.decode(flags, buf)
+        del buf     # no view of the mapped file may outlive this frame in a traceback
         if out is None:
             raise CorruptInput(kd.data.name, f"page data for pfn {pfn:#x} ({CODECS[flags]}, {size} "
                                              f"bytes): {why}", offset=offset)
@@ -248,6 +249,7 @@ class PagedSpace:
             raise self._missing(pfn + int(np.argmin(bits)))
         descs = self._read_descs(pfn, count)
         offs, sizes, flags = descs["offset"].tolist(), descs["size"].tolist(), descs["flags"].tolist()
+        del descs   # a view of the mapped file; a traceback through here must not hold it
         desc0 = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
         view = kd.data.view
         for i in range(count):
