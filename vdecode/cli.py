@@ -95,3 +95,56 @@ def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
         info.setdefault("format", opened.format)
         info.setdefault("file", opened.path)
     click.echo(render_info_json(info) if as_json else render_info_text(info), nl=False)
+
+
+@cli.command("qmp")
+@click.argument("dump", type=click.Path(dir_okay=False))
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
+              help="QMP log taken before the dump (any format `vdecode log` reads).")
+@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
+@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@click.option("--socket", "socket_path", default=None, type=click.Path(),
+              help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
+@click.option("--connections", type=int, default=None, hidden=True,
+              help="Stop after this many socket connections (tests).")
+def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
+                socket_path: str | None, connections: int | None) -> None:
+    """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant."""
+    from vdecode.reconstruct.monitor import QmpMonitor  # noqa: F401  (import cost only here)
+    from vdecode.reconstruct.qmp_errors import qmp_error
+    from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+    from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+    from vdecode.space.open import open_dump
+
+    knowledge = None
+    for path in logs:
+        log = read_qmp_log(path, log_format, vm)
+        for w in log.warnings:
+            click.echo(f"vdecode: warning: {w}", err=True)
+        knowledge = LogKnowledge.from_log(log, vm)    # the last --log given is the newest
+    opened = open_dump(dump)
+    profile = profile_for(knowledge, opened.qemu)
+    machine, notes = build_machine(opened, knowledge, profile)
+    for n in notes:
+        click.echo(f"vdecode: note: {n}", err=True)
+    version = (opened.qemu.qemu_version if opened.qemu else None) or \
+        (knowledge.qemu_version if knowledge else None)
+    package = (opened.qemu.package if opened.qemu else None) or \
+        (knowledge.qemu_package if knowledge else None)
+
+    def flush_notes() -> None:
+        for n in machine.notes:
+            click.echo(f"vdecode: note: {n}", err=True)
+        machine.notes.clear()
+
+    def parse_error(msg: str) -> dict:
+        return qmp_error(profile, "json_parse", msg).reply()
+
+    def new_monitor():
+        return make_monitor(machine, profile, version, package)
+
+    if socket_path:
+        serve_unix_socket(socket_path, new_monitor, parse_error, flush_notes, connections)
+    else:
+        serve_stream(new_monitor(), sys.stdin.buffer, sys.stdout.buffer, parse_error, flush_notes)

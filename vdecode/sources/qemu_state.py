@@ -80,6 +80,7 @@ class VirtQueueState:
     signalled_used_valid: bool | None = None
     notification: bool | None = None
     provenance: dict[str, str] = field(default_factory=dict)
+    as_of: float | None = None           # when these values held (log reply time); None = now
 
 
 @dataclass
@@ -112,6 +113,7 @@ class VirtIODeviceState:
     # queue numbers known to have vring.num == 0 (QEMU answered "Invalid virtqueue number")
     absent_queues: set[int] = field(default_factory=set)
     provenance: dict[str, str] = field(default_factory=dict)
+    as_of: float | None = None           # when these values held (log reply time); None = now
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""Put the inputs together into one offline QMP monitor.
+
+A QEMU process core holds QEMU's state exactly: it wins, and a log given as well is only compared
+with it. Without a core, the log's replies give QEMU's state as of the log, moved to the dump
+instant by :func:`~vdecode.reconstruct.instant.advance_to_dump`. The version of the profile (name
+tables, error texts) comes from the log's greeting, else 7.2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from vdecode.profiles import Profile, load_profile
+from vdecode.reconstruct.instant import advance_to_dump
+from vdecode.reconstruct.log_state import state_from_log
+from vdecode.reconstruct.monitor import QmpMonitor
+from vdecode.reconstruct.queue_element import x_query_virtio_queue_element
+from vdecode.reconstruct.queue_status import (x_query_virtio_queue_status,
+                                              x_query_virtio_vhost_queue_status)
+from vdecode.reconstruct.status import x_query_virtio_status
+from vdecode.reconstruct.virtio_list import x_query_virtio
+from vdecode.sources.qemu_state import QemuVirtioState
+from vdecode.sources.qmp_log.knowledge import LogKnowledge
+from vdecode.space.dump import Dump
+from vdecode.virtio.device import VirtioMachine
+
+COMMANDS: dict[str, Callable[[VirtioMachine, Profile, dict[str, Any]], Any]] = {
+    "x-query-virtio": x_query_virtio,
+    "x-query-virtio-status": x_query_virtio_status,
+    "x-query-virtio-queue-status": x_query_virtio_queue_status,
+    "x-query-virtio-vhost-queue-status": x_query_virtio_vhost_queue_status,
+    "x-query-virtio-queue-element": x_query_virtio_queue_element,
+}
+
+DEFAULT_VERSION = (7, 2, 0)
+DEFAULT_PACKAGE = ""
+
+
+def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None) -> Profile:
+    version = (core.qemu_version if core and core.qemu_version else None) or \
+        (knowledge.qemu_version if knowledge else None)
+    return load_profile(".".join(map(str, version[:2])) if version else None)
+
+
+def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
+                  ) -> tuple[VirtioMachine, list[str]]:
+    """The machine state at the dump instant, and notes on how it was derived."""
+    notes: list[str] = []
+    if dump.qemu is not None:
+        machine = VirtioMachine(dump.qemu, dump.space)
+        if knowledge is not None:
+            notes.extend(compare_with_log(dump.qemu, state_from_log(knowledge, profile)))
+        return machine, notes
+    if knowledge is None:
+        machine = VirtioMachine(QemuVirtioState(source="none"), dump.space)
+        notes.append(f"{dump.path}: no QMP log and no QEMU core: QEMU's device list, features and "
+                     f"ring addresses are unknown; give --log with an earlier QMP transcript")
+        return machine, notes
+    machine = VirtioMachine(state_from_log(knowledge, profile), dump.space)
+    notes.extend(advance_to_dump(machine))
+    return machine, notes
+
+
+def compare_with_log(core: QemuVirtioState, logged: QemuVirtioState) -> list[str]:
+    """Differences between the core (which wins) and the log's static facts, for stderr."""
+    notes = []
+    paths = [d.canonical_path for d in core.devices]
+    for dev in logged.devices:
+        if dev.canonical_path not in paths:
+            notes.append(f"log names {dev.canonical_path}, which the QEMU core does not have "
+                         f"(unplugged since?)")
+            continue
+        cdev = core.devices[paths.index(dev.canonical_path)]
+        for qn, q in dev.queues.items():
+            cq = cdev.queues.get(qn)
+            if cq is not None and q.desc and (cq.desc, cq.avail, cq.used) != (q.desc, q.avail,
+                                                                                q.used):
+                notes.append(f"{dev.canonical_path} queue {qn}: rings moved since the log "
+                             f"(log desc {q.desc:#x}, core desc {cq.desc:#x}); using the core's")
+    return notes
+
+
+def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, int, int] | None,
+                 package: str | None) -> QmpMonitor:
+    handlers = {name: partial(fn, machine, profile) for name, fn in COMMANDS.items()}
+    return QmpMonitor(profile, handlers, version or DEFAULT_VERSION, package or DEFAULT_PACKAGE)

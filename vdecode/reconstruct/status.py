@@ -1,0 +1,63 @@
+"""``x-query-virtio-status``: QEMU 7.2 ``qmp_x_query_virtio_status``, field by field.
+
+Every field is QEMU state (reference §3.2); ``vhost-dev`` is present only while vhost is started.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vdecode.profiles import Profile
+from vdecode.reconstruct.features import decode_features, decode_protocols, decode_status
+from vdecode.reconstruct.qapi import shape
+from vdecode.reconstruct.qmp_errors import not_known, qmp_error
+from vdecode.sources.qemu_state import VirtIODeviceState
+from vdecode.virtio.device import VirtioMachine
+
+_FIELDS = ("name", "device_id", "guest_features", "host_features", "backend_features", "status",
+           "isr", "queue_sel", "vm_running", "broken", "disabled", "use_started", "started",
+           "start_on_kick", "disable_legacy_check", "use_guest_notifier_mask", "device_endian",
+           "vhost_started", "num_vqs")
+
+
+def find_device(machine: VirtioMachine, profile: Profile, path: str,
+                command: str) -> VirtIODeviceState:
+    dev = machine.find_device(path)
+    if dev is None:
+        raise qmp_error(profile, "device_not_found", path, command=command)
+    return dev
+
+
+def x_query_virtio_status(machine: VirtioMachine, profile: Profile,
+                          args: dict[str, Any]) -> dict[str, Any]:
+    dev = find_device(machine, profile, args["path"], "x-query-virtio-status")
+    missing = [f for f in _FIELDS if getattr(dev, f) is None]
+    if missing:
+        raise not_known(f"{', '.join(missing)} of {dev.canonical_path} (needs an "
+                        f"x-query-virtio-status reply in the log, or a QEMU core)")
+    endian = profile.table("devices")["endian"][str(dev.device_endian)]
+    vhost = None
+    if dev.vhost_started and dev.vhost_dev is not None:
+        h = dev.vhost_dev
+        vhost = shape(profile, "VhostStatus", {
+            "n-mem-sections": h.n_mem_sections, "n-tmp-sections": h.n_tmp_sections,
+            "nvqs": h.nvqs, "vq-index": h.vq_index,
+            "features": decode_features(profile, dev.device_id, h.features),
+            "acked-features": decode_features(profile, dev.device_id, h.acked_features),
+            "backend-features": decode_features(profile, dev.device_id, h.backend_features),
+            "protocol-features": decode_protocols(profile, h.protocol_features),
+            "max-queues": h.max_queues, "backend-cap": h.backend_cap,
+            "log-enabled": h.log_enabled, "log-size": h.log_size})
+    return shape(profile, "VirtioStatus", {
+        "name": dev.name, "device-id": dev.device_id, "vhost-started": dev.vhost_started,
+        "device-endian": endian,
+        "guest-features": decode_features(profile, dev.device_id, dev.guest_features),
+        "host-features": decode_features(profile, dev.device_id, dev.host_features),
+        "backend-features": decode_features(profile, dev.device_id, dev.backend_features),
+        "num-vqs": dev.num_vqs, "status": decode_status(profile, dev.status), "isr": dev.isr,
+        "queue-sel": dev.queue_sel, "vm-running": dev.vm_running, "broken": dev.broken,
+        "disabled": dev.disabled, "use-started": dev.use_started, "started": dev.started,
+        "start-on-kick": dev.start_on_kick, "disable-legacy-check": dev.disable_legacy_check,
+        # qobject_output_type_str prints a NULL string as ""
+        "bus-name": dev.bus_name or "",
+        "use-guest-notifier-mask": dev.use_guest_notifier_mask, "vhost-dev": vhost})
