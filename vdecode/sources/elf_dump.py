@@ -235,9 +235,10 @@ def _check_segments(view: FileView, phdrs: np.ndarray, phoff: int, phentsize: in
     bad = np.flatnonzero((filesz > 0) & ((end < off) | (end > view.size)))
     if bad.size:
         i = int(bad[0])
-        raise CorruptInput(view.name, f"program header {i}: segment [{int(off[i]):#x}, "
-                                      f"+{int(filesz[i]):#x}) runs past the end of the file "
-                                      f"({view.size} bytes)", offset=phoff + i * phentsize)
+        raise CorruptInput(view.name, f"program header {i}: {_pt_name(int(phdrs['p_type'][i]))} "
+                                      f"p_offset {int(off[i]):#x} + p_filesz {int(filesz[i]):#x} "
+                                      f"runs past the end of the file ({view.size} bytes)",
+                           offset=phoff + i * phentsize)
     loads = phdrs["p_type"] == PT_LOAD
     bad = np.flatnonzero(loads & (filesz > phdrs["p_memsz"]))
     if bad.size:
@@ -245,6 +246,10 @@ def _check_segments(view: FileView, phdrs: np.ndarray, phoff: int, phentsize: in
         raise CorruptInput(view.name, f"program header {i}: p_filesz {int(filesz[i]):#x} > "
                                       f"p_memsz {int(phdrs['p_memsz'][i]):#x}",
                            offset=phoff + i * phentsize)
+
+
+def _pt_name(p_type: int) -> str:
+    return {PT_LOAD: "PT_LOAD", PT_NOTE: "PT_NOTE"}.get(p_type, f"segment type {p_type:#x}")
 
 
 def _read_notes(view: FileView, lay: ElfLayouts, phdrs: np.ndarray, phoff: int,
