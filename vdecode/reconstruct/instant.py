@@ -10,8 +10,10 @@ Rules (reference qemu72-virtio-qmp.md §3.3.1 and §4, checked on the shared cap
   it empty, so it equals ``avail->idx``; a queue that did not move keeps the logged value.
 * ``signalled_used``/``-valid``: ``0``/``false`` without ``VIRTIO_RING_F_EVENT_IDX`` (exact); a
   queue that moved was notified after its last push: ``used_idx``/``true``.
-* ``isr`` bit 0 is set by every queue interrupt and only cleared when the guest reads the ISR
-  (never, with MSI-X): a device with a queue that moved has it set.
+* ``isr`` bit 0 is set by every queue interrupt and only cleared when the guest reads the ISR:
+  never with MSI-X, so a device with a queue that moved has it set; on every interrupt with INTx
+  (proxies without MSI-X vectors, ``formats/.../transport.json``) or virtio-mmio, so there the
+  logged value stands.
 * ``dump-guest-memory`` stops the VM (``dump_init``: ``vm_stop``): ``vm_running`` false, vhost
   stopped.
 * Packed rings: QEMU writes ``shadow_avail_idx | wrap << 15`` to the device event area when it
@@ -24,6 +26,7 @@ Every value set here is marked ``"dump"`` (read from guest memory) or ``"inferre
 from __future__ import annotations
 
 from vdecode.errors import MissingData
+from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature)
@@ -73,7 +76,14 @@ def _moved_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
     return moved
 
 
-def advance_to_dump(machine: VirtioMachine) -> list[str]:
+def guest_reads_isr(dev: VirtIODeviceState, profile: Profile) -> bool:
+    """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``."""
+    if dev.canonical_path.endswith("/virtio-backend"):      # a PCI (or CCW) proxy's backend
+        return dev.name in profile.table("transport")["pci_no_msix_by_default"]
+    return True                                              # virtio-mmio: vm_interrupt() reads it
+
+
+def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
     """Update the machine's log-derived state to the dump instant, in place.
 
     :return: notes for stderr (rings that look moved, values that stay the log's).
@@ -106,7 +116,8 @@ def advance_to_dump(machine: VirtioMachine) -> list[str]:
                 q.signalled_used, q.signalled_used_valid = q.used_idx, True
                 q.provenance["signalled_used"] = "inferred"
             any_moved |= moved
-        if any_moved and dev.isr is not None and not dev.isr & 1:
+        if any_moved and dev.isr is not None and not dev.isr & 1 \
+                and not guest_reads_isr(dev, profile):
             dev.isr |= 1
             dev.provenance["isr"] = "inferred"
     return notes

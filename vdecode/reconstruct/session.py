@@ -59,7 +59,7 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
                      f"ring addresses are unknown; give --log with an earlier QMP transcript")
         return machine, notes
     machine = VirtioMachine(state_from_log(knowledge, profile), dump.space)
-    notes.extend(advance_to_dump(machine))
+    notes.extend(advance_to_dump(machine, profile))
     return machine, notes
 
 
