@@ -90,7 +90,7 @@ class _Decoders:
                 target = bytearray(bs)
                 n = cramjam.snappy.decompress_raw_into(bytes(buf), target)
             except cramjam.DecompressionError as err:
-                return None, f"snappy: {err}"
+                return None, str(err)           # cramjam says "snappy: ..." itself
             out = bytes(target[:n])
         elif flags == DUMP_DH_COMPRESSED_ZSTD:
             import zstandard
@@ -292,7 +292,8 @@ class PagedSpace:
                 descs = self._read_descs(first, last - first + 1)
             except MissingData:
                 return False
-            return bool(np.all(descs["offset"] != 0))
+            offs, sizes = descs["offset"], descs["size"].astype(np.int64)
+            return bool(np.all((offs > 0) & (offs + sizes <= self.kd.data.size)))
         return True
 
     def ranges(self) -> list[tuple[Gpa, int]]:

@@ -1,0 +1,360 @@
+"""Guest-physical reads from kdump-compressed dumps: the real capture against its ELF twin, every
+codec and layout our writer makes, and the exact errors for broken descriptors and pages."""
+
+from __future__ import annotations
+
+import os
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tests.builders.kdump import EXCLUDED, MISSING, compress_page, write_kdump
+from vdecode.errors import CorruptInput, MissingData, VdecodeError
+from vdecode.sources.files import FileView
+from vdecode.space.base import AddressSpace
+from vdecode.space.open import open_dump
+from vdecode.space.paged import PagedSpace, open_kdump
+
+BS = 4096
+RNG = np.random.default_rng(2)
+RANDOM = RNG.integers(0, 256, BS, dtype=np.uint8).tobytes()
+TEXT = (b"virtio ring " * 400)[:BS]
+PAGES = {0: b"\x55" * BS, 1: EXCLUDED, 2: bytes(BS), 3: RANDOM, 5: TEXT, 6: bytes(BS),
+         8: TEXT[::-1], 9: MISSING}
+
+
+def compare_with_elf(kdump_space, elf_space, chunk_pages: int = 2048) -> int:
+    """Every dumped page of ``kdump_space`` equals the ELF's; returns the pages compared."""
+    pages = 0
+    for start, size in kdump_space.dumped_ranges():
+        pfn, end = start // BS, (start + size) // BS
+        while pfn < end:
+            n = min(chunk_pages, end - pfn)
+            a = np.frombuffer(kdump_space.read_pages(pfn, n), dtype=np.uint64)
+            b = np.frombuffer(bytes(elf_space.read(pfn * BS, n * BS)), dtype=np.uint64)
+            bad = np.flatnonzero(a != b)
+            assert not bad.size, f"pfn {pfn + int(bad[0]) * 8 // BS:#x} differs"
+            pages += n
+            pfn += n
+    return pages
+
+
+@pytest.mark.parametrize("name", ["basic"])
+def test_real_capture_equals_elf(captures, name):
+    cap = captures[name]
+    with open_dump(cap.dump("kdump-zlib")) as kd, open_dump(cap.dump("elf")) as elf:
+        assert kd.format == "kdump-flattened"
+        assert isinstance(kd.space, AddressSpace)
+        assert kd.space.ranges() == kd.space.dumped_ranges()          # QEMU dumps every RAM page
+        elf_ranges = elf.space.ranges()
+        for start, size in kd.space.ranges():                         # kdump RAM lies in ELF RAM
+            assert any(s <= start and start + size <= s + n for s, n in elf_ranges)
+        assert sum(n for _, n in kd.space.ranges()) == sum(n for _, n in elf_ranges)
+        assert compare_with_elf(kd.space, elf.space) == kd.info["pages"]["dumpable"] == 41024
+        # the page-at-a-time path agrees with the bulk path on a sample (zlib, zero and raw pages)
+        for pfn in range(0, 41000, 997):
+            gpa = pfn * BS + 5
+            assert bytes(kd.space.read(gpa, 64)) == bytes(elf.space.read(gpa, 64))
+        info = kd.info
+        assert info["pages"] == {"ram": 41024, "dumpable": 41024, "excluded": 0, "zero": 26459,
+                                 "raw": 26489, "zlib": 14535, "lzo": 0, "snappy": 0, "zstd": 0}
+        assert (info["block_size"], info["nr_cpus"], info["utsname"]["machine"],
+                info["status_flags"], info["flattened_records"]) == (4096, 1, "x86_64", ["zlib"], 1255)
+
+
+def expect_pages(space: PagedSpace, pages: dict) -> None:
+    for pfn, page in pages.items():
+        if isinstance(page, bytes):
+            assert bytes(space.read(pfn * BS, BS)) == page
+            assert space.is_present(pfn * BS, BS)
+        else:
+            assert not space.is_present(pfn * BS, 1)
+            with pytest.raises(MissingData):
+                space.read(pfn * BS + 1, 2)
+
+
+@pytest.mark.parametrize("flattened", [True, False], ids=["flattened", "plain"])
+@pytest.mark.parametrize("codec", ["zlib", "lzo", "snappy", "zstd", "none"])
+def test_codecs_read_back(tmp_path, codec, flattened):
+    path = tmp_path / f"{codec}.kdump"
+    write_kdump(path, PAGES, codec=codec, flattened=flattened, incomplete=True, shuffle=3,
+                record_size=5000)
+    with open_dump(path) as dump:
+        space = dump.space
+        assert dump.format == ("kdump-flattened" if flattened else "kdump")
+        expect_pages(space, PAGES)
+        # reads across pages, raw and compressed alike, and the bulk path
+        assert bytes(space.read(2 * BS + 100, BS)) == bytes(BS - 100) + RANDOM[:100]
+        assert bytes(space.read_pages(2, 2)) == bytes(BS) + RANDOM
+        assert bytes(space.read(5 * BS, 2 * BS)) == TEXT + bytes(BS)
+        assert space.ranges() == [(0, 4 * BS), (5 * BS, 2 * BS), (8 * BS, 2 * BS)]
+        assert space.dumped_ranges() == [(0, BS), (2 * BS, 2 * BS), (5 * BS, 2 * BS), (8 * BS, 2 * BS)]
+        compressed = 0 if codec == "none" else 3
+        assert dump.info["pages"] == {"ram": 8, "dumpable": 7, "excluded": 1, "zero": 2,
+                                      "raw": 6 - compressed, "zlib": 0, "lzo": 0, "snappy": 0,
+                                      "zstd": 0, **({codec: compressed} if compressed else {}),
+                                      "not_written": 1}
+        assert dump.info["incomplete"] and "incomplete" in dump.info["status_flags"]
+
+
+def test_missing_data_messages(tmp_path):
+    path = tmp_path / "m.kdump"
+    write_kdump(path, PAGES, incomplete=True, max_mapnr=12)
+    with open_dump(path) as dump:
+        cases = {1: "guest-physical 0x1000 (pfn 0x1) is excluded from the dump",
+                 4: "guest-physical 0x4000 (pfn 0x4) is not RAM in the dump",
+                 9: "guest-physical 0x9000 (pfn 0x9) was not written: the dump is incomplete "
+                    "(status flag 0x8)",
+                 12: "guest-physical 0xc000 is beyond the dump's last pfn (max_mapnr 0xc)"}
+        for pfn, reason in cases.items():
+            for read in (lambda: dump.space.read(pfn * BS, 8), lambda: dump.space.read_pages(pfn, 1),
+                         lambda: dump.space.read((pfn - 1) * BS, 2 * BS)):
+                if pfn == 9 or pfn == 4:        # pfn - 1 is readable, so the run reaches pfn
+                    pass
+                with pytest.raises(MissingData) as err:
+                    read()
+                assert str(err.value) == f"{path}: {reason}"
+
+
+def test_incomplete_truncated_in_page_desc_table(tmp_path):
+    """makedumpfile ran out of space: the table itself stops part-way; the rest is missing."""
+    path = tmp_path / "t.kdump"
+    lay = write_kdump(path, {0: TEXT, 1: RANDOM, 2: TEXT, 3: RANDOM}, flattened=False, incomplete=True)
+    data = path.read_bytes()
+    path.write_bytes(data[:lay.desc_offset + 2 * 24 + 5])
+    with open_dump(path) as dump:
+        with pytest.raises(MissingData) as err:
+            dump.space.read(2 * BS, 1)
+        assert str(err.value) == (f"{path}: guest-physical 0x2000 (pfn 0x2) was not written: "
+                                  "the dump is incomplete (status flag 0x8)")
+        with pytest.raises(MissingData) as err:   # its page_desc is there, its data is not
+            dump.space.read(0, 1)
+        assert str(err.value) == (f"{path}: guest-physical 0x0 (pfn 0x0) was not written: "
+                                  "the dump is incomplete (status flag 0x8)")
+        assert not dump.space.is_present(0, BS)
+        assert dump.info["pages"]["not_written"] == 2
+
+
+def test_zero_page_is_shared(tmp_path):
+    path = tmp_path / "z.kdump"
+    lay = write_kdump(path, {p: bytes(BS) for p in range(8)} | {8: TEXT}, flattened=False)
+    with open_dump(path) as dump:
+        assert {lay.data_of[p] for p in range(8)} == {lay.data_offset}
+        assert bytes(dump.space.read_pages(0, 9)) == bytes(8 * BS) + TEXT
+        assert dump.info["pages"]["zero"] == 8
+        assert os.path.getsize(path) < lay.data_offset + 3 * BS
+
+
+def test_big_endian(tmp_path):
+    path = tmp_path / "be.kdump"
+    write_kdump(path, PAGES, little_endian=False, codec="zlib")
+    with open_dump(path) as dump:
+        assert dump.info["byte_order"] == "big"
+        expect_pages(dump.space, {p: v for p, v in PAGES.items() if v is not MISSING})
+
+
+def test_sparse_64gib(tmp_path):
+    """64 GiB of RAM, 64 MiB of it dumped as zero pages, the rest excluded: small on disk."""
+    path = tmp_path / "sparse.kdump"
+    npfn = (64 << 30) // BS
+    write_kdump(path, {npfn - 1: TEXT}, ram=[(0, npfn)], dumped_zero=[(1 << 20, 1 << 14)])
+    assert os.path.getsize(path) < 8 << 20
+    with open_dump(path) as dump:
+        s = dump.space
+        assert s.ranges() == [(0, 64 << 30)]
+        assert s.dumped_ranges() == [(4 << 30, 64 << 20), ((64 << 30) - BS, BS)]
+        assert bytes(s.read((64 << 30) - BS, BS)) == TEXT
+        assert bytes(s.read(4 << 30, 16)) == bytes(16)
+        with pytest.raises(MissingData):
+            s.read(0, 1)
+        assert dump.info["pages"]["dumpable"] == (1 << 14) + 1
+
+
+# --- malformed pages -------------------------------------------------------------------------
+
+def patch_desc(path, lay, pfn: int, **fields) -> None:
+    """Rewrite fields of pfn's page_desc in a plain file."""
+    data = bytearray(path.read_bytes())
+    off = lay.desc_of[pfn]
+    o, s, f, pf = struct.unpack_from("<qIIQ", data, off)
+    vals = {"offset": o, "size": s, "flags": f, "page_flags": pf} | fields
+    struct.pack_into("<qIIQ", data, off, *vals.values())
+    path.write_bytes(bytes(data))
+
+
+def store_page(path, lay, pfn: int, blob: bytes, flags: int) -> None:
+    """Append ``blob`` to a plain file and point pfn's page_desc at it."""
+    size = path.stat().st_size
+    with open(path, "ab") as f:
+        f.write(blob)
+    patch_desc(path, lay, pfn, offset=size, size=len(blob), flags=flags)
+
+
+def read_error(path, pfn: int) -> VdecodeError:
+    with open_dump(path) as dump:
+        with pytest.raises(VdecodeError) as err:
+            dump.space.read(pfn * BS, 1)
+        with pytest.raises(type(err.value)) as bulk:
+            dump.space.read_pages(pfn, 1)
+        assert str(bulk.value) == str(err.value)
+        return err.value
+
+
+@pytest.fixture
+def plain(tmp_path):
+    path = tmp_path / "p.kdump"
+    lay = write_kdump(path, {0: TEXT, 1: RANDOM, 2: TEXT}, flattened=False)
+    return path, lay
+
+
+def bomb(codec: str) -> bytes:
+    return {"zlib": zlib.compress(bytes(1 << 20)), "lzo": compress_page(bytes(512 << 10), "lzo"),
+            "snappy": compress_page(bytes(64 << 10), "snappy"),
+            "zstd": compress_page(bytes(1 << 20), "zstd")}[codec]
+
+
+@pytest.mark.parametrize("codec,flag,blob,why", [
+    ("zlib", 1, "bomb", "decompresses to more than one block (4096 bytes)"),
+    ("zlib", 1, zlib.compress(b"x" * 100), "decompresses to 100 bytes, not one block (4096)"),
+    ("zlib", 1, zlib.compress(TEXT)[:20], "zlib stream is truncated after 0 bytes"),
+    ("zlib", 1, b"not zlib", "zlib: Error -3 while decompressing data: incorrect header check"),
+    ("lzo", 2, "bomb", "decompresses to 524288 bytes, not one block (4096)"),
+    ("lzo", 2, compress_page(b"y" * 3000, "lzo"), "decompresses to 3000 bytes, not one block (4096)"),
+    ("lzo", 2, b"\x11\x00", "lzo: LZOError EResult.InputOverrun"),
+    ("snappy", 4, "bomb", "snappy stream declares 65536 bytes, not one block (4096)"),
+    ("snappy", 4, compress_page(TEXT, "snappy")[:30], "snappy: corrupt input (header mismatch; "
+                                                      "expected 4096 decompressed bytes but got 332)"),
+    ("zstd", 0x20, "bomb", "zstd frame declares 1048576 bytes, not one block (4096)"),
+    ("zstd", 0x20, "bomb-nosize", "zstd: decompression error: did not decompress full frame"),
+])
+def test_bad_page_data(plain, codec, flag, blob, why):
+    path, lay = plain
+    if blob == "bomb-nosize":
+        import zstandard
+        blob = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(1 << 20))
+    elif blob == "bomb":
+        blob = bomb(codec)
+    assert len(blob) <= BS
+    at = path.stat().st_size
+    store_page(path, lay, 1, blob, flag)
+    err = read_error(path, 1)
+    assert type(err) is CorruptInput
+    assert str(err) == f"{path} at offset {at:#x}: page data for pfn 0x1 ({codec}, {len(blob)} bytes): {why}"
+
+
+@pytest.mark.parametrize("fields,why", [
+    ({"size": 9000, "flags": 1}, "size 9000 > block_size 4096"),
+    ({"size": 0xffffffff, "flags": 0}, "size 4294967295 > block_size 4096"),
+    ({"size": 100, "flags": 0}, "raw page of 100 bytes, not block_size 4096"),
+    ({"flags": 3}, "unknown compression flags 0x3"),
+    ({"flags": 0x8}, "unknown compression flags 0x8"),
+    ({"offset": -4096}, "data (4096 bytes at -0x1000) runs past the end of the file ({n} bytes)"),
+    ({"offset": 1 << 62}, "data (4096 bytes at 0x4000000000000000) runs past the end of the file "
+                          "({n} bytes)"),
+])
+def test_bad_page_desc(plain, fields, why):
+    path, lay = plain
+    patch_desc(path, lay, 1, **fields)
+    err = read_error(path, 1)
+    assert type(err) is CorruptInput
+    reason = why.format(n=path.stat().st_size)
+    assert str(err) == f"{path} at offset {lay.desc_of[1]:#x}: page_desc for pfn 0x1: {reason}"
+
+
+def test_bad_page_desc_in_flattened_names_rearranged_offset(tmp_path):
+    path = tmp_path / "f.kdump"
+    lay = write_kdump(path, {0: TEXT, 1: RANDOM}, flattened=True)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, lay.file_offset(lay.desc_of[1]) + 8, 5000)
+    path.write_bytes(bytes(data))
+    err = read_error(path, 1)
+    assert str(err) == (f"{path} (rearranged) at offset {lay.desc_of[1]:#x}: page_desc for pfn 0x1: "
+                        "size 5000 > block_size 4096")
+
+
+def test_page_desc_table_past_eof(plain):
+    path, lay = plain
+    path.write_bytes(path.read_bytes()[:lay.desc_offset + 30])
+    with pytest.raises(CorruptInput) as err:
+        open_dump(path)
+    assert str(err.value) == (f"{path} at offset {lay.desc_offset:#x}: page_desc table (3 entries, "
+                              f"72 bytes) runs past the end of the file ({lay.desc_offset + 30} bytes)")
+
+
+def test_bitmaps_past_eof(tmp_path):
+    path = tmp_path / "b.kdump"
+    lay = write_kdump(path, {0: TEXT}, flattened=False)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 0x1b4, 2 * 1024)            # bitmap_blocks: 4 MiB of bitmaps
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptInput) as err:
+        open_dump(path)
+    assert str(err.value) == (f"{path} at offset {lay.bitmap1_offset:#x}: bitmap 1 (4194304 bytes) "
+                              f"runs past the end of the file ({len(data)} bytes)")
+
+
+# --- a real header, mutated ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_real(captures, tmp_path_factory) -> bytes:
+    """A small plain kdump whose header and sub-header blocks (notes included) are the real
+    capture's, holding its first 48 pages (zlib, zero and raw ones)."""
+    with open_dump(captures["basic"].dump("kdump-zlib")) as dump:
+        kd = dump.space.kd
+        bs = kd.block_size
+        real_head = bytes(kd.data.view(0, (1 + kd.header.sub_hdr_size) * bs))
+        pages = {p: bytes(dump.space.read_pages(p, 1)) for p in range(48)}
+        nr_cpus, notes = kd.header.nr_cpus, bytes(kd.data.view(bs + 104, kd.sub_header.note_size))
+        del kd
+    path = tmp_path_factory.mktemp("small") / "small.kdump"
+    lay = write_kdump(path, pages, flattened=False, nr_cpus=nr_cpus, notes=notes, max_mapnr=48)
+    data = bytearray(path.read_bytes())
+    head = bytearray(real_head)
+    head[0x1b4:0x1bc] = data[0x1b4:0x1bc]                      # bitmap_blocks, max_mapnr
+    head[bs + 96:bs + 104] = data[bs + 96:bs + 104]            # max_mapnr_64
+    data[:len(head)] = head
+    assert lay.bitmap1_offset == len(head)
+    with FileView(path) as v:   # sanity: it reads back
+        pass
+    path.write_bytes(bytes(data))
+    with open_dump(path) as dump:
+        assert bytes(dump.space.read_pages(0, 48)) == b"".join(pages.values())
+    return bytes(data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_real_header(small_real, tmp_path, data):
+    blob = bytearray(small_real)
+    region = st.integers(0, 0x1d0) | st.integers(4096, 4096 + 104) | st.integers(2 * 4096, len(blob) - 1)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(region)
+        width = data.draw(st.sampled_from([1, 4, 8]))
+        value = data.draw(st.sampled_from([0, 0xff, 0x7f, 0x80]) | st.integers(0, 255))
+        blob[at:at + width] = bytes([value]) * width
+    if data.draw(st.booleans()):
+        blob = blob[:data.draw(st.integers(0, len(blob)))]
+    path = tmp_path / "mut.kdump"
+    path.write_bytes(bytes(blob))
+    tracemalloc.start()
+    try:
+        with FileView(path) as view:
+            try:
+                dump = open_kdump(view)
+            except VdecodeError:
+                return
+            space = dump.space
+            for start, size in space.ranges():
+                for pfn in range(start // BS, (start + size) // BS):
+                    try:
+                        bytes(space.read(pfn * BS, BS))
+                    except VdecodeError:
+                        pass
+            del space, dump
+        assert tracemalloc.get_traced_memory()[1] < 64 << 20
+    finally:
+        tracemalloc.stop()
