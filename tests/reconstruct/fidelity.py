@@ -1,0 +1,58 @@
+"""Score ``vdecode qmp`` against the replies a real QEMU gave (the captures' ``truth.json``).
+
+The same measure as ``shared/tools/fidelity.py``: ``fields`` counts leaves of each reply equal to
+QEMU's (lists compared whole), ``exact`` counts replies identical to QEMU's, key order included.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def leaves(x, prefix=""):
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            out.update(leaves(v, f"{prefix}.{k}" if prefix else k))
+        return out or {prefix: "{}"}
+    return {prefix: json.dumps(x)}
+
+
+def run_qmp(args: list[str], requests: list[dict], timeout: int = 600) -> tuple[list[str], str]:
+    """Run ``vdecode qmp ARGS`` with the requests on stdin; the raw stdout lines and stderr."""
+    stdin = "".join(json.dumps(r) + "\n" for r in requests)
+    r = subprocess.run([sys.executable, "-m", "vdecode", "qmp", *args], input=stdin.encode(),
+                       capture_output=True, timeout=timeout)
+    return r.stdout.decode().split("\r\n"), r.stderr.decode()
+
+
+def score(capture, dump_kind: str, log_kind: str) -> dict:
+    truth = capture.truth
+    args = [str(capture.dump(dump_kind))]
+    if log_kind != "none":
+        args += ["--log", str(capture.log(log_kind))]
+    reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
+    reqs += [dict(req, id=i) for i, (req, _) in enumerate(truth)]
+    lines, err = run_qmp(args, reqs)
+    replies = {}
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "id" in obj:
+            replies[obj.pop("id")] = obj
+    ok = total = exact = 0
+    for i, (_, want) in enumerate(truth):
+        got = replies.get(i, {})
+        w, g = leaves(want), leaves(got)
+        ok += sum(1 for k in w if w[k] == g.get(k))
+        total += len(w)
+        exact += json.dumps(want) == json.dumps(got)
+    return {"fields": ok, "total": total, "exact": exact, "replies": len(truth), "stderr": err}
+
+
+RATCHET = Path(__file__).with_name("fidelity_ratchet.json")
