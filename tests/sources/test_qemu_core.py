@@ -1,0 +1,246 @@
+"""QEMU process cores: the layout profile holds on both real captures and every field equals what
+QEMU answered at that instant (``truth.json``); bad inputs give one-line errors."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tests.builders.elf_dump import Segment, note, write_elf_dump
+from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.profiles import load_profile
+from vdecode.sources.elf_dump import NT_FILE, NT_PRPSINFO, read_elf
+from vdecode.sources.files import FileView
+from vdecode.sources.qemu_core import (QemuLayout, find_virtqueue_arrays, load_layout,
+                                       read_mapped_files, read_qemu_core)
+from vdecode.space.qemu_core import host_space
+
+ENDIAN = {"unknown": 0, "little": 1, "big": 2}
+BOOLS = {"disable-legacy-check": "disable_legacy_check", "started": "started",
+         "start-on-kick": "start_on_kick", "broken": "broken", "vm-running": "vm_running",
+         "use-guest-notifier-mask": "use_guest_notifier_mask", "disabled": "disabled",
+         "vhost-started": "vhost_started", "use-started": "use_started"}
+QUEUE = {"signalled-used": "signalled_used", "inuse": "inuse", "vring-align": "vring_align",
+         "vring-desc": "desc", "signalled-used-valid": "signalled_used_valid",
+         "vring-num-default": "vring_num_default", "vring-avail": "avail",
+         "last-avail-idx": "last_avail_idx", "vring-used": "used", "used-idx": "used_idx",
+         "shadow-avail-idx": "shadow_avail_idx", "vring-num": "vring_num"}
+
+
+@pytest.fixture(scope="module")
+def core(capture):
+    view = FileView(capture.dump("qemu-core"))
+    elf = read_elf(view)
+    facts = read_qemu_core(view, elf, host_space(view, elf), load_layout("x86_64"))
+    yield view, elf, facts
+    view.close()
+
+
+def before_elements(truth):
+    """Exchanges before the first ``x-query-virtio-queue-element`` (which changes state)."""
+    out = []
+    for req, rep in truth:
+        if req["execute"] == "x-query-virtio-queue-element":
+            break
+        out.append((req, rep))
+    return out
+
+
+def test_profile_is_loaded_through_profiles_and_names_its_source():
+    data = load_profile("7.2").table("layout-x86_64")
+    assert data["source"].startswith("DWARF of a probe object")
+    assert data["build_ids"] == ["d9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0"]
+    lay = QemuLayout(data, "layout-x86_64.json")
+    for name, struct in lay.structs.items():          # construct and numpy agree on every size
+        assert struct.sizeof() == lay.sizes[name] == lay.dtypes[name].itemsize
+    assert lay.off("VirtQueue", "queue_index") == 72 and lay.sizes["VirtQueue"] == 152
+    assert lay.off("VirtIODevice", "vq") == 232 and lay.sizes["VirtIODevice"] == 512
+
+
+def test_profile_validated_on_core(capture, core):
+    view, elf, facts = core
+    assert facts.build_id == "d9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0"
+    assert facts.binary == "/usr/bin/qemu-system-x86_64"
+    assert facts.state.qemu_version == (7, 2, 22)
+    assert facts.state.package == capture.manifest["qemu"]["package"]
+    assert facts.state.source == "core"
+    assert facts.info["virtqueue_arrays"] == len(facts.state.devices)
+    assert facts.info["devices_not_on_list"] == []
+    assert facts.info["virtio_device_names"] is not None
+
+
+def test_device_order_is_virtio_list(capture, core):
+    _, _, facts = core
+    reply = next(rep for req, rep in capture.truth if req["execute"] == "x-query-virtio")["return"]
+    assert [(d.name, d.canonical_path) for d in facts.state.devices] == \
+        [(r["name"], r["path"]) for r in reversed(reply)]
+
+
+def _features_agree(bits: int, decoded: dict) -> None:
+    strings = decoded.get("transports", []) + decoded.get("dev-features", [])
+    unknown = decoded.get("unknown-dev-features", 0)
+    assert unknown & ~bits == 0
+    assert len(strings) + bin(unknown).count("1") == bin(bits).count("1")
+
+
+def test_status_equals_truth(capture, core):
+    _, _, facts = core
+    by_path = {d.canonical_path: d for d in facts.state.devices}
+    seen = set()
+    for req, rep in before_elements(capture.truth):
+        if req["execute"] != "x-query-virtio-status" or "return" not in rep:
+            continue
+        path = req["arguments"]["path"]
+        if path in seen:
+            continue
+        seen.add(path)
+        r, d = rep["return"], by_path[path]
+        assert d.name == r["name"] and d.device_id == r["device-id"]
+        assert d.isr == r["isr"] and d.queue_sel == r["queue-sel"] and d.num_vqs == r["num-vqs"]
+        assert (d.bus_name or "") == r["bus-name"]
+        assert d.device_endian == ENDIAN[r["device-endian"]]
+        for qmp, attr in BOOLS.items():
+            assert getattr(d, attr) == r[qmp], (path, qmp)
+        st = r["status"]
+        assert len(st["statuses"]) + bin(st.get("unknown-statuses", 0)).count("1") == \
+            bin(d.status).count("1")
+        _features_agree(d.host_features, r["host-features"])
+        _features_agree(d.guest_features, r["guest-features"])
+        _features_agree(d.backend_features, r["backend-features"])
+        assert ("vhost-dev" in r) == bool(d.vhost_started)
+    assert seen == set(by_path)
+
+
+def test_queue_status_equals_truth(capture, core):
+    _, _, facts = core
+    by_path = {d.canonical_path: d for d in facts.state.devices}
+    checked = 0
+    for req, rep in before_elements(capture.truth):
+        if req["execute"] != "x-query-virtio-queue-status":
+            continue
+        d = by_path[req["arguments"]["path"]]
+        q = req["arguments"]["queue"]
+        if "error" in rep:
+            assert q not in d.queues and q in d.absent_queues
+            continue
+        r, vq = rep["return"], d.queues[q]
+        assert vq.queue_index == r["queue-index"] == q
+        for qmp, attr in QUEUE.items():
+            if qmp in r:
+                assert getattr(vq, attr) == r[qmp], (d.canonical_path, q, qmp)
+        assert vq.provenance["last_avail_idx"] == "core"
+        checked += 1
+    assert checked >= len(by_path)
+
+
+def test_ram_blocks_and_guest_map(core):
+    _, _, facts = core
+    names = [b.idstr for b in facts.ram_blocks]
+    assert "pc.ram" in names and "pc.bios" in names
+    ram = next(b for b in facts.ram_blocks if b.idstr == "pc.ram")
+    runs = {(r.region, r.gpa, r.size) for r in facts.guest_ram}
+    assert ("ram-below-4g", 0, ram.used_length) in runs
+    bios = next(b for b in facts.ram_blocks if b.idstr == "pc.bios")
+    assert ("pc.bios", (1 << 32) - bios.used_length, bios.used_length) in runs
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+def nt_file(entries: list[tuple[int, int, int, str]], page_size: int = 4096) -> bytes:
+    head = np.array([len(entries), page_size], "<u8").tobytes()
+    table = np.array([(s, e, o) for s, e, o, _ in entries], "<u8").tobytes()
+    return head + table + b"".join(p.encode() + b"\0" for *_, p in entries)
+
+
+def test_core_of_another_program(tmp_path):
+    files = [(0x555555554000, 0x555555556000, 0, "/usr/bin/sleep"),
+             (0x7ffff7dd0000, 0x7ffff7df0000, 0, "/usr/lib/x86_64-linux-gnu/libc.so.6")]
+    notes = [("CORE", NT_PRPSINFO, bytes(136)), ("CORE", NT_FILE, nt_file(files))]
+    path = write_elf_dump(tmp_path / "sleep.core", [Segment(0, b"\x7fELF" + bytes(4092), vaddr=0x555555554000)],
+                          notes=notes, qemu_quirks=False)
+    with FileView(path) as view:
+        elf = read_elf(view)
+        assert [f.path for f in read_mapped_files(view, elf)] == [f[3] for f in files]
+        with pytest.raises(UnsupportedInput) as err:
+            read_qemu_core(view, elf, host_space(view, elf), load_layout())
+    assert str(err.value) == (f"{path}: not a QEMU process core: none of its 2 mapped files is a "
+                              f"qemu-system-* binary (first: /usr/bin/sleep)")
+
+
+def test_core_without_nt_file(tmp_path):
+    path = write_elf_dump(tmp_path / "bare.core", [Segment(0, bytes(4096), vaddr=0x1000)],
+                          notes=[("CORE", NT_PRPSINFO, bytes(136))], qemu_quirks=False)
+    with FileView(path) as view:
+        elf = read_elf(view)
+        with pytest.raises(UnsupportedInput) as err:
+            read_qemu_core(view, elf, host_space(view, elf), load_layout())
+    assert str(err.value) == f"{path}: not a QEMU process core: no NT_FILE note names a qemu-system-* binary"
+
+
+def _layout_with(change) -> QemuLayout:
+    data = copy.deepcopy(load_profile("7.2").table("layout-x86_64"))
+    change(data)
+    return QemuLayout(data, "test-layout.json")
+
+
+def test_profile_for_another_build(core):
+    view, elf, _ = core
+    lay = _layout_with(lambda d: d.update(build_ids=["00" * 20]))
+    with pytest.raises(UnsupportedInput) as err:
+        read_qemu_core(view, elf, host_space(view, elf), lay)
+    assert str(err.value) == (
+        f"{view.name}: profile test-layout.json (QEMU 7.2.22, Debian 1:7.2+dfsg-7+deb12u18+b3) "
+        f"does not fit this core: check 'build-id' failed: /usr/bin/qemu-system-x86_64 has "
+        f"build-id d9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0, the profile is for {'00' * 20}")
+
+
+def _shift(struct: str, field: str, by: int):
+    def change(d):
+        for f in d["structs"][struct]["fields"]:
+            if f["name"] == field:
+                f["offset"] += by
+    return change
+
+
+def test_profile_with_wrong_queue_index_offset(core):
+    view, elf, _ = core
+    lay = _layout_with(_shift("VirtQueue", "queue_index", 2))
+    with pytest.raises(CorruptInput) as err:
+        read_qemu_core(view, elf, host_space(view, elf), lay)
+    assert str(err.value) == (
+        f"{view.name}: profile test-layout.json (QEMU 7.2.22, Debian 1:7.2+dfsg-7+deb12u18+b3) "
+        f"does not fit this core: check 'VirtQueue arrays exist' failed: no "
+        f"VirtQueue[VIRTIO_QUEUE_MAX] array (queue_index 0,1,2 with one vdev) in the core's "
+        f"writable memory")
+
+
+def test_profile_with_wrong_vq_offset(core):
+    view, elf, _ = core
+    lay = _layout_with(_shift("VirtIODevice", "vq", 8))
+    with pytest.raises(CorruptInput, match=r"^.*qemu\.core at offset 0x[0-9a-f]+: profile test-layout\.json "
+                                           r"\(QEMU 7\.2\.22, Debian 1:7\.2\+dfsg-7\+deb12u18\+b3\) does "
+                                           r"not fit this core: check 'VirtIODevice\.vq points back at "
+                                           r"its VirtQueue array' failed: device 0x[0-9a-f]+$"):
+        read_qemu_core(view, elf, host_space(view, elf), lay)
+
+
+def test_virtqueue_scan_finds_one_array_per_device(core):
+    view, elf, facts = core
+    lay = load_layout()
+    loads = elf.loads
+    heap = [(int(a), int(n)) for a, n, f in zip(loads["p_vaddr"], loads["p_memsz"], loads["p_flags"])
+            if f & 2 and not any(b.host <= a < b.host + b.max_length for b in facts.ram_blocks)]
+    found = find_virtqueue_arrays(host_space(view, elf), lay, heap)
+    assert len(found) == len(facts.state.devices)
+    assert len({v for _, v in found}) == len(found)
+
+
+def test_elf_facts_replace_keeps_reader_working(core):
+    # the reader uses only what ElfFacts says (a copy with the same phdrs reads the same)
+    view, elf, facts = core
+    again = read_qemu_core(view, dataclasses.replace(elf), host_space(view, elf), load_layout())
+    assert [d.canonical_path for d in again.state.devices] == \
+        [d.canonical_path for d in facts.state.devices]
