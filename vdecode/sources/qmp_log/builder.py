@@ -7,7 +7,7 @@ formats (``docs/interop/qmp-spec.rst`` in QEMU v7.2.0):
 * classify by content: ``QMP`` is a greeting, ``execute``/``exec-oob`` a command,
   ``return``/``error`` a reply, ``event`` an event (a qmp-shell ``-l`` record holds a command and
   its reply in one object);
-* sessionise: a greeting on a monitor that already had traffic, or a ``libvirt-1`` command after
+* sessionise: a greeting on a monitor that already had replies, or a ``libvirt-1`` command after
   other commands, starts a new session (libvirt reuses ``mon=`` pointers and restarts its ids);
 * pair: a reply with an ``id`` answers the pending command with that ``id``; a reply without one
   answers the oldest pending in-band command of its monitor (QEMU answers in-band commands in
@@ -85,7 +85,10 @@ class LogBuilder:
     def new_session(self, key: str) -> None:
         """Start a fresh session on ``key`` (a reused libvirt ``mon=`` pointer, a reconnect)."""
         old = self._sessions.get(key)
-        self._open(key, old.monitor.vm if old else None)
+        if old is not None and not (old.monitor.greeting is not None or old.monitor.exchanges
+                                    or old.monitor.events):
+            return                              # nothing on it yet: it is the new session
+        self._open(key, None)                  # a reused pointer may belong to another VM
 
     def set_vm(self, key: str, vm: str) -> None:
         """Name the VM behind the current session of ``key`` (from the log's own context lines)."""
@@ -148,7 +151,9 @@ class LogBuilder:
                  line: int | None, vm: str | None = None) -> None:
         s = self.session(monitor, vm)
         m = s.monitor
-        if m.greeting is not None or m.exchanges or m.events:
+        # a second greeting, or one after replies, is a new connection; commands logged just
+        # before the greeting (libvirt queues qmp_capabilities at once) belong to this one
+        if m.greeting is not None or any(x.reply is not None for x in m.exchanges):
             self.new_session(monitor)
             m = self._sessions[monitor].monitor
         m.greeting, m.greeting_t, m.greeting_line = msg, t, line

@@ -7,18 +7,21 @@ Each format module has ``sniff(head) -> int`` (how many of the first lines are i
 
 from __future__ import annotations
 
-from types import ModuleType
+from typing import Any
 
 from vdecode.errors import InputError
-from vdecode.sources.qmp_log import jsonl
+from vdecode.sources.qmp_log import (arrows, journal, jsonl, libvirt, qemu_qmp, qmp_shell, trace,
+                                     virsh, wire)
 
 __all__ = ("READERS", "FORMATS", "reader_for", "sniff_format")
 
-READERS: tuple[ModuleType, ...] = (jsonl,)
+# Most specific first: ties go to the earlier reader.
+READERS: tuple[Any, ...] = (jsonl, journal.KUBEVIRT, journal.JOURNALD, libvirt, trace, qemu_qmp,
+                            qmp_shell, virsh, arrows, wire)
 FORMATS: tuple[str, ...] = tuple(m.NAME for m in READERS)
 
 
-def reader_for(fmt: str, source: str) -> ModuleType:
+def reader_for(fmt: str, source: str) -> Any:
     """The reader module for a format name.
 
     :raises InputError: for an unknown name (the message lists the known ones).
@@ -29,7 +32,7 @@ def reader_for(fmt: str, source: str) -> ModuleType:
     raise InputError(source, f"unknown log format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
-def sniff_format(head: list[str], source: str) -> ModuleType:
+def sniff_format(head: list[str], source: str) -> Any:
     """The reader whose format the first lines show.
 
     :raises InputError: when no format recognises any line.
