@@ -70,22 +70,26 @@ class FileView:
         self.close()
 
 
-def parse_at(layout, view: FileView, offset: int, what: str = "header", **params):
+def parse_at(layout, view: FileView, offset: int, what: str = "header", *,
+             sizeof: int | None = None, **params):
     """Parse one construct ``layout`` at ``offset`` of ``view`` (pyelftools' ``struct_parse``).
 
     The one place that turns a ``ConstructError`` into :class:`CorruptInput`; the field path stays
     on the same line. The layout must have a fixed size (``sizeof()``): the bytes are bounds-checked
     against the file before parsing.
 
+    :param sizeof: the layout's size when the caller knows it (``sizeof()`` walks the layout).
     :param params: values the layout reads as ``this._params``.
     :raises CorruptInput: when the bytes run past the end of the file or do not parse.
     """
     from construct import ConstructError   # keep construct out of FileView's import cost
 
-    try:
-        size = layout.sizeof(**params)
-    except ConstructError:
-        size = None
+    size = sizeof
+    if size is None:
+        try:
+            size = layout.sizeof(**params)
+        except ConstructError:
+            size = None
     data = view.view(offset, size, what) if size is not None else view.memory()[offset:]
     try:
         return layout.parse(data, **params)
