@@ -148,3 +148,41 @@ def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: st
         serve_unix_socket(socket_path, new_monitor, parse_error, flush_notes, connections)
     else:
         serve_stream(new_monitor(), sys.stdin.buffer, sys.stdout.buffer, parse_error, flush_notes)
+
+
+@cli.command("profile")
+@click.argument("debugfile", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the layout profile (e.g. formats/qemu-7.2/layout-x86_64.json).")
+@click.option("--like", "template", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Profile whose structs and fields to look up (default: the shipped x86_64 one).")
+@click.option("--binary", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The qemu-system-* executable the profile is for: its build-id keys the profile "
+                   "(default: DEBUGFILE's own build-id, as a -dbgsym .debug file carries).")
+@click.option("--source", "source_text", default=None, help="The profile's 'source' text.")
+def profile_command(debugfile: str, output: str, template: str | None, binary: str | None,
+                    source_text: str | None) -> None:
+    """Derive a QEMU struct layout profile from DWARF (a .debug file or a probe object)."""
+    import json
+
+    from vdecode.profiles import load_profile
+    from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_build_id_file
+
+    if template:
+        with open(template, "rb") as f:
+            like = json.load(f)
+    else:
+        like = load_profile("7.2").table("layout-x86_64")
+    meta: dict = {"generated_by": f"vdecode profile {debugfile} -o {output}"}
+    build_id = read_build_id_file(binary or debugfile)
+    if build_id:
+        meta["build_ids"] = [build_id]
+    elif binary:
+        raise click.ClickException(f"{binary}: no GNU build-id note")
+    if source_text:
+        meta["source"] = source_text
+    prof = profile_from_dwarf(debugfile, like, **meta)
+    with open(output, "w", encoding="utf-8") as out:
+        out.write(dumps_profile(prof))
+    click.echo(f"{output}: {len(prof['structs'])} structs"
+               + (f", build-id {build_id}" if build_id else ", no build-id (kept the template's)"))

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from tests.builders.elf_dump import Segment, note, write_elf_dump
+from vdecode.cli import cli
 from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_dwarf_layouts
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import NT_FILE, NT_PRPSINFO, read_elf
 from vdecode.sources.files import FileView
@@ -244,3 +249,41 @@ def test_elf_facts_replace_keeps_reader_working(core):
     again = read_qemu_core(view, dataclasses.replace(elf), host_space(view, elf), load_layout())
     assert [d.canonical_path for d in again.state.devices] == \
         [d.canonical_path for d in facts.state.devices]
+
+
+# --- the profile from DWARF --------------------------------------------------------------------
+
+PROBE = Path(__file__).resolve().parent.parent / "data" / "qemu-7.2-layout-probe-x86_64.o"
+
+
+def test_dwarf_of_the_probe_gives_the_shipped_layouts():
+    """The probe object (DWARF of QEMU 7.2's headers, see docs/formats-qemu-core.md) reproduces
+    every offset, size and type of the shipped profile."""
+    shipped = load_profile("7.2").table("layout-x86_64")
+    derived = profile_from_dwarf(str(PROBE), shipped)
+    assert derived["structs"] == shipped["structs"]
+    assert json.loads(dumps_profile(derived)) == derived
+
+
+def test_profile_command_writes_the_profile(tmp_path):
+    out = tmp_path / "layout.json"
+    res = CliRunner().invoke(cli, ["profile", str(PROBE), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output == f"{out}: 8 structs, no build-id (kept the template's)\n"
+    written = json.loads(out.read_text())
+    shipped = load_profile("7.2").table("layout-x86_64")
+    assert written["structs"] == shipped["structs"] and written["build_ids"] == shipped["build_ids"]
+    assert written["generated_by"] == f"vdecode profile {PROBE} -o {out}"
+
+
+def test_dwarf_errors(tmp_path):
+    junk = tmp_path / "junk.debug"
+    junk.write_bytes(b"not an elf at all" * 10)
+    with pytest.raises(CorruptInput, match=rf"^{junk}: not an ELF file: "):
+        read_dwarf_layouts(str(junk), {"VirtQueue": ["queue_index"]})
+    with pytest.raises(UnsupportedInput) as err:
+        read_dwarf_layouts(str(PROBE), {"VirtQueue": ["no_such_field"]})
+    assert str(err.value) == f"{PROBE}: DWARF: struct VirtQueue has no field no_such_field"
+    with pytest.raises(UnsupportedInput) as err:
+        read_dwarf_layouts(str(PROBE), {"NoSuchStruct": ["x"]})
+    assert str(err.value) == f"{PROBE}: DWARF: no definition of struct NoSuchStruct"

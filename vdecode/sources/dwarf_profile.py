@@ -20,7 +20,7 @@ from typing import Any
 from vdecode.errors import CorruptInput, UnsupportedInput
 
 __all__ = ("FieldLayout", "StructLayout", "read_dwarf_layouts", "profile_from_dwarf",
-           "dumps_profile")
+           "dumps_profile", "read_build_id_file")
 
 _STRIP = ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type", "DW_TAG_atomic_type",
           "DW_TAG_restrict_type")
@@ -224,3 +224,22 @@ def dumps_profile(profile: dict[str, Any]) -> str:
     lines.append(" }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def read_build_id_file(path: str) -> str | None:
+    """The GNU build-id (``.note.gnu.build-id``) of an ELF file, as hex, or ``None``."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as f:
+        try:
+            elf = ELFFile(f)
+        except ELFError as err:
+            raise CorruptInput(path, f"not an ELF file: {err}") from err
+        for sec in elf.iter_sections():
+            if sec.header["sh_type"] != "SHT_NOTE":
+                continue
+            for n in sec.iter_notes():
+                if n["n_type"] == "NT_GNU_BUILD_ID":
+                    return n["n_desc"]
+    return None
