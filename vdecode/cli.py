@@ -186,3 +186,34 @@ def profile_command(debugfile: str, output: str, template: str | None, binary: s
         out.write(dumps_profile(prof))
     click.echo(f"{output}: {len(prof['structs'])} structs"
                + (f", build-id {build_id}" if build_id else ", no build-id (kept the template's)"))
+
+
+@cli.command("log")
+@click.argument("log_file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--vm", default=None,
+              help="The VM (name, UUID or monitor key) to show; 'all' keeps every one.")
+@click.option("--log-format", default=None,
+              help="The log's format when sniffing is not enough: jsonl, kubevirt, journald, "
+                   "libvirt, trace, qemu.qmp, qmp-shell, virsh, arrows, wire.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Write the captures\' JSON-lines transcript ({"t", "dir", "msg"} a line).')
+def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: bool) -> None:
+    """What a QMP log holds: format, monitors/VMs, time span, virtio devices, exchanges."""
+    from vdecode.errors import QmpLogError
+    from vdecode.render.log_view import render_log_jsonl, render_log_text
+    from vdecode.sources.qmp_log import describe_monitor, read_qmp_log
+
+    log = read_qmp_log(log_file, log_format, None if vm in (None, "all") else vm)
+    for w in log.warnings:
+        click.echo(f"vdecode: warning: {w}", err=True)
+    if as_json:
+        vms = {m.vm or m.key.split("#")[0] for m in log.monitors}
+        if vm is None and len(vms) > 1:
+            listing = "; ".join(describe_monitor(m) for m in log.monitors)
+            raise QmpLogError(log_file, f"{len(vms)} VMs in this log, choose one with --vm "
+                                        f"(or --vm all): {listing}")
+        out = click.get_text_stream("stdout")
+        for line in render_log_jsonl(log):
+            out.write(line)
+    else:
+        click.echo(render_log_text(log), nl=False)

@@ -183,6 +183,33 @@ class LogKnowledge:
         """:meth:`events_since` limited to :data:`STATE_EVENTS` (run state, reset, unplug...)."""
         return self.events_since(t, STATE_EVENTS)
 
+    def virtio_devices(self) -> list[tuple[str | None, str]]:
+        """``(name, QOM path)`` of the virtio devices the traffic shows, first-seen order.
+
+        From ``x-query-virtio`` replies, the ``path`` of ``x-query-virtio-*`` commands (name from
+        their reply when it has one) and ``DEVICE_DELETED`` events of ``.../virtio-backend``.
+        """
+        seen: dict[str, str | None] = {}
+        for x in self.monitor.exchanges:
+            cmd = x.command or ""
+            ret = x.reply.get("return") if isinstance(x.reply, dict) else None
+            if cmd == "x-query-virtio" and isinstance(ret, list):
+                for d in ret:
+                    if isinstance(d, dict) and isinstance(d.get("path"), str):
+                        name = d.get("name")
+                        seen[d["path"]] = name if isinstance(name, str) else seen.get(d["path"])
+            elif cmd.startswith("x-query-virtio") and isinstance(x.arguments.get("path"), str):
+                path = x.arguments["path"]
+                name = ret.get("name") if isinstance(ret, dict) else None
+                if isinstance(name, str) or path not in seen:
+                    seen[path] = name if isinstance(name, str) else seen.get(path)
+        for e in self.monitor.events:
+            path = e.data.get("path")
+            if e.name == "DEVICE_DELETED" and isinstance(path, str) \
+                    and path.endswith("/virtio-backend"):
+                seen.setdefault(path, None)
+        return [(name, path) for path, name in seen.items()]
+
     def events_after(self, x: QmpExchange) -> list[QmpEvent]:
         """Events logged after ``x``'s reply (by line: works for logs without times)."""
         after = x.line_reply if x.line_reply is not None else x.line
