@@ -1,0 +1,67 @@
+"""Tiny guest memories holding split rings, for unit tests (volatility's ``BufferDataLayer`` idea).
+
+:class:`BytesSpace` is an :class:`~vdecode.space.base.AddressSpace` over one or more byte runs;
+:func:`put_ring` writes a split ring (descriptor table, avail ring, used ring) into a bytearray
+with the structs of :class:`~vdecode.virtio.layouts.VringLayouts`, so tests build rings with the
+same code path that parses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vdecode.errors import MissingData
+from vdecode.virtio.layouts import VringLayouts
+
+
+class BytesSpace:
+    """Guest-physical memory made of ``{gpa: bytes}`` runs (sorted, non-overlapping)."""
+
+    def __init__(self, runs: dict[int, bytes | bytearray], name: str = "test-memory") -> None:
+        self.name = name
+        self.runs = sorted((gpa, bytes(data)) for gpa, data in runs.items())
+
+    def read(self, gpa: int, n: int) -> bytes:
+        for start, data in self.runs:
+            if start <= gpa and gpa + n <= start + len(data):
+                return data[gpa - start:gpa - start + n]
+        raise MissingData(self.name, f"guest-physical {gpa:#x}+{n} is not in the dump")
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return [(start, len(data)) for start, data in self.runs]
+
+    def is_present(self, gpa: int, n: int) -> bool:
+        return any(start <= gpa and gpa + n <= start + len(data) for start, data in self.runs)
+
+
+@dataclass
+class RingAt:
+    desc: int
+    avail: int
+    used: int
+    num: int
+
+
+def put_ring(mem: bytearray, base: int, num: int, descs: list[tuple[int, int, int, int]],
+             avail_heads: list[int], *, layouts: VringLayouts, avail_idx: int | None = None,
+             avail_flags: int = 0, used: list[tuple[int, int]] = (), used_idx: int = 0,
+             used_flags: int = 0, used_event: int = 0, avail_event: int = 0) -> RingAt:
+    """Write a legacy-layout split ring at ``base`` (offset into ``mem``, also its gpa if ``mem``
+    starts at 0): ``descs`` are ``(addr, len, flags, next)``, missing entries are zero."""
+    desc_at = base
+    avail_at = desc_at + 16 * num
+    used_at = (avail_at + layouts.avail_size(num, True) + 4095) & ~4095
+    for i, (addr, length, flags, nxt) in enumerate(descs):
+        mem[desc_at + 16 * i:desc_at + 16 * i + 16] = layouts.desc.build(
+            dict(addr=addr, len=length, flags=flags, next=nxt))
+    mem[avail_at:avail_at + 4] = layouts.avail_header.build(
+        dict(flags=avail_flags, idx=len(avail_heads) if avail_idx is None else avail_idx))
+    order = "little" if layouts.little_endian else "big"
+    for slot, head in enumerate(avail_heads):
+        mem[avail_at + 4 + 2 * slot:avail_at + 6 + 2 * slot] = int(head).to_bytes(2, order)
+    mem[avail_at + 4 + 2 * num:avail_at + 6 + 2 * num] = int(used_event).to_bytes(2, order)
+    mem[used_at:used_at + 4] = layouts.used_header.build(dict(flags=used_flags, idx=used_idx))
+    for slot, (id_, length) in enumerate(used):
+        mem[used_at + 4 + 8 * slot:used_at + 12 + 8 * slot] = layouts.used_elem.build(dict(id=id_, len=length))
+    mem[used_at + 4 + 8 * num:used_at + 6 + 8 * num] = int(avail_event).to_bytes(2, order)
+    return RingAt(desc_at, avail_at, used_at, num)

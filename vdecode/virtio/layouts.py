@@ -1,0 +1,92 @@
+"""
+Split-ring layouts
+------------------
+``struct vring_desc``, ``vring_avail`` and ``vring_used`` (virtio 1.2 spec, 2.7 "Split Virtqueues";
+QEMU v7.2.0 ``hw/virtio/virtio.c``: ``VRingDesc``, ``VRingAvail``, ``VRingUsedElem``, ``VRingUsed``),
+as construct ``Struct``\\ s for single records and matching numpy dtypes for whole tables. Byte order
+is chosen once per :class:`VringLayouts`: little for virtio 1.x devices, the guest's for legacy
+ones (QEMU ``include/hw/virtio/virtio-access.h`` ``virtio_access_is_big_endian``).
+
+These layouts are fixed by the spec, so they live here rather than in ``formats/``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from construct import Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
+
+__all__ = ("VringLayouts", "vring_layouts", "VRING_DESC_F_NEXT", "VRING_DESC_F_WRITE",
+           "VRING_DESC_F_INDIRECT", "VRING_AVAIL_F_NO_INTERRUPT", "VRING_USED_F_NO_NOTIFY",
+           "VRING_DESC_SIZE", "VIRTQUEUE_MAX_SIZE")
+
+# include/standard-headers/linux/virtio_ring.h
+VRING_DESC_F_NEXT = 1
+VRING_DESC_F_WRITE = 2
+VRING_DESC_F_INDIRECT = 4
+VRING_AVAIL_F_NO_INTERRUPT = 1
+VRING_USED_F_NO_NOTIFY = 1
+VRING_DESC_SIZE = 16                 # sizeof(VRingDesc)
+VIRTQUEUE_MAX_SIZE = 32768           # the spec's largest split queue (QEMU's own cap is 1024)
+
+
+class VringLayouts:
+    """Split-ring structs and dtypes for one byte order.
+
+    ``desc``/``desc_dtype`` is one ``struct vring_desc`` (16 bytes); ``avail_header`` and
+    ``used_header`` are the ``flags``/``idx`` pair that opens each ring; ``used_elem`` is one
+    ``struct vring_used_elem`` (8 bytes); ``u16_dtype`` reads ``avail->ring[]`` and the event words.
+    Parsing and building agree with the dtypes byte for byte.
+
+    Example::
+
+        >>> lay = VringLayouts(little_endian=True)
+        >>> lay.desc.sizeof(), lay.desc_dtype.itemsize
+        (16, 16)
+        >>> lay.desc.parse(bytes(range(16))).next
+        3854
+    """
+
+    def __init__(self, little_endian: bool) -> None:
+        self.little_endian = little_endian
+        u16, u32, u64 = (Int16ul, Int32ul, Int64ul) if little_endian else (Int16ub, Int32ub, Int64ub)
+        self.desc = Struct(
+            "addr" / u64 * "guest-physical buffer address",
+            "len" / u32 * "buffer length (indirect: table size in bytes)",
+            "flags" / u16 * "VRING_DESC_F_NEXT | _WRITE | _INDIRECT",
+            "next" / u16 * "index of the next descriptor when NEXT is set",
+        )
+        self.avail_header = Struct("flags" / u16, "idx" / u16)
+        self.used_header = Struct("flags" / u16, "idx" / u16)
+        self.used_elem = Struct("id" / u32 * "head of the used chain", "len" / u32 * "bytes written")
+
+        bo = "<" if little_endian else ">"
+        self.u16_dtype = np.dtype(bo + "u2")
+        self.desc_dtype = np.dtype([("addr", bo + "u8"), ("len", bo + "u4"),
+                                    ("flags", bo + "u2"), ("next", bo + "u2")])
+        self.avail_header_dtype = np.dtype([("flags", bo + "u2"), ("idx", bo + "u2")])
+        self.used_header_dtype = np.dtype([("flags", bo + "u2"), ("idx", bo + "u2")])
+        self.used_elem_dtype = np.dtype([("id", bo + "u4"), ("len", bo + "u4")])
+
+    def __repr__(self) -> str:
+        return f"VringLayouts(little_endian={self.little_endian})"
+
+    # Sizes of the three areas (QEMU virtio_queue_get_{desc,avail,used}_size).
+    @staticmethod
+    def desc_size(num: int) -> int:
+        return VRING_DESC_SIZE * num
+
+    @staticmethod
+    def avail_size(num: int, event_idx: bool) -> int:
+        return 4 + 2 * num + (2 if event_idx else 0)
+
+    @staticmethod
+    def used_size(num: int, event_idx: bool) -> int:
+        return 4 + 8 * num + (2 if event_idx else 0)
+
+
+@functools.lru_cache(maxsize=2)
+def vring_layouts(little_endian: bool) -> VringLayouts:
+    """The (immutable, shared) :class:`VringLayouts` for a byte order."""
+    return VringLayouts(little_endian)
