@@ -10,16 +10,11 @@ name, size and modification time. A partial output never has the final name.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import lzma
 import os
 import tempfile
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import zstandard
 
 from vdecode.errors import CorruptInput, InputError
 
@@ -46,6 +41,12 @@ def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | 
     :raises CorruptInput: when the compressed stream is damaged or truncated.
     :raises InputError: when the cache directory cannot be written.
     """
+    import gzip                     # here, not at import: only compressed inputs pay for these
+    import lzma
+    import zlib
+
+    import zstandard
+
     src = Path(path)
     name = str(path)
     st = src.stat()
@@ -88,6 +89,9 @@ def _chunks(raw, kind: str) -> Iterator[bytes]:
     :data:`ZSTD_FEED` compressed bytes at a time: a zstd block of 128 KiB can be 4 bytes (RLE), so
     that bounds one call's output to 64 MiB even for a bomb.
     """
+    import gzip
+    import lzma
+
     if kind == "gzip":
         reader = gzip.GzipFile(fileobj=raw, mode="rb")
     elif kind == "xz":
@@ -100,6 +104,8 @@ def _chunks(raw, kind: str) -> Iterator[bytes]:
 
 
 def _zstd_chunks(raw) -> Iterator[bytes]:
+    import zstandard
+
     dobj, fed = zstandard.ZstdDecompressor().decompressobj(), False
     while data := raw.read(ZSTD_FEED):
         while data:

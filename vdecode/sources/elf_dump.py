@@ -20,6 +20,7 @@ more than 65,534 program headers ``e_phnum`` is ``PN_XNUM`` and the count is sec
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from construct import Bytes, Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
@@ -60,6 +61,12 @@ E_IDENT = Struct(
 )
 
 
+@lru_cache(maxsize=None)
+def elf_layouts(is64: bool, little_endian: bool) -> "ElfLayouts":
+    """The (immutable) layouts of one class and byte order, built once."""
+    return ElfLayouts(is64, little_endian)
+
+
 class ElfLayouts:
     """The header layouts of one ELF class and byte order (pyelftools' ``ELFStructs``)."""
 
@@ -82,6 +89,8 @@ class ElfLayouts:
             "sh_addralign" / word, "sh_entsize" / word,
         )
         self.nhdr = Struct("n_namesz" / u32, "n_descsz" / u32, "n_type" / u32)
+        self.ehdr_size, self.shdr_size, self.nhdr_size = (self.ehdr.sizeof(), self.shdr.sizeof(),
+                                                          self.nhdr.sizeof())
         e = "<" if little_endian else ">"
         if is64:
             self.phdr_dtype = np.dtype([("p_type", e + "u4"), ("p_flags", e + "u4"),
@@ -177,7 +186,7 @@ def read_elf(view: FileView) -> ElfFacts:
     :return: the file's :class:`ElfFacts`.
     """
     name = view.name
-    ident = parse_at(E_IDENT, view, 0, "ELF e_ident")
+    ident = parse_at(E_IDENT, view, 0, "ELF e_ident", sizeof=16)
     if ident.ei_class not in (1, 2):
         raise CorruptInput(name, f"ELF e_ident: EI_CLASS {ident.ei_class} is neither "
                                  f"ELFCLASS32 (1) nor ELFCLASS64 (2)", offset=4)
@@ -185,8 +194,8 @@ def read_elf(view: FileView) -> ElfFacts:
         raise CorruptInput(name, f"ELF e_ident: EI_DATA {ident.ei_data} is neither "
                                  f"ELFDATA2LSB (1) nor ELFDATA2MSB (2)", offset=5)
     is64, little = ident.ei_class == 2, ident.ei_data == 1
-    lay = ElfLayouts(is64, little)
-    eh = parse_at(lay.ehdr, view, 0, "ELF header")
+    lay = elf_layouts(is64, little)
+    eh = parse_at(lay.ehdr, view, 0, "ELF header", sizeof=lay.ehdr_size)
     if eh.e_type != ET_CORE:
         raise InputError(name, f"not a dump this tool reads (ELF {ET_NAMES.get(eh.e_type, eh.e_type)}"
                                f", not a core file)")
@@ -194,7 +203,7 @@ def read_elf(view: FileView) -> ElfFacts:
     if eh.e_phentsize != phentsize:
         raise CorruptInput(name, f"ELF header: e_phentsize {eh.e_phentsize}, expected {phentsize}",
                            offset=0x36 if is64 else 0x2a)
-    shentsize = lay.shdr.sizeof()
+    shentsize = lay.shdr_size
     phnum, pn_xnum = eh.e_phnum, eh.e_phnum == PN_XNUM
     if eh.e_shnum or pn_xnum:
         if eh.e_shentsize != shentsize:
@@ -206,7 +215,7 @@ def read_elf(view: FileView) -> ElfFacts:
         shnum = eh.e_shnum or 1
         _check_table(view, eh.e_shoff, shnum, shentsize, "section header table")
         if pn_xnum:
-            sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0")
+            sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0", sizeof=shentsize)
             phnum = sh0.sh_info
     _check_table(view, eh.e_phoff, phnum, phentsize, "program header table")
     raw = np.frombuffer(view.view(eh.e_phoff, phnum * phentsize, "program header table"),
@@ -255,11 +264,11 @@ def _pt_name(p_type: int) -> str:
 def _read_notes(view: FileView, lay: ElfLayouts, phdrs: np.ndarray, phoff: int,
                 phentsize: int) -> list[ElfNote]:
     notes: list[ElfNote] = []
-    nhdr_size = lay.nhdr.sizeof()
+    nhdr_size = lay.nhdr_size
     for i in np.flatnonzero(phdrs["p_type"] == PT_NOTE):
         pos, end = int(phdrs["p_offset"][i]), int(phdrs["p_offset"][i] + phdrs["p_filesz"][i])
         while end - pos >= nhdr_size:
-            nh = parse_at(lay.nhdr, view, pos, f"note header (PT_NOTE {i})")
+            nh = parse_at(lay.nhdr, view, pos, f"note header (PT_NOTE {i})", sizeof=nhdr_size)
             name_at = pos + nhdr_size
             desc_at = name_at + _align4(nh.n_namesz)
             nxt = desc_at + _align4(nh.n_descsz)
@@ -283,24 +292,18 @@ def _align4(n: int) -> int:
 
 # --- notes: what vdecode info shows ----------------------------------------------------------
 # x86_64 ``struct elf_prstatus`` (linux include/uapi/linux/elfcore.h; QEMU target/i386/arch_dump.c
-# ``x86_64_elf_prstatus``): pr_pid at 32, pr_reg (``user_regs_struct``) at 112, rip = pr_reg[16].
-_PRSTATUS_X86_64 = Struct(
-    "pr_info" / Bytes(12), "pr_cursig" / Int16ul, "pad" / Bytes(2),
-    "pr_sigpend" / Int64ul, "pr_sighold" / Int64ul,
-    "pr_pid" / Int32ul * "QEMU writes cpu_index + 1", "pr_ppid" / Int32ul, "pr_pgrp" / Int32ul,
-    "pr_sid" / Int32ul, "times" / Bytes(64),
-    "regs" / Int64ul[27] * "user_regs_struct: r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx "
-                           "rsi rdi orig_rax rip cs eflags rsp ss fs_base gs_base ds es fs gs",
-)
-# QEMU target/i386/arch_dump.c ``QEMUCPUState`` (version 1): 16 GPRs, rip, rflags, 10 segments of
-# 24 bytes (cs ds es fs gs ss ldt tr gdt idt), cr[5], kernel_gs_base.
-_QEMU_CPUSTATE_X86 = Struct(
-    "version" / Int32ul, "size" / Int32ul,
-    "gpr" / Int64ul[16] * "rax rbx rcx rdx rsi rdi rsp rbp r8..r15",
-    "rip" / Int64ul, "rflags" / Int64ul,
-    "segments" / Bytes(240),
-    "cr" / Int64ul[5],
-)
+# ``x86_64_elf_prstatus``), 336 bytes: pr_pid at 32, pr_reg (``user_regs_struct``: r15 r14 r13 r12
+# rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax rip cs eflags rsp ss fs_base gs_base ds es fs
+# gs) at 112. A numpy dtype, not construct: one frombuffer per note, and ``vdecode info`` runs at
+# every open.
+PRSTATUS_X86_64 = np.dtype({"names": ["pr_pid", "regs"], "formats": ["<u4", ("<u8", 27)],
+                            "offsets": [32, 112], "itemsize": 336})
+# QEMU target/i386/arch_dump.c ``QEMUCPUState`` (version 1), 440 bytes: version, size, 16 GPRs
+# (rax rbx rcx rdx rsi rdi rsp rbp r8..r15), rip, rflags, 10 segments of 24 bytes (cs ds es fs gs
+# ss ldt tr gdt idt), cr[5], kernel_gs_base.
+QEMU_CPUSTATE_X86 = np.dtype({"names": ["version", "size", "gpr", "rip", "rflags", "cr"],
+                              "formats": ["<u4", "<u4", ("<u8", 16), "<u8", "<u8", ("<u8", 5)],
+                              "offsets": [0, 4, 8, 136, 144, 392], "itemsize": 432})
 
 
 def decode_vcpus(view: FileView, elf: ElfFacts) -> list[dict]:
@@ -318,15 +321,16 @@ def decode_vcpus(view: FileView, elf: ElfFacts) -> list[dict]:
         if k < len(prstatus):
             cpu["notes"].append("CORE NT_PRSTATUS")
             note = prstatus[k]
-            if decode and note.desc_size >= _PRSTATUS_X86_64.sizeof():
-                st = parse_at(_PRSTATUS_X86_64, view, note.desc_offset, "NT_PRSTATUS")
-                cpu.update(pid=st.pr_pid, rip=st.regs[16], rsp=st.regs[19])
+            if decode and note.desc_size >= PRSTATUS_X86_64.itemsize:
+                st = np.frombuffer(read_note_desc(view, note), PRSTATUS_X86_64, count=1)[0]
+                cpu.update(pid=int(st["pr_pid"]), rip=int(st["regs"][16]), rsp=int(st["regs"][19]))
         if k < len(qemu):
             cpu["notes"].append("QEMU CPU state")
             note = qemu[k]
-            if decode and note.desc_size >= _QEMU_CPUSTATE_X86.sizeof():
-                st = parse_at(_QEMU_CPUSTATE_X86, view, note.desc_offset, "QEMU CPU state note")
-                cpu.update(rip=st.rip, cr0=st.cr[0], cr3=st.cr[3], cr4=st.cr[4])
+            if decode and note.desc_size >= QEMU_CPUSTATE_X86.itemsize:
+                st = np.frombuffer(read_note_desc(view, note), QEMU_CPUSTATE_X86, count=1)[0]
+                cr = st["cr"].tolist()
+                cpu.update(rip=int(st["rip"]), cr0=cr[0], cr3=cr[3], cr4=cr[4])
         vcpus.append(cpu)
     return vcpus
 

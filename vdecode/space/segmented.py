@@ -66,7 +66,10 @@ class SegmentedSpace:
         order = np.argsort(self.starts, kind="stable")
         self.starts, self.sizes, self.offsets = self.starts[order], self.sizes[order], self.offsets[order]
         self.ends = self.starts + self.sizes
-        self._starts_list = None
+        self._mem = file.memory()
+        # The last run a read landed in, as Python ints: reads cluster (a ring, a page table), and
+        # this check costs less than one searchsorted call. Runs never change, so it is safe.
+        self._hot = (0, 0, _ZERO)
 
     def __repr__(self) -> str:
         return f"SegmentedSpace({self.name!r}, {len(self.starts)} runs, {self.kind})"
@@ -85,12 +88,17 @@ class SegmentedSpace:
 
         :raises MissingData: when some byte of ``[addr, addr+n)`` is in no run.
         """
+        start, end, off = self._hot
+        if start <= addr and addr + n <= end and off != _ZERO and n >= 0:
+            at = off + addr - start
+            return self._mem[at:at + n]
         i = self._find(addr)
         if i >= 0 and addr + n <= int(self.ends[i]):
-            off = int(self.offsets[i])
+            start, off = int(self.starts[i]), int(self.offsets[i])
+            self._hot = (start, int(self.ends[i]), off)
             if off == _ZERO:
                 return bytes(n)
-            return self.file.view(off + addr - int(self.starts[i]), n)
+            return self.file.view(off + addr - start, n)
         if n == 0 and i >= 0:
             return b""
         parts = []
