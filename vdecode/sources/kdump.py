@@ -290,6 +290,17 @@ class FlattenedView:
             i += 1
         return memoryview(out)
 
+    def map_offsets(self, offsets: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+        """Stream offsets of many ``[offset, offset+size)`` ranges at once; -1 for a range that
+        is not inside one record (straddling, in a gap, or out of bounds)."""
+        ix = self.index
+        if not len(ix.starts):
+            return np.full(len(offsets), -1, dtype=np.int64)
+        i = np.searchsorted(ix.starts, offsets, side="right") - 1
+        j = np.maximum(i, 0)
+        ok = (i >= 0) & (offsets >= 0) & (offsets + sizes <= ix.ends[j])
+        return np.where(ok, ix.file_offsets[j] + (offsets - ix.starts[j]), -1)
+
     def file_offset(self, offset: int) -> int | None:
         """Where rearranged offset ``offset`` lives in the stream, or ``None`` for a gap."""
         ix = self.index

@@ -35,7 +35,7 @@ CODECS = {0: "raw", DUMP_DH_COMPRESSED_ZLIB: "zlib", DUMP_DH_COMPRESSED_LZO: "lz
           DUMP_DH_COMPRESSED_SNAPPY: "snappy", DUMP_DH_COMPRESSED_ZSTD: "zstd"}
 PAGE_DESC_SIZE = 24
 CACHE_PAGES = 256              # decompressed pages kept (1 MiB at 4 KiB pages)
-CHEAP_COUNT_DESCS = 1 << 20    # open_kdump counts pages by codec when the table is at most this long
+CHEAP_COUNT_DESCS = 1 << 16    # open_kdump counts pages by codec when the table is at most this long
 
 
 @cache
@@ -44,11 +44,39 @@ def _popcount8() -> np.ndarray:
     return np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1, dtype=np.int64)
 
 
-def _runs(bitmap: np.ndarray, nbits: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) of each run of set bits, vectorised."""
-    bits = np.unpackbits(bitmap, bitorder="little", count=nbits).astype(np.int8)
-    edges = np.diff(bits, prepend=np.int8(0), append=np.int8(0))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+def _popcount(a: np.ndarray) -> np.ndarray:
+    """Set bits of each element (``np.bitwise_count`` from numpy 2; a byte table before)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(a)
+    return _popcount8()[a.view(np.uint8)].reshape(a.shape + (a.itemsize,)).sum(axis=-1)
+
+
+def _runs(bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) bit of each run of set bits (LSB first), vectorised over 64-bit
+    little-endian words: edges between words from their first and last bits, edges inside a word
+    only in the few words that are neither all zeros nor all ones (``np.unpackbits`` on those)."""
+    padded = np.zeros(-(-len(bitmap) // 8) * 8, dtype=np.uint8)
+    padded[:len(bitmap)] = bitmap
+    w = padded.view("<u8")
+    prev = np.zeros(len(w) + 1, dtype=np.uint8)                     # the bit before word k
+    prev[1:] = w >> np.uint64(63)
+    cur = np.zeros(len(w) + 1, dtype=np.uint8)                      # the first bit of word k
+    cur[:-1] = w & np.uint64(1)
+    starts = [np.flatnonzero(cur > prev) * 64]
+    ends = [np.flatnonzero(cur < prev) * 64]
+    inner = (w ^ (w << np.uint64(1))) & ~np.uint64(1)               # bit j != bit j-1, j = 1..63
+    k = np.flatnonzero(inner)
+    if k.size:
+        flips = np.unpackbits(inner[k].view(np.uint8).reshape(-1, 8), axis=1,
+                              bitorder="little").astype(bool)
+        bits = np.unpackbits(w[k].view(np.uint8).reshape(-1, 8), axis=1,
+                             bitorder="little").astype(bool)
+        rows, cols = np.nonzero(flips)
+        pos = k[rows] * 64 + cols
+        up = bits[rows, cols]
+        starts.append(pos[up])
+        ends.append(pos[~up])
+    return np.sort(np.concatenate(starts)), np.sort(np.concatenate(ends))
 
 
 class _Decoders:
@@ -122,10 +150,15 @@ class PagedSpace:
         self.name = kd.name
         self.block_size = bs = kd.block_size
         self.shift = bs.bit_length() - 1
-        # byte_rank[k]: dumped pfns in bitmap-2 bytes [0, k)
-        self._byte_rank = np.zeros(len(kd.bitmap2) + 1, dtype=np.int64)
-        np.cumsum(_popcount8()[kd.bitmap2], out=self._byte_rank[1:])
-        self.num_dumpable = int(self._byte_rank[-1])
+        # bitmap 2 as little-endian 64-bit words (bit p & 63 of word p >> 6 is pfn p), and
+        # word_rank[k]: dumped pfns in words [0, k)
+        bm2 = kd.bitmap2
+        padded = np.zeros(-(-len(bm2) // 8) * 8, dtype=np.uint8)
+        padded[:len(bm2)] = bm2
+        self._words = padded.view("<u8")
+        self._word_rank = np.zeros(len(self._words) + 1, dtype=np.int64)
+        np.cumsum(_popcount(self._words), out=self._word_rank[1:])
+        self.num_dumpable = int(self._word_rank[-1])
         self.data_offset = kd.desc_offset + self.num_dumpable * PAGE_DESC_SIZE
         if not kd.incomplete and self.data_offset > kd.data.size:
             raise CorruptInput(kd.data.name, f"page_desc table ({self.num_dumpable} entries, "
@@ -155,8 +188,8 @@ class PagedSpace:
 
     def desc_index(self, pfn: int) -> int:
         """Index of pfn's ``page_desc`` (set bits of bitmap 2 before it); pfn must be dumped."""
-        b = self.kd.bitmap2[pfn >> 3] & ((1 << (pfn & 7)) - 1)
-        return int(self._byte_rank[pfn >> 3]) + int(_popcount8()[b])
+        below = int(self._words[pfn >> 6]) & ((1 << (pfn & 63)) - 1)
+        return int(self._word_rank[pfn >> 6]) + below.bit_count()
 
     def _incomplete_missing(self, pfn: int) -> MissingData:
         return MissingData(self.name, f"guest-physical {pfn << self.shift:#x} (pfn {pfn:#x}) was "
@@ -248,16 +281,35 @@ class PagedSpace:
         if not bits.all():
             raise self._missing(pfn + int(np.argmin(bits)))
         descs = self._read_descs(pfn, count)
-        offs, sizes, flags = descs["offset"].tolist(), descs["size"].tolist(), descs["flags"].tolist()
+        offs, sizes = descs["offset"].astype(np.int64), descs["size"].astype(np.int64)
+        flags = descs["flags"].tolist()
         del descs   # a view of the mapped file; a traceback through here must not hold it
+        # where each page's stored bytes start in the file, -1 where that needs the slow path
+        # (gaps, straddled records, out of bounds, an unwritten page of an incomplete dump)
+        if kd.flat is not None:
+            at = kd.data.map_offsets(offs, sizes)
+        else:
+            at = np.where((offs > 0) & (offs + sizes <= kd.file.size), offs, -1)
+        at[offs <= 0] = -1
+        at, offs, sizes = at.tolist(), offs.tolist(), sizes.tolist()
         desc0 = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
-        view = kd.data.view
+        mem = kd.file.memory()
         for i in range(count):
-            o, s, f = offs[i], sizes[i], flags[i]
-            if f == 0 and s == bs and 0 < o and o + bs <= kd.data.size:   # raw page, the common case
-                out[i * bs:(i + 1) * bs] = view(o, bs)
-            else:
-                out[i * bs:(i + 1) * bs] = self._decode(pfn + i, desc0 + i * PAGE_DESC_SIZE, o, s, f)
+            x, s, f = at[i], sizes[i], flags[i]
+            if x >= 0:     # the common cases inline: a raw page, a zlib page that is one block
+                if f == 0 and s == bs:
+                    out[i * bs:(i + 1) * bs] = mem[x:x + bs]
+                    continue
+                if f == DUMP_DH_COMPRESSED_ZLIB and s <= bs:
+                    d = zlib.decompressobj()
+                    try:
+                        page = d.decompress(mem[x:x + s], bs)
+                    except zlib.error:
+                        page = b""
+                    if len(page) == bs and d.eof:
+                        out[i * bs:(i + 1) * bs] = page
+                        continue
+            out[i * bs:(i + 1) * bs] = self._decode(pfn + i, desc0 + i * PAGE_DESC_SIZE, offs[i], s, f)
         return out
 
     # --- AddressSpace -------------------------------------------------------------------------
@@ -299,7 +351,7 @@ class PagedSpace:
     def ranges(self) -> list[tuple[Gpa, int]]:
         """RAM ranges (bitmap 1: pages that exist, dumped or excluded), sorted and merged."""
         if self._ranges is None:
-            starts, ends = _runs(self.kd.bitmap1, self.kd.max_mapnr)
+            starts, ends = _runs(self.kd.bitmap1)
             self._ranges = [(Gpa(int(s) << self.shift), int(e - s) << self.shift)
                             for s, e in zip(starts, ends)]
         return self._ranges
@@ -307,16 +359,20 @@ class PagedSpace:
     def dumped_ranges(self) -> list[tuple[Gpa, int]]:
         """Ranges whose pages were dumped (bitmap 2); differs from :meth:`ranges` where
         makedumpfile excluded pages."""
-        starts, ends = _runs(self.kd.bitmap2, self.kd.max_mapnr)
+        starts, ends = _runs(self.kd.bitmap2)
         return [(Gpa(int(s) << self.shift), int(e - s) << self.shift) for s, e in zip(starts, ends)]
+
+    def bitmap_counts(self) -> dict[str, int]:
+        """Pages by bitmap: ``ram`` (bitmap 1), ``dumpable`` (bitmap 2), ``excluded`` (1 and not 2)."""
+        kd = self.kd
+        return {"ram": int(_popcount(kd.bitmap1).sum(dtype=np.int64)), "dumpable": self.num_dumpable,
+                "excluded": int(_popcount(kd.bitmap1 & ~kd.bitmap2).sum(dtype=np.int64))}
 
     def page_counts(self) -> dict[str, int]:
         """Pages by kind: ``ram`` (bitmap 1), ``dumpable`` (bitmap 2), ``excluded``, ``zero`` (the
         shared zero page), and per codec. Reads the whole ``page_desc`` table."""
-        pc = _popcount8()
         kd = self.kd
-        counts = {"ram": int(pc[kd.bitmap1].sum()), "dumpable": self.num_dumpable,
-                  "excluded": int(pc[kd.bitmap1 & ~kd.bitmap2].sum())}
+        counts = self.bitmap_counts()
         n = self.num_dumpable
         if kd.incomplete:
             n = max(0, min(n, (kd.data.size - kd.desc_offset) // PAGE_DESC_SIZE))
@@ -361,10 +417,8 @@ def open_kdump(view: FileView) -> Dump:
     if sub is not None:
         info.update(phys_base=sub.phys_base, dump_level=sub.dump_level, note_size=sub.note_size,
                     vmcoreinfo=sub.size_vmcoreinfo > 0)
-    if space.num_dumpable <= CHEAP_COUNT_DESCS:
-        info["pages"] = space.page_counts()
-    else:
-        pc = _popcount8()
-        info["pages"] = {"ram": int(pc[kd.bitmap1].sum()), "dumpable": space.num_dumpable}
+    # counting by codec reads the whole page_desc table: only where that is cheap
+    info["pages"] = (space.page_counts() if space.num_dumpable <= CHEAP_COUNT_DESCS
+                     else space.bitmap_counts())
     fmt = "kdump-flattened" if kd.flat is not None else "kdump"
     return Dump(path=view.name, format=fmt, space=space, info=info, files=[view])
