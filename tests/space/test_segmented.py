@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import mmap
+import os
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.builders.elf_dump import DIRECT_MAP, Segment, write_elf_dump
 from vdecode.errors import CorruptInput, MissingData
@@ -212,3 +215,44 @@ def test_overlap_in_paging_false_dump_is_corrupt(tmp_path):
     # QEMU 7.2 layout: phdrs at 0xc0 after two section headers; header 2 is the second PT_LOAD
     assert str(e.value) == (f"{path} at offset 0x130: program header 2: PT_LOAD [0x1000, 0x2000) "
                             f"overlaps program header 1 [0x0, 0x2000) in a paging=false dump")
+
+
+def test_overlapping_runs_are_corrupt(tmp_path):
+    p = tmp_path / "core"
+    p.write_bytes(bytes(64))
+    with FileView(p) as view:
+        with pytest.raises(CorruptInput) as e:
+            SegmentedSpace("core", view, [0x2000, 0x1000], [16, 0x1001], [0, 16], [16, 16],
+                           kind="host-virtual")
+        assert str(e.value) == "core: host-virtual runs overlap: [0x1000, 0x2001) and [0x2000, 0x2010)"
+        with pytest.raises(CorruptInput) as e:
+            SegmentedSpace("core", view, [2**64 - 8], [16], [0], [16])
+        assert str(e.value) == ("core: guest-physical run at 0xfffffffffffffff8 of 0x10 bytes wraps "
+                                "the address space")
+
+
+@settings(max_examples=int(os.environ.get("VDECODE_HYPOTHESIS_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(0, 24), st.integers(0, 12)),
+                min_size=1, max_size=8))
+def test_overlap_resolution_equals_bytewise_reference(tmp_path, segs):
+    """vmcore rules on arbitrary overlapping segments (paddr, filesz, zero tail), against a per-byte
+    reference: the earliest header with file bytes there, else zeros if a tail covers it, else missing."""
+    built, ref = [], {}
+    for k, (paddr, filesz, tail) in enumerate(segs):
+        data = bytes([k + 1]) * filesz
+        built.append(Segment(paddr, data, memsz=filesz + tail, vaddr=DIRECT_MAP + paddr))
+    for a in range(0, 100):
+        file_hit = next((k + 1 for k, (p, f, _) in enumerate(segs) if p <= a < p + f), None)
+        tail_hit = any(p + f <= a < p + f + t for p, f, t in segs)
+        if file_hit is not None:
+            ref[a] = file_hit
+        elif tail_hit:
+            ref[a] = 0
+    path = write_elf_dump(tmp_path / "h.vmcore", built, notes=[], vmcoreinfo="OSRELEASE=x\n",
+                          qemu_quirks=False)
+    with open_dump(path) as dump:
+        got = {}
+        for start, size in dump.space.ranges():
+            for i, b in enumerate(bytes(dump.space.read(start, size))):
+                got[start + i] = b
+        assert got == ref

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from vdecode.errors import MissingData
+from vdecode.errors import CorruptInput, MissingData
 from vdecode.sources.files import FileView
 
 __all__ = ("SegmentedSpace",)
@@ -35,9 +35,10 @@ class SegmentedSpace:
     :param filesz: bytes of each run that the file holds (``p_filesz``); the rest reads as zeros.
     :param kind: the address kind named in messages: ``"guest-physical"``, ``"host-virtual"``.
 
-    The caller guarantees the runs are sorted and disjoint and that the file holds every
-    ``[offset, offset+filesz)``: :func:`vdecode.space.open.open_dump` checks that on the ELF's
-    program headers (``read_elf`` checks the file bounds).
+    The caller guarantees that the file holds every ``[offset, offset+filesz)`` (``read_elf``
+    checks that for every program header). Runs are sorted here; runs that overlap or wrap raise
+    :class:`CorruptInput` (ELF guest dumps resolve or report overlaps first, with the program
+    header's offset: ``vdecode.space.open.guest_runs``).
 
     Example::
 
@@ -57,6 +58,19 @@ class SegmentedSpace:
         sizes = np.asarray(sizes, dtype=np.uint64)
         offsets = np.asarray(offsets, dtype=np.uint64).astype(np.int64)
         filesz = np.minimum(np.asarray(filesz, dtype=np.uint64), sizes)
+        order = np.argsort(starts, kind="stable")
+        starts, sizes, offsets, filesz = starts[order], sizes[order], offsets[order], filesz[order]
+        ends = starts + sizes
+        bad = np.flatnonzero(ends < starts)                            # uint64 wrapped
+        if bad.size:
+            i = int(bad[0])
+            raise CorruptInput(name, f"{kind} run at {int(starts[i]):#x} of {int(sizes[i]):#x} "
+                                     f"bytes wraps the address space")
+        bad = np.flatnonzero(starts[1:] < ends[:-1])
+        if bad.size:
+            i = int(bad[0])
+            raise CorruptInput(name, f"{kind} runs overlap: [{int(starts[i]):#x}, {int(ends[i]):#x}) "
+                                     f"and [{int(starts[i + 1]):#x}, {int(ends[i + 1]):#x})")
         # Split every run into its file-backed head and its zero tail, so each run is one kind.
         head = filesz > 0
         tail = filesz < sizes
