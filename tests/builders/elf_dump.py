@@ -90,7 +90,7 @@ def write_elf_dump(path: str | os.PathLike, segments, *, paging: bool = False,
                    mappings: list[tuple[int, int, int]] | None = None, pn_xnum: bool = False,
                    notes: list[tuple[str, int, bytes]] | None = None, vcpus: int = 1,
                    vmcoreinfo: str | None = None, qemu_quirks: bool = True, elfclass: int = 64,
-                   machine: int = EM_X86_64) -> Path:
+                   machine: int = EM_X86_64, little_endian: bool = True) -> Path:
     """Write an ELF core dump of ``segments`` to ``path``.
 
     :param segments: guest RAM, see the module docstring.
@@ -100,6 +100,8 @@ def write_elf_dump(path: str | os.PathLike, segments, *, paging: bool = False,
     :param notes: the notes, ``(name, type, desc)``; default QEMU's per-vCPU notes for ``vcpus``.
     :param vmcoreinfo: text of a ``VMCOREINFO`` note to append.
     :param qemu_quirks: QEMU 7.2's layout; false: a plain core like ``/proc/vmcore``.
+    :param little_endian: false for a big-endian guest (s390x); the default notes are x86_64's,
+        so pass ``notes`` with it.
     :return: ``path``.
     """
     path = Path(path)
@@ -109,7 +111,8 @@ def write_elf_dump(path: str | os.PathLike, segments, *, paging: bool = False,
                  if notes is None else notes)
     if vmcoreinfo is not None:
         notes.append(("VMCOREINFO", 0, vmcoreinfo.encode()))
-    note_bytes = b"".join(note(n, t, d) for n, t, d in notes)
+    note_bytes = b"".join(note(n, t, d, little_endian) for n, t, d in notes)
+    e = "<" if little_endian else ">"
 
     # Program headers as (vaddr, paddr, memsz, filesz, segment index or None, offset within it).
     loads: list[tuple[int, int, int, int, int | None, int]] = []
@@ -145,16 +148,16 @@ def write_elf_dump(path: str | os.PathLike, segments, *, paging: bool = False,
         shoff = strtab_off + len(shstrtab)
 
     w = "Q" if is64 else "I"
-    ehdr = (b"\x7fELF" + bytes([2 if is64 else 1, 1, 1]) + bytes(9)
-            + struct.pack(f"<HHI{w}{w}{w}IHHHHHH", 4, machine, 1, 0, phoff, shoff if shnum else 0, 0,
+    ehdr = (b"\x7fELF" + bytes([2 if is64 else 1, 1 if little_endian else 2, 1]) + bytes(9)
+            + struct.pack(f"{e}HHI{w}{w}{w}IHHHHHH", 4, machine, 1, 0, phoff, shoff if shnum else 0, 0,
                           8 if qemu_quirks else ehsize, phentsize, PN_XNUM if xnum else phnum,
                           shentsize, shnum, 1 if shnum else 0))
     if is64:
-        phdr = lambda t, f, o, v, p, fs, ms: struct.pack("<IIQQQQQQ", t, f, o, v, p, fs, ms, 0)  # noqa: E731
-        shdr = lambda nm, t, off, sz, info: struct.pack("<IIQQQQIIQQ", nm, t, 0, 0, off, sz, 0, info, 0, 0)  # noqa: E731
+        phdr = lambda t, f, o, v, p, fs, ms: struct.pack(e + "IIQQQQQQ", t, f, o, v, p, fs, ms, 0)  # noqa: E731
+        shdr = lambda nm, t, off, sz, info: struct.pack(e + "IIQQQQIIQQ", nm, t, 0, 0, off, sz, 0, info, 0, 0)  # noqa: E731
     else:
-        phdr = lambda t, f, o, v, p, fs, ms: struct.pack("<IIIIIIII", t, o, v, p, fs, ms, f, 0)  # noqa: E731
-        shdr = lambda nm, t, off, sz, info: struct.pack("<IIIIIIIIII", nm, t, 0, 0, off, sz, 0, info, 0, 0)  # noqa: E731
+        phdr = lambda t, f, o, v, p, fs, ms: struct.pack(e + "IIIIIIII", t, o, v, p, fs, ms, f, 0)  # noqa: E731
+        shdr = lambda nm, t, off, sz, info: struct.pack(e + "IIIIIIIIII", nm, t, 0, 0, off, sz, 0, info, 0, 0)  # noqa: E731
     phdrs = [phdr(PT_NOTE, 0, note_off, 0, 0, len(note_bytes), len(note_bytes))]
     mask = (1 << elfclass) - 1
     for vaddr, paddr, memsz, filesz, k, within in loads:

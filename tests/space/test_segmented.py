@@ -256,3 +256,13 @@ def test_overlap_resolution_equals_bytewise_reference(tmp_path, segs):
             for i, b in enumerate(bytes(dump.space.read(start, size))):
                 got[start + i] = b
         assert got == ref
+
+
+def test_big_endian_s390x_reads_back(tmp_path):
+    data = pattern(2 * PAGE, 10)
+    path = write_elf_dump(tmp_path / "s390.elf", [(0, data)], machine=22, little_endian=False,
+                          notes=[("CORE", 1, bytes(336))])
+    with open_dump(path) as dump:
+        assert (dump.info["machine"], dump.info["endianness"]) == ("s390", "big")
+        assert dump.info["vcpus"] == [{"index": 0, "notes": ["CORE NT_PRSTATUS"]}]
+        assert bytes(dump.space.read(0, 2 * PAGE)) == data
