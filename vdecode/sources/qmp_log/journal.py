@@ -105,6 +105,7 @@ class _Journald:
                     msgs.message(rest, None, n)
         if entry:
             _export_entry(msgs, entry, entry_line)
+        msgs.finish()
 
 
 def _export_binary_done(parts: list[str]) -> bool:
@@ -168,6 +169,7 @@ class _KubeVirt:
                 pos = rec.get("pos")
                 func = pos.split(":")[0] if isinstance(pos, str) else None
                 msgs.message(msg, _iso(rec.get("timestamp")), n, func)
+        msgs.finish()
 
 
 def _iso(value) -> float | None:

@@ -86,6 +86,7 @@ class LibvirtMessages:
         self.sent: dict[str, set] = {}          # mon -> ids seen in SEND_MSG, to drop IO_WRITE twins
         self.last_new: str | None = None        # mon of the latest QEMU_MONITOR_NEW (greeting owner)
         self.cache: dict[str, object] = {}      # JSON text -> decoded (polling repeats replies)
+        self.greeting: tuple | None = None      # a greeting seen before any monitor was named
 
     def decode(self, text: str, line: int) -> object | None:
         msg = self.cache.get(text)
@@ -113,6 +114,10 @@ class LibvirtMessages:
             if m is None:
                 return False
             kind, mon, payload = m.groups()
+            if self.greeting is not None:
+                g, gt, gline = self.greeting
+                self.greeting = None
+                self.b.message(g, t=gt, monitor=mon, line=gline)
             if kind == "NEW":
                 self.last_new = mon
                 self.b.new_session(mon)
@@ -137,8 +142,12 @@ class LibvirtMessages:
                 body = body[:-1]
             if body.startswith('{"QMP"') or body.startswith('{ "QMP"'):
                 msg = self.decode(body, line)
-                if msg is not None:
-                    self.b.message(msg, t=t, monitor=self.last_new or "", line=line)
+                if msg is None:
+                    pass
+                elif self.last_new is None:
+                    self.greeting = (msg, t, line)  # its monitor is the next one named
+                else:
+                    self.b.message(msg, t=t, monitor=self.last_new, line=line)
             return True
         if text.startswith("Entering monitor"):
             m = _ENTERING.match(text)
@@ -146,6 +155,13 @@ class LibvirtMessages:
                 self.b.set_vm(m.group(1), m.group(2))
             return True
         return False
+
+    def finish(self) -> None:
+        """Flush a greeting no monitor line ever claimed."""
+        if self.greeting is not None:
+            g, gt, gline = self.greeting
+            self.greeting = None
+            self.b.message(g, t=gt, monitor="", line=gline)
 
     def _command(self, kind: str, mon: str, payload: str, t: float | None, line: int) -> None:
         ids = self.sent.setdefault(mon, set())
@@ -203,3 +219,4 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
                 or rest.startswith("Entering monitor")):
             continue
         msgs.message(rest, libvirt_time(m.group(1), m.group(2)), n, m.group(3))
+    msgs.finish()

@@ -87,12 +87,13 @@ def balanced_end(text: str, depth: int = 0) -> tuple[int, int]:
 class ObjectCollector:
     """Gathers one JSON object spread over several lines.
 
-    ``start(text, line)`` begins with the text from the opening ``{``; ``add(text)`` adds the next
-    line. Both return the whole object's text once the braces balance (text after the closing
-    brace on that line is dropped: prose after a pasted object), else ``None``.
+    ``start(text, line, meta)`` begins with the text from the opening ``{``; ``add(text)`` adds the
+    next line. Both return the whole object's text once the braces balance (text after the
+    closing brace on that line is dropped: prose after a pasted object), else ``None``. ``line``
+    and ``meta`` stay readable after the object completes, until the next ``start``.
     """
 
-    __slots__ = ("parts", "depth", "line", "size", "meta")
+    __slots__ = ("parts", "depth", "line", "size", "meta", "active")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
@@ -100,13 +101,11 @@ class ObjectCollector:
         self.line: int | None = None
         self.size = 0
         self.meta: Any = None
-
-    @property
-    def active(self) -> bool:
-        return self.line is not None
+        self.active = False
 
     def start(self, text: str, line: int, meta: Any = None) -> str | None:
         self.parts, self.depth, self.line, self.size, self.meta = [], 0, line, 0, meta
+        self.active = True
         return self.add(text)
 
     def add(self, text: str) -> str | None:
@@ -122,7 +121,7 @@ class ObjectCollector:
         return None
 
     def too_big(self) -> bool:
-        return len(self.parts) > MAX_OBJECT_LINES or self.size > MAX_OBJECT_CHARS
+        return len(self.parts) > MAX_OBJECT_LINES or self.size > MAX_OBJECT_CHARS or self.depth < 0
 
     def reset(self) -> None:
-        self.parts, self.depth, self.line, self.size = [], 0, None, 0
+        self.parts, self.depth, self.size, self.active = [], 0, 0, False

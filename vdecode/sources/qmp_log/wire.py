@@ -48,10 +48,15 @@ def read_objects(lines: Iterable[tuple[int, str]], b: LogBuilder, *, monitor: st
     """
     c = ObjectCollector()
     for n, text in lines:
+        if c.active and text.startswith("{") and c.parts and c.parts[0].strip() != "{":
+            # an object starting at column 0 while a one-line-started object is still open: the
+            # open one was a typo that never closes (pretty and hand-wrapped objects indent)
+            b.warn(c.line, "object never closes before the next one, skipped")
+            c.reset()
         if c.active:
             whole = c.add(text.rstrip("\r"))
             if whole is not None:
-                _emit(b, whole, c.line if c.line is not None else n, monitor)
+                _emit(b, whole, c.line, monitor)
             elif c.too_big():
                 b.warn(c.line, "unbalanced braces: object never closes, skipped")
                 c.reset()
