@@ -18,7 +18,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ("EXCLUDED", "MISSING", "KdumpLayout", "compress_page", "write_kdump")
+__all__ = ("EXCLUDED", "MISSING", "KdumpLayout", "compress_page", "elf_note", "write_kdump")
 
 FLAGS = {"none": 0, "zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
 INCOMPLETE = 0x8
@@ -34,6 +34,14 @@ class _Marker:
 
 EXCLUDED = _Marker("EXCLUDED")   # RAM (bitmap 1) but not dumped (bitmap 2 clear): makedumpfile -d
 MISSING = _Marker("MISSING")     # dumped, but an incomplete dump never wrote it (page_desc all zero)
+
+
+def elf_note(name: str, ntype: int, desc: bytes, little_endian: bool = True) -> bytes:
+    """One ELF note (``Elf64_Nhdr``, name and descriptor padded to 4 bytes)."""
+    raw = name.encode() + b"\0"
+    pad = lambda b: b + bytes(-len(b) % 4)   # noqa: E731
+    return (struct.pack(("<" if little_endian else ">") + "III", len(raw), len(desc), ntype)
+            + pad(raw) + pad(desc))
 
 
 def compress_page(page: bytes, codec: str) -> bytes:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.builders.kdump import EXCLUDED, MISSING, compress_page, write_kdump
+from tests.builders.kdump import EXCLUDED, MISSING, compress_page, elf_note, write_kdump
 from vdecode.errors import CorruptInput, MissingData, VdecodeError
 from vdecode.sources.files import FileView
 from vdecode.space.base import AddressSpace
@@ -60,6 +60,8 @@ def test_real_capture_equals_elf(captures, name):
             gpa = pfn * BS + 5
             assert bytes(kd.space.read(gpa, 64)) == bytes(elf.space.read(gpa, 64))
         info = kd.info
+        assert (info["vcpus"], info["vmcoreinfo"]) == (elf.info["vcpus"], elf.info["vmcoreinfo"])
+        assert info["ram_ranges"] == elf.info["ram_ranges"]
         assert info["pages"] == {"ram": 41024, "dumpable": 41024, "excluded": 0, "zero": 26459,
                                  "raw": 26489, "zlib": 14535, "lzo": 0, "snappy": 0, "zstd": 0}
         assert (info["block_size"], info["nr_cpus"], info["utsname"]["machine"],
@@ -138,6 +140,32 @@ def test_incomplete_truncated_in_page_desc_table(tmp_path):
         assert dump.info["pages"]["not_written"] == 2
 
 
+def test_notes_and_vmcoreinfo(tmp_path):
+    path = tmp_path / "n.kdump"
+    vmci = b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\nCRASHTIME=1700000000\n"
+    notes = (elf_note("CORE", 1, bytes(336)) + elf_note("CORE", 1, bytes(336))
+             + elf_note("QEMU", 0, bytes(440)) + elf_note("VMCOREINFO", 0, vmci))
+    write_kdump(path, {0: TEXT}, notes=notes, nr_cpus=2)
+    with open_dump(path) as dump:
+        assert dump.info["vmcoreinfo"] == {"present": True, "size": len(vmci), "osrelease":
+                                           "6.1.0-test", "pagesize": "4096", "crashtime": "1700000000"}
+        assert [c["notes"] for c in dump.info["vcpus"]] == [["CORE NT_PRSTATUS", "QEMU CPU state"],
+                                                            ["CORE NT_PRSTATUS"]]
+        assert dump.info["notes"] == [{"name": "QEMU", "type": 0, "size": 440},
+                                      {"name": "VMCOREINFO", "type": 0, "size": len(vmci)}]
+
+
+def test_note_past_note_area(tmp_path):
+    path = tmp_path / "n.kdump"
+    note = bytearray(elf_note("VMCOREINFO", 0, b"OSRELEASE=x\n"))
+    struct.pack_into("<I", note, 4, 5000)                   # descsz beyond the area
+    write_kdump(path, {0: TEXT}, notes=bytes(note), flattened=False)
+    with pytest.raises(CorruptInput) as err:
+        open_dump(path)
+    assert str(err.value) == (f"{path} at offset 0x1068: ELF note (11-byte name, 5000-byte "
+                              f"descriptor) runs past the note area ({len(note)} bytes at 0x1068)")
+
+
 def test_zero_page_is_shared(tmp_path):
     path = tmp_path / "z.kdump"
     lay = write_kdump(path, {p: bytes(BS) for p in range(8)} | {8: TEXT}, flattened=False)
@@ -152,7 +180,7 @@ def test_big_endian(tmp_path):
     path = tmp_path / "be.kdump"
     write_kdump(path, PAGES, little_endian=False, codec="zlib")
     with open_dump(path) as dump:
-        assert dump.info["byte_order"] == "big"
+        assert dump.info["endianness"] == "big"
         expect_pages(dump.space, {p: v for p, v in PAGES.items() if v is not MISSING})
 
 
@@ -422,8 +450,8 @@ def test_real_capture_rearranged_equals_flattened(captures, tmp_path):
         with open_dump(plain_path) as plain:
             assert plain.format == "kdump"
             assert plain.space.ranges() == flat.space.ranges()
-            assert {k: v for k, v in plain.info.items() if not k.startswith("flattened")} == \
-                {k: v for k, v in flat.info.items() if not k.startswith("flattened")}
+            assert {k: v for k, v in plain.info.items() if not k.startswith(("flattened", "file_size"))} == \
+                {k: v for k, v in flat.info.items() if not k.startswith(("flattened", "file_size"))}
             for start, size in flat.space.ranges():
                 pfn, end = start // BS, (start + size) // BS
                 while pfn < end:

@@ -27,13 +27,15 @@ from construct import Bytes, Const, Int32sb, Int32sl, Int32ub, Int32ul, Int64sb,
     Int64ul, Struct
 
 from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.sources.elf_dump import ElfNote
 from vdecode.sources.files import FileView, parse_at
 
 __all__ = ("DUMP_DH_COMPRESSED_INCOMPLETE", "DUMP_DH_COMPRESSED_LZO", "DUMP_DH_COMPRESSED_SNAPPY",
            "DUMP_DH_COMPRESSED_ZLIB", "DUMP_DH_COMPRESSED_ZSTD", "DUMP_DH_EXCLUDED_VMEMMAP",
            "DiskDumpHeader", "FlatIndex", "FlattenedView", "KDUMP_SIGNATURE", "KdumpFile",
            "KdumpLayouts", "KdumpSubHeader", "MAKEDUMPFILE_SIGNATURE", "MAKEDUMPFILE_HEADER",
-           "MAX_BLOCK_SIZE", "FLAT_RECORD", "read_flat_index", "read_kdump")
+           "MAX_BLOCK_SIZE", "FLAT_RECORD", "read_flat_index", "read_kdump", "read_kdump_notes",
+           "read_vmcoreinfo")
 
 KDUMP_SIGNATURE = b"KDUMP   "
 MAKEDUMPFILE_SIGNATURE = b"makedumpfile"
@@ -433,3 +435,53 @@ def read_kdump(view: FileView) -> KdumpFile:
         bm2[-1] &= keep
     return KdumpFile(view.name, view, data, flat, layouts, header, sub, max_mapnr, bm1_off, bm2_off,
                      bm1, bm2, bm2_off + bitmap_len)
+
+
+MAX_NOTES = 1 << 16
+
+
+def read_kdump_notes(kd: KdumpFile) -> list[ElfNote]:
+    """The ELF notes QEMU copies after the sub-header (``offset_note``, ``note_size``): per-vCPU
+    ``CORE``/``NT_PRSTATUS``, ``QEMU`` CPU state, the guest's ``VMCOREINFO``. Descriptor offsets
+    are rearranged-file offsets.
+
+    :raises CorruptInput: a note that runs past the note area or the file.
+    """
+    sub = kd.sub_header
+    if sub is None or not sub.note_size:
+        return []
+    data = kd.data
+    area = bytes(data.view(sub.offset_note, sub.note_size, "ELF notes"))
+    u32 = "<III" if kd.header.little_endian else ">III"
+    notes: list[ElfNote] = []
+    pos = 0
+    while pos + 12 <= len(area) and len(notes) < MAX_NOTES:
+        namesz, descsz, ntype = struct.unpack_from(u32, area, pos)
+        name_at = pos + 12
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        end = desc_at + (descsz + 3) // 4 * 4
+        if desc_at + descsz > len(area):
+            raise CorruptInput(data.name, f"ELF note ({namesz}-byte name, {descsz}-byte descriptor) "
+                                          f"runs past the note area ({sub.note_size} bytes at "
+                                          f"{sub.offset_note:#x})", offset=sub.offset_note + pos)
+        name = area[name_at:name_at + namesz].split(b"\0", 1)[0].decode("ascii", "replace")
+        notes.append(ElfNote(name, ntype, sub.offset_note + desc_at, descsz))
+        pos = end
+    return notes
+
+
+def read_vmcoreinfo(kd: KdumpFile, notes: list[ElfNote]) -> dict:
+    """Whether the guest wrote ``VMCOREINFO``, and its ``OSRELEASE``, ``PAGESIZE``, ``BUILD-ID``
+    and ``CRASHTIME`` lines (the same keys as the ELF reader's ``decode_vmcoreinfo``)."""
+    found = [n for n in notes if n.name == "VMCOREINFO"]
+    if not found:
+        return {"present": False}
+    note = found[0]
+    text = bytes(kd.data.view(note.desc_offset, min(note.desc_size, 1 << 16),
+                              "VMCOREINFO")).decode("ascii", "replace")
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    out: dict = {"present": True, "size": note.desc_size}
+    for key in ("OSRELEASE", "PAGESIZE", "BUILD-ID", "CRASHTIME"):
+        if key in fields:
+            out[key.lower().replace("-", "_")] = fields[key].strip("\0")
+    return out

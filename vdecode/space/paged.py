@@ -24,9 +24,11 @@ from functools import cache
 import numpy as np
 
 from vdecode.errors import CorruptInput, MissingData
+from vdecode.sources.elf_dump import NT_PRSTATUS, PRSTATUS_X86_64, QEMU_CPUSTATE_X86
 from vdecode.sources.files import FileView, Gpa
 from vdecode.sources.kdump import DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, \
-    DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KdumpFile, read_kdump
+    DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KdumpFile, read_kdump, read_kdump_notes, \
+    read_vmcoreinfo
 from vdecode.space.dump import Dump
 
 __all__ = ("PagedSpace", "open_kdump")
@@ -388,6 +390,35 @@ class PagedSpace:
         return counts
 
 
+def _vcpus(kd: KdumpFile, notes: list) -> list[dict]:
+    """Per vCPU, its notes and (x86_64) a few registers, as the ELF reader reports them: QEMU
+    ``dump/dump.c`` writes every ``NT_PRSTATUS``, then every ``QEMU`` note, so the k-th of each
+    belongs to vCPU k."""
+    prstatus = [n for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS]
+    qemu = [n for n in notes if n.name == "QEMU"]
+    decode = kd.header.utsname["machine"] == "x86_64" and kd.header.little_endian
+    vcpus = []
+    for k in range(max(len(prstatus), len(qemu))):
+        cpu: dict = {"index": k, "notes": []}
+        if k < len(prstatus):
+            cpu["notes"].append("CORE NT_PRSTATUS")
+            n = prstatus[k]
+            if decode and n.desc_size >= PRSTATUS_X86_64.itemsize:
+                st = np.frombuffer(bytes(kd.data.view(n.desc_offset, PRSTATUS_X86_64.itemsize)),
+                                   PRSTATUS_X86_64)[0]
+                cpu.update(pid=int(st["pr_pid"]), rip=int(st["regs"][16]), rsp=int(st["regs"][19]))
+        if k < len(qemu):
+            cpu["notes"].append("QEMU CPU state")
+            n = qemu[k]
+            if decode and n.desc_size >= QEMU_CPUSTATE_X86.itemsize:
+                st = np.frombuffer(bytes(kd.data.view(n.desc_offset, QEMU_CPUSTATE_X86.itemsize)),
+                                   QEMU_CPUSTATE_X86)[0]
+                cr = st["cr"].tolist()
+                cpu.update(rip=int(st["rip"]), cr0=cr[0], cr3=cr[3], cr4=cr[4])
+        vcpus.append(cpu)
+    return vcpus
+
+
 def open_kdump(view: FileView) -> Dump:
     """Open a kdump-compressed file (flattened stream or rearranged file) as a :class:`Dump`.
 
@@ -398,10 +429,24 @@ def open_kdump(view: FileView) -> Dump:
     kd = read_kdump(view)
     space = PagedSpace(kd)
     h, sub = kd.header, kd.sub_header
+    ranges = space.ranges()
+    notes = read_kdump_notes(kd)
     info: dict = {
+        "file_size": view.size,
+        "machine": h.utsname["machine"],
+        "endianness": "little" if h.little_endian else "big",
+        "ram_ranges": [{"start": int(s), "end": int(s) + n, "size": n} for s, n in ranges],
+        "ram_bytes": sum(n for _, n in ranges),
+        "page_size": h.block_size,
+        # counting by codec reads the whole page_desc table: only where that is cheap
+        "pages": (space.page_counts() if space.num_dumpable <= CHEAP_COUNT_DESCS
+                  else space.bitmap_counts()),
+        "vcpus": _vcpus(kd, notes),
+        "vmcoreinfo": read_vmcoreinfo(kd, notes),
+        "notes": [{"name": n.name, "type": n.type, "size": n.desc_size} for n in notes
+                  if n.name != "CORE" or n.type != NT_PRSTATUS][:64],
         "block_size": h.block_size,
         "header_version": h.header_version,
-        "byte_order": "little" if h.little_endian else "big",
         "max_mapnr": kd.max_mapnr,
         "nr_cpus": h.nr_cpus,
         "current_cpu": h.current_cpu,
@@ -409,16 +454,11 @@ def open_kdump(view: FileView) -> Dump:
         "status": h.status,
         "status_flags": h.status_names,
         "incomplete": kd.incomplete,
-        "ram_ranges": [[int(a), s] for a, s in space.ranges()],
     }
     if kd.flat is not None:
         info["flattened_records"] = kd.flat.n_records
         info["flattened_overlapping"] = kd.flat.overlapping
     if sub is not None:
-        info.update(phys_base=sub.phys_base, dump_level=sub.dump_level, note_size=sub.note_size,
-                    vmcoreinfo=sub.size_vmcoreinfo > 0)
-    # counting by codec reads the whole page_desc table: only where that is cheap
-    info["pages"] = (space.page_counts() if space.num_dumpable <= CHEAP_COUNT_DESCS
-                     else space.bitmap_counts())
+        info.update(phys_base=sub.phys_base, dump_level=sub.dump_level)
     fmt = "kdump-flattened" if kd.flat is not None else "kdump"
     return Dump(path=view.name, format=fmt, space=space, info=info, files=[view])
