@@ -212,8 +212,12 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
             listing = "; ".join(describe_monitor(m) for m in log.monitors)
             raise QmpLogError(log_file, f"{len(vms)} VMs in this log, choose one with --vm "
                                         f"(or --vm all): {listing}")
-        out = click.get_text_stream("stdout")
+        batch: list[str] = []
         for line in render_log_jsonl(log):
-            out.write(line)
+            batch.append(line)
+            if len(batch) >= 1000:
+                click.echo("".join(batch), nl=False)
+                batch.clear()
+        click.echo("".join(batch), nl=False)
     else:
         click.echo(render_log_text(log), nl=False)

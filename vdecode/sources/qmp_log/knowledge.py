@@ -186,8 +186,9 @@ class LogKnowledge:
     def virtio_devices(self) -> list[tuple[str | None, str]]:
         """``(name, QOM path)`` of the virtio devices the traffic shows, first-seen order.
 
-        From ``x-query-virtio`` replies, the ``path`` of ``x-query-virtio-*`` commands (name from
-        their reply when it has one) and ``DEVICE_DELETED`` events of ``.../virtio-backend``.
+        From ``x-query-virtio`` replies, the ``path`` of ``x-query-virtio-*`` commands QEMU did
+        not refuse (name from their reply when it has one) and events about a ``.../virtio-backend`` path
+        (``DEVICE_DELETED``, ``NIC_RX_FILTER_CHANGED``).
         """
         seen: dict[str, str | None] = {}
         for x in self.monitor.exchanges:
@@ -198,15 +199,15 @@ class LogKnowledge:
                     if isinstance(d, dict) and isinstance(d.get("path"), str):
                         name = d.get("name")
                         seen[d["path"]] = name if isinstance(name, str) else seen.get(d["path"])
-            elif cmd.startswith("x-query-virtio") and isinstance(x.arguments.get("path"), str):
+            elif cmd.startswith("x-query-virtio") and isinstance(x.arguments.get("path"), str) \
+                    and not (isinstance(x.reply, dict) and "error" in x.reply):
                 path = x.arguments["path"]
                 name = ret.get("name") if isinstance(ret, dict) else None
                 if isinstance(name, str) or path not in seen:
                     seen[path] = name if isinstance(name, str) else seen.get(path)
         for e in self.monitor.events:
             path = e.data.get("path")
-            if e.name == "DEVICE_DELETED" and isinstance(path, str) \
-                    and path.endswith("/virtio-backend"):
+            if isinstance(path, str) and path.endswith("/virtio-backend"):
                 seen.setdefault(path, None)
         return [(name, path) for path, name in seen.items()]
 

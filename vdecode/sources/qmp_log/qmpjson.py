@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+import warnings
 from typing import Any
 
 __all__ = ("decode_qmp_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES")
@@ -44,8 +45,11 @@ def decode_qmp_json(text: str) -> Any:
         except ValueError:
             pass
     try:
-        # Python reprs (qmp-shell events, old Python QMP logs); literal_eval evaluates no code
-        return ast.literal_eval(_PY_WORD.sub(_pyword, text))
+        # Python reprs (qmp-shell events, old Python QMP logs); literal_eval evaluates no code.
+        # Its SyntaxWarnings ("invalid escape sequence") are about the log, not about vdecode.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.literal_eval(_PY_WORD.sub(_pyword, text))
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         raise first from None
 
