@@ -110,10 +110,14 @@ _STATUS = {"device-endian": "little", "bus-name": "", "disable-legacy-check": Fa
            "vhost-started": False, "use-started": True}
 
 
-def write_synthetic_libvirt(path: Path, size: int, vms: int = 3, base: int = 1795575896) -> dict:
+def write_synthetic_libvirt(path: Path, size: int, vms: int = 3, base: int = 1795575896,
+                            advance_every: int = 1) -> dict:
     """Write a libvirtd debug log of about ``size`` bytes: ``vms`` VMs, each greeting and then
-    polling ``x-query-virtio-queue-status`` (used index rising) and ``x-query-virtio-status``,
-    with ``Line [`` duplicates, IO_WRITE twins and a STOP/RESUME now and then.
+    polling ``x-query-virtio-queue-status`` and ``x-query-virtio-status``, with ``Line [``
+    duplicates, IO_WRITE twins and a STOP/RESUME now and then.
+
+    :param advance_every: the queues' indices move every this many polls (1: every queue-status
+        reply differs, the worst case for memory; large: mostly idle queues, replies repeat).
 
     :return: counts written: ``{"exchanges": N, "events": N, "bytes": N}``.
     """
@@ -148,13 +152,13 @@ def write_synthetic_libvirt(path: Path, size: int, vms: int = 3, base: int = 179
             if k % 3 == 0:
                 cmd = json.dumps({"execute": "x-query-virtio-status", "arguments": {"path": path_},
                                   "id": mid}, separators=(",", ":"))
-                reply = status[:-1] + f', "id": "{mid}"}}'
+                reply = '{"return": ' + status + f', "id": "{mid}"}}'
             else:
                 q = k % 3
                 cmd = json.dumps({"execute": "x-query-virtio-queue-status",
                                   "arguments": {"path": path_, "queue": q}, "id": mid},
                                  separators=(",", ":"))
-                used = (k // vms) % 65536
+                used = (k // vms // advance_every) % 65536
                 reply = (f'{{"return": {{"signalled-used": {used}, "inuse": 0, "name": "virtio-net", '
                          f'"vring-align": 4096, "vring-desc": {0x1000000 + q * 0x4000}, '
                          f'"signalled-used-valid": true, "vring-num-default": 256, "vring-avail": '

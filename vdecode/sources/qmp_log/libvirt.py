@@ -25,6 +25,7 @@ from __future__ import annotations
 import calendar
 import json
 import re
+import sys
 from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
@@ -89,21 +90,48 @@ class LibvirtMessages:
         self.greeting: tuple | None = None      # a greeting seen before any monitor was named
 
     def decode(self, text: str, line: int) -> object | None:
-        msg = self.cache.get(text)
-        if msg is not None:
-            return msg
-        try:
-            msg = json.loads(text)
-        except ValueError:
+        """Decode a payload; equal payloads but for the ``id`` share their decoded members.
+
+        libvirt polls: the same reply comes back with a new ``libvirt-N`` each time, so the text
+        without its ``id`` is the cache key and each message is a small dict over shared values
+        (messages are read-only records).
+        """
+        ident = None
+        head = False
+        key = text
+        m = _ID_LAST.search(text)
+        if m is not None:
+            key, ident = text[:m.start()] + "}", m.group(1)
+        else:
+            m = _ID_FIRST.match(text)
+            if m is not None:
+                key, ident, head = "{" + text[m.end():], m.group(1), True
+        base = self.cache.get(key)
+        if base is None:
             try:
-                msg = decode_qmp_json(text)
-            except ValueError as err:
-                self.b.warn(line, f"QMP message is not JSON: {err}")
-                return None
-        if len(text) < 4096:
-            if len(self.cache) >= 2048:
-                self.cache.clear()
-            self.cache[text] = msg
+                base = json.loads(key)
+            except ValueError:
+                try:
+                    base = decode_qmp_json(text)
+                except ValueError as err:
+                    self.b.warn(line, f"QMP message is not JSON: {err}")
+                    return None
+                ident = None                    # decoded whole: the id is already inside
+            else:
+                base = _intern_keys(base)       # one copy of "last-avail-idx" for 50k replies
+                if len(key) < 65536:
+                    if len(self.cache) >= 4096:
+                        self.cache.clear()
+                    self.cache[key] = base
+        if ident is None or not isinstance(base, dict):
+            return base
+        value = json.loads(ident)
+        if head:
+            msg = {"id": value}
+            msg.update(base)
+            return msg
+        msg = dict(base)
+        msg["id"] = value
         return msg
 
     def message(self, text: str, t: float | None, line: int, func: str | None = None) -> bool:
@@ -183,6 +211,18 @@ class LibvirtMessages:
 
 
 _ID = re.compile(r'"id":\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*\}\s*$')
+_ID_LAST = re.compile(r',\s*"id":\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*\}$')
+_ID_FIRST = re.compile(r'\{\s*"id":\s*("(?:[^"\\]|\\.)*"|-?\d+)\s*,\s*')
+
+
+def _intern_keys(value, depth: int = 0):
+    if depth > 64:
+        return value
+    if isinstance(value, dict):
+        return {sys.intern(k): _intern_keys(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_intern_keys(v, depth + 1) for v in value]
+    return value
 
 
 def _quick_id(payload: str) -> str | None:
