@@ -151,3 +151,30 @@ def test_mutated_real_logs_read_or_raise_vdecode_error(tmp_path, sample, data):
     except VdecodeError:
         return
     assert all(w.startswith(str(p)) for w in log.warnings)
+
+
+def test_compressed_logs_and_a_cut_one(tmp_path):
+    import gzip
+
+    import zstandard
+
+    real = (DATA / "real" / "libvirtd.log").read_bytes()
+    gz, zst = tmp_path / "l.log.gz", tmp_path / "l.log.zst"
+    gz.write_bytes(gzip.compress(real))
+    zst.write_bytes(zstandard.ZstdCompressor().compress(real))
+    plain = read_qmp_log(DATA / "real" / "libvirtd.log")
+    for p in (gz, zst):
+        log = read_qmp_log(p)
+        assert log.warnings == [] and [x.reply for x in log.exchanges] == \
+            [x.reply for x in plain.exchanges]
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(gzip.compress(real)[:3000])
+    log = read_qmp_log(cut)
+    assert log.format == "libvirt" and 0 < len(log.exchanges) < len(plain.exchanges)
+    assert log.warnings[-1].startswith(f"{cut} line ")
+    assert log.warnings[-1].endswith(": compressed log ends here: Compressed file ended before "
+                                     "the end-of-stream marker was reached")
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 40)
+    with pytest.raises(InputError, match=rf"^{bad} line 1: cannot decompress: "):
+        read_qmp_log(bad)

@@ -2,14 +2,20 @@
 
 Logs are opened ``"rb"`` and read one line at a time, so a 100 MB log costs one line of memory
 here. Bytes that are not UTF-8 are replaced (a binary-garbage line is then skipped by the format
-reader with a warning); a line longer than :data:`MAX_LINE` is cut into pieces and the pieces
-after the first are reported, not kept.
+reader with a warning); a line longer than :data:`MAX_LINE` is skipped with a warning. Logs
+kept compressed (CI artefacts ``*.txt.gz``, ``*.zst``) are read through the decompressor, still
+a line at a time.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import zlib
 from collections.abc import Iterator
+
+import zstandard
 
 from vdecode.errors import InputError
 
@@ -27,10 +33,7 @@ def open_lines(path: str | os.PathLike, warn=None) -> Iterator[tuple[int, str]]:
     :raises InputError: when the file cannot be opened or read.
     """
     name = str(path)
-    try:
-        f = open(path, "rb")
-    except OSError as err:
-        raise InputError(name, f"cannot open: {err.strerror or err}") from err
+    f = _open(path, name)
     n = 0
     with f:
         read = f.readline
@@ -56,8 +59,32 @@ def open_lines(path: str | os.PathLike, warn=None) -> Iterator[tuple[int, str]]:
                 except UnicodeDecodeError:
                     text = raw.decode("utf-8", "replace")
                 yield n, text
+        except (EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as err:
+            # a compressed log cut short (or corrupt) still gives the lines before the damage
+            if n == 0:
+                raise InputError(name, f"cannot decompress: {err}", line=1) from err
+            if warn is not None:
+                warn(n + 1, f"compressed log ends here: {err}")
         except OSError as err:
             raise InputError(name, f"cannot read: {err.strerror or err}", line=n + 1) from err
+
+
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def _open(path: str | os.PathLike, name: str):
+    """The file, or its decompressed stream when it is gzip or zstd."""
+    try:
+        f = open(path, "rb")
+        magic = f.read(4)
+        f.seek(0)
+    except OSError as err:
+        raise InputError(name, f"cannot open: {err.strerror or err}") from err
+    if magic[:2] == _GZIP:
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    if magic == _ZSTD:
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))
+    return f
 
 
 def read_head(path: str | os.PathLike, max_lines: int = 200,
