@@ -35,6 +35,7 @@ def _pairs(mon):
     ("hand/libvirt-paste.log", "libvirt"), ("hand/journal-short.txt", "journald"),
     ("hand/kubevirt.log", "kubevirt"), ("hand/trace-iso.log", "trace"),
     ("hand/qemu-qmp-avocado.log", "qemu.qmp"), ("hand/wire-stdio.txt", "wire"),
+    ("hand/qmp-shell-tty.txt", "qmp-shell"),
 ])
 def test_format_is_sniffed_and_forcing_it_reads_the_same(name, fmt):
     log = read_qmp_log(DATA / name)
@@ -180,6 +181,23 @@ def test_real_qmp_shell_transcript_log_and_pretty_agree():
     pretty_l = read_qmp_log(REAL / "qmp-shell-pretty-l.log").monitors[0]
     assert _pairs(pretty) == _pairs(pretty_l)
     assert [x.command for x in pretty.exchanges] == ["x-query-virtio-status", "query-status"]
+
+
+def test_qmp_shell_typed_commands_in_shell_syntax():
+    p = HAND / "qmp-shell-tty.txt"
+    log = read_qmp_log(p)
+    [mon] = log.monitors
+    assert [(x.request, None if x.reply is None else list(x.reply)) for x in mon.exchanges] == [
+        ({"execute": "query-cpu-model-expansion",
+          "arguments": {"type": "full", "model": {"name": "rv64"}}}, ["return"]),
+        ({"execute": "x-query-virtio-queue-status",
+          "arguments": {"path": "/machine/peripheral/net0/virtio-backend", "queue": 1}}, ["return"]),
+        ({"execute": "stop", "arguments": {}}, ["return"]),
+        ({"execute": "query-kvm", "arguments": {}}, ["return"]),
+        ({"execute": "quit", "arguments": {}}, None)]
+    assert [(e.name, e.t) for e in mon.events] == [("STOP", 1700555312.086122)]
+    assert log.warnings == [f"{p} line 8: qmp-shell command not understood: argument 'path' is "
+                            "not key=value"]
 
 
 def test_real_qemu_qmp_debug_log():
