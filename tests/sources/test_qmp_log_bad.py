@@ -178,3 +178,23 @@ def test_compressed_logs_and_a_cut_one(tmp_path):
     bad.write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 40)
     with pytest.raises(InputError, match=rf"^{bad} line 1: cannot decompress: "):
         read_qmp_log(bad)
+
+
+def test_hostile_json_shapes(tmp_path):
+    p = tmp_path / "hostile.jsonl"
+    deep = "[" * 200000 + "]" * 200000
+    p.write_text("\n".join([
+        '{"t": 1, "dir": "->", "msg": {"execute": {"a": 1}, "id": [1]}}',
+        '{"t": 1, "dir": "->", "msg": {"execute": "x", "id": {"b": [2]}}}',
+        '{"t": 2, "dir": "<-", "msg": {"return": 5, "id": {"b": [2]}}}',
+        '{"t": 3, "dir": "<-", "msg": ' + deep + "}",
+        '{"t": 4, "dir": "<-", "msg": {"event": 5, "data": [1], "timestamp": {"seconds": "x"}}}',
+    ]) + "\n")
+    log = read_qmp_log(p)
+    assert log.warnings == [
+        f"{p} line 1: not a QMP command: the command name is a JSON dict, not a string",
+        f"{p} line 4: not JSON: JSON nested too deeply"]
+    [x] = log.exchanges
+    assert x.request["id"] == {"b": [2]} and x.reply["return"] == 5
+    [e] = log.monitors[0].events
+    assert (e.name, e.data, e.t) == ("5", {}, 4)

@@ -129,6 +129,11 @@ class LogBuilder:
             self.warn(line, f"not a QMP message: a JSON {type(msg).__name__}, not an object")
             return
         if "execute" in msg or "exec-oob" in msg:
+            name = msg.get("execute", msg.get("exec-oob"))
+            if not isinstance(name, str):
+                self.warn(line, f"not a QMP command: the command name is a JSON "
+                                f"{type(name).__name__}, not a string")
+                return
             if "return" in msg or "error" in msg:          # qmp-shell -l: command and reply merged
                 request = {k: v for k, v in msg.items() if k not in ("return", "error")}
                 reply = {k: v for k, v in msg.items() if k in ("return", "error")}

@@ -16,13 +16,13 @@ The messages themselves are read by :class:`.libvirt.LibvirtMessages`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 
 from vdecode.sources.qmp_log.builder import LogBuilder
 from vdecode.sources.qmp_log.libvirt import LibvirtMessages
+from vdecode.sources.qmp_log.qmpjson import loads_json
 
 __all__ = ("JOURNALD", "KUBEVIRT")
 
@@ -71,7 +71,7 @@ class _Journald:
                 continue
             if text.startswith("{"):
                 try:
-                    rec = json.loads(text)
+                    rec = loads_json(text)
                 except ValueError as err:
                     b.warn(n, f"journal record is not JSON: {err}")
                     continue
@@ -158,7 +158,7 @@ class _KubeVirt:
             if not text.startswith("{") or '"msg"' not in text:
                 continue
             try:
-                rec = json.loads(text)
+                rec = loads_json(text)
             except ValueError as err:
                 b.warn(n, f"virt-launcher record is not JSON: {err}")
                 continue

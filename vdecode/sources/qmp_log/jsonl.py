@@ -7,11 +7,11 @@ Written by ``shared/capture/capture.py`` and by ``vdecode log --json``: ``t`` is
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
+from vdecode.sources.qmp_log.qmpjson import loads_json
 
 __all__ = ("NAME", "sniff", "read")
 
@@ -25,7 +25,7 @@ def sniff(head: list[str]) -> int:
     for text in head:
         if _HEAD.match(text) and '"dir"' in text:
             try:
-                rec = json.loads(text)
+                rec = loads_json(text)
             except ValueError:
                 continue
             if isinstance(rec, dict) and "msg" in rec and "dir" in rec:
@@ -38,7 +38,7 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
         if not text.strip():
             continue
         try:
-            rec = json.loads(text)
+            rec = loads_json(text)
         except ValueError as err:
             b.warn(n, f"not JSON: {err}")
             continue

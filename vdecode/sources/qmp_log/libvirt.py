@@ -29,7 +29,7 @@ import sys
 from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.qmpjson import decode_qmp_json
+from vdecode.sources.qmp_log.qmpjson import decode_qmp_json, loads_json
 
 __all__ = ("NAME", "sniff", "read", "LibvirtMessages", "MONITOR_MESSAGE", "libvirt_time")
 
@@ -109,7 +109,7 @@ class LibvirtMessages:
         base = self.cache.get(key)
         if base is None:
             try:
-                base = json.loads(key)
+                base = loads_json(key)
             except ValueError:
                 try:
                     base = decode_qmp_json(text)
@@ -125,7 +125,7 @@ class LibvirtMessages:
                     self.cache[key] = base
         if ident is None or not isinstance(base, dict):
             return base
-        value = json.loads(ident)
+        value = loads_json(ident)
         if head:
             msg = {"id": value}
             msg.update(base)

@@ -15,13 +15,12 @@ objects (``read`` handles both).
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
+from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json, loads_json
 
 __all__ = ("NAME", "sniff", "read", "parse_shell_command")
 
@@ -140,7 +139,7 @@ def _value(text: str) -> Any:
         return text == "true"
     if text.startswith(("[", "{")):
         try:
-            return json.loads(text)
+            return loads_json(text)
         except ValueError:
             try:
                 return ast.literal_eval(text)

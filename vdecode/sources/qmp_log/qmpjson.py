@@ -15,7 +15,7 @@ import re
 import warnings
 from typing import Any
 
-__all__ = ("decode_qmp_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES")
+__all__ = ("decode_qmp_json", "loads_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES")
 
 MAX_OBJECT_LINES = 200_000       # an unbalanced brace must not swallow a whole 100 MB log
 MAX_OBJECT_CHARS = 64 << 20
@@ -23,6 +23,20 @@ MAX_OBJECT_CHARS = 64 << 20
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}\[\]]')
 _SQ_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'((?:[^\'\\]|\\.)*)\'')
 _PY_WORD = re.compile(r'"(?:[^"\\]|\\.)*"|\b(true|false|null)\b')
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads``, with nesting too deep for Python's parser as a ``ValueError`` too.
+
+    >>> loads_json("[" * 100000)
+    Traceback (most recent call last):
+    ...
+    ValueError: JSON nested too deeply
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def decode_qmp_json(text: str) -> Any:
@@ -36,12 +50,12 @@ def decode_qmp_json(text: str) -> Any:
     :raises ValueError: with the strict JSON parser's reason when no reading works.
     """
     try:
-        return json.loads(text)
+        return loads_json(text)
     except ValueError as err:
         first = err
     if "'" in text:
         try:
-            return json.loads(_SQ_STRING.sub(_requote, text))
+            return loads_json(_SQ_STRING.sub(_requote, text))
         except ValueError:
             pass
     try:
