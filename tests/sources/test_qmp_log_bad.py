@@ -198,3 +198,19 @@ def test_hostile_json_shapes(tmp_path):
     assert x.request["id"] == {"b": [2]} and x.reply["return"] == 5
     [e] = log.monitors[0].events
     assert (e.name, e.data, e.t) == ("5", {}, 4)
+
+
+def test_malformed_libvirt_probe_and_trace_after_other_events(tmp_path):
+    p = tmp_path / "probe.log"
+    p.write_text('2026-11-25 03:04:48.158+0000: 8337: info : qemuMonitorJSONIOProcessLine:208 : '
+                 'QEMU_MONITOR_RECV_REPLY: monitor=? reply={"return": {}}\n')
+    assert read_qmp_log(p).warnings == [
+        f"{p} line 1: libvirt monitor record not understood, skipped: "
+        "QEMU_MONITOR_RECV_REPLY: monitor=? reply={\"return\": {}}"]
+    t = tmp_path / "trace.log"
+    real = (DATA / "real" / "qemu-trace.log").read_text()
+    t.write_text("".join(f"1234@1795576053.{i:06d}:virtio_queue_notify vdev 0x1 n {i} vq 0x2\n"
+                         for i in range(400)) + real)
+    log = read_qmp_log(t)
+    assert log.format == "trace" and log.warnings == []
+    assert len(log.exchanges) == len(read_qmp_log(DATA / "real" / "qemu-trace.log").exchanges)

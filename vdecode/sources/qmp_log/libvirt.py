@@ -41,6 +41,7 @@ MONITOR_MESSAGE = re.compile(r"QEMU_MONITOR_(SEND_MSG|IO_WRITE|RECV_REPLY|RECV_E
                              r"mon=(?:3D)?(0x[0-9a-fA-F]+|\(nil\))(?: (?:msg|buf|reply|event)=(.*))?")
 _ENTERING = re.compile(r"Entering monitor \(mon=(0x[0-9a-fA-F]+) vm=\S+ name=([^)]*)\)")
 _CR = ("^M", "\r")
+_PROBES = tuple(f"QEMU_MONITOR_{p}:" for p in ("SEND_MSG", "IO_WRITE", "RECV_REPLY", "RECV_EVENT"))
 
 
 def sniff(head: list[str]) -> int:
@@ -140,6 +141,9 @@ class LibvirtMessages:
         if i >= 0:
             m = MONITOR_MESSAGE.match(text, i)
             if m is None:
+                if text.startswith(_PROBES, i):
+                    self.b.warn(line, f"libvirt monitor record not understood, skipped: "
+                                      f"{text[i:i + 60]}")
                 return False
             kind, mon, payload = m.groups()
             if self.greeting is not None:

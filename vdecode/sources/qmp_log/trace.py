@@ -28,8 +28,13 @@ _LINE = re.compile(r"^(?:\d+@(\d+\.\d+):|(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) 
 _ANY_TRACE = re.compile(r"^(?:\d+@\d+\.\d+:|\d{4}-\d\d-\d\dT\S+ )?[a-z_0-9]+ ")
 
 
+_STAMPED_TRACE = re.compile(r"^\d+@\d+\.\d+:[a-z_0-9]+ ")
+
+
 def sniff(head: list[str]) -> int:
-    return 3 * sum(1 for text in head if _LINE.match(text))
+    # QMP trace lines count most; other timestamped trace events say "trace output" too
+    return sum(3 if _LINE.match(text) else 1 if _STAMPED_TRACE.match(text) else 0
+               for text in head)
 
 
 def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
