@@ -60,3 +60,67 @@ def test_knowledge_latest_reply_per_command_and_arguments(captures):
     assert [e.name for e in k.events_after(same[0])] == ["STOP"] or \
         "STOP" in [e.name for e in k.events_after(same[0])]
     assert "STOP" not in [e.name for e in k.events_after(same[1])]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from vdecode.sources.qmp_log.builder import LogBuilder  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 30), data=st.data())
+def test_pairing_by_id_survives_any_reply_order(n, data):
+    """Replies in any order (OOB, interleaved monitors) pair with their command by id."""
+    b = LogBuilder("t.log", "test")
+    ids = data.draw(st.lists(st.one_of(st.integers(), st.text(max_size=5),
+                                       st.dictionaries(st.text(max_size=2), st.integers(), max_size=2)),
+                             min_size=n, max_size=n, unique_by=lambda v: json.dumps(v, sort_keys=True)))
+    events = [("req", i) for i in range(n)] + [("rep", i) for i in range(n)]
+    order = data.draw(st.permutations(events))
+    sent = set()
+    pending_replies = []
+    line = 0
+    for kind, i in order:       # a reply is logged only after its command
+        line += 1
+        if kind == "req":
+            b.message({"execute": f"c{i}", "id": ids[i]}, line=line, monitor="m")
+            sent.add(i)
+            for j in [j for j in pending_replies if j in sent]:
+                pending_replies.remove(j)
+                b.message({"return": j, "id": ids[j]}, line=line, monitor="m")
+        elif i in sent:
+            b.message({"return": i, "id": ids[i]}, line=line, monitor="m")
+        else:
+            pending_replies.append(i)
+    log = b.finish()
+    assert log.warnings == []
+    [mon] = log.monitors
+    assert sorted(int(x.command[1:]) for x in mon.exchanges) == list(range(n))
+    assert all(x.reply["return"] == int(x.command[1:]) for x in mon.exchanges)
+
+
+@settings(max_examples=100, deadline=None)
+@given(pattern=st.lists(st.sampled_from(["req", "rep", "event"]), max_size=40))
+def test_fifo_pairing_without_ids(pattern):
+    """Without ids a reply answers the oldest unanswered command; one with none pending stands alone."""
+    b = LogBuilder("t.log", "test")
+    reqs = reps = 0
+    pending: list[int] = []
+    expected: list[tuple[int | None, int | None]] = []
+    for line, kind in enumerate(pattern, 1):
+        if kind == "req":
+            b.message({"execute": f"c{reqs}"}, line=line)
+            pending.append(reqs)
+            reqs += 1
+        elif kind == "rep":
+            b.message({"return": reps}, line=line)
+            expected.append((pending.pop(0) if pending else None, reps))
+            reps += 1
+        else:
+            b.message({"event": "STOP"}, line=line)
+    expected += [(i, None) for i in pending]
+    log = b.finish()
+    got = [(None if x.command is None else int(x.command[1:]),
+            None if x.reply is None else x.reply["return"]) for x in log.exchanges]
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
