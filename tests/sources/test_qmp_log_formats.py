@@ -35,7 +35,8 @@ def _pairs(mon):
     ("hand/libvirt-paste.log", "libvirt"), ("hand/journal-short.txt", "journald"),
     ("hand/kubevirt.log", "kubevirt"), ("hand/trace-iso.log", "trace"),
     ("hand/qemu-qmp-avocado.log", "qemu.qmp"), ("hand/wire-stdio.txt", "wire"),
-    ("hand/qmp-shell-tty.txt", "qmp-shell"),
+    ("hand/qmp-shell-tty.txt", "qmp-shell"), ("hand/legacy-python-qmp.log", "qemu.qmp"),
+    ("hand/avocado-vt-monitor.log", "wire"), ("hand/caps.replies", "virsh"),
 ])
 def test_format_is_sniffed_and_forcing_it_reads_the_same(name, fmt):
     log = read_qmp_log(DATA / name)
@@ -311,3 +312,29 @@ def test_jsonl_with_monitor_names(tmp_path):
     log = read_qmp_log(p)
     assert [(m.key, m.vm, [(x.t, x.t_reply) for x in m.exchanges]) for m in log.monitors] == [
         ("a", "one", [(1.0, 2.5)]), ("b", "two", [(1.5, 2.0)])]
+
+
+def test_legacy_python_qmp_reprs():
+    log = read_qmp_log(HAND / "legacy-python-qmp.log")
+    assert log.warnings == []
+    assert [(x.request, x.reply) for x in log.exchanges] == [
+        ({"execute": "qmp_capabilities"}, {"return": {}}),
+        ({"execute": "x-query-virtio-status",
+          "arguments": {"path": "/machine/peripheral/net0/virtio-backend"}},
+         {"return": {"name": "virtio-net", "broken": False, "vhost-dev": None}})]
+
+
+def test_avocado_vt_monitor_log_times_and_random_ids():
+    log = read_qmp_log(HAND / "avocado-vt-monitor.log")
+    [mon] = log.monitors
+    assert mon.greeting is not None and log.warnings == []
+    assert [(x.command, x.t, x.reply["id"]) for x in mon.exchanges] == [
+        ("qmp_capabilities", 1605766593, "Fb2k1qzD"), ("device_del", 1605766594, "R44XYgQ0")]
+    assert [(e.name, e.t_log) for e in mon.events] == [("DEVICE_DELETED", 1605766595)]
+
+
+def test_libvirt_replies_file_pretty_objects_blank_separated():
+    log = read_qmp_log(HAND / "caps.replies")
+    k = LogKnowledge.from_log(log)
+    assert [x.command for x in log.exchanges] == ["qmp_capabilities", "query-version"]
+    assert k.qemu_version == (7, 2, 0) and k.qemu_package == "v7.2.0"     # from query-version

@@ -7,6 +7,10 @@ in QEMU's functional tests, ``HH:MM:SS DEBUG|`` in avocado), the rest follows un
 the braces balance. The greeting and events are ``<--`` too. The monitor key is the logger's
 nickname (``qemu.qmp.protocol.NICK``); times are the logging ``asctime`` read as UTC (Python logs
 local time; a time-only prefix gives no time).
+
+The legacy Python QMP library (QEMU before 2022, ``python/qemu/qmp.py`` ``cmd_obj``) logged
+``>>> %s`` / ``<<< %s`` with Python ``dict`` reprs (``DEBUG:QMP:>>> {'execute': ...}``): the same
+shape, read here too.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
 __all__ = ("NAME", "sniff", "read")
 
 NAME = "qemu.qmp"
-_LINE = re.compile(r"^(?P<pre>.*?)(?P<dir>-->|<--) (?P<rest>\{.*)$")
+_LINE = re.compile(r"^(?P<pre>.*?)(?P<dir>-->|<--|>>>|<<<) (?P<rest>\{.*)$")
 _ASCTIME = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)[,.](\d{3})")
 _NICK = re.compile(r"qemu\.qmp\.(?:protocol|qmp_client)(?:\.([\w.-]+?))?(?:\.[_a-z]+)? ")
 
@@ -31,7 +35,7 @@ def sniff(head: list[str]) -> int:
     for text in head:
         m = _LINE.match(text)
         if m is not None and m.group("pre").strip():
-            score += 3 if "qemu.qmp" in text or "DEBUG" in text else 1
+            score += 3 if "qemu.qmp" in text or "DEBUG" in text or "QMP" in text else 1
     return score
 
 

@@ -6,11 +6,14 @@ single-quoted, maybe spread over lines), replies and events as QEMU writes them 
 ``qmp_send_response``). Piped transcripts hold replies only. Objects are assembled by brace
 balance; lines outside objects (shell prompts, QEMU's stderr, telnet banners) are skipped with a
 warning. A qmp-shell ``-l`` log in compact or pretty form is also a stream of objects and reads
-the same way (each object carries a command and its reply).
+the same way (each object carries a command and its reply). A ``YYYY-MM-DD HH:MM:SS: `` prefix
+(avocado-vt's per-monitor logs write every line sent and received so, in local time) gives the
+line's time, read as UTC.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 from collections.abc import Iterable
 
@@ -24,11 +27,15 @@ _QMP_START = re.compile(r"""^\s*\{\s*["']?(QMP|execute|exec-oob|return|error|eve
 _PRETTY_OPEN = re.compile(r"^\s*\{\s*$")
 _PRETTY_KEY = re.compile(r'^\s+"(QMP|execute|exec-oob|return|error|event|timestamp|id|arguments)":')
 _TELNET = ("Trying ", "Connected to ", "Escape character is")
+_STAMP = re.compile(r"^(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d): (?=\{)")
 
 
 def sniff(head: list[str]) -> int:
     score = 0
     for i, text in enumerate(head):
+        m = _STAMP.match(text)
+        if m is not None:
+            text = text[m.end():]
         if _QMP_START.match(text):
             score += 1
         elif _PRETTY_OPEN.match(text) and i + 1 < len(head) and _PRETTY_KEY.match(head[i + 1]):
@@ -56,7 +63,7 @@ def read_objects(lines: Iterable[tuple[int, str]], b: LogBuilder, *, monitor: st
         if c.active:
             whole = c.add(text.rstrip("\r"))
             if whole is not None:
-                _emit(b, whole, c.line, monitor)
+                _emit(b, whole, c.line, monitor, c.meta)
             elif c.too_big():
                 b.warn(c.line, "unbalanced braces: object never closes, skipped")
                 c.reset()
@@ -64,14 +71,19 @@ def read_objects(lines: Iterable[tuple[int, str]], b: LogBuilder, *, monitor: st
         s = text.strip().rstrip("\r")
         if not s:
             continue
+        t = None
+        m = _STAMP.match(s)
+        if m is not None:
+            t = calendar.timegm(tuple(int(g) for g in m.groups()) + (0, 0, 0))
+            s = s[m.end():]
         i = s.find("{")
         if i < 0 or (i > 0 and not _is_prompt(s[:i])):
             if not quiet and not s.startswith(_TELNET):
                 b.warn(n, f"not QMP JSON, skipped: {_clip(s)}")
             continue
-        whole = c.start(s[i:], n)
+        whole = c.start(s[i:], n, meta=t)
         if whole is not None:
-            _emit(b, whole, n, monitor)
+            _emit(b, whole, n, monitor, t)
     if c.active:
         b.warn(c.line, "object cut off at the end of the log, skipped")
 
@@ -81,13 +93,13 @@ def _is_prompt(prefix: str) -> bool:
     return len(prefix) <= 40 and not any(ch.isalnum() for ch in prefix.replace("QEMU", ""))
 
 
-def _emit(b: LogBuilder, text: str, line: int, monitor: str) -> None:
+def _emit(b: LogBuilder, text: str, line: int | None, monitor: str, t: float | None = None) -> None:
     try:
         msg = decode_qmp_json(text)
     except ValueError as err:
         b.warn(line, f"QMP message is not JSON: {err}")
         return
-    b.message(msg, monitor=monitor, line=line)
+    b.message(msg, t=t, monitor=monitor, line=line)
 
 
 def _clip(s: str, n: int = 60) -> str:
