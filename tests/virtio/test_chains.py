@@ -56,6 +56,19 @@ def test_chain_members_equal_the_scalar_walk(descs, data):
         assert tuple(members.tolist()) == walk_chain(descs["flags"], descs["next"], head).members
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_numpy_walk_on_long_chains_and_cycles(seed):
+    """Random functional graphs of 600 nodes: long tails into long cycles need every doubling round."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    nexts = rng.permutation(n) if seed % 2 else rng.integers(0, n + 5, n)
+    flags = np.where(rng.random(n) < 0.97, NEXT, 0)
+    descs = table([(0, 0, int(f), int(x)) for f, x in zip(flags, nexts)])
+    fast, ref = walk_all_chains(descs), walk_all_chains_reference(descs)
+    assert (fast.length.tolist(), fast.end.tolist(), fast.last.tolist()) == \
+        (ref.length.tolist(), ref.end.tolist(), ref.last.tolist())
+
+
 def test_walk_ends():
     descs = table([(0, 1, NEXT, 1), (0, 1, NEXT, 2), (0, 1, 0, 0),        # 0 -> 1 -> 2 done
                    (0, 1, NEXT, 4), (0, 1, NEXT, 3),                       # 3 <-> 4 loop

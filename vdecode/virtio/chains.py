@@ -123,7 +123,10 @@ def walk_all_chains(descs: np.ndarray) -> ChainTable:
     # Pass 1: the chain's last descriptor is a fixed point; 2**rounds >= n steps reach it, or a cycle.
     jump = np.where(succ == n, idx, succ)
     for _ in range(rounds):
-        jump = jump[jump]
+        nxt = jump[jump]
+        if np.array_equal(nxt, jump):          # every walk already at its end: short chains stop early
+            break
+        jump = nxt
     terminating = succ[jump[:n]] == n
     on_cycle = np.zeros(n + 1, dtype=bool)
     on_cycle[jump[:n][~terminating]] = True
@@ -134,19 +137,21 @@ def walk_all_chains(descs: np.ndarray) -> ChainTable:
     step = np.where(absorbing, idx, succ)
     tail = (~absorbing).astype(np.int64)
     for _ in range(rounds):
+        if absorbing[step].all():              # every walk has reached its absorbing node
+            break
         tail = tail + tail[step]
         step = step[step]
     entry = step[:n]
 
-    # Cycle lengths: label each cycle by its smallest index (min over >= n successors).
-    label = idx.copy()
-    hop = succ.copy()
-    for _ in range(rounds):
-        label = np.minimum(label, label[hop])
-        hop = hop[hop]
     cycle_nodes = np.flatnonzero(on_cycle[:n])
     cycle_len = np.zeros(n + 1, dtype=np.int64)
     if len(cycle_nodes):
+        # Cycle lengths: label each cycle by its smallest index (min over >= n successors).
+        label = idx.copy()
+        hop = succ.copy()
+        for _ in range(rounds):
+            label = np.minimum(label, label[hop])
+            hop = hop[hop]
         counts = np.bincount(label[cycle_nodes], minlength=n + 1)
         cycle_len[cycle_nodes] = counts[label[cycle_nodes]]
     pred = np.full(n + 1, n, dtype=np.int64)
