@@ -338,3 +338,28 @@ def test_libvirt_replies_file_pretty_objects_blank_separated():
     k = LogKnowledge.from_log(log)
     assert [x.command for x in log.exchanges] == ["qmp_capabilities", "query-version"]
     assert k.qemu_version == (7, 2, 0) and k.qemu_package == "v7.2.0"     # from query-version
+
+
+def test_mailed_libvirt_paste_quoted_printable_and_quoted(tmp_path):
+    """A libvirt paste as a mail archive shows it: QP-encoded (soft breaks mid-JSON), '> ' quoted."""
+    import quopri
+
+    src = (HAND / "libvirt-paste.log").read_bytes()
+    mail = tmp_path / "mail.txt"
+    mail.write_text("On Wed, Mar 9, 2022 someone wrote:\n" +
+                    "".join(f"> {line}\n" for line in quopri.encodestring(src).decode().splitlines()))
+    assert "mon=3D0x7faa9003ebf0" in mail.read_text()
+    got, want = read_qmp_log(mail), read_qmp_log(HAND / "libvirt-paste.log")
+    assert got.format == "libvirt" and got.warnings == []
+    assert [(m.key, m.greeting, _pairs(m), [e.raw for e in m.events]) for m in got.monitors] == \
+        [(m.key, m.greeting, _pairs(m), [e.raw for e in m.events]) for m in want.monitors]
+
+
+def test_html_escaped_arrows_paste(tmp_path):
+    p = tmp_path / "page.txt"
+    p.write_text("-&gt; { &quot;execute&quot;: &quot;query-status&quot; }\n"
+                 "&lt;- { &quot;return&quot;: { &quot;status&quot;: &quot;running&quot; } }\n")
+    log = read_qmp_log(p)
+    assert log.format == "arrows"
+    assert [(x.request, x.reply) for x in log.exchanges] == [
+        ({"execute": "query-status"}, {"return": {"status": "running"}})]

@@ -1,7 +1,7 @@
 """Captured QMP traffic, from every log format people have, as :class:`QmpLog` records.
 
-``read_qmp_log(path)`` sniffs the format from the first lines (or takes ``fmt``), streams the
-file line by line through that format's reader, and pairs commands with replies
+``read_qmp_log(path)`` undoes mail wrapping (:mod:`.transport`), sniffs the format from the first
+lines (or takes ``fmt``), streams the file line by line through that format's reader, and pairs commands with replies
 (:mod:`.builder`). Records a reader cannot use are skipped with a warning naming the file and
 line, in ``QmpLog.warnings``.
 """
@@ -15,6 +15,7 @@ from vdecode.sources.qmp_log.knowledge import LogKnowledge, describe_monitor, se
 from vdecode.sources.qmp_log.lines import open_lines, read_head
 from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
 from vdecode.sources.qmp_log.sniff import FORMATS, reader_for, sniff_format
+from vdecode.sources.qmp_log.transport import detect_wrappers, unwrap
 
 __all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS", "LogKnowledge",
            "QmpEvent", "QmpExchange", "QmpLog", "QmpMonitor")
@@ -30,9 +31,13 @@ def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None
     :raises QmpLogError: when ``vm`` matches no monitor (the message lists what was found).
     """
     source = str(path)
-    reader = reader_for(fmt, source) if fmt else sniff_format(read_head(path), source)
+    head = read_head(path)
+    wrappers = detect_wrappers(head)
+    if wrappers:
+        head = [t for _, t in unwrap(enumerate(head, 1), wrappers)]
+    reader = reader_for(fmt, source) if fmt else sniff_format(head, source)
     b = LogBuilder(source, reader.NAME)
-    reader.read(open_lines(path, b.warn), b)
+    reader.read(unwrap(open_lines(path, b.warn), wrappers), b)
     log = b.finish()
     if vm is not None:
         log.monitors = select_monitors(log, vm)
