@@ -37,7 +37,8 @@ def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None
         head = [t for _, t in unwrap(enumerate(head, 1), wrappers)]
     reader = reader_for(fmt, source) if fmt else sniff_format(head, source)
     b = LogBuilder(source, reader.NAME)
-    reader.read(unwrap(open_lines(path, b.warn), wrappers), b)
+    lines = open_lines(path, b.warn)
+    reader.read(unwrap(lines, wrappers) if wrappers else lines, b)
     log = b.finish()
     if vm is not None:
         log.monitors = select_monitors(log, vm)
