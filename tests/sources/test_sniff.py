@@ -153,3 +153,13 @@ def test_decompress_to_cache_unwritable(tmp_path):
     with pytest.raises(InputError) as e:
         decompress_to_cache(src, "gzip", cache_dir=blocker / "sub")
     assert str(e.value) == f"{blocker / 'sub'}: cannot write the decompression cache: Not a directory"
+
+
+def test_doctests():
+    import doctest
+
+    import vdecode.render.info
+    import vdecode.sources.sniff
+    import vdecode.space.segmented
+    for module in (vdecode.sources.sniff, vdecode.render.info, vdecode.space.segmented):
+        assert doctest.testmod(module).failed == 0, module.__name__
