@@ -39,7 +39,9 @@ def check_arguments(profile: Profile, command: str, args: dict[str, Any]) -> dic
     :return: the arguments converted as the C code sees them (negative integers wrap).
     :raises QmpError: with QEMU's text for the first problem in schema order.
     """
-    spec = profile.table("qapi")["commands"].get(command, {"args": []})
+    core = profile.table("qmp_core")
+    spec = profile.table("qapi")["commands"].get(command) or core["commands"].get(command) \
+        or {"args": []}
     out: dict[str, Any] = {}
     for arg in spec.get("args", []):
         name, typ, optional = arg["name"], arg["type"], arg.get("optional", False)
@@ -52,7 +54,7 @@ def check_arguments(profile: Profile, command: str, args: dict[str, Any]) -> dic
             if not isinstance(value, str):
                 raise qmp_error(profile, "not_string", name)
             out[name] = value
-        elif typ in _UINT_LIMITS:
+        elif isinstance(typ, str) and typ in _UINT_LIMITS:
             # qobject_input_type_uint64 accepts negative int64 "for backward compatibility",
             # then visit_type_uintN range-checks the wrapped value.
             if not _is_qnum_int(value):
@@ -60,6 +62,15 @@ def check_arguments(profile: Profile, command: str, args: dict[str, Any]) -> dic
             value &= _UINT64_MAX
             if value > _UINT_LIMITS[typ]:
                 raise qmp_error(profile, f"expects_{typ}", name)
+            out[name] = value
+        elif isinstance(typ, list) and typ[0] in core["enums"]:
+            if not isinstance(value, list):
+                raise QmpError(core["errors"]["not_array"] % name)
+            for i, item in enumerate(value):
+                if not isinstance(item, str):
+                    raise qmp_error(profile, "not_string", f"{name}[{i}]")
+                if item not in core["enums"][typ[0]]:
+                    raise QmpError(core["errors"]["bad_enum"] % (f"{name}[{i}]", item))
             out[name] = value
         else:
             out[name] = value

@@ -76,8 +76,13 @@ def serve_stream(monitor: Monitor, rfile: BinaryIO, wfile: BinaryIO,
     errors: list[str] = []
 
     def chunks() -> Iterable[str]:
-        for line in rfile:
-            yield line.decode("utf-8", errors="replace")
+        # Whatever has arrived, not whole lines: clients need not end a command with a newline
+        # (qemu.qmp does not), and QEMU's json-streamer does not wait for one.
+        while True:
+            data = rfile.read1(65536)
+            if not data:
+                return
+            yield data.decode("utf-8", errors="replace")
 
     for value in split_values(chunks(), errors.append):
         for msg in errors:
