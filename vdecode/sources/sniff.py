@@ -48,7 +48,7 @@ def describe_start(head: bytes) -> str:
     >>> describe_start(b"")
     'empty file'
     >>> describe_start(b"#!/bin/sh\\necho hi\\n")
-    "starts with b'#!/bin/sh\\\\necho '"
+    "starts with b'#!/bin/sh\\\\necho h'"
     """
     if not head:
         return "empty file"
