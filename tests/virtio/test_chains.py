@@ -16,7 +16,7 @@ from vdecode.virtio.chains import (END_BAD_NEXT, END_DONE, END_LOOP, QMP_ABORT_H
                                    QMP_ABORT_INDIRECT_LEN_ZERO, QMP_ABORT_INDIRECT_SHORT,
                                    QMP_CANNOT_MAP_INDIRECT, QMP_OK, chain_members, walk_all_chains,
                                    walk_all_chains_reference, walk_chain, walk_chain_qemu_qmp,
-                                   walk_element)
+                                   walk_element, walk_elements)
 from vdecode.virtio.layouts import (VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
                                     vring_layouts)
 from vdecode.virtio.split_ring import read_desc_table, read_split_ring
@@ -96,6 +96,24 @@ def test_element_with_indirect_table_is_read_and_expanded():
     assert walk_element(BytesSpace({}), LE, descs, 7).problems == ("head_out_of_range",)
 
 
+@settings(max_examples=100, deadline=None)
+@given(descs=desc_tables(max_n=24), data=st.data())
+def test_walk_elements_equals_walk_element_per_head(descs, data):
+    """Indirect heads point into one table at 0x10000 (same arbitrary rows as the main table)."""
+    descs = descs.copy()
+    indirect = descs["flags"] & INDIRECT != 0
+    descs["addr"][indirect] = 0x10000
+    descs["len"][indirect] = data.draw(st.sampled_from([0, 8, 16, 40, 16 * len(descs)]))
+    space = BytesSpace({0x10000: descs.tobytes()})
+    heads = data.draw(st.lists(st.integers(0, len(descs) + 1), max_size=10))
+    many = walk_elements(space, LE, descs, heads)
+    for head, got in zip(heads, many):
+        one = walk_element(space, LE, descs, head)
+        assert (got.head, got.members, got.end, got.indirect_gpa, got.indirect_len, got.problems) == \
+            (one.head, one.members, one.end, one.indirect_gpa, one.indirect_len, one.problems)
+        assert got.descs.tobytes() == one.descs.tobytes()
+
+
 # --- QEMU 7.2's x-query-virtio-queue-element loop -------------------------------------------------------
 
 def qmp(descs, head, mem=None, runs=None):
@@ -169,28 +187,40 @@ def element_cases(truth):
             yield args, reply["return"], rings[(args["path"], args["queue"])]
 
 
+def check_elements(space, truth, flag_rows) -> tuple[int, set[str]]:
+    """Reproduce every queue-element reply from ``space``; return the count and the paths whose walk
+    fired QEMU's "Desc next is %u" (virtio_error: the device turns broken)."""
+    checked, broken = 0, set()
+    for args, reply, qs in element_cases(truth):
+        num = qs["vring-num"]
+        # x86: little-endian rings (legacy devices too); EVENT_IDX unknown here, so no event words
+        ring = read_split_ring(space, qs["vring-desc"], qs["vring-avail"], qs["vring-used"], num,
+                               LE, event_idx=False, queue=f"{args['path']} queue {args['queue']}")
+        slot = args.get("index", qs["last-avail-idx"]) % num
+        head = int(ring.avail.ring[slot])
+        assert head == reply["index"] == reply["avail"]["ring"]
+        assert (ring.avail.flags, ring.avail.idx) == (reply["avail"]["flags"], reply["avail"]["idx"])
+        assert (ring.used.flags, ring.used.idx) == (reply["used"]["flags"], reply["used"]["idx"])
+        w = walk_chain_qemu_qmp(space, LE, ring.descs, head)
+        assert w.outcome == QMP_OK
+        got = [{"addr": a, "len": n, "flags": decode_desc_flags(f, flag_rows)}
+               for a, n, f in reversed(w.descs)]                     # QEMU prepends each desc
+        assert got == [{k: d[k] for k in ("addr", "len", "flags")} for d in reply["descs"]], args
+        if w.desc_next_error is not None:
+            broken.add(args["path"])
+        checked += 1
+    return checked, broken
+
+
 def test_real_captures_queue_elements_are_reproduced(capture):
     from vdecode.space.open import open_dump
 
-    if not capture.has_dump("elf"):
-        pytest.skip(f"{capture.name} has no ELF dump")
     flag_rows = load_profile("7.2").table("features")["vring_desc_flags"]
-    checked = 0
-    with open_dump(capture.dump("elf")) as dump:
-        for args, reply, qs in element_cases(capture.truth):
-            num = qs["vring-num"]
-            # x86: little-endian rings (legacy devices too); EVENT_IDX unknown here, so no event words
-            ring = read_split_ring(dump.space, qs["vring-desc"], qs["vring-avail"], qs["vring-used"], num,
-                                   LE, event_idx=False, queue=f"{args['path']} queue {args['queue']}")
-            slot = args.get("index", qs["last-avail-idx"]) % num
-            head = int(ring.avail.ring[slot])
-            assert head == reply["index"] == reply["avail"]["ring"]
-            assert (ring.avail.flags, ring.avail.idx) == (reply["avail"]["flags"], reply["avail"]["idx"])
-            assert (ring.used.flags, ring.used.idx) == (reply["used"]["flags"], reply["used"]["idx"])
-            w = walk_chain_qemu_qmp(dump.space, LE, ring.descs, head)
-            assert w.outcome == QMP_OK
-            got = [{"addr": a, "len": n, "flags": decode_desc_flags(f, flag_rows)}
-                   for a, n, f in reversed(w.descs)]                     # QEMU prepends each desc
-            assert got == [{k: d[k] for k in ("addr", "len", "flags")} for d in reply["descs"]], args
-            checked += 1
-    assert checked
+    final_broken = {req["arguments"]["path"]: reply["return"]["broken"] for req, reply in capture.truth
+                    if req["execute"] == "x-query-virtio-status" and "return" in reply}
+    for kind in capture.manifest["dumps"]:              # ELF, kdump, QEMU process core: same rings
+        with open_dump(capture.dump(kind)) as dump:
+            checked, broken = check_elements(dump.space, capture.truth, flag_rows)
+        assert checked, kind
+        # the walks that fired "Desc next is %u" are exactly the devices QEMU then reported broken
+        assert broken == {path for path, b in final_broken.items() if b}, kind

@@ -10,7 +10,8 @@ QEMU v7.2.0 ``hw/virtio/virtio.c``). Three walkers, all pure over arrays read by
 * :func:`walk_all_chains` gives the same answer for *every* descriptor taken as a head at once,
   by pointer jumping on the ``next`` array (``O(n log n)`` numpy work, no per-descriptor loop);
 * :func:`walk_element` expands one avail head: the direct chain, or the indirect table it points
-  to (read, walked, nested ``INDIRECT`` and zero lengths reported);
+  to (read, walked, nested ``INDIRECT`` and zero lengths reported); :func:`walk_elements` does the
+  same for many heads, the direct chains from one :func:`walk_all_chains`;
 * :func:`walk_chain_qemu_qmp` reproduces exactly the descriptor loop of QEMU 7.2's
   ``qmp_x_query_virtio_queue_element`` (its ``max`` guard, ``virtqueue_split_read_next_desc``'s
   "Desc next is %u" side effect, the indirect switch and the cases where QEMU aborts).
@@ -32,7 +33,7 @@ from vdecode.virtio.split_ring import read_desc_table
 
 __all__ = ("END_DONE", "END_BAD_NEXT", "END_LOOP", "ChainWalk", "ChainTable", "walk_chain",
            "walk_all_chains", "walk_all_chains_reference", "chain_members", "ElementChain",
-           "walk_element", "QmpDescWalk", "walk_chain_qemu_qmp", "QMP_OK", "QMP_CANNOT_MAP_INDIRECT",
+           "walk_element", "walk_elements", "QmpDescWalk", "walk_chain_qemu_qmp", "QMP_OK", "QMP_CANNOT_MAP_INDIRECT",
            "QMP_ABORT_HEAD_OUT_OF_RANGE", "QMP_ABORT_INDIRECT_LEN_ZERO", "QMP_ABORT_INDIRECT_SHORT")
 
 END_DONE = 0        # the last member has no NEXT flag
@@ -265,6 +266,33 @@ def walk_element(space: AddressSpace, layouts: VringLayouts, descs: np.ndarray, 
     if np.any(rows["len"] == 0):
         problems.append("zero_len")
     return ElementChain(head, walk.members, rows, walk.end, gpa, size, tuple(problems))
+
+
+def walk_elements(space: AddressSpace, layouts: VringLayouts, descs: np.ndarray, heads,
+                  table: ChainTable | None = None) -> list[ElementChain]:
+    """:func:`walk_element` for many heads: direct chains from one :func:`walk_all_chains`, their
+    members gathered per link position for all heads at once; only indirect heads cost a read each.
+
+    :param heads: avail ring entries (any ints; out-of-range ones are reported, not raised).
+    :raises MissingData: an indirect table is not in the dump.
+    """
+    heads = [int(h) for h in heads]
+    n = len(descs)
+    direct = [h for h in heads if 0 <= h < n and not int(descs[h]["flags"]) & VRING_DESC_F_INDIRECT]
+    table = table if table is not None else walk_all_chains(descs)
+    found: dict[int, ElementChain] = {}
+    if direct:
+        members = chain_members(descs, direct, table)
+        for h, m in zip(direct, members):
+            if h in found:
+                continue
+            rows = descs[m]
+            end = int(table.end[h])
+            problems = {END_BAD_NEXT: ("next_out_of_range",), END_LOOP: ("loop",)}.get(end, ())
+            if np.any(rows["len"] == 0):
+                problems += ("zero_len",)
+            found[h] = ElementChain(h, tuple(m.tolist()), rows, end, problems=problems)
+    return [found[h] if h in found else walk_element(space, layouts, descs, h) for h in heads]
 
 
 # --- QEMU 7.2's x-query-virtio-queue-element loop ---------------------------------------------------
