@@ -223,6 +223,7 @@ def read_elf(view: FileView) -> ElfFacts:
     phdrs = np.empty(phnum, dtype=PHDR_DTYPE)
     for field in PHDR_DTYPE.names:
         phdrs[field] = raw[field]
+    phdrs.flags.writeable = False                 # ElfFacts is frozen; so is its table
     _check_segments(view, phdrs, eh.e_phoff, phentsize)
     notes = _read_notes(view, lay, phdrs, eh.e_phoff, phentsize)
     return ElfFacts(source=name, is64=is64, little_endian=little, e_type=eh.e_type,
