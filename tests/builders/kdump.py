@@ -18,7 +18,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ("EXCLUDED", "MISSING", "KdumpLayout", "compress_page", "elf_note", "write_kdump")
+__all__ = ("EXCLUDED", "MISSING", "KdumpLayout", "compress_page", "elf_note", "flatten",
+           "write_kdump")
 
 FLAGS = {"none": 0, "zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20}
 INCOMPLETE = 0x8
@@ -42,6 +43,23 @@ def elf_note(name: str, ntype: int, desc: bytes, little_endian: bool = True) -> 
     pad = lambda b: b + bytes(-len(b) % 4)   # noqa: E731
     return (struct.pack(("<" if little_endian else ">") + "III", len(raw), len(desc), ntype)
             + pad(raw) + pad(desc))
+
+
+def flatten(rearranged: bytes, chunk: int = 4096, seed: int | None = None) -> tuple[bytes, list[int]]:
+    """A rearranged kdump as a flattened stream of ``chunk``-byte records (all-zero chunks left
+    out, as gaps), optionally shuffled; returns the stream and where each record header is."""
+    recs = [(o, rearranged[o:o + chunk]) for o in range(0, len(rearranged), chunk)]
+    recs = [r for r in recs if any(r[1])] + [(len(rearranged) - 1, rearranged[-1:])]
+    if seed is not None:
+        random.Random(seed).shuffle(recs)
+    out = bytearray(b"makedumpfile".ljust(16, b"\0") + struct.pack(">qq", 1, 1).ljust(4096 - 16, b"\0"))
+    heads = []
+    for off, blob in recs:
+        heads.append(len(out))
+        out += struct.pack(">qq", off, len(blob)) + blob
+    heads.append(len(out))
+    out += struct.pack(">qq", -1, -1)
+    return bytes(out), heads
 
 
 def compress_page(page: bytes, codec: str) -> bytes:
