@@ -124,3 +124,11 @@ def test_fifo_pairing_without_ids(pattern):
     got = [(None if x.command is None else int(x.command[1:]),
             None if x.reply is None else x.reply["return"]) for x in log.exchanges]
     assert sorted(got, key=repr) == sorted(expected, key=repr)
+
+
+def test_doctests():
+    import doctest
+
+    from vdecode.sources.qmp_log import builder, knowledge, libvirt, qmp_shell, qmpjson, transport
+    for module in (builder, knowledge, libvirt, qmp_shell, qmpjson, transport):
+        assert doctest.testmod(module).failed == 0, module.__name__
