@@ -18,25 +18,33 @@ Reference §3.5 and §8.3. The steps, and what vdecode does where QEMU would not
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qapi import shape
-from vdecode.reconstruct.qmp_errors import QmpError, qemu_would_abort, qmp_error
+from vdecode.reconstruct.qmp_errors import QmpError, not_known, qemu_would_abort, qmp_error
 from vdecode.reconstruct.queue_status import find_queue
-from vdecode.reconstruct.status import find_device
 from vdecode.sources.qemu_state import VirtIODeviceState
 from vdecode.virtio.bits import decode_desc_flags
+from vdecode.virtio.chains import (QMP_ABORT_HEAD_OUT_OF_RANGE, QMP_ABORT_INDIRECT_LEN_ZERO,
+                                   QMP_ABORT_INDIRECT_SHORT, QMP_CANNOT_MAP_INDIRECT,
+                                   walk_chain_qemu_qmp)
+from vdecode.virtio.layouts import vring_layouts
+from vdecode.virtio.split_ring import read_desc_table
 from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
                                    VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VirtioMachine,
                                    has_feature, is_big_endian)
 
 COMMAND = "x-query-virtio-queue-element"
-VRING_DESC_F_NEXT = 1
-VRING_DESC_F_INDIRECT = 4
-DESC_SIZE = 16
+_ABORTS = {
+    QMP_ABORT_HEAD_OUT_OF_RANGE: "avail ring slot {slot} holds head {head} >= queue size {num} "
+                                 "(address_space_read_cached asserts)",
+    QMP_ABORT_INDIRECT_LEN_ZERO: "descriptor {head} is indirect with length 0 "
+                                 "(address_space_cache_init asserts len > 0)",
+    QMP_ABORT_INDIRECT_SHORT: "descriptor {head} is indirect with a length below 16 "
+                              "(reading entry 0 asserts)",
+}
 
 
 def virtio_error(dev: VirtIODeviceState) -> None:
@@ -71,50 +79,35 @@ def x_query_virtio_queue_element(machine: VirtioMachine, profile: Profile,
         slot = q.last_avail_idx % num
     if not q.desc:
         raise qmp_error(profile, "region_caches", command=COMMAND)
-    order = "big" if is_big_endian(dev) else "little"
-    fmt = (">" if order == "big" else "<") + "QIHH"
+    if machine.space is None:
+        raise not_known("guest memory (the input holds no guest RAM)")
+    layouts = vring_layouts(not is_big_endian(dev))
     try:
         head = machine.avail_ring(dev, q, slot)
-        if head >= num:
-            raise qemu_would_abort(f"avail ring slot {slot} holds head {head} >= queue size {num} "
-                                   f"(address_space_read_cached asserts)")
-        table, maxn = q.desc, num
-        addr, length, flags, nxt = struct.unpack(fmt, machine.read(table + DESC_SIZE * head,
-                                                                   DESC_SIZE, f"descriptor {head}"))
-        if flags & VRING_DESC_F_INDIRECT:
-            if length == 0:
-                raise qemu_would_abort(f"descriptor {head} is indirect with length 0 "
-                                       f"(address_space_cache_init asserts len > 0)")
-            if machine.space is None or not machine.space.is_present(addr, length):
-                raise qmp_error(profile, "cannot_map_indirect", command=COMMAND)
-            if length < DESC_SIZE:
-                raise qemu_would_abort(f"descriptor {head} is indirect with length {length} < 16 "
-                                       f"(the read of entry 0 asserts)")
-            table, maxn = addr, length // DESC_SIZE
-            addr, length, flags, nxt = struct.unpack(
-                fmt, machine.read(table, DESC_SIZE, "indirect descriptor 0"))
+        descs = read_desc_table(machine.space, q.desc, num, layouts,
+                                f"descriptor table of queue {q.queue_index}")
+        walk = walk_chain_qemu_qmp(machine.space, layouts, descs, head)
+        if walk.outcome in _ABORTS:
+            raise qemu_would_abort(_ABORTS[walk.outcome].format(head=head, num=num, slot=slot))
+        if walk.outcome == QMP_CANNOT_MAP_INDIRECT:
+            raise qmp_error(profile, "cannot_map_indirect", command=COMMAND)
         h = machine.header(dev, q)
-        q.shadow_avail_idx = h.avail_idx          # vring_avail_idx() side effect
-        q.provenance["shadow_avail_idx"] = "replayed"
-        descs: list[dict[str, Any]] = []
-        while len(descs) < maxn:                  # "A buggy driver may produce an infinite loop"
-            descs.insert(0, shape(profile, "VirtioRingDesc", {
-                "addr": addr, "len": length, "flags": decode_desc_flags(flags, profile.table("features")["vring_desc_flags"])}))
-            if not flags & VRING_DESC_F_NEXT:
-                break
-            if nxt >= maxn:
-                # virtqueue_split_read_next_desc: virtio_error(), the reply still goes out
-                machine.notes.append(f"{dev.canonical_path}: QEMU would print: "
-                                     + profile.table("errors")["desc_next"] % nxt)
-                virtio_error(dev)
-                break
-            addr, length, flags, nxt = struct.unpack(
-                fmt, machine.read(table + DESC_SIZE * nxt, DESC_SIZE, f"descriptor {nxt}"))
     except MissingData as err:
         raise _missing(err) from err
+    q.shadow_avail_idx = h.avail_idx              # vring_avail_idx() side effect
+    q.provenance["shadow_avail_idx"] = "replayed"
+    if walk.desc_next_error is not None:
+        # virtqueue_split_read_next_desc: virtio_error(), and the reply still goes out
+        machine.notes.append(f"{dev.canonical_path}: QEMU would print: "
+                             + profile.table("errors")["desc_next"] % walk.desc_next_error)
+        virtio_error(dev)
+    flag_rows = profile.table("features")["vring_desc_flags"]
+    descs_out = [shape(profile, "VirtioRingDesc", {"addr": a, "len": n,
+                                                   "flags": decode_desc_flags(f, flag_rows)})
+                 for a, n, f in reversed(walk.descs)]      # QEMU prepends each descriptor
     return shape(profile, "VirtioQueueElement", {
         "name": dev.name, "index": head,
-        "descs": descs,
+        "descs": descs_out,
         "avail": shape(profile, "VirtioRingAvail", {"flags": h.avail_flags, "idx": h.avail_idx,
                                                      "ring": head}),
         "used": shape(profile, "VirtioRingUsed", {"flags": h.used_flags, "idx": h.used_idx})})
