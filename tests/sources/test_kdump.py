@@ -243,3 +243,27 @@ def test_flattened_errors_name_the_rearranged_offset(tmp_path, flat):
     assert str(err.value) == (f"{tmp_path / 'bad.kdump'} (rearranged) at offset 0x1ac: "
                               "disk_dump_header: block_size 3000 is not a power of two in "
                               "[512, 65536]")
+
+
+def test_flattened_gap_cannot_allocate(tmp_path):
+    """A far record makes the rearranged file huge; a bitmap inside the gap must not be copied."""
+    write_kdump(tmp_path / "flat", PAGES, extra_records=[(1 << 50, b"x")])
+    data = patched((tmp_path / "flat").read_bytes(), 4112 + 0x1b4, "<I", 1 << 20)   # bitmap_blocks
+    with pytest.raises(CorruptInput) as err:
+        open_bytes(tmp_path, data)
+    assert str(err.value) == (f"{tmp_path / 'bad.kdump'} (rearranged) at offset 0x2000: bitmap 1 "
+                              f"(2147483648 bytes) is larger than the whole flattened file "
+                              f"({len(data)} bytes)")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_later_wins_against_naive(tmp_path, seed):
+    """Many overlapping records: the sweep gives what applying them in order gives."""
+    rng = np.random.default_rng(seed)
+    extra = [(int(rng.integers(0, 0x6000)), bytes([int(rng.integers(1, 255))]) * int(rng.integers(1, 3000)))
+             for _ in range(60)]
+    write_kdump(tmp_path / "flat", PAGES, codec="none", extra_records=extra, shuffle=seed)
+    with FileView(tmp_path / "flat") as f:
+        ix = read_flat_index(f)
+        assert ix.overlapping
+        assert bytes(FlattenedView(f, ix).memory()) == naive_rearrange(tmp_path / "flat")

@@ -19,6 +19,7 @@ and decompression live in :mod:`vdecode.space.paged`.
 
 from __future__ import annotations
 
+import heapq
 import struct
 from dataclasses import dataclass
 
@@ -61,6 +62,10 @@ MAX_BLOCK_SIZE = 1 << 16
 MIN_BLOCK_SIZE = 512
 # Logical offsets beyond this cannot come from a real dump and would overflow int64 sums.
 MAX_LOGICAL_OFFSET = 1 << 56
+
+# A rearranged range may hold gaps (header padding) beyond the bytes the stream carries, never more
+# than this much beyond the stream's size.
+GAP_SLACK = 1 << 20
 
 UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")
 
@@ -245,12 +250,25 @@ def read_flat_index(view: FileView) -> FlatIndex:
 
 
 def _resolve_later_wins(s: np.ndarray, e: np.ndarray, f: np.ndarray):
-    """Cut overlapping records into elementary ranges, each owned by the last record covering it."""
+    """Cut overlapping records into elementary ranges, each owned by the last record covering it:
+    one sweep over the range boundaries with a heap of the records open there (highest stream
+    index on top, expired ones dropped lazily), O(n log n) whatever the overlaps."""
     bounds = np.unique(np.concatenate([s, e]))
+    lo = np.searchsorted(bounds, s).tolist()
+    hi = np.searchsorted(bounds, e).tolist()
+    by_start = sorted(range(len(lo)), key=lo.__getitem__)
     owner = np.full(len(bounds) - 1, -1, dtype=np.int64)
-    lo, hi = np.searchsorted(bounds, s), np.searchsorted(bounds, e)
-    for i in range(len(s)):    # stream order: a later record overwrites; only for overlapping streams
-        owner[lo[i]:hi[i]] = i
+    heap: list[tuple[int, int]] = []
+    j = 0
+    for k in range(len(bounds) - 1):
+        while j < len(by_start) and lo[by_start[j]] == k:
+            i = by_start[j]
+            heapq.heappush(heap, (-i, hi[i]))
+            j += 1
+        while heap and heap[0][1] <= k:
+            heapq.heappop(heap)
+        if heap:
+            owner[k] = -heap[0][0]
     keep = np.flatnonzero(owner >= 0)
     w = owner[keep]
     starts = bounds[keep]
@@ -276,6 +294,10 @@ class FlattenedView:
         if offset < 0 or n < 0 or offset + n > self.size:
             raise CorruptInput(self.name, f"{what} ({n} bytes) runs past the end of the rearranged "
                                           f"file ({self.size} bytes)", offset=offset)
+        if n > self.file.size + GAP_SLACK:
+            # gaps read as zeros, so only the stream's own size bounds what a copy may cost
+            raise CorruptInput(self.name, f"{what} ({n} bytes) is larger than the whole flattened "
+                                          f"file ({self.file.size} bytes)", offset=offset)
         ix = self.index
         i = int(np.searchsorted(ix.starts, offset, side="right")) - 1
         if i >= 0 and offset + n <= ix.ends[i]:
