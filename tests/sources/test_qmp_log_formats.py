@@ -37,6 +37,7 @@ def _pairs(mon):
     ("hand/qemu-qmp-avocado.log", "qemu.qmp"), ("hand/wire-stdio.txt", "wire"),
     ("hand/qmp-shell-tty.txt", "qmp-shell"), ("hand/legacy-python-qmp.log", "qemu.qmp"),
     ("hand/avocado-vt-monitor.log", "wire"), ("hand/caps.replies", "virsh"),
+    ("hand/syslog.txt", "journald"),
 ])
 def test_format_is_sniffed_and_forcing_it_reads_the_same(name, fmt):
     log = read_qmp_log(DATA / name)
@@ -363,3 +364,10 @@ def test_html_escaped_arrows_paste(tmp_path):
     assert log.format == "arrows"
     assert [(x.request, x.reply) for x in log.exchanges] == [
         ({"execute": "query-status"}, {"return": {"status": "running"}})]
+
+
+def test_syslog_output_with_rsyslog_escapes():
+    log = read_qmp_log(HAND / "syslog.txt")
+    assert log.warnings == []
+    assert [(x.request, x.reply["return"]["status"]) for x in log.exchanges] == [
+        ({"execute": "query-status", "id": "libvirt-391"}, "running")]     # IO_WRITE twin dropped

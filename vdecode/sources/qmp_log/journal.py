@@ -5,7 +5,9 @@
   a message with control characters, such as ``SEND_MSG``'s ``\\r\\n``, is an array of byte
   values), ``journalctl -o export`` (``KEY=value`` lines, entries split by blank lines, binary
   fields as ``KEY`` + 64-bit length + bytes) and ``journalctl`` short output
-  (``MMM DD HH:MM:SS host virtqemud[PID]: MESSAGE``, local time, the year not given).
+  (``MMM DD HH:MM:SS host virtqemud[PID]: MESSAGE``, local time, the year not given: no time
+  is taken). libvirt's syslog output is the same line with ``THREAD: prio : func:line : `` before
+  the message; rsyslog writes the ``\r\n`` inside ``SEND_MSG`` as ``#015#012``.
 * KubeVirt ``virt-launcher`` (``kubectl logs``): one JSON object a line,
   ``{"component":"virt-launcher","subcomponent":"libvirt","msg": MESSAGE,
   "timestamp":"2023-10-26T12:50:40.523000Z",...}``; a ``SEND_MSG``'s continuation is a record of
@@ -26,7 +28,9 @@ from vdecode.sources.qmp_log.qmpjson import loads_json
 
 __all__ = ("JOURNALD", "KUBEVIRT")
 
-_SHORT = re.compile(r"^(?:\w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ )?(?:libvirtd|virtqemud)\[\d+\]: ")
+# journalctl short output, or syslog (virLogOutputToSyslog adds "THREAD: prio : func:line : ")
+_SHORT = re.compile(r"^(?:\w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ )?(?:libvirtd|virtqemud)\[\d+\]: "
+                    r"(?:\d+: (?:debug|info|warning|error) : \w+:\d+ : )?")
 _KUBE_PREFIX = re.compile(r"^\[pod/[^\]]*\] ")
 _MONITORISH = ("QEMU_MONITOR_", "Line [", "Entering monitor")
 

@@ -40,7 +40,7 @@ HEADER = re.compile(r"^\s*(?:\d+\s+)?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3})\+
 MONITOR_MESSAGE = re.compile(r"QEMU_MONITOR_(SEND_MSG|IO_WRITE|RECV_REPLY|RECV_EVENT|NEW|CLOSE): "
                              r"mon=(?:3D)?(0x[0-9a-fA-F]+|\(nil\))(?: (?:msg|buf|reply|event)=(.*))?")
 _ENTERING = re.compile(r"Entering monitor \(mon=(0x[0-9a-fA-F]+) vm=\S+ name=([^)]*)\)")
-_CR = ("^M", "\r")
+_CR = ("^M", "\r", "#015", "#012")
 _PROBES = tuple(f"QEMU_MONITOR_{p}:" for p in ("SEND_MSG", "IO_WRITE", "RECV_REPLY", "RECV_EVENT"))
 
 
@@ -234,20 +234,25 @@ def _quick_id(payload: str) -> str | None:
     return m.group(1) if m is not None else None
 
 
+def _strip_ends(text: str) -> str:
+    """Drop trailing whitespace and line ends, as logged (``\r``), pasted (``^M``) or escaped by
+    rsyslog (``#015#012``)."""
+    text = text.rstrip()
+    while text.endswith(_CR):
+        text = text[:-2] if text.endswith("^M") else text[:-4] if text.endswith(("#015", "#012")) \
+            else text[:-1]
+        text = text.rstrip()
+    return text
+
+
 def _strip_payload(payload: str, kind: str) -> str:
-    payload = payload.rstrip()
-    while payload.endswith(_CR):
-        payload = payload[:-2] if payload.endswith("^M") else payload[:-1]
-        payload = payload.rstrip()
+    payload = _strip_ends(payload)
     if kind in ("SEND_MSG", "IO_WRITE"):
-        # journald keeps the whole message: "{...}\r\n fd=-1" / "{...}\r\n len=.. ret=.. errno=.."
+        # journald/syslog keep the whole message: "{...}\r\n fd=-1", "{...}\r\n len=.. ret=.."
         for tail in (" fd=", " len="):
             j = payload.rfind(tail)
-            if j > 0 and payload[:j].rstrip().endswith("}"):
-                payload = payload[:j].rstrip()
-                while payload.endswith(_CR):
-                    payload = payload[:-2] if payload.endswith("^M") else payload[:-1]
-                break
+            if j > 0 and _strip_ends(payload[:j]).endswith("}"):
+                return _strip_ends(payload[:j])
     return payload
 
 
