@@ -214,3 +214,17 @@ def test_malformed_libvirt_probe_and_trace_after_other_events(tmp_path):
     log = read_qmp_log(t)
     assert log.format == "trace" and log.warnings == []
     assert len(log.exchanges) == len(read_qmp_log(DATA / "real" / "qemu-trace.log").exchanges)
+
+
+def test_a_line_longer_than_the_limit_is_skipped(tmp_path):
+    from vdecode.sources.qmp_log.lines import MAX_LINE
+
+    p = tmp_path / "long.jsonl"
+    rec = json.dumps({"t": 1, "dir": "<-", "msg": {"return": {}}})
+    with open(p, "w") as f:
+        f.write(rec + "\n")
+        f.write('{"t": 2, "dir": "<-", "msg": {"return": "' + "x" * (MAX_LINE + 10) + '"}}\n')
+        f.write(rec + "\n")
+    log = read_qmp_log(p)
+    assert log.warnings == [f"{p} line 2: line longer than {MAX_LINE} bytes, skipped"]
+    assert len(log.exchanges) == 2

@@ -21,7 +21,7 @@ from vdecode.errors import InputError
 
 __all__ = ("MAX_LINE", "open_lines", "read_head")
 
-MAX_LINE = 64 << 20       # query-qmp-schema replies are megabytes on one line; nothing real is 64 MiB
+MAX_LINE = 16 << 20       # query-qmp-schema replies are ~1 MB on one line; nothing real is 16 MiB
 
 
 def open_lines(path: str | os.PathLike, warn=None) -> Iterator[tuple[int, str]]:

@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ("decode_qmp_json", "loads_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES")
 
 MAX_OBJECT_LINES = 200_000       # an unbalanced brace must not swallow a whole 100 MB log
-MAX_OBJECT_CHARS = 64 << 20
+MAX_OBJECT_CHARS = 16 << 20
 
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}\[\]]')
 _SQ_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'((?:[^\'\\]|\\.)*)\'')
