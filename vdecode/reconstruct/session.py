@@ -16,6 +16,7 @@ from vdecode.profiles import Profile, load_profile
 from vdecode.reconstruct.instant import advance_to_dump
 from vdecode.reconstruct.log_state import state_from_log
 from vdecode.reconstruct.monitor import QmpMonitor
+from vdecode.reconstruct.qmp_errors import not_known
 from vdecode.reconstruct.queue_element import x_query_virtio_queue_element
 from vdecode.reconstruct.queue_status import (x_query_virtio_queue_status,
                                               x_query_virtio_vhost_queue_status)
@@ -82,7 +83,31 @@ def compare_with_log(core: QemuVirtioState, logged: QemuVirtioState) -> list[str
     return notes
 
 
+NEEDS = {
+    "x-query-virtio": "the device list is QEMU state: give --log with an earlier x-query-virtio "
+                      "reply, or a QEMU process core",
+    "x-query-virtio-status": "device status is QEMU state: give --log with an earlier "
+                             "x-query-virtio-status reply for this path, or a QEMU process core",
+    "x-query-virtio-queue-status": "ring addresses and sizes are QEMU state: give --log with an "
+                                   "earlier x-query-virtio-queue-status reply, or a QEMU core",
+    "x-query-virtio-vhost-queue-status": "vhost state is QEMU state: give a QEMU process core or "
+                                         "--log",
+    "x-query-virtio-queue-element": "the ring addresses of the queue are QEMU state: give --log "
+                                    "with an earlier x-query-virtio-queue-status reply, or a QEMU "
+                                    "core",
+}
+
+
+def _unanswerable(command: str, args: dict[str, Any]) -> Any:
+    raise not_known(f"{command}: {NEEDS[command]}")
+
+
 def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, int, int] | None,
                  package: str | None) -> QmpMonitor:
-    handlers = {name: partial(fn, machine, profile) for name, fn in COMMANDS.items()}
+    """A monitor over the machine; with neither log nor core every virtio command says what input
+    would answer it."""
+    if machine.state.source == "none":
+        handlers = {name: partial(_unanswerable, name) for name in COMMANDS}
+    else:
+        handlers = {name: partial(fn, machine, profile) for name, fn in COMMANDS.items()}
     return QmpMonitor(profile, handlers, version or DEFAULT_VERSION, package or DEFAULT_PACKAGE)
