@@ -371,3 +371,17 @@ def test_syslog_output_with_rsyslog_escapes():
     assert log.warnings == []
     assert [(x.request, x.reply["return"]["status"]) for x in log.exchanges] == [
         ({"execute": "query-status", "id": "libvirt-391"}, "running")]     # IO_WRITE twin dropped
+
+
+def test_info_level_libvirt_log_has_no_greeting_or_names(tmp_path):
+    """At info level libvirt logs the probes only: no ``Line [`` greeting, no VM names."""
+    text = (REAL / "libvirtd.log").read_text(newline="")
+    info = [line for line in text.splitlines(keepends=True) if ": debug : " not in line]
+    p = tmp_path / "info.log"
+    p.write_text("".join(info), newline="")
+    log = read_qmp_log(p)
+    plain = read_qmp_log(REAL / "libvirtd.log")
+    assert log.warnings == []
+    assert [(m.key, m.vm, m.greeting) for m in log.monitors] == \
+        [(m.key, None, None) for m in plain.monitors]
+    assert [_pairs(m) for m in log.monitors] == [_pairs(m) for m in plain.monitors]
