@@ -375,10 +375,11 @@ def test_syslog_output_with_rsyslog_escapes():
 
 def test_info_level_libvirt_log_has_no_greeting_or_names(tmp_path):
     """At info level libvirt logs the probes only: no ``Line [`` greeting, no VM names."""
-    text = (REAL / "libvirtd.log").read_text(newline="")
-    info = [line for line in text.splitlines(keepends=True) if ": debug : " not in line]
+    with open(REAL / "libvirtd.log", newline="") as f:
+        info = [line for line in f if ": debug : " not in line]
     p = tmp_path / "info.log"
-    p.write_text("".join(info), newline="")
+    with open(p, "w", newline="") as f:
+        f.writelines(info)
     log = read_qmp_log(p)
     plain = read_qmp_log(REAL / "libvirtd.log")
     assert log.warnings == []
