@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.builders.elf_dump import Segment, note, write_elf_dump
 from vdecode.cli import cli
-from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.errors import CorruptInput, UnsupportedInput, VdecodeError
 from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_dwarf_layouts
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import NT_FILE, NT_PRPSINFO, read_elf
@@ -287,3 +289,63 @@ def test_dwarf_errors(tmp_path):
     with pytest.raises(UnsupportedInput) as err:
         read_dwarf_layouts(str(PROBE), {"NoSuchStruct": ["x"]})
     assert str(err.value) == f"{PROBE}: DWARF: no definition of struct NoSuchStruct"
+
+
+# --- corrupted QEMU state: open or raise VdecodeError, nothing else ------------------------------
+
+class PatchedMemory:
+    """The core's host memory with some bytes overwritten (a corrupted QEMU heap)."""
+
+    def __init__(self, inner, patches: dict[int, bytes]) -> None:
+        self.inner, self.patches, self.name = inner, patches, inner.name
+
+    def read(self, addr: int, n: int):
+        data = self.inner.read(addr, n)
+        hits = [(a, p) for a, p in self.patches.items() if a < addr + n and a + len(p) > addr]
+        if not hits:
+            return data
+        buf = bytearray(data)
+        for a, p in hits:
+            for k, byte in enumerate(p):
+                if 0 <= a + k - addr < n:
+                    buf[a + k - addr] = byte
+        return bytes(buf)
+
+    def is_present(self, addr: int, n: int) -> bool:
+        return self.inner.is_present(addr, n)
+
+    def mapping(self, addr: int, n: int):
+        return self.inner.mapping(addr, n)
+
+
+@pytest.fixture(scope="module")
+def targets(core):
+    """Addresses and sizes of the structs the reader follows."""
+    view, elf, facts = core
+    lay = load_layout()
+    host = host_space(view, elf)
+    loads = elf.loads
+    heap = [(int(a), int(n)) for a, n, f in zip(loads["p_vaddr"], loads["p_memsz"], loads["p_flags"])
+            if f & 2 and not any(b.host <= a < b.host + b.max_length for b in facts.ram_blocks)]
+    out = []
+    for arr, vdev in find_virtqueue_arrays(host, lay, heap):
+        out += [(vdev, lay.sizes["VirtIODevice"]), (arr, 3 * lay.sizes["VirtQueue"])]
+    for b in facts.ram_blocks:
+        out += [(b.addr, lay.sizes["RAMBlock"]), (b.mr, lay.sizes["MemoryRegion"])]
+    return host, out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_qemu_state_opens_or_raises_vdecode_error(core, targets, data):
+    view, elf, _ = core
+    host, structs = targets
+    patches = {}
+    for _ in range(data.draw(st.integers(1, 4))):
+        base, size = data.draw(st.sampled_from(structs))
+        at = base + data.draw(st.integers(0, size - 1)) // 8 * 8
+        patches[at] = data.draw(st.binary(min_size=1, max_size=8))
+    try:
+        read_qemu_core(view, elf, PatchedMemory(host, patches), load_layout())
+    except VdecodeError as err:
+        assert "\n" not in str(err)

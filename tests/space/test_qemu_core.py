@@ -83,7 +83,7 @@ def test_core_without_guest_ram_still_answers_qemu_state(capture, pair):
     view = FileView(capture.dump("qemu-core"))
     try:
         elf = read_elf(view)
-        guest = [(r["hva"], r["size"]) for r in ram]
+        guest = [(int(r["hva"], 16), r["size"]) for r in ram]
         keep = np.array([not any(h <= int(v) < h + n for h, n in guest) or t != 1
                          for v, t in zip(elf.phdrs["p_vaddr"], elf.phdrs["p_type"])])
         no_ram = dataclasses.replace(elf, phdrs=elf.phdrs[keep])

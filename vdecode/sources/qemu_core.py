@@ -682,6 +682,14 @@ def find_ram_blocks(rd: _Reader, runs: list[tuple[int, int]], binary: tuple[int,
     return out
 
 
+def _mr_name(rd: _Reader, addr: int) -> str:
+    """A ``MemoryRegion``'s name, or ``""`` when it is NULL or not in the core (names only label)."""
+    try:
+        return rd.cstring(addr, "MemoryRegion name", limit=256) if addr else ""
+    except (MissingData, CorruptInput):
+        return ""
+
+
 def _mr_chain(rd: _Reader, mr_addr: int) -> tuple[int, str, bool] | None:
     """``(address in the root, root name, all enabled)`` following ``container`` up to a root."""
     lay = rd.layout
@@ -692,8 +700,7 @@ def _mr_chain(rd: _Reader, mr_addr: int) -> tuple[int, str, bool] | None:
         mr = rd.struct("MemoryRegion", at, f"MemoryRegion at {at:#x}")
         enabled = enabled and mr["enabled"]
         if not mr["container"]:
-            name = rd.cstring(mr["name"], "MemoryRegion name") if mr["name"] else ""
-            return total, name, enabled
+            return total, _mr_name(rd, mr["name"]), enabled
         total += mr["addr"]
         at = mr["container"]
     return None
@@ -714,7 +721,7 @@ def map_guest_ram(rd: _Reader, blocks: list[RamBlockFacts],
     for b in blocks:
         chain = _mr_chain(rd, b.mr)
         if chain and chain[1] == "system" and chain[2]:
-            name = rd.cstring(rd.struct("MemoryRegion", b.mr, "MemoryRegion")["name"], "MemoryRegion name")
+            name = _mr_name(rd, rd.struct("MemoryRegion", b.mr, "MemoryRegion")["name"])
             cands.append(GuestRamRun(chain[0], b.used_length, b.host, b.idstr, name))
     aliases = find_pointers(rd.mem, runs, list(by_mr), lay.off("MemoryRegion", "alias"))
     for target, hits in aliases.items():
@@ -730,7 +737,7 @@ def map_guest_ram(rd: _Reader, blocks: list[RamBlockFacts],
             chain = _mr_chain(rd, a)
             if not chain or chain[1] != "system" or not chain[2]:
                 continue
-            name = rd.cstring(mr["name"], "MemoryRegion name")
+            name = _mr_name(rd, mr["name"])
             cands.append(GuestRamRun(chain[0], int(size), b.host + mr["alias_offset"], b.idstr, name))
     cands.sort(key=lambda r: (-r.size, r.gpa))
     taken: list[GuestRamRun] = []

@@ -129,15 +129,17 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
         "file_size": view.size,
         "machine": elf.machine,
         "pt_load": int(len(elf.loads)),
-        **facts.info,
+        **{k: (f"{v:#x}" if k in ("virtio_list", "virtio_device_names") and v is not None else v)
+           for k, v in facts.info.items() if k != "devices_not_on_list"},
+        "devices_not_on_list": [f"{v:#x}" for v in facts.info["devices_not_on_list"]],
         "qemu_version": ".".join(map(str, facts.state.qemu_version)) if facts.state.qemu_version else None,
         "package": facts.state.package,
-        "ram_blocks": [{"idstr": b.idstr, "host": b.host, "offset": b.offset,
+        "ram_blocks": [{"idstr": b.idstr, "host": f"{b.host:#x}", "offset": b.offset,
                         "used_length": b.used_length, "max_length": b.max_length,
                         "in_core": host.is_present(b.host, b.used_length)}
                        for b in facts.ram_blocks],
         "ram_ranges": [{"start": r.gpa, "end": r.gpa + r.size, "size": r.size, "block": r.block,
-                        "region": r.region, "hva": r.hva, "in_core": r in present}
+                        "region": r.region, "hva": f"{r.hva:#x}", "in_core": r in present}
                        for r in facts.guest_ram],
         "guest_ram": "present" if space is not None else "absent (dump-guest-core=off?)",
         "devices": len(facts.state.devices),
