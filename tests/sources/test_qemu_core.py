@@ -349,3 +349,40 @@ def test_corrupted_qemu_state_opens_or_raises_vdecode_error(core, targets, data)
         read_qemu_core(view, elf, PatchedMemory(host, patches), load_layout())
     except VdecodeError as err:
         assert "\n" not in str(err)
+
+
+# --- vhost: the vhost_dev get_vhost() returns, found by hdev->vdev -----------------------------
+
+def test_find_vhost_dev_on_a_synthetic_heap(tmp_path):
+    from vdecode.sources.qemu_core import _Reader, find_vhost_dev
+    from vdecode.space.segmented import SegmentedSpace
+
+    lay = load_layout()
+    base, vdev = 0x7F0000000000, 0x7F0000000100
+    hdev_q1, hdev_q0, vqs = base + 0x1000, base + 0x2000, base + 0x3000
+    image = bytearray(0x4000)
+
+    def put(struct: str, at: int, **values) -> None:
+        fields = {f: 0 for f in lay.offsets[struct]}
+        fields.update(values)
+        raw = lay.structs[struct].build(fields)
+        image[at - base:at - base + len(raw)] = raw
+
+    common = dict(vdev=vdev, nvqs=2, vqs=vqs, features=0x1_3000_0000, acked_features=0x1_1000_0000,
+                  backend_features=0, protocol_features=0, max_queues=1, backend_cap=2,
+                  n_mem_sections=5, n_tmp_sections=0, log_enabled=False, log_size=0, started=True)
+    put("vhost_dev", hdev_q1, vq_index=2, **common)            # queue pair 1 of a virtio-net
+    put("vhost_dev", hdev_q0, vq_index=0, **common)            # queue pair 0: what get_vhost gives
+    for i in range(2):
+        put("vhost_virtqueue", vqs + i * lay.sizes["vhost_virtqueue"], num=256, desc=0x7F10 + i,
+            desc_phys=0x1000 * (i + 1), desc_size=4096, avail_phys=0x100, avail_size=518,
+            used_phys=0x200, used_size=2054)
+    path = tmp_path / "heap.bin"
+    path.write_bytes(bytes(image))
+    with FileView(path) as view:
+        mem = SegmentedSpace(view.name, view, [base], [len(image)], [0], [len(image)], kind="host-virtual")
+        hd = find_vhost_dev(_Reader(mem, lay), vdev, [(base, len(image))])
+    assert hd is not None and hd.vq_index == 0 and hd.nvqs == 2 and hd.n_mem_sections == 5
+    assert hd.features == 0x1_3000_0000 and hd.acked_features == 0x1_1000_0000 and hd.backend_cap == 2
+    assert [(q.num, q.desc_phys, q.avail_size, q.used_size) for q in hd.vqs.values()] == \
+        [(256, 0x1000, 518, 2054), (256, 0x2000, 518, 2054)]
