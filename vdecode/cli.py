@@ -100,7 +100,8 @@ def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
 @cli.command("qmp")
 @click.argument("dump", type=click.Path(dir_okay=False))
 @click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
-              help="QMP log taken before the dump (any format `vdecode log` reads).")
+              help="QMP log taken before the dump (any format `vdecode log` reads); "
+                   "repeat for several, oldest first.")
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
@@ -110,19 +111,20 @@ def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
 def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
                 socket_path: str | None, connections: int | None) -> None:
     """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant."""
-    from vdecode.reconstruct.monitor import QmpMonitor  # noqa: F401  (import cost only here)
     from vdecode.reconstruct.qmp_errors import qmp_error
-    from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+    from vdecode.reconstruct.session import (build_machine, make_monitor, merge_knowledge,
+                                             profile_for)
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
     from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
     from vdecode.space.open import open_dump
 
-    knowledge = None
-    for path in logs:
+    knowledges = []
+    for path in logs:                                 # oldest first: a later reply wins
         log = read_qmp_log(path, log_format, vm)
         for w in log.warnings:
             click.echo(f"vdecode: warning: {w}", err=True)
-        knowledge = LogKnowledge.from_log(log, vm)    # the last --log given is the newest
+        knowledges.append(LogKnowledge.from_log(log, vm))
+    knowledge = merge_knowledge(knowledges)
     opened = open_dump(dump)
     profile = profile_for(knowledge, opened.qemu)
     machine, notes = build_machine(opened, knowledge, profile)

@@ -16,6 +16,11 @@ Rules (reference qemu72-virtio-qmp.md §3.3.1 and §4, checked on the shared cap
   logged value stands.
 * ``dump-guest-memory`` stops the VM (``dump_init``: ``vm_stop``): ``vm_running`` false, vhost
   stopped.
+* vhost devices: the stop syncs QEMU's copy (``vhost_virtqueue_stop``:
+  ``virtio_queue_set_last_avail_idx`` with the backend's base, which sets ``last_avail_idx`` and
+  ``shadow_avail_idx``; ``virtio_queue_update_used_idx``; ``virtio_queue_invalidate_signalled_used``
+  leaves ``signalled_used`` and clears ``-valid``). A stopped backend has drained its queue, so its
+  base is ``used_idx + inuse``. Their interrupts went through irqfds, so ``isr`` is untouched.
 * Packed rings: QEMU writes ``shadow_avail_idx | wrap << 15`` to the device event area when it
   re-enables notifications with EVENT_IDX; after a drain that is also ``last_avail_idx``.
 
@@ -93,7 +98,8 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
     for dev in state.devices:
         dev.vm_running = False
         dev.provenance["vm_running"] = "inferred"
-        if dev.vhost_started:
+        was_vhost = bool(dev.vhost_started)
+        if was_vhost:
             dev.vhost_started = False
             dev.vhost_dev = None
             dev.provenance["vhost_started"] = "inferred"
@@ -109,6 +115,12 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
             except MissingData as err:
                 notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
                              f"log's counters")
+                continue
+            if was_vhost:
+                q.shadow_avail_idx = q.last_avail_idx
+                q.provenance["shadow_avail_idx"] = "inferred"
+                q.signalled_used_valid = False
+                q.signalled_used = q.signalled_used or 0
                 continue
             if not has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
                 q.signalled_used, q.signalled_used_valid = 0, False

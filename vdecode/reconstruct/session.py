@@ -15,7 +15,7 @@ from typing import Any
 from vdecode.profiles import Profile, load_profile
 from vdecode.reconstruct.instant import advance_to_dump
 from vdecode.reconstruct.log_state import state_from_log
-from vdecode.reconstruct.monitor import QmpMonitor
+from vdecode.reconstruct.monitor import QmpMonitor as OfflineMonitor
 from vdecode.reconstruct.qmp_errors import not_known
 from vdecode.reconstruct.queue_element import x_query_virtio_queue_element
 from vdecode.reconstruct.queue_status import (x_query_virtio_queue_status,
@@ -24,6 +24,7 @@ from vdecode.reconstruct.status import x_query_virtio_status
 from vdecode.reconstruct.virtio_list import x_query_virtio
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.sources.qmp_log.knowledge import LogKnowledge
+from vdecode.sources.qmp_log.model import QmpMonitor
 from vdecode.space.dump import Dump
 from vdecode.virtio.device import VirtioMachine
 
@@ -37,6 +38,24 @@ COMMANDS: dict[str, Callable[[VirtioMachine, Profile, dict[str, Any]], Any]] = {
 
 DEFAULT_VERSION = (7, 2, 0)
 DEFAULT_PACKAGE = ""
+
+
+def merge_knowledge(knowledges: list[LogKnowledge]) -> LogKnowledge | None:
+    """One view over several logs of the same VM, given oldest first: a later reply wins."""
+    if not knowledges:
+        return None
+    if len(knowledges) == 1:
+        return knowledges[0]
+    first = knowledges[0].monitor
+    merged = QmpMonitor(key=first.key, vm=first.vm, vm_uuid=first.vm_uuid)
+    for k in knowledges:
+        m = k.monitor
+        if m.greeting is not None:
+            merged.greeting, merged.greeting_t, merged.greeting_line = (m.greeting, m.greeting_t,
+                                                                        m.greeting_line)
+        merged.exchanges.extend(m.exchanges)
+        merged.events.extend(m.events)
+    return LogKnowledge(merged)
 
 
 def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None) -> Profile:
@@ -103,11 +122,12 @@ def _unanswerable(command: str, args: dict[str, Any]) -> Any:
 
 
 def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, int, int] | None,
-                 package: str | None) -> QmpMonitor:
+                 package: str | None) -> OfflineMonitor:
     """A monitor over the machine; with neither log nor core every virtio command says what input
     would answer it."""
     if machine.state.source == "none":
         handlers = {name: partial(_unanswerable, name) for name in COMMANDS}
     else:
         handlers = {name: partial(fn, machine, profile) for name, fn in COMMANDS.items()}
-    return QmpMonitor(profile, handlers, version or DEFAULT_VERSION, package or DEFAULT_PACKAGE)
+    return OfflineMonitor(profile, handlers, version or DEFAULT_VERSION,
+                          package or DEFAULT_PACKAGE)

@@ -1,0 +1,88 @@
+"""Rules that move a logged state to the dump instant, on a real capture whose early log is edited
+to show what the captures do not (vhost, no EVENT_IDX). The dump stays the real one."""
+
+import json
+
+import pytest
+
+from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+from vdecode.space.open import open_dump
+
+NET = "/machine/peripheral-anon/device[1]/virtio-backend"
+BLK = "/machine/peripheral-anon/device[0]/virtio-backend"
+EVENT_IDX = "VIRTIO_RING_F_EVENT_IDX: Used & avail. event fields enabled"
+
+
+def _edited_log(src, dst, edit):
+    pending = {}
+    with open(src) as f, open(dst, "w") as out:
+        for line in f:
+            rec = json.loads(line)
+            msg = rec["msg"]
+            if rec["dir"] == "->":
+                pending[msg.get("id")] = msg
+            elif "return" in msg and msg.get("id") in pending:
+                edit(pending[msg["id"]], msg["return"])
+            out.write(json.dumps(rec) + "\n")
+    return dst
+
+
+def _session(capture, log_path):
+    knowledge = LogKnowledge.from_log(read_qmp_log(log_path))
+    dump = open_dump(capture.dump("elf"))
+    profile = profile_for(knowledge, None)
+    machine, notes = build_machine(dump, knowledge, profile)
+    mon = make_monitor(machine, profile, knowledge.qemu_version, knowledge.qemu_package)
+    mon.handle({"execute": "qmp_capabilities"})
+
+    def ask(cmd, **args):
+        reply = mon.handle({"execute": cmd, "arguments": args})
+        return reply.get("return", reply)
+    return ask, notes
+
+
+@pytest.fixture()
+def basic(captures):
+    return captures["basic"]
+
+
+def test_vhost_device_is_stopped_by_the_dump_and_its_counters_synced(basic, tmp_path):
+    def edit(req, ret):
+        args = req.get("arguments", {})
+        if req["execute"] == "x-query-virtio-status" and args.get("path") == NET:
+            ret["vhost-started"] = True
+            ret["vhost-dev"] = {"n-mem-sections": 4, "n-tmp-sections": 4, "nvqs": 2,
+                                "vq-index": 0, "features": {"transports": [], "dev-features": []},
+                                "acked-features": {"transports": [], "dev-features": []},
+                                "backend-features": {"transports": [], "dev-features": []},
+                                "protocol-features": {"protocols": []}, "max-queues": 1,
+                                "backend-cap": 2, "log-enabled": False, "log-size": 0}
+        if req["execute"] == "x-query-virtio-queue-status" and args.get("path") == NET:
+            ret.pop("shadow-avail-idx", None)
+            ret["last-avail-idx"] = 0
+    ask, _ = _session(basic, _edited_log(basic.log("early"), tmp_path / "vhost.jsonl", edit))
+    status = ask("x-query-virtio-status", path=NET)
+    assert status["vhost-started"] is False and "vhost-dev" not in status
+    assert ask("x-query-virtio-vhost-queue-status", path=NET, queue=0)["error"]["desc"] == \
+        "Error: vhost device has not started yet"
+    q = ask("x-query-virtio-queue-status", path=NET, queue=1)
+    assert q["used-idx"] == 13 and q["last-avail-idx"] == q["shadow-avail-idx"] == 13
+    assert q["signalled-used-valid"] is False
+
+
+def test_without_event_idx_signalled_used_is_zero_and_invalid(basic, tmp_path):
+    def edit(req, ret):
+        if req["execute"] == "x-query-virtio-status" and req["arguments"]["path"] == BLK:
+            ret["guest-features"]["transports"].remove(EVENT_IDX)
+    ask, _ = _session(basic, _edited_log(basic.log("early"), tmp_path / "noevt.jsonl", edit))
+    q = ask("x-query-virtio-queue-status", path=BLK, queue=0)
+    assert (q["used-idx"], q["signalled-used"], q["signalled-used-valid"]) == (37, 0, False)
+
+
+def test_a_queue_that_did_not_move_keeps_the_logged_shadow(basic):
+    ask, _ = _session(basic, basic.log("early"))
+    serial = "/machine/peripheral-anon/device[3]/virtio-backend"
+    q = ask("x-query-virtio-queue-status", path=serial, queue=2)
+    # guest posted 34, QEMU last read 32 (real QEMU said 32 at the dump too)
+    assert (q["shadow-avail-idx"], q["used-idx"]) == (32, 2)
