@@ -4,14 +4,14 @@
 usage: trim_libvirt_log.py IN OUT [MAX_RECORD]
 Keeps, from the first ``qemuProcessStart`` on (libvirt's capability-probe QEMUs come before),
 the records vdecode reads (QEMU_MONITOR_*, ``Line [...]``, ``Entering monitor``,
-``qemuProcessStart``) with their continuation lines, minus the exchanges of start-up floods
+``qemuProcessStart``, the taint warnings that give name and UUID) with their continuation lines, minus the exchanges of start-up floods
 (``qom-get`` of every CPU property, ...) and of records longer than MAX_RECORD characters, each
 dropped whole (command, reply and ``Line [`` copy). Nothing is rewritten.
 """
 import re
 import sys
 
-KEEP = re.compile(r"QEMU_MONITOR_|qemuMonitorJSONIOProcessLine|Entering monitor|qemuProcessStart:")
+KEEP = re.compile(r"QEMU_MONITOR_|qemuMonitorJSONIOProcessLine|Entering monitor|qemuProcessStart:|qemuDomainObjTaintMsg")
 HEAD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}\+\d{4}: ")
 MON_ID = re.compile(r'mon=(0x[0-9a-f]+) .*"id": ?"(libvirt-\d+)"')
 ID = re.compile(r'"id": ?"(libvirt-\d+)"')

@@ -106,9 +106,9 @@ def test_vm_not_in_log_lists_what_is_there():
         read_qmp_log(p, vm="nope")
     assert str(err.value) == (
         f"{p}: no VM or monitor 'nope' in this log; found: "
-        "vd-guest1 (monitor 0x7fc054007740, 20 exchanges, 6 events); "
-        "vd-guest2 (monitor 0x7fc054007d00, 7 exchanges, 2 events); "
-        "vd-guest1 (monitor 0x7fc070006180, 7 exchanges, 2 events)")
+        "vd-guest1 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0001 (monitor 0x7fc054007740, 20 exchanges, 6 events); "
+        "vd-guest2 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0002 (monitor 0x7fc054007d00, 7 exchanges, 2 events); "
+        "vd-guest1 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0001 (monitor 0x7fc070006180, 7 exchanges, 2 events)")
 
 
 def test_unbalanced_pretty_object_does_not_swallow_the_log(tmp_path):
@@ -228,3 +228,13 @@ def test_a_line_longer_than_the_limit_is_skipped(tmp_path):
     log = read_qmp_log(p)
     assert log.warnings == [f"{p} line 2: line longer than {MAX_LINE} bytes, skipped"]
     assert len(log.exchanges) == 2
+
+
+def test_libvirt_reply_whose_id_has_a_control_character(tmp_path):
+    """Found by the mutation test: the id split off for sharing must decode on its own too."""
+    p = tmp_path / "ctl.log"
+    p.write_text("libvirtd[1]: QEMU_MONITOR_RECV_REPLY: mon=0x1 reply="
+                 '{"return": {}, "id": "libvirt-\x0152"}\n')
+    assert read_qmp_log(p).warnings == [
+        f"{p} line 1: QMP message is not JSON: its id: Invalid control character at: "
+        "line 1 column 10 (char 9)"]

@@ -53,9 +53,9 @@ def test_json_of_a_several_vm_log_needs_vm():
     assert r.returncode == 8 - 6 and r.stdout == ""
     assert r.stderr == (
         f"vdecode: error: {p}: 2 VMs in this log, choose one with --vm (or --vm all): "
-        "vd-guest1 (monitor 0x7fc054007740, 20 exchanges, 6 events); "
-        "vd-guest2 (monitor 0x7fc054007d00, 7 exchanges, 2 events); "
-        "vd-guest1 (monitor 0x7fc070006180, 7 exchanges, 2 events)\n")
+        "vd-guest1 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0001 (monitor 0x7fc054007740, 20 exchanges, 6 events); "
+        "vd-guest2 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0002 (monitor 0x7fc054007d00, 7 exchanges, 2 events); "
+        "vd-guest1 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0001 (monitor 0x7fc070006180, 7 exchanges, 2 events)\n")
     r = CliRunner().invoke(cli, ["log", "--json", "--vm", "vd-guest2", str(p)])
     recs = [json.loads(line) for line in r.output.splitlines()]
     assert recs[0] == {"t": 1795576040.448, "dir": "->",

@@ -80,8 +80,8 @@ def test_real_libvirt_log_needs_vm_and_knows_it():
         LogKnowledge.from_log(log)
     assert str(err.value) == (
         f"{REAL / 'libvirtd.log'}: 2 VMs in this log, choose one with --vm: "
-        "vd-guest1 (monitor 0x7fc070006180, 7 exchanges, 2 events); "
-        "vd-guest2 (monitor 0x7fc054007d00, 7 exchanges, 2 events)")
+        "vd-guest1 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0001 (monitor 0x7fc070006180, 7 exchanges, 2 events); "
+        "vd-guest2 6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0002 (monitor 0x7fc054007d00, 7 exchanges, 2 events)")
     k = LogKnowledge.from_log(log, "vd-guest1")
     assert k.monitor is log.monitors[2]          # the newest session of that VM
     assert k.qemu_version == (7, 2, 22)
@@ -386,3 +386,12 @@ def test_info_level_libvirt_log_has_no_greeting_or_names(tmp_path):
     assert [(m.key, m.vm, m.greeting) for m in log.monitors] == \
         [(m.key, None, None) for m in plain.monitors]
     assert [_pairs(m) for m in log.monitors] == [_pairs(m) for m in plain.monitors]
+
+
+def test_libvirt_taint_lines_give_uuids_for_vm_selection():
+    log = read_qmp_log(REAL / "libvirtd.log", vm="6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0002")
+    assert [(m.vm, m.vm_uuid) for m in log.monitors] == \
+        [("vd-guest2", "6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0002")]
+    k = LogKnowledge.from_log(read_qmp_log(REAL / "libvirtd.log"),
+                              "6f0e7e0a-1c1b-4f7e-9a55-0d2d1b1b0001")
+    assert k.monitor.key == "0x7fc070006180"

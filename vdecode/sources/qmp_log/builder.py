@@ -71,6 +71,7 @@ class LogBuilder:
         self._sessions: dict[str, _Session] = {}
         self._counts: dict[str, int] = {}
         self._dropped_warnings = 0
+        self._uuids: dict[str, str] = {}
 
     # -- sessions ------------------------------------------------------------------------------
 
@@ -97,6 +98,10 @@ class LogBuilder:
             self._open(key, vm)
         elif not s.monitor.vm:
             s.monitor.vm = vm
+
+    def vm_uuid(self, name: str, uuid: str) -> None:
+        """The log says VM ``name`` has ``uuid`` (applied to its monitors at the end)."""
+        self._uuids[name] = uuid
 
     def _open(self, key: str, vm: str | None) -> _Session:
         n = self._counts.get(key, 0) + 1
@@ -209,6 +214,9 @@ class LogBuilder:
         log = self.log
         log.monitors = [m for m in log.monitors
                         if m.greeting is not None or m.exchanges or m.events]
+        for m in log.monitors:
+            if m.vm in self._uuids and m.vm_uuid is None:
+                m.vm_uuid = self._uuids[m.vm]
         if self._dropped_warnings:
             log.warnings.append(f"{log.path}: {self._dropped_warnings} more warnings not shown")
         return log

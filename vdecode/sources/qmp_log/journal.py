@@ -32,7 +32,7 @@ __all__ = ("JOURNALD", "KUBEVIRT")
 _SHORT = re.compile(r"^(?:\w{3} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ )?(?:libvirtd|virtqemud)\[\d+\]: "
                     r"(?:\d+: (?:debug|info|warning|error) : \w+:\d+ : )?")
 _KUBE_PREFIX = re.compile(r"^\[pod/[^\]]*\] ")
-_MONITORISH = ("QEMU_MONITOR_", "Line [", "Entering monitor")
+_MONITORISH = ("QEMU_MONITOR_", "Line [", "Entering monitor", "Domain id=")
 
 
 def _journal_message(value) -> str | None:

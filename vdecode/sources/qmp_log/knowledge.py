@@ -38,7 +38,8 @@ def arguments_key(arguments: dict[str, Any] | None) -> str:
 
 def describe_monitor(m: QmpMonitor) -> str:
     """``guest1 (monitor 0x7f.., 12 exchanges, 1 events)``: how a monitor is named in messages."""
-    who = f"{m.vm} (monitor {m.key}, " if m.vm else f"monitor {m.key or '(unnamed)'} ("
+    uuid = f" {m.vm_uuid}" if m.vm_uuid else ""
+    who = f"{m.vm}{uuid} (monitor {m.key}, " if m.vm else f"monitor {m.key or '(unnamed)'} ("
     return f"{who}{len(m.exchanges)} exchanges, {len(m.events)} events)"
 
 

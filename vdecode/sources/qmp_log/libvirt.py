@@ -12,6 +12,7 @@ libvirt's QEMU driver logs its monitor traffic as probes (libvirt 9.0 ``src/qemu
     Line [%s]                                           (debug) every received line, greeting too
     QEMU_MONITOR_NEW: mon=%p ...                        a new monitor connection
     Entering monitor (mon=%p vm=%p name=%s)             (debug, qemu_domain.c) names the VM
+    Domain id=%d name='%s' uuid=%s is tainted: %s       (warning) gives its UUID
 
 Monitors are keyed by the ``mon=`` pointer; a ``QEMU_MONITOR_NEW``, a greeting or ``libvirt-1``
 on a pointer seen before starts a new session (pointers are reused after a VM stops). The command
@@ -40,6 +41,7 @@ HEADER = re.compile(r"^\s*(?:\d+\s+)?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\.(\d{3})\+
 MONITOR_MESSAGE = re.compile(r"QEMU_MONITOR_(SEND_MSG|IO_WRITE|RECV_REPLY|RECV_EVENT|NEW|CLOSE): "
                              r"mon=(?:3D)?(0x[0-9a-fA-F]+|\(nil\))(?: (?:msg|buf|reply|event)=(.*))?")
 _ENTERING = re.compile(r"Entering monitor \(mon=(0x[0-9a-fA-F]+) vm=\S+ name=([^)]*)\)")
+_DOMAIN = re.compile(r"Domain id=-?\d+ name='([^']*)' uuid=([0-9a-fA-F-]{36}) ")
 _CR = ("^M", "\r", "#015", "#012")
 _PROBES = tuple(f"QEMU_MONITOR_{p}:" for p in ("SEND_MSG", "IO_WRITE", "RECV_REPLY", "RECV_EVENT"))
 
@@ -126,7 +128,11 @@ class LibvirtMessages:
                     self.cache[key] = base
         if ident is None or not isinstance(base, dict):
             return base
-        value = loads_json(ident)
+        try:
+            value = loads_json(ident)
+        except ValueError as err:
+            self.b.warn(line, f"QMP message is not JSON: its id: {err}")
+            return None
         if head:
             msg = {"id": value}
             msg.update(base)
@@ -185,6 +191,12 @@ class LibvirtMessages:
             m = _ENTERING.match(text)
             if m is not None:
                 self.b.set_vm(m.group(1), m.group(2))
+            return True
+        if text.startswith("Domain id="):
+            # qemuDomainObjTaintMsg: "Domain id=1 name='vm' uuid=... is tainted: custom-monitor"
+            m = _DOMAIN.match(text)
+            if m is not None:
+                self.b.vm_uuid(m.group(1), m.group(2))
             return True
         return False
 
@@ -265,7 +277,7 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
             continue                            # continuation (" fd=-1") or other output
         rest = text[m.end():]
         if not (rest.startswith("QEMU_MONITOR_") or rest.startswith("Line [")
-                or rest.startswith("Entering monitor")):
+                or rest.startswith("Entering monitor") or rest.startswith("Domain id=")):
             continue
         msgs.message(rest, libvirt_time(m.group(1), m.group(2)), n, m.group(3))
     msgs.finish()
