@@ -20,8 +20,9 @@ def find_queue(profile: Profile, dev: VirtIODeviceState, queue: int) -> VirtQueu
         raise qmp_error(profile, "invalid_queue", queue)
     q = dev.queues.get(queue)
     if q is None:
-        # virtio_get_num_queues counts leading queues with vring.num != 0: one past them is empty.
-        if dev.num_vqs is not None and queue == dev.num_vqs:
+        # virtio_get_num_queues counts leading queues with vring.num != 0; devices add their
+        # queues contiguously (virtio-net deletes from the end), so none lies past that count.
+        if dev.num_vqs is not None and queue >= dev.num_vqs:
             raise qmp_error(profile, "invalid_queue", queue)
         raise not_known(f"queue {queue} of {dev.canonical_path} (needs an "
                         f"x-query-virtio-queue-status reply for it in the log, or a QEMU core)")
