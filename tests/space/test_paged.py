@@ -497,3 +497,47 @@ def test_real_capture_rearranged_equals_flattened(captures, tmp_path):
                     n = min(4096, end - pfn)
                     assert plain.space.read_pages(pfn, n) == flat.space.read_pages(pfn, n)
                     pfn += n
+
+
+def test_flattened_stream_cut_short(tmp_path):
+    """A stream cut anywhere after its bitmaps opens as an incomplete dump: every page reads back
+    its own bytes or is MissingData, never wrong bytes (a gap is not a page of zeros)."""
+    rng = np.random.default_rng(9)
+    pages = {p: (rng.integers(0, 256, BS, dtype=np.uint8).tobytes() if p % 3 == 0 else
+                 bytes(BS) if p % 3 == 1 else TEXT[p:] + TEXT[:p]) for p in range(60)}
+    full = tmp_path / "full.kdump"
+    lay = write_kdump(full, pages, record_size=3 * BS)
+    stream = full.read_bytes()
+    bitmaps_done = max(fo + n for o, n, fo in lay.records if o < lay.desc_offset)
+    cuts = sorted({fo - 16 for _, _, fo in lay.records if fo > bitmaps_done}
+                  | {fo + 100 for _, _, fo in lay.records if fo > bitmaps_done} | {len(stream) - 16})
+    seen_missing = 0
+    for cut in cuts:
+        path = tmp_path / "cut.kdump"
+        path.write_bytes(stream[:cut])
+        with open_dump(path) as dump:
+            assert dump.info["incomplete"] and dump.info["flattened_cut"].startswith("at offset 0x")
+            for p, page in pages.items():
+                try:
+                    got = bytes(dump.space.read(p * BS, BS))
+                except MissingData as err:
+                    assert str(err) == (f"{path}: guest-physical {p * BS:#x} (pfn {p:#x}) was not "
+                                        "written: the flattened stream is cut short (no end marker)")
+                    seen_missing += 1
+                    assert not dump.space.is_present(p * BS, BS)
+                    continue
+                assert got == page
+                assert dump.space.is_present(p * BS, BS)
+    assert seen_missing > len(cuts)
+
+
+def test_flattened_cut_before_bitmaps(tmp_path):
+    path = tmp_path / "cut.kdump"
+    lay = write_kdump(path, {0: TEXT})
+    bitmap2_record = next(fo for o, n, fo in lay.records if o == lay.bitmap2_offset)
+    path.write_bytes(path.read_bytes()[:bitmap2_record + 10])
+    with pytest.raises(CorruptInput) as err:
+        open_dump(path)
+    assert str(err.value) == (f"{path} at offset {bitmap2_record - 16:#x}: flattened record for "
+                              f"offset {lay.bitmap2_offset:#x}: size 4096 runs past the end of the "
+                              f"file ({bitmap2_record + 10} bytes)")

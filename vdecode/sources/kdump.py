@@ -195,13 +195,20 @@ class FlatIndex:
     n_records: int
     overlapping: bool
     size: int            # rearranged-file size: the end of the furthest record
+    cut_offset: int | None = None    # where a stream without its end marker stops
+    cut_reason: str | None = None    # and how (the message for what it lacks)
 
 
 def read_flat_index(view: FileView) -> FlatIndex:
     """Walk the record headers of a flattened stream once (the data is skipped, never read).
 
-    :raises CorruptInput: a bad ``makedumpfile_header``, a record with a negative or implausible
-        offset or size, one that runs past the end of the file, or no end marker.
+    A stream cut short (no end marker, a last record or record header running past the end of
+    the file) keeps what it holds: the bytes of a partial last record count, and ``cut_offset`` /
+    ``cut_reason`` say where and how it stops. :func:`read_kdump` refuses it when the headers or
+    bitmaps are not all there, and otherwise reads it as an incomplete dump.
+
+    :raises CorruptInput: a bad ``makedumpfile_header``, or a record with a negative or
+        implausible offset or a negative size.
     """
     sig = bytes(view.view(0, 16, "makedumpfile_header"))
     if sig != MAKEDUMPFILE_SIGNATURE + bytes(4):
@@ -218,20 +225,29 @@ def read_flat_index(view: FileView) -> FlatIndex:
     sizes: list[int] = []
     fileoffs: list[int] = []
     pos = MAX_SIZE_MDF_HEADER
+    cut: tuple[int, str] | None = None
     while True:   # the records form a chain (each header follows the previous data): one pass
         if pos + 16 > size:
-            what = ("flattened stream ends without its end marker (-1, -1)" if pos == size else
-                    f"flattened record header (16 bytes) runs past the end of the file ({size} bytes)")
-            raise CorruptInput(view.name, what, offset=pos)
+            cut = (pos, "flattened stream ends without its end marker (-1, -1)" if pos == size else
+                   f"flattened record header (16 bytes) runs past the end of the file ({size} bytes)")
+            break
         off, n = unpack(mem, pos)
         if off == END_FLAG_FLAT_HEADER:
             break
         if off < 0 or off > MAX_LOGICAL_OFFSET:
             raise CorruptInput(view.name, f"flattened record: offset {off:#x} is not a file offset",
                                offset=pos)
-        if n < 0 or pos + 16 + n > size:
-            raise CorruptInput(view.name, f"flattened record for offset {off:#x}: size {n} runs past "
-                                          f"the end of the file ({size} bytes)", offset=pos)
+        if n < 0:
+            raise CorruptInput(view.name, f"flattened record for offset {off:#x}: size {n} is "
+                                          "negative", offset=pos)
+        if pos + 16 + n > size:
+            cut = (pos, f"flattened record for offset {off:#x}: size {n} runs past the end of the "
+                        f"file ({size} bytes)")
+            if size - pos - 16 > 0:       # the part that was written
+                starts.append(off)
+                sizes.append(size - pos - 16)
+                fileoffs.append(pos + 16)
+            break
         if n:
             starts.append(off)
             sizes.append(n)
@@ -246,7 +262,8 @@ def read_flat_index(view: FileView) -> FlatIndex:
     overlapping = bool(np.any(se[:-1] > ss[1:]))
     if overlapping:
         ss, se, sf = _resolve_later_wins(s, e, f)
-    return FlatIndex(ss, se, sf, n_records, overlapping, int(e.max()) if n_records else 0)
+    return FlatIndex(ss, se, sf, n_records, overlapping, int(e.max()) if n_records else 0,
+                     *(cut or (None, None)))
 
 
 def _resolve_later_wins(s: np.ndarray, e: np.ndarray, f: np.ndarray):
@@ -325,6 +342,19 @@ class FlattenedView:
         ok = (i >= 0) & (offsets >= 0) & (offsets + sizes <= ix.ends[j])
         return np.where(ok, ix.file_offsets[j] + (offsets - ix.starts[j]), -1)
 
+    def covered(self, offset: int, n: int) -> bool:
+        """Whether records wrote every byte of ``[offset, offset+n)`` (no gap)."""
+        ix = self.index
+        i = int(np.searchsorted(ix.starts, offset, side="right")) - 1
+        end = offset + n
+        if i < 0 or offset < 0:
+            return n <= 0
+        reach = offset
+        while i < len(ix.starts) and ix.starts[i] <= reach < end:
+            reach = max(reach, int(ix.ends[i]))
+            i += 1
+        return reach >= end
+
     def file_offset(self, offset: int) -> int | None:
         """Where rearranged offset ``offset`` lives in the stream, or ``None`` for a gap."""
         ix = self.index
@@ -365,8 +395,21 @@ class KdumpFile:
         return self.header.block_size
 
     @property
+    def truncated(self) -> bool:
+        """A flattened stream cut short (no end marker)."""
+        return self.flat is not None and self.flat.cut_offset is not None
+
+    @property
     def incomplete(self) -> bool:
-        return bool(self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE)
+        """Pages may be missing: header status flag 0x8, or a flattened stream cut short."""
+        return bool(self.header.status & DUMP_DH_COMPRESSED_INCOMPLETE) or self.truncated
+
+    def has(self, offset: int, n: int) -> bool:
+        """Whether the file holds ``[offset, offset+n)`` of the rearranged layout (for an
+        incomplete dump: written, not a gap or past the end)."""
+        if offset < 0 or offset + n > self.data.size:
+            return False
+        return self.flat is None or self.data.covered(offset, n)
 
 
 def _byte_order(data: FileView | FlattenedView) -> bool:
@@ -393,6 +436,13 @@ def read_kdump(view: FileView) -> KdumpFile:
     if head.startswith(MAKEDUMPFILE_SIGNATURE):
         flat = read_flat_index(view)
         data = FlattenedView(view, flat)
+
+    def require(offset: int, n: int) -> None:
+        """A stream cut short must still hold the headers and bitmaps."""
+        if flat is not None and flat.cut_offset is not None and not data.covered(offset, n):
+            raise CorruptInput(view.name, flat.cut_reason, offset=flat.cut_offset)
+
+    require(0, 464)
     name = data.name
     # Const failures are checked here, not in parse_at: one-line messages, and no view of the
     # mapped file left in a traceback (it would keep the file from closing)
@@ -409,6 +459,8 @@ def read_kdump(view: FileView) -> KdumpFile:
                             raw.max_mapnr, raw.total_ram_blocks, raw.device_blocks,
                             raw.written_blocks, raw.current_cpu, raw.nr_cpus)
     bs = header.block_size
+    if header.sub_hdr_size > 0 and MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE:
+        require(bs, layouts.kdump_sub_header.sizeof())
     if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
         raise CorruptInput(name, f"disk_dump_header: block_size {bs} is not a power of two in "
                                  f"[{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]", offset=0x1ac)
@@ -448,6 +500,7 @@ def read_kdump(view: FileView) -> KdumpFile:
     bm1_off = (1 + header.sub_hdr_size) * bs
     bm2_off = bm1_off + bitmap_len
     nbytes = (max_mapnr + 7) // 8
+    require(bm1_off, 2 * bitmap_len)
     # copied (two bitmaps of max_mapnr bits, 2 MiB each for 64 GiB): no view outlives the file
     bm1 = np.frombuffer(data.view(bm1_off, bitmap_len, "bitmap 1"), dtype=np.uint8)[:nbytes].copy()
     bm2 = np.frombuffer(data.view(bm2_off, bitmap_len, "bitmap 2"), dtype=np.uint8)[:nbytes].copy()
@@ -473,6 +526,8 @@ def read_kdump_notes(kd: KdumpFile) -> list[ElfNote]:
     if sub is None or not sub.note_size:
         return []
     data = kd.data
+    if kd.truncated and not kd.has(sub.offset_note, sub.note_size):
+        return []
     area = bytes(data.view(sub.offset_note, sub.note_size, "ELF notes"))
     u32 = "<III" if kd.header.little_endian else ">III"
     notes: list[ElfNote] = []

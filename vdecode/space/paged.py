@@ -194,16 +194,19 @@ class PagedSpace:
         return int(self._word_rank[pfn >> 6]) + below.bit_count()
 
     def _incomplete_missing(self, pfn: int) -> MissingData:
+        why = ("the flattened stream is cut short (no end marker)" if self.kd.truncated else
+               "the dump is incomplete (status flag 0x8)")
         return MissingData(self.name, f"guest-physical {pfn << self.shift:#x} (pfn {pfn:#x}) was "
-                                      "not written: the dump is incomplete (status flag 0x8)")
+                                      f"not written: {why}")
 
     def _read_descs(self, pfn: int, count: int) -> np.ndarray:
         """The ``page_desc`` entries of ``count`` dumped pfns from ``pfn`` (contiguous in the table)."""
         off = self.kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
         n = count * PAGE_DESC_SIZE
-        if self.kd.incomplete and off + n > self.kd.data.size:
-            have = max(0, (self.kd.data.size - off) // PAGE_DESC_SIZE)
-            raise self._incomplete_missing(pfn + have)
+        if self.kd.incomplete and not self.kd.has(off, n):
+            k = next(k for k in range(count) if not self.kd.has(off + k * PAGE_DESC_SIZE,
+                                                                PAGE_DESC_SIZE))
+            raise self._incomplete_missing(pfn + k)
         raw = self.kd.data.view(off, n, f"page_desc for pfn {pfn:#x}")
         return np.frombuffer(raw, dtype=self._dtype)
 
@@ -222,7 +225,7 @@ class PagedSpace:
             raise self._missing(pfn)
         kd = self.kd
         desc_off = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
-        if kd.incomplete and desc_off + PAGE_DESC_SIZE > kd.data.size:
+        if kd.incomplete and not kd.has(desc_off, PAGE_DESC_SIZE):
             raise self._incomplete_missing(pfn)
         offset, size, flags, _ = self._desc.unpack(kd.data.view(desc_off, PAGE_DESC_SIZE,
                                                                 f"page_desc for pfn {pfn:#x}"))
@@ -237,7 +240,9 @@ class PagedSpace:
                 flags: int) -> bytes | memoryview:
         kd, bs = self.kd, self.block_size
         where = f"page_desc for pfn {pfn:#x}"
-        if kd.incomplete and offset == 0:   # crash diskdump.c: PAGE_INCOMPLETE
+        # crash diskdump.c: PAGE_INCOMPLETE is offset 0; a cut stream also lacks whatever it
+        # did not reach
+        if kd.incomplete and (offset == 0 or (size <= bs and not kd.has(offset, size))):
             raise self._incomplete_missing(pfn)
         if size > bs:
             raise CorruptInput(kd.data.name, f"{where}: size {size} > block_size {bs}",
@@ -346,8 +351,8 @@ class PagedSpace:
                 descs = self._read_descs(first, last - first + 1)
             except MissingData:
                 return False
-            offs, sizes = descs["offset"], descs["size"].astype(np.int64)
-            return bool(np.all((offs > 0) & (offs + sizes <= self.kd.data.size)))
+            offs, sizes = descs["offset"].tolist(), descs["size"].tolist()
+            return all(o > 0 and self.kd.has(o, s) for o, s in zip(offs, sizes))
         return True
 
     def ranges(self) -> list[tuple[Gpa, int]]:
@@ -455,6 +460,8 @@ def open_kdump(view: FileView) -> Dump:
         "status_flags": h.status_names,
         "incomplete": kd.incomplete,
     }
+    if kd.truncated:
+        info["flattened_cut"] = f"at offset {kd.flat.cut_offset:#x}: {kd.flat.cut_reason}"
     if kd.flat is not None:
         info["flattened_records"] = kd.flat.n_records
         info["flattened_overlapping"] = kd.flat.overlapping
