@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders.elf_dump import Segment, note, write_elf_dump
+from tests.builders.elf_dump import Segment, write_elf_dump
 from vdecode.cli import cli
 from vdecode.errors import CorruptInput, UnsupportedInput, VdecodeError
 from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_dwarf_layouts
@@ -354,7 +354,7 @@ def test_corrupted_qemu_state_opens_or_raises_vdecode_error(core, targets, data)
 # --- vhost: the vhost_dev get_vhost() returns, found by hdev->vdev -----------------------------
 
 def test_find_vhost_dev_on_a_synthetic_heap(tmp_path):
-    from vdecode.sources.qemu_core import _Reader, find_vhost_dev
+    from vdecode.sources.qemu_core import CoreReader, find_vhost_dev
     from vdecode.space.segmented import SegmentedSpace
 
     lay = load_layout()
@@ -381,7 +381,7 @@ def test_find_vhost_dev_on_a_synthetic_heap(tmp_path):
     path.write_bytes(bytes(image))
     with FileView(path) as view:
         mem = SegmentedSpace(view.name, view, [base], [len(image)], [0], [len(image)], kind="host-virtual")
-        hd = find_vhost_dev(_Reader(mem, lay), vdev, [(base, len(image))])
+        hd = find_vhost_dev(CoreReader(mem, lay), vdev, [(base, len(image))])
     assert hd is not None and hd.vq_index == 0 and hd.nvqs == 2 and hd.n_mem_sections == 5
     assert hd.features == 0x1_3000_0000 and hd.acked_features == 0x1_1000_0000 and hd.backend_cap == 2
     assert [(q.num, q.desc_phys, q.avail_size, q.used_size) for q in hd.vqs.values()] == \

@@ -1,0 +1,132 @@
+"""
+QEMU process cores: QEMU's own structs, found by invariants
+-----------------------------------------------------------
+Reads a core of ``qemu-system-*`` (gdb's ``gcore``, systemd-coredump) through its host-virtual
+memory and returns facts: the virtio devices as :class:`~vdecode.sources.qemu_state.QemuVirtioState`
+(``VirtIODevice``, ``VirtQueue``, ``vhost_dev``; QEMU v7.2.0 ``include/hw/virtio/virtio.h``,
+``hw/virtio/virtio.c``, ``include/hw/virtio/vhost.h``), the ``RAMBlock`` list
+(``include/exec/ramblock.h``) and where guest RAM sits in the system address space
+(``MemoryRegion`` aliases such as ``ram-below-4g``; ``hw/i386/pc.c`` ``pc_memory_init``).
+
+Debian's binary is stripped, so nothing is found by symbol. Offsets come from a layout profile
+(``formats/qemu-<ver>/layout-<arch>.json``, keyed by the binary's GNU build-id) and every struct is
+found by what must hold in it:
+
+- ``VirtQueue vq[VIRTIO_QUEUE_MAX]``: entry ``i`` has ``queue_index == i`` and every entry's
+  ``vdev`` is the same device, whose ``vq`` points back at the array (``virtio_init``);
+- the device's ``name`` and ``canonical_path`` are C strings, the path starts ``/machine/``;
+- ``virtio_list`` (``QTAILQ``): each ``next.tqe_circ.tql_prev`` points at the previous element's
+  link or at the list head, and walking from the head visits each device once;
+- a ``RAMBlock`` named ``pc.ram``/``pc.bios``/``pc.rom`` has ``mr->ram_block`` pointing back at it,
+  and its ``next`` links lead through the whole ``ram_list.blocks``.
+
+Every pointer is checked against the core's mappings before it is followed. This module never
+builds address spaces: the caller passes the host-virtual memory (``vdecode.space.qemu_core``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vdecode.errors import UnsupportedInput
+from vdecode.sources.elf_dump import ElfFacts
+from vdecode.sources.files import FileView
+from vdecode.sources.qemu_core.devices import (check_device_names, find_vhost_dev,
+                                               find_virtqueue_arrays, read_device, walk_virtio_list)
+from vdecode.sources.qemu_core.layout import QemuLayout, load_layout
+from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
+from vdecode.sources.qemu_core.process import (MappedFile, find_qemu_binary, find_qemu_version,
+                                               read_build_id, read_mapped_files)
+from vdecode.sources.qemu_core.ram import GuestRamRun, RamBlockFacts, find_ram_blocks, map_guest_ram
+from vdecode.sources.qemu_state import QemuVirtioState
+
+__all__ = ("CoreReader", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFacts", "QemuLayout",
+           "RamBlockFacts", "find_virtqueue_arrays", "find_vhost_dev", "load_layout",
+           "read_mapped_files", "read_qemu_core")
+
+
+@dataclass
+class QemuCoreFacts:
+    state: QemuVirtioState
+    binary: str
+    build_id: str | None
+    ram_blocks: list[RamBlockFacts] = field(default_factory=list)
+    guest_ram: list[GuestRamRun] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+
+
+
+def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayout, *,
+                   check_build_id: bool = True) -> QemuCoreFacts:
+    """QEMU's virtio state, RAM blocks and guest RAM map from a process core.
+
+    :param mem: the core's host-virtual memory (by ``p_vaddr``).
+    :param layout: the layout profile; its ``build_ids`` must name the core's binary.
+    :raises UnsupportedInput: not a QEMU core, or a build the profile is not for.
+    :raises CorruptInput: an invariant of the profile fails on this core (the message names the
+        profile and the check).
+    :raises MissingData: a struct the answer needs is not in the core.
+    """
+    rd = CoreReader(mem, layout)
+    files = read_mapped_files(view, elf)
+    binary, base, end = find_qemu_binary(mem, files)
+    build_id = read_build_id(rd, base)
+    if check_build_id and layout.build_ids and build_id not in layout.build_ids:
+        raise UnsupportedInput(view.name, f"{layout.label} does not fit this core: check 'build-id' "
+                                          f"failed: {binary} has build-id {build_id or 'unknown'}, "
+                                          f"the profile is for {', '.join(layout.build_ids)}")
+    bin_runs = [(f.start, f.end - f.start) for f in files
+                if f.path == binary and mem.is_present(f.start, f.end - f.start)]
+    version, package = find_qemu_version(mem, bin_runs)
+    version_from = "core"
+    if version is None and build_id in layout.build_ids and "qemu" in layout.data:
+        # .rodata is not in the core; the build-id pins the release the profile names
+        version = tuple(int(x) for x in layout.data["qemu"].split("."))[:3]  # type: ignore[assignment]
+        package, version_from = layout.data.get("package"), "profile"
+
+    loads = elf.loads
+    writable = [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
+                                                        loads["p_filesz"], loads["p_flags"])
+                if fl & PF_W and fs == n and n > 0]
+    binary_span = (base, end)
+    blocks = find_ram_blocks(rd, writable, binary_span)
+    guest_hva = [(b.host, b.max_length) for b in blocks]
+    heap = [(a, n) for a, n in writable
+            if not any(h <= a < h + m for h, m in guest_hva)]
+    guest_ram = map_guest_ram(rd, blocks, heap) if blocks else []
+
+    arrays = find_virtqueue_arrays(mem, layout, heap)
+    if not arrays:
+        raise profile_mismatch(layout, mem, "VirtQueue arrays exist",
+                        "no VirtQueue[VIRTIO_QUEUE_MAX] array (queue_index 0,1,2 with one vdev) "
+                        "in the core's writable memory")
+    state = QemuVirtioState(qemu_version=version, package=package, source="core")
+    array_of = {}
+    for arr, vdev in arrays:
+        if rd.valid(vdev, layout.sizes["VirtIODevice"]):
+            array_of.setdefault(vdev, arr)
+    if not array_of:
+        raise profile_mismatch(layout, mem, "VirtQueue.vdev points at a device",
+                        f"{len(arrays)} arrays, none with a readable vdev")
+    head, order = walk_virtio_list(rd, next(iter(array_of)), binary_span)
+    raws = []
+    for vdev in order:
+        dev, raw = read_device(rd, vdev)
+        raws.append(raw)
+        if vdev in array_of and raw["vq"] != array_of[vdev]:
+            raise profile_mismatch(layout, mem, "VirtIODevice.vq == its VirtQueue array",
+                            f"{dev.canonical_path}: vq {raw['vq']:#x}, array at {array_of[vdev]:#x}",
+                            rd.file_offset(vdev))
+        if dev.vhost_started:
+            dev.vhost_dev = find_vhost_dev(rd, vdev, heap)
+        state.devices.append(dev)
+    names_at = check_device_names(rd, raws, bin_runs)
+    info = {"binary": binary, "qemu_version_from": version_from if version else None,
+            "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
+            "virtio_list": head, "virtqueue_arrays": len(arrays),
+            "devices_not_on_list": sorted(v for v in array_of if v not in order)}
+    return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
+                         guest_ram=guest_ram, info=info)

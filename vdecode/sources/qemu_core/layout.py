@@ -1,0 +1,90 @@
+"""The layout profile of one QEMU build: ``formats/qemu-<ver>/layout-<arch>.json`` as construct
+structs (one value at a time) and numpy dtypes (arrays such as ``VirtQueue vq[1024]``)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+from construct import (Bytes, BytesInteger, Flag, Int8sl, Int8ul, Int16sl, Int16ul, Int32sl,
+                       Int32ul, Int64sl, Int64ul, Padding, Struct)
+
+from vdecode.errors import CorruptInput
+
+__all__ = ("QemuLayout", "load_layout")
+
+_SCALARS = {"u8": Int8ul, "u16": Int16ul, "u32": Int32ul, "u64": Int64ul, "i8": Int8sl,
+            "i16": Int16sl, "i32": Int32sl, "i64": Int64sl, "ptr": Int64ul, "bool": Flag,
+            "i128": BytesInteger(16, signed=True, swapped=True),
+            "u128": BytesInteger(16, signed=False, swapped=True)}
+_NP = {"u8": "<u1", "u16": "<u2", "u32": "<u4", "u64": "<u8", "i8": "<i1", "i16": "<i2",
+       "i32": "<i4", "i64": "<i8", "ptr": "<u8", "bool": "<u1"}
+
+
+class QemuLayout:
+    """One build's struct layouts, declared with construct (and numpy for arrays) from profile data.
+
+    :param data: the parsed ``layout-<arch>.json``.
+    :param source: the profile's file name, named in every mismatch message.
+    :raises CorruptInput: when the profile contradicts itself (overlapping or oversized fields).
+    """
+
+    def __init__(self, data: dict[str, Any], source: str) -> None:
+        self.data, self.source = data, source
+        self.build_ids = [b.lower() for b in data.get("build_ids", [])]
+        self.queue_max = int(data.get("virtio_queue_max", 1024))
+        self.device_names = {int(k): v for k, v in data.get("virtio_device_names", {}).items()}
+        self.sizes: dict[str, int] = {}
+        self.offsets: dict[str, dict[str, int]] = {}
+        self.structs: dict[str, Struct] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        for name, body in data["structs"].items():
+            fields = sorted(body["fields"], key=lambda f: f["offset"])
+            size = int(body["size"])
+            parts, pos = [], 0
+            for f in fields:
+                off, fsize, ftype = int(f["offset"]), int(f["size"]), f["type"]
+                if off < pos or off + fsize > size:
+                    raise CorruptInput(source, f"struct {name}: field {f['name']} at {off}+{fsize} "
+                                               f"overlaps the one before or passes the size {size}")
+                if off > pos:
+                    parts.append(Padding(off - pos))
+                parts.append(f["name"] / self._construct(ftype, fsize, source, name))
+                pos = off + fsize
+            if size > pos:
+                parts.append(Padding(size - pos))
+            self.structs[name] = Struct(*parts)
+            self.sizes[name] = size
+            self.offsets[name] = {f["name"]: int(f["offset"]) for f in fields}
+            np_fields = [(f["name"], _NP[f["type"]], int(f["offset"])) for f in fields
+                         if f["type"] in _NP]
+            self.dtypes[name] = np.dtype({"names": [x[0] for x in np_fields],
+                                          "formats": [x[1] for x in np_fields],
+                                          "offsets": [x[2] for x in np_fields], "itemsize": size})
+
+    @staticmethod
+    def _construct(ftype: str, size: int, source: str, struct: str):
+        if ftype in _SCALARS:
+            return _SCALARS[ftype]
+        m = re.fullmatch(r"(?:char|bytes)\[(\d+)\]", ftype)
+        if m and int(m.group(1)) == size:
+            return Bytes(size)
+        raise CorruptInput(source, f"struct {struct}: unknown field type {ftype!r}")
+
+    def off(self, struct: str, fld: str) -> int:
+        return self.offsets[struct][fld]
+
+    @property
+    def label(self) -> str:
+        return f"profile {self.source} (QEMU {self.data.get('qemu', '?')}, {self.data.get('package', '?')})"
+
+
+def load_layout(arch: str = "x86_64", version: str | None = None) -> QemuLayout:
+    """The shipped layout profile ``formats/qemu-<version>/layout-<arch>.json``."""
+    from vdecode.profiles import load_profile
+
+    prof = load_profile(version)
+    name = f"layout-{arch}"
+    return QemuLayout(prof.table(name), f"formats/qemu-{prof.version}/{name}.json")
+
