@@ -11,8 +11,9 @@ import pytest
 from tests.builders.kdump import EXCLUDED, write_kdump
 from vdecode.errors import CorruptInput, UnsupportedInput
 from vdecode.sources.files import FileView
-from vdecode.sources.kdump import (FLAT_RECORD, FLAT_RECORD_DTYPE, MAKEDUMPFILE_HEADER, FlattenedView,
-                                   KdumpLayouts, read_flat_index, read_kdump)
+from vdecode.sources.flattened import (FLAT_RECORD, FLAT_RECORD_DTYPE, MAKEDUMPFILE_HEADER,
+                                       FlattenedView, read_flat_index)
+from vdecode.sources.kdump import KdumpLayouts, read_kdump
 
 PAGES = {0: b"\x55" * 4096, 1: bytes(range(256)) * 16, 2: bytes(4096), 3: b"ab" * 2048}
 

@@ -26,15 +26,13 @@ import numpy as np
 from vdecode.errors import CorruptInput, MissingData
 from vdecode.sources.elf_dump import NT_PRSTATUS, PRSTATUS_X86_64, QEMU_CPUSTATE_X86
 from vdecode.sources.files import FileView, Gpa
-from vdecode.sources.kdump import DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, \
-    DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD, KdumpFile, read_kdump, read_kdump_notes, \
-    read_vmcoreinfo
+from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, read_kdump, \
+    read_kdump_notes, read_vmcoreinfo
+from vdecode.space.page_codecs import CODECS, PageDecoders
 from vdecode.space.dump import Dump
 
 __all__ = ("PagedSpace", "open_kdump")
 
-CODECS = {0: "raw", DUMP_DH_COMPRESSED_ZLIB: "zlib", DUMP_DH_COMPRESSED_LZO: "lzo",
-          DUMP_DH_COMPRESSED_SNAPPY: "snappy", DUMP_DH_COMPRESSED_ZSTD: "zstd"}
 PAGE_DESC_SIZE = 24
 CACHE_PAGES = 256              # decompressed pages kept (1 MiB at 4 KiB pages)
 CHEAP_COUNT_DESCS = 1 << 16    # open_kdump counts pages by codec when the table is at most this long
@@ -81,65 +79,6 @@ def _runs(bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(np.concatenate(starts)), np.sort(np.concatenate(ends))
 
 
-class _Decoders:
-    """One decompressor per codec, created on first use; each returns exactly one block."""
-
-    def __init__(self, block_size: int) -> None:
-        self.bs = block_size
-        self._lzo = None
-        self._zstd = None
-
-    def decode(self, flags: int, buf: bytes | memoryview) -> tuple[bytes | None, str]:
-        """Decompressed block, or ``(None, why)`` when the stream is not one block."""
-        bs = self.bs
-        if flags == DUMP_DH_COMPRESSED_ZLIB:
-            d = zlib.decompressobj()
-            try:
-                out = d.decompress(buf, bs)
-                if d.unconsumed_tail:
-                    return None, f"decompresses to more than one block ({bs} bytes)"
-                out += d.flush()
-            except zlib.error as err:
-                return None, f"zlib: {err}"
-            if not d.eof:
-                return None, f"zlib stream is truncated after {len(out)} bytes"
-        elif flags == DUMP_DH_COMPRESSED_LZO:
-            import lzallright
-            if self._lzo is None:
-                self._lzo = lzallright.LZOCompressor()
-            try:   # LZO1X expands at most ~255:1, so a block_size-bounded input is a bounded output
-                out = self._lzo.decompress(bytes(buf), output_size_hint=bs)
-            except (lzallright.LZOError, lzallright.InputNotConsumed) as err:
-                return None, f"lzo: {type(err).__name__} {err}"
-        elif flags == DUMP_DH_COMPRESSED_SNAPPY:
-            import cramjam
-            try:
-                n = cramjam.snappy.decompress_raw_len(bytes(buf))   # the stream's own length prefix
-                if n != bs:
-                    return None, f"snappy stream declares {n} bytes, not one block ({bs})"
-                target = bytearray(bs)
-                n = cramjam.snappy.decompress_raw_into(bytes(buf), target)
-            except cramjam.DecompressionError as err:
-                return None, str(err)           # cramjam says "snappy: ..." itself
-            out = bytes(target[:n])
-        elif flags == DUMP_DH_COMPRESSED_ZSTD:
-            import zstandard
-            if self._zstd is None:
-                self._zstd = zstandard.ZstdDecompressor()
-            try:
-                n = zstandard.frame_content_size(bytes(buf))
-                if n not in (-1, bs):     # -1: the frame does not say
-                    return None, f"zstd frame declares {n} bytes, not one block ({bs})"
-                out = self._zstd.decompress(bytes(buf), max_output_size=bs)
-            except zstandard.ZstdError as err:
-                return None, f"zstd: {err}"
-        else:
-            return None, f"unknown compression flags {flags:#x}"
-        if len(out) != bs:
-            return None, f"decompresses to {len(out)} bytes, not one block ({bs})"
-        return out, ""
-
-
 class PagedSpace:
     """Guest-physical memory of a kdump: bitmap rank → ``page_desc`` → (decompressed) page.
 
@@ -169,7 +108,7 @@ class PagedSpace:
                                offset=kd.desc_offset)
         self._desc = struct.Struct(("<" if kd.layouts.little_endian else ">") + "qIIQ")
         self._dtype = kd.layouts.page_desc_dtype
-        self._decoders = _Decoders(bs)
+        self._decoders = PageDecoders(bs)
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_pages = cache_pages
         self._ranges: list[tuple[Gpa, int]] | None = None
