@@ -15,6 +15,7 @@ RAM: the dump then has ``space = None`` and still answers from QEMU's state.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 
 import numpy as np
@@ -42,15 +43,16 @@ class GuestRamSpace:
         self.runs = sorted(runs, key=lambda r: r.gpa)
         self.starts = np.array([r.gpa for r in self.runs], dtype=np.uint64)
         self.ends = np.array([r.gpa + r.size for r in self.runs], dtype=np.uint64)
+        self._starts = [r.gpa for r in self.runs]
+        self._ends = [r.gpa + r.size for r in self.runs]
 
     def __repr__(self) -> str:
         return f"GuestRamSpace({self.name!r}, {len(self.runs)} runs)"
 
     def _find(self, gpa: int) -> int:
-        if gpa < 0 or gpa >= 1 << 64 or not len(self.runs):
-            return -1
-        i = int(np.searchsorted(self.starts, np.uint64(gpa), side="right")) - 1
-        return i if i >= 0 and gpa < int(self.ends[i]) else -1
+        # a handful of runs: bisect on a list beats a numpy call per read
+        i = bisect.bisect_right(self._starts, gpa) - 1
+        return i if i >= 0 and gpa < self._ends[i] else -1
 
     def translate(self, gpa: int, n: int) -> Iterator[tuple[int, int, int]]:
         """``(gpa, size, hva)`` pieces covering ``[gpa, gpa+n)``.
@@ -70,6 +72,13 @@ class GuestRamSpace:
 
     def read(self, gpa: int, n: int) -> bytes | memoryview:
         """``n`` bytes at ``gpa``; zero-copy when one RAM run and one core segment hold them."""
+        i = self._find(gpa)
+        if i >= 0 and gpa + n <= self._ends[i]:
+            try:
+                return self.host.read(self.runs[i].hva + gpa - self._starts[i], n)
+            except MissingData as err:
+                raise MissingData(self.name, f"guest-physical {gpa:#x}+{n} is guest RAM that the "
+                                             f"core does not hold") from err
         pieces = list(self.translate(gpa, n))
         try:
             if len(pieces) == 1:
