@@ -539,3 +539,23 @@ def test_flattened_cut_before_bitmaps(tmp_path):
     assert str(err.value) == (f"{path} at offset {bitmap2_record - 16:#x}: flattened record for "
                               f"offset {lay.bitmap2_offset:#x}: size 4096 runs past the end of the "
                               f"file ({bitmap2_record + 10} bytes)")
+
+
+@pytest.mark.parametrize("block_size", [512, 16384, 65536])
+@pytest.mark.parametrize("codec", ["zlib", "lzo", "snappy", "zstd"])
+def test_other_block_sizes(tmp_path, block_size, codec):
+    """arm64 / ppc64 page sizes: every decoder must give one block of that size."""
+    page = (TEXT * (block_size // BS + 1))[:block_size]
+    pages = {0: page, 1: bytes(block_size), 3: page[::-1], 4: EXCLUDED}
+    path = tmp_path / "bs.kdump"
+    write_kdump(path, pages, codec=codec, block_size=block_size, machine="aarch64")
+    with open_dump(path) as dump:
+        assert dump.info["page_size"] == block_size
+        s = dump.space
+        assert bytes(s.read(0, 2 * block_size)) == page + bytes(block_size)
+        assert bytes(s.read(3 * block_size + 7, 9)) == page[::-1][7:16]
+        assert dump.info["pages"][codec] == 2
+        with pytest.raises(MissingData) as err:
+            s.read(4 * block_size, 1)
+        assert str(err.value) == (f"{path}: guest-physical {4 * block_size:#x} (pfn 0x4) is "
+                                  "excluded from the dump")
