@@ -108,3 +108,24 @@ def test_truncated_core(capture, tmp_path):
     msg = str(err.value)
     assert msg.startswith(f"{cut} at offset 0x") and "runs past the end of the file (8388608 bytes)" in msg
     assert "\n" not in msg
+
+
+def test_core_missing_part_of_guest_ram(capture, pair):
+    """Only ``pc.ram`` left out (``pc.bios`` kept): reads there say the core lacks them."""
+    core, _ = pair
+    ram = next(r for r in core.info["ram_ranges"] if r["block"] == "pc.ram")
+    bios = next(r for r in core.info["ram_ranges"] if r["block"] == "pc.bios")
+    hva = int(ram["hva"], 16)
+    view = FileView(capture.dump("qemu-core"))
+    try:
+        elf = read_elf(view)
+        keep = ~((elf.phdrs["p_type"] == 1) & (elf.phdrs["p_vaddr"] == hva))
+        dump = open_qemu_core(view, dataclasses.replace(elf, phdrs=elf.phdrs[keep]))
+        assert dump.space.ranges() == [(bios["start"], bios["size"])]
+        assert [r["in_core"] for r in dump.info["ram_ranges"]] == [False, True]
+        with pytest.raises(MissingData) as err:
+            dump.space.read(0x1000, 2)
+        assert str(err.value) == (f"{view.name}: guest-physical 0x1000+2 is guest RAM that the "
+                                  f"core does not hold")
+    finally:
+        view.close()

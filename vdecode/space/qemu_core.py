@@ -95,8 +95,11 @@ class GuestRamSpace:
             return False
 
     def ranges(self) -> list[tuple[int, int]]:
+        """The guest RAM runs whose bytes the core holds, merged where adjacent."""
         out: list[tuple[int, int]] = []
         for r in self.runs:
+            if not self.host.is_present(r.hva, r.size):
+                continue
             if out and out[-1][0] + out[-1][1] == r.gpa:
                 out[-1] = (out[-1][0], out[-1][1] + r.size)
             else:
@@ -131,7 +134,8 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
     host = host_space(view, elf)
     facts = read_qemu_core(view, elf, host, layout, check_build_id=check_build_id)
     present = [r for r in facts.guest_ram if host.is_present(r.hva, r.size)]
-    space = GuestRamSpace(view.name, host, present) if present else None
+    # absent runs stay in the map, so reading them says "not in the core", not "not RAM"
+    space = GuestRamSpace(view.name, host, facts.guest_ram) if present else None
     info = {
         "format": "qemu-core",
         "file": view.name,
