@@ -114,7 +114,7 @@ def write_kdump(path: str | Path, pages: Mapping[int, object], *, codec: str = "
                 dumped_zero: Iterable[tuple[int, int]] = (), little_endian: bool = True,
                 header_version: int = 6, nr_cpus: int = 1, machine: str = "x86_64",
                 release: str = "", notes: bytes = b"", zero_page: bool = True,
-                record_size: int | None = None, shuffle: int | None = None,
+                record_size: int | None = None, shuffle: int | None = None, word_size: int = 64,
                 extra_records: Iterable[tuple[int, bytes]] = (), status: int | None = None,
                 end_marker: bool = True) -> KdumpLayout:
     """Write a kdump-compressed file.
@@ -133,6 +133,7 @@ def write_kdump(path: str | Path, pages: Mapping[int, object], *, codec: str = "
     :param extra_records: (offset, bytes) records appended to the stream (later wins).
     :param status: header status override (default: the codec bit, plus 0x8 if ``incomplete``).
     :param end_marker: write the (-1, -1) end marker of a flattened stream.
+    :param word_size: 64 (``DiskDumpHeader64``, x86) or 32 (the packed ``*32`` headers, 32-bit ARM).
     """
     bs = block_size
     bo = "<" if little_endian else ">"
@@ -157,7 +158,8 @@ def write_kdump(path: str | Path, pages: Mapping[int, object], *, codec: str = "
     dumped = np.union1d(dumped_listed, zero_pfns)
 
     note_area = notes
-    sub_hdr_size = -(-(104 + len(note_area)) // bs)
+    sub_size = 104 if word_size == 64 else 80
+    sub_hdr_size = -(-(sub_size + len(note_area)) // bs)
     bitmap_blocks = 2 * bm_len // bs
     bm1_off = (1 + sub_hdr_size) * bs
     bm2_off = bm1_off + bm_len
@@ -201,11 +203,17 @@ def write_kdump(path: str | Path, pages: Mapping[int, object], *, codec: str = "
         status = FLAGS[codec] | (INCOMPLETE if incomplete else 0)
     uts = b"".join(s.encode().ljust(65, b"\0")
                    for s in ("", "", release, "", machine, ""))
-    header = (b"KDUMP   " + struct.pack(bo + "i", header_version) + uts + bytes(6)
-              + struct.pack(bo + "qqIiiIIIIIIi", 0, 0, status, bs, sub_hdr_size, bitmap_blocks,
-                            min(max_mapnr, 0xFFFFFFFF), 0, 0, 0, 0, nr_cpus))
-    sub = struct.pack(bo + "QiiQQQQQQQQQQQ", 0, 1, 0, 0, 0, 0, 0,
-                      bs + 104 if note_area else 0, len(note_area), 0, 0, 0, 0, max_mapnr)
+    long, pad = ("q", 6) if word_size == 64 else ("i", 2)
+    header = (b"KDUMP   " + struct.pack(bo + "i", header_version) + uts + bytes(pad)
+              + struct.pack(bo + 2 * long + "IiiIIIIIIi", 0, 0, status, bs, sub_hdr_size,
+                            bitmap_blocks, min(max_mapnr, 0xFFFFFFFF), 0, 0, 0, 0, nr_cpus))
+    note_at = bs + sub_size if note_area else 0
+    if word_size == 64:
+        sub = struct.pack(bo + "QiiQQQQQQQQQQQ", 0, 1, 0, 0, 0, 0, 0, note_at, len(note_area), 0,
+                          0, 0, 0, max_mapnr)
+    else:   # QEMU KdumpSubHeader32, packed
+        sub = struct.pack(bo + "IiiIIQIQIQIQQQ", 0, 1, 0, 0, 0, 0, 0, note_at, len(note_area), 0,
+                          0, 0, 0, max_mapnr)
     parts = [(0, header), (bs, sub + note_area)]
     parts += [(bm1_off, bitmap1.tobytes()), (bm2_off, bitmap2.tobytes()),
               (desc_off, descs.tobytes()), (data_off, bytes(data))]
@@ -225,7 +233,7 @@ def write_kdump(path: str | Path, pages: Mapping[int, object], *, codec: str = "
     chunk = record_size or 4 * bs
     recs: list[tuple[int, bytes]] = [(0, header), (bs, sub)]
     if note_area:
-        recs.append((bs + 104, note_area))
+        recs.append((note_at, note_area))
     for i in range(0, bm_len, bs):
         recs += [(bm1_off + i, bitmap1[i:i + bs].tobytes()), (bm2_off + i, bitmap2[i:i + bs].tobytes())]
     d_bytes, p_bytes = descs.tobytes(), bytes(data)

@@ -25,13 +25,17 @@ def common(layout, data: bytes, size: int) -> None:
     assert layout.sizeof() == size == len(data)
 
 
+@pytest.mark.parametrize("word_size", [64, 32])
 @pytest.mark.parametrize("little", [True, False])
-def test_layouts_round_trip(little, tmp_path):
-    lay = KdumpLayouts(little)
-    write_kdump(tmp_path / "k", PAGES, flattened=False, little_endian=little, nr_cpus=3)
+def test_layouts_round_trip(little, word_size, tmp_path):
+    lay = KdumpLayouts(little, word_size == 64)
+    write_kdump(tmp_path / "k", PAGES, flattened=False, little_endian=little, nr_cpus=3,
+                word_size=word_size)
     raw = (tmp_path / "k").read_bytes()
-    common(lay.disk_dump_header, raw[:464], 464)
-    common(lay.kdump_sub_header, raw[4096:4096 + 104], 104)
+    hsize, ssize = (464, 104) if word_size == 64 else (452, 80)
+    common(lay.disk_dump_header, raw[:hsize], hsize)
+    common(lay.kdump_sub_header, raw[4096:4096 + ssize], ssize)
+    assert lay.kdump_sub_header.parse(raw[4096:4096 + ssize]).max_mapnr_64 == 4
     common(lay.page_desc, raw[0x4000:0x4000 + 24], 24)
     assert lay.page_desc.sizeof() == lay.page_desc_dtype.itemsize
     assert lay.disk_dump_header.parse(raw[:464]).nr_cpus == 3

@@ -559,3 +559,31 @@ def test_other_block_sizes(tmp_path, block_size, codec):
             s.read(4 * block_size, 1)
         assert str(err.value) == (f"{path}: guest-physical {4 * block_size:#x} (pfn 0x4) is "
                                   "excluded from the dump")
+
+
+@pytest.mark.parametrize("flattened", [True, False], ids=["flattened", "plain"])
+@pytest.mark.parametrize("little", [True, False], ids=["le", "be"])
+def test_32bit_headers(tmp_path, flattened, little):
+    """QEMU's packed DiskDumpHeader32 / KdumpSubHeader32 (32-bit ARM guests)."""
+    path = tmp_path / "arm.kdump"
+    vmci = b"OSRELEASE=5.10.0-armmp\n"
+    pages = {p: v for p, v in PAGES.items() if v is not MISSING}
+    write_kdump(path, pages, word_size=32, machine="arm", flattened=flattened, little_endian=little,
+                notes=elf_note("VMCOREINFO", 0, vmci, little), nr_cpus=2)
+    with open_dump(path) as dump:
+        assert dump.info["header"] == "DiskDumpHeader32"
+        assert (dump.info["machine"], dump.info["nr_cpus"]) == ("arm", 2)
+        assert dump.info["vmcoreinfo"]["osrelease"] == "5.10.0-armmp"
+        expect_pages(dump.space, pages)
+
+
+def test_32bit_header_errors_name_its_offsets(tmp_path):
+    path = tmp_path / "arm.kdump"
+    write_kdump(path, {0: TEXT}, word_size=32, flattened=False)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<Q", data, 4096 + 72, 1 << 40)          # KdumpSubHeader32.max_mapnr_64
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptInput) as err:
+        open_dump(path)
+    assert str(err.value) == (f"{path} at offset 0x1048: max_mapnr 0x10000000000 exceeds the "
+                              "0x8000 bits of a bitmap (2 blocks for both)")

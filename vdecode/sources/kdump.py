@@ -58,20 +58,28 @@ UTSNAME_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domai
 
 class KdumpLayouts:
     """diskdump structs for one byte order (the dump target's; only flattened records are fixed
-    big-endian). 64-bit layouts only: QEMU writes ``DiskDumpHeader64`` for every x86 dump."""
+    big-endian) and one word size: QEMU writes ``DiskDumpHeader64``/``KdumpSubHeader64`` for a
+    64-bit ELF class (every x86 dump) and the packed ``*32`` variants otherwise (32-bit ARM),
+    which match i386 makedumpfile."""
 
-    def __init__(self, little_endian: bool) -> None:
-        self.little_endian = little_endian
+    def __init__(self, little_endian: bool, is64: bool = True) -> None:
+        self.little_endian, self.is64 = little_endian, is64
         i32, u32, i64, u64 = ((Int32sl, Int32ul, Int64sl, Int64ul) if little_endian
                               else (Int32sb, Int32ub, Int64sb, Int64ub))
+        long, ulong = (i64, u64) if is64 else (i32, u32)
         bo = "<" if little_endian else ">"
-        self.disk_dump_header = Struct(             # 464 bytes (QEMU DiskDumpHeader64)
+        # where the fields error messages name sit (DiskDumpHeader64 / DiskDumpHeader32)
+        self.offset_of = ({"block_size": 0x1ac, "sub_hdr_size": 0x1b0, "bitmap_blocks": 0x1b4,
+                           "max_mapnr": 0x1b8, "split": 12, "max_mapnr_64": 96} if is64 else
+                          {"block_size": 0x1a0, "sub_hdr_size": 0x1a4, "bitmap_blocks": 0x1a8,
+                           "max_mapnr": 0x1ac, "split": 8, "max_mapnr_64": 72})
+        self.disk_dump_header = Struct(             # 464 bytes (QEMU DiskDumpHeader64), 452 (32)
             "signature" / Const(KDUMP_SIGNATURE),
             "header_version" / i32,
             "utsname" / Bytes(65 * 6) * "struct new_utsname: six char[65]",
-            "_pad" / Bytes(6) * "aligns struct timeval",
-            "tv_sec" / i64,
-            "tv_usec" / i64,
+            "_pad" / Bytes(6 if is64 else 2) * "aligns struct timeval",
+            "tv_sec" / long,
+            "tv_usec" / long,
             "status" / u32 * "DUMP_DH_* bits",
             "block_size" / i32,
             "sub_hdr_size" / i32 * "in blocks",
@@ -83,18 +91,18 @@ class KdumpLayouts:
             "current_cpu" / u32,
             "nr_cpus" / i32,
         )
-        self.kdump_sub_header = Struct(             # 104 bytes (QEMU KdumpSubHeader64)
-            "phys_base" / u64,
+        self.kdump_sub_header = Struct(             # 104 bytes (KdumpSubHeader64), 80 (packed 32)
+            "phys_base" / ulong,
             "dump_level" / i32,
             "split" / i32 * "header_version >= 2",
-            "start_pfn" / u64,
-            "end_pfn" / u64,
+            "start_pfn" / ulong,
+            "end_pfn" / ulong,
             "offset_vmcoreinfo" / u64 * "header_version >= 3",
-            "size_vmcoreinfo" / u64,
+            "size_vmcoreinfo" / ulong,
             "offset_note" / u64 * "header_version >= 4",
-            "note_size" / u64,
+            "note_size" / ulong,
             "offset_eraseinfo" / u64 * "header_version >= 5",
-            "size_eraseinfo" / u64,
+            "size_eraseinfo" / ulong,
             "start_pfn_64" / u64 * "header_version >= 6",
             "end_pfn_64" / u64,
             "max_mapnr_64" / u64,
@@ -114,6 +122,7 @@ class DiskDumpHeader:
     """``struct disk_dump_header`` as parsed (block 0 of the rearranged file)."""
 
     little_endian: bool
+    is64: bool
     header_version: int
     utsname: dict
     tv_sec: int
@@ -211,6 +220,18 @@ def _byte_order(data: FileView | FlattenedView) -> bool:
                                   "positive number in either byte order", offset=8)
 
 
+def _is64(data: FileView | FlattenedView, little: bool) -> bool:
+    """``DiskDumpHeader64``? Its block_size/sub_hdr_size/bitmap_blocks sit at 0x1ac, the packed
+    32-bit header's at 0x1a0; where neither is plausible, the 64-bit checks say what is wrong."""
+    raw = bytes(data.view(0, 0x1b8, "disk_dump_header"))
+    for at, is64 in ((0x1ac, True), (0x1a0, False)):
+        bs, sub, bitmaps = struct.unpack_from(("<" if little else ">") + "iiI", raw, at)
+        if (MIN_BLOCK_SIZE <= bs <= MAX_BLOCK_SIZE and not bs & (bs - 1) and sub >= 0
+                and bitmaps and not bitmaps % 2):
+            return is64
+    return True
+
+
 def read_kdump(view: FileView) -> KdumpFile:
     """Parse a kdump-compressed file (flattened or rearranged) up to its bitmaps.
 
@@ -230,7 +251,7 @@ def read_kdump(view: FileView) -> KdumpFile:
         if flat is not None and flat.cut_offset is not None and not data.covered(offset, n):
             raise CorruptInput(view.name, flat.cut_reason, offset=flat.cut_offset)
 
-    require(0, 464)
+    require(0, 0x1b8)
     name = data.name
     # Const failures are checked here, not in parse_at: one-line messages, and no view of the
     # mapped file left in a traceback (it would keep the file from closing)
@@ -238,11 +259,14 @@ def read_kdump(view: FileView) -> KdumpFile:
     if data.size >= 8 and sig != KDUMP_SIGNATURE:
         raise CorruptInput(name, f"disk_dump_header: signature {sig!r}, expected "
                                  f"{KDUMP_SIGNATURE!r}", offset=0)
-    layouts = KdumpLayouts(_byte_order(data) if data.size >= 12 else True)
+    little = _byte_order(data) if data.size >= 12 else True
+    layouts = KdumpLayouts(little, _is64(data, little) if data.size >= 0x1b8 else True)
+    require(0, layouts.disk_dump_header.sizeof())
     raw = parse_at(layouts.disk_dump_header, data, 0, "disk_dump_header")
+    at = layouts.offset_of
     uts = {f: raw.utsname[i * 65:(i + 1) * 65].split(b"\0", 1)[0].decode("utf-8", "replace")
            for i, f in enumerate(UTSNAME_FIELDS)}
-    header = DiskDumpHeader(layouts.little_endian, raw.header_version, uts, raw.tv_sec, raw.tv_usec,
+    header = DiskDumpHeader(layouts.little_endian, layouts.is64, raw.header_version, uts, raw.tv_sec, raw.tv_usec,
                             raw.status, raw.block_size, raw.sub_hdr_size, raw.bitmap_blocks,
                             raw.max_mapnr, raw.total_ram_blocks, raw.device_blocks,
                             raw.written_blocks, raw.current_cpu, raw.nr_cpus)
@@ -251,13 +275,14 @@ def read_kdump(view: FileView) -> KdumpFile:
         require(bs, layouts.kdump_sub_header.sizeof())
     if bs < MIN_BLOCK_SIZE or bs > MAX_BLOCK_SIZE or bs & (bs - 1):
         raise CorruptInput(name, f"disk_dump_header: block_size {bs} is not a power of two in "
-                                 f"[{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]", offset=0x1ac)
+                                 f"[{MIN_BLOCK_SIZE}, {MAX_BLOCK_SIZE}]", offset=at["block_size"])
     if header.sub_hdr_size < 0 or header.sub_hdr_size * bs > data.size:
         raise CorruptInput(name, f"disk_dump_header: sub_hdr_size {header.sub_hdr_size} (blocks of {bs}"
-                                 f" bytes) runs past the end of the file ({data.size} bytes)", offset=0x1b0)
+                                 f" bytes) runs past the end of the file ({data.size} bytes)",
+                           offset=at["sub_hdr_size"])
     if header.bitmap_blocks == 0 or header.bitmap_blocks % 2:
         raise CorruptInput(name, f"disk_dump_header: bitmap_blocks {header.bitmap_blocks} is not a "
-                                 "positive even number (two bitmaps)", offset=0x1b4)
+                                 "positive even number (two bitmaps)", offset=at["bitmap_blocks"])
     sub = None
     max_mapnr = header.max_mapnr
     if header.sub_hdr_size > 0:
@@ -276,15 +301,15 @@ def read_kdump(view: FileView) -> KdumpFile:
         if sub.split:
             raise UnsupportedInput(name, "kdump_sub_header: split dump (one file of a set of "
                                          f"pfns {sub.start_pfn_64:#x}-{sub.end_pfn_64:#x}) is not "
-                                         "supported", offset=bs + 12)
+                                         "supported", offset=bs + at["split"])
         if hv >= 6:     # crash read_dump_header: max_mapnr_64 from version 6 on
             max_mapnr = sub.max_mapnr_64
     bitmap_len = header.bitmap_blocks // 2 * bs
     if max_mapnr > bitmap_len * 8:
         raise CorruptInput(name, f"max_mapnr {max_mapnr:#x} exceeds the {bitmap_len * 8:#x} bits "
                                  f"of a bitmap ({header.bitmap_blocks} blocks for both)",
-                           offset=0x1b8 if sub is None or header.header_version < 6
-                           else bs + 96)
+                           offset=at["max_mapnr"] if sub is None or header.header_version < 6
+                           else bs + at["max_mapnr_64"])
     bm1_off = (1 + header.sub_hdr_size) * bs
     bm2_off = bm1_off + bitmap_len
     nbytes = (max_mapnr + 7) // 8

@@ -390,6 +390,7 @@ def open_kdump(view: FileView) -> Dump:
         "notes": [{"name": n.name, "type": n.type, "size": n.desc_size} for n in notes
                   if n.name != "CORE" or n.type != NT_PRSTATUS][:64],
         "block_size": h.block_size,
+        "header": "DiskDumpHeader64" if h.is64 else "DiskDumpHeader32",
         "header_version": h.header_version,
         "max_mapnr": kd.max_mapnr,
         "nr_cpus": h.nr_cpus,
