@@ -280,6 +280,8 @@ def test_bad_page_data(plain, codec, flag, blob, why):
     ({"flags": 3}, "unknown compression flags 0x3"),
     ({"flags": 0x8}, "unknown compression flags 0x8"),
     ({"offset": -4096}, "data (4096 bytes at -0x1000) runs past the end of the file ({n} bytes)"),
+    ({"offset": 0x100}, "data (4096 bytes at 0x100) lies before the page data (0x4048)"),
+    ({"offset": 0}, "data (4096 bytes at 0x0) lies before the page data (0x4048)"),
     ({"offset": 1 << 62}, "data (4096 bytes at 0x4000000000000000) runs past the end of the file "
                           "({n} bytes)"),
 ])

@@ -198,6 +198,10 @@ class PagedSpace:
             raise CorruptInput(kd.data.name, f"{where}: data ({size} bytes at {offset:#x}) runs "
                                              f"past the end of the file ({kd.data.size} bytes)",
                                offset=desc_off)
+        if offset < self.data_offset:
+            raise CorruptInput(kd.data.name, f"{where}: data ({size} bytes at {offset:#x}) lies "
+                                             f"before the page data ({self.data_offset:#x})",
+                               offset=desc_off)
         buf = kd.data.view(offset, size, f"page data for pfn {pfn:#x}")
         if flags == 0:
             return buf
@@ -236,7 +240,7 @@ class PagedSpace:
             at = kd.data.map_offsets(offs, sizes)
         else:
             at = np.where((offs > 0) & (offs + sizes <= kd.file.size), offs, -1)
-        at[offs <= 0] = -1
+        at[offs < self.data_offset] = -1      # unwritten (0) or inside the headers: slow path
         at, offs, sizes = at.tolist(), offs.tolist(), sizes.tolist()
         desc0 = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
         mem = kd.file.memory()
