@@ -223,3 +223,51 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
         click.echo("".join(batch), nl=False)
     else:
         click.echo(render_log_text(log), nl=False)
+
+
+@cli.command("view")
+@click.argument("dump", type=click.Path(dir_okay=False))
+@click.option("--log", "log_path", default=None, type=click.Path(dir_okay=False),
+              help="QMP log taken before the dump (any format `vdecode log` reads).")
+@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
+@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@click.option("--device", default=None, help="QOM path, device name, id or path component.")
+@click.option("--queue", type=int, default=None, help="Decode this queue: rings, chains, buffers.")
+@click.option("--json", "as_json", is_flag=True, help="JSON (docs/view-json.md) instead of text.")
+@click.option("--all", "show_all", is_flag=True, help="Idle queues and every chain too.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where compressed dumps are decompressed (default ~/.cache/vdecode).")
+def view_command(dump: str, log_path: str | None, log_format: str | None, vm: str | None,
+                 device: str | None, queue: int | None, as_json: bool, show_all: bool,
+                 cache_dir: str | None) -> None:
+    """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
+    from vdecode.reconstruct.findings import find_findings
+    from vdecode.reconstruct.log_state import state_from_log
+    from vdecode.reconstruct.session import build_machine, profile_for
+    from vdecode.reconstruct.view_model import build_view
+    from vdecode.render.text import render_view_text
+    from vdecode.render.view_json import render_view_json
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+    from vdecode.space.open import open_dump
+
+    knowledge = None
+    if log_path:
+        log = read_qmp_log(log_path, log_format, vm)
+        for w in log.warnings:
+            click.echo(f"vdecode: warning: {w}", err=True)
+        knowledge = LogKnowledge.from_log(log, vm)
+    with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
+        profile = profile_for(knowledge, opened.qemu)
+        machine, notes = build_machine(opened, knowledge, profile)
+        logged = state_from_log(knowledge, profile) if knowledge is not None else None
+        log_end = knowledge.span[1] if knowledge is not None else None
+        findings, walks = find_findings(machine, profile, logged, log_end)
+        view = build_view(machine, profile, findings, walks, dump_path=dump,
+                          dump_format=opened.format, log_path=log_path, device=device,
+                          queue=queue, show_all=show_all, notes=[*notes, *machine.notes])
+    if as_json:
+        click.echo(render_view_json(view), nl=False)
+    else:
+        tty = sys.stdout.isatty()
+        width = click.get_terminal_size()[0] if tty else 80
+        click.echo(render_view_text(view, width=max(40, width), color=tty), nl=False)

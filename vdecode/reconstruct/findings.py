@@ -1,0 +1,488 @@
+"""What is wrong with the virtio devices at the dump instant, as :class:`Finding` values.
+
+Rules over the virtio model (a :class:`~vdecode.virtio.device.VirtioMachine` plus, optionally, the
+state an earlier QMP log recorded):
+
+* device state: ``vdev->broken``, ``NEEDS_RESET``, ``FAILED``, a driver that never reached
+  ``DRIVER_OK`` (virtio 1.2 spec 2.1, 3.1.1);
+* stalled queues: requests available but not taken (``avail->idx - last_avail_idx``), taken but
+  never completed (``inuse``), with the time of the log reply they have not moved since;
+* notifications that explain a hang: ``VRING_USED_F_NO_NOTIFY``/``VRING_AVAIL_F_NO_INTERRUPT``
+  (spec 2.7.7), ``avail_event``/``used_event`` that suppress the next kick or interrupt (2.7.10);
+* corrupt rings, each with the ``virtio_error()`` text QEMU 7.2's ``virtqueue_split_pop`` would
+  print (texts in ``formats/qemu-*/view.json``): heads and ``next`` out of range, loops, zero
+  lengths, buffers outside guest RAM, bad indirect tables, descriptors out of order, indices that
+  ran ahead of the ring size or went backwards;
+* what moved between the log and the dump: rings relocated, indices advanced.
+
+The ring walk is vectorised: :func:`walk_queue` walks every descriptor of a table at once
+(:func:`~vdecode.virtio.chains.walk_all_chains`) and checks all members of all outstanding chains
+with array operations; only indirect heads read a table each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from vdecode.errors import MissingData, RingError
+from vdecode.profiles import Profile
+from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
+from vdecode.space.base import AddressSpace
+from vdecode.virtio.buffers import is_held_element_queue, is_posted_buffer_queue
+from vdecode.virtio.chains import END_BAD_NEXT, END_LOOP, walk_all_chains, walk_element
+from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
+                                   VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
+                                   has_feature, is_big_endian)
+from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
+                                    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+                                    vring_layouts)
+from vdecode.virtio.split_ring import SplitRing, read_split_ring
+
+__all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
+           "merged_ranges")
+
+VIRTIO_CONFIG_S_FAILED = 0x80
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong (or worth knowing) at the dump instant.
+
+    :param severity: ``"error"`` (QEMU would stop the device or abort), ``"warning"`` (a hang or a
+        spec violation QEMU tolerates), ``"info"`` (what changed).
+    :param code: a stable identifier (``"stalled-available"``, ``"loop"``, ...).
+    :param evidence: indices, addresses and descriptor numbers (JSON-able plain values).
+    :param rule: the virtio spec section or the QEMU check the finding rests on.
+    :param qemu: what QEMU 7.2 does with it (the ``virtio_error`` message, an abort, or nothing).
+    """
+
+    severity: str
+    code: str
+    device: str
+    queue: int | None
+    title: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    rule: str = ""
+    qemu: str = ""
+
+
+def merged_ranges(space: AddressSpace | None) -> np.ndarray:
+    """Guest RAM as sorted, merged ``[start, end)`` rows (adjacent runs joined)."""
+    if space is None:
+        return np.zeros((0, 2), dtype=np.uint64)
+    rows = sorted((int(s), int(s) + int(n)) for s, n in space.ranges())
+    out: list[list[int]] = []
+    for s, e in rows:
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return np.array(out, dtype=np.uint64).reshape(-1, 2)
+
+
+def _outside_ram(ram: np.ndarray, addr: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Mask of buffers ``[addr, addr+len)`` not wholly inside one RAM range (vectorised)."""
+    if len(ram) == 0:
+        return np.zeros(len(addr), dtype=bool)
+    addr = addr.astype(np.uint64)
+    end = addr + length.astype(np.uint64)
+    i = np.searchsorted(ram[:, 0], addr, side="right").astype(np.int64) - 1
+    ok = (i >= 0) & (end >= addr)
+    j = np.maximum(i, 0)
+    ok &= end <= ram[j, 1]
+    return ~ok
+
+
+@dataclass
+class QueueWalk:
+    """The outstanding chains of one split queue, walked at once.
+
+    ``heads`` are the avail ring entries at free-running indices ``idxs`` (pending ones first
+    taken, then in flight); ``problems[k]`` lists what is wrong with chain ``k`` (chains.py's
+    names plus ``"bad_addr"`` and ``"order"``), ``bad_descs[k]`` the descriptor numbers at fault.
+    """
+
+    idxs: np.ndarray
+    heads: np.ndarray
+    length: np.ndarray
+    problems: list[list[str]]
+    bad_descs: list[list[int]]
+
+
+def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
+               ram: np.ndarray) -> QueueWalk:
+    """Walk the chains at avail indices ``idxs`` of ``ring``: every direct chain by array
+    operations (one :func:`walk_all_chains`, then one numpy step per link position for all heads),
+    indirect heads one table read each.
+
+    :param idxs: free-running avail indices (``slot = idx % num``).
+    :param ram: :func:`merged_ranges` of guest memory (descriptor addresses are checked against it).
+    """
+    num, descs = ring.num, ring.descs
+    idxs = np.asarray(idxs, dtype=np.int64)
+    heads = ring.avail.ring[idxs % num].astype(np.int64) if len(idxs) else np.zeros(0, np.int64)
+    count = len(heads)
+    problems: list[list[str]] = [[] for _ in range(count)]
+    bad: list[list[int]] = [[] for _ in range(count)]
+    length = np.zeros(count, dtype=np.int64)
+    if count == 0:
+        return QueueWalk(idxs, heads, length, problems, bad)
+    in_range = heads < num
+    for k in np.flatnonzero(~in_range):
+        problems[k].append("head_out_of_range")
+    flags = descs["flags"].astype(np.int64)
+    safe = np.where(in_range, heads, 0)
+    indirect = in_range & ((flags[safe] & VRING_DESC_F_INDIRECT) != 0)
+    direct = np.flatnonzero(in_range & ~indirect)
+
+    if len(direct):
+        table = walk_all_chains(descs)
+        h = heads[direct]
+        length[direct] = table.length[h]
+        for code, end in (("next_out_of_range", END_BAD_NEXT), ("loop", END_LOOP)):
+            for k in direct[table.end[h] == end]:
+                problems[k].append(code)
+                bad[k].append(int(table.last[heads[k]]))
+        # Gather every member of every chain: one numpy step per link position.
+        nexts = descs["next"].astype(np.int64)
+        cur = h.copy()
+        pos = np.arange(len(direct))
+        seen_write = np.zeros(len(direct), dtype=bool)
+        rows_k, rows_d, order_bad = [], [], np.zeros(len(direct), dtype=bool)
+        lens = length[direct]
+        step = 0
+        while len(pos):
+            pos = pos[lens[pos] > step]
+            if not len(pos):
+                break
+            d = cur[pos]
+            rows_k.append(pos)
+            rows_d.append(d)
+            w = (flags[d] & VRING_DESC_F_WRITE) != 0
+            order_bad[pos[~w & seen_write[pos]]] = True
+            seen_write[pos] |= w
+            nxt = np.where((flags[d] & VRING_DESC_F_NEXT) != 0, nexts[d], d)
+            cur[pos] = np.minimum(nxt, num - 1)
+            step += 1
+        k_all = np.concatenate(rows_k)
+        d_all = np.concatenate(rows_d)
+        zero = descs["len"][d_all] == 0
+        outside = _outside_ram(ram, descs["addr"][d_all], descs["len"][d_all]) & ~zero
+        for mask, code in ((zero, "zero_len"), (outside, "bad_addr")):
+            if mask.any():
+                for k, d in zip(direct[k_all[mask]], d_all[mask]):
+                    if code not in problems[k]:
+                        problems[k].append(code)
+                    bad[k].append(int(d))
+        for k in direct[order_bad]:
+            problems[k].append("order")
+
+    for k in np.flatnonzero(indirect):
+        head = int(heads[k])
+        first = descs[head]
+        gpa, size = int(first["addr"]), int(first["len"])
+        if len(ram) and size and _outside_ram(ram, np.array([gpa]), np.array([size]))[0]:
+            problems[k].append("indirect_map")
+            bad[k].append(head)
+            continue
+        try:
+            el = walk_element(space, ring.layouts, descs, head) if space is not None else None
+        except MissingData:
+            el = None
+        if el is None:
+            problems[k].append("indirect_unreadable")
+            continue
+        length[k] = len(el.members)
+        for p in el.problems:
+            problems[k].append("indirect_len" if p in ("indirect_len_zero", "indirect_len_not_multiple")
+                               else p)
+        if len(el.descs):
+            w = (el.descs["flags"] & VRING_DESC_F_WRITE) != 0
+            if np.any(~w[1:] & np.maximum.accumulate(w)[:-1]):
+                problems[k].append("order")
+            out = _outside_ram(ram, el.descs["addr"], el.descs["len"]) & (el.descs["len"] != 0)
+            if out.any():
+                problems[k].append("bad_addr")
+                bad[k].extend(int(el.members[i]) for i in np.flatnonzero(out))
+        if any(p in ("indirect_len",) for p in problems[k]):
+            bad[k].append(head)
+    return QueueWalk(idxs, heads, length, problems, bad)
+
+
+def read_queue(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState) -> SplitRing:
+    """The split ring of a queue as the guest left it.
+
+    :raises MissingData: part of the ring is not in the dump (or there is no guest memory).
+    :raises RingError: the queue's size is out of range.
+    """
+    if machine.space is None:
+        raise MissingData("(no guest memory)", f"queue {q.queue_index} of {dev.canonical_path}: "
+                                               f"the input holds no guest RAM")
+    layouts = vring_layouts(not is_big_endian(dev))
+    return read_split_ring(machine.space, q.desc, q.avail, q.used, q.vring_num, layouts,
+                           event_idx=has_feature(dev, VIRTIO_RING_F_EVENT_IDX),
+                           queue=f"queue {q.queue_index} of {dev.canonical_path}")
+
+
+def _utc(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+_CHAIN_RULES = {
+    # code: (severity, title, spec/QEMU rule, qemu_errors key or a sentence)
+    "head_out_of_range": ("error", "avail ring names head {head} >= queue size {num}",
+                          "virtio 1.2 2.7.6; QEMU virtqueue_get_head", "head_out_of_range"),
+    "next_out_of_range": ("error", "descriptor {desc} links to next {next} >= {num}",
+                          "virtio 1.2 2.7.5; QEMU virtqueue_split_read_next_desc", "next_out_of_range"),
+    "loop": ("error", "chain from head {head} loops back at descriptor {desc}",
+             "virtio 1.2 2.7.5.2; QEMU virtqueue_split_pop", "loop"),
+    "zero_len": ("error", "zero-length buffer in descriptor {desc}",
+                 "virtio 1.2 2.7.5; QEMU virtqueue_map_desc", "zero_len"),
+    "bad_addr": ("error", "descriptor {desc} points outside guest RAM",
+                 "QEMU virtqueue_map_desc (dma_memory_map fails)", "bad_addr"),
+    "indirect_len": ("error", "indirect table of head {head} has a bad length",
+                     "virtio 1.2 2.7.5.3.1; QEMU virtqueue_split_pop", "indirect_len"),
+    "indirect_map": ("error", "indirect table of head {head} is outside guest RAM",
+                     "QEMU virtqueue_split_pop address_space_cache_init", "indirect_map"),
+    "indirect_too_large": ("error", "indirect table of head {head} exceeds 32768 entries",
+                           "virtio 1.2 2.7.5.3.1", "indirect_len"),
+    "nested_indirect": ("warning", "indirect table of head {head} holds an INDIRECT descriptor",
+                        "virtio 1.2 2.7.5.3.1 (driver MUST NOT nest)",
+                        "QEMU 7.2 does not check: the inner table is mapped as a data buffer"),
+    "indirect_with_next": ("warning", "head {head} has both INDIRECT and NEXT",
+                           "virtio 1.2 2.7.5.3.1 (driver MUST NOT set both)",
+                           "QEMU 7.2 follows the indirect table and ignores next"),
+    "order": ("error", "chain from head {head} has a readable buffer after a writable one",
+              "virtio 1.2 2.7.4.2; QEMU virtqueue_split_pop", "order"),
+    "indirect_unreadable": ("info", "indirect table of head {head} is not in the dump",
+                            "dump coverage", "nothing known"),
+}
+
+
+def _qemu_text(names: dict, key: str, *args: int) -> str:
+    msg = names["qemu_errors"].get(key)
+    if msg is None:
+        return key
+    try:
+        msg = msg % args if args else msg
+    except TypeError:
+        pass
+    return f'virtio_error("{msg}"): device broken until reset'
+
+
+class _Collector:
+    def __init__(self, names: dict) -> None:
+        self.names = names
+        self.items: list[Finding] = []
+
+    def add(self, severity: str, code: str, dev: VirtIODeviceState, queue: int | None, title: str,
+            rule: str, qemu: str, **evidence: Any) -> None:
+        self.items.append(Finding(severity, code, dev.canonical_path, queue, title, evidence, rule, qemu))
+
+
+def _device_findings(c: _Collector, dev: VirtIODeviceState) -> None:
+    st = dev.status
+    if dev.broken:
+        c.add("error", "device-broken", dev, None, "QEMU marked the device broken",
+              "QEMU virtio_error(): vdev->broken",
+              "ignores every notification (virtio_queue_notify) until the driver resets it",
+              status=st)
+    if st is not None and st & VIRTIO_CONFIG_S_NEEDS_RESET:
+        c.add("error", "needs-reset", dev, None, "device status has NEEDS_RESET",
+              "virtio 1.2 2.1.1", "set by virtio_error() on VERSION_1 devices; waits for a reset",
+              status=st)
+    if st is not None and st & VIRTIO_CONFIG_S_FAILED:
+        c.add("error", "driver-failed", dev, None, "the driver gave up on the device (FAILED)",
+              "virtio 1.2 2.1", "nothing: the device stays as the driver left it", status=st)
+    if st is not None and st and not st & VIRTIO_CONFIG_S_DRIVER_OK and not st & VIRTIO_CONFIG_S_FAILED:
+        c.add("warning", "no-driver-ok", dev, None, "the driver never reached DRIVER_OK",
+              "virtio 1.2 3.1.1", "queues are not processed until DRIVER_OK", status=st)
+
+
+def _chain_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueState, ring: SplitRing,
+                    walk: QueueWalk) -> None:
+    num = ring.num
+    by_code: dict[str, list[int]] = {}
+    for k, probs in enumerate(walk.problems):
+        for p in probs:
+            by_code.setdefault(p, []).append(k)
+    for code, ks in by_code.items():
+        sev, title, rule, qkey = _CHAIN_RULES[code]
+        k = ks[0]
+        head = int(walk.heads[k])
+        desc = walk.bad_descs[k][0] if walk.bad_descs[k] else head
+        nxt = int(ring.descs["next"][desc]) if 0 <= desc < num else 0
+        args = {"head_out_of_range": (head,), "next_out_of_range": (nxt,)}.get(code, ())
+        qemu = _qemu_text(c.names, qkey, *args) if qkey in c.names["qemu_errors"] else qkey
+        evidence: dict[str, Any] = {
+            "avail_idx": [int(walk.idxs[i]) for i in ks[:16]],
+            "heads": [int(walk.heads[i]) for i in ks[:16]],
+            "descs": sorted({d for i in ks[:16] for d in walk.bad_descs[i]})[:16],
+            "count": len(ks)}
+        if code in ("bad_addr", "zero_len", "next_out_of_range", "loop") and 0 <= desc < num \
+                and not int(ring.descs["flags"][head if head < num else 0]) & VRING_DESC_F_INDIRECT:
+            evidence["addr"] = int(ring.descs["addr"][desc])
+            evidence["len"] = int(ring.descs["len"][desc])
+        c.add(sev, code, dev, q.queue_index,
+              title.format(head=head, desc=desc, next=nxt, num=num)
+              + (f" (+{len(ks) - 1} more chains)" if len(ks) > 1 else ""), rule, qemu, **evidence)
+
+
+def _since(logged: VirtQueueState | None, log_end: float | None) -> dict[str, Any]:
+    if logged is None or logged.as_of is None:
+        return {}
+    out: dict[str, Any] = {"log_time": _utc(logged.as_of)}
+    if log_end is not None and log_end >= logged.as_of:
+        out["log_end"] = _utc(log_end)
+    return out
+
+
+def queue_findings(c: _Collector, machine: VirtioMachine, dev: VirtIODeviceState,
+                   q: VirtQueueState, ring: SplitRing, ram: np.ndarray,
+                   logged: VirtQueueState | None, log_end: float | None) -> QueueWalk:
+    """The findings of one readable split queue; returns the walk of its outstanding chains."""
+    num = ring.num
+    avail_idx, used_idx_mem = ring.avail.idx, ring.used.idx
+    last = q.last_avail_idx if q.last_avail_idx is not None else used_idx_mem
+    inuse = q.inuse or 0
+    pending = (avail_idx - last) % 0x10000
+    qi = q.queue_index
+    nq = dev.num_vqs or len(dev.queues)
+    posted = is_posted_buffer_queue(c.names, dev.device_id or 0, qi, nq)
+    held = is_held_element_queue(c.names, dev.device_id or 0, qi, nq)
+    ran_ahead = pending > num
+    if ran_ahead:
+        c.add("error", "idx-ran-ahead", dev, qi,
+              f"avail idx {avail_idx} is {pending} ahead of last_avail_idx {last} (ring size {num})",
+              "virtio 1.2 2.7.6; QEMU virtqueue_num_heads",
+              _qemu_text(c.names, "num_heads", last, avail_idx),
+              avail_idx=avail_idx, last_avail_idx=last, num=num)
+    if q.provenance.get("used_idx") == "core" and q.used_idx is not None and q.used_idx != used_idx_mem:
+        c.add("error", "used-idx-mismatch", dev, qi,
+              f"used idx in guest memory is {used_idx_mem}, QEMU's is {q.used_idx}",
+              "virtio 1.2 2.7.8 (the driver MUST NOT write the used ring)",
+              "keeps its own vq->used_idx and overwrites used->idx at the next push",
+              used_idx_guest=used_idx_mem, used_idx_qemu=q.used_idx)
+    if logged is not None and logged.shadow_avail_idx is not None and logged.desc == q.desc:
+        back = (logged.shadow_avail_idx - avail_idx) % 0x10000
+        if 0 < back < 0x8000:
+            c.add("warning", "idx-backwards", dev, qi,
+                  f"avail idx went back from {logged.shadow_avail_idx} (log) to {avail_idx}",
+                  "virtio 1.2 2.7.6 (idx only increases)",
+                  "nothing until the next pop, which sees the difference as "
+                  + _qemu_text(c.names, "num_heads", last, avail_idx).split(":")[0],
+                  logged_avail_idx=logged.shadow_avail_idx, avail_idx=avail_idx,
+                  **_since(logged, log_end))
+    n_pend = 0 if ran_ahead else pending
+    n_infl = min(inuse, num)
+    idxs = np.concatenate([(last + np.arange(n_pend)) % 0x10000,
+                           (last - n_infl + np.arange(n_infl)) % 0x10000]).astype(np.int64)
+    walk = walk_queue(machine.space, ring, idxs, ram)
+    _chain_findings(c, dev, q, ring, walk)
+
+    event_idx = has_feature(dev, VIRTIO_RING_F_EVENT_IDX)
+    unchanged = (logged is not None and logged.used_idx is not None and logged.desc == q.desc
+                 and logged.used_idx == used_idx_mem)
+    since = _since(logged, log_end) if unchanged else {}
+    if n_pend and not posted:
+        heads = [int(h) for h in walk.heads[:min(n_pend, 16)]]
+        when = f" (no progress since the log at {since['log_time']})" if since else ""
+        c.add("warning", "stalled-available", dev, qi,
+              f"{n_pend} request(s) available but not taken{when}",
+              "virtio 1.2 2.7.13 (device consumes avail entries in order)",
+              "takes them at the next notification (virtio_queue_notify -> handle_output)",
+              avail_idx=avail_idx, last_avail_idx=last, heads=heads,
+              slots=[int(i % num) for i in idxs[:min(n_pend, 16)]], **since)
+        if not event_idx and ring.used.flags & VRING_USED_F_NO_NOTIFY:
+            c.add("warning", "kick-suppressed", dev, qi,
+                  "VRING_USED_F_NO_NOTIFY is set: the driver will not kick for them",
+                  "virtio 1.2 2.7.7", "set while QEMU polls the queue (virtio_queue_set_notification "
+                  "off); a stopped poll leaves the requests unseen", used_flags=ring.used.flags)
+        elif event_idx and ring.used.avail_event is not None:
+            ev = ring.used.avail_event
+            if (avail_idx - ev - 1) % 0x10000 >= pending:
+                c.add("warning", "kick-suppressed", dev, qi,
+                      f"avail_event {ev} is outside [{last}, {avail_idx}): no kick was due",
+                      "virtio 1.2 2.7.10 (vring_need_event)",
+                      "sees the requests only when another kick or a poll comes",
+                      avail_event=ev, last_avail_idx=last, avail_idx=avail_idx)
+    if n_infl and not held:
+        infl = [int(h) for h in walk.heads[n_pend:n_pend + min(n_infl, 16)]]
+        when = f" (no completion since the log at {since['log_time']})" if since else ""
+        c.add("warning", "stalled-inflight", dev, qi,
+              f"{n_infl} request(s) taken but never completed{when}",
+              "QEMU vq->inuse (virtqueue_pop without virtqueue_push)",
+              "waits for the backend; a stop drains block I/O, so requests still here are stuck "
+              "in the backend", inuse=inuse, heads=infl, **since)
+    outstanding = n_infl + (0 if posted else n_pend)
+    if outstanding:
+        if not event_idx and ring.avail.flags & VRING_AVAIL_F_NO_INTERRUPT:
+            c.add("warning", "interrupt-suppressed", dev, qi,
+                  "VRING_AVAIL_F_NO_INTERRUPT is set: completions raise no interrupt",
+                  "virtio 1.2 2.7.7", "skips the interrupt (virtio_should_notify is false)",
+                  avail_flags=ring.avail.flags, outstanding=outstanding)
+        elif event_idx and ring.avail.used_event is not None:
+            ahead = (ring.avail.used_event - used_idx_mem) % 0x10000
+            if outstanding <= ahead < 0x8000:
+                c.add("warning", "interrupt-suppressed", dev, qi,
+                      f"used_event {ring.avail.used_event} is {ahead} past used idx "
+                      f"{used_idx_mem}: the {outstanding} outstanding request(s) cannot reach it",
+                      "virtio 1.2 2.7.10 (vring_need_event)",
+                      "completes them without an interrupt (virtio_should_notify is false)",
+                      used_event=ring.avail.used_event, used_idx=used_idx_mem,
+                      outstanding=outstanding)
+    if logged is not None:
+        if logged.desc and q.desc and (logged.desc, logged.avail, logged.used) != (q.desc, q.avail, q.used):
+            c.add("info", "rings-relocated", dev, qi, "rings moved since the log (driver re-initialised the queue)",
+                  "virtio 1.2 3.1.1 (queue setup)", "uses the new addresses",
+                  log_desc=logged.desc, desc=q.desc, log_avail=logged.avail, avail=q.avail,
+                  log_used=logged.used, used=q.used, **_since(logged, log_end))
+        elif logged.used_idx is not None and logged.used_idx != used_idx_mem:
+            moved = (used_idx_mem - logged.used_idx) % 0x10000
+            c.add("info", "idx-advanced", dev, qi,
+                  f"{moved} completion(s) since the log (used idx {logged.used_idx} -> {used_idx_mem})",
+                  "log replies vs guest memory", "nothing: normal progress",
+                  log_used_idx=logged.used_idx, used_idx=used_idx_mem, **_since(logged, log_end))
+    return walk
+
+
+def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioState | None = None,
+                  log_end: float | None = None) -> tuple[list[Finding], dict[tuple[str, int], Any]]:
+    """Every finding of every device, and per ``(path, queue)`` the ring and walk (or the reason
+    the ring could not be read, as a string).
+
+    :param logged: the state an earlier QMP log recorded (unadvanced), to say what moved.
+    :param log_end: the time of the log's last record.
+    """
+    c = _Collector(profile.table("view"))
+    ram = merged_ranges(machine.space)
+    walks: dict[tuple[str, int], Any] = {}
+    logged_devs = {d.canonical_path: d for d in logged.devices} if logged else {}
+    for dev in machine.state.devices:
+        _device_findings(c, dev)
+        ldev = logged_devs.get(dev.canonical_path)
+        for qi, q in sorted(dev.queues.items()):
+            if not q.vring_num or not q.desc:
+                continue
+            if has_feature(dev, VIRTIO_F_RING_PACKED):
+                walks[(dev.canonical_path, qi)] = "packed ring: not walked by this view"
+                continue
+            try:
+                ring = read_queue(machine, dev, q)
+            except (MissingData, RingError) as err:
+                walks[(dev.canonical_path, qi)] = str(err)
+                continue
+            lq = ldev.queues.get(qi) if ldev else None
+            walks[(dev.canonical_path, qi)] = (ring, queue_findings(c, machine, dev, q, ring, ram, lq, log_end))
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    paths = [d.canonical_path for d in machine.state.devices]
+    items = sorted(c.items, key=lambda f: (order[f.severity], paths.index(f.device),
+                                           -1 if f.queue is None else f.queue))
+    return items, walks

@@ -1,0 +1,316 @@
+"""The post-mortem view as plain values: what ``vdecode DUMP`` shows, before any rendering.
+
+:func:`build_view` turns the virtio model (QEMU's devices and queues at the dump instant, the
+guest's rings) and the findings into one JSON-able ``dict`` whose shape is documented in
+``docs/view-json.md`` (``schema_version`` 1). ``render/text.py`` draws it for people and
+``render/view_json.py`` writes it as is.
+
+Every QEMU value keeps how it was known (``provenance``): ``"core"`` (QEMU's memory), ``"dump"``
+(guest memory), ``"log"`` (an earlier QMP reply, as of that reply), ``"inferred"`` (a rule applied
+to the log and the rings, see :mod:`vdecode.reconstruct.instant`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from vdecode.errors import MissingData, UnsupportedInput
+from vdecode.profiles import Profile
+from vdecode.reconstruct.findings import Finding
+from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
+from vdecode.virtio.bits import convert_features, decode_desc_flags, decode_status, device_rows
+from vdecode.virtio.buffers import Segment, preview_buffer
+from vdecode.virtio.chains import walk_elements
+from vdecode.virtio.device import (VIRTIO_RING_F_EVENT_IDX, VirtioMachine, has_feature,
+                                   is_big_endian)
+from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE,
+                                    VRING_USED_F_NO_NOTIFY)
+from vdecode.virtio.split_ring import SplitRing
+
+__all__ = ("SCHEMA_VERSION", "build_view", "select_devices", "LEGEND", "short_feature")
+
+SCHEMA_VERSION = 1
+CHAIN_LIMIT = 16            # chains shown per state without --all
+USED_LIMIT = 8              # last used entries shown without --all
+LEGEND = {
+    "core": "read from QEMU's memory (process core)",
+    "dump": "read from guest memory",
+    "log": "from an earlier QMP reply (as of that reply)",
+    "inferred": "inferred from the log and the rings",
+}
+HEALTH = {"stalled-available": "stalled", "stalled-inflight": "stuck", "kick-suppressed": "no-kick",
+          "interrupt-suppressed": "no-irq", "idx-backwards": "backwards"}
+_FEATURE_PREFIX = re.compile(r"^VIRTIO_(?:[A-Z0-9]+_)?F_")
+
+
+def short_feature(desc: str) -> str:
+    """``"VIRTIO_NET_F_CSUM: Device handling ..."`` → ``"CSUM"``.
+
+    >>> short_feature("VIRTIO_RING_F_EVENT_IDX: Used & avail. event fields enabled")
+    'EVENT_IDX'
+    >>> short_feature("VHOST_USER_F_PROTOCOL_FEATURES: Vhost-user protocol features negotiation supported")
+    'VHOST_USER_F_PROTOCOL_FEATURES'
+    """
+    name = desc.split(":", 1)[0].strip()
+    return _FEATURE_PREFIX.sub("", name)
+
+
+def _prov(q: VirtQueueState | VirtIODeviceState, name: str, default: str) -> str:
+    p = q.provenance
+    return p.get(name) or p.get(name.replace("_", "-")) or default
+
+
+def select_devices(devices: list[VirtIODeviceState], which: str | None) -> list[VirtIODeviceState]:
+    """The devices ``--device`` names: a QOM path (or its prefix up to ``/virtio-backend``), a
+    device name (``virtio-blk``), a device id (``2``) or a path component (``scsi0``).
+
+    :raises UnsupportedInput: nothing matches, or several do (the message lists them).
+    """
+    if which is None:
+        return devices
+
+    def matches(d: VirtIODeviceState) -> bool:
+        parts = d.canonical_path.split("/")
+        return which in (d.canonical_path, d.canonical_path.removesuffix("/virtio-backend"),
+                         d.name, str(d.device_id)) or which in parts
+    found = [d for d in devices if matches(d)]
+    if len(found) == 1:
+        return found
+    listing = "; ".join(f"{d.canonical_path} ({d.name}, id {d.device_id})" for d in (found or devices))
+    if not found:
+        raise UnsupportedInput("--device", f"no device matches {which!r}; devices: {listing or 'none'}")
+    raise UnsupportedInput("--device", f"{which!r} is ambiguous: {listing}")
+
+
+def _status(profile: Profile, dev: VirtIODeviceState) -> dict[str, Any]:
+    if dev.status is None:
+        return {"value": None, "flags": []}
+    rows = sorted(profile.table("features")["status"], key=lambda r: r["mask"])
+    names, rest = decode_status(dev.status, rows)
+    flags = [n.split(":", 1)[0].removeprefix("VIRTIO_CONFIG_S_") for n in reversed(names)]
+    if rest:
+        flags.append(f"{rest:#x}")
+    return {"value": dev.status, "flags": flags}
+
+
+def _features(profile: Profile, dev: VirtIODeviceState) -> list[str] | None:
+    if dev.guest_features is None:
+        return None
+    feats = profile.table("features")
+    rows = list(feats["transport"]) + list(device_rows(feats, dev.device_id or 0) or [])
+    names, rest = convert_features(dev.guest_features, rows)
+    out = [short_feature(n) for n in reversed(names)]
+    if rest:
+        out.append(f"{rest:#x}")
+    return out
+
+
+def _notify(ring: SplitRing, event_idx: bool) -> dict[str, Any]:
+    if event_idx:
+        kick = ring.used.avail_event == ring.avail.idx
+        irq = ring.avail.used_event == ring.used.idx
+    else:
+        kick = not ring.used.flags & VRING_USED_F_NO_NOTIFY
+        irq = not ring.avail.flags & VRING_AVAIL_F_NO_INTERRUPT
+    text = ",".join(n for n, on in (("kick", kick), ("irq", irq)) if on) or "none"
+    return {"event_idx": event_idx, "next_kick": bool(kick), "next_interrupt": bool(irq),
+            "text": text}
+
+
+def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
+               qfindings: list[Finding], base: str) -> dict[str, Any]:
+    ring = walked[0] if isinstance(walked, tuple) else None
+    used_idx = q.used_idx if q.used_idx is not None else (ring.used.idx if ring else None)
+    last = q.last_avail_idx
+    row: dict[str, Any] = {
+        "index": q.queue_index, "size": q.vring_num,
+        "avail_idx": ring.avail.idx if ring else None,
+        "used_idx": used_idx, "last_avail_idx": last, "inflight": q.inuse,
+        "pending": (ring.avail.idx - last) % 0x10000 if ring and last is not None else None,
+        "notification": _notify(ring, has_feature(dev, VIRTIO_RING_F_EVENT_IDX)) if ring else None,
+        "ring_error": walked if isinstance(walked, str) else None,
+        "provenance": {"size": _prov(q, "vring_num", base), "avail_idx": "dump",
+                       "used_idx": _prov(q, "used_idx", base),
+                       "last_avail_idx": _prov(q, "last_avail_idx", base),
+                       "inflight": _prov(q, "inuse", base)},
+    }
+    worst = [f for f in qfindings if f.severity in ("error", "warning")]
+    if worst:
+        f = worst[0]
+        row["health"] = HEALTH.get(f.code, "corrupt" if f.severity == "error" else f.code)
+    elif walked is None and q.desc:
+        row["health"] = "?"
+    elif isinstance(walked, str):
+        row["health"] = "unread"
+    else:
+        row["health"] = "ok"
+    row["idle"] = not worst and not row["avail_idx"] and not used_idx and not last
+    return row
+
+
+def _element_view(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState, el, names,
+                  desc_flag_rows, *, state: str, idx: int | None, used: bool) -> dict[str, Any]:
+    descs = []
+    for i, row in zip(el.members, el.descs):
+        fl = int(row["flags"])
+        descs.append({"index": int(i), "addr": int(row["addr"]), "len": int(row["len"]),
+                      "flags": fl, "flags_names": [n.removeprefix("VRING_DESC_F_").lower() for n in
+                                                   reversed(decode_desc_flags(fl, desc_flag_rows))]})
+    segs = [Segment(d["addr"], d["len"], bool(d["flags"] & VRING_DESC_F_WRITE)) for d in descs]
+    preview = None
+    if machine.space is not None and not el.problems:
+        def read(gpa: int, n: int) -> bytes:
+            return machine.read(gpa, n, "buffer")
+        p = preview_buffer(dev.device_id or 0, q.queue_index, dev.num_vqs or len(dev.queues), segs,
+                           read, names, big_endian=is_big_endian(dev),
+                           guest_features=dev.guest_features or 0, used=used)
+        preview = None if p is None else {"kind": p.kind, "summary": p.summary, "fields": p.fields}
+    out: dict[str, Any] = {"state": state, "avail_idx": idx,
+                           "slot": None if idx is None else idx % (q.vring_num or 1),
+                           "head": el.head,
+                           "indirect": None if el.indirect_gpa is None else
+                           {"addr": el.indirect_gpa, "len": el.indirect_len},
+                           "descs": descs, "length": len(descs),
+                           "bytes_out": sum(s.len for s in segs if not s.write),
+                           "bytes_in": sum(s.len for s in segs if s.write),
+                           "problems": list(el.problems), "preview": preview}
+    return out
+
+
+def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceState, q: VirtQueueState,
+                  walked: Any, show_all: bool, base: str) -> dict[str, Any]:
+    names = profile.table("view")
+    flag_rows = profile.table("features")["vring_desc_flags"]
+    event_idx = has_feature(dev, VIRTIO_RING_F_EVENT_IDX)
+    detail: dict[str, Any] = {
+        "device": dev.canonical_path, "index": q.queue_index, "size": q.vring_num,
+        "rings": {"desc": q.desc, "avail": q.avail, "used": q.used},
+        "qemu": {k: getattr(q, k) for k in ("last_avail_idx", "shadow_avail_idx", "used_idx", "inuse",
+                                            "signalled_used", "signalled_used_valid")},
+        "provenance": {k: _prov(q, k, base) for k in ("desc", "last_avail_idx", "shadow_avail_idx",
+                                                      "used_idx", "inuse", "signalled_used")},
+        "avail": None, "used": None, "chains": [], "chains_hidden": 0, "used_entries": [],
+        "ring_error": walked if isinstance(walked, str) else None,
+    }
+    detail["provenance"]["rings"] = detail["provenance"].pop("desc")
+    if not isinstance(walked, tuple):
+        return detail
+    ring, walk = walked
+    detail["avail"] = {"flags": ring.avail.flags,
+                       "flags_names": ["NO_INTERRUPT"] if ring.avail.flags & VRING_AVAIL_F_NO_INTERRUPT else [],
+                       "idx": ring.avail.idx, "used_event": ring.avail.used_event}
+    detail["used"] = {"flags": ring.used.flags,
+                      "flags_names": ["NO_NOTIFY"] if ring.used.flags & VRING_USED_F_NO_NOTIFY else [],
+                      "idx": ring.used.idx, "avail_event": ring.used.avail_event}
+    detail["event_idx"] = event_idx
+    last = q.last_avail_idx if q.last_avail_idx is not None else ring.used.idx
+    pending = (ring.avail.idx - last) % 0x10000
+    states = ["pending" if ((int(i) - last) % 0x10000) < pending else "in-flight" for i in walk.idxs]
+    order = list(range(len(walk.heads)))
+    if not show_all:
+        keep = [k for k in order if states[k] == "pending"][:CHAIN_LIMIT] + \
+               [k for k in order if states[k] == "in-flight"][:CHAIN_LIMIT]
+        detail["chains_hidden"] = len(order) - len(keep)
+        order = keep
+    space = machine.space
+    if order:
+        els = walk_elements_safe(space, ring, [int(walk.heads[k]) for k in order])
+        for k, el in zip(order, els):
+            if el is None:
+                continue
+            detail["chains"].append(_element_view(machine, dev, q, el, names, flag_rows,
+                                                  state=states[k], idx=int(walk.idxs[k]), used=False))
+    n_used = min(ring.used.idx if ring.used.idx < ring.num else ring.num, ring.num)
+    n_show = n_used if show_all else min(n_used, USED_LIMIT)
+    uidx = [(ring.used.idx - n_show + i) % 0x10000 for i in range(n_show)]
+    elems = [ring.used.ring[i % ring.num] for i in uidx]
+    heads = [int(e["id"]) for e in elems]
+    els = walk_elements_safe(space, ring, heads) if heads else []
+    for i, e, el in zip(uidx, elems, els):
+        entry: dict[str, Any] = {"used_idx": i, "slot": i % ring.num, "id": int(e["id"]), "len": int(e["len"]),
+                                 "preview": None}
+        if el is not None and int(e["id"]) < ring.num:
+            v = _element_view(machine, dev, q, el, names, flag_rows, state="used", idx=None, used=True)
+            entry["preview"] = v["preview"]
+        detail["used_entries"].append(entry)
+    return detail
+
+
+def walk_elements_safe(space, ring: SplitRing, heads: list[int]) -> list:
+    """:func:`walk_elements`, with ``None`` for a head whose indirect table is not in the dump."""
+    try:
+        return walk_elements(space, ring.layouts, ring.descs, heads)
+    except MissingData:
+        out = []
+        for h in heads:
+            try:
+                out.extend(walk_elements(space, ring.layouts, ring.descs, [h]))
+            except MissingData:
+                out.append(None)
+        return out
+
+
+def finding_dict(f: Finding) -> dict[str, Any]:
+    return {"severity": f.severity, "code": f.code, "device": f.device, "queue": f.queue,
+            "title": f.title, "evidence": f.evidence, "rule": f.rule, "qemu": f.qemu}
+
+
+def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding],
+               walks: dict[tuple[str, int], Any], *, dump_path: str, dump_format: str,
+               log_path: str | None, device: str | None = None, queue: int | None = None,
+               show_all: bool = False, notes: list[str] = ()) -> dict[str, Any]:
+    """The whole view as plain values (``docs/view-json.md``).
+
+    :param device: ``--device`` (see :func:`select_devices`).
+    :param queue: ``--queue``: add ``queue_detail`` for that queue of every selected device.
+    :raises UnsupportedInput: ``--device`` matches nothing or several devices.
+    """
+    state = machine.state
+    base = {"core": "core", "core+log": "core"}.get(state.source, "log")
+    devices = select_devices(state.devices, device)
+    paths = {d.canonical_path for d in devices}
+    version = ".".join(map(str, state.qemu_version)) if state.qemu_version else None
+    view: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "input": {"dump": os.path.basename(dump_path), "format": dump_format,
+                  "log": os.path.basename(log_path) if log_path else None,
+                  "qemu_state": state.source or "none", "qemu_version": version},
+        "legend": LEGEND,
+        "devices": [], "queue_detail": [],
+        "findings": [finding_dict(f) for f in findings if f.device in paths],
+        "notes": list(notes),
+    }
+    if queue is not None:
+        view["selection"] = {"device": device, "queue": queue}
+    for dev in devices:
+        qrows = []
+        hidden = 0
+        for qi, q in sorted(dev.queues.items()):
+            walked = walks.get((dev.canonical_path, qi))
+            qf = [f for f in findings if f.device == dev.canonical_path and f.queue == qi]
+            row = _queue_row(dev, q, walked, qf, base)
+            if row["idle"] and not show_all and queue is None:
+                hidden += 1
+                continue
+            qrows.append(row)
+        view["devices"].append({
+            "name": dev.name, "path": dev.canonical_path, "device_id": dev.device_id,
+            "status": _status(profile, dev), "features": _features(profile, dev),
+            "guest_features": dev.guest_features, "vhost": dev.vhost_started, "broken": dev.broken,
+            "provenance": {"status": _prov(dev, "status", base),
+                           "features": _prov(dev, "guest_features", base)},
+            "queues": qrows, "idle_queues_hidden": hidden})
+        if queue is not None:
+            q = dev.queues.get(queue)
+            if q is None or not q.vring_num:
+                continue
+            view["queue_detail"].append(_queue_detail(machine, profile, dev, q,
+                                                      walks.get((dev.canonical_path, queue)),
+                                                      show_all, base))
+    if queue is not None and not view["queue_detail"]:
+        have = sorted({qi for d in devices for qi, q in d.queues.items() if q.vring_num})
+        view["notes"].append(f"no selected device has queue {queue} (queues: "
+                             f"{', '.join(map(str, have)) or 'none'})")
+    return view

@@ -1,0 +1,227 @@
+"""The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.view_model` drawn
+with ``rich`` tables, in colour on a terminal and plain when piped, within 80 columns.
+
+Values that were not read from a QEMU core or guest memory carry a marker, explained by a legend
+line: ``~`` inferred from the log and the rings, ``*`` from an earlier QMP reply.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ("render_view_text", "MARKERS")
+
+MARKERS = {"inferred": "~", "log": "*"}
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+HEALTH_STYLE = {"ok": "green", "unread": "dim", "?": "dim"}
+
+
+def _mark(value: Any, how: str | None, used: set[str]) -> str:
+    if value is None:
+        return "?"
+    m = MARKERS.get(how or "", "")
+    if m:
+        used.add(how)
+    return f"{value}{m}"
+
+
+def _hex(v: int | None) -> str:
+    return "?" if v is None else f"{v:#x}"
+
+
+def _dev_label(view: dict, path: str) -> str:
+    for d in view["devices"]:
+        if d["path"] == path:
+            return d["name"] or path
+    return path
+
+
+def _para(con: Console, text: str | Text, indent: int, style: str = "") -> None:
+    """A paragraph wrapped within the width, every line indented (no wrap to column 0)."""
+    body = text if isinstance(text, Text) else Text(text, style=style)
+    con.print(Padding(body, (0, 0, 0, indent), expand=False))
+
+
+def _table(*cols: str, **kw: Any) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
+              header_style="bold", **kw)
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    return t
+
+
+def _devices(con: Console, view: dict, used: set[str]) -> None:
+    for d in view["devices"]:
+        head = Text()
+        head.append(d["name"] or "?", style="bold")
+        head.append(f"  id {d['device_id']}  {d['path']}")
+        con.print(head)
+        st = d["status"]
+        status = " ".join(st["flags"]) or ("0" if st["value"] == 0 else "?")
+        line = Text("  status ")
+        line.append(_mark(status, d["provenance"]["status"], used),
+                    style="red" if d["broken"] or "NEEDS_RESET" in st["flags"] else "")
+        line.append(f"  vhost {'?' if d['vhost'] is None else 'yes' if d['vhost'] else 'no'}")
+        if d["broken"]:
+            line.append("  BROKEN", style="bold red")
+        con.print(line)
+        feats = d["features"]
+        _para(con, "features " + (" ".join(feats) if feats is not None else "?")
+              + MARKERS.get(d["provenance"]["features"], ""), 2, "dim")
+        if d["provenance"]["features"] in MARKERS:
+            used.add(d["provenance"]["features"])
+        if d["queues"]:
+            t = _table("q", "size", "avail", "used", "last-avail", "in-flight", "pending",
+                       "notify", "health")
+            for q in d["queues"]:
+                p = q["provenance"]
+                n = q["notification"]
+                t.add_row(str(q["index"]), _mark(q["size"], p["size"], used),
+                          _mark(q["avail_idx"], p["avail_idx"], used),
+                          _mark(q["used_idx"], p["used_idx"], used),
+                          _mark(q["last_avail_idx"], p["last_avail_idx"], used),
+                          _mark(q["inflight"], p["inflight"], used),
+                          "?" if q["pending"] is None else str(q["pending"]),
+                          n["text"] if n else "?",
+                          Text(q["health"], style=HEALTH_STYLE.get(q["health"], "bold yellow")))
+            con.print(Padding(t, (0, 0, 0, 2), expand=False))
+        if d["idle_queues_hidden"]:
+            con.print(Text(f"  {d['idle_queues_hidden']} idle queue(s) not shown (--all shows "
+                           f"them)", style="dim"))
+        con.print()
+
+
+def _chain_block(con: Console, c: dict) -> None:
+    where = f"avail idx {c['avail_idx']} slot {c['slot']}" if c["avail_idx"] is not None else ""
+    title = Text(f"  {c['state']} head {c['head']}  {where}  {c['length']} desc, "
+                 f"out {c['bytes_out']} in {c['bytes_in']} bytes")
+    if c["problems"]:
+        title.append("  " + ",".join(c["problems"]), style="bold red")
+    con.print(title)
+    if c["indirect"]:
+        con.print(f"    indirect table {c['indirect']['addr']:#x} len {c['indirect']['len']}")
+    t = _table("desc", "addr", "len", "flags")
+    for d in c["descs"]:
+        t.add_row(str(d["index"]), f"{d['addr']:#x}", str(d["len"]), ",".join(d["flags_names"]) or "-")
+    if c["descs"]:
+        con.print(Padding(t, (0, 0, 0, 4), expand=False))
+    if c["preview"]:
+        con.print(Text(f"    {c['preview']['kind']}: {c['preview']['summary']}"))
+
+
+def _detail(con: Console, view: dict, qd: dict, used: set[str]) -> None:
+    head = Text(f"queue {qd['index']} of {_dev_label(view, qd['device'])}", style="bold")
+    head.append(f"  size {qd['size']}")
+    con.print(head)
+    con.print(f"  {qd['device']}")
+    r = qd["rings"]
+    con.print(f"  rings  desc {_hex(r['desc'])}  avail {_hex(r['avail'])}  used {_hex(r['used'])}"
+              + MARKERS.get(qd["provenance"]["rings"], ""))
+    if qd["provenance"]["rings"] in MARKERS:
+        used.add(qd["provenance"]["rings"])
+    if qd["ring_error"]:
+        con.print(Text(f"  ring not read: {qd['ring_error']}", style="red"))
+        con.print()
+        return
+    a, u = qd["avail"], qd["used"]
+    ev = qd.get("event_idx")
+    con.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
+              + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
+    con.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
+              + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
+    qm, p = qd["qemu"], qd["provenance"]
+    sig = qm["signalled_used"] if qm["signalled_used_valid"] else "-"
+    _para(con, "QEMU   " + "  ".join([
+        f"last_avail_idx {_mark(qm['last_avail_idx'], p['last_avail_idx'], used)}",
+        f"shadow_avail_idx {_mark(qm['shadow_avail_idx'], p['shadow_avail_idx'], used)}",
+        f"used_idx {_mark(qm['used_idx'], p['used_idx'], used)}",
+        f"inuse {_mark(qm['inuse'], p['inuse'], used)}",
+        f"signalled_used {_mark(sig, p['signalled_used'], used)}"]), 2)
+    for state in ("pending", "in-flight"):
+        chains = [c for c in qd["chains"] if c["state"] == state]
+        if chains:
+            con.print(Text(f" {state} chains ({len(chains)})", style="bold"))
+            for c in chains:
+                _chain_block(con, c)
+    if qd["chains_hidden"]:
+        con.print(Text(f"  {qd['chains_hidden']} more chain(s) not shown (--all shows them)",
+                       style="dim"))
+    if not qd["chains"] and not qd["chains_hidden"]:
+        con.print("  no pending or in-flight chains")
+    if qd["used_entries"]:
+        con.print(Text(" last used entries", style="bold"))
+        t = _table("used idx", "slot", "id", "len", "preview (buffers may be reused)")
+        for e in qd["used_entries"]:
+            t.add_row(str(e["used_idx"]), str(e["slot"]), str(e["id"]), str(e["len"]),
+                      e["preview"]["summary"] if e["preview"] else "")
+        con.print(Padding(t, (0, 0, 0, 2), expand=False))
+    con.print()
+
+
+def _findings(con: Console, view: dict) -> None:
+    fs = view["findings"]
+    con.print(Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
+    for f in fs:
+        line = Text()
+        line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
+        where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
+        line.append(f" {where}: {f['title']}")
+        _para(con, line, 2)
+        if f["severity"] == "info":
+            continue
+        ev = "; ".join(f"{k} {_ev(v)}" for k, v in f["evidence"].items())
+        if ev:
+            _para(con, f"evidence: {ev}", 6, "dim")
+        _para(con, f"rule: {f['rule']}", 6, "dim")
+        _para(con, f"QEMU: {f['qemu']}", 6, "dim")
+
+
+def _ev(v: Any) -> str:
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v) or "-"
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0xFFFF:
+        return f"{v:#x}"
+    return str(v)
+
+
+def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str:
+    """The view as text for a terminal of ``width`` columns (ANSI colours when ``color``)."""
+    buf = io.StringIO()
+    con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
+                  highlight=False, emoji=False, markup=False, soft_wrap=False)
+    inp = view["input"]
+    src = {"core": "QEMU core", "log": "QMP log", "core+log": "QEMU core (log compared)",
+           "none": "nothing"}.get(inp["qemu_state"], inp["qemu_state"])
+    con.print(Text(f"{inp['dump']} ({inp['format']})", style="bold"))
+    con.print(f"QEMU state from {src}" + (f" {inp['log']}" if inp["log"] and "log" in inp["qemu_state"]
+                                          else "")
+              + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""))
+    con.print()
+    used: set[str] = set()
+    if not view["devices"]:
+        con.print("No virtio devices known.")
+    if view["queue_detail"]:
+        for qd in view["queue_detail"]:
+            _detail(con, view, qd, used)
+    else:
+        _devices(con, view, used)
+    _findings(con, view)
+    if view["notes"]:
+        con.print()
+        for n in view["notes"]:
+            _para(con, f"note: {n}", 0, "dim")
+    if used:
+        con.print()
+        legend = "   ".join(f"{MARKERS[k]} {view['legend'][k]}" for k in ("inferred", "log") if k in used)
+        _para(con, f"{legend}; unmarked: QEMU core or guest memory", 0, "dim")
+    out = buf.getvalue()
+    if not color:       # rich pads wrapped paragraphs and cells to the width: drop the padding
+        out = "\n".join(line.rstrip() for line in out.split("\n"))
+    return out
