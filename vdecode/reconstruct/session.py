@@ -20,6 +20,7 @@ from vdecode.reconstruct.qmp_errors import not_known
 from vdecode.reconstruct.queue_element import x_query_virtio_queue_element
 from vdecode.reconstruct.queue_status import (x_query_virtio_queue_status,
                                               x_query_virtio_vhost_queue_status)
+from vdecode.reconstruct.ring_match import replace_stale_rings
 from vdecode.reconstruct.status import x_query_virtio_status
 from vdecode.reconstruct.virtio_list import x_query_virtio
 from vdecode.sources.qemu_state import QemuVirtioState
@@ -67,7 +68,7 @@ def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None) ->
 def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
                   ) -> tuple[VirtioMachine, list[str]]:
     """The machine state at the dump instant, and notes on how it was derived."""
-    notes: list[str] = []
+    notes: list[str] = [f"{dump.path}: {w}" for w in dump.info.get("warnings", [])]
     if dump.qemu is not None:
         machine = VirtioMachine(dump.qemu, dump.space)
         if knowledge is not None:
@@ -79,6 +80,8 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
                      f"ring addresses are unknown; give --log with an earlier QMP transcript")
         return machine, notes
     machine = VirtioMachine(state_from_log(knowledge, profile), dump.space)
+    # a logged ring address that no longer holds a ring (driver reset): use a carved ring
+    notes.extend(replace_stale_rings(machine))
     notes.extend(advance_to_dump(machine, profile))
     return machine, notes
 

@@ -122,11 +122,12 @@ def host_space(view: FileView, elf: ElfFacts) -> SegmentedSpace:
 
 
 def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None = None,
-                   check_build_id: bool = True) -> Dump:
+                   check_build_id: bool | str = True) -> Dump:
     """A QEMU process core as a :class:`Dump`: guest RAM (if the core has it) and QEMU's state.
 
     :param layout: the struct layout profile (default: the shipped one for x86_64).
-    :param check_build_id: refuse a binary whose build-id the profile does not list.
+    :param check_build_id: ``"strict"`` refuses a binary whose build-id the profile does not
+        list; otherwise such a core is read with the profile and a warning is kept in ``info``.
     :raises UnsupportedInput: not a QEMU core, or a build the profile is not for.
     :raises CorruptInput: a profile invariant fails on this core (message names profile and check).
     """

@@ -60,12 +60,14 @@ class QemuCoreFacts:
 
 
 def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayout, *,
-                   check_build_id: bool = True) -> QemuCoreFacts:
+                   check_build_id: bool | str = True) -> QemuCoreFacts:
     """QEMU's virtio state, RAM blocks and guest RAM map from a process core.
 
     :param mem: the core's host-virtual memory (by ``p_vaddr``).
-    :param layout: the layout profile; its ``build_ids`` must name the core's binary.
-    :raises UnsupportedInput: not a QEMU core, or a build the profile is not for.
+    :param layout: the layout profile; a core whose binary's build-id it does not list is read
+        with it all the same (the invariants decide) and a warning is recorded in ``info``,
+        unless ``check_build_id == "strict"``.
+    :raises UnsupportedInput: not a QEMU core (or, when strict, a build the profile is not for).
     :raises CorruptInput: an invariant of the profile fails on this core (the message names the
         profile and the check).
     :raises MissingData: a struct the answer needs is not in the core.
@@ -74,18 +76,29 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     files = read_mapped_files(view, elf)
     binary, base, end = find_qemu_binary(mem, files)
     build_id = read_build_id(rd, base)
-    if check_build_id and layout.build_ids and build_id not in layout.build_ids:
-        raise UnsupportedInput(view.name, f"{layout.label} does not fit this core: check 'build-id' "
-                                          f"failed: {binary} has build-id {build_id or 'unknown'}, "
-                                          f"the profile is for {', '.join(layout.build_ids)}")
+    warnings = []
+    if layout.build_ids and build_id not in layout.build_ids:
+        # Another build of the same QEMU release (a distro rebuild, a newer stable update) often
+        # keeps these layouts: try the profile, and let the invariants below decide.
+        msg = (f"{layout.label} was made for build-id {', '.join(layout.build_ids)}; {binary} has "
+               f"{build_id or 'no build-id'}: using it because QEMU's own structures pass its "
+               f"checks")
+        if check_build_id == "strict":
+            raise UnsupportedInput(view.name, f"{layout.label} does not fit this core: check "
+                                              f"'build-id' failed: {binary} has build-id "
+                                              f"{build_id or 'unknown'}, the profile is for "
+                                              f"{', '.join(layout.build_ids)}")
+        warnings.append(msg)
     bin_runs = [(f.start, f.end - f.start) for f in files
                 if f.path == binary and mem.is_present(f.start, f.end - f.start)]
     version, package = find_qemu_version(mem, bin_runs)
     version_from = "core"
-    if version is None and build_id in layout.build_ids and "qemu" in layout.data:
-        # .rodata is not in the core; the build-id pins the release the profile names
+    if version is None and "qemu" in layout.data:
+        # .rodata is not in the core; the build-id pins the release the profile names (another
+        # build: the profile's release is the best guess, and the warning says so)
         version = tuple(int(x) for x in layout.data["qemu"].split("."))[:3]  # type: ignore[assignment]
-        package, version_from = layout.data.get("package"), "profile"
+        package = layout.data.get("package") if build_id in layout.build_ids else None
+        version_from = "profile"
 
     loads = elf.loads
     writable = [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
@@ -127,6 +140,7 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     info = {"binary": binary, "qemu_version_from": version_from if version else None,
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
             "virtio_list": head, "virtqueue_arrays": len(arrays),
-            "devices_not_on_list": sorted(v for v in array_of if v not in order)}
+            "devices_not_on_list": sorted(v for v in array_of if v not in order),
+            "warnings": warnings}
     return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
                          guest_ram=guest_ram, info=info)
