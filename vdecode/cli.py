@@ -126,6 +126,8 @@ def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: st
         knowledges.append(LogKnowledge.from_log(log, vm))
     knowledge = merge_knowledge(knowledges)
     opened = open_dump(dump)
+    if knowledge is None and opened.qmp_log is not None:     # a bundle's embedded log
+        knowledge = LogKnowledge.from_log(opened.qmp_log)
     profile = profile_for(knowledge, opened.qemu)
     machine, notes = build_machine(opened, knowledge, profile)
     for n in notes:
@@ -257,17 +259,75 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
             click.echo(f"vdecode: warning: {w}", err=True)
         knowledge = LogKnowledge.from_log(log, vm)
     with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
+        if knowledge is None and opened.qmp_log is not None:  # a bundle's embedded log
+            knowledge = LogKnowledge.from_log(opened.qmp_log)
         profile = profile_for(knowledge, opened.qemu)
         machine, notes = build_machine(opened, knowledge, profile)
         logged = state_from_log(knowledge, profile) if knowledge is not None else None
         log_end = knowledge.span[1] if knowledge is not None else None
         findings, walks = find_findings(machine, profile, logged, log_end)
+        carved = None
+        if knowledge is None and opened.qemu is None and opened.space is not None:
+            from vdecode.reconstruct.ring_match import group_by_device
+            from vdecode.render.text import progress_bar
+            from vdecode.virtio.carve import carve_rings
+            with progress_bar("scanning guest RAM for rings") as tick:
+                rings = carve_rings(opened.space, progress=tick)
+            carved = group_by_device(opened.space, rings)
+            notes = []
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
-                          queue=queue, show_all=show_all, notes=[*notes, *machine.notes])
+                          queue=queue, show_all=show_all, notes=[*notes, *machine.notes],
+                          carved=carved)
     if as_json:
         click.echo(render_view_json(view), nl=False)
     else:
         tty = sys.stdout.isatty()
         width = click.get_terminal_size()[0] if tty else 80
         click.echo(render_view_text(view, width=max(40, width), color=tty), nl=False)
+
+
+@cli.command("bundle")
+@click.argument("dump", type=click.Path(dir_okay=False))
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
+              help="QMP log taken before the dump; repeat for several, oldest first.")
+@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
+@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The bundle to write (an ELF core; .vdb by convention).")
+@click.option("--full-buffers", is_flag=True,
+              help="Keep whole pending/in-flight buffers (bounded), not only their first bytes.")
+@click.option("--redact", is_flag=True,
+              help="Zero buffer payloads (device request headers stay) for data you may not share.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+              help="Where compressed dumps are decompressed (default ~/.cache/vdecode).")
+def bundle_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
+                   output: str, full_buffers: bool, redact: bool, cache_dir: str | None) -> None:
+    """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
+    from vdecode.reconstruct.session import merge_knowledge, profile_for
+    from vdecode.render.bundle import write_bundle
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+    from vdecode.space.open import open_dump
+
+    knowledges, used = [], []
+    for path in logs:
+        log = read_qmp_log(path, log_format, vm)
+        for w in log.warnings:
+            click.echo(f"vdecode: warning: {w}", err=True)
+        knowledges.append(LogKnowledge.from_log(log, vm))
+        used.append((path, log.format))
+    knowledge = merge_knowledge(knowledges)
+    with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
+        if knowledge is None and opened.qmp_log is not None:   # re-bundling a bundle
+            knowledge = LogKnowledge.from_log(opened.qmp_log)
+        profile = profile_for(knowledge, opened.qemu)
+        report = write_bundle(output, opened, knowledge, profile, logs=used,
+                              full_buffers=full_buffers, redact=redact, vm=vm)
+    for n in report.notes:
+        click.echo(f"vdecode: note: {n}", err=True)
+    for x in report.limits:
+        click.echo(f"vdecode: warning: left out: {x}", err=True)
+    click.echo(f"{output}: {report.size} bytes, {report.kept_bytes} bytes of guest memory in "
+               f"{report.runs} runs ({report.counts['ring_areas']} ring areas, "
+               f"{report.counts['indirect_tables']} indirect tables, "
+               f"{report.counts['buffers']} buffers)")

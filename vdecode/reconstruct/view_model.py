@@ -257,10 +257,27 @@ def finding_dict(f: Finding) -> dict[str, Any]:
             "title": f.title, "evidence": f.evidence, "rule": f.rule, "qemu": f.qemu}
 
 
+def carved_view(groups: list) -> list[dict[str, Any]]:
+    """Rings carved from guest RAM without a log or core (``ring_match.DeviceGroup`` list), as
+    plain values: nothing here is QEMU's state, only what the guest's memory shows."""
+    out = []
+    for g in groups:
+        out.append({"kind": g.kind, "driver_device": g.device_va, "reasons": list(g.reasons),
+                    "rings": [{"index": r.index, "name": r.name, "size": r.num, "desc": r.desc,
+                               "avail": r.avail, "used": r.used, "avail_flags": r.avail_flags,
+                               "avail_idx": r.avail_idx, "used_flags": r.used_flags,
+                               "used_idx": r.used_idx,
+                               "outstanding": (r.avail_idx - r.used_idx) % 0x10000,
+                               "confidence": round(r.confidence, 3), "layout": r.layout,
+                               "evidence": list(r.evidence)} for r in g.rings]})
+    return out
+
+
 def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding],
                walks: dict[tuple[str, int], Any], *, dump_path: str, dump_format: str,
                log_path: str | None, device: str | None = None, queue: int | None = None,
-               show_all: bool = False, notes: list[str] = ()) -> dict[str, Any]:
+               show_all: bool = False, notes: list[str] = (),
+               carved: list | None = None) -> dict[str, Any]:
     """The whole view as plain values (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
@@ -281,6 +298,7 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         "devices": [], "queue_detail": [],
         "findings": [finding_dict(f) for f in findings if f.device in paths],
         "notes": list(notes),
+        "carved": None if carved is None else carved_view(carved),
     }
     if queue is not None:
         view["selection"] = {"device": device, "queue": queue}

@@ -7,16 +7,18 @@ line: ``~`` inferred from the log and the rings, ``*`` from an earlier QMP reply
 
 from __future__ import annotations
 
+import contextlib
 import io
 from typing import Any
 
 from rich import box
 from rich.console import Console
 from rich.padding import Padding
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ("render_view_text", "MARKERS")
+__all__ = ("render_view_text", "progress_bar", "MARKERS")
 
 MARKERS = {"inferred": "~", "log": "*"}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -165,6 +167,26 @@ def _detail(con: Console, view: dict, qd: dict, used: set[str]) -> None:
     con.print()
 
 
+def _carved(con: Console, groups: list[dict]) -> None:
+    _para(con, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
+               "RAM, grouped by the driver's device (avail/used are the guest's indices; "
+               "outstanding = avail - used):", 0)
+    con.print()
+    for g in groups:
+        dev = f"driver device {g['driver_device']:#x}" if g["driver_device"] is not None else \
+            "no driver record"
+        con.print(Text(f"{g['kind'] or 'unknown device'}  ({dev})", style="bold"))
+        t = _table("q", "name", "size", "desc", "avail", "used", "out", "conf")
+        for r in g["rings"]:
+            t.add_row("?" if r["index"] is None else str(r["index"]), r["name"] or "",
+                      str(r["size"]), f"{r['desc']:#x}", str(r["avail_idx"]), str(r["used_idx"]),
+                      str(r["outstanding"]), f"{r['confidence']:.2f}")
+        con.print(Padding(t, (0, 0, 0, 2), expand=False))
+    if not groups:
+        con.print("No rings found.")
+    con.print()
+
+
 def _findings(con: Console, view: dict) -> None:
     fs = view["findings"]
     con.print(Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
@@ -205,7 +227,9 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str
               + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""))
     con.print()
     used: set[str] = set()
-    if not view["devices"]:
+    if view.get("carved") is not None:
+        _carved(con, view["carved"])
+    elif not view["devices"]:
         con.print("No virtio devices known.")
     if view["queue_detail"]:
         for qd in view["queue_detail"]:
@@ -225,3 +249,19 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str
     if not color:       # rich pads wrapped paragraphs and cells to the width: drop the padding
         out = "\n".join(line.rstrip() for line in out.split("\n"))
     return out
+
+
+@contextlib.contextmanager
+def progress_bar(label: str):
+    """A ``progress(done, total)`` callback drawing a rich bar on stderr (only on a terminal)."""
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total or None)
+        yield tick
