@@ -86,3 +86,20 @@ def test_a_queue_that_did_not_move_keeps_the_logged_shadow(basic):
     q = ask("x-query-virtio-queue-status", path=serial, queue=2)
     # guest posted 34, QEMU last read 32 (real QEMU said 32 at the dump too)
     assert (q["shadow-avail-idx"], q["used-idx"]) == (32, 2)
+
+
+def test_a_device_unplugged_after_the_log_is_gone(basic, tmp_path):
+    log = tmp_path / "unplug.jsonl"
+    lines = basic.log("early").read_text().splitlines()
+    t = json.loads(lines[-1])["t"] + 1
+    for p in ("/machine/peripheral-anon/device[2]/virtio-backend",
+              "/machine/peripheral-anon/device[2]"):
+        ev = {"timestamp": {"seconds": int(t), "microseconds": 0}, "event": "DEVICE_DELETED",
+              "data": {"path": p}}
+        lines.append(json.dumps({"t": t, "dir": "<-", "msg": ev}))
+    log.write_text("\n".join(lines) + "\n")
+    ask, _ = _session(basic, log)
+    assert "virtio-rng" not in [d["name"] for d in ask("x-query-virtio")]
+    assert ask("x-query-virtio-status", path="/machine/peripheral-anon/device[2]/virtio-backend"
+               )["error"]["desc"] == ("Path /machine/peripheral-anon/device[2]/virtio-backend is "
+                                      "not a VirtIODevice")

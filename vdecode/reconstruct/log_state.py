@@ -164,5 +164,18 @@ def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState
             q.shadow_avail_idx = avail["idx"]
             q.provenance["shadow_avail_idx"] = "log"
 
+    # A device unplugged after its last reply is gone from virtio_list (virtio_device_unrealize).
+    # DEVICE_DELETED names the proxy and, separately, the backend (qapi/qdev.json).
+    for ev in knowledge.monitor.events:
+        if ev.name != "DEVICE_DELETED" or not isinstance(ev.data, dict):
+            continue
+        gone = ev.data.get("path")
+        for path in list(devices):
+            if gone in (path, path.removesuffix("/virtio-backend")):
+                last = devices[path].as_of
+                ev_t = ev.t if ev.t is not None else ev.t_log
+                if last is None or ev_t is None or ev_t >= last:
+                    del devices[path]
+
     state.devices = list(devices.values())
     return state
