@@ -105,7 +105,7 @@ def test_codecs_read_back(tmp_path, codec, flattened):
 
 def test_missing_data_messages(tmp_path):
     path = tmp_path / "m.kdump"
-    write_kdump(path, PAGES, incomplete=True, max_mapnr=12)
+    write_kdump(path, PAGES | {10: TEXT, 11: TEXT}, incomplete=True, max_mapnr=12)
     with open_dump(path) as dump:
         cases = {1: "guest-physical 0x1000 (pfn 0x1) is excluded from the dump",
                  4: "guest-physical 0x4000 (pfn 0x4) is not RAM in the dump",
@@ -115,7 +115,8 @@ def test_missing_data_messages(tmp_path):
         for pfn, reason in cases.items():
             # one page, the bulk reader, and a read that starts on the page before
             for read in (lambda: dump.space.read(pfn * BS, 8), lambda: dump.space.read_pages(pfn, 1),
-                         lambda: dump.space.read((pfn - 1) * BS, 2 * BS)):
+                         lambda: dump.space.read((pfn - 1) * BS, 2 * BS) if pfn != 12 else
+                         dump.space.read_pages(10, 3)):
                 with pytest.raises(MissingData) as err:
                     read()
                 assert str(err.value) == f"{path}: {reason}"
@@ -589,3 +590,26 @@ def test_32bit_header_errors_name_its_offsets(tmp_path):
         open_dump(path)
     assert str(err.value) == (f"{path} at offset 0x1048: max_mapnr 0x10000000000 exceeds the "
                               "0x8000 bits of a bitmap (2 blocks for both)")
+
+
+def test_addresses_outside_the_dump(tmp_path):
+    path = tmp_path / "o.kdump"
+    write_kdump(path, {0: TEXT, 1: TEXT}, max_mapnr=4)
+    with open_dump(path) as dump:
+        s = dump.space
+        for call, reason in [(lambda: s.read(-4096, 4), "guest-physical -0x1000+4 is not an address range"),
+                             (lambda: s.read_pages(-1, 2), "guest-physical -0x1000 is not an address"),
+                             (lambda: s.read_page(-1), "guest-physical -0x1000 is not an address"),
+                             (lambda: s.read_pages(1, 5), "guest-physical 0x2000 (pfn 0x2) is not RAM "
+                                                          "in the dump"),
+                             (lambda: s.read_pages(3, 2), "guest-physical 0x3000 (pfn 0x3) is not RAM "
+                                                          "in the dump"),
+                             (lambda: s.read_pages(4, 2), "guest-physical 0x4000 is beyond the dump's "
+                                                          "last pfn (max_mapnr 0x4)"),
+                             (lambda: s.read(1 << 40, 1), "guest-physical 0x10000000000 is beyond the "
+                                                          "dump's last pfn (max_mapnr 0x4)")]:
+            with pytest.raises(MissingData) as err:
+                call()
+            assert str(err.value) == f"{path}: {reason}"
+        assert not s.is_present(-1, 2) and not s.is_present(3 * BS, 2 * BS) and s.is_present(0, 2 * BS)
+        assert s.is_present(5, 0) and bytes(s.read(4095, 2)) == TEXT[-1:] + TEXT[:1]

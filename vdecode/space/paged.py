@@ -3,9 +3,9 @@ Paged address space over a kdump-compressed dump
 ------------------------------------------------
 Guest-physical reads from the facts :mod:`vdecode.sources.kdump` found: bitmap 2 says which pfns
 were dumped, the number of set bits before pfn *p* is the index of its ``page_desc`` (crash
-``diskdump.c`` ``pfn_to_pos``; here a per-byte prefix count made once with ``np.unpackbits`` and
-``cumsum``), and the descriptor says where the page's bytes are and how they are compressed
-(makedumpfile ``diskdump_mod.h`` ``DUMP_DH_COMPRESSED_*``; libkdumpfile ``diskdump.c``).
+``diskdump.c`` ``pfn_to_pos``; here a prefix count per 64-bit word of the bitmap, made once with
+a popcount and ``cumsum``), and the descriptor says where the page's bytes are and how they are
+compressed (makedumpfile ``diskdump_mod.h`` ``DUMP_DH_COMPRESSED_*``; libkdumpfile ``diskdump.c``).
 
 Pages are decompressed on demand through a small LRU cache. Every decompressor must produce exactly
 one block: a descriptor whose ``size`` exceeds ``block_size`` is refused before decompressing, and
@@ -51,13 +51,19 @@ def _popcount(a: np.ndarray) -> np.ndarray:
     return _popcount8()[a.view(np.uint8)].reshape(a.shape + (a.itemsize,)).sum(axis=-1)
 
 
+def _words64(bitmap: np.ndarray) -> np.ndarray:
+    """A bitmap (LSB first) as little-endian 64-bit words: bit ``p & 63`` of word ``p >> 6`` is
+    bit ``p``; zero-padded to whole words."""
+    padded = np.zeros(-(-len(bitmap) // 8) * 8, dtype=np.uint8)
+    padded[:len(bitmap)] = bitmap
+    return padded.view("<u8")
+
+
 def _runs(bitmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end (exclusive) bit of each run of set bits (LSB first), vectorised over 64-bit
     little-endian words: edges between words from their first and last bits, edges inside a word
     only in the few words that are neither all zeros nor all ones (``np.unpackbits`` on those)."""
-    padded = np.zeros(-(-len(bitmap) // 8) * 8, dtype=np.uint8)
-    padded[:len(bitmap)] = bitmap
-    w = padded.view("<u8")
+    w = _words64(bitmap)
     prev = np.zeros(len(w) + 1, dtype=np.uint8)                     # the bit before word k
     prev[1:] = w >> np.uint64(63)
     cur = np.zeros(len(w) + 1, dtype=np.uint8)                      # the first bit of word k
@@ -91,12 +97,8 @@ class PagedSpace:
         self.name = kd.name
         self.block_size = bs = kd.block_size
         self.shift = bs.bit_length() - 1
-        # bitmap 2 as little-endian 64-bit words (bit p & 63 of word p >> 6 is pfn p), and
-        # word_rank[k]: dumped pfns in words [0, k)
-        bm2 = kd.bitmap2
-        padded = np.zeros(-(-len(bm2) // 8) * 8, dtype=np.uint8)
-        padded[:len(bm2)] = bm2
-        self._words = padded.view("<u8")
+        # bitmap 2 as 64-bit words, and word_rank[k]: dumped pfns in words [0, k)
+        self._words = _words64(kd.bitmap2)
         self._word_rank = np.zeros(len(self._words) + 1, dtype=np.int64)
         np.cumsum(_popcount(self._words), out=self._word_rank[1:])
         self.num_dumpable = int(self._word_rank[-1])
@@ -116,6 +118,8 @@ class PagedSpace:
     # --- pfn → page_desc ----------------------------------------------------------------------
     def _missing(self, pfn: int) -> MissingData:
         gpa = pfn << self.shift
+        if pfn < 0:
+            return MissingData(self.name, f"guest-physical {gpa:#x} is not an address")
         if pfn >= self.kd.max_mapnr:
             return MissingData(self.name, f"guest-physical {gpa:#x} is beyond the dump's last pfn "
                                           f"(max_mapnr {self.kd.max_mapnr:#x})")
@@ -224,12 +228,15 @@ class PagedSpace:
         out = bytearray(count * bs)
         if count <= 0:
             return out
-        if pfn < 0 or pfn + count > kd.max_mapnr:
-            raise self._missing(max(pfn, kd.max_mapnr))
-        bits = np.unpackbits(kd.bitmap2[pfn >> 3:(pfn + count + 7) >> 3], bitorder="little")
-        bits = bits[pfn & 7:(pfn & 7) + count]
-        if not bits.all():
+        if pfn < 0 or pfn >= kd.max_mapnr:
+            raise self._missing(pfn)
+        inside = min(count, kd.max_mapnr - pfn)
+        bits = np.unpackbits(kd.bitmap2[pfn >> 3:(pfn + inside + 7) >> 3], bitorder="little")
+        bits = bits[pfn & 7:(pfn & 7) + inside]
+        if not bits.all():          # the first pfn of the run that is not there
             raise self._missing(pfn + int(np.argmin(bits)))
+        if inside < count:
+            raise self._missing(kd.max_mapnr)
         descs = self._read_descs(pfn, count)
         offs, sizes = descs["offset"].astype(np.int64), descs["size"].astype(np.int64)
         flags = descs["flags"].tolist()
