@@ -243,6 +243,8 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
                  device: str | None, queue: int | None, as_json: bool, show_all: bool,
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
+    import shutil
+
     from vdecode.reconstruct.findings import find_findings
     from vdecode.reconstruct.log_state import state_from_log
     from vdecode.reconstruct.session import build_machine, profile_for
@@ -283,7 +285,7 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
         click.echo(render_view_json(view), nl=False)
     else:
         tty = sys.stdout.isatty()
-        width = click.get_terminal_size()[0] if tty else 80
+        width = shutil.get_terminal_size((80, 24)).columns if tty else 80
         click.echo(render_view_text(view, width=max(40, width), color=tty), nl=False)
 
 
