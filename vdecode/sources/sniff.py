@@ -11,6 +11,7 @@ of the flattened stream) and the ELF magic. Which kind of ELF core it is needs t
 from __future__ import annotations
 
 from vdecode.errors import InputError
+from vdecode.sources.bundle import is_bundle
 from vdecode.sources.elf_dump import NT_AUXV, NT_FILE, NT_PRPSINFO, NT_SIGINFO, ElfFacts
 from vdecode.sources.files import FileView
 
@@ -56,8 +57,10 @@ def describe_start(head: bytes) -> str:
 
 
 def classify_elf(elf: ElfFacts) -> str:
-    """Which ELF core ``elf`` is: ``"qemu-core"``, ``"vmcore"``, ``"elf-paging"`` or ``"elf"``.
+    """Which ELF core ``elf`` is: ``"bundle"``, ``"qemu-core"``, ``"vmcore"``, ``"elf-paging"`` or
+    ``"elf"``.
 
+    - A ``vdecode bundle`` file has a ``VDECODE`` ``VDB_META`` note (``docs/bundle.md``).
     - A process core (gcore, systemd-coredump, the kernel's core dumper) has a CORE note a guest
       dump never has (``NT_PRPSINFO``, ``NT_FILE``, ``NT_AUXV``, ``NT_SIGINFO``) and no ``QEMU``
       CPU-state note. The real capture's ``qemu.core`` has ``NT_PRPSINFO`` and ``NT_SIGINFO``.
@@ -67,6 +70,8 @@ def classify_elf(elf: ElfFacts) -> str:
       writes ``p_vaddr == p_paddr`` (``memory_mapping.c`` ``guest_phys_blocks_to_memory_mapping``
       maps each block at its own address; the real capture has ``0xfffc0000`` in both).
     """
+    if is_bundle(elf):
+        return "bundle"
     names = {n.name for n in elf.notes}
     process = any(n.name == "CORE" and n.type in _PROCESS_NOTES for n in elf.notes)
     if process and "QEMU" not in names:

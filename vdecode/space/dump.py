@@ -8,11 +8,14 @@ reader from the file's content.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdecode.sources.files import FileView
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.space.base import AddressSpace
+
+if TYPE_CHECKING:                        # the log readers load only when a log is read
+    from vdecode.sources.qmp_log.model import QmpLog
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Dump:
     :param info: format facts for ``vdecode info`` (JSON-able values only).
     :param qemu: QEMU's virtio state when the input holds it (process core, bundle).
     :param files: the mapped files, closed by :meth:`close`.
+    :param qmp_log: a QMP log the input carries (a bundle's embedded log), used when the user
+        gives no ``--log``.
     """
 
     path: str
@@ -34,6 +39,7 @@ class Dump:
     info: dict[str, Any] = field(default_factory=dict)
     qemu: QemuVirtioState | None = None
     files: list[FileView] = field(default_factory=list)
+    qmp_log: QmpLog | None = None
 
     def close(self) -> None:
         for f in self.files:

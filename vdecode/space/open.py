@@ -3,7 +3,8 @@ Opening a dump: pick the reader from the content
 ------------------------------------------------
 :func:`open_dump` sniffs the file (``vdecode.sources.sniff``), decompresses ``.zst``/``.gz``/``.xz``
 once into a cache, and hands the mapped file to the reader of its format: kdump
-(``vdecode.space.paged``), a QEMU process core (``vdecode.space.qemu_core``) or an ELF guest dump,
+(``vdecode.space.paged``), a QEMU process core (``vdecode.space.qemu_core``), a ``vdecode bundle``
+file (``vdecode.space.bundle``) or an ELF guest dump,
 read here into a :class:`~vdecode.space.segmented.SegmentedSpace` by ``p_paddr``.
 
 Overlapping PT_LOADs: QEMU's ``paging=false`` dump writes each guest RAM block once, so an
@@ -78,7 +79,10 @@ def open_dump(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = 
         else:
             elf = read_elf(view)
             fmt = classify_elf(elf)
-            if fmt == "qemu-core":
+            if fmt == "bundle":
+                from vdecode.space.bundle import open_bundle
+                dump = open_bundle(view, elf)
+            elif fmt == "qemu-core":
                 try:
                     from vdecode.space.qemu_core import open_qemu_core
                 except ModuleNotFoundError as err:

@@ -1,0 +1,270 @@
+"""The bug-report bundle: one small ELF core that reproduces vdecode's answers elsewhere.
+
+:func:`write_bundle` keeps the guest pages the answers rest on
+(:mod:`vdecode.reconstruct.evidence`) as PT_LOADs by guest-physical address, and the rest as
+``VDECODE`` notes: provenance (``VDB_META``), the QMP log as the captures' JSON lines
+(``VDB_QMP_LOG``), QEMU's own virtio state from a process core (``VDB_QEMU_STATE``), findings
+(``VDB_FINDINGS``, when :mod:`vdecode.reconstruct.findings` is there) and a summary for people
+(``VDB_SUMMARY``). ``docs/bundle.md`` is the format's reference; :mod:`vdecode.sources.bundle`
+and :mod:`vdecode.space.bundle` read it back.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version as package_version
+from pathlib import Path
+from typing import Any
+
+from vdecode.errors import MissingData
+from vdecode.profiles import Profile
+from vdecode.reconstruct.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace, clip, merge,
+                                          plan_kept_memory, sweep_queries)
+from vdecode.reconstruct.session import build_machine
+from vdecode.render.elf_core import EM_X86_64, Segment, write_elf_core
+from vdecode.render.log_view import render_log_jsonl
+from vdecode.sources.bundle import (BUNDLE_VERSION, NOTE_OWNER, VDB_FINDINGS, VDB_META,
+                                    VDB_QEMU_STATE, VDB_QMP_LOG, VDB_SUMMARY)
+from vdecode.sources.elf_dump import EM_NAMES
+from vdecode.sources.qemu_state import QemuVirtioState
+from vdecode.sources.qmp_log.knowledge import LogKnowledge
+from vdecode.sources.qmp_log.model import QmpLog
+from vdecode.space.base import AddressSpace, Gpa
+from vdecode.space.dump import Dump
+
+__all__ = ("write_bundle", "state_to_json", "BundleReport")
+
+PAGE = 4096
+
+
+@dataclasses.dataclass
+class BundleReport:
+    """What :func:`write_bundle` wrote: the file's size, kept bytes, and what bounds left out."""
+
+    path: Path
+    size: int
+    kept_bytes: int
+    runs: int
+    counts: dict[str, int]
+    limits: list[str]
+    notes: list[str]
+
+
+def state_to_json(state: QemuVirtioState) -> dict[str, Any]:
+    """:class:`QemuVirtioState` as the ``VDB_QEMU_STATE`` JSON (``docs/bundle.md``).
+
+    Dict-keyed members become lists carrying their key (``queues[].queue_index``,
+    ``vhost_dev.vqs[].index``), sets sorted lists, tuples lists.
+    """
+    def device(d) -> dict[str, Any]:
+        out = {f.name: getattr(d, f.name) for f in dataclasses.fields(d)
+               if f.name not in ("queues", "absent_queues", "vhost_dev", "provenance")}
+        out["queues"] = [dataclasses.asdict(q) for _, q in sorted(d.queues.items())]
+        out["absent_queues"] = sorted(d.absent_queues)
+        out["provenance"] = dict(d.provenance)
+        if d.vhost_dev is None:
+            out["vhost_dev"] = None
+        else:
+            v = d.vhost_dev
+            out["vhost_dev"] = {f.name: getattr(v, f.name) for f in dataclasses.fields(v)
+                                if f.name != "vqs"}
+            out["vhost_dev"]["vqs"] = [dict(index=i, **dataclasses.asdict(x))
+                                       for i, x in sorted(v.vqs.items())]
+        return out
+
+    return {"devices": [device(d) for d in state.devices],
+            "qemu_version": list(state.qemu_version) if state.qemu_version else None,
+            "package": state.package, "source": state.source}
+
+
+def _vdecode_version() -> str:
+    try:
+        return package_version("vdecode")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _file_facts(path: str, fmt: str | None) -> dict[str, Any]:
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        size = None
+    return {"file": os.path.basename(path), "format": fmt, "size": size}
+
+
+def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | None,
+                 profile: Profile, *, logs: list[tuple[str, str]] = (),
+                 header_bytes: int = HEADER_BYTES, full_buffers: bool = False,
+                 redact: bool = False, vm: str | None = None) -> BundleReport:
+    """Write the bundle of ``dump`` (and the QMP ``knowledge``, if any) to ``out``.
+
+    :param dump: the opened origin dump; not changed.
+    :param knowledge: the QMP log's knowledge, embedded as ``VDB_QMP_LOG``.
+    :param logs: ``(path, format)`` of the logs given, for provenance.
+    :param header_bytes: bytes kept at the start of each pending/in-flight buffer.
+    :param full_buffers: keep whole buffers (each and all bounded) instead of their headers.
+    :param redact: write buffer payloads as zeros (device request headers stay), ring areas
+        exactly instead of whole pages.
+    :raises VdecodeError: when the origin cannot be read where the bundle needs it.
+    :return: a :class:`BundleReport`.
+    """
+    out = Path(out)
+    qemu_json = state_to_json(dump.qemu) if dump.qemu is not None else None
+    space = dump.space
+    recorder = RecordingSpace(space) if space is not None else None
+    scratch = dataclasses.replace(dump, space=recorder, qemu=copy.deepcopy(dump.qemu))
+    machine, notes = build_machine(scratch, knowledge, profile)
+    if space is not None:
+        plan = plan_kept_memory(machine, space, header_bytes=header_bytes,
+                                full_buffers=full_buffers, redact=redact)
+    else:
+        plan = KeepPlan()
+    summary = _summary(dump, knowledge, machine, plan, notes)
+    findings = None
+    if space is not None:
+        sweep_queries(machine, profile)
+        plan = _with_reads(plan, recorder.reads, space)
+        findings, view_reads = _view_pass(dump, knowledge, profile, space)
+        # What the view reads beyond the answers' needs is buffer bytes: kept, and redactable.
+        ram = [(int(s), int(s) + int(z)) for s, z in space.ranges()]
+        plan.buffers = clip(merge([*plan.buffers, *view_reads]), ram)
+        if redact:
+            plan.redact = clip(merge([*plan.redact, *view_reads]), ram)
+    segments = _segments(space, plan) if space is not None else []
+    kept = sum(len(s.data) for s in segments)
+
+    origin = _file_facts(dump.path, dump.format)
+    origin["ram_ranges"] = [[int(s), int(z)] for s, z in space.ranges()] if space is not None else []
+    meta = {
+        "format": "vdecode-bundle",
+        "bundle_version": BUNDLE_VERSION,
+        "vdecode_version": _vdecode_version(),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "origin": origin,
+        "logs": [_file_facts(p, f) for p, f in logs],
+        "vm": vm,
+        "options": {"header_bytes": header_bytes, "full_buffers": full_buffers, "redact": redact},
+        "kept": {"bytes": kept, "runs": len(segments), **plan.counts},
+        "limits": plan.limits[:100],
+    }
+    notes_out: list[tuple[str, int, bytes]] = [(NOTE_OWNER, VDB_META, _dumps(meta))]
+    if knowledge is not None:
+        log = QmpLog(path=os.path.basename(logs[-1][0]) if logs else "log", format="jsonl",
+                     monitors=[knowledge.monitor])
+        notes_out.append((NOTE_OWNER, VDB_QMP_LOG, "".join(render_log_jsonl(log)).encode()))
+    if qemu_json is not None:
+        notes_out.append((NOTE_OWNER, VDB_QEMU_STATE, _dumps(qemu_json)))
+    if findings is not None:
+        notes_out.append((NOTE_OWNER, VDB_FINDINGS, _dumps(findings)))
+    notes_out.append((NOTE_OWNER, VDB_SUMMARY, summary.encode()))
+    machine_id = {v: k for k, v in EM_NAMES.items()}.get(str(dump.info.get("machine")), EM_X86_64)
+    write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
+    return BundleReport(out, out.stat().st_size, kept, len(segments), plan.counts, plan.limits,
+                        notes)
+
+
+def _with_reads(plan: KeepPlan, reads: list[tuple[int, int]], space: AddressSpace) -> KeepPlan:
+    """``plan`` with the ranges the answers read added to what is kept byte for byte."""
+    ram = [(int(s), int(s) + int(z)) for s, z in space.ranges()]
+    plan.counts["recorded_reads"] = len(reads)
+    plan.needed = clip(merge([*plan.needed, *reads]), ram)
+    return plan
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, indent=None, separators=(",", ":")).encode()
+
+
+def _segments(space: AddressSpace, plan: KeepPlan) -> list[Segment]:
+    """The kept runs' bytes, buffer payloads zeroed under ``--redact``."""
+    segs = []
+    for lo, hi in merge([*plan.needed, *plan.buffers]):
+        for s, data in _read_present(space, lo, hi):
+            buf = bytearray(data)
+            e = s + len(buf)
+            for rs, re_ in plan.redact:
+                a, b = max(rs, s), min(re_, e)
+                if b > a:
+                    buf[a - s:b - s] = bytes(b - a)
+            for ns, ne in plan.needed:            # needed bytes win over redaction
+                a, b = max(ns, s), min(ne, e)
+                if b > a and plan.redact:
+                    buf[a - s:b - s] = bytes(space.read(Gpa(a), b - a))
+            segs.append(Segment(s, bytes(buf)))
+    return segs
+
+
+def _read_present(space: AddressSpace, lo: int, hi: int):
+    """``(start, bytes)`` pieces of ``[lo, hi)`` the space holds (excluded pages skipped)."""
+    try:
+        return [(lo, bytes(space.read(Gpa(lo), hi - lo)))]
+    except MissingData:
+        pass
+    pieces: list[tuple[int, bytes]] = []
+    pos = lo
+    while pos < hi:
+        end = min(hi, (pos // PAGE + 1) * PAGE)
+        try:
+            data = bytes(space.read(Gpa(pos), end - pos))
+        except MissingData:
+            pos = end
+            continue
+        if pieces and pieces[-1][0] + len(pieces[-1][1]) == pos:
+            pieces[-1] = (pieces[-1][0], pieces[-1][1] + data)
+        else:
+            pieces.append((pos, data))
+        pos = end
+    return pieces
+
+
+def _view_pass(dump: Dump, knowledge: LogKnowledge | None, profile: Profile,
+               space: AddressSpace) -> tuple[list | None, list[tuple[int, int]]]:
+    """Findings as JSON and the guest memory the post-mortem view reads (buffer previews), when
+    the view's modules (``reconstruct/findings.py``, ``reconstruct/view_model.py``) are there."""
+    try:
+        from vdecode.reconstruct.findings import find_findings
+        from vdecode.reconstruct.log_state import state_from_log
+        from vdecode.reconstruct.view_model import build_view
+    except ImportError:
+        return None, []
+    recorder = RecordingSpace(space)
+    scratch = dataclasses.replace(dump, space=recorder, qemu=copy.deepcopy(dump.qemu))
+    machine, notes = build_machine(scratch, knowledge, profile)
+    logged = state_from_log(knowledge, profile) if knowledge is not None else None
+    log_end = knowledge.span[1] if knowledge is not None else None
+    findings, walks = find_findings(machine, profile, logged, log_end)
+    build_view(machine, profile, findings, walks, dump_path=dump.path, dump_format=dump.format,
+               log_path=None, device=None, queue=None, show_all=True, notes=notes)
+    return [dataclasses.asdict(f) for f in findings], recorder.reads
+
+
+def _summary(dump: Dump, knowledge: LogKnowledge | None, machine, plan: KeepPlan,
+             notes: list[str]) -> str:
+    """A few lines for people: origin, devices, and each queue's pending/in-flight counts."""
+    lines = [f"vdecode bundle of {os.path.basename(dump.path)} ({dump.format})"
+             + (f" with a QMP log ({len(knowledge.monitor.exchanges)} exchanges)" if knowledge
+                else "")]
+    lines.append(f"QEMU state from: {machine.state.source or 'nothing'}")
+    facts = {(q.path, q.queue): q for q in plan.queues}
+    for dev in machine.state.devices:
+        status = f"{dev.status:#04x}" if dev.status is not None else "?"
+        lines.append(f"{dev.canonical_path}  {dev.name or '?'}  status {status}"
+                     + ("  BROKEN" if dev.broken else ""))
+        for qn in sorted(dev.queues):
+            q = dev.queues[qn]
+            f = facts.get((dev.canonical_path, qn))
+            if f is None or f.avail_idx is None:
+                lines.append(f"  queue {qn}: num {q.vring_num}  (ring not read)")
+                continue
+            last = q.last_avail_idx
+            pending = (f.avail_idx - last) & 0xFFFF if last is not None else None
+            inflight = (last - f.used_idx) & 0xFFFF if last is not None else None
+            lines.append(f"  queue {qn}: num {f.num}  avail.idx {f.avail_idx}  used.idx "
+                         f"{f.used_idx}  last_avail_idx {last}  pending {pending}  "
+                         f"in flight {inflight}")
+    lines += [f"note: {n}" for n in notes] + [f"left out: {x}" for x in plan.limits[:20]]
+    return "\n".join(lines) + "\n"

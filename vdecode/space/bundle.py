@@ -1,0 +1,108 @@
+"""
+A bundle's guest memory: the kept pages, and why the others are missing
+-----------------------------------------------------------------------
+A ``vdecode bundle`` file (``docs/bundle.md``) is an ELF core with one PT_LOAD per kept run of
+guest-physical memory (``p_paddr``). It reads like any ELF guest dump, except that an address
+outside the kept runs says whether it was left out of the bundle or was never in the origin dump
+(the ``VDB_META`` note lists the origin's RAM ranges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from vdecode.errors import MissingData
+from vdecode.sources.bundle import BundleFacts, read_bundle_notes
+from vdecode.sources.elf_dump import ElfFacts
+from vdecode.sources.files import FileView
+from vdecode.space.dump import Dump
+from vdecode.space.segmented import SegmentedSpace
+
+__all__ = ("BundleSpace", "open_bundle")
+
+
+class BundleSpace(SegmentedSpace):
+    """The kept guest-physical runs of a bundle.
+
+    :param ram_ranges: the origin dump's RAM ``(start, size)``, for the messages of missing reads.
+    :raises MissingData: from :meth:`read`/:meth:`mapping`: "... is not kept in the bundle", or
+        "... was not in the origin dump either".
+    """
+
+    def __init__(self, name: str, file: FileView, starts, sizes, offsets, filesz, *,
+                 ram_ranges: tuple[tuple[int, int], ...] = ()) -> None:
+        super().__init__(name, file, starts, sizes, offsets, filesz, kind="guest-physical")
+        self.ram_ranges = ram_ranges
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The origin dump's RAM (with the kept runs): what the bundle stands for.
+
+        Answers that depend on where RAM ends (QEMU's "Cannot map indirect buffer", a buffer
+        "outside guest RAM") come out as from the origin; :meth:`kept_ranges` is what is readable.
+        """
+        spans = sorted([(s, s + z) for s, z in self.ram_ranges]
+                       + [(s, s + z) for s, z in self.kept_ranges()])
+        out: list[list[int]] = []
+        for s, e in spans:
+            if out and s <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], e)
+            else:
+                out.append([s, e])
+        return [(s, e - s) for s, e in out]
+
+    def kept_ranges(self) -> list[tuple[int, int]]:
+        """The kept runs, sorted ``(start, size)``, adjacent ones merged."""
+        return super().ranges()
+
+    def mapping(self, addr: int, n: int) -> Iterator[tuple[int, int, int | None]]:
+        pos = addr
+        try:
+            for piece in super().mapping(addr, n):
+                pos = piece[0] + piece[1]
+                yield piece
+        except MissingData:
+            if pos < addr + n and any(s <= pos < s + z for s, z in self.ram_ranges):
+                why = "is not kept in the bundle"
+            else:
+                why = "is not in the bundle (nor was it in the origin dump)"
+            raise MissingData(self.name, f"guest-physical {addr:#x}+{n} {why}"
+                              + (f" (nothing at {pos:#x})" if pos != addr else "")) from None
+
+
+def open_bundle(view: FileView, elf: ElfFacts) -> Dump:
+    """A bundle as a :class:`Dump`: kept pages, embedded QEMU state and QMP log, provenance.
+
+    :raises CorruptInput: a note or a program header contradicts itself (see
+        :func:`~vdecode.sources.bundle.read_bundle_notes`); overlapping PT_LOADs.
+    """
+    from vdecode.space.open import guest_runs        # open.py dispatches here: no import cycle
+
+    facts: BundleFacts = read_bundle_notes(view, elf)
+    starts, sizes, offsets, filesz = guest_runs(elf, allow_overlap=False)
+    space = BundleSpace(view.name, view, starts, sizes, offsets, filesz, ram_ranges=facts.ram_ranges)
+    kept = int(np.sum(sizes)) if len(sizes) else 0
+    info = {
+        "format": "bundle",
+        "file": view.name,
+        "file_size": view.size,
+        "machine": elf.machine,
+        "bundle_version": facts.meta.get("bundle_version"),
+        "created": facts.meta.get("created"),
+        "vdecode_version": facts.meta.get("vdecode_version"),
+        "origin": facts.meta.get("origin"),
+        "options": facts.meta.get("options"),
+        "kept": facts.meta.get("kept"),
+        "pt_load": int(len(elf.loads)),
+        "kept_bytes": kept,
+        "kept_ranges": [{"start": s, "end": s + n, "size": n} for s, n in space.kept_ranges()],
+        "ram_ranges": [{"start": s, "end": s + n, "size": n} for s, n in space.ranges()],
+        "qemu_state": facts.qemu is not None,
+        "qmp_log_exchanges": sum(len(m.exchanges) for m in facts.qmp_log.monitors)
+        if facts.qmp_log else None,
+        "findings": len(facts.findings) if facts.findings is not None else None,
+        "summary": facts.summary,
+    }
+    return Dump(path=view.name, format="bundle", space=space, info=info, qemu=facts.qemu,
+                files=[view], qmp_log=facts.qmp_log)
