@@ -276,3 +276,29 @@ def test_later_wins_against_naive(tmp_path, seed):
         ix = read_flat_index(f)
         assert ix.overlapping
         assert bytes(FlattenedView(f, ix).memory()) == naive_rearrange(tmp_path / "flat")
+
+
+def test_flat_index_cache(tmp_path):
+    """A large stream's index is kept and found again; a cache that does not fit is ignored."""
+    from vdecode.sources.flattened import flat_index_cache_path
+    write_kdump(tmp_path / "flat", PAGES, record_size=100, shuffle=2)
+    cache = tmp_path / "cache"
+    with FileView(tmp_path / "flat") as f:
+        walked = read_flat_index(f)
+        read_flat_index(f, cache_dir=cache)
+        assert not cache.exists()                                       # too few records to keep
+        first = read_flat_index(f, cache_dir=cache, cache_min_records=10)
+        kept = flat_index_cache_path(f, cache)
+        assert kept.exists()
+        again = read_flat_index(f, cache_dir=cache, cache_min_records=10)
+        for ix in (first, again):
+            for field in ("starts", "ends", "file_offsets"):
+                assert np.array_equal(getattr(ix, field), getattr(walked, field))
+            assert (ix.n_records, ix.overlapping, ix.size, ix.cut_offset) == \
+                (walked.n_records, walked.overlapping, walked.size, None)
+        bad = dict(np.load(kept))
+        bad["file_offsets"] = bad["file_offsets"] + (1 << 40)            # would read past the end
+        np.savez(kept, **bad)
+        assert np.array_equal(read_flat_index(f, cache_dir=cache).file_offsets, walked.file_offsets)
+        kept.write_bytes(b"not an npz")
+        assert np.array_equal(read_flat_index(f, cache_dir=cache).file_offsets, walked.file_offsets)

@@ -14,9 +14,13 @@ makedumpfile_header``, ``struct makedumpfile_data_header``): a 4 KiB header, the
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import os
 import struct
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from construct import Const, Int64sb, Struct
@@ -24,8 +28,9 @@ from construct import Const, Int64sb, Struct
 from vdecode.errors import CorruptInput
 from vdecode.sources.files import FileView, parse_at
 
-__all__ = ("END_FLAG_FLAT_HEADER", "FLAT_RECORD", "FLAT_RECORD_DTYPE", "FlatIndex", "FlattenedView",
-           "MAKEDUMPFILE_HEADER", "MAKEDUMPFILE_SIGNATURE", "read_flat_index")
+__all__ = ("END_FLAG_FLAT_HEADER", "FLAT_RECORD", "FLAT_RECORD_DTYPE", "FLAT_INDEX_CACHE_MIN",
+           "FlatIndex", "FlattenedView", "MAKEDUMPFILE_HEADER", "MAKEDUMPFILE_SIGNATURE",
+           "flat_index_cache_path", "read_flat_index", "walk_flat_records")
 
 MAKEDUMPFILE_SIGNATURE = b"makedumpfile"
 MAX_SIZE_MDF_HEADER = 4096                 # makedumpfile.h: the flattened header is one 4 KiB block
@@ -52,7 +57,7 @@ FLAT_RECORD = Struct(                               # makedumpfile.h struct make
 FLAT_RECORD_DTYPE = np.dtype([("offset", ">i8"), ("buf_size", ">i8")])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FlatIndex:
     """Where each byte of the rearranged file lives in a flattened stream.
 
@@ -71,7 +76,78 @@ class FlatIndex:
     cut_reason: str | None = None    # and how (the message for what it lacks)
 
 
-def read_flat_index(view: FileView) -> FlatIndex:
+# Streams with at least this many records keep their index in the cache directory: the walk
+# touches every record header (about 1 us each warm, and on a cold cache most of the file).
+FLAT_INDEX_CACHE_MIN = 1 << 16
+FLAT_INDEX_CACHE_VERSION = 1
+
+
+def flat_index_cache_path(view: FileView, cache_dir: str | os.PathLike) -> Path:
+    """Where the index of ``view`` is kept: keyed by the file's resolved path, size and mtime."""
+    st = os.stat(view.path)
+    key = hashlib.sha256(f"{view.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                         f"{FLAT_INDEX_CACHE_VERSION}".encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"{key}-{view.path.name}.flatindex.npz"
+
+
+def _load_cached(path: Path, view: FileView) -> FlatIndex | None:
+    """A cached index, or ``None`` when it is missing, unreadable or does not fit the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            st, en, fo, meta = z["starts"], z["ends"], z["file_offsets"], z["meta"]
+            cut_reason = str(z["cut_reason"]) if "cut_reason" in z.files else None
+    except (OSError, ValueError, KeyError):
+        return None
+    if (st.dtype != np.int64 or en.dtype != np.int64 or fo.dtype != np.int64 or meta.shape != (5,)
+            or not (len(st) == len(en) == len(fo))):
+        return None
+    n_records, overlapping, size, cut_offset, file_size = meta.tolist()
+    ok = (file_size == view.size and bool(np.all(en > st)) and bool(np.all(en[:-1] <= st[1:]))
+          and bool(np.all(fo >= MAX_SIZE_MDF_HEADER + 16))
+          and bool(np.all(fo + (en - st) <= view.size)) and (len(en) == 0 or size == int(en[-1])))
+    if not ok:
+        return None
+    return FlatIndex(st, en, fo, int(n_records), bool(overlapping), int(size),
+                     None if cut_offset < 0 else int(cut_offset), cut_reason)
+
+
+def _save_cached(path: Path, index: FlatIndex, view: FileView) -> None:
+    """Keep the index for the next open; a cache that cannot be written is skipped."""
+    meta = np.array([index.n_records, int(index.overlapping), index.size,
+                     -1 if index.cut_offset is None else index.cut_offset, view.size], dtype=np.int64)
+    extra = {"cut_reason": np.array(index.cut_reason)} if index.cut_reason else {}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, starts=index.starts, ends=index.ends, file_offsets=index.file_offsets,
+                     meta=meta, **extra)
+        os.replace(tmp, path)
+    except OSError:
+        return
+
+
+def read_flat_index(view: FileView, *, cache_dir: str | os.PathLike | None = None,
+                    cache_min_records: int = FLAT_INDEX_CACHE_MIN) -> FlatIndex:
+    """The record index of a flattened stream: from the cache when ``cache_dir`` holds one that
+    fits the file, else by :func:`walk_flat_records`, kept in ``cache_dir`` when the stream has at
+    least ``cache_min_records`` records.
+
+    :raises CorruptInput: as :func:`walk_flat_records`.
+    """
+    cached = None
+    if cache_dir is not None:
+        cached = flat_index_cache_path(view, cache_dir)
+        index = _load_cached(cached, view)
+        if index is not None:
+            return index
+    index = walk_flat_records(view)
+    if cached is not None and index.n_records >= cache_min_records:
+        _save_cached(cached, index, view)
+    return index
+
+
+def walk_flat_records(view: FileView) -> FlatIndex:
     """Walk the record headers of a flattened stream once (the data is skipped, never read).
 
     A stream cut short (no end marker, a last record or record header running past the end of

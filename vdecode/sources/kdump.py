@@ -19,6 +19,7 @@ lookup and decompression live in :mod:`vdecode.space.paged`.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -164,7 +165,7 @@ class KdumpSubHeader:
     max_mapnr_64: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KdumpFile:
     """An opened kdump: headers, bitmaps and where the ``page_desc`` table starts.
 
@@ -232,10 +233,12 @@ def _is64(data: FileView | FlattenedView, little: bool) -> bool:
     return True
 
 
-def read_kdump(view: FileView) -> KdumpFile:
+def read_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) -> KdumpFile:
     """Parse a kdump-compressed file (flattened or rearranged) up to its bitmaps.
 
     :param view: the whole file.
+    :param cache_dir: where a large flattened stream's record index is kept between opens
+        (:func:`vdecode.sources.flattened.read_flat_index`); ``None``: walk it every time.
     :raises CorruptInput: a header or bitmap that is missing, truncated or contradicts itself.
     :raises UnsupportedInput: a split dump (one file of a set).
     """
@@ -243,7 +246,7 @@ def read_kdump(view: FileView) -> KdumpFile:
     flat = None
     data: FileView | FlattenedView = view
     if head.startswith(MAKEDUMPFILE_SIGNATURE):
-        flat = read_flat_index(view)
+        flat = read_flat_index(view, cache_dir=cache_dir)
         data = FlattenedView(view, flat)
 
     def require(offset: int, n: int) -> None:

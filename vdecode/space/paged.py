@@ -16,6 +16,7 @@ Excluded pages, pfns that are not RAM and pages an incomplete dump never wrote a
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from functools import cache
 import numpy as np
 
 from vdecode.errors import CorruptInput, MissingData
+from vdecode.sources.compressed import default_cache_dir
 from vdecode.sources.elf_dump import NT_PRSTATUS, PRSTATUS_X86_64, QEMU_CPUSTATE_X86
 from vdecode.sources.files import FileView, Gpa
 from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, read_kdump, \
@@ -374,14 +376,17 @@ def _vcpus(kd: KdumpFile, notes: list) -> list[dict]:
     return vcpus
 
 
-def open_kdump(view: FileView) -> Dump:
+def open_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) -> Dump:
     """Open a kdump-compressed file (flattened stream or rearranged file) as a :class:`Dump`.
 
     :param view: the mapped file; it starts with ``b"KDUMP   "`` or ``b"makedumpfile"``.
+    :param cache_dir: where the record index of a large flattened stream is kept between opens
+        (default :func:`~vdecode.sources.compressed.default_cache_dir`; streams of fewer than
+        :data:`~vdecode.sources.flattened.FLAT_INDEX_CACHE_MIN` records are never cached).
     :raises CorruptInput: headers, bitmaps or the ``page_desc`` table contradict themselves.
     :raises UnsupportedInput: a split dump.
     """
-    kd = read_kdump(view)
+    kd = read_kdump(view, cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
     space = PagedSpace(kd)
     h, sub = kd.header, kd.sub_header
     ranges = space.ranges()
