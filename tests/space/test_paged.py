@@ -613,3 +613,12 @@ def test_addresses_outside_the_dump(tmp_path):
             assert str(err.value) == f"{path}: {reason}"
         assert not s.is_present(-1, 2) and not s.is_present(3 * BS, 2 * BS) and s.is_present(0, 2 * BS)
         assert s.is_present(5, 0) and bytes(s.read(4095, 2)) == TEXT[-1:] + TEXT[:1]
+
+
+def test_compressed_kdump_as_attached_to_a_bug_report(captures, tmp_path):
+    """The capture's own dump.kdump-zlib.zst: decompressed once by open_dump, read by content."""
+    cap = captures["basic"]
+    zst = cap.folder / cap.manifest["dumps"]["kdump-zlib"]
+    with open_dump(zst, cache_dir=tmp_path) as dump, open_dump(cap.dump("kdump-zlib")) as plain:
+        assert dump.format == "kdump-flattened" and dump.path == str(zst)
+        assert bytes(dump.space.read_pages(0x1000, 256)) == bytes(plain.space.read_pages(0x1000, 256))
