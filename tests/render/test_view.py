@@ -30,7 +30,6 @@ CASES = [
     ("basic-core-blk-q0", "basic", "qemu-core", None, ["--device", "virtio-blk", "--queue", "0"]),
     ("basic-elf-serial-q4", "basic", "elf", "early", ["--device", "virtio-serial", "--queue", "4"]),
     ("mixed-core", "mixed", "qemu-core", "early", []),
-    ("basic-elf-carved", "basic", "elf", None, []),
 ]
 
 
@@ -68,6 +67,16 @@ def test_json_golden(captures, name, cap, kind, log, extra):
     assert view["schema_version"] == 1
     assert list(view) [:6] == ["schema_version", "input", "legend", "devices", "queue_detail", "findings"]
     check_golden(f"view-{name}.json", out)
+
+
+def test_without_log_or_core_rings_are_carved(captures):
+    pytest.importorskip("vdecode.reconstruct.ring_match")
+    out = run(captures, "basic", "elf", None, [])
+    assert out.startswith("dump.elf (elf)\nQEMU state from nothing\n\nNo QMP log and no QEMU core: "
+                          "QEMU's devices are unknown. Rings carved from guest\nRAM")
+    assert max(len(line) for line in out.splitlines()) <= 80
+    view = json.loads(run(captures, "basic", "elf", None, [], "--json"))
+    assert view["carved"] and view["devices"] == [] and view["input"]["qemu_state"] == "none"
 
 
 def test_every_value_says_how_it_was_known(captures):
