@@ -65,3 +65,46 @@ def put_ring(mem: bytearray, base: int, num: int, descs: list[tuple[int, int, in
         mem[used_at + 4 + 8 * slot:used_at + 12 + 8 * slot] = layouts.used_elem.build(dict(id=id_, len=length))
     mem[used_at + 4 + 8 * num:used_at + 6 + 8 * num] = int(avail_event).to_bytes(2, order)
     return RingAt(desc_at, avail_at, used_at, num)
+
+
+def put_split_ring(mem: bytearray, desc: int, num: int, *, avail: int | None = None,
+                   used: int | None = None, used_align: int = 4096, layouts: VringLayouts,
+                   chains: list[list[tuple[int, int, int]]] = (), completed: int = 0,
+                   avail_flags: int = 0, driver_at: int | None = None,
+                   driver_offset: int = 0xFFFF888000000000, driver_index: int = 0,
+                   driver_device: int = 0) -> RingAt:
+    """Write a split ring in any layout, with real chains, for the carver's tests.
+
+    ``chains`` are lists of ``(addr, len, flags)`` buffers; each becomes a chain (NEXT links
+    added) and an avail entry; the first ``completed`` of them are also in the used ring. The
+    avail ring defaults to ``desc + 16*num`` and the used ring to ``align_up(avail + 6 + 2*num,
+    used_align)`` (the legacy layout for 4096, Linux's modern one for 64). With ``driver_at``, a
+    Linux-style ``struct vring_virtqueue`` tail is written there: ``struct virtqueue``'s ``vdev``,
+    ``index``, ``num_free``, ``num_max`` 96 bytes before a ``struct vring`` with driver-virtual
+    pointers (``gpa + driver_offset``).
+    """
+    avail = desc + 16 * num if avail is None else avail
+    used = (avail + 6 + 2 * num + used_align - 1) // used_align * used_align if used is None else used
+    order = "little" if layouts.little_endian else "big"
+    slot, heads = 0, []
+    for chain in chains:
+        heads.append(slot)
+        for k, (addr, length, flags) in enumerate(chain):
+            more = k + 1 < len(chain)
+            mem[desc + 16 * slot:desc + 16 * slot + 16] = layouts.desc.build(dict(
+                addr=addr, len=length, flags=flags | (1 if more else 0), next=slot + 1 if more else 0))
+            slot += 1
+    mem[avail:avail + 4] = layouts.avail_header.build(dict(flags=avail_flags, idx=len(heads)))
+    for i, h in enumerate(heads):
+        mem[avail + 4 + 2 * i:avail + 6 + 2 * i] = h.to_bytes(2, order)
+    mem[used:used + 4] = layouts.used_header.build(dict(flags=0, idx=completed))
+    for i, h in enumerate(heads[:completed]):
+        mem[used + 4 + 8 * i:used + 12 + 8 * i] = layouts.used_elem.build(dict(id=h, len=1))
+    if driver_at is not None:
+        u64 = lambda v: int(v).to_bytes(8, order)        # noqa: E731
+        mem[driver_at - 64:driver_at - 56] = u64(driver_device or driver_offset + driver_at + 4096)
+        mem[driver_at - 56:driver_at - 48] = (driver_index | num << 32).to_bytes(8, order)
+        mem[driver_at - 48:driver_at - 40] = u64(num)
+        mem[driver_at:driver_at + 32] = (u64(num) + u64(desc + driver_offset) + u64(avail + driver_offset)
+                                         + u64(used + driver_offset))
+    return RingAt(desc, avail, used, num)

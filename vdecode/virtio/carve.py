@@ -31,6 +31,7 @@ ring's extent) at a time. Confidence is ``1 - prod(1 - w)`` over the evidence fo
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -43,7 +44,7 @@ from vdecode.virtio.chains import END_DONE, walk_all_chains
 from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
                                     VRING_DESC_F_WRITE, vring_layouts)
 
-__all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "NUMS", "USED_ALIGNS",
+__all__ = ("CarvedRing", "carve_rings", "check_ring", "ram_bounds", "CONFIDENCE_THRESHOLD", "NUMS", "USED_ALIGNS",
            "ring_extent", "ProgressFn")
 
 PAGE = 4096
@@ -348,9 +349,7 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     :return: :class:`CarvedRing`\\ s sorted by ``desc``; one per descriptor table.
     """
     bo = "<" if little_endian else ">"
-    ranges = getattr(space, "dumped_ranges", space.ranges)()
-    ram = (np.array([int(s) for s, _ in ranges], dtype=np.uint64),
-           np.array([int(s) + int(n) for s, n in ranges], dtype=np.uint64))
+    ram = ram_bounds(space)
     found: dict[int, list[CarvedRing]] = {}
     drivers: list[tuple] = []
     for gpa, buf, primary in _chunks(space, progress):
@@ -368,17 +367,46 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
                     tuple(sorted(ev)), empty=empty))
     rings = {d: _best(c) for d, c in found.items()}
     rings = _apply_drivers(space, rings, drivers, bo, ram)
-    out = [r for r in sorted(rings.values(), key=lambda r: r.desc) if r.confidence >= threshold]
+    kept = _without_overlaps(list(rings.values()))
+    return [r for r in sorted(kept, key=lambda r: r.desc) if r.confidence >= threshold]
+
+
+def _areas(r: CarvedRing) -> list[tuple[int, int]]:
+    return [(r.desc, r.desc + 16 * r.num), (r.avail, r.avail + 6 + 2 * r.num),
+            (r.used, r.used + 6 + 8 * r.num)]
+
+
+def _without_overlaps(rings: list[CarvedRing]) -> list[CarvedRing]:
+    """Two rings cannot share bytes: where candidates overlap (a bigger table read through a
+    real ring's avail ring, say) the more confident one stays."""
+    rings.sort(key=lambda r: (-r.confidence, r.desc))
+    taken: list[tuple[int, int]] = []          # sorted, disjoint
+    out = []
+    for r in rings:
+        areas = _areas(r)
+        clash = False
+        for lo, hi in areas:
+            i = bisect.bisect_right(taken, (lo, float("inf"))) - 1
+            if (i >= 0 and taken[i][1] > lo) or (i + 1 < len(taken) and taken[i + 1][0] < hi):
+                clash = True
+                break
+        if not clash:
+            out.append(r)
+            for a in areas:
+                bisect.insort(taken, a)
     return out
 
 
 def _best(cands: list[CarvedRing]) -> CarvedRing:
     """Per descriptor table: the most confident reading; equally good device-area positions
-    are counted as ``alternatives`` (the Linux cache-line one, then legacy, is kept)."""
+    are counted as ``alternatives`` (a written one, then the Linux cache-line one, then legacy,
+    is kept) and cost a tenth of the confidence."""
     order = {"cacheline": 0, "legacy": 1}
-    cands.sort(key=lambda r: (-r.confidence, -r.num, order.get(r.layout, 2), r.used))
+    # a device area that has been written (used.idx != 0) beats an untouched one
+    cands.sort(key=lambda r: (-r.confidence, -r.num, r.used_idx == 0, order.get(r.layout, 2), r.used))
     top = cands[0]
-    ties = sum(1 for r in cands[1:] if r.confidence == top.confidence and r.num == top.num)
+    ties = sum(1 for r in cands[1:] if r.confidence == top.confidence and r.num == top.num
+               and (r.used_idx == 0) == (top.used_idx == 0))
     if not ties:
         return top
     return replace(top, alternatives=ties, confidence=round(top.confidence * 0.9, 4))
@@ -423,9 +451,30 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
     return out
 
 
+def ram_bounds(space: AddressSpace) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted starts and ends of the RAM the dump holds (for buffer-address checks)."""
+    ranges = getattr(space, "dumped_ranges", space.ranges)()
+    return (np.array([int(s) for s, _ in ranges], dtype=np.uint64),
+            np.array([int(s) + int(n) for s, n in ranges], dtype=np.uint64))
+
+
+def check_ring(space: AddressSpace, num: int, desc: int, avail: int, used: int, *,
+               little_endian: bool = True,
+               ram: tuple[np.ndarray, np.ndarray] | None = None) -> CarvedRing | None:
+    """Whether a split ring of ``num`` entries stands at these addresses, by the carver's rules.
+
+    :return: the ring as a :class:`CarvedRing` (``evidence`` says what was seen), or ``None``
+        when it is not one (bad sizes, heads or ids out of range, links or buffers outside,
+        ``avail.idx - used.idx > num``, or bytes the dump lacks).
+    """
+    if num not in NUMS or min(desc, avail, used) < 0 or desc % 16 or avail % 2 or used % 4:
+        return None
+    return _check_ring(space, num, desc, avail, used, "<" if little_endian else ">",
+                       ram if ram is not None else ram_bounds(space))
+
+
 def _check_ring(space: AddressSpace, num: int, desc: int, avail: int, used: int, bo: str,
                 ram: tuple[np.ndarray, np.ndarray]) -> CarvedRing | None:
-    """Pass 2 and 3 on one ring at given addresses (any layout); ``None`` if it is not one."""
     lo, hi = min(desc, avail, used), max(desc + 16 * num, avail + 6 + 2 * num, used + 6 + 8 * num)
     if hi - lo > OVERLAP or not space.is_present(Gpa(lo), hi - lo):
         # separately allocated areas: copy each into one scratch buffer in the pass-2 layout

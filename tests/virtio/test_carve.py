@@ -1,0 +1,177 @@
+"""The split-ring carver on the real captures (recall against QEMU's own queue-status replies,
+precision counted) and on synthetic ELF dumps written by tests/builders (layouts, sizes, empty
+rings, separately allocated areas, chunk boundaries, garbage)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.builders.elf_dump import write_elf_dump
+from tests.builders.rings import put_split_ring
+from vdecode.space.open import open_dump
+from vdecode.virtio import carve
+from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_rings, check_ring, ring_extent
+from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts
+
+LAY = vring_layouts(True)
+MiB = 1 << 20
+
+
+def truth_rings(capture) -> dict[tuple[str, int], tuple[int, int, int, int]]:
+    """``(path, queue) -> (num, desc, avail, used)`` for every split queue QEMU reported with a
+    non-zero vring-desc (packed queues are not split rings: see docs/carving.md)."""
+    packed = {req["arguments"]["path"] for req, rep in capture.truth
+              if req.get("execute") == "x-query-virtio-status" and "return" in rep
+              and any("RING_PACKED" in f for f in rep["return"]["guest-features"]["transports"])}
+    out = {}
+    for req, rep in capture.truth:
+        if req.get("execute") == "x-query-virtio-queue-status" and "return" in rep:
+            r, path = rep["return"], req["arguments"]["path"]
+            if r["vring-desc"] and path not in packed:
+                out[(path, req["arguments"]["queue"])] = (r["vring-num"], r["vring-desc"],
+                                                          r["vring-avail"], r["vring-used"])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["elf", "kdump-zlib", "qemu-core"])
+def test_every_reported_ring_is_carved_exactly(capture, kind):
+    if not capture.has_dump(kind):
+        pytest.skip(f"{capture.name} has no {kind} dump")
+    truth = truth_rings(capture)
+    with open_dump(capture.dump(kind)) as dump:
+        rings = carve_rings(dump.space)
+    got = {(r.num, r.desc, r.avail, r.used): r for r in rings}
+    missing = {k: v for k, v in truth.items() if v not in got}
+    assert not missing                                            # recall 100%
+    assert all(got[v].confidence >= CONFIDENCE_THRESHOLD for v in truth.values())
+    real = set(truth.values())
+    false = [r for r in rings if (r.num, r.desc, r.avail, r.used) not in real
+             and r.confidence >= CONFIDENCE_THRESHOLD]
+    # Precision: what else passes the threshold. On these captures they are the firmware's
+    # (SeaBIOS) boot-time rings near the top of RAM and a few stray 2-entry look-alikes.
+    print(f"{capture.name}/{kind}: {len(truth)} rings, {len(false)} other candidates >= "
+          f"{CONFIDENCE_THRESHOLD}: " + ", ".join(f"{r.desc:#x}/{r.num}" for r in false))
+    assert len(false) <= 8
+    # the driver's bookkeeping ties each ring to its queue index and device
+    by_path: dict[str, set] = {}
+    for (path, qn), v in truth.items():
+        assert got[v].index == qn
+        by_path.setdefault(path, set()).add(got[v].device_va)
+    assert all(len(vas) == 1 and None not in vas for vas in by_path.values())
+    assert len({next(iter(v)) for v in by_path.values()}) == len(by_path)
+
+
+def _dump(tmp_path, mem: bytearray, base: int = 0):
+    return open_dump(write_elf_dump(tmp_path / "synthetic.elf", [(base, bytes(mem))]))
+
+
+def _blk_chain(k: int) -> list[tuple[int, int, int]]:
+    return [(0x10000 + 64 * k, 16, 0), (0x20000 + 4096 * k, 4096, VRING_DESC_F_WRITE),
+            (0x11000 + k, 1, VRING_DESC_F_WRITE)]
+
+
+@pytest.mark.parametrize("num,align,layout", [
+    (256, 4096, "legacy"), (128, 64, "cacheline"), (8, 64, "cacheline"),
+    pytest.param(2, 4096, "legacy", marks=pytest.mark.xfail(
+        strict=True, reason="known limitation: in otherwise zero memory a 256-entry reading of the "
+                            "same table, through the 2-entry ring's avail and used rings, wins"))])
+def test_single_block_layouts(tmp_path, num, align, layout):
+    mem = bytearray(4 * MiB)
+    chains = [_blk_chain(k) for k in range(num // 3)] or [_blk_chain(0)[::2]]
+    at = put_split_ring(mem, 0x200000, num, used_align=align, layouts=LAY, chains=chains,
+                        completed=1)
+    with _dump(tmp_path, mem) as dump:
+        rings = carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)
+    assert [(r.num, r.desc, r.avail, r.used, r.layout) for r in rings] == \
+        [(num, at.desc, at.avail, at.used, layout)]
+    r = rings[0]
+    assert "chains" in r.evidence and r.used_idx == 1 and r.avail_idx == len(chains)
+
+
+def test_largest_ring(tmp_path):
+    num = 32768
+    mem = bytearray(ring_extent(num) + 2 * MiB)
+    at = put_split_ring(mem, 0x100000, num, layouts=LAY, chains=[_blk_chain(k) for k in range(100)],
+                        completed=60)
+    with _dump(tmp_path, mem) as dump:
+        rings = carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)
+    assert [(r.num, r.desc, r.avail, r.used) for r in rings] == [(num, at.desc, at.avail, at.used)]
+    assert rings[0].in_flight == 40
+
+
+def test_tiny_ring(tmp_path):
+    mem = bytearray(1 * MiB)
+    at = put_split_ring(mem, 0x40000, 1, used_align=4, layouts=LAY,
+                        chains=[[(0x1000, 64, VRING_DESC_F_WRITE)]], completed=1)
+    with _dump(tmp_path, mem) as dump:
+        rings = carve_rings(dump.space)
+    # in zero memory the device area's alignment cannot be told (4 or 64): the ring is found,
+    # and the doubt is counted
+    r = next(r for r in rings if r.desc == at.desc)
+    assert (r.num, r.avail) == (1, at.avail) and (r.used == at.used or r.alternatives)
+
+
+@pytest.mark.xfail(strict=True, reason="not working yet: the separately allocated synthetic ring "
+                                       "is not confirmed from its driver struct (under investigation)")
+def test_empty_and_separate_rings_come_from_the_driver_struct(tmp_path):
+    mem = bytearray(4 * MiB)
+    used_one = put_split_ring(mem, 0x100000, 64, used_align=64, layouts=LAY,
+                              chains=[[(0x3000, 8, VRING_DESC_F_WRITE)]] * 10, completed=4,
+                              driver_at=0x300100, driver_index=0, driver_device=0xFFFF888000310000)
+    empty = put_split_ring(mem, 0x101000, 64, used_align=64, layouts=LAY, driver_at=0x300300,
+                           driver_index=1, driver_device=0xFFFF888000310000)
+    separate = put_split_ring(mem, 0x102000, 128, avail=0x180000, used=0x181000, layouts=LAY,
+                              chains=[[(0x5000, 1526, VRING_DESC_F_WRITE)]] * 3, completed=2,
+                              driver_at=0x300500, driver_index=2, driver_device=0xFFFF888000320000)
+    put_split_ring(mem, 0x103000, 64, used_align=64, layouts=LAY,   # a second voter
+                   chains=[[(0x3000, 8, VRING_DESC_F_WRITE)]] * 3, completed=1, driver_at=0x300700)
+    with _dump(tmp_path, mem) as dump:
+        rings = {r.desc: r for r in carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)}
+    for at, index in ((used_one, 0), (empty, 1), (separate, 2)):
+        r = rings[at.desc]
+        assert (r.num, r.avail, r.used, r.index) == (at.num, at.avail, at.used, index)
+        assert "driver" in r.evidence
+    assert rings[empty.desc].empty and rings[separate.desc].layout == "separate"
+    assert rings[used_one.desc].device_va == rings[empty.desc].device_va != rings[separate.desc].device_va
+
+
+def test_ring_across_a_chunk_boundary(tmp_path, monkeypatch):
+    monkeypatch.setattr(carve, "CHUNK", 1 * MiB)
+    mem = bytearray(3 * MiB)
+    at = put_split_ring(mem, MiB - 4096, 1024, used_align=64, layouts=LAY,
+                        chains=[_blk_chain(k) for k in range(30)], completed=30)
+    with _dump(tmp_path, mem) as dump:
+        rings = carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)
+    assert [(r.desc, r.used) for r in rings] == [(at.desc, at.used)]
+
+
+def test_zeros_and_garbage_carve_nothing(tmp_path):
+    rng = np.random.default_rng(6)
+    mem = bytearray(2 * MiB) + bytearray(rng.integers(0, 256, 2 * MiB, dtype=np.uint8).tobytes())
+    with _dump(tmp_path, mem) as dump:
+        assert carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD) == []
+        assert check_ring(dump.space, 256, 2 * MiB, 2 * MiB + 4096, 2 * MiB + 8192) is None
+        assert check_ring(dump.space, 256, 8 * MiB, 8 * MiB + 4096, 8 * MiB + 8192) is None
+        assert check_ring(dump.space, 3, 0, 48, 64) is None
+
+
+def test_ring_checks(tmp_path):
+    mem = bytearray(1 * MiB)
+    at = put_split_ring(mem, 0x10000, 16, used_align=64, layouts=LAY,
+                        chains=[_blk_chain(0), _blk_chain(1)], completed=1)
+    mem[at.avail + 4 + 2] = 99          # a head beyond num
+    with _dump(tmp_path, mem) as dump:
+        assert check_ring(dump.space, 16, at.desc, at.avail, at.used) is None
+    mem[at.avail + 4 + 2] = 3
+    with _dump(tmp_path, mem) as dump:
+        r = check_ring(dump.space, 16, at.desc, at.avail, at.used)
+        assert r is not None and (r.avail_idx, r.used_idx) == (2, 1)
+
+
+def test_progress_reaches_the_total(tmp_path):
+    mem = bytearray(2 * MiB)
+    seen = []
+    with _dump(tmp_path, mem) as dump:
+        carve_rings(dump.space, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1] == 2 * MiB
