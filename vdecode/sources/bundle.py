@@ -137,7 +137,7 @@ def read_bundle_notes(view: FileView, elf: ElfFacts) -> BundleFacts:
     qemu = None
     note = _one(elf, VDB_QEMU_STATE)
     if note is not None:
-        qemu = decode_qemu_state(_json(view, note), name)
+        qemu = decode_qemu_state(_json(view, note), name, offset=note.desc_offset)
     qmp_log = None
     note = _one(elf, VDB_QMP_LOG)
     if note is not None:
@@ -181,10 +181,12 @@ def _read_log(name: str, text: str) -> QmpLog:
 # --- QemuVirtioState from JSON --------------------------------------------------------------
 
 
-def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE") -> QemuVirtioState:
+def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
+                      offset: int | None = None) -> QemuVirtioState:
     """A :class:`QemuVirtioState` from its bundle JSON (``docs/bundle.md``), every value checked.
 
-    :param source: the bundle's name, for messages; ``note`` names the note.
+    :param source: the bundle's name, for messages; ``note`` names the note, ``offset`` is
+        where its descriptor starts.
     :raises CorruptInput: a member has the wrong type or a count is beyond any real machine.
 
     >>> decode_qemu_state({"devices": [], "qemu_version": [7, 2, 0], "source": "core"}, "b.vdb")
@@ -204,7 +206,7 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE") -> Qe
                                 package=_opt(d.get("package"), str, "package"),
                                 source=_opt(d.get("source", ""), str, "source") or "")
     except ValueError as err:
-        raise CorruptInput(source, f"bundle: {note}: {err}") from None
+        raise CorruptInput(source, f"bundle: {note}: {err}", offset=offset) from None
     return state
 
 
@@ -235,6 +237,11 @@ def _opt(x: Any, typ: type, what: str) -> Any:
 
 
 _SCALARS = {"int": int, "bool": bool, "str": str, "float": float}
+# Values that size reads or index rings: bounded as a QEMU process core's reader bounds them.
+_BOUNDS = {"vring_num": 32768, "vring_num_default": 32768, "vring_align": 1 << 32,
+           "last_avail_idx": 0xFFFF, "shadow_avail_idx": 0xFFFF, "used_idx": 0xFFFF,
+           "signalled_used": 0xFFFF, "inuse": 32768, "num_vqs": MAX_QUEUES, "nvqs": MAX_QUEUES,
+           "vq_index": MAX_QUEUES, "queue_sel": 0xFFFF, "max_queues": MAX_QUEUES}
 
 
 def _scalars(cls: type, d: dict, what: str, skip: set[str]) -> dict[str, Any]:
@@ -250,6 +257,9 @@ def _scalars(cls: type, d: dict, what: str, skip: set[str]) -> dict[str, Any]:
         if typ not in _SCALARS.values():
             continue
         out[f.name] = _opt(d[f.name], typ, f"{what}.{f.name}")
+        bound = _BOUNDS.get(f.name)
+        if bound is not None and out[f.name] is not None and not 0 <= out[f.name] <= bound:
+            raise ValueError(f"{what}.{f.name} {out[f.name]} is outside 0..{bound}")
         if out[f.name] is None and not optional:
             raise ValueError(f"{what}.{f.name} may not be null")
     return out
