@@ -94,4 +94,6 @@ def parse_at(layout, view: FileView, offset: int, what: str = "header", *,
     try:
         return layout.parse(data, **params)
     except ConstructError as err:
-        raise CorruptInput(view.name, f"{what}: {err}", offset=offset) from err
+        # construct puts the field path and the reason on separate lines; keep one line
+        reason = " ".join(str(err).split())
+        raise CorruptInput(view.name, f"{what}: {reason}", offset=offset) from err
