@@ -143,7 +143,7 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
         "format": "vdecode-bundle",
         "bundle_version": BUNDLE_VERSION,
         "vdecode_version": _vdecode_version(),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": _created(),
         "origin": origin,
         "logs": [_file_facts(p, f) for p, f in logs],
         "vm": vm,
@@ -173,6 +173,14 @@ def _with_reads(plan: KeepPlan, reads: list[tuple[int, int]], space: AddressSpac
     plan.counts["recorded_reads"] = len(reads)
     plan.needed = clip(merge([*plan.needed, *reads]), ram)
     return plan
+
+
+def _created() -> str:
+    """Now, or ``SOURCE_DATE_EPOCH`` (reproducible-builds.org) so a bundle can be remade bit-exact."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = (datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit()
+            else datetime.now(timezone.utc))
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _dumps(obj: Any) -> bytes:
