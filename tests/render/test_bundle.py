@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,24 @@ def test_info_shows_a_bundle(core_bundle):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["format"] == "bundle" and info["qemu_state"] is True
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@pytest.mark.parametrize("name,origin", [("basic-core.vdb", "qemu-core"),
+                                         ("mixed-elf-early.vdb", "elf")])
+def test_samples_are_small_bundles_of_the_captures(name, origin):
+    path = SAMPLES / name
+    assert path.stat().st_size <= MAX_BUNDLE
+    with open_dump(path) as dump:
+        assert dump.format == "bundle"
+        assert dump.info["origin"]["format"] == origin
+        assert dump.qmp_log is not None
+        assert (dump.qemu is not None) == (origin == "qemu-core")
+
+
+def test_readme_first_command_runs_on_the_sample():
+    r = vdecode(str(SAMPLES / "basic-core.vdb"), "--queue", "0")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("basic-core.vdb (bundle)\nQEMU state from QEMU core, QEMU 7.2.22\n")
