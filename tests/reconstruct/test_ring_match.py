@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
+
+import pytest
 
 from vdecode.space.open import open_dump
 from vdecode.reconstruct.ring_match import group_by_device
@@ -15,9 +18,10 @@ from vdecode.virtio.carve import carve_rings, check_ring
 VDECODE = [sys.executable, "-m", "vdecode"]
 
 
-def _stale_log(capture, tmp_path, space):
-    """The early log with every split queue's vring-desc/avail/used moved to pages that hold
-    no ring; returns the path and the ``(path, queue)`` pairs rewritten."""
+def _stale_log(capture, tmp_path, space, only_queue: int | None = None):
+    """The early log with every split queue's (or every queue ``only_queue``'s)
+    vring-desc/avail/used moved to pages that hold no ring; returns the path and the
+    ``(path, queue)`` pairs rewritten."""
     bad = (b for b in range(0x1000000, 0x2000000, 0x3000)
            if all(check_ring(space, k, b, b + 16 * k, b + 0x2000) is None for k in (8, 32, 64, 128, 256)))
     out, changed, requests = tmp_path / "stale-early.jsonl", set(), {}
@@ -30,7 +34,8 @@ def _stale_log(capture, tmp_path, space):
             req = requests.get(msg.get("id")) if rec["dir"] == "<-" else None
             if req and req["execute"] == "x-query-virtio-queue-status" and "return" in msg:
                 r = msg["return"]
-                if r.get("vring-desc") and "packed" not in req["arguments"]["path"]:
+                if r.get("vring-desc") and "packed" not in req["arguments"]["path"] \
+                        and only_queue in (None, req["arguments"]["queue"]):
                     b = next(bad)
                     r["vring-desc"], r["vring-avail"], r["vring-used"] = b, b + 16 * r["vring-num"], b + 0x2000
                     changed.add((req["arguments"]["path"], req["arguments"]["queue"]))
@@ -38,11 +43,12 @@ def _stale_log(capture, tmp_path, space):
     return out, changed
 
 
-def test_stale_log_answers_like_qemu(capture, tmp_path):
+@pytest.mark.parametrize("only_queue", [None, 0], ids=["all-queues", "queue-0"])
+def test_stale_log_answers_like_qemu(capture, tmp_path, only_queue):
     dump = capture.dump("elf")
     with open_dump(dump) as opened:
-        log, changed = _stale_log(capture, tmp_path, opened.space)
-    assert len(changed) > 10
+        log, changed = _stale_log(capture, tmp_path, opened.space, only_queue)
+    assert len(changed) >= 5
     asked = [(q, r) for q, r in capture.truth
              if q.get("execute") in ("x-query-virtio-queue-element", "x-query-virtio-queue-status")
              and (q["arguments"]["path"], q["arguments"]["queue"]) in changed]
@@ -63,11 +69,24 @@ def test_stale_log_answers_like_qemu(capture, tmp_path):
 
 
 def test_no_log_groups_rings_by_device(capture):
+    """Every driver device becomes one group holding exactly its queues, typed as QEMU names the
+    device wherever the buffers (not the driver's queue names) tell."""
+    names = {req["arguments"]["path"]: rep["return"]["name"] for req, rep in capture.truth
+             if req.get("execute") == "x-query-virtio-status" and "return" in rep}
+    queues: dict[str, set[int]] = {}
+    for req, rep in capture.truth:
+        if req.get("execute") == "x-query-virtio-queue-status" and "return" in rep \
+                and rep["return"]["vring-desc"] and "packed" not in req["arguments"]["path"]:
+            queues.setdefault(req["arguments"]["path"], set()).add(rep["return"]["vring-desc"])
     with open_dump(capture.dump("elf")) as opened:
-        rings = carve_rings(opened.space)
+        rings = [replace(r, name=None) for r in carve_rings(opened.space)]
         groups = group_by_device(opened.space, rings)
-        kinds = {g.kind for g in groups}
-        assert "virtio-blk" in kinds and "virtio-net" in kinds
-        blk = [g for g in groups if g.kind == "virtio-blk"]
-        # the guest driver's device(s), plus the firmware's boot-time rings (no driver struct)
-        assert any(g.device_va is not None for g in blk)
+    typed = 0
+    for path, descs in queues.items():
+        (group,) = [g for g in groups if {r.desc for r in g.rings} & descs]
+        assert {r.desc for r in group.rings} == descs and group.device_va is not None
+        assert group.kind in (names[path], None)
+        typed += group.kind == names[path]
+    assert typed >= len(queues) - 1          # all but virtio-rng (bare writable buffers)
+    # the firmware's boot-time rings (no driver struct) are typed from their buffers alone
+    assert {g.kind for g in groups if g.device_va is None} >= {"virtio-blk", "virtio-scsi"}

@@ -126,16 +126,79 @@ def classify_ring(space: AddressSpace, ring: CarvedRing, *, little_endian: bool 
         elif first[1] in (10, 12) and len(chain) >= 2:
             votes["virtio-net"] += 1
             detail.setdefault("virtio-net", f"{first[1]}-byte virtio_net_hdr then the packet")
+        elif first[1] >= 26 and _ethertype(space, first[0]) is not None:
+            votes["virtio-net"] += 1
+            detail.setdefault("virtio-net", f"virtio_net_hdr then an Ethernet frame (ethertype "
+                                            f"{_ethertype(space, first[0]):#06x})")
         elif len(chain) == 1 and first[2] and first[1] in (1526, 1518, 65562, 65550):
             votes["virtio-net"] += 1
             detail.setdefault("virtio-net", f"writable {first[1]}-byte receive buffers")
         elif len(chain) == 1 and first[2] and first[1] == 8:
             votes["virtio-input"] += 1
             detail.setdefault("virtio-input", "writable 8-byte event buffers")
+        elif len(chain) == 1 and first[2] and first[1] == 16:
+            votes["virtio-scsi"] += 1
+            detail.setdefault("virtio-scsi", "writable 16-byte event buffers")
+        elif len(chain) == 1 and not first[2] and _pfn_array(space, first, little_endian):
+            votes["virtio-balloon"] += 1
+            detail.setdefault("virtio-balloon", "read-only arrays of guest page frame numbers")
+        elif len(chain) == 1 and first[2] and first[1] == 4096:
+            votes["virtio-serial"] += 1
+            detail.setdefault("virtio-serial", "writable page-sized port buffers")
+    lens = _used_lens(space, ring, little_endian)
+    if len(lens) >= 2 and all(n % 512 == 1 for n in lens) and max(lens) > 1:
+        # virtio-blk returns the data read plus its 1-byte status (5.2.6): sectors + 1
+        votes["virtio-blk"] += len(lens)
+        detail.setdefault("virtio-blk", "used lengths are 512-byte sectors plus a status byte")
     if not votes:
         return RingKind(None, "empty ring" if ring.empty else "no recognisable buffers")
     kind, n = votes.most_common(1)[0]
     return RingKind(kind, f"{detail[kind]} ({n} of {sum(votes.values())} chains)")
+
+
+ETHERTYPES = (0x0800, 0x0806, 0x86DD, 0x8100)
+
+
+def _ethertype(space: AddressSpace, addr: int) -> int | None:
+    """The ethertype after a 12-byte ``virtio_net_hdr_v1`` (or a 10-byte legacy one), if the
+    header's flags and GSO type are valid and the type is a common one."""
+    try:
+        raw = bytes(space.read(Gpa(addr), 26))
+    except MissingData:
+        return None
+    if raw[0] > 7 or raw[1] & 0x7F not in (0, 1, 3, 4, 5):
+        return None
+    for hdr in (12, 10):
+        et = int.from_bytes(raw[hdr + 12:hdr + 14], "big")
+        if et in ETHERTYPES:
+            return et
+    return None
+
+
+def _pfn_array(space: AddressSpace, buf: tuple[int, int, bool], little_endian: bool) -> bool:
+    """A virtio-balloon inflate/deflate buffer: up to 256 ``__virtio32`` PFNs of guest RAM."""
+    addr, length, _ = buf
+    if not 4 <= length <= 1024 or length % 4:
+        return False
+    try:
+        pfns = np.frombuffer(bytes(space.read(Gpa(addr), length)), ("<" if little_endian else ">") + "u4")
+    except MissingData:
+        return False
+    return bool(pfns.all()) and all(space.is_present(Gpa(int(p) << 12), 1) for p in pfns[:8])
+
+
+def _used_lens(space: AddressSpace, ring: CarvedRing, little_endian: bool) -> list[int]:
+    """``used->ring[].len`` of the last ``min(num, used.idx, 32)`` completions."""
+    n = min(ring.num, ring.used_idx, MAX_PROBED_CHAINS)
+    if not n:
+        return []
+    try:
+        elems = np.frombuffer(bytes(space.read(Gpa(ring.used + 4), 8 * ring.num)),
+                              vring_layouts(little_endian).used_elem_dtype)
+    except MissingData:
+        return []
+    slots = (ring.used_idx - 1 - np.arange(n)) % ring.num
+    return elems["len"][slots].tolist()
 
 
 @dataclass
@@ -201,7 +264,8 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
     ``desc`` -> the ring checked at a logged address), and fit the device's features (a legacy
     device's rings use the page-aligned legacy layout). They are ranked by: the driver's queue
     index equal to the queue number; the same ``struct virtio_device`` as the device's other
-    queues; buffers of the device's type; confidence.
+    queues (or the only driver device whose queues have this device's indices and sizes);
+    buffers of the device's type (other types count against); confidence.
     """
     by_dev_va: dict[int, set[int]] = {}
     for (di, qi), r in ((k, v) for k, v in _sibling_rings(devices, claimed).items()):
@@ -251,10 +315,11 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
                 kinds[r.desc] = classify_ring(space, r, little_endian=little)
             k = kinds[r.desc]
             if k.kind is not None and dev.name is not None:
-                if k.kind != dev.name:
-                    continue
-                score += 0.5
-                how.append(k.reason)
+                if k.kind == dev.name:
+                    score += 0.5
+                    how.append(k.reason)
+                else:                       # a guess from buffers never overrules the driver
+                    score -= 0.5
             how.append(f"confidence {r.confidence:.2f} ({', '.join(r.evidence)})")
             scored.append((score, r, how))
         if not scored:
