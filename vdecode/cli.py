@@ -245,7 +245,7 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     import shutil
 
-    from vdecode.reconstruct.findings import find_findings
+    from vdecode.reconstruct.findings import find_findings, utc_text
     from vdecode.reconstruct.log_state import state_from_log
     from vdecode.reconstruct.session import build_machine, profile_for
     from vdecode.reconstruct.view_model import build_view
@@ -260,7 +260,11 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
         for w in log.warnings:
             click.echo(f"vdecode: warning: {w}", err=True)
         knowledge = LogKnowledge.from_log(log, vm)
-    with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
+    from vdecode.render.text import progress_bar
+
+    with progress_bar("decompressing") as tick:
+        opened = open_dump(dump, cache_dir=cache_dir, progress=tick)
+    with opened:
         if knowledge is None and opened.qmp_log is not None:  # a bundle's embedded log
             knowledge = LogKnowledge.from_log(opened.qmp_log)
         profile = profile_for(knowledge, opened.qemu)
@@ -275,7 +279,6 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
             except ImportError:             # the ring carver's grouping has not landed
                 group_by_device = None
             if group_by_device is not None:
-                from vdecode.render.text import progress_bar
                 from vdecode.virtio.carve import carve_rings
                 with progress_bar("scanning guest RAM for rings") as tick:
                     rings = carve_rings(opened.space, progress=tick)
@@ -284,7 +287,7 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
                           queue=queue, show_all=show_all, notes=[*notes, *machine.notes],
-                          carved=carved)
+                          carved=carved, log_end=utc_text(log_end))
     if as_json:
         click.echo(render_view_json(view), nl=False)
     else:

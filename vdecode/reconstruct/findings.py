@@ -43,7 +43,7 @@ from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_IND
 from vdecode.virtio.split_ring import SplitRing, read_split_ring
 
 __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
-           "merged_ranges")
+           "merged_ranges", "utc_text")
 
 VIRTIO_CONFIG_S_FAILED = 0x80
 SEVERITIES = ("error", "warning", "info")
@@ -229,7 +229,8 @@ def read_queue(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState
                            queue=f"queue {q.queue_index} of {dev.canonical_path}")
 
 
-def _utc(t: float | None) -> str | None:
+def utc_text(t: float | None) -> str | None:
+    """A unix time as UTC ISO 8601 with milliseconds (``None`` stays ``None``)."""
     if t is None:
         return None
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
@@ -338,9 +339,9 @@ def _chain_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueState, ri
 def _since(logged: VirtQueueState | None, log_end: float | None) -> dict[str, Any]:
     if logged is None or logged.as_of is None:
         return {}
-    out: dict[str, Any] = {"log_time": _utc(logged.as_of)}
+    out: dict[str, Any] = {"log_time": utc_text(logged.as_of)}
     if log_end is not None and log_end >= logged.as_of:
-        out["log_end"] = _utc(log_end)
+        out["log_end"] = utc_text(log_end)
     return out
 
 

@@ -143,7 +143,7 @@ def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
     elif walked is None and q.desc:
         row["health"] = "?"
     elif isinstance(walked, str):
-        row["health"] = "unread"
+        row["health"] = "packed" if walked.startswith("packed ring") else "unread"
     else:
         row["health"] = "ok"
     row["idle"] = not worst and not row["avail_idx"] and not used_idx and not last
@@ -277,11 +277,12 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                walks: dict[tuple[str, int], Any], *, dump_path: str, dump_format: str,
                log_path: str | None, device: str | None = None, queue: int | None = None,
                show_all: bool = False, notes: list[str] = (),
-               carved: list | None = None) -> dict[str, Any]:
+               carved: list | None = None, log_end: str | None = None) -> dict[str, Any]:
     """The whole view as plain values (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
     :param queue: ``--queue``: add ``queue_detail`` for that queue of every selected device.
+    :param log_end: the time of the log's last record (UTC ISO 8601), when a log was given.
     :raises UnsupportedInput: ``--device`` matches nothing or several devices.
     """
     state = machine.state
@@ -293,7 +294,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         "schema_version": SCHEMA_VERSION,
         "input": {"dump": os.path.basename(dump_path), "format": dump_format,
                   "log": os.path.basename(log_path) if log_path else None,
-                  "qemu_state": state.source or "none", "qemu_version": version},
+                  "qemu_state": state.source or "none", "qemu_version": version,
+                  "log_end": log_end},
         "legend": LEGEND,
         "devices": [], "queue_detail": [],
         "findings": [finding_dict(f) for f in findings if f.device in paths],

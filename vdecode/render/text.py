@@ -222,9 +222,11 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str
     src = {"core": "QEMU core", "log": "QMP log", "core+log": "QEMU core (log compared)",
            "none": "nothing"}.get(inp["qemu_state"], inp["qemu_state"])
     con.print(Text(f"{inp['dump']} ({inp['format']})", style="bold"))
-    con.print(f"QEMU state from {src}" + (f" {inp['log']}" if inp["log"] and "log" in inp["qemu_state"]
-                                          else "")
-              + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""))
+    log = f" {inp['log']}" if inp["log"] and "log" in inp["qemu_state"] else ""
+    if log and inp.get("log_end"):
+        log += f" (ends {inp['log_end']})"
+    _para(con, f"QEMU state from {src}{log}"
+          + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""), 0)
     con.print()
     used: set[str] = set()
     if view.get("carved") is not None:
