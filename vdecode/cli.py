@@ -274,16 +274,12 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
         findings, walks = find_findings(machine, profile, logged, log_end)
         carved = None
         if knowledge is None and opened.qemu is None and opened.space is not None:
-            try:
-                from vdecode.reconstruct.ring_match import group_by_device
-            except ImportError:             # the ring carver's grouping has not landed
-                group_by_device = None
-            if group_by_device is not None:
-                from vdecode.virtio.carve import carve_rings
-                with progress_bar("scanning guest RAM for rings") as tick:
-                    rings = carve_rings(opened.space, progress=tick)
-                carved = group_by_device(opened.space, rings)
-                notes = []
+            from vdecode.reconstruct.ring_match import group_by_device
+            from vdecode.virtio.carve import carve_rings
+            with progress_bar("scanning guest RAM for rings") as tick:
+                rings = carve_rings(opened.space, progress=tick)
+            carved = group_by_device(opened.space, rings)
+            notes = []
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
                           queue=queue, show_all=show_all, notes=[*notes, *machine.notes],

@@ -203,17 +203,22 @@ def test_a_32k_ring_full_of_chains_walks_in_one_go():
     assert walks[(PATH, 0)][1].length.tolist() == [2] * (num // 2)
 
 
-def _real(capture, kind):
+def _real(capture, kind, log):
     dump = open_dump(str(capture.dump(kind)))
-    knowledge = LogKnowledge.from_log(read_qmp_log(str(capture.log("early")), None, None))
+    knowledge = LogKnowledge.from_log(read_qmp_log(str(capture.log(log)), None, None)) if log else None
     profile = profile_for(knowledge, dump.qemu)
     m, _ = build_machine(dump, knowledge, profile)
+    if knowledge is None:
+        return find_findings(m, profile)
     return find_findings(m, profile, state_from_log(knowledge, profile), knowledge.span[1])
 
 
-@pytest.mark.parametrize("kind", ["elf", "qemu-core"])
-def test_no_warning_on_real_captures(capture, kind):
-    found, walks = _real(capture, kind)
+@pytest.mark.parametrize("kind, log", [("elf", "early"), ("elf", "instant"), ("kdump-zlib", "early"),
+                                       ("qemu-core", "early"), ("qemu-core", None)])
+def test_no_warning_on_real_captures(capture, kind, log):
+    if not capture.has_dump(kind):
+        pytest.skip(f"{capture.name} has no {kind} dump")
+    found, walks = _real(capture, kind, log)
     assert [(f.code, f.device, f.queue) for f in found if f.severity != "info"] == []
     assert {f.code for f in found} <= {"idx-advanced"}
     assert walks                      # the queues were read and walked

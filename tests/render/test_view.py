@@ -70,7 +70,6 @@ def test_json_golden(captures, name, cap, kind, log, extra):
 
 
 def test_without_log_or_core_rings_are_carved(captures):
-    pytest.importorskip("vdecode.reconstruct.ring_match")
     out = run(captures, "basic", "elf", None, [])
     assert out.startswith("dump.elf (elf)\nQEMU state from nothing\n\nNo QMP log and no QEMU core: "
                           "QEMU's devices are unknown. Rings carved from guest\nRAM")
