@@ -281,7 +281,10 @@ def _layout_of(num: int, avail: int, used: int) -> tuple[str, bool]:
 
 
 def _driver_records(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple]:
-    """``struct vring`` look-alikes: ``(gpa of the struct, num, desc_va, avail_va, used_va)``."""
+    """``struct vring`` look-alikes: ``(gpa of the struct, num, desc_va, avail_va, used_va,
+    single)``. ``single``: the one-block shape (``avail - desc == 16*num``, used just after);
+    otherwise three separate areas (desc on a page, areas disjoint), used only once the offset
+    is known and only for rings that carry chains."""
     start = (-gpa) % 8
     n = (len(buf) - start) & ~7
     q = buf[start:start + n].view(bo + "u8")
@@ -293,11 +296,21 @@ def _driver_records(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tu
     num = q[idx]
     idx, num = idx[(num & (num - np.uint64(1))) == 0], num[(num & (num - np.uint64(1))) == 0]
     d, a, u = q[idx + 1], q[idx + 2], q[idx + 3]
-    ok = (a - d == num * np.uint64(16)) & (d % np.uint64(16) == 0) & (d != 0)
+    single = (a - d == num * np.uint64(16)) & (d % np.uint64(16) == 0) & (d != 0)
     gap = u - a - (np.uint64(4) + np.uint64(2) * num)
-    ok &= (u > a) & (gap <= np.uint64(PAGE + 2))
-    return [(gpa + start + 8 * int(i), int(k), int(x), int(y), int(z))
-            for i, k, x, y, z in zip(idx[ok], num[ok], d[ok], a[ok], u[ok])]
+    single &= (u > a) & (gap <= np.uint64(PAGE + 2))
+    top = np.uint64(1 << 63)               # driver pointers: the upper (kernel) half
+    loose = ~single & (d >= top) & (a >= top) & (u >= top) & (d % np.uint64(PAGE) == 0) \
+        & (a % np.uint64(2) == 0) & (u % np.uint64(4) == 0) & (num >= np.uint64(2))
+    if loose.any():
+        k = np.flatnonzero(loose)
+        nn = num[k].astype(np.int64)
+        da, du, au = ((x - y).astype(np.int64) for x, y in ((a[k], d[k]), (u[k], d[k]), (u[k], a[k])))
+        loose[k] = ((da >= 16 * nn) | (-da >= 6 + 2 * nn)) & ((du >= 16 * nn) | (-du >= 6 + 8 * nn)) \
+            & ((au >= 6 + 2 * nn) | (-au >= 6 + 8 * nn))
+    ok = single | loose
+    return [(gpa + start + 8 * int(i), int(k), int(x), int(y), int(z), bool(s))
+            for i, k, x, y, z, s in zip(idx[ok], num[ok], d[ok], a[ok], u[ok], single[ok])]
 
 
 def _read_cstr(space: AddressSpace, gpa: int) -> str | None:
@@ -403,9 +416,9 @@ def _best(cands: list[CarvedRing]) -> CarvedRing:
     is kept) and cost a tenth of the confidence."""
     order = {"cacheline": 0, "legacy": 1}
     # a device area that has been written (used.idx != 0) beats an untouched one
-    cands.sort(key=lambda r: (-r.confidence, -r.num, r.used_idx == 0, order.get(r.layout, 2), r.used))
+    cands.sort(key=lambda r: (-r.confidence, r.used_idx == 0, -r.num, order.get(r.layout, 2), r.used))
     top = cands[0]
-    ties = sum(1 for r in cands[1:] if r.confidence == top.confidence and r.num == top.num
+    ties = sum(1 for r in cands[1:] if r.confidence == top.confidence
                and (r.used_idx == 0) == (top.used_idx == 0))
     if not ties:
         return top
@@ -420,7 +433,7 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
     for r in rings.values():
         by_shape.setdefault((r.num, r.avail - r.desc, r.used - r.desc), []).append(r.desc)
     votes: Counter[int] = Counter()
-    for _, num, d, a, u in drivers:
+    for _, num, d, a, u, _single in drivers:
         for desc in by_shape.get((num, a - d, u - d), ()):
             if d > desc and (d - desc) % PAGE == 0:
                 votes[d - desc] += 1
@@ -430,12 +443,14 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
     if count < 2 and len(votes) > 1:
         return rings
     out = dict(rings)
-    for sgpa, num, d, a, u in drivers:
+    top = int(ram[1].max()) if len(ram[1]) else 0
+    for sgpa, num, d, a, u, single in drivers:
         desc, avail, used = d - offset, a - offset, u - offset
-        if desc < 0 or not space.is_present(Gpa(desc), 16 * num):
+        if not (0 <= min(desc, avail, used) and max(desc, avail, used) < top) \
+                or not space.is_present(Gpa(desc), 16 * num):
             continue
         ring = _check_ring(space, num, desc, avail, used, bo, ram)
-        if ring is None:
+        if ring is None or (not single and "chains" not in ring.evidence):
             continue
         name, index, vdev = _driver_queue(space, sgpa, num, offset, bo)
         old = out.get(desc)
