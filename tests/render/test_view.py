@@ -82,7 +82,7 @@ def test_every_value_says_how_it_was_known(captures):
     view = json.loads(run(captures, "basic", "elf", "early", [], "--json"))
     for dev in view["devices"]:
         for q in dev["queues"]:
-            assert set(q["provenance"].values()) <= {"core", "dump", "log", "inferred"}
+            assert set(q["provenance"].values()) <= {"core", "dump", "log", "inferred", "carved"}
             assert q["provenance"]["last_avail_idx"] == "inferred"
             assert q["provenance"]["avail_idx"] == "dump"
     text = run(captures, "basic", "elf", "early", [])

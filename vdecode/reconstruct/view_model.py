@@ -39,6 +39,7 @@ LEGEND = {
     "dump": "read from guest memory",
     "log": "from an earlier QMP reply (as of that reply)",
     "inferred": "inferred from the log and the rings",
+    "carved": "found by carving guest RAM (the logged address held no ring)",
 }
 HEALTH = {"stalled-available": "stalled", "stalled-inflight": "stuck", "kick-suppressed": "no-kick",
           "interrupt-suppressed": "no-irq", "idx-backwards": "backwards"}
@@ -59,7 +60,8 @@ def short_feature(desc: str) -> str:
 
 def _prov(q: VirtQueueState | VirtIODeviceState, name: str, default: str) -> str:
     p = q.provenance
-    return p.get(name) or p.get(name.replace("_", "-")) or default
+    return (p.get(name) or p.get(name.replace("_", "-")) or p.get(f"vring_{name}")
+            or p.get(f"vring-{name}") or default)
 
 
 def select_devices(devices: list[VirtIODeviceState], which: str | None) -> list[VirtIODeviceState]:

@@ -2,7 +2,8 @@
 with ``rich`` tables, in colour on a terminal and plain when piped, within 80 columns.
 
 Values that were not read from a QEMU core or guest memory carry a marker, explained by a legend
-line: ``~`` inferred from the log and the rings, ``*`` from an earlier QMP reply.
+line: ``~`` inferred from the log and the rings, ``*`` from an earlier QMP reply, ``^`` ring
+addresses found by carving guest RAM.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.text import Text
 
 __all__ = ("render_view_text", "progress_bar", "MARKERS")
 
-MARKERS = {"inferred": "~", "log": "*"}
+MARKERS = {"inferred": "~", "log": "*", "carved": "^"}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 HEALTH_STYLE = {"ok": "green", "unread": "dim", "?": "dim"}
 
@@ -245,7 +246,7 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str
             _para(con, f"note: {n}", 0, "dim")
     if used:
         con.print()
-        legend = "   ".join(f"{MARKERS[k]} {view['legend'][k]}" for k in ("inferred", "log") if k in used)
+        legend = "   ".join(f"{MARKERS[k]} {view['legend'][k]}" for k in ("inferred", "log", "carved") if k in used)
         _para(con, f"{legend}; unmarked: QEMU core or guest memory", 0, "dim")
     out = buf.getvalue()
     if not color:       # rich pads wrapped paragraphs and cells to the width: drop the padding
