@@ -148,3 +148,28 @@ def test_under_tmux_80x50_nothing_wraps(captures, tmp_path):
     strip = lambda text: [line.rstrip() for line in text.rstrip("\n").splitlines()]  # noqa: E731
     assert strip(raw) == strip(joined)       # no line was wrapped by the terminal (-J joins them)
     assert len(strip(raw)) > 50              # the whole view, scrolled history included
+
+
+def test_broken_ring_renders_chains_problems_and_previews():
+    """A synthetic queue with a pending blk read and a looping chain: text and JSON."""
+    from tests.reconstruct.test_findings import HDR, NEXT, PROFILE, WRITE, blk_chain, machine
+    from vdecode.reconstruct.findings import find_findings
+    from vdecode.reconstruct.view_model import build_view
+    from vdecode.render.text import render_view_text
+    from vdecode.render.view_json import render_view_json
+
+    descs = blk_chain(0) + [(HDR, 16, NEXT, 4), (HDR, 16, NEXT, 3)]
+    m = machine(descs, [0, 3])
+    found, walks = find_findings(m, PROFILE)
+    view = build_view(m, PROFILE, found, walks, dump_path="/x/synthetic.elf", dump_format="elf",
+                      log_path=None, device="virtio-blk", queue=0)
+    assert json.loads(render_view_json(view))["queue_detail"][0]["chains"][0]["preview"] == {
+        "kind": "blk", "summary": "IN sector 2048",
+        "fields": {"type": 0, "type_name": "IN", "ioprio": 0, "sector": 2048, "data_bytes": 512}}
+    text = render_view_text(view, width=80)
+    assert "  pending head 0  avail idx 0 slot 0  3 desc, out 16 in 513 bytes\n" in text
+    assert "    blk: IN sector 2048\n" in text
+    assert "  pending head 3  avail idx 1 slot 1  2 desc, out 32 in 0 bytes  loop\n" in text
+    assert "  ERROR   virtio-blk q0: chain from head 3 loops back at descriptor 4\n" in text
+    assert '      QEMU: virtio_error("Looped descriptor"): device broken until reset\n' in text
+    assert max(len(line) for line in text.splitlines()) <= 80

@@ -300,7 +300,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                   "log_end": log_end},
         "legend": LEGEND,
         "devices": [], "queue_detail": [],
-        "findings": [finding_dict(f) for f in findings if f.device in paths],
+        "findings": [finding_dict(f) for f in findings if f.device in paths
+                     and (queue is None or f.queue is None or f.queue == queue)],
         "notes": list(notes),
         "carved": None if carved is None else carved_view(carved),
     }
