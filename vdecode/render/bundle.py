@@ -237,7 +237,9 @@ def _view_pass(dump: Dump, knowledge: LogKnowledge | None, profile: Profile,
         from vdecode.reconstruct.findings import find_findings
         from vdecode.reconstruct.log_state import state_from_log
         from vdecode.reconstruct.view_model import build_view
-    except ImportError:
+    except ModuleNotFoundError as err:       # the view is optional; a broken one is a bug
+        if err.name not in ("vdecode.reconstruct.findings", "vdecode.reconstruct.view_model"):
+            raise
         return None, []
     recorder = RecordingSpace(space)
     scratch = dataclasses.replace(dump, space=recorder, qemu=copy.deepcopy(dump.qemu))
