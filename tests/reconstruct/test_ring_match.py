@@ -1,6 +1,6 @@
 """Matching carved rings to QEMU's queues, and ``vdecode qmp`` with a log whose ring addresses
-are stale (rewritten to pages that hold no ring, as after a driver reset): the element and
-status replies of those queues must still be QEMU's (truth.json)."""
+are stale (rewritten to pages that hold no ring, as after a driver reset; packed queues too):
+the element and status replies of those queues must still be QEMU's (truth.json)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from vdecode.space.open import open_dump
 from vdecode.reconstruct.ring_match import group_by_device
-from vdecode.virtio.carve import carve_rings, check_ring
+from vdecode.virtio.carve import carve_rings, check_packed_ring, check_ring
 
 VDECODE = [sys.executable, "-m", "vdecode"]
 
@@ -23,7 +23,9 @@ def _stale_log(capture, tmp_path, space, only_queue: int | None = None):
     vring-desc/avail/used moved to pages that hold no ring; returns the path and the
     ``(path, queue)`` pairs rewritten."""
     bad = (b for b in range(0x1000000, 0x2000000, 0x3000)
-           if all(check_ring(space, k, b, b + 16 * k, b + 0x2000) is None for k in (8, 32, 64, 128, 256)))
+           if all(check_ring(space, k, b, b + 16 * k, b + 0x2000) is None
+                  and check_packed_ring(space, k, b, b + 16 * k, b + 0x2000) is None
+                  for k in (8, 32, 64, 128, 256)))
     out, changed, requests = tmp_path / "stale-early.jsonl", set(), {}
     with open(capture.log("early")) as src, open(out, "w") as dst:
         for line in src:
@@ -34,7 +36,7 @@ def _stale_log(capture, tmp_path, space, only_queue: int | None = None):
             req = requests.get(msg.get("id")) if rec["dir"] == "<-" else None
             if req and req["execute"] == "x-query-virtio-queue-status" and "return" in msg:
                 r = msg["return"]
-                if r.get("vring-desc") and "packed" not in req["arguments"]["path"] \
+                if r.get("vring-desc") \
                         and only_queue in (None, req["arguments"]["queue"]):
                     b = next(bad)
                     r["vring-desc"], r["vring-avail"], r["vring-used"] = b, b + 16 * r["vring-num"], b + 0x2000
@@ -77,6 +79,7 @@ def test_no_log_groups_rings_by_device(capture):
     for req, rep in capture.truth:
         if req.get("execute") == "x-query-virtio-queue-status" and "return" in rep \
                 and rep["return"]["vring-desc"] and "packed" not in req["arguments"]["path"]:
+            # (packed rings are carved too, but their buffers are not classified)
             queues.setdefault(req["arguments"]["path"], set()).add(rep["return"]["vring-desc"])
     with open_dump(capture.dump("elf")) as opened:
         rings = [replace(r, name=None) for r in carve_rings(opened.space)]

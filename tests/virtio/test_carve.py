@@ -19,16 +19,13 @@ MiB = 1 << 20
 
 
 def truth_rings(capture) -> dict[tuple[str, int], tuple[int, int, int, int]]:
-    """``(path, queue) -> (num, desc, avail, used)`` for every split queue QEMU reported with a
-    non-zero vring-desc (packed queues are not split rings: see docs/carving.md)."""
-    packed = {req["arguments"]["path"] for req, rep in capture.truth
-              if req.get("execute") == "x-query-virtio-status" and "return" in rep
-              and any("RING_PACKED" in f for f in rep["return"]["guest-features"]["transports"])}
+    """``(path, queue) -> (num, desc, avail, used)`` for every queue QEMU reported with a
+    non-zero vring-desc (split and packed)."""
     out = {}
     for req, rep in capture.truth:
         if req.get("execute") == "x-query-virtio-queue-status" and "return" in rep:
             r, path = rep["return"], req["arguments"]["path"]
-            if r["vring-desc"] and path not in packed:
+            if r["vring-desc"]:
                 out[(path, req["arguments"]["queue"])] = (r["vring-num"], r["vring-desc"],
                                                           r["vring-avail"], r["vring-used"])
     return out

@@ -27,8 +27,8 @@ import numpy as np
 from vdecode.errors import MissingData
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace, Gpa
-from vdecode.virtio.carve import (CONFIDENCE_THRESHOLD, CarvedRing, carve_rings, check_ring,
-                                  ram_bounds)
+from vdecode.virtio.carve import (CONFIDENCE_THRESHOLD, CarvedRing, carve_rings,
+                                  check_packed_ring, check_ring, ram_bounds)
 from vdecode.virtio.chains import walk_chain
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VirtioMachine,
                                    has_feature, is_big_endian)
@@ -105,6 +105,8 @@ def classify_ring(space: AddressSpace, ring: CarvedRing, *, little_endian: bool 
     for prefix, kind in NAME_KINDS:
         if ring.name and ring.name.startswith(prefix):
             return RingKind(kind, f"driver queue name {ring.name!r}")
+    if ring.layout == "packed":
+        return RingKind(None, "packed ring (buffers not read)")
     votes: Counter[str] = Counter()
     detail: dict[str, str] = {}
     for chain in _chains(space, ring, little_endian):
@@ -252,6 +254,9 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
                     ram) -> CarvedRing | None:
     if not (q.desc and q.vring_num):
         return None
+    if has_feature(dev, VIRTIO_F_RING_PACKED):
+        return check_packed_ring(space, q.vring_num, q.desc, q.avail or 0, q.used or 0,
+                                 little_endian=not is_big_endian(dev), ram=ram)
     return check_ring(space, q.vring_num, q.desc, q.avail or 0, q.used or 0,
                       little_endian=not is_big_endian(dev), ram=ram)
 
@@ -290,6 +295,7 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
         q = dev.queues[qn]
         little = not is_big_endian(dev)
         legacy = not has_feature(dev, VIRTIO_F_VERSION_1)
+        packed = has_feature(dev, VIRTIO_F_RING_PACKED)
         only = [va for va in fits.get(di, ()) if owners[va] == 1]
         group = by_dev_va.get(di) or (set(only) if len(only) == 1 else None)
         scored = []
@@ -298,7 +304,7 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
                 continue
             if group is not None and r.device_va not in group:
                 continue
-            if legacy and r.layout != "legacy":
+            if legacy and r.layout != "legacy" or packed != (r.layout == "packed"):
                 continue
             how = [f"size {r.num}"]
             score = r.confidence
@@ -345,11 +351,11 @@ def _sibling_rings(devices: list[VirtIODeviceState], claimed: dict[int, CarvedRi
 
 def replace_stale_rings(machine: VirtioMachine, *,
                         progress: Callable[[int, int], None] | None = None) -> list[str]:
-    """Where a logged split ring's addresses no longer hold a ring, use a carved one.
+    """Where a logged ring's addresses no longer hold a ring, use a carved one.
 
-    Checks every logged split queue with :func:`~vdecode.virtio.carve.check_ring` (cheap: only
-    the ring's bytes). Only if one fails is guest RAM carved; the matched ring's addresses
-    replace the logged ones. The logged counters stay: :func:`~vdecode.reconstruct.instant.
+    Checks every logged queue with :func:`~vdecode.virtio.carve.check_ring` (packed ones with
+    :func:`~vdecode.virtio.carve.check_packed_ring`; cheap: only the ring's bytes). Only if one
+    fails is guest RAM carved; the matched ring's addresses replace the logged ones. The logged counters stay: :func:`~vdecode.reconstruct.instant.
     advance_to_dump` compares them with the new ring's (indices that restarted read as moved).
 
     :return: notes for stderr, one per queue looked at: what replaced it and why, or why not.
@@ -362,8 +368,6 @@ def replace_stale_rings(machine: VirtioMachine, *,
     claimed: dict[int, CarvedRing | None] = {}
     stale: list[tuple[int, int]] = []
     for di, dev in enumerate(devices):
-        if has_feature(dev, VIRTIO_F_RING_PACKED):
-            continue
         for qn, q in dev.queues.items():
             if not (q.desc and q.vring_num):
                 continue
@@ -371,6 +375,9 @@ def replace_stale_rings(machine: VirtioMachine, *,
             # indices only go back through a device reset: a ring the log saw used that is now
             # all zeros was freed (or re-initialised) since
             emptied = ring is not None and ring.empty and bool(q.used_idx or q.last_avail_idx)
+            if ring is None and has_feature(dev, VIRTIO_F_RING_PACKED) \
+                    and not (q.used_idx or q.last_avail_idx):
+                continue        # an untouched packed ring cannot be told from free memory
             if ring is None or emptied:
                 stale.append((di, qn))
             else:

@@ -44,7 +44,7 @@ from vdecode.virtio.chains import END_DONE, walk_all_chains
 from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
                                     VRING_DESC_F_WRITE, vring_layouts)
 
-__all__ = ("CarvedRing", "carve_rings", "check_ring", "ram_bounds", "CONFIDENCE_THRESHOLD", "NUMS", "USED_ALIGNS",
+__all__ = ("CarvedRing", "carve_rings", "check_ring", "check_packed_ring", "ram_bounds", "CONFIDENCE_THRESHOLD", "NUMS", "USED_ALIGNS",
            "ring_extent", "ProgressFn")
 
 PAGE = 4096
@@ -61,6 +61,7 @@ W_CHAINS = 0.5       # used ids / outstanding heads are chains ending in the tab
 W_DESCS = 0.3        # non-zero descriptors, all with addresses in RAM
 W_INDICES = 0.3      # non-zero idx with avail.idx - used.idx <= num
 W_LAYOUT = 0.1       # device area at the legacy (4096) or Linux cache-line (64) alignment
+W_PACKED = 0.3       # a packed descriptor ring with the spec's flags and valid event areas
 
 ProgressFn = Callable[[int, int], None]
 
@@ -117,7 +118,7 @@ class CarvedRing:
 
 def _confidence(evidence: set[str]) -> float:
     weights = {"driver": W_DRIVER, "chains": W_CHAINS, "descs": W_DESCS, "indices": W_INDICES,
-               "layout": W_LAYOUT}
+               "layout": W_LAYOUT, "packed": W_PACKED}
     p = 1.0
     for e in evidence:
         p *= 1.0 - weights.get(e, 0.0)
@@ -450,7 +451,9 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
                 or not space.is_present(Gpa(desc), 16 * num):
             continue
         ring = _check_ring(space, num, desc, avail, used, bo, ram)
-        if ring is None or (not single and "chains" not in ring.evidence):
+        if ring is None and not single:
+            ring = check_packed_ring(space, num, desc, avail, used, little_endian=bo == "<", ram=ram)
+        if ring is None or (not single and not {"chains", "packed"} & set(ring.evidence)):
             continue
         name, index, vdev = _driver_queue(space, sgpa, num, offset, bo)
         old = out.get(desc)
@@ -532,3 +535,48 @@ def _check_ring(space: AddressSpace, num: int, desc: int, avail: int, used: int,
     return CarvedRing(num, desc, avail, used, af, ai, uf, ui, _confidence(ev),
                       layout if known or layout == "separate" else "driver", tuple(sorted(ev)),
                       empty=empty)
+
+
+VRING_PACKED_DESC_F_AVAIL = 1 << 7
+VRING_PACKED_DESC_F_USED = 1 << 15
+PACKED_FLAGS = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED | DESC_FLAGS_MASK
+
+
+def check_packed_ring(space: AddressSpace, num: int, desc: int, driver: int, device: int, *,
+                      little_endian: bool = True,
+                      ram: tuple[np.ndarray, np.ndarray] | None = None) -> CarvedRing | None:
+    """Whether a packed ring (virtio 1.2 2.8) of ``num`` entries stands at these addresses: a
+    descriptor ring (``addr``, ``len``, ``id``, ``flags``) with only the spec's flags, ids of
+    the descriptors marked available or used ``< num``, buffers in RAM, and driver/device event
+    areas (``off_wrap``, ``flags`` ``<= 2``) whose offsets are ``< num``. An untouched ring (no
+    flags) is not accepted: nothing tells it from free memory.
+
+    :return: a :class:`CarvedRing` with ``layout`` ``"packed"``, ``avail``/``used`` the driver
+        and device event areas (QMP ``vring-avail``/``vring-used``) and their ``flags``/
+        ``off_wrap`` in ``avail_flags``/``avail_idx`` and ``used_flags``/``used_idx``; or ``None``.
+    """
+    if num not in NUMS or desc % 16 or driver % 4 or device % 4 or min(desc, driver, device) < 0:
+        return None
+    bo = "<" if little_endian else ">"
+    ram = ram if ram is not None else ram_bounds(space)
+    try:
+        ring = np.frombuffer(bytes(space.read(Gpa(desc), 16 * num)),
+                             [("addr", bo + "u8"), ("len", bo + "u4"), ("id", bo + "u2"),
+                              ("flags", bo + "u2")])
+        drv = np.frombuffer(bytes(space.read(Gpa(driver), 4)), bo + "u2")
+        dev = np.frombuffer(bytes(space.read(Gpa(device), 4)), bo + "u2")
+    except MissingData:
+        return None
+    flags = ring["flags"]
+    marked = (flags & (VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED)) != 0
+    if (flags & ~np.uint16(PACKED_FLAGS)).any() or (ring["id"][marked] >= num).any() \
+            or not marked.any():
+        return None
+    addrs = ring["addr"][ring["addr"] != 0]
+    if not _in_ram(addrs, *ram).all():
+        return None
+    if drv[1] > 2 or dev[1] > 2 or (drv[0] & 0x7FFF) >= num or (dev[0] & 0x7FFF) >= num:
+        return None
+    ev = {"packed", "descs"} if len(addrs) else {"packed"}
+    return CarvedRing(num, desc, driver, device, int(drv[1]), int(drv[0]), int(dev[1]),
+                      int(dev[0]), _confidence(ev), "packed", tuple(sorted(ev)))
