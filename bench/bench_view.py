@@ -1,4 +1,4 @@
-"""The view's queue walk (``vdecode.reconstruct.findings.walk_queue``): every outstanding chain of
+"""The view's queue walk (``vdecode.virtio.ring_walk.walk_queue``): every outstanding chain of
 a synthetic split queue walked and checked (loops, bad ``next``, zero lengths, buffers outside
 guest RAM, descriptor order) at once.
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chains import best, synthetic_table  # noqa: E402
 
-from vdecode.reconstruct.findings import walk_queue  # noqa: E402
+from vdecode.virtio.ring_walk import walk_queue  # noqa: E402
 from vdecode.virtio.chains import walk_chain  # noqa: E402
 from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts  # noqa: E402
 from vdecode.virtio.split_ring import AvailRing, SplitRing, UsedRing  # noqa: E402

@@ -152,7 +152,7 @@ def test_under_tmux_80x50_nothing_wraps(captures, tmp_path):
 
 def test_broken_ring_renders_chains_problems_and_previews():
     """A synthetic queue with a pending blk read and a looping chain: text and JSON."""
-    from tests.reconstruct.test_findings import HDR, NEXT, PROFILE, WRITE, blk_chain, machine
+    from tests.reconstruct.test_findings import HDR, NEXT, PROFILE, blk_chain, machine
     from vdecode.reconstruct.findings import find_findings
     from vdecode.reconstruct.view_model import build_view
     from vdecode.render.text import render_view_text

@@ -15,9 +15,8 @@ state an earlier QMP log recorded):
   ran ahead of the ring size or went backwards;
 * what moved between the log and the dump: rings relocated, indices advanced.
 
-The ring walk is vectorised: :func:`walk_queue` walks every descriptor of a table at once
-(:func:`~vdecode.virtio.chains.walk_all_chains`) and checks all members of all outstanding chains
-with array operations; only indirect heads read a table each.
+The ring walk is vectorised (:func:`vdecode.virtio.ring_walk.walk_queue`): every descriptor of a
+table at once, all members of all outstanding chains checked with array operations.
 """
 
 from __future__ import annotations
@@ -31,15 +30,13 @@ import numpy as np
 from vdecode.errors import MissingData, RingError
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
-from vdecode.space.base import AddressSpace
 from vdecode.virtio.buffers import is_held_element_queue, is_posted_buffer_queue
-from vdecode.virtio.chains import END_BAD_NEXT, END_LOOP, walk_all_chains, walk_element
 from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NEEDS_RESET,
                                    VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature, is_big_endian)
 from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
-                                    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
-                                    vring_layouts)
+                                    VRING_USED_F_NO_NOTIFY, vring_layouts)
+from vdecode.virtio.ring_walk import QueueWalk, merged_ranges, walk_queue
 from vdecode.virtio.split_ring import SplitRing, read_split_ring
 
 __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
@@ -69,149 +66,6 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     rule: str = ""
     qemu: str = ""
-
-
-def merged_ranges(space: AddressSpace | None) -> np.ndarray:
-    """Guest RAM as sorted, merged ``[start, end)`` rows (adjacent runs joined)."""
-    if space is None:
-        return np.zeros((0, 2), dtype=np.uint64)
-    rows = sorted((int(s), int(s) + int(n)) for s, n in space.ranges())
-    out: list[list[int]] = []
-    for s, e in rows:
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return np.array(out, dtype=np.uint64).reshape(-1, 2)
-
-
-def _outside_ram(ram: np.ndarray, addr: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Mask of buffers ``[addr, addr+len)`` not wholly inside one RAM range (vectorised)."""
-    if len(ram) == 0:
-        return np.zeros(len(addr), dtype=bool)
-    addr = addr.astype(np.uint64)
-    end = addr + length.astype(np.uint64)
-    i = np.searchsorted(ram[:, 0], addr, side="right").astype(np.int64) - 1
-    ok = (i >= 0) & (end >= addr)
-    j = np.maximum(i, 0)
-    ok &= end <= ram[j, 1]
-    return ~ok
-
-
-@dataclass
-class QueueWalk:
-    """The outstanding chains of one split queue, walked at once.
-
-    ``heads`` are the avail ring entries at free-running indices ``idxs`` (pending ones first
-    taken, then in flight); ``problems[k]`` lists what is wrong with chain ``k`` (chains.py's
-    names plus ``"bad_addr"`` and ``"order"``), ``bad_descs[k]`` the descriptor numbers at fault.
-    """
-
-    idxs: np.ndarray
-    heads: np.ndarray
-    length: np.ndarray
-    problems: list[list[str]]
-    bad_descs: list[list[int]]
-
-
-def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
-               ram: np.ndarray) -> QueueWalk:
-    """Walk the chains at avail indices ``idxs`` of ``ring``: every direct chain by array
-    operations (one :func:`walk_all_chains`, then one numpy step per link position for all heads),
-    indirect heads one table read each.
-
-    :param idxs: free-running avail indices (``slot = idx % num``).
-    :param ram: :func:`merged_ranges` of guest memory (descriptor addresses are checked against it).
-    """
-    num, descs = ring.num, ring.descs
-    idxs = np.asarray(idxs, dtype=np.int64)
-    heads = ring.avail.ring[idxs % num].astype(np.int64) if len(idxs) else np.zeros(0, np.int64)
-    count = len(heads)
-    problems: list[list[str]] = [[] for _ in range(count)]
-    bad: list[list[int]] = [[] for _ in range(count)]
-    length = np.zeros(count, dtype=np.int64)
-    if count == 0:
-        return QueueWalk(idxs, heads, length, problems, bad)
-    in_range = heads < num
-    for k in np.flatnonzero(~in_range):
-        problems[k].append("head_out_of_range")
-    flags = descs["flags"].astype(np.int64)
-    safe = np.where(in_range, heads, 0)
-    indirect = in_range & ((flags[safe] & VRING_DESC_F_INDIRECT) != 0)
-    direct = np.flatnonzero(in_range & ~indirect)
-
-    if len(direct):
-        table = walk_all_chains(descs)
-        h = heads[direct]
-        length[direct] = table.length[h]
-        for code, end in (("next_out_of_range", END_BAD_NEXT), ("loop", END_LOOP)):
-            for k in direct[table.end[h] == end]:
-                problems[k].append(code)
-                bad[k].append(int(table.last[heads[k]]))
-        # Gather every member of every chain: one numpy step per link position.
-        nexts = descs["next"].astype(np.int64)
-        cur = h.copy()
-        pos = np.arange(len(direct))
-        seen_write = np.zeros(len(direct), dtype=bool)
-        rows_k, rows_d, order_bad = [], [], np.zeros(len(direct), dtype=bool)
-        lens = length[direct]
-        step = 0
-        while len(pos):
-            pos = pos[lens[pos] > step]
-            if not len(pos):
-                break
-            d = cur[pos]
-            rows_k.append(pos)
-            rows_d.append(d)
-            w = (flags[d] & VRING_DESC_F_WRITE) != 0
-            order_bad[pos[~w & seen_write[pos]]] = True
-            seen_write[pos] |= w
-            nxt = np.where((flags[d] & VRING_DESC_F_NEXT) != 0, nexts[d], d)
-            cur[pos] = np.minimum(nxt, num - 1)
-            step += 1
-        k_all = np.concatenate(rows_k)
-        d_all = np.concatenate(rows_d)
-        zero = descs["len"][d_all] == 0
-        outside = _outside_ram(ram, descs["addr"][d_all], descs["len"][d_all]) & ~zero
-        for mask, code in ((zero, "zero_len"), (outside, "bad_addr")):
-            if mask.any():
-                for k, d in zip(direct[k_all[mask]], d_all[mask]):
-                    if code not in problems[k]:
-                        problems[k].append(code)
-                    bad[k].append(int(d))
-        for k in direct[order_bad]:
-            problems[k].append("order")
-
-    for k in np.flatnonzero(indirect):
-        head = int(heads[k])
-        first = descs[head]
-        gpa, size = int(first["addr"]), int(first["len"])
-        if len(ram) and size and _outside_ram(ram, np.array([gpa]), np.array([size]))[0]:
-            problems[k].append("indirect_map")
-            bad[k].append(head)
-            continue
-        try:
-            el = walk_element(space, ring.layouts, descs, head) if space is not None else None
-        except MissingData:
-            el = None
-        if el is None:
-            problems[k].append("indirect_unreadable")
-            continue
-        length[k] = len(el.members)
-        for p in el.problems:
-            problems[k].append("indirect_len" if p in ("indirect_len_zero", "indirect_len_not_multiple")
-                               else p)
-        if len(el.descs):
-            w = (el.descs["flags"] & VRING_DESC_F_WRITE) != 0
-            if np.any(~w[1:] & np.maximum.accumulate(w)[:-1]):
-                problems[k].append("order")
-            out = _outside_ram(ram, el.descs["addr"], el.descs["len"]) & (el.descs["len"] != 0)
-            if out.any():
-                problems[k].append("bad_addr")
-                bad[k].extend(int(el.members[i]) for i in np.flatnonzero(out))
-        if any(p in ("indirect_len",) for p in problems[k]):
-            bad[k].append(head)
-    return QueueWalk(idxs, heads, length, problems, bad)
 
 
 def read_queue(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState) -> SplitRing:
