@@ -91,12 +91,14 @@ def open_bundle(view: FileView, elf: ElfFacts) -> Dump:
         "bundle_version": facts.meta.get("bundle_version"),
         "created": facts.meta.get("created"),
         "vdecode_version": facts.meta.get("vdecode_version"),
-        "origin": facts.meta.get("origin"),
+        "origin": {k: v for k, v in origin.items() if k != "ram_ranges"}
+        if isinstance(origin := facts.meta.get("origin"), dict) else origin,
+        "logs": facts.meta.get("logs"),
         "options": facts.meta.get("options"),
         "kept": facts.meta.get("kept"),
         "pt_load": int(len(elf.loads)),
         "kept_bytes": kept,
-        "kept_ranges": [{"start": s, "end": s + n, "size": n} for s, n in space.kept_ranges()],
+        "kept_runs": len(space.kept_ranges()),
         "ram_ranges": [{"start": s, "end": s + n, "size": n} for s, n in space.ranges()],
         "qemu_state": facts.qemu is not None,
         "qmp_log_exchanges": sum(len(m.exchanges) for m in facts.qmp_log.monitors)
