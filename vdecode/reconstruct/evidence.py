@@ -45,6 +45,7 @@ MAX_INDIRECT_BYTES = 1 << 20         # one indirect table (65,536 descriptors; L
 MAX_INDIRECT_TOTAL = 16 << 20
 MAX_BUFFER_BYTES = 1 << 20           # one buffer with --full-buffers
 MAX_BUFFER_TOTAL = 64 << 20          # all buffers with --full-buffers
+MAX_SWEEP_ELEMENTS = 1 << 16         # element queries asked while recording (the basic capture: ~10,000)
 # --redact keeps only the device's request header at the start of a chain's first buffer:
 # virtio-net's struct virtio_net_hdr_v1 (12), virtio-blk's struct virtio_blk_outhdr (16),
 # virtio-scsi's struct virtio_scsi_cmd_req (51). Other devices' buffers are all payload.
@@ -107,13 +108,18 @@ class KeepPlan:
         "ring_areas": 0, "indirect_tables": 0, "buffers": 0, "recorded_reads": 0})
 
 
-def sweep_queries(machine: VirtioMachine, profile: Profile) -> int:
+def sweep_queries(machine: VirtioMachine, profile: Profile, *,
+                  max_elements: int = MAX_SWEEP_ELEMENTS) -> int:
     """Ask every question a client could ask about ``machine`` once; the number asked.
 
     Replies are dropped: the point is what they read (run it over a :class:`RecordingSpace`).
     ``machine`` changes as QEMU's would (``shadow_avail_idx``, broken devices): use a copy.
+    Element queries stop after ``max_elements`` (1024 queues of 1024 would be a million); what
+    they read beyond that is kept anyway by :func:`plan_kept_memory` (avail ring, descriptor
+    table, indirect tables).
     """
     asked = 0
+    elements = 0
 
     def ask(command: str, args: dict[str, Any]) -> None:
         nonlocal asked
@@ -134,8 +140,9 @@ def sweep_queries(machine: VirtioMachine, profile: Profile) -> int:
             ask("x-query-virtio-queue-element", {"path": path, "queue": qn})
             num = q.vring_num or 0
             if q.desc and 0 < num <= VIRTQUEUE_MAX_SIZE:
-                for slot in range(num):
+                for slot in range(min(num, max(0, max_elements - elements))):
                     ask("x-query-virtio-queue-element", {"path": path, "queue": qn, "index": slot})
+                elements += num
     return asked
 
 
