@@ -36,8 +36,10 @@ from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NE
                                    has_feature, is_big_endian)
 from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
                                     VRING_USED_F_NO_NOTIFY, vring_layouts)
+from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk,
+                                        read_packed_ring, walk_packed_pending)
 from vdecode.virtio.ring_walk import QueueWalk, merged_ranges, walk_queue
-from vdecode.virtio.split_ring import SplitRing, read_split_ring
+from vdecode.virtio.split_ring import SplitRing, read_split_ring, validate_num
 
 __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
            "merged_ranges", "utc_text")
@@ -308,6 +310,67 @@ def queue_findings(c: _Collector, machine: VirtioMachine, dev: VirtIODeviceState
     return walk
 
 
+def read_packed_queue(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState) -> PackedRing:
+    """The packed ring of a queue (``vring.avail``/``vring.used`` are the event areas).
+
+    :raises MissingData: part of it is not in the dump (or there is no guest memory).
+    :raises RingError: the queue's size is out of range.
+    """
+    if machine.space is None:
+        raise MissingData("(no guest memory)", f"queue {q.queue_index} of {dev.canonical_path}: "
+                                               f"the input holds no guest RAM")
+    validate_num(machine.space.name, q.vring_num)
+    return read_packed_ring(machine.space, q.desc, q.avail, q.used, q.vring_num,
+                            little_endian=not is_big_endian(dev),
+                            queue=f"queue {q.queue_index} of {dev.canonical_path}")
+
+
+def packed_queue_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueState,
+                          ring: PackedRing, ram: np.ndarray) -> PackedWalk:
+    """The findings of one readable packed queue (virtio 1.2 2.8); returns its pending elements."""
+    qi = q.queue_index
+    walk = walk_packed_pending(ring, q.last_avail_idx or 0, ram)
+    nq = dev.num_vqs or len(dev.queues)
+    by_code: dict[str, list[int]] = {}
+    for k, probs in enumerate(walk.problems):
+        for p in probs:
+            by_code.setdefault(p, []).append(k)
+    for code, ks in by_code.items():
+        sev, title, rule, qkey = _CHAIN_RULES[code]
+        head = int(walk.first[ks[0]])
+        desc = walk.bad_descs[ks[0]][0] if walk.bad_descs[ks[0]] else head
+        c.add(sev, code, dev, qi, title.format(head=head, desc=desc, next=0, num=ring.num)
+              + (f" (+{len(ks) - 1} more elements)" if len(ks) > 1 else ""),
+              "virtio 1.2 2.8 (packed descriptors); QEMU virtqueue_packed_pop",
+              _qemu_text(c.names, qkey) if qkey in c.names["qemu_errors"] else qkey,
+              slots=[int(walk.first[i]) for i in ks[:16]], ids=[int(walk.ids[i]) for i in ks[:16]],
+              descs=sorted({d for i in ks[:16] for d in walk.bad_descs[i]})[:16], count=len(ks))
+    n_pend, inuse = len(walk.first), q.inuse or 0
+    posted = is_posted_buffer_queue(c.names, dev.device_id or 0, qi, nq)
+    if n_pend and not posted:
+        c.add("warning", "stalled-available", dev, qi, f"{n_pend} request(s) available but not taken",
+              "virtio 1.2 2.8 (device consumes available descriptors in ring order)",
+              "takes them at the next notification (virtio_queue_notify -> handle_output)",
+              last_avail_idx=q.last_avail_idx, slots=walk.first[:16].tolist(), ids=walk.ids[:16].tolist())
+        if ring.device_event[1] == VRING_PACKED_EVENT_FLAG_DISABLE:
+            c.add("warning", "kick-suppressed", dev, qi,
+                  "device event flags DISABLE: the driver will not notify for them",
+                  "virtio 1.2 2.8 (event suppression)", "polls or waits for another notification",
+                  device_event_flags=ring.device_event[1])
+    if inuse and not is_held_element_queue(c.names, dev.device_id or 0, qi, nq):
+        c.add("warning", "stalled-inflight", dev, qi, f"{inuse} request(s) taken but never completed",
+              "QEMU vq->inuse (virtqueue_pop without virtqueue_push)",
+              "waits for the backend; a stop drains block I/O, so requests still here are stuck "
+              "in the backend", inuse=inuse)
+    if (inuse or (n_pend and not posted)) and ring.driver_event[1] == VRING_PACKED_EVENT_FLAG_DISABLE:
+        c.add("warning", "interrupt-suppressed", dev, qi,
+              "driver event flags DISABLE: completions raise no interrupt",
+              "virtio 1.2 2.8 (event suppression)",
+              "skips the interrupt (virtio_packed_should_notify is false)",
+              driver_event_flags=ring.driver_event[1])
+    return walk
+
+
 def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioState | None = None,
                   log_end: float | None = None) -> tuple[list[Finding], dict[tuple[str, int], Any]]:
     """Every finding of every device, and per ``(path, queue)`` the ring and walk (or the reason
@@ -326,16 +389,18 @@ def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioSt
         for qi, q in sorted(dev.queues.items()):
             if not q.vring_num or not q.desc:
                 continue
-            if has_feature(dev, VIRTIO_F_RING_PACKED):
-                walks[(dev.canonical_path, qi)] = "packed ring: not walked by this view"
-                continue
+            lq = ldev.queues.get(qi) if ldev else None
+            packed = has_feature(dev, VIRTIO_F_RING_PACKED)
             try:
-                ring = read_queue(machine, dev, q)
+                ring = read_packed_queue(machine, dev, q) if packed else read_queue(machine, dev, q)
             except (MissingData, RingError) as err:
                 walks[(dev.canonical_path, qi)] = str(err)
                 continue
-            lq = ldev.queues.get(qi) if ldev else None
-            walks[(dev.canonical_path, qi)] = (ring, queue_findings(c, machine, dev, q, ring, ram, lq, log_end))
+            if packed:
+                walks[(dev.canonical_path, qi)] = (ring, packed_queue_findings(c, dev, q, ring, ram))
+            else:
+                walks[(dev.canonical_path, qi)] = (ring, queue_findings(c, machine, dev, q, ring, ram,
+                                                                        lq, log_end))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     paths = [d.canonical_path for d in machine.state.devices]
     items = sorted(c.items, key=lambda f: (order[f.severity], paths.index(f.device),

@@ -22,11 +22,13 @@ from vdecode.reconstruct.findings import Finding
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.virtio.bits import convert_features, decode_desc_flags, decode_status, device_rows
 from vdecode.virtio.buffers import Segment, preview_buffer
-from vdecode.virtio.chains import walk_elements
+from vdecode.virtio.chains import ElementChain, walk_elements
 from vdecode.virtio.device import (VIRTIO_RING_F_EVENT_IDX, VirtioMachine, has_feature,
                                    is_big_endian)
-from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_WRITE,
-                                    VRING_USED_F_NO_NOTIFY)
+from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
+                                    VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY)
+from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC,
+                                        VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk)
 from vdecode.virtio.split_ring import SplitRing
 
 __all__ = ("SCHEMA_VERSION", "build_view", "select_devices", "LEGEND", "short_feature")
@@ -121,17 +123,33 @@ def _notify(ring: SplitRing, event_idx: bool) -> dict[str, Any]:
             "text": text}
 
 
+def _notify_packed(ring: PackedRing) -> dict[str, Any]:
+    """Event suppression (virtio 1.2 2.8): DISABLE stops notifications; ENABLE and DESC allow
+    them (DESC: at the event's index)."""
+    kick = ring.device_event[1] != VRING_PACKED_EVENT_FLAG_DISABLE
+    irq = ring.driver_event[1] != VRING_PACKED_EVENT_FLAG_DISABLE
+    text = ",".join(n for n, on in (("kick", kick), ("irq", irq)) if on) or "none"
+    return {"event_idx": ring.device_event[1] == VRING_PACKED_EVENT_FLAG_DESC,
+            "next_kick": kick, "next_interrupt": irq, "text": text}
+
+
 def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
                qfindings: list[Finding], base: str) -> dict[str, Any]:
     ring = walked[0] if isinstance(walked, tuple) else None
-    used_idx = q.used_idx if q.used_idx is not None else (ring.used.idx if ring else None)
+    packed = isinstance(ring, PackedRing)
+    split = ring if not packed else None
+    used_idx = q.used_idx if q.used_idx is not None else (split.used.idx if split else None)
     last = q.last_avail_idx
+    if packed:
+        pending, notify = len(walked[1].first), _notify_packed(ring)
+    else:
+        pending = (split.avail.idx - last) % 0x10000 if split and last is not None else None
+        notify = _notify(split, has_feature(dev, VIRTIO_RING_F_EVENT_IDX)) if split else None
     row: dict[str, Any] = {
         "index": q.queue_index, "size": q.vring_num,
-        "avail_idx": ring.avail.idx if ring else None,
+        "avail_idx": split.avail.idx if split else None,
         "used_idx": used_idx, "last_avail_idx": last, "inflight": q.inuse,
-        "pending": (ring.avail.idx - last) % 0x10000 if ring and last is not None else None,
-        "notification": _notify(ring, has_feature(dev, VIRTIO_RING_F_EVENT_IDX)) if ring else None,
+        "pending": pending, "notification": notify, "packed": packed,
         "ring_error": walked if isinstance(walked, str) else None,
         "provenance": {"size": _prov(q, "vring_num", base), "avail_idx": "dump",
                        "used_idx": _prov(q, "used_idx", base),
@@ -145,7 +163,7 @@ def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
     elif walked is None and q.desc:
         row["health"] = "?"
     elif isinstance(walked, str):
-        row["health"] = "packed" if walked.startswith("packed ring") else "unread"
+        row["health"] = "unread"
     else:
         row["health"] = "ok"
     row["idle"] = not worst and not row["avail_idx"] and not used_idx and not last
@@ -200,6 +218,9 @@ def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceSta
     if not isinstance(walked, tuple):
         return detail
     ring, walk = walked
+    if isinstance(ring, PackedRing):
+        _packed_detail(machine, dev, q, ring, walk, detail, names, flag_rows, show_all)
+        return detail
     detail["avail"] = {"flags": ring.avail.flags,
                        "flags_names": ["NO_INTERRUPT"] if ring.avail.flags & VRING_AVAIL_F_NO_INTERRUPT else [],
                        "idx": ring.avail.idx, "used_event": ring.avail.used_event}
@@ -238,6 +259,30 @@ def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceSta
             entry["preview"] = v["preview"]
         detail["used_entries"].append(entry)
     return detail
+
+
+def _packed_detail(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
+                   ring: PackedRing, walk: PackedWalk, detail: dict[str, Any], names: dict,
+                   flag_rows: list, show_all: bool) -> None:
+    """A packed queue's detail: event areas and the pending elements (indirect tables shown,
+    not expanded)."""
+    detail["packed"] = {
+        "driver_event": {"off_wrap": ring.driver_event[0], "flags": ring.driver_event[1]},
+        "device_event": {"off_wrap": ring.device_event[0], "flags": ring.device_event[1]},
+        "incomplete_descs": walk.incomplete}
+    keep = range(len(walk.slots)) if show_all else range(min(len(walk.slots), CHAIN_LIMIT))
+    detail["chains_hidden"] = len(walk.slots) - len(keep)
+    for k in keep:
+        rows = ring.descs[walk.slots[k]]
+        indirect = bool(int(rows[0]["flags"]) & VRING_DESC_F_INDIRECT) and len(rows) == 1
+        el = ElementChain(int(walk.ids[k]), tuple(int(i) for i in walk.slots[k]),
+                          rows if not indirect else rows[:0], 0,
+                          int(rows[0]["addr"]) if indirect else None,
+                          int(rows[0]["len"]) if indirect else None, tuple(walk.problems[k]))
+        view = _element_view(machine, dev, q, el, names, flag_rows, state="pending", idx=None,
+                             used=False)
+        view["slot"] = int(walk.first[k])
+        detail["chains"].append(view)
 
 
 def walk_elements_safe(space, ring: SplitRing, heads: list[int]) -> list:

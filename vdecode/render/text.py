@@ -102,8 +102,11 @@ def _devices(con: Console, view: dict, used: set[str]) -> None:
 
 
 def _chain_block(con: Console, c: dict) -> None:
-    where = f"avail idx {c['avail_idx']} slot {c['slot']}" if c["avail_idx"] is not None else ""
-    title = Text(f"  {c['state']} head {c['head']}  {where}  {c['length']} desc, "
+    if c["avail_idx"] is not None:
+        what, where = "head", f"avail idx {c['avail_idx']} slot {c['slot']}"
+    else:                                    # a packed ring: the buffer id and its first slot
+        what, where = "id", f"slot {c['slot']}"
+    title = Text(f"  {c['state']} {what} {c['head']}  {where}  {c['length']} desc, "
                  f"out {c['bytes_out']} in {c['bytes_in']} bytes")
     if c["problems"]:
         title.append("  " + ",".join(c["problems"]), style="bold red")
@@ -125,20 +128,30 @@ def _detail(con: Console, view: dict, qd: dict, used: set[str]) -> None:
     con.print(head)
     con.print(f"  {qd['device']}")
     r = qd["rings"]
-    con.print(f"  rings  desc {_hex(r['desc'])}  avail {_hex(r['avail'])}  used {_hex(r['used'])}"
-              + MARKERS.get(qd["provenance"]["rings"], ""))
+    a_name, u_name = ("driver", "device") if qd.get("packed") else ("avail", "used")
+    con.print(f"  rings  desc {_hex(r['desc'])}  {a_name} {_hex(r['avail'])}  {u_name} "
+              f"{_hex(r['used'])}" + MARKERS.get(qd["provenance"]["rings"], ""))
     if qd["provenance"]["rings"] in MARKERS:
         used.add(qd["provenance"]["rings"])
     if qd["ring_error"]:
         con.print(Text(f"  ring not read: {qd['ring_error']}", style="red"))
         con.print()
         return
-    a, u = qd["avail"], qd["used"]
+    if qd.get("packed"):
+        names = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
+        for label, key in (("driver event", "driver_event"), ("device event", "device_event")):
+            e = qd["packed"][key]
+            con.print(f"  {label}  off_wrap {e['off_wrap']:#06x} (idx {e['off_wrap'] & 0x7FFF} wrap "
+                      f"{e['off_wrap'] >> 15})  flags {names.get(e['flags'], e['flags'])}")
+        a = u = None
+    else:
+        a, u = qd["avail"], qd["used"]
     ev = qd.get("event_idx")
-    con.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
-              + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
-    con.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
-              + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
+    if a is not None:
+        con.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
+                  + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
+        con.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
+                  + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
     qm, p = qd["qemu"], qd["provenance"]
     sig = qm["signalled_used"] if qm["signalled_used_valid"] else "-"
     _para(con, "QEMU   " + "  ".join([
