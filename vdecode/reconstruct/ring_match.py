@@ -300,7 +300,8 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
         group = by_dev_va.get(di) or (set(only) if len(only) == 1 else None)
         scored = []
         for r in rings:
-            if r.num != q.vring_num or r.desc in taken or r.confidence < CONFIDENCE_THRESHOLD:
+            if r.num != q.vring_num or r.desc in taken or r.confidence < CONFIDENCE_THRESHOLD \
+                    or r.desc == q.desc:     # the logged ring itself was judged stale
                 continue
             if group is not None and r.device_va not in group:
                 continue
@@ -367,6 +368,7 @@ def replace_stale_rings(machine: VirtioMachine, *,
     devices = machine.state.devices
     claimed: dict[int, CarvedRing | None] = {}
     stale: list[tuple[int, int]] = []
+    why: dict[tuple[str, int], str] = {}
     for di, dev in enumerate(devices):
         for qn, q in dev.queues.items():
             if not (q.desc and q.vring_num):
@@ -380,6 +382,9 @@ def replace_stale_rings(machine: VirtioMachine, *,
                 continue        # an untouched packed ring cannot be told from free memory
             if ring is None or emptied:
                 stale.append((di, qn))
+                why[(dev.canonical_path, qn)] = (
+                    f"the ring at the logged vring-desc {q.desc:#x} is all zeros although the log "
+                    f"saw it used" if emptied else f"no ring at the logged vring-desc {q.desc:#x}")
             else:
                 claimed[q.desc] = ring
     if not stale:
@@ -394,12 +399,13 @@ def replace_stale_rings(machine: VirtioMachine, *,
         dev = next(d for d in devices if d.canonical_path == m.path)
         q = dev.queues[m.queue]
         if m.ring is None:
-            notes.append(f"{m.path} queue {m.queue}: no ring at the logged vring-desc "
-                         f"{q.desc:#x} and {m.how}; keeping the log's addresses")
+            notes.append(f"{m.path} queue {m.queue}: {why[(m.path, m.queue)]} and {m.how}; "
+                         f"keeping the log's addresses (if the driver let go of the device, "
+                         f"QEMU has reset it and reports vring-desc 0)")
             continue
         r = m.ring
-        notes.append(f"{m.path} queue {m.queue}: no ring at the logged vring-desc {q.desc:#x} "
-                     f"(driver reset?); using the carved ring desc {r.desc:#x} avail {r.avail:#x} "
+        notes.append(f"{m.path} queue {m.queue}: {why[(m.path, m.queue)]} (driver reset?); "
+                     f"using the carved ring desc {r.desc:#x} avail {r.avail:#x} "
                      f"used {r.used:#x}: {m.how}"
                      + (f"; {m.ambiguous} other candidates scored the same" if m.ambiguous else ""))
         q.desc, q.avail, q.used = r.desc, r.avail, r.used
