@@ -190,6 +190,14 @@ def _pass1(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple[int, 
         a, p, aidx = a[good], p[good], aidx[good]
         if not len(a):
             continue
+        # a few more single words per candidate: the last head and the latest one published,
+        # the last descriptor's flags (prunes big-num readings of small rings cheaply)
+        latest = (aidx.astype(np.int64) - 1) % num
+        good = (w16[(a >> 1) + 1 + num] < num) & (w16[(a >> 1) + 2 + latest] < num) \
+            & (w16[(p >> 1) + 8 * (num - 1) + 6] <= DESC_FLAGS_MASK)
+        a, p, aidx = a[good], p[good], aidx[good]
+        if not len(a):
+            continue
         ga = gpa + first + 16 * num          # every page's avail has the same offset in its page
         ends = sorted({(ga + 4 + 2 * num + e + al - 1) // al * al - ga
                        for al in USED_ALIGNS for e in (0, 2)})
@@ -200,8 +208,9 @@ def _pass1(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple[int, 
                 continue
             uu = np.where(fit, u, 0)
             uflags, uidx, id0 = w16[uu >> 1], w16[(uu >> 1) + 1], w32[(uu >> 2) + 1]
+            last = w32[(uu >> 2) + 1 + 2 * (num - 1) * fit]
             keep = fit & (uflags <= 1) & (((aidx.astype(np.int64) - uidx) & 0xFFFF) <= num) \
-                & (id0 < num)
+                & (id0 < num) & (last < num)
             if keep.any():
                 out.append((num, p[keep], u[keep]))
     return out
@@ -281,6 +290,27 @@ def _layout_of(num: int, avail: int, used: int) -> tuple[str, bool]:
 # --- driver anchor --------------------------------------------------------------------------
 
 
+SCAN_BLOCK = 1 << 17          # u64 words per step of the word scan: temporaries stay in cache
+
+
+def _small_powers_candidates(words: np.ndarray) -> np.ndarray:
+    """Indices of words in ``1..VIRTQUEUE_MAX_SIZE`` (power-of-two filtering follows on the few
+    found), block by block into preallocated buffers."""
+    tmp = np.empty(min(SCAN_BLOCK, len(words)), dtype=np.uint64)
+    mask = np.empty(len(tmp), dtype=bool)
+    one, top = np.uint64(1), np.uint64(VIRTQUEUE_MAX_SIZE)
+    found = []
+    for lo in range(0, len(words), SCAN_BLOCK):
+        block = words[lo:lo + SCAN_BLOCK]
+        t, m = tmp[:len(block)], mask[:len(block)]
+        np.subtract(block, one, out=t)
+        np.less(t, top, out=m)
+        hit = np.flatnonzero(m)
+        if len(hit):
+            found.append(hit + lo)
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
 def _driver_records(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple]:
     """``struct vring`` look-alikes: ``(gpa of the struct, num, desc_va, avail_va, used_va,
     single)``. ``single``: the one-block shape (``avail - desc == 16*num``, used just after);
@@ -292,8 +322,7 @@ def _driver_records(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tu
     lim = min((primary - start + 7) // 8, len(q) - 3)
     if lim <= 0:
         return []
-    head = q[:lim]
-    idx = np.flatnonzero((head - np.uint64(1)) < np.uint64(VIRTQUEUE_MAX_SIZE))
+    idx = _small_powers_candidates(q[:lim])
     num = q[idx]
     idx, num = idx[(num & (num - np.uint64(1))) == 0], num[(num & (num - np.uint64(1))) == 0]
     d, a, u = q[idx + 1], q[idx + 2], q[idx + 3]
