@@ -33,12 +33,9 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
         text = text.rstrip("\r")
         m = _ARROW.match(text)
         if c.active and m is None:
-            whole = c.add(_COMMENT.sub("", text, count=1))
+            whole = c.add_or_drop(_COMMENT.sub("", text, count=1), b.warn)
             if whole is not None:
                 _emit(b, whole, c.meta, c.line)
-            elif c.too_big():
-                b.warn(c.line, "unbalanced braces: message never closes, skipped")
-                c.reset()
             continue
         if m is None:
             continue

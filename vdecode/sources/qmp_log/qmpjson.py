@@ -13,6 +13,7 @@ import ast
 import json
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ("decode_qmp_json", "loads_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES")
@@ -137,6 +138,16 @@ class ObjectCollector:
         self.depth = depth
         self.size += len(text)
         return None
+
+    def add_or_drop(self, text: str, warn: Callable[[int | None, str], None],
+                    what: str = "message") -> str | None:
+        """:meth:`add`, and when the object can no longer close (too long, or more closing than
+        opening braces), drop it with a warning at its first line."""
+        whole = self.add(text)
+        if whole is None and self.too_big():
+            warn(self.line, f"unbalanced braces: {what} never closes, skipped")
+            self.reset()
+        return whole
 
     def too_big(self) -> bool:
         return len(self.parts) > MAX_OBJECT_LINES or self.size > MAX_OBJECT_CHARS or self.depth < 0

@@ -47,12 +47,9 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
                 b.warn(c.line, "message cut off by the next trace record, skipped")
                 c.reset()
             else:
-                whole = c.add(text)
+                whole = c.add_or_drop(text, b.warn)
                 if whole is not None:
                     _emit(b, whole, c.meta, c.line)
-                elif c.too_big():
-                    b.warn(c.line, "unbalanced braces: message never closes, skipped")
-                    c.reset()
                 continue
         if m is None:
             continue

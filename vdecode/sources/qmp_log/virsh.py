@@ -51,12 +51,9 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
     for n, text in lines:
         text = text.rstrip("\r")
         if c.active:
-            whole = c.add(text)
+            whole = c.add_or_drop(text, b.warn, "object")
             if whole is not None:
                 _emit(b, whole, c.meta, c.line)
-            elif c.too_big():
-                b.warn(c.line, "unbalanced braces: object never closes, skipped")
-                c.reset()
             continue
         s = text.strip()
         if not s:

@@ -61,12 +61,9 @@ def read_objects(lines: Iterable[tuple[int, str]], b: LogBuilder, *, monitor: st
             b.warn(c.line, "object never closes before the next one, skipped")
             c.reset()
         if c.active:
-            whole = c.add(text.rstrip("\r"))
+            whole = c.add_or_drop(text.rstrip("\r"), b.warn, "object")
             if whole is not None:
                 _emit(b, whole, c.line, monitor, c.meta)
-            elif c.too_big():
-                b.warn(c.line, "unbalanced braces: object never closes, skipped")
-                c.reset()
             continue
         s = text.strip().rstrip("\r")
         if not s:
