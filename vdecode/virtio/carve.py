@@ -62,6 +62,7 @@ W_DESCS = 0.3        # non-zero descriptors, all with addresses in RAM
 W_INDICES = 0.3      # non-zero idx with avail.idx - used.idx <= num
 W_LAYOUT = 0.1       # device area at the legacy (4096) or Linux cache-line (64) alignment
 W_PACKED = 0.3       # a packed descriptor ring with the spec's flags and valid event areas
+UNKNOWN_LAYOUT_FACTOR = 0.6   # ring-anchor candidates whose device area no allocator would place
 
 ProgressFn = Callable[[int, int], None]
 
@@ -279,8 +280,10 @@ def _pass3(buf: np.ndarray, gpa: int, num: int, p: int, u: int, bo: str,
 
 
 def _layout_of(num: int, avail: int, used: int) -> tuple[str, bool]:
+    """The device area's alignment: legacy (page), a cache line (64: Linux's modern layout;
+    128/256 other architectures) are layouts allocators use; tighter ones are not seen."""
     end = avail + 4 + 2 * num
-    for al, name in ((PAGE, "legacy"), (64, "cacheline")):
+    for al, name in ((PAGE, "legacy"), (64, "cacheline"), (128, "align-128"), (256, "align-256")):
         if used in ((end + al - 1) // al * al, (end + 2 + al - 1) // al * al):
             return name, True
     d = used & -used
@@ -405,8 +408,9 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
                 layout, known = _layout_of(num, avail, used)
                 if known:
                     ev.add("layout")
+                conf = _confidence(ev) * (1.0 if known else UNKNOWN_LAYOUT_FACTOR)
                 found.setdefault(desc, []).append(CarvedRing(
-                    num, desc, avail, used, af, ai, uf, ui_, _confidence(ev), layout,
+                    num, desc, avail, used, af, ai, uf, ui_, round(conf, 4), layout,
                     tuple(sorted(ev)), empty=empty))
     rings = {d: _best(c) for d, c in found.items()}
     rings = _apply_drivers(space, rings, drivers, bo, ram)
