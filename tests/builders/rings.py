@@ -3,7 +3,9 @@
 :class:`BytesSpace` is an :class:`~vdecode.space.base.AddressSpace` over one or more byte runs;
 :func:`put_ring` writes a split ring (descriptor table, avail ring, used ring) into a bytearray
 with the structs of :class:`~vdecode.virtio.layouts.VringLayouts`, so tests build rings with the
-same code path that parses them.
+same code path that parses them. :func:`put_split_ring` writes one in any layout (legacy, Linux's
+cache-line one, separate areas) with real chains and, optionally, the guest driver's
+``struct vring`` record, for the carver's tests (written into ELF dumps by ``elf_dump.py``).
 """
 
 from __future__ import annotations
