@@ -167,21 +167,21 @@ def _chain_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueState, ri
                     walk: QueueWalk) -> None:
     num = ring.num
     by_code: dict[str, list[int]] = {}
-    for k, probs in enumerate(walk.problems):
+    for k, probs in sorted(walk.found.items()):
         for p in probs:
             by_code.setdefault(p, []).append(k)
     for code, ks in by_code.items():
         sev, title, rule, qkey = _CHAIN_RULES[code]
         k = ks[0]
         head = int(walk.heads[k])
-        desc = walk.bad_descs[k][0] if walk.bad_descs[k] else head
+        desc = walk.bad[k][0] if walk.bad.get(k) else head
         nxt = int(ring.descs["next"][desc]) if 0 <= desc < num else 0
         args = {"head_out_of_range": (head,), "next_out_of_range": (nxt,)}.get(code, ())
         qemu = _qemu_text(c.names, qkey, *args) if qkey in c.names["qemu_errors"] else qkey
         evidence: dict[str, Any] = {
             "avail_idx": [int(walk.idxs[i]) for i in ks[:16]],
             "heads": [int(walk.heads[i]) for i in ks[:16]],
-            "descs": sorted({d for i in ks[:16] for d in walk.bad_descs[i]})[:16],
+            "descs": sorted({d for i in ks[:16] for d in walk.bad.get(i, [])})[:16],
             "count": len(ks)}
         if code in ("bad_addr", "zero_len", "next_out_of_range", "loop") and 0 <= desc < num \
                 and not int(ring.descs["flags"][head if head < num else 0]) & VRING_DESC_F_INDIRECT:

@@ -12,6 +12,7 @@ indirect-table reads.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,15 +58,25 @@ class QueueWalk:
     """The outstanding chains of one split queue, walked at once.
 
     ``heads`` are the avail ring entries at free-running indices ``idxs`` (pending ones first
-    taken, then in flight); ``problems[k]`` lists what is wrong with chain ``k`` (chains.py's
-    names plus ``"bad_addr"`` and ``"order"``), ``bad_descs[k]`` the descriptor numbers at fault.
+    taken, then in flight). Only chains with something wrong have entries in ``found`` (chain
+    position → codes: chains.py's names plus ``"bad_addr"`` and ``"order"``) and ``bad``
+    (→ descriptor numbers at fault), so a healthy 32k-entry queue costs no per-chain Python.
     """
 
     idxs: np.ndarray
     heads: np.ndarray
     length: np.ndarray
-    problems: list[list[str]]
-    bad_descs: list[list[int]]
+    found: dict[int, list[str]]
+    bad: dict[int, list[int]]
+
+    @property
+    def problems(self) -> list[list[str]]:
+        """``found`` as one list per chain (empty for healthy ones)."""
+        return [self.found.get(k, []) for k in range(len(self.heads))]
+
+    @property
+    def bad_descs(self) -> list[list[int]]:
+        return [self.bad.get(k, []) for k in range(len(self.heads))]
 
 
 def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
@@ -81,11 +92,11 @@ def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
     idxs = np.asarray(idxs, dtype=np.int64)
     heads = ring.avail.ring[idxs % num].astype(np.int64) if len(idxs) else np.zeros(0, np.int64)
     count = len(heads)
-    problems: list[list[str]] = [[] for _ in range(count)]
-    bad: list[list[int]] = [[] for _ in range(count)]
+    problems: defaultdict[int, list[str]] = defaultdict(list)
+    bad: defaultdict[int, list[int]] = defaultdict(list)
     length = np.zeros(count, dtype=np.int64)
     if count == 0:
-        return QueueWalk(idxs, heads, length, problems, bad)
+        return QueueWalk(idxs, heads, length, dict(problems), dict(bad))
     in_range = heads < num
     for k in np.flatnonzero(~in_range):
         problems[k].append("head_out_of_range")
@@ -163,6 +174,6 @@ def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
             if out.any():
                 problems[k].append("bad_addr")
                 bad[k].extend(int(el.members[i]) for i in np.flatnonzero(out))
-        if any(p in ("indirect_len",) for p in problems[k]):
+        if "indirect_len" in problems.get(k, ()):
             bad[k].append(head)
-    return QueueWalk(idxs, heads, length, problems, bad)
+    return QueueWalk(idxs, heads, length, dict(problems), dict(bad))
