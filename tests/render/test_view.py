@@ -30,6 +30,7 @@ CASES = [
     ("basic-core-blk-q0", "basic", "qemu-core", None, ["--device", "virtio-blk", "--queue", "0"]),
     ("basic-elf-serial-q4", "basic", "elf", "early", ["--device", "virtio-serial", "--queue", "4"]),
     ("mixed-core", "mixed", "qemu-core", "early", []),
+    ("mixed-core-packedblk-q0", "mixed", "qemu-core", None, ["--device", "packedblk", "--queue", "0"]),
 ]
 
 
