@@ -35,7 +35,7 @@ from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, Vir
 from vdecode.virtio.layouts import (VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE, vring_layouts)
 
 __all__ = ("RingKind", "classify_ring", "DeviceGroup", "group_by_device", "RingMatch",
-           "match_rings", "replace_stale_rings", "MAX_PROBED_CHAINS")
+           "match_rings", "replace_stale_rings", "reset_like_qemu", "MAX_PROBED_CHAINS")
 
 MAX_PROBED_CHAINS = 32
 BLK_TYPES = {0: "IN", 1: "OUT", 4: "FLUSH", 8: "GET_ID", 11: "DISCARD", 13: "WRITE_ZEROES",
@@ -285,10 +285,17 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
     for r in rings:
         if r.device_va is not None and r.index is not None:
             shapes.setdefault(r.device_va, {})[r.index] = r.num
+    holds: dict[int, set[int]] = {}
+    for r in rings:
+        if r.device_va is not None:
+            holds.setdefault(r.device_va, set()).add(r.desc)
     fits: dict[int, list[int]] = {}
     for di in dict.fromkeys(d for d, _ in wanted):
         want = {qn: q.vring_num for qn, q in devices[di].queues.items() if q.desc}
-        fits[di] = [va for va, shape in shapes.items() if shape == want]
+        # a driver device that holds a ring the log named for a queue now stale is the old
+        # (freed) driver's, not the one that moved the queue
+        old = {devices[di].queues[qn].desc for d, qn in wanted if d == di}
+        fits[di] = [va for va, shape in shapes.items() if shape == want and not holds[va] & old]
     owners = Counter(va for vas in fits.values() for va in vas)
     for di, qn in wanted:
         dev = devices[di]
@@ -356,8 +363,12 @@ def replace_stale_rings(machine: VirtioMachine, *,
 
     Checks every logged queue with :func:`~vdecode.virtio.carve.check_ring` (packed ones with
     :func:`~vdecode.virtio.carve.check_packed_ring`; cheap: only the ring's bytes). Only if one
-    fails is guest RAM carved; the matched ring's addresses replace the logged ones. The logged counters stay: :func:`~vdecode.reconstruct.instant.
-    advance_to_dump` compares them with the new ring's (indices that restarted read as moved).
+    fails is guest RAM carved; the matched ring's addresses replace the logged ones. Then the
+    device's other queues whose logged rings the new driver's records do not name are matched
+    too (a re-probe moves every queue). A device none of whose rings is left, while the guest's
+    driver records are readable, is reset as QEMU does when its driver goes away. The logged
+    counters stay: :func:`~vdecode.reconstruct.instant.advance_to_dump` compares them with the
+    new ring's (indices that restarted read as moved).
 
     :return: notes for stderr, one per queue looked at: what replaced it and why, or why not.
     """
@@ -389,19 +400,80 @@ def replace_stale_rings(machine: VirtioMachine, *,
                 claimed[q.desc] = ring
     if not stale:
         return []
+    stale_of: dict[str, set[int]] = {}
+    for di, qn in stale:
+        stale_of.setdefault(devices[di].canonical_path, set()).add(qn)
     big = any(is_big_endian(devices[di]) for di, _ in stale)
     rings = carve_rings(space, progress=progress, little_endian=not big)
     # the carver's reading of a logged ring (driver index, device) is better than check_ring's
     carved = {r.desc: r for r in rings}
     claimed = {d: carved.get(d, r) for d, r in claimed.items()}
-    notes = []
-    for m in match_rings(space, devices, stale, rings, claimed):
+    drivers_seen = any("driver" in r.evidence for r in rings)
+    for di, dev in enumerate(devices):
+        for qn, q in dev.queues.items():
+            ring = claimed.get(q.desc) if q.desc else None
+            if ring is not None and ring.index is not None and ring.index != qn:
+                # the pages were reused: the driver's records make it another queue's ring
+                stale.append((di, qn))
+                claimed.pop(q.desc)
+                stale_of.setdefault(dev.canonical_path, set()).add(qn)
+                why[(dev.canonical_path, qn)] = (f"the ring at the logged vring-desc {q.desc:#x} is "
+                                                 f"now the driver's queue {ring.index}")
+    notes: list[str] = []
+    matches = match_rings(space, devices, stale, rings, claimed)
+    notes += _apply_matches(devices, matches, claimed, why, stale_of, drivers_seen)
+    if drivers_seen:
+        # A driver that set up new rings for some queues did so for all of the device's queues
+        # (probe after a reset or a reboot): its other logged rings that this driver device's
+        # records do not name are stale too, even when they still read as (untouched) rings.
+        more: list[tuple[int, int]] = []
+        for di, dev in enumerate(devices):
+            vas = {m.ring.device_va for m in matches if m.path == dev.canonical_path
+                   and m.ring is not None and m.ring.device_va is not None}
+            if len(vas) != 1:
+                continue
+            (va,) = vas
+            for qn, q in dev.queues.items():
+                ring = claimed.get(q.desc) if q.desc else None
+                if (di, qn) in stale or not (q.desc and q.vring_num) or \
+                        (ring is not None and ring.device_va == va and ring.index in (None, qn)):
+                    continue
+                more.append((di, qn))
+                claimed.pop(q.desc, None)
+                stale_of.setdefault(dev.canonical_path, set()).add(qn)
+                why[(dev.canonical_path, qn)] = (
+                    f"the new driver's records do not name the ring at the logged vring-desc "
+                    f"{q.desc:#x}, while other queues of the device moved")
+        if more:
+            matches2 = match_rings(space, devices, more, rings, claimed)
+            notes += _apply_matches(devices, matches2, claimed, why, stale_of, False)
+    return notes
+
+
+def _apply_matches(devices: list[VirtIODeviceState], matches: list[RingMatch],
+                   claimed: dict[int, CarvedRing | None], why: dict[tuple[str, int], str],
+                   stale_of: dict[str, set[int]], drivers_seen: bool) -> list[str]:
+    """Put matched rings into the queues (provenance ``carved``), reset devices whose driver let
+    go, and say what was done."""
+    notes: list[str] = []
+    released: set[str] = set()
+    for m in matches:
         dev = next(d for d in devices if d.canonical_path == m.path)
         q = dev.queues[m.queue]
         if m.ring is None:
+            if m.path in released:
+                continue
+            if drivers_seen and _driver_let_go(dev, stale_of[m.path], claimed, matches):
+                released.add(m.path)
+                reset_like_qemu(dev)
+                notes.append(f"{m.path}: {why[(m.path, m.queue)]}, no other queue of the device "
+                             f"holds a used ring and the guest's driver records (found for other "
+                             f"devices) name no ring of its sizes: the driver let go of it, so "
+                             f"QEMU reset it (vring addresses 0, features 0, status "
+                             f"ACKNOWLEDGE as Linux's virtio_dev_remove leaves it)")
+                continue
             notes.append(f"{m.path} queue {m.queue}: {why[(m.path, m.queue)]} and {m.how}; "
-                         f"keeping the log's addresses (if the driver let go of the device, "
-                         f"QEMU has reset it and reports vring-desc 0)")
+                         f"keeping the log's addresses")
             continue
         r = m.ring
         notes.append(f"{m.path} queue {m.queue}: {why[(m.path, m.queue)]} (driver reset?); "
@@ -409,6 +481,49 @@ def replace_stale_rings(machine: VirtioMachine, *,
                      f"used {r.used:#x}: {m.how}"
                      + (f"; {m.ambiguous} other candidates scored the same" if m.ambiguous else ""))
         q.desc, q.avail, q.used = r.desc, r.avail, r.used
+        claimed[r.desc] = r
         for k in ("vring_desc", "vring_avail", "vring_used"):
             q.provenance[k] = "carved"
     return notes
+
+
+VIRTIO_CONFIG_S_ACKNOWLEDGE = 1
+
+
+def _driver_let_go(dev: VirtIODeviceState, stale: set[int], claimed: dict[int, CarvedRing | None],
+                   matches: list[RingMatch]) -> bool:
+    """Every stale queue of ``dev`` found no ring, and its other queues hold only untouched
+    (all-zero) rings: nothing in guest memory is the device's any more."""
+    if any(m.path == dev.canonical_path and m.ring is not None for m in matches):
+        return False
+    for qn, q in dev.queues.items():
+        if not q.desc or qn in stale:
+            continue
+        ring = claimed.get(q.desc)
+        if ring is None or not ring.empty:
+            return False
+    return True
+
+
+def reset_like_qemu(dev: VirtIODeviceState) -> None:
+    """QEMU 7.2 ``virtio_reset`` (``hw/virtio/virtio.c``) as the driver's removal leaves the
+    device: features, ISR, queue selector and every queue's addresses and counters zeroed,
+    ``vring.num`` back to ``vring.num_default``, not started; then Linux's
+    ``virtio_dev_remove`` writes ACKNOWLEDGE again. Values are marked ``"inferred"``."""
+    dev.status = VIRTIO_CONFIG_S_ACKNOWLEDGE
+    dev.guest_features = 0
+    dev.isr = 0
+    dev.queue_sel = 0
+    dev.started = False
+    dev.broken = False
+    for k in ("status", "guest_features", "isr", "queue_sel", "started", "broken"):
+        dev.provenance[k] = "inferred"
+    for q in dev.queues.values():
+        q.desc = q.avail = q.used = 0
+        if q.vring_num_default is not None:
+            q.vring_num = q.vring_num_default
+        q.last_avail_idx = q.shadow_avail_idx = q.used_idx = q.inuse = q.signalled_used = 0
+        q.signalled_used_valid = False
+        for k in ("vring_desc", "vring_avail", "vring_used", "last_avail_idx", "shadow_avail_idx",
+                  "used_idx", "inuse", "signalled_used", "signalled_used_valid"):
+            q.provenance[k] = "inferred"
