@@ -61,36 +61,55 @@ def main() -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
-def decompress_progress(label: str = "decompressing"):
-    """A progress callback for ``open_dump``: a bar on stderr while a compressed dump is unpacked.
+def _read_logs(logs: tuple[str, ...], log_format: str | None, vm: str | None):
+    """The knowledge of every ``--log`` (oldest first, merged), and ``(path, format)`` of each.
 
-    Other commands that open dumps pass it too: ``open_dump(path, progress=decompress_progress())``.
+    Skipped records are reported as warnings on stderr.
     """
-    state = {"shown": -1}
-    tty = sys.stderr.isatty()
+    from vdecode.reconstruct.session import merge_knowledge
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
 
-    def progress(done: int, total: int) -> None:
-        pct = 100 * done // total if total else 100
-        if not tty or pct == state["shown"]:
-            return
-        state["shown"] = pct
-        bar = "#" * (pct * 30 // 100)
-        click.echo(f"\r{label} [{bar:<30}] {pct:3d}%", err=True, nl=pct >= 100)
+    knowledges, used = [], []
+    for path in logs:                                 # oldest first: a later reply wins
+        log = read_qmp_log(path, log_format, vm)
+        for w in log.warnings:
+            click.echo(f"vdecode: warning: {w}", err=True)
+        knowledges.append(LogKnowledge.from_log(log, vm))
+        used.append((path, log.format))
+    return merge_knowledge(knowledges), used
 
-    return progress
+
+def _open_inputs(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
+                 cache_dir: str | None):
+    """``(opened dump, knowledge, [(log path, format)])``; a bundle's embedded log stands in
+    when no ``--log`` is given. A compressed dump shows a progress bar while it is unpacked."""
+    from vdecode.render.text import progress_bar
+    from vdecode.sources.qmp_log import LogKnowledge
+    from vdecode.space.open import open_dump
+
+    knowledge, used = _read_logs(logs, log_format, vm)
+    with progress_bar("decompressing") as tick:
+        opened = open_dump(dump, cache_dir=cache_dir, progress=tick)
+    if knowledge is None and opened.qmp_log is not None:
+        knowledge = LogKnowledge.from_log(opened.qmp_log)
+    return opened, knowledge, used
+
+
+_LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
+             "oldest first.")
+_CACHE_HELP = "Where compressed dumps are decompressed (default ~/.cache/vdecode)."
 
 
 @cli.command("info")
 @click.argument("dump", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Where compressed dumps are decompressed (default ~/.cache/vdecode).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
     """What a dump holds: format, machine, RAM ranges, vCPUs, VMCOREINFO, page counts."""
     from vdecode.render.info import render_info_json, render_info_text
-    from vdecode.space.open import open_dump
 
-    with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
+    opened, _, _ = _open_inputs(dump, (), None, None, cache_dir)
+    with opened:
         info = dict(opened.info)
         info.setdefault("format", opened.format)
         info.setdefault("file", opened.path)
@@ -99,35 +118,22 @@ def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
 
 @cli.command("qmp")
 @click.argument("dump", type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
-              help="QMP log taken before the dump (any format `vdecode log` reads); "
-                   "repeat for several, oldest first.")
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
 @click.option("--connections", type=int, default=None, hidden=True,
               help="Stop after this many socket connections (tests).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
-                socket_path: str | None, connections: int | None) -> None:
+                socket_path: str | None, connections: int | None, cache_dir: str | None) -> None:
     """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant."""
     from vdecode.reconstruct.qmp_errors import qmp_error
-    from vdecode.reconstruct.session import (build_machine, make_monitor, merge_knowledge,
-                                             profile_for)
+    from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
-    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-    from vdecode.space.open import open_dump
 
-    knowledges = []
-    for path in logs:                                 # oldest first: a later reply wins
-        log = read_qmp_log(path, log_format, vm)
-        for w in log.warnings:
-            click.echo(f"vdecode: warning: {w}", err=True)
-        knowledges.append(LogKnowledge.from_log(log, vm))
-    knowledge = merge_knowledge(knowledges)
-    opened = open_dump(dump)
-    if knowledge is None and opened.qmp_log is not None:     # a bundle's embedded log
-        knowledge = LogKnowledge.from_log(opened.qmp_log)
+    opened, knowledge, _ = _open_inputs(dump, logs, log_format, vm, cache_dir)
     profile = profile_for(knowledge, opened.qemu)
     machine, notes = build_machine(opened, knowledge, profile)
     for n in notes:
@@ -229,17 +235,15 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 
 @cli.command("view")
 @click.argument("dump", type=click.Path(dir_okay=False))
-@click.option("--log", "log_path", default=None, type=click.Path(dir_okay=False),
-              help="QMP log taken before the dump (any format `vdecode log` reads).")
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--device", default=None, help="QOM path, device name, id or path component.")
 @click.option("--queue", type=int, default=None, help="Decode this queue: rings, chains, buffers.")
 @click.option("--json", "as_json", is_flag=True, help="JSON (docs/view-json.md) instead of text.")
 @click.option("--all", "show_all", is_flag=True, help="Idle queues and every chain too.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Where compressed dumps are decompressed (default ~/.cache/vdecode).")
-def view_command(dump: str, log_path: str | None, log_format: str | None, vm: str | None,
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def view_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
                  device: str | None, queue: int | None, as_json: bool, show_all: bool,
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
@@ -249,24 +253,12 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
     from vdecode.reconstruct.log_state import state_from_log
     from vdecode.reconstruct.session import build_machine, profile_for
     from vdecode.reconstruct.view_model import build_view
-    from vdecode.render.text import render_view_text
+    from vdecode.render.text import progress_bar, render_view_text
     from vdecode.render.view_json import render_view_json
-    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-    from vdecode.space.open import open_dump
 
-    knowledge = None
-    if log_path:
-        log = read_qmp_log(log_path, log_format, vm)
-        for w in log.warnings:
-            click.echo(f"vdecode: warning: {w}", err=True)
-        knowledge = LogKnowledge.from_log(log, vm)
-    from vdecode.render.text import progress_bar
-
-    with progress_bar("decompressing") as tick:
-        opened = open_dump(dump, cache_dir=cache_dir, progress=tick)
+    opened, knowledge, _ = _open_inputs(dump, logs, log_format, vm, cache_dir)
+    log_path = logs[-1] if logs else None
     with opened:
-        if knowledge is None and opened.qmp_log is not None:  # a bundle's embedded log
-            knowledge = LogKnowledge.from_log(opened.qmp_log)
         profile = profile_for(knowledge, opened.qemu)
         machine, notes = build_machine(opened, knowledge, profile)
         logged = state_from_log(knowledge, profile) if knowledge is not None else None
@@ -294,8 +286,7 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
 
 @cli.command("bundle")
 @click.argument("dump", type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
-              help="QMP log taken before the dump; repeat for several, oldest first.")
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
@@ -304,27 +295,15 @@ def view_command(dump: str, log_path: str | None, log_format: str | None, vm: st
               help="Keep whole pending/in-flight buffers (bounded), not only their first bytes.")
 @click.option("--redact", is_flag=True,
               help="Zero buffer payloads (device request headers stay) for data you may not share.")
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-              help="Where compressed dumps are decompressed (default ~/.cache/vdecode).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def bundle_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
                    output: str, full_buffers: bool, redact: bool, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
-    from vdecode.reconstruct.session import merge_knowledge, profile_for
+    from vdecode.reconstruct.session import profile_for
     from vdecode.render.bundle import write_bundle
-    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-    from vdecode.space.open import open_dump
 
-    knowledges, used = [], []
-    for path in logs:
-        log = read_qmp_log(path, log_format, vm)
-        for w in log.warnings:
-            click.echo(f"vdecode: warning: {w}", err=True)
-        knowledges.append(LogKnowledge.from_log(log, vm))
-        used.append((path, log.format))
-    knowledge = merge_knowledge(knowledges)
-    with open_dump(dump, cache_dir=cache_dir, progress=decompress_progress()) as opened:
-        if knowledge is None and opened.qmp_log is not None:   # re-bundling a bundle
-            knowledge = LogKnowledge.from_log(opened.qmp_log)
+    opened, knowledge, used = _open_inputs(dump, logs, log_format, vm, cache_dir)
+    with opened:
         profile = profile_for(knowledge, opened.qemu)
         report = write_bundle(output, opened, knowledge, profile, logs=used,
                               full_buffers=full_buffers, redact=redact, vm=vm)
