@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from vdecode.space.open import open_dump
 from vdecode.reconstruct.ring_match import group_by_device
@@ -125,3 +126,33 @@ def test_recorded_driver_reset(case, wrong):
     bad = [truth[i][0] for i in range(len(truth)) if json.dumps(replies.get(i)) != json.dumps(truth[i][1])]
     assert len(bad) == wrong, bad[:5]
     assert "using the carved ring" in run.stderr
+
+
+SLIM = Path(__file__).resolve().parent.parent / "data" / "carve"
+
+
+@pytest.mark.parametrize("case,wrong", [("reset", 0), ("resetstale", 0), ("reboot", 2)])
+def test_slim_driver_reset_captures(case, wrong, tmp_path):
+    """The same recordings cut down to the pages the answers need (tests/data/carve/README.md):
+    with the early log, every reply is QEMU's but for ``wrong`` ones (see above)."""
+    folder = tmp_path / case
+    folder.mkdir()
+    for name in ("dump.elf", "early.jsonl", "truth.json"):
+        with open(SLIM / case / f"{name}.zst", "rb") as src, open(folder / name, "wb") as dst:
+            zstandard.ZstdDecompressor().copy_stream(src, dst)
+    truth = json.loads((folder / "truth.json").read_text())["exchanges"]
+    stdin = "".join(json.dumps(x) + "\n" for x in
+                    [{"execute": "qmp_capabilities"}] + [dict(q, id=i) for i, (q, _) in enumerate(truth)])
+    run = subprocess.run([*VDECODE, "qmp", str(folder / "dump.elf"), "--log", str(folder / "early.jsonl")],
+                         input=stdin, capture_output=True, text=True, timeout=300)
+    replies = {}
+    for line in run.stdout.splitlines():
+        obj = json.loads(line)
+        if isinstance(obj.get("id"), int):
+            replies[obj.pop("id")] = obj
+    bad = [truth[i][0] for i in range(len(truth)) if json.dumps(replies.get(i)) != json.dumps(truth[i][1])]
+    assert len(bad) == wrong, bad[:5]
+    notes = run.stderr.splitlines()
+    assert any("using the carved ring" in n for n in notes)
+    if case.startswith("reset"):
+        assert any("balloon0" in n and "the driver let go of it" in n for n in notes)

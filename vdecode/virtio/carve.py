@@ -90,7 +90,8 @@ class CarvedRing:
     seen; ``alternatives`` counts other device-area positions that fitted equally well (0 when
     settled). ``name``/``index`` are the driver's queue name and index, ``device_va`` its
     ``struct virtio_device *`` (the same for every queue of one device), when found;
-    ``driver_va`` is the driver's pointer to the descriptor table.
+    ``driver_va`` is the driver's pointer to the descriptor table and ``driver_gpa`` where its
+    ``struct vring`` record is (a slim dump must keep that page and the 96 bytes before it).
     """
 
     num: int
@@ -109,6 +110,7 @@ class CarvedRing:
     name: str | None = None
     index: int | None = None
     driver_va: int | None = None
+    driver_gpa: int | None = None
     device_va: int | None = None
 
     @property
@@ -494,11 +496,12 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
             ev = set(old.evidence) | {"driver"}
             out[desc] = replace(old, evidence=tuple(sorted(ev)), confidence=_confidence(ev),
                                 alternatives=0, name=name, index=index, driver_va=d,
-                                device_va=vdev)
+                                driver_gpa=sgpa, device_va=vdev)
         elif old is None or old.confidence < W_DRIVER:
             ev = set(ring.evidence) | {"driver"}
             out[desc] = replace(ring, evidence=tuple(sorted(ev)), confidence=_confidence(ev),
-                                name=name, index=index, driver_va=d, device_va=vdev)
+                                name=name, index=index, driver_va=d, device_va=vdev,
+                                driver_gpa=sgpa)
     return out
 
 
