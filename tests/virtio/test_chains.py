@@ -104,7 +104,8 @@ def test_walk_elements_equals_walk_element_per_head(descs, data):
     indirect = descs["flags"] & INDIRECT != 0
     descs["addr"][indirect] = 0x10000
     descs["len"][indirect] = data.draw(st.sampled_from([0, 8, 16, 40, 16 * len(descs)]))
-    space = BytesSpace({0x10000: descs.tobytes()})
+    # the table's bytes, padded so every drawn length (40 included) lies inside memory
+    space = BytesSpace({0x10000: descs.tobytes().ljust(max(48, 16 * len(descs)), b"\0")})
     heads = data.draw(st.lists(st.integers(0, len(descs) + 1), max_size=10))
     many = walk_elements(space, LE, descs, heads)
     for head, got in zip(heads, many):
