@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders.elf_dump import write_elf_dump
+from tests.builders.kdump import EXCLUDED, write_kdump
 from tests.builders.rings import put_split_ring
 from vdecode.reconstruct.ring_match import classify_ring
 from vdecode.space.open import open_dump
@@ -198,3 +199,36 @@ def test_any_placed_ring_is_carved_exactly(tmp_path, num_log2, align, page, n_ch
     # an untouched device area (used.idx 0, all zeros) cannot say its alignment: then the
     # doubt is counted, else the position is exact
     assert r.used == at.used or (r.used_idx == 0 and r.alternatives > 0)
+
+
+def test_kdump_with_excluded_pages(tmp_path):
+    """A kdump whose excluded pages (makedumpfile -d) sit between and beside rings: the carver
+    scans the dumped ranges only and finds every ring."""
+    mem = bytearray(2 * MiB)
+    a = put_split_ring(mem, 0x10000, 64, used_align=64, layouts=LAY,
+                       chains=[_blk_chain(k) for k in range(10)], completed=3)
+    b = put_split_ring(mem, 0x100000, 256, layouts=LAY, chains=[_blk_chain(k) for k in range(5)],
+                       completed=5)
+    pages = {pfn: bytes(mem[pfn * 4096:(pfn + 1) * 4096]) for pfn in range(len(mem) // 4096)}
+    for pfn in (0x30, 0x31, 0x80, 0x1F0):
+        pages[pfn] = EXCLUDED
+    write_kdump(tmp_path / "x.kdump", pages)
+    with open_dump(tmp_path / "x.kdump") as dump:
+        rings = carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)
+    assert [(r.desc, r.used) for r in rings] == [(a.desc, a.used), (b.desc, b.used)]
+
+
+def test_big_endian_legacy_rings(tmp_path):
+    """A legacy device of a big-endian guest: rings (and the driver's pointers) in its order."""
+    be = vring_layouts(False)
+    mem = bytearray(4 * MiB)
+    a = put_split_ring(mem, 0x100000, 128, layouts=be, chains=[_blk_chain(k) for k in range(7)],
+                       completed=2, driver_at=0x300100, driver_index=0)
+    b = put_split_ring(mem, 0x110000, 128, layouts=be, chains=[_blk_chain(k) for k in range(3)],
+                       completed=1, driver_at=0x300300, driver_index=1)
+    e = put_split_ring(mem, 0x120000, 128, layouts=be, driver_at=0x300500, driver_index=2)
+    with _dump(tmp_path, mem) as dump:
+        assert carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD) == []
+        rings = carve_rings(dump.space, little_endian=False, threshold=CONFIDENCE_THRESHOLD)
+    assert [(r.desc, r.used, r.index) for r in rings] == [(a.desc, a.used, 0), (b.desc, b.used, 1),
+                                                          (e.desc, e.used, 2)]
