@@ -202,15 +202,16 @@ def test_any_placed_ring_is_carved_exactly(tmp_path, num_log2, align, page, n_ch
 
 
 def test_kdump_with_excluded_pages(tmp_path):
-    """A kdump whose excluded pages (makedumpfile -d) sit between and beside rings: the carver
-    scans the dumped ranges only and finds every ring."""
+    """A kdump whose excluded pages (makedumpfile -d) sit between and beside rings and hold a
+    buffer: the carver scans the dumped pages only, counts excluded ones as RAM for buffer
+    addresses, and finds every ring."""
     mem = bytearray(2 * MiB)
     a = put_split_ring(mem, 0x10000, 64, used_align=64, layouts=LAY,
                        chains=[_blk_chain(k) for k in range(10)], completed=3)
     b = put_split_ring(mem, 0x100000, 256, layouts=LAY, chains=[_blk_chain(k) for k in range(5)],
                        completed=5)
     pages = {pfn: bytes(mem[pfn * 4096:(pfn + 1) * 4096]) for pfn in range(len(mem) // 4096)}
-    for pfn in (0x30, 0x31, 0x80, 0x1F0):
+    for pfn in (0x20, 0x30, 0x31, 0x80, 0x1F0):    # 0x20: a data buffer (RAM, not dumped)
         pages[pfn] = EXCLUDED
     write_kdump(tmp_path / "x.kdump", pages)
     with open_dump(tmp_path / "x.kdump") as dump:

@@ -134,7 +134,7 @@ def _confidence(evidence: set[str]) -> float:
 def _chunks(space: AddressSpace, progress: ProgressFn | None):
     """``(gpa, buffer, primary)``: ``buffer`` holds ``primary`` bytes to anchor in plus up to
     ``OVERLAP`` bytes after them, so a ring that starts in the primary part is whole."""
-    ranges = getattr(space, "dumped_ranges", space.ranges)()
+    ranges = readable_ranges(space)
     total = sum(int(n) for _, n in ranges)
     done = 0
     for start, size in ranges:
@@ -505,9 +505,20 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
     return out
 
 
+def readable_ranges(space: AddressSpace) -> list[tuple[int, int]]:
+    """What can be scanned: a kdump's dumped pages (``dumped_ranges``: excluded pages are RAM but
+    not there), a bundle's kept runs (``kept_ranges``), else :meth:`ranges`."""
+    for attr in ("dumped_ranges", "kept_ranges"):
+        fn = getattr(space, attr, None)
+        if fn is not None:
+            return fn()
+    return space.ranges()
+
+
 def ram_bounds(space: AddressSpace) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted starts and ends of the RAM the dump holds (for buffer-address checks)."""
-    ranges = getattr(space, "dumped_ranges", space.ranges)()
+    """Sorted starts and ends of guest RAM (excluded or unkept pages included: a buffer there is
+    still a buffer in RAM), for buffer-address checks."""
+    ranges = space.ranges()
     return (np.array([int(s) for s, _ in ranges], dtype=np.uint64),
             np.array([int(s) + int(n) for s, n in ranges], dtype=np.uint64))
 
