@@ -53,7 +53,9 @@ for i in eth0 eth1 eth2; do [ -e /sys/class/net/$i ] && ip link set $i up; done
 ip addr add 10.0.2.15/24 dev eth0 2>/dev/null
 echo VDECODE-GUEST-READY > /dev/ttyS0
 # the control shell: the host drives the guest through the second serial port
-while true; do setsid sh -c 'exec sh </dev/ttyS1 >/dev/ttyS1 2>&1'; done
+CTL=ttyS1
+for a in $(cat /proc/cmdline); do case $a in vdctl=*) CTL=${a#vdctl=};; esac; done
+while true; do setsid sh -c "exec sh </dev/$CTL >/dev/$CTL 2>&1"; sleep 0.2; done
 INIT
 chmod +x "$W/init"
 (cd "$W" && find . | cpio -o -H newc 2>/dev/null | gzip -9) > "$OUT"

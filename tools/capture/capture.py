@@ -169,7 +169,13 @@ def main():
             "-kernel", KERNEL, "-initrd", INITRD,
             "-append", "console=ttyS0 panic=0 init_on_free=1 " + scen.get("append", ""),
             "-serial", f"file:{out}/console.log",
-            "-chardev", f"socket,id=ctl,path={run}/ctl.sock,server=on,wait=off", "-serial", "chardev:ctl",
+            "-chardev", f"socket,id=ctl,path={run}/ctl.sock,server=on,wait=off"]
+    if scen.get("control") == "virtconsole":  # machines with one serial port (microvm): the shell on hvc0
+        argv += ["-device", "virtio-serial-device,id=ctlser", "-device", "virtconsole,chardev=ctl,id=ctlcon"]
+        argv[argv.index("-append") + 1] += " vdctl=hvc0"
+    else:
+        argv += ["-serial", "chardev:ctl"]
+    argv += [
             "-qmp", f"unix:{run}/qmp.sock,server=on,wait=off"]
     for f in scen.get("files", []):  # name, size
         subprocess.run(["truncate", "-s", f[1], str(run / f[0])], check=True)
