@@ -110,3 +110,29 @@ def put_split_ring(mem: bytearray, desc: int, num: int, *, avail: int | None = N
         mem[driver_at:driver_at + 32] = (u64(num) + u64(desc + driver_offset) + u64(avail + driver_offset)
                                          + u64(used + driver_offset))
     return RingAt(desc, avail, used, num)
+
+
+def put_packed_ring(mem: bytearray, desc: int, driver: int, device: int, num: int, *,
+                    buffers: list[tuple[int, int, int]] = (), off_wrap: int = 0x8000,
+                    event_flags: int = 2, driver_at: int | None = None,
+                    driver_offset: int = 0xFFFF888000000000, driver_index: int = 0,
+                    little_endian: bool = True) -> RingAt:
+    """Write a packed ring (virtio 1.2 2.8): ``buffers`` ``(addr, len, id)`` as descriptors the
+    device has used in the first wrap (AVAIL and USED set), and both event areas; with
+    ``driver_at``, the driver's ``struct { num; desc; driver; device; }`` record (as
+    :func:`put_split_ring` writes it, 96 bytes of ``struct virtqueue`` before)."""
+    order = "little" if little_endian else "big"
+    for i, (addr, length, id_) in enumerate(buffers):
+        mem[desc + 16 * i:desc + 16 * i + 16] = (addr.to_bytes(8, order) + length.to_bytes(4, order)
+                                                 + id_.to_bytes(2, order)
+                                                 + (0x8080 | 2).to_bytes(2, order))
+    for area in (driver, device):
+        mem[area:area + 4] = off_wrap.to_bytes(2, order) + event_flags.to_bytes(2, order)
+    if driver_at is not None:
+        u64 = lambda v: int(v).to_bytes(8, order)        # noqa: E731
+        mem[driver_at - 64:driver_at - 56] = u64(driver_offset + driver_at + 4096)
+        mem[driver_at - 56:driver_at - 48] = (driver_index | num << 32).to_bytes(8, order)
+        mem[driver_at - 48:driver_at - 40] = u64(num)
+        mem[driver_at:driver_at + 32] = (u64(num) + u64(desc + driver_offset)
+                                         + u64(driver + driver_offset) + u64(device + driver_offset))
+    return RingAt(desc, driver, device, num)

@@ -11,11 +11,12 @@ from hypothesis import strategies as st
 
 from tests.builders.elf_dump import write_elf_dump
 from tests.builders.kdump import EXCLUDED, write_kdump
-from tests.builders.rings import put_split_ring
+from tests.builders.rings import put_packed_ring, put_split_ring
 from vdecode.reconstruct.ring_match import classify_ring
 from vdecode.space.open import open_dump
 from vdecode.virtio import carve
-from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_rings, check_ring, ring_extent
+from vdecode.virtio.carve import (CONFIDENCE_THRESHOLD, carve_rings, check_packed_ring, check_ring,
+                                  ring_extent)
 from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts
 
 LAY = vring_layouts(True)
@@ -233,3 +234,32 @@ def test_big_endian_legacy_rings(tmp_path):
         rings = carve_rings(dump.space, little_endian=False, threshold=CONFIDENCE_THRESHOLD)
     assert [(r.desc, r.used, r.index) for r in rings] == [(a.desc, a.used, 0), (b.desc, b.used, 1),
                                                           (e.desc, e.used, 2)]
+
+
+def test_packed_ring_from_its_driver_record(tmp_path):
+    """A packed ring (separate descriptor ring and event areas) is found through the driver's
+    record once split rings have voted the offset; its split reading (no chains) is not taken."""
+    mem = bytearray(4 * MiB)
+    for k, at in enumerate((0x100000, 0x101000)):       # two voters
+        put_split_ring(mem, at, 64, used_align=64, layouts=LAY, driver_at=0x300100 + 0x200 * k,
+                       chains=[[(0x3000, 8, VRING_DESC_F_WRITE)]] * 5, completed=2)
+    packed = put_packed_ring(mem, 0x140000, 0x13F000, 0x13E000, 256, driver_at=0x300700,
+                             driver_index=1, buffers=[(0x20000 + 4096 * i, 4097, i) for i in range(9)])
+    with _dump(tmp_path, mem) as dump:
+        rings = {r.desc: r for r in carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)}
+        r = rings[packed.desc]
+        assert (r.layout, r.num, r.avail, r.used, r.index) == ("packed", 256, 0x13F000, 0x13E000, 1)
+        assert (r.avail_flags, r.avail_idx) == (2, 0x8000)
+        assert check_packed_ring(dump.space, 256, 0x140000, 0x13F000, 0x13E000) is not None
+        assert check_packed_ring(dump.space, 256, 0x100000, 0x13F000, 0x13E000) is None
+
+
+def test_check_ring_with_the_device_area_first(tmp_path):
+    """Areas in any order, the last ending off an 8-byte boundary (a crash once on a real
+    capture): checked, not out of bounds."""
+    mem = bytearray(1 * MiB)
+    at = put_split_ring(mem, 0x20000, 8, used=0x10000, layouts=LAY,
+                        chains=[[(0x3000, 64, VRING_DESC_F_WRITE)]] * 3, completed=3)
+    with _dump(tmp_path, mem) as dump:
+        r = check_ring(dump.space, 8, at.desc, at.avail, at.used)
+    assert r is not None and (r.used_idx, r.avail_idx) == (3, 3)

@@ -486,7 +486,8 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
                 or not space.is_present(Gpa(desc), 16 * num):
             continue
         ring = _check_ring(space, num, desc, avail, used, bo, ram)
-        if ring is None and not single:
+        if not single and (ring is None or "chains" not in ring.evidence):
+            # three separate areas: a split ring only with chains, else perhaps a packed one
             ring = check_packed_ring(space, num, desc, avail, used, little_endian=bo == "<", ram=ram)
         if ring is None or (not single and not {"chains", "packed"} & set(ring.evidence)):
             continue
@@ -566,6 +567,8 @@ def _check_ring(space: AddressSpace, num: int, desc: int, avail: int, used: int,
                 p, uo = 0, uo - p
     if uo % 4:
         return None
+    if len(buf) % 8:                # the word views stop at a multiple of 8 bytes
+        buf = np.concatenate([buf, np.zeros(8 - len(buf) % 8, dtype=np.uint8)])
     if not _pass2(buf, num, np.array([p], np.int64), np.array([uo], np.int64), bo, ram)[0]:
         return None
     lay = vring_layouts(bo == "<")
