@@ -245,8 +245,12 @@ def test_packed_ring_from_its_driver_record(tmp_path):
                        chains=[[(0x3000, 8, VRING_DESC_F_WRITE)]] * 5, completed=2)
     packed = put_packed_ring(mem, 0x140000, 0x13F000, 0x13E000, 256, driver_at=0x300700,
                              driver_index=1, buffers=[(0x20000 + 4096 * i, 4097, i) for i in range(9)])
+    # every buffer id 0 (a control queue): the split reading (flags 0, no links) fits too
+    ctrl = put_packed_ring(mem, 0x150000, 0x14F000, 0x14E000, 64, driver_at=0x300900,
+                           driver_index=2, buffers=[(0x30000, 1, 0)] * 9)
     with _dump(tmp_path, mem) as dump:
         rings = {r.desc: r for r in carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)}
+        assert (rings[ctrl.desc].layout, rings[ctrl.desc].index) == ("packed", 2)
         r = rings[packed.desc]
         assert (r.layout, r.num, r.avail, r.used, r.index) == ("packed", 256, 0x13F000, 0x13E000, 1)
         assert (r.avail_flags, r.avail_idx) == (2, 0x8000)

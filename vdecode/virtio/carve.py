@@ -485,10 +485,15 @@ def _apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: l
         if not (0 <= min(desc, avail, used) and max(desc, avail, used) < top) \
                 or not space.is_present(Gpa(desc), 16 * num):
             continue
-        ring = _check_ring(space, num, desc, avail, used, bo, ram)
-        if not single and (ring is None or "chains" not in ring.evidence):
-            # three separate areas: a split ring only with chains, else perhaps a packed one
+        if single:
+            ring = _check_ring(space, num, desc, avail, used, bo, ram)
+        else:
+            # Three separate areas: Linux allocates a split ring in one block, a packed ring in
+            # three, so a packed reading (descriptors marked AVAIL/USED) wins; a packed ring
+            # read as split has no NEXT flags and passes too. Else a split ring, with chains.
             ring = check_packed_ring(space, num, desc, avail, used, little_endian=bo == "<", ram=ram)
+            if ring is None:
+                ring = _check_ring(space, num, desc, avail, used, bo, ram)
         if ring is None or (not single and not {"chains", "packed"} & set(ring.evidence)):
             continue
         name, index, vdev = _driver_queue(space, sgpa, num, offset, bo)
