@@ -247,7 +247,8 @@ def test_packed_ring_from_its_driver_record(tmp_path):
                              driver_index=1, buffers=[(0x20000 + 4096 * i, 4097, i) for i in range(9)])
     # every buffer id 0 (a control queue): the split reading (flags 0, no links) fits too
     ctrl = put_packed_ring(mem, 0x150000, 0x14F000, 0x14E000, 64, driver_at=0x300900,
-                           driver_index=2, buffers=[(0x30000, 1, 0)] * 9)
+                           driver_index=2, buffers=[(0x30000, 1, 0)] * 9, off_wrap=0, event_flags=0)
+    mem[0x14F002] = 1          # driver event flags DISABLE (reads as avail.idx 1: a "chain")
     with _dump(tmp_path, mem) as dump:
         rings = {r.desc: r for r in carve_rings(dump.space, threshold=CONFIDENCE_THRESHOLD)}
         assert (rings[ctrl.desc].layout, rings[ctrl.desc].index) == ("packed", 2)
