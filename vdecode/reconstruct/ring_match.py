@@ -468,9 +468,11 @@ def _apply_matches(devices: list[VirtIODeviceState], matches: list[RingMatch],
                 reset_like_qemu(dev)
                 notes.append(f"{m.path}: {why[(m.path, m.queue)]}, no other queue of the device "
                              f"holds a used ring and the guest's driver records (found for other "
-                             f"devices) name no ring of its sizes: the driver let go of it, so "
-                             f"QEMU reset it (vring addresses 0, features 0, status "
-                             f"ACKNOWLEDGE as Linux's virtio_dev_remove leaves it)")
+                             f"devices) name no ring of its sizes: the driver let go of it; "
+                             f"answering as QEMU's reset leaves a device still plugged (vring "
+                             f"addresses 0, features 0, status ACKNOWLEDGE as Linux's "
+                             f"virtio_dev_remove leaves it); if it was unplugged, QEMU no longer "
+                             f"has it")
                 continue
             notes.append(f"{m.path} queue {m.queue}: {why[(m.path, m.queue)]} and {m.how}; "
                          f"keeping the log's addresses")
