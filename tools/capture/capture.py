@@ -13,6 +13,7 @@ The scenario names QEMU device arguments and guest shell workloads. Output:
 import json, os, socket, subprocess, sys, time, shutil
 from pathlib import Path
 
+RUN = ""  # the run directory, for @RUN@ in qmp steps
 WORK = os.environ.get("VD_WORK", ".")  # set by make_captures.sh: holds vmlinuz-<kernel> and initramfs-<kernel>.cpio.gz
 
 
@@ -156,8 +157,10 @@ def main():
     scen = json.loads(Path(sys.argv[1]).read_text())
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
+    global RUN
     run = Path(f"/tmp/vdcap-{os.getpid()}")
     run.mkdir()
+    RUN = str(run)
     transcript = []
     accel = scen.get("accel", os.environ.get("VD_ACCEL", "tcg"))
     mem = scen.get("mem", "160M")
@@ -275,8 +278,9 @@ def run_step(q, g, step):
     kind, arg = step[0], step[1]
     if kind == "sh":
         print(g.sh(arg, timeout=step[2] if len(step) > 2 else 120)[-300:], file=sys.stderr)
-    elif kind == "qmp":
-        q.cmd(arg, **(step[2] if len(step) > 2 else {}))
+    elif kind == "qmp":  # @RUN@ in the arguments is the run directory
+        args = json.loads(json.dumps(step[2] if len(step) > 2 else {}).replace("@RUN@", RUN))
+        q.cmd(arg, **args)
     elif kind == "sleep":
         time.sleep(arg)
     elif kind == "bg":  # a background loop in the guest
