@@ -1,28 +1,36 @@
 """Move logged QEMU state to the dump instant, using what the guest's rings say.
 
-Rules (reference qemu72-virtio-qmp.md §3.3.1 and §4, checked on the shared captures):
+Rules (reference qemu72-virtio-qmp.md §3.3.1 and §4, checked on the shared captures and on the
+recordings described in ``docs/new-captures.md``):
 
 * ``used_idx`` is ``used->idx`` in guest memory (``vring_used_idx_set`` writes both at once).
 * ``inuse`` keeps the logged value: at a stop QEMU has drained block I/O (``vm_stop`` →
   ``bdrv_drain_all``) and devices that hold elements (the balloon stats queue) keep holding them.
 * ``last_avail_idx = used_idx + inuse`` (``virtqueue_split_pop``/``flush`` keep that identity).
 * ``shadow_avail_idx``: a queue that moved was drained by QEMU, which re-read ``avail->idx`` to see
-  it empty, so it equals ``avail->idx``; a queue that did not move keeps the logged value.
-* ``signalled_used``/``-valid``: ``0``/``false`` without ``VIRTIO_RING_F_EVENT_IDX`` (exact); a
-  queue that moved was notified after its last push: ``used_idx``/``true``.
-* ``isr`` bit 0 is set by every queue interrupt and only cleared when the guest reads the ISR:
-  never with MSI-X, so a device with a queue that moved has it set; on every interrupt with INTx
-  (proxies without MSI-X vectors, ``formats/.../transport.json``) or virtio-mmio, so there the
-  logged value stands.
+  it empty, so it equals ``avail->idx``; a queue that did not move keeps the logged value. Queues
+  whose device pops only what it needs (``formats/.../queues.json``) re-read it only when a pop
+  finds ``last_avail_idx == shadow_avail_idx``: with the guest keeping the ring full, each re-read
+  saw ``last + num``.
+* ``signalled_used``/``-valid``: split rings without ``VIRTIO_RING_F_EVENT_IDX`` never touch them
+  (``virtio_split_should_notify`` returns first): ``0``/``false``. Otherwise a queue that moved
+  was notified after its last push: ``used_idx``/``true`` (``virtio_packed_should_notify`` sets
+  them on every call, EVENT_IDX or not).
+* ``isr`` bit 0 is set by every queue interrupt and cleared only when the guest reads the ISR:
+  never with MSI-X, so a device with a queue that moved has it set. Where the guest's handler
+  reads it (INTx proxies, virtio-mmio, or a device the log shows clearing it), an interrupt is
+  still pending only if QEMU pushed past the ``used_event`` the guest last armed.
 * ``dump-guest-memory`` stops the VM (``dump_init``: ``vm_stop``): ``vm_running`` false, vhost
-  stopped.
-* vhost devices: the stop syncs QEMU's copy (``vhost_virtqueue_stop``:
+  stopped. The stop syncs a vhost device's queues (``vhost_virtqueue_stop``:
   ``virtio_queue_set_last_avail_idx`` with the backend's base, which sets ``last_avail_idx`` and
   ``shadow_avail_idx``; ``virtio_queue_update_used_idx``; ``virtio_queue_invalidate_signalled_used``
-  leaves ``signalled_used`` and clears ``-valid``). A stopped backend has drained its queue, so its
-  base is ``used_idx + inuse``. Their interrupts went through irqfds, so ``isr`` is untouched.
+  leaves ``signalled_used`` and clears ``-valid``); a stopped backend has drained its queue, so
+  its base is ``used_idx + inuse``. Its interrupts went through irqfds: ``isr`` is untouched.
+* A ring the carver found in place of the logged one was set up after a device reset
+  (``virtio_reset`` zeroes every counter and the ISR): its counters start from zero.
 * Packed rings: QEMU writes ``shadow_avail_idx | wrap << 15`` to the device event area when it
-  re-enables notifications with EVENT_IDX; after a drain that is also ``last_avail_idx``.
+  re-enables notifications with EVENT_IDX; after a drain that is also ``last_avail_idx``. Without
+  that, the used elements' descriptor flags show where ``used_idx`` stands.
 
 Every value set here is marked ``"dump"`` (read from guest memory) or ``"inferred"`` (a rule) in
 ``provenance``, so the human output can say how sure it is.
@@ -30,62 +38,130 @@ Every value set here is marked ``"dump"`` (read from guest memory) or ``"inferre
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
-                                   has_feature)
+                                   has_feature, is_big_endian)
+from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
+                                        read_packed_ring)
 
-VRING_PACKED_EVENT_FLAG_DESC = 0x2
+_U16 = 0x10000
 
 
-def _moved_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
-                 notes: list[str]) -> bool:
+@dataclass
+class QueueMove:
+    """What a queue did between the log and the dump."""
+
+    moved: bool
+    irq_pending: bool = False   # EVENT_IDX: QEMU pushed past the used_event the guest last armed
+
+
+def _infer(q: VirtQueueState, *fields: str) -> None:
+    for f in fields:
+        q.provenance[f] = "inferred"
+
+
+def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
+                   profile: Profile, notes: list[str]) -> QueueMove:
     h = m.header(dev, q)
     num = q.vring_num or 0
-    if num and (h.avail_idx - h.used_idx) % 0x10000 > num:
+    if num and (h.avail_idx - h.used_idx) % _U16 > num:
         notes.append(f"{dev.canonical_path} queue {q.queue_index}: avail idx {h.avail_idx} is "
                      f"more than {num} ahead of used idx {h.used_idx}: the ring at the logged "
                      f"addresses may have moved (driver reset) or be corrupt")
-    moved = q.used_idx is None or h.used_idx != q.used_idx
+    logged_used, logged_last, logged_shadow = q.used_idx, q.last_avail_idx, q.shadow_avail_idx
+    moved = logged_used is None or h.used_idx != logged_used
     q.used_idx = h.used_idx
     q.provenance["used_idx"] = "dump"
     if q.inuse is None:
         q.inuse = 0
-        q.provenance["inuse"] = "inferred"
-    q.last_avail_idx = (h.used_idx + q.inuse) % 0x10000
-    q.provenance["last_avail_idx"] = "inferred"
-    if moved or q.shadow_avail_idx is None:
-        q.shadow_avail_idx = h.avail_idx
-        q.provenance["shadow_avail_idx"] = "inferred"
-    return moved
+        _infer(q, "inuse")
+    q.last_avail_idx = (h.used_idx + q.inuse) % _U16
+    _infer(q, "last_avail_idx")
+    shadow = logged_shadow
+    if logged_shadow is None:
+        shadow = h.avail_idx
+    elif moved and q.queue_index in profile.table("queues")["pop_only"].get(dev.name, ()):
+        shadow = _pop_only_shadow(logged_last, logged_shadow, q.last_avail_idx, num, h.avail_idx)
+    elif moved:
+        shadow = h.avail_idx
+    if 0 < (q.last_avail_idx - shadow) % _U16 < _U16 // 2:
+        # last_avail_idx <= shadow_avail_idx always: a pop that reached the shadow re-read avail
+        shadow = h.avail_idx
+    if shadow != logged_shadow or q.provenance.get("shadow_avail_idx") != "log":
+        q.shadow_avail_idx = shadow
+        _infer(q, "shadow_avail_idx")
+    pending = False
+    if moved and logged_used is not None and num and has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
+        used_event = m.avail_ring(dev, q, num)           # vring_get_used_event: avail->ring[num]
+        pending = (used_event - logged_used) % _U16 < (h.used_idx - logged_used) % _U16
+    return QueueMove(moved, pending)
 
 
-def _moved_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
-                  notes: list[str]) -> bool:
-    off_wrap = m.read_u16(dev, q.used, f"device event off_wrap (queue {q.queue_index})")
-    flags = m.read_u16(dev, q.used + 2, f"device event flags (queue {q.queue_index})")
-    if not (has_feature(dev, VIRTIO_RING_F_EVENT_IDX) and flags == VRING_PACKED_EVENT_FLAG_DESC):
-        notes.append(f"{dev.canonical_path} queue {q.queue_index}: packed ring with notifications "
-                     f"off: its counters are the log's, not the dump's")
-        return False
-    idx = off_wrap & 0x7FFF
-    num = q.vring_num or 1
+def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avail: int) -> int:
+    """``shadow_avail_idx`` of a queue QEMU re-reads only when it runs out of known buffers."""
+    last0 = last0 if last0 is not None else shadow0
+    if (last1 - last0) % _U16 <= (shadow0 - last0) % _U16 or not num:
+        return shadow0
+    ahead = (last1 - shadow0) % _U16
+    shadow = (shadow0 + num * math.ceil(ahead / num)) % _U16
+    # never past what the guest had offered
+    return avail if (shadow - last1) % _U16 > (avail - last1) % _U16 else shadow
+
+
+def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
+                    notes: list[str]) -> QueueMove:
+    num = q.vring_num or 0
+    ring = read_packed_ring(m.space, q.desc, q.avail, q.used, num,
+                            little_endian=not is_big_endian(dev), queue=f"queue {q.queue_index}")
     inuse = q.inuse or 0
-    used = (idx - inuse) % num
+    off_wrap, flags = ring.device_event
+    if has_feature(dev, VIRTIO_RING_F_EVENT_IDX) and flags == VRING_PACKED_EVENT_FLAG_DESC:
+        last = off_wrap & 0x7FFF
+        used = (last - inuse) % num
+    else:
+        # the device area is only written when notifications are toggled with EVENT_IDX
+        used = find_used_boundary(ring)
+        last = (used + inuse) % num
     moved = q.used_idx is None or used != q.used_idx
-    q.shadow_avail_idx = q.last_avail_idx = idx
+    q.shadow_avail_idx = q.last_avail_idx = last
     q.used_idx = used
-    for k in ("shadow_avail_idx", "last_avail_idx", "used_idx"):
-        q.provenance[k] = "inferred"
-    return moved
+    _infer(q, "shadow_avail_idx", "last_avail_idx", "used_idx")
+    return QueueMove(moved)
 
 
-def guest_reads_isr(dev: VirtIODeviceState, profile: Profile) -> bool:
-    """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``."""
-    if dev.canonical_path.endswith("/virtio-backend"):      # a PCI (or CCW) proxy's backend
-        return dev.name in profile.table("transport")["pci_no_msix_by_default"]
-    return True                                              # virtio-mmio: vm_interrupt() reads it
+def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | None,
+                    logged_used: list[int | None]) -> bool:
+    """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``.
+
+    Under MSI-X nothing clears it once a queue interrupt set it, so a logged ISR of 0 on a device
+    whose queues had already completed requests shows a guest that reads it (``vectors=0``).
+    """
+    if not dev.canonical_path.endswith("/virtio-backend"):
+        return True                                   # virtio-mmio: vm_interrupt() reads it
+    if dev.name in profile.table("transport")["pci_no_msix_by_default"]:
+        return True
+    return logged_isr == 0 and any(u for u in logged_used)
+
+
+def _reset_counters(dev: VirtIODeviceState, q: VirtQueueState) -> None:
+    """``virtio_reset``'s zeros for a queue whose ring the driver set up anew.
+
+    ``signalled_used_valid`` comes back at once on queues whose device notifies while the driver
+    sets up, before any push (virtio-serial's output queues): the log shows those as valid with
+    ``used_idx`` 0, and the re-initialised device does the same again.
+    Elements a device holds in steady state (``inuse``: the balloon's stats buffer) are held again
+    once the driver has re-posted them, so ``inuse`` stays the log's.
+    """
+    valid_at_init = bool(q.signalled_used_valid) and not q.used_idx
+    q.used_idx = q.last_avail_idx = q.shadow_avail_idx = q.signalled_used = 0
+    q.signalled_used_valid = valid_at_init
+    _infer(q, "used_idx", "last_avail_idx", "shadow_avail_idx", "signalled_used",
+           "signalled_used_valid")
 
 
 def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
@@ -103,33 +179,47 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
             dev.vhost_started = False
             dev.vhost_dev = None
             dev.provenance["vhost_started"] = "inferred"
-        any_moved = False
+        reads_isr = guest_reads_isr(dev, profile, dev.isr,
+                                    [q.used_idx for q in dev.queues.values()])
+        if any(q.provenance.get("vring_desc") == "carved" for q in dev.queues.values()):
+            dev.isr = 0                                   # its rings moved: it was reset
+            dev.provenance["isr"] = "inferred"
+        packed = has_feature(dev, VIRTIO_F_RING_PACKED)
+        any_moved = irq_pending = False
         for q in dev.queues.values():
+            if was_vhost and not q.desc:
+                # vhost_virtqueue_stop returns early for a queue never set up: reset values
+                q.last_avail_idx = q.shadow_avail_idx = q.last_avail_idx or 0
+                continue
             if not q.desc or machine.space is None:
                 continue
+            if q.provenance.get("vring_desc") == "carved":
+                _reset_counters(dev, q)
             try:
-                if has_feature(dev, VIRTIO_F_RING_PACKED):
-                    moved = _moved_packed(machine, dev, q, notes)
-                else:
-                    moved = _moved_split(machine, dev, q, notes)
+                move = (_advance_packed(machine, dev, q, notes) if packed
+                        else _advance_split(machine, dev, q, profile, notes))
             except MissingData as err:
                 notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
                              f"log's counters")
                 continue
             if was_vhost:
                 q.shadow_avail_idx = q.last_avail_idx
-                q.provenance["shadow_avail_idx"] = "inferred"
                 q.signalled_used_valid = False
                 q.signalled_used = q.signalled_used or 0
+                _infer(q, "shadow_avail_idx", "signalled_used_valid")
                 continue
-            if not has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
+            if not packed and not has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
                 q.signalled_used, q.signalled_used_valid = 0, False
-            elif moved:
+            elif move.moved:
                 q.signalled_used, q.signalled_used_valid = q.used_idx, True
-                q.provenance["signalled_used"] = "inferred"
-            any_moved |= moved
-        if any_moved and dev.isr is not None and not dev.isr & 1 \
-                and not guest_reads_isr(dev, profile):
+                _infer(q, "signalled_used", "signalled_used_valid")
+            any_moved |= move.moved
+            irq_pending |= move.irq_pending
+        if dev.isr is None or was_vhost or not any_moved:
+            continue
+        if not reads_isr:
             dev.isr |= 1
-            dev.provenance["isr"] = "inferred"
+        elif has_feature(dev, VIRTIO_RING_F_EVENT_IDX) and not packed:
+            dev.isr = (dev.isr & ~1) | int(irq_pending)
+        dev.provenance["isr"] = "inferred"
     return notes

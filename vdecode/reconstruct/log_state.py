@@ -22,6 +22,12 @@ from vdecode.sources.qmp_log.model import QmpExchange
 _ENDIAN = {"unknown": 0, "little": 1, "big": 2}
 
 
+def _c_name(member: str) -> str:
+    """Provenance is keyed by QEMU's field names: ``shadow-avail-idx`` -> ``shadow_avail_idx``
+    (and ``vring-desc`` -> ``vring_desc``, QEMU's ``vq->vring.desc``)."""
+    return member.replace("-", "_")
+
+
 def _ok(x: QmpExchange | None) -> Any:
     if x is None or not isinstance(x.reply, dict) or "return" not in x.reply:
         return None
@@ -71,8 +77,8 @@ def _status_to_device(profile: Profile, dev: VirtIODeviceState, r: dict[str, Any
             max_queues=v.get("max-queues", 0), backend_cap=v.get("backend-cap", 0),
             log_enabled=v.get("log-enabled", False), log_size=v.get("log-size", 0),
             vqs=dev.vhost_dev.vqs if dev.vhost_dev else {})
-    for k in list(r):
-        dev.provenance[k] = "log"
+    for k in r:
+        dev.provenance[_c_name(k)] = "log"
 
 
 def _queue_from_reply(r: dict[str, Any], queue: int) -> VirtQueueState:
@@ -87,7 +93,7 @@ def _queue_from_reply(r: dict[str, Any], queue: int) -> VirtQueueState:
     q.inuse = r.get("inuse")
     q.signalled_used = r.get("signalled-used")
     q.signalled_used_valid = r.get("signalled-used-valid")
-    q.provenance = {k: "log" for k in r}
+    q.provenance = {_c_name(k): "log" for k in r}
     return q
 
 

@@ -62,8 +62,7 @@ def short_feature(desc: str) -> str:
 
 def _prov(q: VirtQueueState | VirtIODeviceState, name: str, default: str) -> str:
     p = q.provenance
-    return (p.get(name) or p.get(name.replace("_", "-")) or p.get(f"vring_{name}")
-            or p.get(f"vring-{name}") or default)
+    return p.get(name) or p.get(f"vring_{name}") or default
 
 
 def select_devices(devices: list[VirtIODeviceState], which: str | None) -> list[VirtIODeviceState]:

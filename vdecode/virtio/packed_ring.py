@@ -23,7 +23,7 @@ from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_SIZE
 from vdecode.virtio.ring_walk import outside_ram
 
-__all__ = ("VRING_PACKED_DESC_F_AVAIL", "VRING_PACKED_DESC_F_USED", "VRING_PACKED_EVENT_FLAG_ENABLE",
+__all__ = ("find_used_boundary", "VRING_PACKED_DESC_F_AVAIL", "VRING_PACKED_DESC_F_USED", "VRING_PACKED_EVENT_FLAG_ENABLE",
            "VRING_PACKED_EVENT_FLAG_DISABLE", "VRING_PACKED_EVENT_FLAG_DESC", "packed_desc_dtype",
            "PackedRing", "PackedWalk", "read_packed_ring", "walk_packed_pending")
 
@@ -50,6 +50,33 @@ class PackedRing:
     descs: np.ndarray
     driver_event: tuple[int, int]
     device_event: tuple[int, int]
+
+
+def find_used_boundary(ring: PackedRing) -> int:
+    """Where the device writes its next used element (QEMU's ``vq->used_idx``), from the flags.
+
+    QEMU 7.2 ``virtqueue_packed_fill_desc`` writes each used element at ``used_idx + i`` with
+    ``AVAIL == USED == used_wrap_counter``; the slots before ``used_idx`` carry this lap's bit,
+    the slots from it on either the previous lap's (used, other bit) or a driver's new offer
+    (``AVAIL != USED``). So the boundary is the first slot that is not used with slot 0's lap,
+    and 0 when slot 0 itself is not such a slot or every slot is (the device just wrapped).
+    Chains without INDIRECT leave their tails ``AVAIL != USED`` and would end the scan early;
+    Linux uses one slot per request when it negotiated INDIRECT.
+
+    >>> import numpy as np
+    >>> flags = np.array([0x8080] * 7 + [0], dtype="<u2")
+    >>> d = np.zeros(8, dtype=packed_desc_dtype(True)); d["flags"] = flags
+    >>> find_used_boundary(PackedRing(8, d, (0, 0), (0, 0)))
+    7
+    """
+    flags = ring.descs["flags"].astype(np.uint32)
+    avail = (flags & VRING_PACKED_DESC_F_AVAIL) != 0
+    used = (flags & VRING_PACKED_DESC_F_USED) != 0
+    this_lap = (avail == used) & (used == used[0])
+    if not this_lap[0]:
+        return 0
+    off = np.flatnonzero(~this_lap)
+    return int(off[0]) if off.size else 0
 
 
 def read_packed_ring(space: AddressSpace, desc_gpa: int, driver_gpa: int, device_gpa: int,
