@@ -29,11 +29,8 @@ def run_qmp(args: list[str], requests: list[dict], timeout: int = 600) -> tuple[
     return r.stdout.decode().split("\r\n"), r.stderr.decode()
 
 
-def score(capture, dump_kind: str, log_kind: str) -> dict:
-    truth = capture.truth
-    args = [str(capture.dump(dump_kind))]
-    if log_kind != "none":
-        args += ["--log", str(capture.log(log_kind))]
+def score_args(truth: list, args: list[str]) -> dict:
+    """Replay ``truth``'s requests through ``vdecode qmp ARGS`` and score the replies."""
     reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
     reqs += [dict(req, id=i) for i, (req, _) in enumerate(truth)]
     lines, err = run_qmp(args, reqs)
@@ -53,6 +50,14 @@ def score(capture, dump_kind: str, log_kind: str) -> dict:
         total += len(w)
         exact += json.dumps(want) == json.dumps(got)
     return {"fields": ok, "total": total, "exact": exact, "replies": len(truth), "stderr": err}
+
+
+def score(capture, dump_kind: str, log_kind: str) -> dict:
+    """A shared capture in one (dump, log) mode."""
+    args = [str(capture.dump(dump_kind))]
+    if log_kind != "none":
+        args += ["--log", str(capture.log(log_kind))]
+    return score_args(capture.truth, args)
 
 
 RATCHET = Path(__file__).with_name("fidelity_ratchet.json")

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.reconstruct.fidelity import leaves, run_qmp
+from tests.reconstruct.fidelity import score_args
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "captures"
 RATCHET = Path(__file__).with_name("new_captures_ratchet.json")
-# instant bundles that are known not to be exact yet, with the reason (docs/new-captures.md)
-KNOWN_INSTANT_GAPS = {
-    "intxpacked/elf+instant": "F8: packed rings keep signalled_used/-valid without EVENT_IDX",
-}
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -47,25 +43,7 @@ def _score(name: str, mode: str) -> dict:
     case = DATA / name
     manifest = json.loads((case / "case.json").read_text())
     truth = json.loads((case / manifest["truth"]).read_text())["exchanges"]
-    reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
-    reqs += [dict(req, id=i) for i, (req, _) in enumerate(truth)]
-    lines, err = run_qmp([str(case / manifest["bundles"][mode])], reqs)
-    replies = {}
-    for line in lines:
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and "id" in obj:
-            replies[obj.pop("id")] = obj
-    ok = total = exact = 0
-    for i, (_, want) in enumerate(truth):
-        got = replies.get(i, {})
-        w, g = leaves(want), leaves(got)
-        ok += sum(1 for k in w if w[k] == g.get(k))
-        total += len(w)
-        exact += json.dumps(want) == json.dumps(got)
-    return {"fields": ok, "total": total, "exact": exact, "replies": len(truth), "stderr": err}
+    return score_args(truth, [str(case / manifest["bundles"][mode])])
 
 
 def test_fixtures_are_small():
@@ -85,5 +63,5 @@ def test_bundle_does_not_drop_below_its_ratchet(name, mode):
     s = _score(name, mode)
     assert s["total"] == floor["of_fields"] and s["replies"] == floor["of_replies"]
     assert s["fields"] >= floor["fields"] and s["exact"] >= floor["exact"], (name, mode, s)
-    if mode.endswith("+instant") and f"{name}/{mode}" not in KNOWN_INSTANT_GAPS:
+    if mode.endswith("+instant"):
         assert (s["fields"], s["exact"]) == (s["total"], s["replies"]), s["stderr"][-500:]
