@@ -52,8 +52,15 @@ MAX_SWEEP_ELEMENTS = 1 << 16         # element queries asked while recording (th
 REDACT_HEADER_BYTES = {1: 12, 2: 16, 8: 51}
 
 
+SCAN_READ = 8 << 20     # a read this big is the ring carver scanning RAM, not an answer's need
+
+
 class RecordingSpace:
     """An :class:`~vdecode.space.base.AddressSpace` that remembers every range read from it.
+
+    Bulk scans (reads of :data:`SCAN_READ` bytes or more: the ring carver) are not recorded, or a
+    bundle would keep all of RAM; ``scanned`` says one happened, and :func:`carved_evidence`
+    names what the carver's answers rest on.
 
     :param inner: the space read.
     """
@@ -62,10 +69,13 @@ class RecordingSpace:
         self.inner = inner
         self.name = inner.name
         self.reads: list[tuple[int, int]] = []
+        self.scanned = False
 
     def read(self, gpa: Gpa, n: int):
         data = self.inner.read(gpa, n)
-        if n > 0:
+        if n >= SCAN_READ:
+            self.scanned = True
+        elif n > 0:
             self.reads.append((int(gpa), int(gpa) + int(n)))
         return data
 
@@ -74,6 +84,21 @@ class RecordingSpace:
 
     def is_present(self, gpa: Gpa, n: int) -> bool:
         return self.inner.is_present(gpa, n)
+
+
+def carved_evidence(space: AddressSpace) -> list[tuple[int, int]]:
+    """What carving the bundle again must find: every carved ring's three areas and the page of
+    its driver's ``struct vring`` record (with the 96 bytes before it: the carver reads the
+    driver's queue index and device pointer there)."""
+    from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_rings
+
+    out: list[tuple[int, int]] = []
+    for r in carve_rings(space, threshold=CONFIDENCE_THRESHOLD):
+        out += [(r.desc, r.desc + 16 * r.num), (r.avail, r.avail + 6 + 2 * r.num),
+                (r.used, r.used + 6 + 8 * r.num)]
+        if r.driver_gpa is not None:
+            out.append(((r.driver_gpa - 96) & ~0xFFF, ((r.driver_gpa + 32) | 0xFFF) + 1))
+    return out
 
 
 @dataclass

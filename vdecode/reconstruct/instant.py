@@ -148,6 +148,11 @@ def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | 
     return logged_isr == 0 and any(u for u in logged_used)
 
 
+def _set_up_anew(q: VirtQueueState) -> bool:
+    """A logged queue whose ring the carver found elsewhere: the driver reset the device."""
+    return q.provenance.get("vring_desc") == "carved" and q.provenance.get("queue") != "unlogged"
+
+
 def _reset_counters(dev: VirtIODeviceState, q: VirtQueueState) -> None:
     """``virtio_reset``'s zeros for a queue whose ring the driver set up anew.
 
@@ -181,7 +186,7 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
             dev.provenance["vhost_started"] = "inferred"
         reads_isr = guest_reads_isr(dev, profile, dev.isr,
                                     [q.used_idx for q in dev.queues.values()])
-        if any(q.provenance.get("vring_desc") == "carved" for q in dev.queues.values()):
+        if any(_set_up_anew(q) for q in dev.queues.values()):
             dev.isr = 0                                   # its rings moved: it was reset
             dev.provenance["isr"] = "inferred"
         packed = has_feature(dev, VIRTIO_F_RING_PACKED)
@@ -193,7 +198,7 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
                 continue
             if not q.desc or machine.space is None:
                 continue
-            if q.provenance.get("vring_desc") == "carved":
+            if _set_up_anew(q):
                 _reset_counters(dev, q)
             try:
                 move = (_advance_packed(machine, dev, q, notes) if packed

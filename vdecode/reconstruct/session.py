@@ -21,6 +21,7 @@ from vdecode.reconstruct.queue_element import x_query_virtio_queue_element
 from vdecode.reconstruct.queue_status import (x_query_virtio_queue_status,
                                               x_query_virtio_vhost_queue_status)
 from vdecode.reconstruct.ring_match import replace_stale_rings
+from vdecode.reconstruct.unlogged_queues import fill_unlogged_queues
 from vdecode.reconstruct.status import x_query_virtio_status
 from vdecode.reconstruct.virtio_list import x_query_virtio
 from vdecode.sources.qemu_state import QemuVirtioState
@@ -82,6 +83,7 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
     machine = VirtioMachine(state_from_log(knowledge, profile), dump.space)
     # a logged ring address that no longer holds a ring (driver reset): use a carved ring
     notes.extend(replace_stale_rings(machine))
+    notes.extend(fill_unlogged_queues(machine, profile))
     notes.extend(advance_to_dump(machine, profile))
     return machine, notes
 

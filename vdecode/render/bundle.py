@@ -22,8 +22,9 @@ from typing import Any
 
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
-from vdecode.reconstruct.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace, clip, merge,
-                                          plan_kept_memory, sweep_queries)
+from vdecode.reconstruct.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
+                                          carved_evidence, clip, merge, plan_kept_memory,
+                                          sweep_queries)
 from vdecode.reconstruct.session import build_machine
 from vdecode.render.elf_core import EM_X86_64, Segment, write_elf_core
 from vdecode.render.log_view import render_log_jsonl
@@ -127,7 +128,10 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
     findings = None
     if space is not None:
         sweep_queries(machine, profile)
-        plan = _with_reads(plan, recorder.reads, space)
+        reads = recorder.reads
+        if recorder.scanned:
+            reads = [*reads, *carved_evidence(space)]
+        plan = _with_reads(plan, reads, space)
         findings, view_reads = _view_pass(dump, knowledge, profile, space)
         # What the view reads beyond the answers' needs is buffer bytes: kept, and redactable.
         ram = [(int(s), int(s) + int(z)) for s, z in space.ranges()]
