@@ -52,13 +52,13 @@ def leaves(x, prefix=""):
     return {prefix: json.dumps(x)}
 
 
-def converse(cmd, dump, log, exchanges):
+def converse(cmd, dump, log, exchanges, env=None):
     reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
     reqs += [dict(req, id=i) for i, (req, _) in enumerate(exchanges)]
     argv = cmd + ["qmp", str(dump)] + (["--log", str(log)] if log else [])
     try:
         r = subprocess.run(argv, input="".join(json.dumps(x) + "\n" for x in reqs),
-                           capture_output=True, text=True, timeout=600)
+                           capture_output=True, text=True, timeout=600, env=env)
     except subprocess.TimeoutExpired:
         return {}, "timed out after 600 s"
     except OSError as e:

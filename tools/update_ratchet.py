@@ -12,14 +12,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import CAPTURES, Capture  # noqa: E402
-from tests.reconstruct.fidelity import RATCHET, score  # noqa: E402
-from tests.reconstruct.test_fidelity import _modes  # noqa: E402
+from tests.reconstruct.fidelity import RATCHET, capture_modes, score  # noqa: E402
 
 
 def main() -> None:
     old = json.loads(RATCHET.read_text()) if RATCHET.exists() else {}
     new = dict(old)
-    for name, dump, log in _modes():
+    for name, dump, log in capture_modes():
         key = f"{name}/{dump}+{log}"
         s = score(Capture(CAPTURES / name), dump, log)
         prev = old.get(key, {"fields": 0, "exact": 0})

@@ -60,4 +60,24 @@ def score(capture, dump_kind: str, log_kind: str) -> dict:
     return score_args(capture.truth, args)
 
 
+def capture_modes(with_unanswerable: bool = True) -> list[tuple[str, str, str]]:
+    """Every ``(capture, dump, log)`` mode ``fidelity.py`` scores; ``with_unanswerable=False``
+    leaves out a guest dump with no log (nothing of QEMU's state to reproduce)."""
+    from tests.conftest import CAPTURES, capture_names
+
+    out = []
+    for name in capture_names():
+        manifest = json.loads((CAPTURES / name / "case.json").read_text())
+        for dump in manifest["dumps"]:
+            for log in ("instant", "early", "none"):
+                if log != "none" and log not in manifest["logs"]:
+                    continue
+                if log == "instant" and dump != "elf":
+                    continue
+                if log == "none" and dump != "qemu-core" and not with_unanswerable:
+                    continue
+                out.append((name, dump, log))
+    return out
+
+
 RATCHET = Path(__file__).with_name("fidelity_ratchet.json")

@@ -8,25 +8,10 @@ import json
 
 import pytest
 
-from tests.conftest import CAPTURES, capture_names
-from tests.reconstruct.fidelity import RATCHET, score
+from tests.reconstruct.fidelity import RATCHET, capture_modes, score
 
 
-def _modes():
-    out = []
-    for name in capture_names():
-        manifest = json.loads((CAPTURES / name / "case.json").read_text())
-        for dump in manifest["dumps"]:
-            for log in ("instant", "early", "none"):
-                if log != "none" and log not in manifest["logs"]:
-                    continue
-                if log == "instant" and dump != "elf":
-                    continue
-                out.append((name, dump, log))
-    return out
-
-
-@pytest.mark.parametrize("name,dump,log", _modes())
+@pytest.mark.parametrize("name,dump,log", capture_modes())
 def test_mode_does_not_drop_below_its_ratchet(captures, name, dump, log):
     ratchet = json.loads(RATCHET.read_text())
     key = f"{name}/{dump}+{log}"

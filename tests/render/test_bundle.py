@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CAPTURES, capture_names
-from tests.reconstruct.fidelity import run_qmp
+from tests.conftest import capture_names
+from tests.reconstruct.fidelity import capture_modes, run_qmp
 from vdecode.errors import MissingData
 from vdecode.render.bundle import state_to_json
 from vdecode.sources.bundle import decode_qemu_state
@@ -25,22 +25,6 @@ from vdecode.space.open import open_dump
 
 MAX_BUNDLE = 1 << 20
 SIZES: dict[str, int] = {}
-
-
-def _modes():
-    out = []
-    for name in capture_names():
-        manifest = json.loads((CAPTURES / name / "case.json").read_text())
-        for dump in manifest["dumps"]:
-            for log in ("instant", "early", "none"):
-                if log != "none" and log not in manifest["logs"]:
-                    continue
-                if log == "instant" and dump != "elf":
-                    continue
-                if log == "none" and dump != "qemu-core":
-                    continue          # without a log or a core there is nothing to reproduce
-                out.append((name, dump, log))
-    return out
 
 
 def vdecode(*args: str) -> subprocess.CompletedProcess:
@@ -61,7 +45,7 @@ def requests(capture) -> list[dict]:
             + [dict(req, id=i) for i, (req, _) in enumerate(capture.truth)])
 
 
-@pytest.mark.parametrize("name,dump,log", _modes())
+@pytest.mark.parametrize("name,dump,log", capture_modes(with_unanswerable=False))
 def test_bundle_replies_equal_the_origin_byte_for_byte(captures, tmp_path, name, dump, log):
     capture = captures[name]
     out = tmp_path / f"{name}-{dump}-{log}.vdb"

@@ -19,7 +19,7 @@ from vdecode.virtio.chains import (END_BAD_NEXT, END_DONE, END_LOOP, QMP_ABORT_H
                                    walk_element, walk_elements)
 from vdecode.virtio.layouts import (VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
                                     vring_layouts)
-from vdecode.virtio.split_ring import read_desc_table, read_split_ring
+from vdecode.virtio.split_ring import read_split_ring
 
 LE = vring_layouts(True)
 NEXT, WRITE, INDIRECT = VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT

@@ -25,32 +25,16 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fidelity_local import converse, leaves  # noqa: E402  (tools/ is not a package)
+
 MODES = ["elf+instant", "elf+early", "kdump-zlib+early", "qemu-core+none", "qemu-core+early"]
 TEXT = ["truth.json", "early.jsonl", "instant.jsonl"]
 
 
-def leaves(x, prefix=""):
-    if isinstance(x, dict):
-        out = {}
-        for k, v in x.items():
-            out.update(leaves(v, f"{prefix}.{k}" if prefix else k))
-        return out or {prefix: "{}"}
-    return {prefix: json.dumps(x)}
-
-
 def score(cmd: list[str], bundle: Path, truth: list, env: dict) -> dict:
-    reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
-    reqs += [dict(req, id=i) for i, (req, _) in enumerate(truth)]
-    r = subprocess.run(cmd + ["qmp", str(bundle)], input="".join(json.dumps(x) + "\n" for x in reqs),
-                       capture_output=True, text=True, timeout=600, env=env)
-    replies = {}
-    for line in r.stdout.splitlines():
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict) and "id" in obj:
-            replies[obj.pop("id")] = obj
+    """The shared scorer's measure (``tools/fidelity_local.py``) of ``vdecode qmp BUNDLE``."""
+    replies, _ = converse(cmd, bundle, None, truth, env=env)
     ok = total = exact = 0
     for i, (_, want) in enumerate(truth):
         got = replies.get(i, {})
