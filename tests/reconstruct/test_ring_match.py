@@ -16,7 +16,8 @@ import zstandard
 
 from vdecode.space.open import open_dump
 from vdecode.reconstruct.ring_match import group_by_device
-from vdecode.virtio.carve import carve_rings, check_packed_ring, check_ring
+from vdecode.virtio.carve import carve_rings
+from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 
 VDECODE = [sys.executable, "-m", "vdecode"]
 

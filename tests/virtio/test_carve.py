@@ -12,11 +12,12 @@ from hypothesis import strategies as st
 from tests.builders.elf_dump import write_elf_dump
 from tests.builders.kdump import EXCLUDED, write_kdump
 from tests.builders.rings import put_packed_ring, put_split_ring
-from vdecode.reconstruct.ring_match import classify_ring
+from vdecode.reconstruct.ring_kinds import classify_ring
 from vdecode.space.open import open_dump
 from vdecode.virtio import carve
-from vdecode.virtio.carve import (CONFIDENCE_THRESHOLD, carve_rings, check_packed_ring, check_ring,
-                                  ring_extent)
+from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_rings
+from vdecode.virtio.carved_ring import ring_extent
+from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts
 
 LAY = vring_layouts(True)

@@ -304,7 +304,7 @@ def finding_dict(f: Finding) -> dict[str, Any]:
 
 
 def carved_view(groups: list) -> list[dict[str, Any]]:
-    """Rings carved from guest RAM without a log or core (``ring_match.DeviceGroup`` list), as
+    """Rings carved from guest RAM without a log or core (``ring_kinds.DeviceGroup`` list), as
     plain values: nothing here is QEMU's state, only what the guest's memory shows."""
     out = []
     for g in groups:
