@@ -57,6 +57,17 @@ def phase_parse(path: str) -> dict:
             "monitors": len(log.monitors), "warnings": len(log.warnings)}
 
 
+def phase_latest(path: str) -> dict:
+    """What ``vdecode qmp``/``view``/``bundle`` read: the newest answer per question."""
+    from vdecode.sources.qmp_log import read_qmp_log
+
+    t0 = time.perf_counter()
+    log = read_qmp_log(path, latest_only=True)
+    dt = time.perf_counter() - t0
+    return {"seconds": dt, "exchanges": len(log.exchanges),
+            "events": sum(len(m.events) for m in log.monitors)}
+
+
 def run_phase(name: str, path: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--phase", name, path],
                          capture_output=True, text=True, check=True)
@@ -71,7 +82,8 @@ def main() -> None:
     ap.add_argument("path", nargs="?")
     a = ap.parse_args()
     if a.phase:
-        res = {"baseline": phase_baseline, "parse": phase_parse}[a.phase](a.path)
+        res = {"baseline": phase_baseline, "parse": phase_parse,
+               "latest": phase_latest}[a.phase](a.path)
         res["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(res))
         return
@@ -98,6 +110,11 @@ def main() -> None:
             print(f"read_qmp_log ({parse['exchanges']} exchanges, {parse['events']} events, "
                   f"{parse['monitors']} monitors): {parse['seconds']:.2f} s, "
                   f"{mb / parse['seconds']:.1f} MB/s, peak RSS {parse['max_rss_mb']:.0f} MB")
+            latest = run_phase("latest", path)
+            print(f"read_qmp_log latest_only ({latest['exchanges']} exchanges kept): "
+                  f"{latest['seconds']:.2f} s, {mb / latest['seconds']:.1f} MB/s, "
+                  f"peak RSS {latest['max_rss_mb']:.0f} MB "
+                  f"({latest['max_rss_mb'] / base['max_rss_mb']:.2f}x the baseline's)")
             print(f"ratio time parse/baseline: {parse['seconds'] / base['seconds']:.2f}x; "
                   f"peak RSS parse/baseline: {parse['max_rss_mb'] / base['max_rss_mb']:.2f}x; "
                   f"peak RSS / file size: {parse['max_rss_mb'] / mb:.2f}")

@@ -71,7 +71,7 @@ def _read_logs(logs: tuple[str, ...], log_format: str | None, vm: str | None):
 
     knowledges, used = [], []
     for path in logs:                                 # oldest first: a later reply wins
-        log = read_qmp_log(path, log_format, vm)
+        log = read_qmp_log(path, log_format, vm, latest_only=True)
         for w in log.warnings:
             click.echo(f"vdecode: warning: {w}", err=True)
         knowledges.append(LogKnowledge.from_log(log, vm))

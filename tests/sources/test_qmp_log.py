@@ -132,3 +132,30 @@ def test_doctests():
     from vdecode.sources.qmp_log import builder, knowledge, libvirt, qmp_shell, qmpjson, transport
     for module in (builder, knowledge, libvirt, qmp_shell, qmpjson, transport):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_latest_only_keeps_one_answer_per_question(tmp_path):
+    """What reconstruction reads from a log does not grow with the log's length."""
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+
+    path = tmp_path / "long.jsonl"
+    with open(path, "w") as f:
+        for i in range(30000):
+            args = {"path": "/machine/peripheral-anon/device[0]/virtio-backend", "queue": i % 3}
+            f.write(json.dumps({"t": i, "dir": "->", "msg": {
+                "execute": "x-query-virtio-queue-status", "arguments": args, "id": i}}) + "\n")
+            f.write(json.dumps({"t": i + 0.5, "dir": "<-", "msg": {
+                "return": {"used-idx": i}, "id": i}}) + "\n")
+            f.write(json.dumps({"t": i + 0.6, "dir": "<-", "msg": {
+                "event": "RTC_CHANGE", "data": {"offset": i},
+                "timestamp": {"seconds": i, "microseconds": 0}}}) + "\n")
+    full = read_qmp_log(path)
+    small = read_qmp_log(path, latest_only=True)
+    assert len(full.exchanges) == 30000 and len(full.monitors[0].events) == 30000
+    assert len(small.exchanges) == 3 and small.monitors[0].events == []
+    k = LogKnowledge.from_log(small)
+    for q in range(3):
+        want = LogKnowledge.from_log(full).latest("x-query-virtio-queue-status",
+                                                  {"path": "/machine/peripheral-anon/device[0]/"
+                                                           "virtio-backend", "queue": q})
+        assert k.latest("x-query-virtio-queue-status", want.arguments).reply == want.reply

@@ -21,12 +21,15 @@ __all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS", "Lo
            "QmpEvent", "QmpExchange", "QmpLog", "QmpMonitor")
 
 
-def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None = None) -> QmpLog:
+def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None = None, *,
+                 latest_only: bool = False) -> QmpLog:
     """Read a QMP log into exchanges, events and greetings per monitor.
 
     :param path: the log file.
     :param fmt: a format name from :data:`FORMATS`; sniffed from the first lines when ``None``.
     :param vm: keep only the monitors of this VM (name, UUID or monitor key).
+    :param latest_only: keep only the newest answer per (command, arguments) and the run-state
+        events: what reconstruction needs, in memory bounded by the log's subject, not its size.
     :raises InputError: when the file cannot be read or is in no known format.
     :raises QmpLogError: when ``vm`` matches no monitor (the message lists what was found).
     """
@@ -36,7 +39,7 @@ def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None
     if wrappers:
         head = [t for _, t in unwrap(enumerate(head, 1), wrappers)]
     reader = reader_for(fmt, source) if fmt else sniff_format(head, source)
-    b = LogBuilder(source, reader.NAME)
+    b = LogBuilder(source, reader.NAME, latest_only=latest_only)
     lines = open_lines(path, b.warn)
     reader.read(unwrap(lines, wrappers) if wrappers else lines, b)
     log = b.finish()

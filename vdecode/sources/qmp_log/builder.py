@@ -21,11 +21,14 @@ import json
 from collections import deque
 from typing import Any
 
+from vdecode.sources.qmp_log.knowledge import STATE_EVENTS
 from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
 
 __all__ = ("LogBuilder", "id_key")
 
 MAX_WARNINGS = 1000          # a 100 MB log of garbage must not grow an unbounded warning list
+MAX_KEPT_EVENTS = 10000      # latest-only mode: run-state/unplug events kept, newest first out
+COMPACT_EVERY = 256          # latest-only mode: drop superseded exchanges once this many pile up
 
 
 def id_key(value: Any) -> str:
@@ -42,12 +45,30 @@ def id_key(value: Any) -> str:
 class _Session:
     """One QMP connection: its record, and the commands still waiting for a reply."""
 
-    __slots__ = ("monitor", "by_id", "fifo")
+    __slots__ = ("monitor", "by_id", "fifo", "latest", "superseded")
 
     def __init__(self, monitor: QmpMonitor) -> None:
         self.monitor = monitor
         self.by_id: dict[str, QmpExchange] = {}
         self.fifo: deque[QmpExchange] = deque()      # in-band commands in issue order
+        self.latest: dict[tuple[str, str], QmpExchange] = {}   # latest-only mode
+        self.superseded: set[int] = set()
+
+    def supersede(self, x: QmpExchange) -> None:
+        """Latest-only mode: ``x`` answered; an older answer to the same question goes."""
+        key = (str(x.command), json.dumps(x.arguments, sort_keys=True))
+        old = self.latest.get(key)
+        self.latest[key] = x
+        if old is not None and old is not x:
+            self.superseded.add(id(old))
+            if len(self.superseded) >= COMPACT_EVERY:
+                self.compact()
+
+    def compact(self) -> None:
+        if self.superseded:
+            gone = self.superseded
+            self.monitor.exchanges = [e for e in self.monitor.exchanges if id(e) not in gone]
+            self.superseded = set()
 
     def pop_fifo(self) -> QmpExchange | None:
         while self.fifo:
@@ -64,10 +85,16 @@ class LogBuilder:
 
     :param path: the log file, as the user named it (for warnings).
     :param fmt: the format name the reader was chosen for.
+    :param latest_only: keep only the newest answered exchange per (command, arguments), and only
+        the run-state and unplug events (:data:`~vdecode.sources.qmp_log.knowledge.STATE_EVENTS`),
+        so memory is bounded by what the log is about, not by its length. That is all the
+        reconstruction asks of a log; ``vdecode log`` keeps everything.
     """
 
-    def __init__(self, path: str, fmt: str) -> None:
+    def __init__(self, path: str, fmt: str, *, latest_only: bool = False) -> None:
         self.log = QmpLog(path=path, format=fmt)
+        self.latest_only = latest_only
+        self._all_sessions: list[_Session] = []
         self._sessions: dict[str, _Session] = {}
         self._counts: dict[str, int] = {}
         self._dropped_warnings = 0
@@ -109,6 +136,7 @@ class LogBuilder:
         mon = QmpMonitor(key=key if n == 1 else f"{key}#{n}", vm=vm)
         self.log.monitors.append(mon)
         s = self._sessions[key] = _Session(mon)
+        self._all_sessions.append(s)
         return s
 
     # -- messages ------------------------------------------------------------------------------
@@ -198,12 +226,20 @@ class LogBuilder:
             x = QmpExchange(request=None, reply=msg, t=t, monitor=s.monitor.key, line=line)
             s.monitor.exchanges.append(x)
         x.reply, x.t_reply, x.line_reply = msg, t, line
+        while s.fifo and s.fifo[0].reply is not None:      # answered by id: no longer pending
+            s.fifo.popleft()
+        if self.latest_only and x.request is not None:
+            s.supersede(x)
 
     def event(self, msg: dict[str, Any], *, t: float | None, monitor: str,
               line: int | None, vm: str | None = None) -> None:
         s = self.session(monitor, vm)
+        if self.latest_only and msg["event"] not in STATE_EVENTS:
+            return
         qemu_t = _event_time(msg.get("timestamp"))
         data = msg.get("data")
+        if self.latest_only and len(s.monitor.events) >= MAX_KEPT_EVENTS:
+            del s.monitor.events[:MAX_KEPT_EVENTS // 2]
         s.monitor.events.append(QmpEvent(
             name=str(msg["event"]), data=data if isinstance(data, dict) else {},
             t=qemu_t if qemu_t is not None else t, monitor=s.monitor.key, line=line,
@@ -212,6 +248,8 @@ class LogBuilder:
     def finish(self) -> QmpLog:
         """The log, with empty sessions dropped and a count of suppressed warnings."""
         log = self.log
+        for s in self._all_sessions:
+            s.compact()
         log.monitors = [m for m in log.monitors
                         if m.greeting is not None or m.exchanges or m.events]
         for m in log.monitors:
