@@ -113,8 +113,7 @@ def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avai
     return avail if (shadow - last1) % _U16 > (avail - last1) % _U16 else shadow
 
 
-def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
-                    notes: list[str]) -> QueueMove:
+def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState) -> QueueMove:
     num = q.vring_num or 0
     ring = read_packed_ring(m.space, q.desc, q.avail, q.used, num,
                             little_endian=not is_big_endian(dev), queue=f"queue {q.queue_index}")
@@ -153,7 +152,7 @@ def _set_up_anew(q: VirtQueueState) -> bool:
     return q.provenance.get("vring_desc") == "carved" and q.provenance.get("queue") != "unlogged"
 
 
-def _reset_counters(dev: VirtIODeviceState, q: VirtQueueState) -> None:
+def _reset_counters(q: VirtQueueState) -> None:
     """``virtio_reset``'s zeros for a queue whose ring the driver set up anew.
 
     ``signalled_used_valid`` comes back at once on queues whose device notifies while the driver
@@ -199,9 +198,9 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
             if not q.desc or machine.space is None:
                 continue
             if _set_up_anew(q):
-                _reset_counters(dev, q)
+                _reset_counters(q)
             try:
-                move = (_advance_packed(machine, dev, q, notes) if packed
+                move = (_advance_packed(machine, dev, q) if packed
                         else _advance_split(machine, dev, q, profile, notes))
             except MissingData as err:
                 notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
