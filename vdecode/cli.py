@@ -130,7 +130,8 @@ def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: st
                 socket_path: str | None, connections: int | None, cache_dir: str | None) -> None:
     """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant."""
     from vdecode.reconstruct.qmp_errors import qmp_error
-    from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+    from vdecode.reconstruct.session import (build_machine, make_monitor, profile_for,
+                                             qemu_identity)
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
     opened, knowledge, _ = _open_inputs(dump, logs, log_format, vm, cache_dir)
@@ -138,10 +139,7 @@ def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: st
     machine, notes = build_machine(opened, knowledge, profile)
     for n in notes:
         click.echo(f"vdecode: note: {n}", err=True)
-    version = (opened.qemu.qemu_version if opened.qemu else None) or \
-        (knowledge.qemu_version if knowledge else None)
-    package = (opened.qemu.package if opened.qemu else None) or \
-        (knowledge.qemu_package if knowledge else None)
+    version, package = qemu_identity(knowledge, opened.qemu)
 
     def flush_notes() -> None:
         for n in machine.notes:

@@ -60,9 +60,17 @@ def merge_knowledge(knowledges: list[LogKnowledge]) -> LogKnowledge | None:
     return LogKnowledge(merged)
 
 
-def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None) -> Profile:
-    version = (core.qemu_version if core and core.qemu_version else None) or \
+def qemu_identity(knowledge: LogKnowledge | None, core: QemuVirtioState | None
+                  ) -> tuple[tuple[int, int, int] | None, str | None]:
+    """QEMU's ``(major, minor, micro)`` and package string: the core's, else the log's."""
+    version = (core.qemu_version if core else None) or \
         (knowledge.qemu_version if knowledge else None)
+    package = (core.package if core else None) or (knowledge.qemu_package if knowledge else None)
+    return version, package
+
+
+def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None) -> Profile:
+    version, _ = qemu_identity(knowledge, core)
     return load_profile(".".join(map(str, version[:2])) if version else None)
 
 
