@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import CAPTURES, Capture, capture_names  # noqa: E402
+from benchlib import dump as capture_dump, require_captures  # noqa: E402  (bench/ is the script's own folder)
 from vdecode.space.open import open_dump  # noqa: E402
 from vdecode.virtio.carve import carve_rings  # noqa: E402
 
@@ -51,7 +51,7 @@ def find_scan(space) -> tuple[float, float]:
 
 
 def main() -> None:
-    dumps = sys.argv[1:] or [str(Capture(CAPTURES / n).dump("elf")) for n in capture_names()]
+    dumps = sys.argv[1:] or [str(capture_dump(n, "elf")) for n in require_captures()]
     for path in dumps:
         with open_dump(path) as dump:
             ram = sum(int(n) for _, n in dump.space.ranges())

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.builders.kdump import write_kdump  # noqa: E402
-from tests.conftest import CAPTURES, Capture  # noqa: E402
+from benchlib import dump as capture_dump  # noqa: E402  (bench/ is the script's own folder)
 from vdecode.sources.files import FileView  # noqa: E402
 from vdecode.sources.flattened import read_flat_index  # noqa: E402
 from vdecode.space.paged import open_kdump  # noqa: E402
@@ -204,8 +204,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3, help="full-RAM reads: best of this many")
     args = ap.parse_args()
-    cap = Capture(CAPTURES / args.capture)
-    real_flat = cap.dump("kdump-zlib")
+    real_flat = capture_dump(args.capture, "kdump-zlib")
     tmp = Path(tempfile.mkdtemp(prefix="bench-kdump-"))
     real_plain = tmp / "real.rearranged.kdump"
     with FileView(real_flat) as view:                 # makedumpfile -R, done by our reader

@@ -28,7 +28,8 @@ from vdecode.sources.files import FileView  # noqa: E402
 from vdecode.space.open import open_dump  # noqa: E402
 from vdecode.space.qemu_core import host_space, open_qemu_core  # noqa: E402
 
-CACHE = Path("/tmp/vdecode-captures")
+from benchlib import dump, require_captures  # noqa: E402  (bench/ is the script's own folder)
+
 
 
 def best_of(fn, repeat: int) -> float:
@@ -84,11 +85,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--core", type=Path, action="append")
     args = ap.parse_args()
-    cores = args.core or sorted(CACHE.glob("*/qemu.core"))
-    if not cores:
-        sys.exit("no decompressed cores: run the tests once (they fill /tmp/vdecode-captures)")
-    for core in cores:
-        bench(core, core.with_name("dump.elf"))
+    if args.core:
+        pairs = [(core, core.with_name("dump.elf")) for core in args.core]
+    else:
+        pairs = [(dump(n, "qemu-core"), dump(n, "elf")) for n in require_captures()]
+    for core, elf in pairs:
+        bench(core, elf)
 
 
 if __name__ == "__main__":

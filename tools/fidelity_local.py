@@ -3,7 +3,7 @@
 
 usage: fidelity_local.py [-v] [--captures DIR] [--case NAME] [--mode DUMP+LOG] [--vdecode CMD]
 
-A copy of /work/shared/tools/fidelity.py with --captures DIR (default: the shared captures), for
+A copy of ../shared/tools/fidelity.py with --captures DIR (default: the shared captures), for
 scratch captures recorded with tools/capture/ (dumps there may be stored uncompressed).
 
 For every capture under shared/captures (a real QEMU 7.2 run: see captures/README.md) and every
@@ -25,7 +25,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-CAPTURES = Path("/work/shared/captures")
+CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
 ALL_FIELDS = False
 CACHE = Path(tempfile.gettempdir()) / "vdecode-captures"
 

@@ -43,13 +43,25 @@ def score_args(truth: list, args: list[str]) -> dict:
         if isinstance(obj, dict) and "id" in obj:
             replies[obj.pop("id")] = obj
     ok = total = exact = 0
+    unlike = []
     for i, (_, want) in enumerate(truth):
         got = replies.get(i, {})
         w, g = leaves(want), leaves(got)
         ok += sum(1 for k in w if w[k] == g.get(k))
         total += len(w)
-        exact += json.dumps(want) == json.dumps(got)
-    return {"fields": ok, "total": total, "exact": exact, "replies": len(truth), "stderr": err}
+        same = json.dumps(want) == json.dumps(got)
+        exact += same
+        if not same:
+            unlike.append(got)
+    return {"fields": ok, "total": total, "exact": exact, "replies": len(truth), "stderr": err,
+            "unlike": unlike}
+
+
+def not_guessed(unlike: list[dict]) -> list[dict]:
+    """The replies unlike QEMU's that are not vdecode's own refusal: with too little input a reply
+    must be QEMU's or say it cannot answer, never a guess."""
+    return [r for r in unlike
+            if not r.get("error", {}).get("desc", "").startswith("vdecode: cannot answer")]
 
 
 def score(capture, dump_kind: str, log_kind: str) -> dict:

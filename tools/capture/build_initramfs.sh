@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds a tiny busybox initramfs with the virtio modules of a Debian kernel package (cloud or generic).
 # usage: build_initramfs.sh KPKG_DIR OUT.cpio.gz
-# Changed from /work/shared/capture: modules are resolved with their dependencies from modules.dep
+# Changed from ../shared/capture: modules are resolved with their dependencies from modules.dep
 # (the generic kernel has 9p, virtio_crypto, virtio-gpu; the cloud one lacks them), missing ones are skipped.
 set -euo pipefail
 K=$1; OUT=$2

@@ -10,11 +10,12 @@ The scenario names QEMU device arguments and guest shell workloads. Output:
   qemu.core     gcore of the QEMU process at that instant (when scenario asks)
   console.log   guest serial console
 """
-import json, os, socket, subprocess, sys, time, shutil
+import json, os, socket, subprocess, sys, tempfile, time, shutil
 from pathlib import Path
 
 RUN = ""  # the run directory, for @RUN@ in qmp steps
 WORK = os.environ.get("VD_WORK", ".")  # set by make_captures.sh: holds vmlinuz-<kernel> and initramfs-<kernel>.cpio.gz
+QEMU = os.environ.get("VD_QEMU", "qemu-system-x86_64")  # another release: the wrapper get_qemu.sh prints
 
 
 class QMP:
@@ -158,7 +159,7 @@ def main():
     out = Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     global RUN
-    run = Path(f"/tmp/vdcap-{os.getpid()}")
+    run = Path(tempfile.gettempdir()) / f"vdcap-{os.getpid()}"
     run.mkdir()
     RUN = str(run)
     transcript = []
@@ -166,7 +167,7 @@ def main():
     mem = scen.get("mem", "160M")
     kern = scen.get("kernel", "gen")
     KERNEL, INITRD = f"{WORK}/vmlinuz-{kern}", f"{WORK}/initramfs-{kern}.cpio.gz"
-    argv = ["qemu-system-x86_64", "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
+    argv = [QEMU, "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
             "-machine", scen.get("machine", "q35"), "-accel", accel + (",tb-size=32" if accel == "tcg" else ""), "-m", mem,
             "-smp", str(scen.get("smp", 1)), "-cpu", scen.get("cpu", "host,-arch-capabilities" if accel == "kvm" else "max"), "-nodefaults", "-display", "none", "-no-user-config",
             "-kernel", KERNEL, "-initrd", INITRD,
@@ -234,6 +235,7 @@ def main():
         if scen.get("gcore"):
             subprocess.run(["gdb", "-p", str(proc.pid), "-batch", "-ex", f"gcore {out}/qemu.core"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            (out / "core-kind").write_text("gcore\n")
         if scen.get("abort"):  # QEMU dies here (SIGABRT): its core is the kernel's, taken at this instant
             version = q.cmd("query-version")
             os.kill(proc.pid, 6)
@@ -242,6 +244,7 @@ def main():
             if not cores:
                 raise RuntimeError("QEMU aborted but left no core (core_pattern?)")
             shutil.move(str(cores[0]), out / "qemu.core")
+            (out / "core-kind").write_text("kernel\n")  # package.py: case.json "core"
             (out / "truth.json").write_text(json.dumps({"scenario": scen.get("name"), "qemu": version,
                                                         "exchanges": truth}, indent=1))
             return

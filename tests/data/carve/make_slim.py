@@ -10,7 +10,8 @@ every carved ring's areas and its driver record; every other page of RAM becomes
 ``zstd -19 OUT.elf``.
 """
 import json, sys
-sys.path.insert(0, "/work/main")
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout
 from vdecode.space.segmented import SegmentedSpace
 from vdecode.space.open import open_dump
 from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
