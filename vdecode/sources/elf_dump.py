@@ -25,6 +25,7 @@ from functools import lru_cache
 import numpy as np
 from construct import Bytes, Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
 
+from vdecode.binary import dtype_of
 from vdecode.errors import CorruptInput, InputError
 from vdecode.sources.files import FileView, parse_at
 
@@ -44,10 +45,6 @@ EM_NAMES = {3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm",
             183: "aarch64", 243: "riscv", 258: "loongarch"}
 ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 
-#: Every program header, whatever the file's class and byte order, as native 64-bit fields.
-PHDR_DTYPE = np.dtype([("p_type", "<u4"), ("p_flags", "<u4"), ("p_offset", "<u8"),
-                       ("p_vaddr", "<u8"), ("p_paddr", "<u8"), ("p_filesz", "<u8"),
-                       ("p_memsz", "<u8"), ("p_align", "<u8")])
 
 MAX_NOTES = 1 << 16          # a core has a few notes per thread; more is a corrupt NOTE segment
 MAX_NOTE_NAME = 4096
@@ -91,17 +88,22 @@ class ElfLayouts:
         self.nhdr = Struct("n_namesz" / u32, "n_descsz" / u32, "n_type" / u32)
         self.ehdr_size, self.shdr_size, self.nhdr_size = (self.ehdr.sizeof(), self.shdr.sizeof(),
                                                           self.nhdr.sizeof())
-        e = "<" if little_endian else ">"
         if is64:
-            self.phdr_dtype = np.dtype([("p_type", e + "u4"), ("p_flags", e + "u4"),
-                                        ("p_offset", e + "u8"), ("p_vaddr", e + "u8"),
-                                        ("p_paddr", e + "u8"), ("p_filesz", e + "u8"),
-                                        ("p_memsz", e + "u8"), ("p_align", e + "u8")])
-        else:
-            self.phdr_dtype = np.dtype([("p_type", e + "u4"), ("p_offset", e + "u4"),
-                                        ("p_vaddr", e + "u4"), ("p_paddr", e + "u4"),
-                                        ("p_filesz", e + "u4"), ("p_memsz", e + "u4"),
-                                        ("p_flags", e + "u4"), ("p_align", e + "u4")])
+            self.phdr = Struct(
+                "p_type" / u32, "p_flags" / u32, "p_offset" / u64, "p_vaddr" / u64,
+                "p_paddr" / u64, "p_filesz" / u64, "p_memsz" / u64, "p_align" / u64,
+            )
+        else:                                   # Elf32_Phdr moves p_flags after p_memsz
+            self.phdr = Struct(
+                "p_type" / u32, "p_offset" / u32, "p_vaddr" / u32, "p_paddr" / u32,
+                "p_filesz" / u32, "p_memsz" / u32, "p_flags" / u32, "p_align" / u32,
+            )
+        self.phdr_dtype = dtype_of(self.phdr)    # the table is read whole, by numpy
+
+
+#: Every program header, whatever the file's class and byte order, as native 64-bit fields
+#: (``Elf64_Phdr`` little-endian: the 64-bit layout's own dtype).
+PHDR_DTYPE = elf_layouts(True, True).phdr_dtype
 
 
 @dataclass(frozen=True)

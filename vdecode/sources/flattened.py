@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from construct import Const, Int64sb, Struct
 
+from vdecode.binary import dtype_of, struct_of
 from vdecode.errors import CorruptInput
 from vdecode.sources.files import FileView, parse_at
 
@@ -54,7 +54,7 @@ FLAT_RECORD = Struct(                               # makedumpfile.h struct make
     "offset" / Int64sb * "offset in the rearranged file; -1 ends the stream",
     "buf_size" / Int64sb * "bytes that follow this header",
 )
-FLAT_RECORD_DTYPE = np.dtype([("offset", ">i8"), ("buf_size", ">i8")])
+FLAT_RECORD_DTYPE = dtype_of(FLAT_RECORD)
 
 
 @dataclass(frozen=True, eq=False)
@@ -168,7 +168,7 @@ def walk_flat_records(view: FileView) -> FlatIndex:
                                       f" (expected {TYPE_FLAT_HEADER}, {VERSION_FLAT_HEADER})",
                            offset=0x10)
     mem, size = view.memory(), view.size
-    unpack = struct.Struct(">qq").unpack_from
+    unpack = struct_of(FLAT_RECORD).unpack_from
     starts: list[int] = []
     sizes: list[int] = []
     fileoffs: list[int] = []

@@ -27,6 +27,7 @@ import numpy as np
 from construct import Bytes, Const, Int32sb, Int32sl, Int32ub, Int32ul, Int64sb, Int64sl, Int64ub, \
     Int64ul, Struct
 
+from vdecode.binary import dtype_of
 from vdecode.errors import CorruptInput, UnsupportedInput
 from vdecode.sources.elf_dump import ElfNote
 from vdecode.sources.files import FileView, parse_at
@@ -68,7 +69,6 @@ class KdumpLayouts:
         i32, u32, i64, u64 = ((Int32sl, Int32ul, Int64sl, Int64ul) if little_endian
                               else (Int32sb, Int32ub, Int64sb, Int64ub))
         long, ulong = (i64, u64) if is64 else (i32, u32)
-        bo = "<" if little_endian else ">"
         # where the fields error messages name sit (DiskDumpHeader64 / DiskDumpHeader32)
         self.offset_of = ({"block_size": 0x1ac, "sub_hdr_size": 0x1b0, "bitmap_blocks": 0x1b4,
                            "max_mapnr": 0x1b8, "split": 12, "max_mapnr_64": 96} if is64 else
@@ -114,8 +114,7 @@ class KdumpLayouts:
             "flags" / u32 * "DUMP_DH_COMPRESSED_* bit, 0 for a raw page",
             "page_flags" / u64,
         )
-        self.page_desc_dtype = np.dtype([("offset", bo + "i8"), ("size", bo + "u4"),
-                                         ("flags", bo + "u4"), ("page_flags", bo + "u8")])
+        self.page_desc_dtype = dtype_of(self.page_desc)     # the table is read whole, by numpy
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ Excluded pages, pfns that are not RAM and pages an incomplete dump never wrote a
 from __future__ import annotations
 
 import os
-import struct
 import zlib
 from collections import OrderedDict
 from functools import cache
@@ -28,14 +27,15 @@ from vdecode.errors import CorruptInput, MissingData
 from vdecode.sources.compressed import default_cache_dir
 from vdecode.sources.elf_dump import NT_PRSTATUS, PRSTATUS_X86_64, QEMU_CPUSTATE_X86
 from vdecode.sources.files import FileView, Gpa
-from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, read_kdump, \
+from vdecode.binary import struct_of
+from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, read_kdump, \
     read_kdump_notes, read_vmcoreinfo
 from vdecode.space.page_codecs import CODECS, PageDecoders
 from vdecode.space.dump import Dump
 
 __all__ = ("PagedSpace", "open_kdump")
 
-PAGE_DESC_SIZE = 24
+PAGE_DESC_SIZE = KdumpLayouts(True).page_desc.sizeof()      # 24 in either byte order and word size
 CACHE_PAGES = 256              # decompressed pages kept (1 MiB at 4 KiB pages)
 CHEAP_COUNT_DESCS = 1 << 16    # open_kdump counts pages by codec when the table is at most this long
 
@@ -110,7 +110,7 @@ class PagedSpace:
                                              f"{self.num_dumpable * PAGE_DESC_SIZE} bytes) runs past "
                                              f"the end of the file ({kd.data.size} bytes)",
                                offset=kd.desc_offset)
-        self._desc = struct.Struct(("<" if kd.layouts.little_endian else ">") + "qIIQ")
+        self._desc = struct_of(kd.layouts.page_desc)         # the one declaration, in kdump.py
         self._dtype = kd.layouts.page_desc_dtype
         self._decoders = PageDecoders(bs)
         self._cache: OrderedDict[int, bytes] = OrderedDict()

@@ -17,6 +17,8 @@ import functools
 import numpy as np
 from construct import Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
 
+from vdecode.binary import dtype_of
+
 __all__ = ("VringLayouts", "vring_layouts", "VRING_DESC_F_NEXT", "VRING_DESC_F_WRITE",
            "VRING_DESC_F_INDIRECT", "VRING_AVAIL_F_NO_INTERRUPT", "VRING_USED_F_NO_NOTIFY",
            "VRING_DESC_SIZE", "VIRTQUEUE_MAX_SIZE")
@@ -60,14 +62,22 @@ class VringLayouts:
         self.avail_header = Struct("flags" / u16, "idx" / u16)
         self.used_header = Struct("flags" / u16, "idx" / u16)
         self.used_elem = Struct("id" / u32 * "head of the used chain", "len" / u32 * "bytes written")
+        # packed rings (virtio 1.2, 2.8): struct pvirtq_desc; always little-endian in practice
+        # (VERSION_1 is required), declared per byte order like the rest for symmetry
+        self.packed_desc = Struct(
+            "addr" / u64 * "guest-physical buffer address",
+            "len" / u32 * "buffer length",
+            "id" / u16 * "buffer id (the chain's last descriptor)",
+            "flags" / u16 * "AVAIL (bit 7), USED (bit 15), NEXT, WRITE, INDIRECT",
+        )
 
-        bo = "<" if little_endian else ">"
-        self.u16_dtype = np.dtype(bo + "u2")
-        self.desc_dtype = np.dtype([("addr", bo + "u8"), ("len", bo + "u4"),
-                                    ("flags", bo + "u2"), ("next", bo + "u2")])
-        self.avail_header_dtype = np.dtype([("flags", bo + "u2"), ("idx", bo + "u2")])
-        self.used_header_dtype = np.dtype([("flags", bo + "u2"), ("idx", bo + "u2")])
-        self.used_elem_dtype = np.dtype([("id", bo + "u4"), ("len", bo + "u4")])
+        # the dtypes for whole tables are derived from the structs above (one declaration each)
+        self.u16_dtype = np.dtype(("<" if little_endian else ">") + "u2")
+        self.desc_dtype = dtype_of(self.desc)
+        self.avail_header_dtype = dtype_of(self.avail_header)
+        self.used_header_dtype = dtype_of(self.used_header)
+        self.used_elem_dtype = dtype_of(self.used_elem)
+        self.packed_desc_dtype = dtype_of(self.packed_desc)
 
     def __repr__(self) -> str:
         return f"VringLayouts(little_endian={self.little_endian})"

@@ -20,7 +20,7 @@ import numpy as np
 
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
-from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_SIZE
+from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_SIZE, vring_layouts
 from vdecode.virtio.ring_walk import outside_ram
 
 __all__ = ("find_used_boundary", "VRING_PACKED_DESC_F_AVAIL", "VRING_PACKED_DESC_F_USED", "VRING_PACKED_EVENT_FLAG_ENABLE",
@@ -37,8 +37,7 @@ VRING_PACKED_EVENT_FLAG_DESC = 2
 
 def packed_desc_dtype(little_endian: bool = True) -> np.dtype:
     """``struct pvirtq_desc`` {le64 addr; le32 len; le16 id; le16 flags} (16 bytes)."""
-    bo = "<" if little_endian else ">"
-    return np.dtype([("addr", bo + "u8"), ("len", bo + "u4"), ("id", bo + "u2"), ("flags", bo + "u2")])
+    return vring_layouts(little_endian).packed_desc_dtype
 
 
 @dataclass(frozen=True)
