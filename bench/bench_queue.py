@@ -1,0 +1,61 @@
+"""What one ``--queue`` answer costs: it must not grow with the dump, and start-up must stay small.
+
+Prints, measured in this run (best of ``--repeat`` wall-clock runs of the installed ``vdecode``):
+* ``vdecode DUMP --log LOG --queue 0`` on a big guest dump (default: the ``big`` recording, 4.5 GiB
+  of RAM, in ``$VDECODE_NEW_CAPTURES/big``; ``--big DIR`` names another) as a ratio to the same on
+  the shared ``basic`` capture (160 MiB);
+* ``vdecode samples/basic-core.vdb --queue 0`` as a ratio to ``python -c "import numpy"`` (start-up:
+  imports, opening, one queue).
+
+Usage: ``python bench/bench_queue.py [--big DIR] [--repeat N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, dump, log  # noqa: E402
+
+VDECODE = str(Path(sys.executable).with_name("vdecode"))
+
+
+def best(argv: list[str], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    rec = os.environ.get("VDECODE_NEW_CAPTURES")
+    ap.add_argument("--big", type=Path, default=Path(rec) / "big" if rec else None,
+                    help="a recording folder with dump.elf and early.jsonl")
+    ap.add_argument("--repeat", type=int, default=5)
+    a = ap.parse_args()
+    small = [VDECODE, str(dump("basic", "elf")), "--log", str(log("basic", "early")), "--queue", "0"]
+    t_small = best(small, a.repeat)
+    if a.big and (a.big / "dump.elf").exists():
+        big_dump = a.big / "dump.elf"
+        big = [VDECODE, str(big_dump), "--log", str(a.big / "early.jsonl"), "--queue", "0"]
+        t_big = best(big, a.repeat)
+        print(f"--queue 0: {big_dump.stat().st_size / 2**30:.1f} GiB dump {t_big * 1e3:.0f} ms, "
+              f"160 MiB dump {t_small * 1e3:.0f} ms: ratio {t_big / t_small:.2f}")
+    else:
+        print("--queue 0 on a big dump: skipped (give --big DIR or VDECODE_NEW_CAPTURES with big/)")
+    t_numpy = best([sys.executable, "-c", "import numpy"], a.repeat)
+    t_sample = best([VDECODE, str(REPO / "samples" / "basic-core.vdb"), "--queue", "0"], a.repeat)
+    print(f"start-up: vdecode samples/basic-core.vdb --queue 0 {t_sample * 1e3:.0f} ms, "
+          f"python -c 'import numpy' {t_numpy * 1e3:.0f} ms: ratio {t_sample / t_numpy:.2f}")
+
+
+if __name__ == "__main__":
+    main()
