@@ -5,3 +5,18 @@ virtio model -> reconstruction (QMP replies, findings) -> rendering (JSON, text,
 """
 
 __version__ = "0.1.0"
+
+from vdecode.errors import (CorruptInput, InputError, MissingData, QmpLogError,  # noqa: E402
+                            RingError, UnsupportedInput, VdecodeError)
+
+__all__ = ("open", "VdecodeError", "InputError", "CorruptInput", "UnsupportedInput", "MissingData",
+           "RingError", "QmpLogError")
+
+
+def __getattr__(name: str):
+    """``vdecode.open`` (``docs/api.md``), imported when first used so that the command line,
+    which does not need it, starts without it (PEP 562)."""
+    if name == "open":
+        from vdecode.api import open
+        return open
+    raise AttributeError(f"module 'vdecode' has no attribute {name!r}")

@@ -36,6 +36,7 @@ def cli() -> None:
     \b
     vdecode DUMP [--log LOG] [--queue N]   post-mortem view of the virtio devices
     vdecode qmp DUMP [--log LOG]           an offline QMP monitor (QEMU 7.2's replies)
+    vdecode qmp QEMU_CORE GUEST_DUMP       QEMU's state from its core, guest RAM from a dump
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
     """
@@ -79,17 +80,19 @@ def _read_logs(logs: tuple[str, ...], log_format: str | None, vm: str | None):
     return merge_knowledge(knowledges), used
 
 
-def _open_inputs(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
-                 cache_dir: str | None):
+def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                 vm: str | None, cache_dir: str | None, binary: str | None = None):
     """``(opened dump, knowledge, [(log path, format)])``; a bundle's embedded log stands in
-    when no ``--log`` is given. A compressed dump shows a progress bar while it is unpacked."""
+    when no ``--log`` is given. A compressed dump shows a progress bar while it is unpacked.
+    ``dump`` may be two inputs: a QEMU process core and a guest dump of the same instant."""
     from vdecode.render.text import progress_bar
     from vdecode.sources.qmp_log import LogKnowledge
-    from vdecode.space.open import open_dump
+    from vdecode.space.open import open_dumps
 
     knowledge, used = _read_logs(logs, log_format, vm)
     with progress_bar("decompressing") as tick:
-        opened = open_dump(dump, cache_dir=cache_dir, progress=tick)
+        opened = open_dumps((dump,) if isinstance(dump, str) else dump, cache_dir=cache_dir,
+                            progress=tick, binary=binary)
     if knowledge is None and opened.qmp_log is not None:
         knowledge = LogKnowledge.from_log(opened.qmp_log)
     return opened, knowledge, used
@@ -98,17 +101,31 @@ def _open_inputs(dump: str, logs: tuple[str, ...], log_format: str | None, vm: s
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
              "oldest first.")
 _CACHE_HELP = "Where compressed dumps are decompressed (default ~/.cache/vdecode)."
+_QEMU_HELP = ("The QEMU release that ran (e.g. 10.0.2), for a guest dump alone; a QEMU core or a "
+              "log's greeting says it themselves. Default: the newest profile.")
+
+
+def _profile_notes(profile) -> list[str]:
+    """Which profile answers and why, and a warning when it is not the release's own."""
+    out = [f"profile formats/qemu-{profile.version} (QEMU {profile.release}): {profile.reason}"]
+    return out + ([f"warning: {profile.warning}"] if profile.warning else [])
+
+
+_BINARY_HELP = ("For a QEMU process core: the qemu-system-* executable that ran (default: the path "
+                "the core names); used only if its build-id is the core's.")
 
 
 @cli.command("info")
 @click.argument("dump", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
-def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
-    """What a dump holds: format, machine, RAM ranges, vCPUs, VMCOREINFO, page counts."""
+def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | None) -> None:
+    """What a dump holds: format, machine, RAM ranges, vCPUs, VMCOREINFO, page counts; for a
+    QEMU core also the signal, the crashing thread, the binary and what the core left out."""
     from vdecode.render.info import render_info_json, render_info_text
 
-    opened, _, _ = _open_inputs(dump, (), None, None, cache_dir)
+    opened, _, _ = _open_inputs(dump, (), None, None, cache_dir, binary)
     with opened:
         info = dict(opened.info)
         info.setdefault("format", opened.format)
@@ -117,7 +134,8 @@ def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
 
 
 @cli.command("qmp")
-@click.argument("dump", type=click.Path(dir_okay=False))
+@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
 @click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
@@ -125,20 +143,28 @@ def info_command(dump: str, as_json: bool, cache_dir: str | None) -> None:
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
 @click.option("--connections", type=int, default=None, hidden=True,
               help="Stop after this many socket connections (tests).")
+@click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
-def qmp_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
-                socket_path: str | None, connections: int | None, cache_dir: str | None) -> None:
-    """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant."""
+def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                vm: str | None, socket_path: str | None, connections: int | None,
+                qemu_release: str | None, binary: str | None, cache_dir: str | None) -> None:
+    """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant.
+
+    DUMP is a guest dump, a QEMU process core or a bundle; a QEMU core may be followed (or
+    preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
     from vdecode.reconstruct.qmp_errors import qmp_error
     from vdecode.reconstruct.session import (build_machine, make_monitor, profile_for,
                                              qemu_identity)
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
-    opened, knowledge, _ = _open_inputs(dump, logs, log_format, vm, cache_dir)
-    profile = profile_for(knowledge, opened.qemu)
+    opened, knowledge, _ = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
+    profile = profile_for(knowledge, opened.qemu, qemu_release)
     machine, notes = build_machine(opened, knowledge, profile)
-    for n in notes:
-        click.echo(f"vdecode: note: {n}", err=True)
+    # which profile answers: said when no core or log names the release (or they name none shipped)
+    said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
+    for n in [*said, *notes]:
+        click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
     version, package = qemu_identity(knowledge, opened.qemu)
 
     def flush_notes() -> None:
@@ -232,7 +258,8 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 
 
 @cli.command("view")
-@click.argument("dump", type=click.Path(dir_okay=False))
+@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
 @click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
@@ -240,9 +267,14 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("--queue", type=int, default=None, help="Decode this queue: rings, chains, buffers.")
 @click.option("--json", "as_json", is_flag=True, help="JSON (docs/view-json.md) instead of text.")
 @click.option("--all", "show_all", is_flag=True, help="Idle queues and every chain too.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Full form: status, features, descriptor tables, used entries, evidence.")
+@click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
-def view_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
-                 device: str | None, queue: int | None, as_json: bool, show_all: bool,
+def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                 vm: str | None, device: str | None, queue: int | None, as_json: bool,
+                 show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     import shutil
@@ -250,18 +282,21 @@ def view_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: s
     from vdecode.reconstruct.findings import find_findings, utc_text
     from vdecode.reconstruct.log_state import state_from_log
     from vdecode.reconstruct.session import build_machine, profile_for
-    from vdecode.reconstruct.view_model import build_view
+    from vdecode.reconstruct.view_model import build_view, select_devices
     from vdecode.render.text import progress_bar, render_view_text
     from vdecode.render.view_json import render_view_json
 
-    opened, knowledge, _ = _open_inputs(dump, logs, log_format, vm, cache_dir)
+    opened, knowledge, _ = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
+    dump = dumps[0] if len(dumps) == 1 else " + ".join(dumps)
     log_path = logs[-1] if logs else None
     with opened:
-        profile = profile_for(knowledge, opened.qemu)
+        profile = profile_for(knowledge, opened.qemu, qemu_release)
         machine, notes = build_machine(opened, knowledge, profile)
         logged = state_from_log(knowledge, profile) if knowledge is not None else None
         log_end = knowledge.span[1] if knowledge is not None else None
-        findings, walks = find_findings(machine, profile, logged, log_end)
+        selected = {d.canonical_path for d in select_devices(machine.state.devices, device)}
+        findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
+                                        queue=queue)      # only the queues asked about are read
         carved = None
         if knowledge is None and opened.qemu is None and opened.space is not None:
             from vdecode.reconstruct.ring_match import group_by_device
@@ -279,11 +314,13 @@ def view_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: s
     else:
         tty = sys.stdout.isatty()
         width = shutil.get_terminal_size((80, 24)).columns if tty else 80
-        click.echo(render_view_text(view, width=max(40, width), color=tty), nl=False)
+        click.echo(render_view_text(view, width=max(40, width), color=tty, compact=not verbose,
+                                    show_all=show_all), nl=False)
 
 
 @cli.command("bundle")
-@click.argument("dump", type=click.Path(dir_okay=False))
+@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
 @click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
@@ -293,14 +330,16 @@ def view_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: s
               help="Keep whole pending/in-flight buffers (bounded), not only their first bytes.")
 @click.option("--redact", is_flag=True,
               help="Zero buffer payloads (device request headers stay) for data you may not share.")
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
-def bundle_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm: str | None,
-                   output: str, full_buffers: bool, redact: bool, cache_dir: str | None) -> None:
+def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                   vm: str | None, output: str, full_buffers: bool, redact: bool,
+                   binary: str | None, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
     from vdecode.reconstruct.session import profile_for
     from vdecode.render.bundle import write_bundle
 
-    opened, knowledge, used = _open_inputs(dump, logs, log_format, vm, cache_dir)
+    opened, knowledge, used = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
     with opened:
         profile = profile_for(knowledge, opened.qemu)
         report = write_bundle(output, opened, knowledge, profile, logs=used,
@@ -313,3 +352,30 @@ def bundle_command(dump: str, logs: tuple[str, ...], log_format: str | None, vm:
                f"{report.runs} runs ({report.counts['ring_areas']} ring areas, "
                f"{report.counts['indirect_tables']} indirect tables, "
                f"{report.counts['buffers']} buffers)")
+
+
+@cli.command("triage")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON record per VM a line.")
+@click.option("--csv", "as_csv", is_flag=True, help="One CSV row per VM.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Local worker processes (default: the number of cores).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on this Dask scheduler (tcp://host:8786; needs vdecode[dask]).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
+                   scheduler: str | None, cache_dir: str | None) -> None:
+    """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
+    import shutil
+
+    from vdecode.triage import output, run_triage
+
+    with output.progress_bar("triage") as tick:
+        records = run_triage(list(paths), workers=workers, scheduler=scheduler,
+                             cache_dir=cache_dir, progress=tick)
+    if as_json or as_csv:
+        click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
+    else:
+        tty = sys.stdout.isatty()
+        width = shutil.get_terminal_size((120, 24)).columns if tty else 120
+        click.echo(output.render_table(records, width=width, color=tty), nl=False)

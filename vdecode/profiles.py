@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from vdecode.errors import UnsupportedInput
 
-DEFAULT_VERSION = "7.2"
+DEFAULT_VERSION = None      # the newest profile shipped (available_versions()[-1])
 
 
 def formats_dir() -> Path:
-    """Where ``formats/`` is: beside the package in a checkout or an editable install."""
+    """Where ``formats/`` is.
+
+    Installed (wheel, sdist, pipx, a distribution package): ``vdecode/formats/``, the package data
+    pyproject.toml copies from the checkout's top-level ``formats/``. In a checkout or an editable
+    install: that top-level folder itself, next to the package, so the one copy people edit is the
+    one the tests read."""
     here = Path(__file__).resolve().parent
     for cand in (here / "formats", here.parent / "formats"):
         if cand.is_dir():
@@ -39,6 +44,19 @@ class Profile:
 
     version: str
     folder: Path
+    #: why this profile answers (``"the QMP greeting says 10.0.2"``), for ``info`` and the view
+    reason: str = ""
+    #: set when the version asked for has no profile of its own and a nearest one answers
+    warning: str | None = None
+
+    @property
+    def release(self) -> str:
+        """The QEMU release the profile's tables were made from (``"10.0.2"``)."""
+        return str(self.table("devices").get("qemu", self.version))
+
+    def because(self, reason: str) -> Profile:
+        """The same profile, saying why it was chosen."""
+        return replace(self, reason=reason)
 
     def table(self, name: str) -> Any:
         """The parsed ``formats/qemu-<version>/<name>.json``."""
@@ -52,31 +70,57 @@ class Profile:
         return sorted(self.folder.glob(pattern))
 
 
+def _num(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+
 def available_versions() -> list[str]:
-    return sorted(p.name.removeprefix("qemu-") for p in formats_dir().glob("qemu-*") if p.is_dir())
+    """The shipped profiles' versions, oldest first (``["7.2", "10.0"]``)."""
+    return sorted((p.name.removeprefix("qemu-") for p in formats_dir().glob("qemu-*") if p.is_dir()),
+                  key=_num)
 
 
-def load_profile(version: str | None = None) -> Profile:
-    """The profile for a QEMU version (``"7.2"`` or ``"7.2.0"``); 7.2 when not given.
+def nearest_version(want: str, have: list[str]) -> tuple[str, bool]:
+    """The profile version for QEMU ``want``, and whether it is the release's own.
 
-    A version without its own folder falls back to the nearest older one with the same major
-    version, since QEMU's stable releases do not change these tables.
+    A release without a profile gets the numerically nearest one (``major * 100 + minor``; a tie
+    goes to the newer), since neighbouring releases share most tables.
 
-    :raises UnsupportedInput: when no folder fits.
+    >>> nearest_version("10.1.0", ["7.2", "10.0"])
+    ('10.0', False)
+    >>> nearest_version("7.2.22", ["7.2", "10.0"])
+    ('7.2', True)
     """
-    want = version or DEFAULT_VERSION
-    parts = want.split(".")
-    key = ".".join(parts[:2])
-    folder = formats_dir() / f"qemu-{key}"
-    if folder.is_dir():
-        return Profile(version=key, folder=folder)
+    key = ".".join(want.split(".")[:2])
+    if key in have:
+        return key, True
+    w = _num(key) + (0, 0)
+
+    def dist(v: str) -> tuple[int, int]:
+        n = _num(v) + (0, 0)
+        return abs((n[0] * 100 + n[1]) - (w[0] * 100 + w[1])), -(n[0] * 100 + n[1])
+
+    return min(have, key=dist), False
+
+
+def load_profile(version: str | None = None, *, reason: str | None = None) -> Profile:
+    """The profile for a QEMU version (``"7.2"`` or ``"10.0.2"``); the newest when not given.
+
+    A version without its own folder is answered by the nearest profile, and the returned
+    profile's ``warning`` says so (callers print it; never silently).
+
+    :raises UnsupportedInput: when no profile is shipped at all.
+    """
     have = available_versions()
-
-    def num(v: str) -> tuple[int, ...]:
-        return tuple(int(x) for x in v.split(".") if x.isdigit())
-
-    older = [v for v in have if num(v)[:1] == num(key)[:1] and num(v) <= num(key)]
-    if older:
-        best = max(older, key=num)
-        return Profile(version=best, folder=formats_dir() / f"qemu-{best}")
-    raise UnsupportedInput("formats/", f"no profile for QEMU {want} (have: {', '.join(have)})")
+    if not have:
+        raise UnsupportedInput(str(formats_dir()), "no qemu-* profile folders")
+    if version is None:
+        v = have[-1]
+        return Profile(version=v, folder=formats_dir() / f"qemu-{v}",
+                       reason=reason or f"no QEMU version in the inputs: the newest profile, {v} "
+                                        f"(--qemu VERSION picks another)")
+    v, exact = nearest_version(version, have)
+    warning = None if exact else (f"QEMU {version} has no profile (have: {', '.join(have)}): "
+                                  f"answering with the nearest, {v}")
+    return Profile(version=v, folder=formats_dir() / f"qemu-{v}", reason=reason or "",
+                   warning=warning)

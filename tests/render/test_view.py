@@ -1,5 +1,9 @@
-"""``vdecode DUMP``: golden text and JSON on the real captures, the 80-column limit (rich at width
-80, and a real 80x50 terminal under tmux), ``--device`` selection errors.
+"""``vdecode DUMP``: golden text (compact, and ``-v``) and JSON on the real captures, the
+80-column limit (rich at width 80, and a real 80x50 terminal under tmux), ``--device`` selection
+errors, the compact view's folding (every pending chain accounted for).
+
+The ``-v`` goldens (``view-*-v.txt``) are the full view as it was before the compact one became
+the default, byte for byte.
 
 Regenerate the goldens with ``VDECODE_REGEN=1 pytest tests/render/test_view.py`` (deterministic:
 no paths beyond file names, no timestamps other than the log's own).
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,8 +51,12 @@ def run(captures, cap: str, kind: str, log: str | None, extra: list[str], *json_
 
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
-    if REGEN or not path.exists():
+    if REGEN:
         path.write_text(text)
+    # a missing golden fails: writing it here would make the test pass on whatever came out
+    assert path.exists(), (f"golden {path.relative_to(GOLDEN.parents[2])} is missing: create it with "
+                           "VDECODE_REGEN=1 .venv/bin/python -m pytest -q tests/render/test_view.py "
+                           "and review it")
     assert text == path.read_text()
 
 
@@ -56,6 +65,55 @@ def test_text_golden(captures, name, cap, kind, log, extra):
     out = run(captures, cap, kind, log, extra)
     assert max(len(line) for line in out.splitlines()) <= 80
     check_golden(f"view-{name}.txt", out)
+
+
+@pytest.mark.parametrize("name, cap, kind, log, extra", CASES, ids=[c[0] for c in CASES])
+def test_verbose_text_golden(captures, name, cap, kind, log, extra):
+    out = run(captures, cap, kind, log, [*extra, "-v"])
+    assert max(len(line) for line in out.splitlines()) <= 80
+    check_golden(f"view-{name}-v.txt", out)
+
+
+FOLDED = re.compile(r"^    (?:in-flight )?(?:heads? |ids? |avail idx )[^:]*: (?:(\d+) × )?")
+MORE = re.compile(r"^    … (\d+) more chain\(s\)")
+
+
+def chains_in_lines(text: str) -> int:
+    """How many chains the compact view's chain lines account for."""
+    total = 0
+    for line in text.splitlines():
+        m = FOLDED.match(line) or MORE.match(line)
+        if m:
+            total += int(m.group(1) or 1)
+    return total
+
+
+@pytest.mark.parametrize("args", [["--queue", "0"], ["--queue", "0", "--all"],
+                                  ["--device", "virtio-serial", "--queue", "4"]])
+def test_compact_queue_view_fits_a_screen_and_accounts_for_every_chain(captures, args):
+    """The issue's example: ``vdecode samples/basic-core.vdb --queue 0`` in <= 40 lines, each
+    pending chain on a line of its own or in a folded run."""
+    sample = str(Path(__file__).resolve().parents[2] / "samples" / "basic-core.vdb")
+    res = CliRunner().invoke(cli, ["view", sample, *args], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    text = res.output
+    assert len(text.splitlines()) <= 40
+    assert max(len(line) for line in text.splitlines()) <= 80
+    view = json.loads(CliRunner().invoke(cli, ["view", sample, *args, "--json"]).output)
+    outstanding = sum(len(qd["chains"]) for qd in view["queue_detail"])
+    assert outstanding == sum(q["pending"] + q["inflight"] for d in view["devices"]
+                              for q in d["queues"])          # --json keeps every chain
+    assert chains_in_lines(text) == outstanding
+    if args == ["--queue", "0"]:
+        assert "    heads 7–255: 249 × net receive buffer, 1536 bytes in (12 × 2048)\n" in text
+        assert outstanding == 249 + 62
+
+
+def test_compact_view_narrowed_to_one_device(captures):
+    sample = str(Path(__file__).resolve().parents[2] / "samples" / "basic-core.vdb")
+    text = CliRunner().invoke(cli, ["view", sample, "--device", "virtio-net"]).output
+    assert [line.split()[0] for line in text.splitlines()[3:6]] == ["virtio-net", "q0", "q1"]
+    assert "virtio-blk" not in text
 
 
 @pytest.mark.parametrize("name, cap, kind, log, extra",
@@ -128,7 +186,7 @@ def test_under_tmux_80x50_nothing_wraps(captures, tmp_path):
     dump = str(captures["basic"].dump("qemu-core"))
     sock = str(tmp_path / "tmux.sock")
     done = tmp_path / "done"
-    cmd = f"{sys.executable} -m vdecode {dump} --device virtio-net --queue 0; touch {done}; sleep 30"
+    cmd = f"{sys.executable} -m vdecode {dump} --device virtio-net --queue 0 -v; touch {done}; sleep 30"
     subprocess.run(["tmux", "-S", sock, "new-session", "-d", "-x", "80", "-y", "50", cmd], check=True,
                    env={**os.environ, "TERM": "xterm-256color"})
     try:
@@ -174,3 +232,63 @@ def test_broken_ring_renders_chains_problems_and_previews():
     assert "  ERROR   virtio-blk q0: chain from head 3 loops back at descriptor 4\n" in text
     assert '      QEMU: virtio_error("Looped descriptor"): device broken until reset\n' in text
     assert max(len(line) for line in text.splitlines()) <= 80
+    compact = render_view_text(view, width=80, compact=True)
+    assert "  q0 size 8  avail 2 used 0 last 0  pending 2 inflight 0  loop\n" in compact
+    assert "    head 0: blk IN sector 2048, 3 desc, 16 bytes out, 513 bytes in\n" in compact
+    assert "    head 3: 2 desc, 32 bytes out  loop\n" in compact
+    assert "  ERROR   virtio-blk q0: chain from head 3 loops back at descriptor 4\n" in compact
+
+
+def test_fold_chains_caps_lines_and_still_counts_every_chain():
+    """A queue of 40 unlike chains: CHAIN_LINES lines, the last one summing up the rest."""
+    from vdecode.render.text import CHAIN_LINES, render_view_text
+    chain = lambda i: {"state": "pending", "avail_idx": i, "slot": i, "head": i, "indirect": None,  # noqa: E731
+                       "descs": [], "length": 1 + i % 2, "bytes_out": 16, "bytes_in": 0,
+                       "problems": [], "preview": None}
+    row = {"index": 0, "size": 64, "avail_idx": 40, "used_idx": 0, "last_avail_idx": 0,
+           "inflight": 0, "pending": 40, "packed": False, "worst": None, "health": "ok",
+           "notification": {"next_kick": True, "next_interrupt": True, "text": "kick,irq"},
+           "provenance": dict.fromkeys(("size", "avail_idx", "used_idx", "last_avail_idx",
+                                        "inflight"), "core")}
+    view = {"input": {"dump": "x.elf", "format": "elf", "log": None, "qemu_state": "core",
+                      "qemu_version": None}, "legend": {}, "notes": [], "findings": [],
+            "devices": [{"name": "virtio-blk", "path": "/p", "status": {"value": 15,
+                                                                          "flags": ["DRIVER_OK"]},
+                         "vhost": False, "broken": False, "provenance": {"status": "core"},
+                         "queues": [row], "idle_queues_hidden": 0}],
+            "queue_detail": [{"device": "/p", "index": 0, "chains": [chain(i) for i in range(40)],
+                              "chains_hidden": 0, "ring_error": None}],
+            "selection": {"device": None, "queue": 0}}
+    text = render_view_text(view, compact=True)
+    lines = [ln for ln in text.splitlines() if ln.startswith("    ")]
+    assert len(lines) == CHAIN_LINES and chains_in_lines(text) == 40
+    assert lines[-1] == "    … 29 more chain(s) at avail idx 11–39 in 29 line(s) (--all lists them)"
+    assert len(render_view_text(view, compact=True, show_all=True).splitlines()) == len(
+        text.splitlines()) - 1 + 29
+
+
+def test_queue_and_device_read_only_the_selected_queue(captures):
+    """``--device virtio-blk --queue 0`` reads no other queue's ring areas (cost follows the
+    question): every guest read lies in that queue's rings or the buffers its entries name."""
+    import dataclasses
+
+    from vdecode.reconstruct.evidence import RecordingSpace
+    from vdecode.reconstruct.findings import find_findings
+    from vdecode.reconstruct.session import build_machine, profile_for
+    from vdecode.reconstruct.view_model import build_view, select_devices
+    from vdecode.space.open import open_dump
+
+    with open_dump(captures["basic"].dump("qemu-core")) as dump:
+        recorder = RecordingSpace(dump.space)
+        scratch = dataclasses.replace(dump, space=recorder)
+        profile = profile_for(None, dump.qemu)
+        machine, _ = build_machine(scratch, None, profile)
+        paths = {d.canonical_path for d in select_devices(machine.state.devices, "virtio-net")}
+        found, walks = find_findings(machine, profile, devices=paths, queue=1)
+        build_view(machine, profile, found, walks, dump_path="qemu.core", dump_format="qemu-core",
+                   log_path=None, device="virtio-net", queue=1)
+        assert set(walks) == {(next(iter(paths)), 1)}
+        others = [(q.desc, q.desc + 16 * q.vring_num) for d in machine.state.devices
+                  for qi, q in d.queues.items() if q.desc and (d.canonical_path, qi) not in walks]
+        touched = [(s, e) for s, e in recorder.reads for lo, hi in others if s < hi and e > lo]
+        assert recorder.reads and not touched

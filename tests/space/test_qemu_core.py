@@ -89,7 +89,7 @@ def test_core_without_guest_ram_still_answers_qemu_state(capture, pair):
         no_ram = dataclasses.replace(elf, phdrs=elf.phdrs[keep])
         dump = open_qemu_core(view, no_ram)
         assert dump.space is None
-        assert dump.info["guest_ram"] == "absent (dump-guest-core=off?)"
+        assert dump.info["guest_ram"] == "absent (dump-guest-core=off: give a guest dump as well)"
         assert [d.canonical_path for d in dump.qemu.devices] == \
             [d.canonical_path for d in core.qemu.devices]
         assert [d.queues[0].last_avail_idx for d in dump.qemu.devices] == \

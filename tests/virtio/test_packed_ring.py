@@ -13,7 +13,7 @@ from vdecode.render.text import render_view_text
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.virtio.device import VirtioMachine
 from vdecode.virtio.packed_ring import read_packed_ring, walk_packed_pending
-from vdecode.virtio.ring_walk import merged_ranges
+from vdecode.space.ram_map import RamMap
 
 NEXT, WRITE = 1, 2
 AVAIL, USED = 1 << 7, 1 << 15
@@ -41,7 +41,7 @@ def memory(descs, *, driver_flags=0, device_flags=0) -> bytearray:
 def walk(descs, last, num=8):
     space = BytesSpace({0: memory(descs)})
     ring = read_packed_ring(space, DESC, DRIVER, DEVICE, num)
-    return walk_packed_pending(ring, last, merged_ranges(space))
+    return walk_packed_pending(ring, last, RamMap.of(space))
 
 
 def test_pending_elements_stop_at_the_first_used_or_stale_descriptor():

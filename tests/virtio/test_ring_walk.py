@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from tests.builders.rings import BytesSpace
 from vdecode.virtio.chains import walk_chain
 from vdecode.virtio.layouts import vring_layouts
-from vdecode.virtio.ring_walk import merged_ranges, walk_queue
+from vdecode.space.ram_map import RamMap
+from vdecode.virtio.ring_walk import walk_queue
 from vdecode.virtio.split_ring import AvailRing, SplitRing, UsedRing
 
 NEXT, WRITE = 1, 2
@@ -56,6 +57,6 @@ def test_walk_queue_equals_scalar_walk(data):
     ring_heads[:len(heads)] = heads
     ring = SplitRing(num, descs, AvailRing(0, len(heads), ring_heads, None),
                      UsedRing(0, 0, np.zeros(num, dtype=lay.used_elem_dtype), None), lay)
-    ram = merged_ranges(BytesSpace({0: bytes(RAM_END)}))
+    ram = RamMap.of(BytesSpace({0: bytes(RAM_END)}))
     walk = walk_queue(None, ring, np.arange(len(heads)), ram)
     assert [sorted(p) for p in walk.problems] == [sorted(p) for p in scalar_problems(descs, heads, num)]

@@ -250,11 +250,9 @@ def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: 
     # Pending and in-flight chains: avail slots used.idx .. avail.idx.
     count = (facts.avail_idx - used_idx) & 0xFFFF
     start = used_idx if count <= num else facts.avail_idx - num
-    heads = []
-    for k in range(min(count, num)):
-        head = int(avail[2 + (start + k) % num])
-        if head not in heads:
-            heads.append(head)
+    ring_heads = avail[2 + (start + np.arange(min(count, num), dtype=np.int64)) % num]
+    _, first = np.unique(ring_heads, return_index=True)     # each head once, in ring order
+    heads = ring_heads[np.sort(first)].astype(np.int64).tolist()
     keep_head = REDACT_HEADER_BYTES.get(dev.device_id or 0, 0)
     for head in heads:
         try:

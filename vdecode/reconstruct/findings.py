@@ -21,6 +21,7 @@ table at once, all members of all outstanding chains checked with array operatio
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -38,11 +39,12 @@ from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_IND
                                     VRING_USED_F_NO_NOTIFY, vring_layouts)
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk,
                                         read_packed_ring, walk_packed_pending)
-from vdecode.virtio.ring_walk import QueueWalk, merged_ranges, walk_queue
+from vdecode.space.ram_map import RamMap
+from vdecode.virtio.ring_walk import QueueWalk, walk_queue
 from vdecode.virtio.split_ring import SplitRing, read_split_ring, validate_num
 
 __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
-           "merged_ranges", "utc_text")
+           "utc_text")
 
 VIRTIO_CONFIG_S_FAILED = 0x80
 SEVERITIES = ("error", "warning", "info")
@@ -372,22 +374,32 @@ def packed_queue_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueSta
 
 
 def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioState | None = None,
-                  log_end: float | None = None) -> tuple[list[Finding], dict[tuple[str, int], Any]]:
-    """Every finding of every device, and per ``(path, queue)`` the ring and walk (or the reason
-    the ring could not be read, as a string).
+                  log_end: float | None = None, *, devices: Collection[str] | None = None,
+                  queue: int | None = None
+                  ) -> tuple[list[Finding], dict[tuple[str, int], Any]]:
+    """The findings of the selected devices and queues, and per ``(path, queue)`` walked the ring
+    and walk (or the reason the ring could not be read, as a string).
+
+    Only the selected queues' rings are read and walked, so ``--queue 2`` costs one queue's pages
+    whatever the size of the dump.
 
     :param logged: the state an earlier QMP log recorded (unadvanced), to say what moved.
     :param log_end: the time of the log's last record.
+    :param devices: canonical paths of the devices to look at (default: every device); their
+        device-level findings are always made.
+    :param queue: only this queue of each selected device (default: every queue).
     """
     c = _Collector(profile.table("view"))
-    ram = merged_ranges(machine.space)
+    ram = RamMap.of(machine.space)
     walks: dict[tuple[str, int], Any] = {}
     logged_devs = {d.canonical_path: d for d in logged.devices} if logged else {}
     for dev in machine.state.devices:
+        if devices is not None and dev.canonical_path not in devices:
+            continue
         _device_findings(c, dev)
         ldev = logged_devs.get(dev.canonical_path)
         for qi, q in sorted(dev.queues.items()):
-            if not q.vring_num or not q.desc:
+            if not q.vring_num or not q.desc or (queue is not None and qi != queue):
                 continue
             lq = ldev.queues.get(qi) if ldev else None
             packed = has_feature(dev, VIRTIO_F_RING_PACKED)

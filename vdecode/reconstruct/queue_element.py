@@ -80,6 +80,9 @@ def x_query_virtio_queue_element(machine: VirtioMachine, profile: Profile,
     if not q.desc:
         raise qmp_error(profile, "region_caches", command=COMMAND)
     if machine.space is None:
+        if machine.state.source == "core":        # a core without guest RAM (dump-guest-core=off)
+            raise not_known("guest RAM is not in this QEMU core (dump-guest-core=off); give a "
+                            "guest dump of the same instant too: vdecode qmp CORE GUEST_DUMP")
         raise not_known("guest memory (the input holds no guest RAM)")
     layouts = vring_layouts(not is_big_endian(dev))
     try:

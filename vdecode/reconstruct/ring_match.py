@@ -23,7 +23,8 @@ from vdecode.space.base import AddressSpace
 from vdecode.virtio.carve import carve_rings
 from vdecode.virtio.carved_ring import CarvedRing
 from vdecode.virtio.device import VIRTIO_F_RING_PACKED, VirtioMachine, has_feature, is_big_endian
-from vdecode.virtio.ring_checks import check_packed_ring, check_ring, ram_bounds
+from vdecode.space.ram_map import RamMap
+from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 
 __all__ = ("replace_stale_rings", "group_by_device")
 
@@ -57,7 +58,7 @@ def replace_stale_rings(machine: VirtioMachine, *,
     space = machine.space
     if space is None:
         return []
-    ram = ram_bounds(space)
+    ram = RamMap.of(space)
     devices = machine.state.devices
     claimed: dict[int, CarvedRing | None] = {}
     stale: list[tuple[int, int]] = []

@@ -3,12 +3,14 @@
 A QEMU process core holds QEMU's state exactly: it wins, and a log given as well is only compared
 with it. Without a core, the log's replies give QEMU's state as of the log, moved to the dump
 instant by :func:`~vdecode.reconstruct.instant.advance_to_dump`. The version of the profile (name
-tables, error texts) comes from the log's greeting, else 7.2.
+tables, error texts) comes from the core, else the log's greeting, else ``--qemu``, else the
+newest profile (:func:`profile_for`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -69,9 +71,29 @@ def qemu_identity(knowledge: LogKnowledge | None, core: QemuVirtioState | None
     return version, package
 
 
-def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None) -> Profile:
-    version, _ = qemu_identity(knowledge, core)
-    return load_profile(".".join(map(str, version[:2])) if version else None)
+def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None,
+                requested: str | None = None) -> Profile:
+    """The profile that answers, with the reason (``Profile.reason``) and any warning.
+
+    The QEMU that ran decides: its core's version (build-id or version string), else the log's
+    QMP greeting; ``requested`` (``--qemu``) only for a guest dump alone; else the newest profile.
+    """
+    core_v = core.qemu_version if core else None
+    log_v = knowledge.qemu_version if knowledge else None
+    if core_v:
+        v, why = core_v, f"the QEMU core says QEMU {'.'.join(map(str, core_v))}"
+    elif log_v:
+        v, why = log_v, f"the QMP log's greeting says QEMU {'.'.join(map(str, log_v))}"
+    elif requested:
+        return load_profile(requested, reason=f"--qemu {requested}")
+    else:
+        return load_profile(None)
+    dotted = ".".join(map(str, v))
+    profile = load_profile(dotted, reason=why)
+    if requested and load_profile(requested).version != profile.version:
+        profile = replace(profile, warning=(f"--qemu {requested} ignored: {why}"
+                                            + (f"; {profile.warning}" if profile.warning else "")))
+    return profile
 
 
 def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
@@ -142,5 +164,7 @@ def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, i
         handlers = {name: partial(_unanswerable, name) for name in COMMANDS}
     else:
         handlers = {name: partial(fn, machine, profile) for name, fn in COMMANDS.items()}
+    if version is None:      # a guest dump alone: the greeting of the profile's release
+        version = tuple(int(x) for x in profile.release.split(".")[:3])  # type: ignore[assignment]
     return OfflineMonitor(profile, handlers, version or DEFAULT_VERSION,
                           package or DEFAULT_PACKAGE)

@@ -22,10 +22,38 @@ _FIELDS = ("name", "device_id", "guest_features", "host_features", "backend_feat
 
 def find_device(machine: VirtioMachine, profile: Profile, path: str,
                 command: str) -> VirtIODeviceState:
-    dev = machine.find_device(path)
+    """The device the ``path`` argument names, by the profile's ``devices.json`` ``device_lookup``.
+
+    ``virtio_list`` (QEMU 7.2 ``virtio_device_find``): the device whose canonical path is exactly
+    ``path``. ``object_resolve_path`` (QEMU 8.2+ ``qmp_find_virtio_device``): QOM path resolution,
+    so empty components are skipped (``/machine//peripheral/...``) and a relative path names the
+    one object whose path ends with it (more than one is ambiguous: no device). Only the virtio
+    devices' paths are known offline, so a relative path that also fits a non-virtio object is
+    answered as if it named the virtio device.
+
+    :raises QmpError: QEMU's "not a VirtIODevice" reply for this command.
+    """
+    rule = profile.table("devices").get("device_lookup", "virtio_list")
+    if rule == "object_resolve_path":
+        dev = _resolve_path(machine, path)
+    else:
+        dev = machine.find_device(path)
     if dev is None:
         raise qmp_error(profile, "device_not_found", path, command=command)
     return dev
+
+
+def _resolve_path(machine: VirtioMachine, path: str) -> VirtIODeviceState | None:
+    """``object_resolve_path(path)`` over the known devices (qom/object.c, QEMU 10.0)."""
+    parts = [p for p in path.split("/") if p]
+    if not parts:
+        return None                        # "/" or "": the root container, not a device
+    if path.startswith("/"):
+        want = "/" + "/".join(parts)
+        return next((d for d in machine.state.devices if d.canonical_path == want), None)
+    hits = [d for d in machine.state.devices
+            if d.canonical_path.split("/")[-len(parts):] == parts]
+    return hits[0] if len(hits) == 1 else None
 
 
 def x_query_virtio_status(machine: VirtioMachine, profile: Profile,

@@ -16,6 +16,8 @@ import os
 import re
 from typing import Any
 
+import numpy as np
+
 from vdecode.errors import MissingData, UnsupportedInput
 from vdecode.profiles import Profile
 from vdecode.reconstruct.findings import Finding
@@ -31,10 +33,10 @@ from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC,
                                         VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk)
 from vdecode.virtio.split_ring import SplitRing
 
-__all__ = ("SCHEMA_VERSION", "build_view", "select_devices", "LEGEND", "short_feature")
+__all__ = ("SCHEMA_VERSION", "build_view", "select_devices", "LEGEND", "short_feature",
+           "device_view", "queue_view")
 
 SCHEMA_VERSION = 1
-CHAIN_LIMIT = 16            # chains shown per state without --all
 USED_LIMIT = 8              # last used entries shown without --all
 LEGEND = {
     "core": "read from QEMU's memory (process core)",
@@ -156,6 +158,7 @@ def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
                        "inflight": _prov(q, "inuse", base)},
     }
     worst = [f for f in qfindings if f.severity in ("error", "warning")]
+    row["worst"] = worst[0].code if worst else None
     if worst:
         f = worst[0]
         row["health"] = HEALTH.get(f.code, "corrupt" if f.severity == "error" else f.code)
@@ -169,15 +172,20 @@ def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
     return row
 
 
+def _flag_names(flags: int, desc_flag_rows: list) -> list[str]:
+    """``["next", "write"]`` for a descriptor's flags."""
+    return [n.removeprefix("VRING_DESC_F_").lower()
+            for n in reversed(decode_desc_flags(flags, desc_flag_rows))]
+
+
 def _element_view(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState, el, names,
                   desc_flag_rows, *, state: str, idx: int | None, used: bool) -> dict[str, Any]:
-    descs = []
-    for i, row in zip(el.members, el.descs):
-        fl = int(row["flags"])
-        descs.append({"index": int(i), "addr": int(row["addr"]), "len": int(row["len"]),
-                      "flags": fl, "flags_names": [n.removeprefix("VRING_DESC_F_").lower() for n in
-                                                   reversed(decode_desc_flags(fl, desc_flag_rows))]})
-    segs = [Segment(d["addr"], d["len"], bool(d["flags"] & VRING_DESC_F_WRITE)) for d in descs]
+    rows = el.descs
+    addrs, lens, flags = rows["addr"].tolist(), rows["len"].tolist(), rows["flags"].tolist()
+    named = {fl: _flag_names(fl, desc_flag_rows) for fl in set(flags)}
+    descs = [{"index": int(i), "addr": a, "len": n, "flags": fl, "flags_names": list(named[fl])}
+             for i, a, n, fl in zip(el.members, addrs, lens, flags)]
+    segs = [Segment(a, n, bool(fl & VRING_DESC_F_WRITE)) for a, n, fl in zip(addrs, lens, flags)]
     preview = None
     if machine.space is not None and not el.problems:
         def read(gpa: int, n: int) -> bytes:
@@ -229,31 +237,28 @@ def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceSta
     detail["event_idx"] = event_idx
     last = q.last_avail_idx if q.last_avail_idx is not None else ring.used.idx
     pending = (ring.avail.idx - last) % 0x10000
-    states = ["pending" if ((int(i) - last) % 0x10000) < pending else "in-flight" for i in walk.idxs]
-    order = list(range(len(walk.heads)))
-    if not show_all:
-        keep = [k for k in order if states[k] == "pending"][:CHAIN_LIMIT] + \
-               [k for k in order if states[k] == "in-flight"][:CHAIN_LIMIT]
-        detail["chains_hidden"] = len(order) - len(keep)
-        order = keep
+    # every outstanding chain (the walk findings made); the text view folds or limits them
+    idxs = np.asarray(walk.idxs, dtype=np.int64)
+    is_pending = ((idxs - last) % 0x10000) < pending
     space = machine.space
-    if order:
-        els = walk_elements_safe(space, ring, [int(walk.heads[k]) for k in order])
-        for k, el in zip(order, els):
+    if len(idxs):
+        els = walk_elements_safe(space, ring, walk.heads)
+        for i, pend, el in zip(idxs.tolist(), is_pending.tolist(), els):
             if el is None:
                 continue
             detail["chains"].append(_element_view(machine, dev, q, el, names, flag_rows,
-                                                  state=states[k], idx=int(walk.idxs[k]), used=False))
+                                                  state="pending" if pend else "in-flight",
+                                                  idx=i, used=False))
     n_used = min(ring.used.idx if ring.used.idx < ring.num else ring.num, ring.num)
     n_show = n_used if show_all else min(n_used, USED_LIMIT)
-    uidx = [(ring.used.idx - n_show + i) % 0x10000 for i in range(n_show)]
-    elems = [ring.used.ring[i % ring.num] for i in uidx]
-    heads = [int(e["id"]) for e in elems]
-    els = walk_elements_safe(space, ring, heads) if heads else []
-    for i, e, el in zip(uidx, elems, els):
-        entry: dict[str, Any] = {"used_idx": i, "slot": i % ring.num, "id": int(e["id"]), "len": int(e["len"]),
+    uidx = (ring.used.idx - n_show + np.arange(n_show, dtype=np.int64)) % 0x10000
+    elems = ring.used.ring[uidx % ring.num]
+    ids, ulens = elems["id"].astype(np.int64).tolist(), elems["len"].astype(np.int64).tolist()
+    els = walk_elements_safe(space, ring, ids) if ids else []
+    for i, head, n, el in zip(uidx.tolist(), ids, ulens, els):
+        entry: dict[str, Any] = {"used_idx": i, "slot": i % ring.num, "id": head, "len": n,
                                  "preview": None}
-        if el is not None and int(e["id"]) < ring.num:
+        if el is not None and head < ring.num:
             v = _element_view(machine, dev, q, el, names, flag_rows, state="used", idx=None, used=True)
             entry["preview"] = v["preview"]
         detail["used_entries"].append(entry)
@@ -269,9 +274,7 @@ def _packed_detail(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueS
         "driver_event": {"off_wrap": ring.driver_event[0], "flags": ring.driver_event[1]},
         "device_event": {"off_wrap": ring.device_event[0], "flags": ring.device_event[1]},
         "incomplete_descs": walk.incomplete}
-    keep = range(len(walk.slots)) if show_all else range(min(len(walk.slots), CHAIN_LIMIT))
-    detail["chains_hidden"] = len(walk.slots) - len(keep)
-    for k in keep:
+    for k in range(len(walk.slots)):
         rows = ring.descs[walk.slots[k]]
         indirect = bool(int(rows[0]["flags"]) & VRING_DESC_F_INDIRECT) and len(rows) == 1
         el = ElementChain(int(walk.ids[k]), tuple(int(i) for i in walk.slots[k]),
@@ -286,6 +289,7 @@ def _packed_detail(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueS
 
 def walk_elements_safe(space, ring: SplitRing, heads: list[int]) -> list:
     """:func:`walk_elements`, with ``None`` for a head whose indirect table is not in the dump."""
+    heads = [int(h) for h in heads]
     try:
         return walk_elements(space, ring.layouts, ring.descs, heads)
     except MissingData:
@@ -319,6 +323,38 @@ def carved_view(groups: list) -> list[dict[str, Any]]:
     return out
 
 
+def _base(state) -> str:
+    """The provenance of QEMU values not marked otherwise: the core's, else the log's."""
+    return {"core": "core", "core+log": "core"}.get(state.source, "log")
+
+
+def device_view(profile: Profile, state, dev: VirtIODeviceState) -> dict[str, Any]:
+    """A device's members of the view (``docs/view-json.md`` **Device**) without its queues."""
+    base = _base(state)
+    return {"name": dev.name, "path": dev.canonical_path, "device_id": dev.device_id,
+            "status": _status(profile, dev), "features": _features(profile, dev),
+            "guest_features": dev.guest_features, "vhost": dev.vhost_started, "broken": dev.broken,
+            "provenance": {"status": _prov(dev, "status", base),
+                           "features": _prov(dev, "guest_features", base)}}
+
+
+def queue_view(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceState,
+               q: VirtQueueState, findings: list[Finding], walks: dict[tuple[str, int], Any], *,
+               show_all: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """One queue's row and detail (``docs/view-json.md`` **Queue row**, **Queue detail**; the
+    detail ``None`` for a queue without a size), from the walk :func:`find_findings` made.
+
+    :param show_all: every used entry (else the last :data:`USED_LIMIT`).
+    """
+    base = _base(machine.state)
+    walked = walks.get((dev.canonical_path, q.queue_index))
+    qf = [f for f in findings if f.device == dev.canonical_path and f.queue == q.queue_index]
+    row = _queue_row(dev, q, walked, qf, base)
+    detail = None if not q.vring_num else _queue_detail(machine, profile, dev, q, walked,
+                                                        show_all, base)
+    return row, detail
+
+
 def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding],
                walks: dict[tuple[str, int], Any], *, dump_path: str, dump_format: str,
                log_path: str | None, device: str | None = None, queue: int | None = None,
@@ -327,12 +363,15 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
     """The whole view as plain values (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
-    :param queue: ``--queue``: add ``queue_detail`` for that queue of every selected device.
+    :param queue: ``--queue``: add ``queue_detail`` for that queue of every selected device (and
+        list only that queue in each device's rows; only its walk in ``walks`` is needed).
+    :param show_all: ``--all``: idle queues in the rows, every used entry in the details (every
+        pending and in-flight chain is in the details either way).
     :param log_end: the time of the log's last record (UTC ISO 8601), when a log was given.
     :raises UnsupportedInput: ``--device`` matches nothing or several devices.
     """
     state = machine.state
-    base = {"core": "core", "core+log": "core"}.get(state.source, "log")
+    base = _base(state)
     devices = select_devices(state.devices, device)
     paths = {d.canonical_path for d in devices}
     version = ".".join(map(str, state.qemu_version)) if state.qemu_version else None
@@ -355,6 +394,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         qrows = []
         hidden = 0
         for qi, q in sorted(dev.queues.items()):
+            if queue is not None and qi != queue:      # --queue: only that queue is read
+                continue
             walked = walks.get((dev.canonical_path, qi))
             qf = [f for f in findings if f.device == dev.canonical_path and f.queue == qi]
             row = _queue_row(dev, q, walked, qf, base)
@@ -362,13 +403,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                 hidden += 1
                 continue
             qrows.append(row)
-        view["devices"].append({
-            "name": dev.name, "path": dev.canonical_path, "device_id": dev.device_id,
-            "status": _status(profile, dev), "features": _features(profile, dev),
-            "guest_features": dev.guest_features, "vhost": dev.vhost_started, "broken": dev.broken,
-            "provenance": {"status": _prov(dev, "status", base),
-                           "features": _prov(dev, "guest_features", base)},
-            "queues": qrows, "idle_queues_hidden": hidden})
+        view["devices"].append({**device_view(profile, state, dev), "queues": qrows,
+                                "idle_queues_hidden": hidden})
         if queue is not None:
             q = dev.queues.get(queue)
             if q is None or not q.vring_num:

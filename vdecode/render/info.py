@@ -86,12 +86,14 @@ def render_info_text(info: dict[str, Any]) -> str:
             row("VMCOREINFO", f"present ({vmci.get('size', '?')} bytes){extra}")
         else:
             row("VMCOREINFO", "absent")
+    if info.get("format", "").startswith("qemu-core"):
+        _core_lines(info, row, lines)
     other = [n for n in info.get("notes", []) if n["name"] != "QEMU"]
     if other:
         row("other notes", ", ".join(f"{n['name']}/{n['type']:#x} ({n['size']} bytes)" for n in other))
     shown = {"file", "decompressed_to", "format", "machine", "elf_class", "endianness",
              "program_headers", "pn_xnum", "pt_load", "ram_ranges", "ram_bytes", "pages",
-             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size"}
+             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size", *_CORE_KEYS}
     for key, value in info.items():          # facts other readers add (kdump header fields, ...)
         if key in shown:
             continue
@@ -101,3 +103,55 @@ def render_info_text(info: dict[str, Any]) -> str:
             value = ", ".join(map(str, value))
         row(key.replace("_", " "), value)
     return "\n".join(lines) + "\n"
+
+
+_CORE_KEYS = ("core_writer", "signal", "threads", "crashing_thread", "pid", "command", "binary",
+              "build_id", "binary_file", "qemu_version", "package", "qemu_version_from",
+              "guest_ram", "guest_dump", "absent_mappings", "ram_blocks", "checks_skipped",
+              "warnings", "profile", "profile_reason")
+MAX_ABSENT = 6
+
+
+def _core_lines(info: dict[str, Any], row, lines: list[str]) -> None:
+    """A QEMU process core: who wrote it and why, the binary, what it left out, guest RAM."""
+    if "core_writer" in info:
+        row("written by", info["core_writer"])
+    sig = info.get("signal")
+    if sig:
+        how = sig.get("code_name", sig.get("code"))
+        sender = f", from pid {sig['sender_pid']}" if "sender_pid" in sig else ""
+        fault = f", fault address {sig['fault_addr']}" if "fault_addr" in sig else ""
+        row("signal", f"{sig.get('name')} ({sig.get('signo')}), si_code {how}{sender}{fault}")
+    th = info.get("crashing_thread")
+    if th:
+        row("thread", f"tid {th['tid']} (the one that dumped; of {info.get('threads', '?')}), "
+                      f"rip {th['rip']}, rsp {th['rsp']}")
+    if info.get("pid") is not None:
+        row("process", f"pid {info['pid']}: {info.get('command', '')}")
+    if info.get("binary"):
+        row("binary", f"{info['binary']}, build-id {info.get('build_id') or 'unknown'}")
+    if info.get("binary_file"):
+        row("binary file", info["binary_file"])
+    if info.get("qemu_version"):
+        from_ = f" (from the {info['qemu_version_from']})" if info.get("qemu_version_from") else ""
+        row("QEMU", f"{info['qemu_version']} {info.get('package') or ''}".rstrip() + from_)
+    if info.get("profile"):
+        why = f" ({info['profile_reason']})" if info.get("profile_reason") else ""
+        row("profile", f"{info['profile']}{why}")
+    if "guest_ram" in info:
+        row("guest RAM", info["guest_ram"])
+    absent = info.get("absent_mappings") or []
+    if absent:
+        total = sum(a["bytes"] for a in absent)
+        row("left out", f"{human_size(total)} in {sum(a['mappings'] for a in absent)} mappings "
+                        f"(FileSiz 0)")
+        for a in absent[:MAX_ABSENT]:
+            src = "  (read from the binary)" if a.get("from_binary") else ""
+            lines.append(f"  {human_size(a['bytes']):>10}  {a['mappings']:>3}  {a['file']}{src}")
+        if len(absent) > MAX_ABSENT:
+            lines.append(f"  ... {len(absent) - MAX_ABSENT} more files (--json lists them all)")
+    for c in info.get("checks_skipped") or []:
+        row("skipped", c)
+    for w in info.get("warnings") or []:
+        row("warning", w)
+

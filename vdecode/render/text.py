@@ -1,5 +1,10 @@
 """The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.view_model` drawn
-with ``rich`` tables, in colour on a terminal and plain when piped, within 80 columns.
+with ``rich``, in colour on a terminal and plain when piped, within 80 columns.
+
+Two forms (``docs/view.md``): the compact one (``vdecode DUMP``: one line per device, per queue
+and per pending or in-flight chain, alike neighbouring chains folded into one line, one line per
+finding) and the full one (``-v``: status and feature lines, queue tables, every chain's
+descriptor table, the last used entries, each finding's evidence, rule and QEMU's reaction).
 
 Values that were not read from a QEMU core or guest memory carry a marker, explained by a legend
 line: ``~`` inferred from the log and the rings, ``*`` from an earlier QMP reply, ``^`` ring
@@ -19,7 +24,10 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ("render_view_text", "progress_bar", "MARKERS")
+__all__ = ("render_view_text", "progress_bar", "MARKERS", "CHAIN_LIMIT", "CHAIN_LINES",
+           "fold_chains")
+CHAIN_LIMIT = 16        # -v: chains drawn per state (pending, in flight) without --all
+CHAIN_LINES = 12        # compact: chain lines per queue without --all (the rest summed up in one)
 
 MARKERS = {"inferred": "~", "log": "*", "carved": "^"}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -122,7 +130,7 @@ def _chain_block(con: Console, c: dict) -> None:
         con.print(Text(f"    {c['preview']['kind']}: {c['preview']['summary']}"))
 
 
-def _detail(con: Console, view: dict, qd: dict, used: set[str]) -> None:
+def _detail(con: Console, view: dict, qd: dict, used: set[str], chain_limit: int | None) -> None:
     head = Text(f"queue {qd['index']} of {_dev_label(view, qd['device'])}", style="bold")
     head.append(f"  size {qd['size']}")
     con.print(head)
@@ -160,16 +168,20 @@ def _detail(con: Console, view: dict, qd: dict, used: set[str]) -> None:
         f"used_idx {_mark(qm['used_idx'], p['used_idx'], used)}",
         f"inuse {_mark(qm['inuse'], p['inuse'], used)}",
         f"signalled_used {_mark(sig, p['signalled_used'], used)}"]), 2)
+    hidden = qd["chains_hidden"]
     for state in ("pending", "in-flight"):
         chains = [c for c in qd["chains"] if c["state"] == state]
+        if chain_limit is not None and len(chains) > chain_limit:
+            hidden += len(chains) - chain_limit
+            chains = chains[:chain_limit]
         if chains:
             con.print(Text(f" {state} chains ({len(chains)})", style="bold"))
             for c in chains:
                 _chain_block(con, c)
-    if qd["chains_hidden"]:
-        con.print(Text(f"  {qd['chains_hidden']} more chain(s) not shown (--all shows them)",
+    if hidden:
+        con.print(Text(f"  {hidden} more chain(s) not shown (--all shows them)",
                        style="dim"))
-    if not qd["chains"] and not qd["chains_hidden"]:
+    if not qd["chains"] and not hidden:
         con.print("  no pending or in-flight chains")
     if qd["used_entries"]:
         con.print(Text(" last used entries", style="bold"))
@@ -219,6 +231,202 @@ def _findings(con: Console, view: dict) -> None:
         _para(con, f"QEMU: {f['qemu']}", 6, "dim")
 
 
+# --- the compact form ------------------------------------------------------------------------
+
+def _status_word(d: dict) -> str:
+    """``DRIVER_OK`` for a device the driver runs (whatever else is set on the way there), else
+    every status flag (``ACKNOWLEDGE DRIVER``, ``FAILED``...)."""
+    st = d["status"]
+    flags = st["flags"]
+    if st["value"] is None:
+        return "status ?"
+    if "DRIVER_OK" in flags and not {"FAILED", "NEEDS_RESET"} & set(flags):
+        return "DRIVER_OK"
+    return " ".join(flags) or "status 0"
+
+
+def _compact_devices(con: Console, view: dict, used: set[str], show_all: bool) -> None:
+    details = {(qd["device"], qd["index"]): qd for qd in view["queue_detail"]}
+    selected = view.get("selection", {}).get("queue")
+    dev_worst = {}
+    for f in view["findings"]:
+        if f["queue"] is None and f["severity"] in ("error", "warning"):
+            dev_worst.setdefault(f["device"], f["code"])
+    for d in view["devices"]:
+        if selected is not None and (d["path"], selected) not in details:
+            continue                                  # --queue N: devices that have queue N
+        line = Text()
+        line.append(d["name"] or "?", style="bold")
+        line.append(f"  {d['path']}  ")
+        line.append(_mark(_status_word(d), d["provenance"]["status"], used),
+                    style="red" if d["broken"] or "NEEDS_RESET" in d["status"]["flags"] else "")
+        if d["vhost"]:
+            line.append("  vhost")
+        if d["broken"]:
+            line.append("  BROKEN", style="bold red")
+        if d["path"] in dev_worst:
+            line.append(f"  {dev_worst[d['path']]}", style="bold yellow")
+        _para(con, line, 0)
+        for q in d["queues"]:
+            _compact_queue(con, q, used)
+            qd = details.get((d["path"], q["index"]))
+            if qd is not None:
+                _compact_chains(con, qd, show_all)
+        if d["idle_queues_hidden"]:
+            _para(con, f"+{d['idle_queues_hidden']} idle queue(s) not shown (--all shows them)",
+                  2, "dim")
+
+
+def _compact_queue(con: Console, q: dict, used: set[str]) -> None:
+    p, n = q["provenance"], q["notification"]
+    line = Text(f"q{q['index']} size {_mark(q['size'], p['size'], used)}  ")
+    if not q["packed"]:
+        line.append(f"avail {_mark(q['avail_idx'], p['avail_idx'], used)} ")
+    line.append(f"used {_mark(q['used_idx'], p['used_idx'], used)} "
+                f"last {_mark(q['last_avail_idx'], p['last_avail_idx'], used)}  "
+                f"pending {'?' if q['pending'] is None else q['pending']} "
+                f"inflight {_mark(q['inflight'], p['inflight'], used)}  ")
+    # the next kick and the next interrupt both due is the usual state: said only otherwise
+    off = ["kick"] * (not n or not n["next_kick"]) + ["irq"] * (not n or not n["next_interrupt"])
+    if off:
+        line.append(f"{','.join(off)} {'off' if n else '?'}  ")
+    worst = q.get("worst") or q["health"]
+    line.append(worst, style=HEALTH_STYLE.get(q["health"], "bold yellow"))
+    _para(con, line, 2)
+
+
+def _bytes_text(values: list[int], direction: str) -> str | None:
+    """``1536 bytes in``, or for a run of several sizes the commonest and the others:
+    ``1536 bytes in (12 × 2048)``.
+
+    >>> _bytes_text([1536, 2048, 1536], "in")
+    '1536 bytes in (1 × 2048)'
+    >>> _bytes_text([0, 0], "out") is None
+    True
+    """
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    if set(counts) == {0}:
+        return None
+    ranked = sorted(counts, key=lambda v: (-counts[v], v))
+    text = f"{ranked[0]} bytes {direction}"
+    others = ranked[1:]
+    if len(others) > 3:
+        return text + f" ({len(values) - counts[ranked[0]]} others {min(others)}–{max(others)})"
+    if others:
+        text += " (" + ", ".join(f"{counts[v]} × {v}" for v in others) + ")"
+    return text
+
+
+def _what(c: dict) -> str:
+    """The chain's decoded kind without its byte counts (they are said once per run)."""
+    pv = c["preview"]
+    if not pv:
+        return ""
+    summary = pv["summary"]
+    for n in (c["bytes_in"], c["bytes_out"]):
+        summary = summary.replace(f" {n} bytes", "")
+    return f"{pv['kind']} {summary}".strip()
+
+
+def _fold_key(c: dict) -> tuple:
+    return (c["state"], _what(c), c["length"], c["indirect"] is not None, tuple(c["problems"]),
+            c["avail_idx"] is None)
+
+
+def fold_chains(chains: list[dict]) -> list[list[dict]]:
+    """Neighbouring chains (consecutive in avail order, same state) that are alike, as runs:
+    same decoded kind, descriptor count, problems and direct/indirect; byte counts may differ.
+
+    >>> c = lambda h, n: {"state": "pending", "preview": None, "bytes_in": n, "bytes_out": 0,
+    ...                   "length": 1, "indirect": None, "problems": [], "avail_idx": h, "head": h}
+    >>> [len(run) for run in fold_chains([c(1, 8), c(2, 8), c(3, 16)])]
+    [3]
+    """
+    runs: list[list[dict]] = []
+    for c in chains:
+        if runs and _fold_key(runs[-1][-1]) == _fold_key(c):
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return runs
+
+
+def _run_label(run: list[dict]) -> str:
+    word = "head" if run[0]["avail_idx"] is not None else "id"
+    hs = [c["head"] for c in run]
+    if len(hs) == 1:
+        return f"{word} {hs[0]}"
+    if all(b == a + 1 for a, b in zip(hs, hs[1:])):
+        return f"{word}s {hs[0]}–{hs[-1]}"
+    if len(hs) <= 4:
+        return f"{word}s " + ",".join(map(str, hs))
+    if run[0]["avail_idx"] is not None:
+        return f"avail idx {run[0]['avail_idx']}–{run[-1]['avail_idx']} ({word}s {hs[0]},…)"
+    return f"{word}s {hs[0]},{hs[1]},…,{hs[-1]}"
+
+
+def _run_line(run: list[dict]) -> Text:
+    c = run[0]
+    what = _what(c)
+    descs = f"{c['length']} desc" if c["length"] != 1 or not what else ""
+    if c["indirect"]:
+        descs = f"indirect table {c['indirect']['len']} bytes" + (f" ({descs})" if descs else "")
+    sizes = [b for b in (_bytes_text([x["bytes_out"] for x in run], "out"),
+                         _bytes_text([x["bytes_in"] for x in run], "in")) if b] or ["0 bytes"]
+    parts = [p for p in (what, descs, *sizes) if p]
+    count = f"{len(run)} × " if len(run) > 1 else ""
+    state = "" if c["state"] == "pending" else f"{c['state']} "
+    line = Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
+    if c["problems"]:
+        line.append("  " + ",".join(c["problems"]), style="bold red")
+    return line
+
+
+def _compact_chains(con: Console, qd: dict, show_all: bool) -> None:
+    if qd["ring_error"]:
+        _para(con, Text(f"ring not read: {qd['ring_error']}", style="red"), 4)
+        return
+    runs = fold_chains(qd["chains"])
+    shown = runs if show_all or len(runs) <= CHAIN_LINES else runs[:CHAIN_LINES - 1]
+    for run in shown:
+        _para(con, _run_line(run), 4)
+    rest = [c for run in runs[len(shown):] for c in run]
+    if rest:
+        where = (f" at avail idx {rest[0]['avail_idx']}–{rest[-1]['avail_idx']}"
+                 if rest[0]["avail_idx"] is not None and rest[-1]["avail_idx"] is not None else "")
+        _para(con, Text(f"… {len(rest)} more chain(s){where} in {len(runs) - len(shown)} "
+                        f"line(s) (--all lists them)", style="dim"), 4)
+    if qd["chains_hidden"]:
+        _para(con, Text(f"{qd['chains_hidden']} chain(s) not listed", style="dim"), 4)
+
+
+def _unique_label(view: dict, path: str) -> str:
+    """The device's name, with its QOM parent's name when several devices share it
+    (``virtio-blk legacyblk``)."""
+    name = _dev_label(view, path)
+    if sum(d["name"] == name for d in view["devices"]) > 1:
+        parts = path.removesuffix("/virtio-backend").rsplit("/", 1)
+        return f"{name} {parts[-1]}"
+    return name
+
+
+def _compact_findings(con: Console, view: dict) -> None:
+    fs = view["findings"]
+    con.print()
+    con.print(Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
+    for f in fs:
+        line = Text()
+        line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
+        where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
+                                                    else "")
+        line.append(f" {where}: {f['title']}")
+        _para(con, line, 2)
+    if any(f["severity"] != "info" for f in fs):
+        _para(con, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
+
+
 def _ev(v: Any) -> str:
     if isinstance(v, list):
         return ",".join(str(x) for x in v) or "-"
@@ -227,8 +435,15 @@ def _ev(v: Any) -> str:
     return str(v)
 
 
-def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str:
-    """The view as text for a terminal of ``width`` columns (ANSI colours when ``color``)."""
+def render_view_text(view: dict, *, width: int = 80, color: bool = False, compact: bool = False,
+                     show_all: bool = False) -> str:
+    """The view as text for a terminal of ``width`` columns (ANSI colours when ``color``).
+
+    :param compact: the default form of ``vdecode DUMP`` (one line per device, queue, run of alike
+        chains and finding); else the full form of ``-v``.
+    :param show_all: ``--all``: every chain (the full form draws :data:`CHAIN_LIMIT` per state,
+        the compact one :data:`CHAIN_LINES` lines per queue, without it).
+    """
     buf = io.StringIO()
     con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
                   highlight=False, emoji=False, markup=False, soft_wrap=False)
@@ -247,12 +462,16 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False) -> str
         _carved(con, view["carved"])
     elif not view["devices"]:
         con.print("No virtio devices known.")
-    if view["queue_detail"]:
-        for qd in view["queue_detail"]:
-            _detail(con, view, qd, used)
+    if compact:
+        _compact_devices(con, view, used, show_all)
+        _compact_findings(con, view)
     else:
-        _devices(con, view, used)
-    _findings(con, view)
+        if view["queue_detail"]:
+            for qd in view["queue_detail"]:
+                _detail(con, view, qd, used, None if show_all else CHAIN_LIMIT)
+        else:
+            _devices(con, view, used)
+        _findings(con, view)
     if view["notes"]:
         con.print()
         for n in view["notes"]:

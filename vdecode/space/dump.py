@@ -50,3 +50,95 @@ class Dump:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- a QEMU core and a guest dump of the same instant ---------------------------------------
+
+_HOLE_SLACK = 1 << 20      # the legacy VGA window and option ROMs below 1 MiB are not RAM in a dump
+_RAM_REGIONS = ("ram-below-4g", "ram-above-4g", "pc.ram")
+VIRTIO_F_RING_PACKED = 34
+
+
+def _covered(ranges: list[tuple[int, int]], start: int, end: int) -> int:
+    """Bytes of ``[start, end)`` inside the sorted ``(start, size)`` ranges."""
+    return sum(max(0, min(end, s + n) - max(start, s)) for s, n in ranges)
+
+
+def check_belong_together(core: Dump, guest: Dump) -> list[str]:
+    """Whether QEMU's core and a guest dump are one VM at one instant.
+
+    RAM layout: each guest-RAM run of QEMU's map (``ram-below-4g``, ``ram-above-4g``) must be in
+    the dump but for the sub-1 MiB holes a guest dump leaves, and the dump must hold no RAM above
+    QEMU's. Then every started split ring's ``used->idx`` in the dump must equal QEMU's
+    ``VirtQueue.used_idx`` (QEMU writes one into the other in ``vring_used_idx_set``), and its
+    ring areas must lie in the dump's RAM.
+
+    :raises InputError: the RAM layouts differ (another VM, or another size).
+    :return: warnings: rings outside RAM, ``used->idx`` that moved (another instant).
+    """
+    from vdecode.errors import InputError, MissingData
+
+    ranges = sorted((int(s), int(n)) for s, n in guest.space.ranges())
+    runs = [r for r in core.info.get("ram_ranges", [])
+            if r.get("region") in _RAM_REGIONS or r.get("block") == "pc.ram"]
+    ram_txt = ", ".join(f"[{s:#x}, {s + n:#x})" for s, n in ranges[:6])
+    for r in runs:
+        missing = r["size"] - _covered(ranges, r["start"], r["end"])
+        if missing > _HOLE_SLACK:
+            raise InputError(guest.path, f"does not belong with {core.path}: QEMU's guest RAM "
+                                         f"[{r['start']:#x}, {r['end']:#x}) ({r.get('region') or r['block']}) "
+                                         f"is {missing} bytes short in this dump (its RAM: {ram_txt})")
+    if runs and ranges:
+        top_q = max(r["end"] for r in runs)
+        top_d = max(s + n for s, n in ranges)
+        if top_d > max(top_q, 1 << 32):
+            raise InputError(guest.path, f"does not belong with {core.path}: the dump has RAM up "
+                                         f"to {top_d:#x}, QEMU's ends at {top_q:#x}")
+    warnings, moved, outside, compared = [], [], [], 0
+    for dev in core.qemu.devices if core.qemu else []:
+        packed = (dev.guest_features or 0) >> VIRTIO_F_RING_PACKED & 1
+        for qi, q in sorted(dev.queues.items()):
+            if not q.desc or not q.vring_num:
+                continue
+            areas = (("desc", q.desc, 16 * q.vring_num), ("avail", q.avail, 4 + 2 * q.vring_num),
+                     ("used", q.used, 4 + 8 * q.vring_num))
+            bad = [n for n, a, z in areas if a and _covered(ranges, a, a + z) < z]
+            if bad:
+                outside.append(f"{dev.canonical_path} queue {qi} ({', '.join(bad)})")
+                continue
+            if packed or dev.vhost_started or q.used_idx is None:
+                continue
+            try:
+                raw = bytes(guest.space.read(q.used + 2, 2))
+            except MissingData:
+                continue
+            big = getattr(dev, "device_endian", 1) == 2
+            idx = int.from_bytes(raw, "big" if big else "little")
+            compared += 1
+            if idx != q.used_idx & 0xFFFF:
+                moved.append(f"{dev.canonical_path} queue {qi}: used->idx {idx}, QEMU's used_idx "
+                             f"{q.used_idx}")
+    if outside:
+        warnings.append(f"{guest.path}: ring areas outside its RAM for {len(outside)} queue(s): "
+                        + "; ".join(outside[:4]))
+    if moved:
+        warnings.append(f"{guest.path} may not be of {core.path}'s instant: {len(moved)} of "
+                        f"{compared} rings differ from QEMU's state: " + "; ".join(moved[:4]))
+    return warnings
+
+
+def combine(core: Dump, guest: Dump) -> Dump:
+    """QEMU's state from ``core``, guest RAM from ``guest`` (a dump of the same instant).
+
+    :raises InputError: they do not belong together (:func:`check_belong_together`).
+    """
+    warnings = check_belong_together(core, guest)
+    info = dict(core.info)
+    info["guest_dump"] = {"file": guest.path, "format": guest.format,
+                          "ram_bytes": sum(int(n) for _, n in guest.space.ranges())}
+    info["guest_ram"] = (f"from {guest.path} ({guest.format})"
+                         + ("; the core's own is not used" if core.space is not None else ""))
+    info["warnings"] = [w for w in core.info.get("warnings", []) if not w.startswith("guest RAM is not")]
+    info["warnings"] += warnings
+    return Dump(path=core.path, format=f"{core.format}+{guest.format}", space=guest.space, info=info,
+                qemu=core.qemu, files=core.files + guest.files, qmp_log=core.qmp_log)

@@ -41,12 +41,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.carved_ring import (CONFIDENCE_THRESHOLD, OVERLAP, PAGE, UNKNOWN_LAYOUT_FACTOR,
                                         CarvedRing, confidence)
 from vdecode.virtio.driver_records import apply_drivers, driver_records
-from vdecode.virtio.ring_checks import ram_bounds, readable_ranges
+from vdecode.virtio.ring_checks import readable_ranges
 from vdecode.virtio.ring_scan import layout_of, pass1, pass2, pass3
 
 __all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn")
@@ -107,7 +108,7 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     :return: :class:`CarvedRing`\\ s sorted by ``desc``; one per descriptor table.
     """
     bo = "<" if little_endian else ">"
-    ram = ram_bounds(space)
+    ram = RamMap.of(space)
     found: dict[int, list[CarvedRing]] = {}
     drivers: list[tuple] = []
     for gpa, buf, primary in _chunks(space, progress):

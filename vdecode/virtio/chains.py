@@ -268,30 +268,98 @@ def walk_element(space: AddressSpace, layouts: VringLayouts, descs: np.ndarray, 
     return ElementChain(head, walk.members, rows, walk.end, gpa, size, tuple(problems))
 
 
+SHORT_CHAIN_STEPS = 16     # walk_elements steps chains this long itself; longer ones use walk_all_chains
+
+
+def _walk_heads_stepwise(descs: np.ndarray, heads: np.ndarray, steps: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`walk_chain` for distinct in-range ``heads`` at once, one numpy step per link position,
+    for at most ``steps`` links.
+
+    :return: ``(members, length, end, done)``: ``members[i, :length[i]]`` in link order; ``end``
+        (``END_*``) and ``done`` (the walk finished within ``steps``) per head.
+    """
+    flags = np.asarray(descs["flags"])
+    n = len(flags)
+    succ = _successors(flags, np.asarray(descs["next"]))
+    linked = (flags & VRING_DESC_F_NEXT) != 0
+    count = len(heads)
+    members = np.full((count, steps), -1, dtype=np.int64)
+    length = np.zeros(count, dtype=np.int64)
+    end = np.full(count, END_DONE, dtype=np.int64)
+    done = np.zeros(count, dtype=bool)
+    cur = heads.astype(np.int64)
+    active = np.arange(count)
+    for k in range(steps):
+        if not len(active):
+            break
+        d = cur[active]
+        members[active, k] = d
+        length[active] = k + 1
+        nxt = succ[d]
+        stop_bad = (nxt == n) & linked[d]           # NEXT with next >= n
+        stop_done = (nxt == n) & ~linked[d]         # no NEXT
+        safe = np.where(nxt == n, -2, nxt)
+        stop_loop = (members[active, :k + 1] == safe[:, None]).any(axis=1)
+        stopped = stop_bad | stop_done | stop_loop
+        end[active[stop_bad]] = END_BAD_NEXT
+        end[active[stop_loop & ~stop_bad & ~stop_done]] = END_LOOP
+        done[active[stopped]] = True
+        cur[active] = np.where(stopped, d, nxt)
+        active = active[~stopped]
+    return members, length, end, done
+
+
 def walk_elements(space: AddressSpace, layouts: VringLayouts, descs: np.ndarray, heads,
                   table: ChainTable | None = None) -> list[ElementChain]:
-    """:func:`walk_element` for many heads: direct chains from one :func:`walk_all_chains`, their
-    members gathered per link position for all heads at once; only indirect heads cost a read each.
+    """:func:`walk_element` for many heads: direct chains walked together, one numpy step per link
+    position for all heads (chains longer than :data:`SHORT_CHAIN_STEPS`, and every chain when
+    ``table`` is given, from :func:`walk_all_chains`); only indirect heads cost a read each.
 
     :param heads: avail ring entries (any ints; out-of-range ones are reported, not raised).
+    :param table: :func:`walk_all_chains` of ``descs`` if already computed.
     :raises MissingData: an indirect table is not in the dump.
     """
     heads = [int(h) for h in heads]
     n = len(descs)
-    direct = [h for h in heads if 0 <= h < n and not int(descs[h]["flags"]) & VRING_DESC_F_INDIRECT]
-    table = table if table is not None else walk_all_chains(descs)
+    hs = np.asarray(heads, dtype=np.int64)
+    in_range = (hs >= 0) & (hs < n)
+    flags = np.asarray(descs["flags"])
+    direct_mask = in_range & ((flags[np.where(in_range, hs, 0)] & VRING_DESC_F_INDIRECT) == 0) \
+        if len(hs) else np.zeros(0, dtype=bool)
+    direct = np.unique(hs[direct_mask])
     found: dict[int, ElementChain] = {}
-    if direct:
-        members = chain_members(descs, direct, table)
-        for h, m in zip(direct, members):
-            if h in found:
-                continue
-            rows = descs[m]
-            end = int(table.end[h])
-            problems = {END_BAD_NEXT: ("next_out_of_range",), END_LOOP: ("loop",)}.get(end, ())
-            if np.any(rows["len"] == 0):
+    if len(direct):
+        if table is None:
+            members, sizes, end, done = _walk_heads_stepwise(descs, direct, SHORT_CHAIN_STEPS)
+            long_ = np.flatnonzero(~done)
+            if len(long_):                       # long chains or loops: pointer jumping, once
+                table = walk_all_chains(descs)
+                end[long_] = table.end[direct[long_]]
+                long_members = dict(zip(long_.tolist(), chain_members(descs, direct[long_], table)))
+                sizes[long_] = [len(m) for m in long_members.values()]
+                flat = np.concatenate([long_members[i] if i in long_members
+                                       else members[i, :sizes[i]] for i in range(len(direct))])
+            else:                                # row-major: chain after chain, in link order
+                flat = members[np.arange(members.shape[1]) < sizes[:, None]]
+        else:
+            rows_of = chain_members(descs, direct, table)
+            end = table.end[direct]
+            sizes = np.fromiter((len(m) for m in rows_of), dtype=np.int64, count=len(rows_of))
+            flat = np.concatenate(rows_of)
+        # every member of every chain in one gather; each chain a slice of it
+        all_rows = descs[flat]
+        stops = np.cumsum(sizes)
+        starts = stops - sizes
+        zeros = np.concatenate([[0], np.cumsum(all_rows["len"] == 0)])
+        has_zero = (zeros[stops] - zeros[starts]) > 0
+        flat_list = flat.tolist()
+        for h, a, b, e, z in zip(direct.tolist(), starts.tolist(), stops.tolist(), end.tolist(),
+                                 has_zero.tolist()):
+            problems = {END_BAD_NEXT: ("next_out_of_range",), END_LOOP: ("loop",)}.get(e, ())
+            if z:
                 problems += ("zero_len",)
-            found[h] = ElementChain(h, tuple(m.tolist()), rows, end, problems=problems)
+            found[h] = ElementChain(h, tuple(flat_list[a:b]), all_rows[a:b], e, problems=problems)
     return [found[h] if h in found else walk_element(space, layouts, descs, h) for h in heads]
 
 

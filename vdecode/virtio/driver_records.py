@@ -19,6 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.carved_ring import PAGE, W_DRIVER, CarvedRing, confidence
@@ -115,7 +116,7 @@ def _driver_queue(space: AddressSpace, struct_gpa: int, num: int, offset: int,
 
 
 def apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: list[tuple],
-                  bo: str, ram: tuple[np.ndarray, np.ndarray]) -> dict[int, CarvedRing]:
+                  bo: str, ram: RamMap) -> dict[int, CarvedRing]:
     """Vote the driver-virtual offset from records whose layout matches a carved ring, then
     translate every record and confirm its ring structurally."""
     by_shape: dict[tuple[int, int, int], list[int]] = {}
@@ -132,7 +133,7 @@ def apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: li
     if count < 2 and len(votes) > 1:
         return rings
     out = dict(rings)
-    top = int(ram[1].max()) if len(ram[1]) else 0
+    top = ram.top
     for sgpa, num, d, a, u, single in drivers:
         desc, avail, used = d - offset, a - offset, u - offset
         if not (0 <= min(desc, avail, used) and max(desc, avail, used) < top) \

@@ -20,8 +20,8 @@ import numpy as np
 
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
+from vdecode.space.ram_map import RamMap
 from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_SIZE, vring_layouts
-from vdecode.virtio.ring_walk import outside_ram
 
 __all__ = ("find_used_boundary", "VRING_PACKED_DESC_F_AVAIL", "VRING_PACKED_DESC_F_USED", "VRING_PACKED_EVENT_FLAG_ENABLE",
            "VRING_PACKED_EVENT_FLAG_DISABLE", "VRING_PACKED_EVENT_FLAG_DESC", "packed_desc_dtype",
@@ -115,12 +115,12 @@ class PackedWalk:
     incomplete: int = 0
 
 
-def walk_packed_pending(ring: PackedRing, last_avail_idx: int, ram: np.ndarray) -> PackedWalk:
+def walk_packed_pending(ring: PackedRing, last_avail_idx: int, ram: RamMap) -> PackedWalk:
     """The elements available from ``last_avail_idx`` on, checked for zero lengths, buffers
     outside guest RAM and bad indirect table sizes (vectorised over the ring).
 
     :param last_avail_idx: QEMU's ``vq->last_avail_idx`` (a slot, ``< num``).
-    :param ram: :func:`~vdecode.virtio.ring_walk.merged_ranges` of guest memory.
+    :param ram: guest RAM (:class:`~vdecode.space.ram_map.RamMap`).
     """
     num, descs = ring.num, ring.descs
     flags = descs["flags"].astype(np.int64)
@@ -145,7 +145,7 @@ def walk_packed_pending(ring: PackedRing, last_avail_idx: int, ram: np.ndarray) 
         ln = descs["len"][members]
         indirect = (flags[members] & VRING_DESC_F_INDIRECT) != 0
         zero = ln == 0
-        out = outside_ram(ram, descs["addr"][members], ln) & ~zero
+        out = ram.outside(descs["addr"][members], ln) & ~zero
         bad_len = indirect & ((ln % VRING_DESC_SIZE) != 0)
         for mask, code in ((zero & ~indirect, "zero_len"), (zero & indirect, "indirect_len"),
                            (bad_len, "indirect_len"), (out & indirect, "indirect_map"),

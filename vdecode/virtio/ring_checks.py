@@ -6,20 +6,21 @@ The carver's rules applied to one ring whose addresses are given (a log's ``vrin
 ring (virtio 1.2 spec 2.7; the checks of :mod:`vdecode.virtio.ring_scan`'s passes 2 and 3),
 :func:`check_packed_ring` for a packed one (2.8: the descriptor ring's flags, ids and buffers,
 the driver and device event suppression areas). Also what guest RAM can be read and where it
-lies (:func:`readable_ranges`, :func:`ram_bounds`), for the buffer-address checks.
+lies (:func:`readable_ranges`, :class:`~vdecode.space.ram_map.RamMap`), for the buffer-address checks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.carved_ring import DESC_FLAGS_MASK, NUMS, OVERLAP, CarvedRing, confidence
 from vdecode.virtio.layouts import vring_layouts
-from vdecode.virtio.ring_scan import in_ram, layout_of, pass2, pass3
+from vdecode.virtio.ring_scan import layout_of, pass2, pass3
 
-__all__ = ("check_ring", "check_packed_ring", "ring_at", "ram_bounds", "readable_ranges")
+__all__ = ("check_ring", "check_packed_ring", "ring_at", "readable_ranges")
 
 
 def readable_ranges(space: AddressSpace) -> list[tuple[int, int]]:
@@ -32,17 +33,9 @@ def readable_ranges(space: AddressSpace) -> list[tuple[int, int]]:
     return space.ranges()
 
 
-def ram_bounds(space: AddressSpace) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted starts and ends of guest RAM (excluded or unkept pages included: a buffer there is
-    still a buffer in RAM), for buffer-address checks."""
-    ranges = space.ranges()
-    return (np.array([int(s) for s, _ in ranges], dtype=np.uint64),
-            np.array([int(s) + int(n) for s, n in ranges], dtype=np.uint64))
-
-
 def check_ring(space: AddressSpace, num: int, desc: int, avail: int, used: int, *,
                little_endian: bool = True,
-               ram: tuple[np.ndarray, np.ndarray] | None = None) -> CarvedRing | None:
+               ram: RamMap | None = None) -> CarvedRing | None:
     """Whether a split ring of ``num`` entries stands at these addresses, by the carver's rules.
 
     :return: the ring as a :class:`CarvedRing` (``evidence`` says what was seen), or ``None``
@@ -52,13 +45,13 @@ def check_ring(space: AddressSpace, num: int, desc: int, avail: int, used: int, 
     if num not in NUMS or min(desc, avail, used) < 0 or desc % 16 or avail % 2 or used % 4:
         return None
     return ring_at(space, num, desc, avail, used, "<" if little_endian else ">",
-                       ram if ram is not None else ram_bounds(space))
+                       ram if ram is not None else RamMap.of(space))
 
 
 def ring_at(space: AddressSpace, num: int, desc: int, avail: int, used: int, bo: str,
-            ram: tuple[np.ndarray, np.ndarray]) -> CarvedRing | None:
+            ram: RamMap) -> CarvedRing | None:
     """:func:`check_ring` without its checks of the arguments, for callers that made them
-    (``bo`` ``"<"`` or ``">"``, ``ram`` from :func:`ram_bounds`)."""
+    (``bo`` ``"<"`` or ``">"``, ``ram`` the guest RAM)."""
     lo, hi = min(desc, avail, used), max(desc + 16 * num, avail + 6 + 2 * num, used + 6 + 8 * num)
     if hi - lo > OVERLAP or not space.is_present(Gpa(lo), hi - lo):
         # separately allocated areas: copy each into one scratch buffer in the pass-2 layout
@@ -112,7 +105,7 @@ PACKED_FLAGS = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED | DESC_FLAGS
 
 def check_packed_ring(space: AddressSpace, num: int, desc: int, driver: int, device: int, *,
                       little_endian: bool = True,
-                      ram: tuple[np.ndarray, np.ndarray] | None = None) -> CarvedRing | None:
+                      ram: RamMap | None = None) -> CarvedRing | None:
     """Whether a packed ring (virtio 1.2 2.8) of ``num`` entries stands at these addresses: a
     descriptor ring (``addr``, ``len``, ``id``, ``flags``) with only the spec's flags, ids of
     the descriptors marked available or used ``< num``, buffers in RAM, and driver/device event
@@ -126,7 +119,7 @@ def check_packed_ring(space: AddressSpace, num: int, desc: int, driver: int, dev
     if num not in NUMS or desc % 16 or driver % 4 or device % 4 or min(desc, driver, device) < 0:
         return None
     bo = "<" if little_endian else ">"
-    ram = ram if ram is not None else ram_bounds(space)
+    ram = ram if ram is not None else RamMap.of(space)
     try:
         ring = np.frombuffer(bytes(space.read(Gpa(desc), 16 * num)),
                              [("addr", bo + "u8"), ("len", bo + "u4"), ("id", bo + "u2"),
@@ -141,7 +134,7 @@ def check_packed_ring(space: AddressSpace, num: int, desc: int, driver: int, dev
             or not marked.any():
         return None
     addrs = ring["addr"][ring["addr"] != 0]
-    if not in_ram(addrs, *ram).all():
+    if not ram.contains(addrs).all():
         return None
     if drv[1] > 2 or dev[1] > 2 or (drv[0] & 0x7FFF) >= num or (dev[0] & 0x7FFF) >= num:
         return None

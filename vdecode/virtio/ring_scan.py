@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from vdecode.space.ram_map import RamMap
 from vdecode.virtio.carved_ring import DESC_FLAGS_MASK, NUMS, PAGE, USED_ALIGNS
 from vdecode.virtio.chains import END_DONE, walk_all_chains
 from vdecode.virtio.layouts import VRING_DESC_F_NEXT, vring_layouts
 
-__all__ = ("in_ram", "pass1", "pass2", "pass3", "layout_of")
+__all__ = ("pass1", "pass2", "pass3", "layout_of")
 
 BATCH_ELEMS = 1 << 20                     # bound on a pass-2 gather (survivors x num)
-
-
-def in_ram(addrs: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Which of ``addrs`` fall in one of the sorted ranges ``[starts, ends)``."""
-    i = np.searchsorted(starts, addrs, side="right") - 1
-    return (i >= 0) & (addrs < ends[np.maximum(i, 0)])
 
 
 def pass1(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -88,7 +83,7 @@ def _gather(view: np.ndarray, base: np.ndarray, stride: int, count: int) -> np.n
 
 
 def pass2(buf: np.ndarray, num: int, p: np.ndarray, u: np.ndarray, bo: str,
-          ram: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+          ram: RamMap) -> np.ndarray:
     """Which of one size's survivors hold a whole consistent ring (vectorised per batch)."""
     n = len(buf) & ~7
     w16, w32 = buf[:n].view(bo + "u2"), buf[:n].view(bo + "u4")
@@ -106,7 +101,7 @@ def pass2(buf: np.ndarray, num: int, p: np.ndarray, u: np.ndarray, bo: str,
         ok &= (((flags & VRING_DESC_F_NEXT) == 0) | (nxt < num)).all(axis=1)
         if ok.any() and (pp[ok] % 8 == 0).all():
             addrs = _gather(w64, pp[ok] >> 3, 2, num)
-            inram = (addrs == 0) | in_ram(addrs, *ram)
+            inram = (addrs == 0) | ram.contains(addrs)
             sub = np.flatnonzero(ok)
             ok[sub] = inram.all(axis=1)
         keep[s:s + step] = ok
@@ -114,7 +109,7 @@ def pass2(buf: np.ndarray, num: int, p: np.ndarray, u: np.ndarray, bo: str,
 
 
 def pass3(buf: np.ndarray, gpa: int, num: int, p: int, u: int, bo: str,
-          ram: tuple[np.ndarray, np.ndarray]) -> tuple[set[str], tuple, bool]:
+          ram: RamMap) -> tuple[set[str], tuple, bool]:
     """Evidence for one ring that passed pass 2, from its chains."""
     lay = vring_layouts(bo == "<")
     descs = buf[p:p + 16 * num].view(lay.desc_dtype)

@@ -17,40 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace
 from vdecode.virtio.chains import END_BAD_NEXT, END_LOOP, walk_all_chains, walk_element
 from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE
 from vdecode.virtio.split_ring import SplitRing
 
-__all__ = ("QueueWalk", "walk_queue", "merged_ranges", "outside_ram")
-
-
-def merged_ranges(space: AddressSpace | None) -> np.ndarray:
-    """Guest RAM as sorted, merged ``[start, end)`` rows (adjacent runs joined)."""
-    if space is None:
-        return np.zeros((0, 2), dtype=np.uint64)
-    rows = sorted((int(s), int(s) + int(n)) for s, n in space.ranges())
-    out: list[list[int]] = []
-    for s, e in rows:
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return np.array(out, dtype=np.uint64).reshape(-1, 2)
-
-
-def outside_ram(ram: np.ndarray, addr: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Mask of buffers ``[addr, addr+len)`` not wholly inside one RAM range (vectorised)."""
-    if len(ram) == 0:
-        return np.zeros(len(addr), dtype=bool)
-    addr = addr.astype(np.uint64)
-    end = addr + length.astype(np.uint64)
-    i = np.searchsorted(ram[:, 0], addr, side="right").astype(np.int64) - 1
-    ok = (i >= 0) & (end >= addr)
-    j = np.maximum(i, 0)
-    ok &= end <= ram[j, 1]
-    return ~ok
+__all__ = ("QueueWalk", "walk_queue")
 
 
 @dataclass
@@ -80,13 +54,13 @@ class QueueWalk:
 
 
 def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
-               ram: np.ndarray) -> QueueWalk:
+               ram: RamMap) -> QueueWalk:
     """Walk the chains at avail indices ``idxs`` of ``ring``: every direct chain by array
     operations (one :func:`walk_all_chains`, then one numpy step per link position for all heads),
     indirect heads one table read each.
 
     :param idxs: free-running avail indices (``slot = idx % num``).
-    :param ram: :func:`merged_ranges` of guest memory (descriptor addresses are checked against it).
+    :param ram: guest RAM (:class:`~vdecode.space.ram_map.RamMap`) (descriptor addresses are checked against it).
     """
     num, descs = ring.num, ring.descs
     idxs = np.asarray(idxs, dtype=np.int64)
@@ -137,7 +111,7 @@ def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
         k_all = np.concatenate(rows_k)
         d_all = np.concatenate(rows_d)
         zero = descs["len"][d_all] == 0
-        outside = outside_ram(ram, descs["addr"][d_all], descs["len"][d_all]) & ~zero
+        outside = ram.outside(descs["addr"][d_all], descs["len"][d_all]) & ~zero
         for mask, code in ((zero, "zero_len"), (outside, "bad_addr")):
             if mask.any():
                 for k, d in zip(direct[k_all[mask]], d_all[mask]):
@@ -151,7 +125,7 @@ def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
         head = int(heads[k])
         first = descs[head]
         gpa, size = int(first["addr"]), int(first["len"])
-        if len(ram) and size and outside_ram(ram, np.array([gpa]), np.array([size]))[0]:
+        if len(ram) and size and ram.outside(np.array([gpa]), np.array([size]))[0]:
             problems[k].append("indirect_map")
             bad[k].append(head)
             continue
@@ -170,7 +144,7 @@ def walk_queue(space: AddressSpace | None, ring: SplitRing, idxs: np.ndarray,
             w = (el.descs["flags"] & VRING_DESC_F_WRITE) != 0
             if np.any(~w[1:] & np.maximum.accumulate(w)[:-1]):
                 problems[k].append("order")
-            out = outside_ram(ram, el.descs["addr"], el.descs["len"]) & (el.descs["len"] != 0)
+            out = ram.outside(el.descs["addr"], el.descs["len"]) & (el.descs["len"] != 0)
             if out.any():
                 problems[k].append("bad_addr")
                 bad[k].extend(int(el.members[i]) for i in np.flatnonzero(out))

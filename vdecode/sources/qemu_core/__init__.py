@@ -1,7 +1,7 @@
 """
 QEMU process cores: QEMU's own structs, found by invariants
 -----------------------------------------------------------
-Reads a core of ``qemu-system-*`` (gdb's ``gcore``, systemd-coredump) through its host-virtual
+Reads a core of ``qemu-system-*`` (gdb's ``gcore``, the kernel, systemd-coredump) through its host-virtual
 memory and returns facts: the virtio devices as :class:`~vdecode.sources.qemu_state.QemuVirtioState`
 (``VirtIODevice``, ``VirtQueue``, ``vhost_dev``; QEMU v7.2.0 ``include/hw/virtio/virtio.h``,
 ``hw/virtio/virtio.c``, ``include/hw/virtio/vhost.h``), the ``RAMBlock`` list
@@ -29,12 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vdecode.errors import UnsupportedInput
+from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
-from vdecode.sources.qemu_core.devices import (check_device_names, find_vhost_dev,
+from vdecode.sources.qemu_core.devices import (check_device_names, find_vhost_dev, is_virtio_device,
                                                find_virtqueue_arrays, read_device, walk_virtio_list)
-from vdecode.sources.qemu_core.layout import QemuLayout, load_layout
+from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
+from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
 from vdecode.sources.qemu_core.process import (MappedFile, find_qemu_binary, find_qemu_version,
                                                read_build_id, read_mapped_files)
@@ -42,8 +44,8 @@ from vdecode.sources.qemu_core.ram import GuestRamRun, RamBlockFacts, find_ram_b
 from vdecode.sources.qemu_state import QemuVirtioState
 
 __all__ = ("CoreReader", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFacts", "QemuLayout",
-           "RamBlockFacts", "find_virtqueue_arrays", "find_vhost_dev", "load_layout",
-           "read_mapped_files", "read_qemu_core")
+           "RamBlockFacts", "device_names_table", "find_virtqueue_arrays", "find_vhost_dev",
+           "load_layout", "read_mapped_files", "read_qemu_core")
 
 
 @dataclass
@@ -59,6 +61,19 @@ class QemuCoreFacts:
 
 
 
+def device_names_table(layout: QemuLayout) -> dict[int, str]:
+    """``device_id`` → the name QEMU's ``virtio_device_names[]`` gives it: the profile's
+    ``devices.json`` table for the layout's release, else the layout's own copy."""
+    from vdecode.profiles import load_profile
+
+    try:
+        release = ".".join(str(layout.data.get("qemu", "")).split(".")[:2]) or None
+        names = load_profile(release).table("devices").get("names", {})
+    except UnsupportedInput:
+        return dict(layout.device_names)
+    return {int(k): v for k, v in names.items()} or dict(layout.device_names)
+
+
 def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayout, *,
                    check_build_id: bool | str = True) -> QemuCoreFacts:
     """QEMU's virtio state, RAM blocks and guest RAM map from a process core.
@@ -72,10 +87,37 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
         profile and the check).
     :raises MissingData: a struct the answer needs is not in the core.
     """
-    rd = CoreReader(mem, layout)
     files = read_mapped_files(view, elf)
     binary, base, end = find_qemu_binary(mem, files)
-    build_id = read_build_id(rd, base)
+    build_id = read_build_id(CoreReader(mem, layout, device_names_table(layout)), base)
+    bin_runs = [(f.start, f.end - f.start) for f in files
+                if f.path == binary and mem.is_present(f.start, f.end - f.start)]
+    core_version, core_package = find_qemu_version(mem, bin_runs)
+    if not getattr(layout, "auto", False):
+        return _read_with(view, elf, mem, layout, check_build_id, binary, (base, end), build_id,
+                          bin_runs, core_version, core_package, f"the layout given: {layout.source}")
+    candidates, why = choose_layout(layout.arch, build_id, core_version)
+    failed: list[CorruptInput] = []
+    for lay in candidates:
+        try:
+            return _read_with(view, elf, mem, lay, check_build_id, binary, (base, end), build_id,
+                              bin_runs, core_version, core_package,
+                              why if not failed else f"{why}: {lay.source} (the ones before "
+                                                     f"failed their checks)")
+        except CorruptInput as err:
+            if "first profile whose checks pass" not in why:
+                raise           # the build-id or version picked this profile: its failure is the answer
+            failed.append(err)
+    raise failed[0]
+
+
+def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayout,
+               check_build_id: bool | str, binary: str, binary_span: tuple[int, int],
+               build_id: str | None, bin_runs: list[tuple[int, int]],
+               version: tuple[int, int, int] | None, package: str | None,
+               profile_reason: str) -> QemuCoreFacts:
+    """:func:`read_qemu_core` with one layout profile (``profile_reason``: why this one)."""
+    rd = CoreReader(mem, layout, device_names_table(layout))
     warnings = []
     if layout.build_ids and build_id not in layout.build_ids:
         # Another build of the same QEMU release (a distro rebuild, a newer stable update) often
@@ -89,10 +131,9 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
                                               f"{build_id or 'unknown'}, the profile is for "
                                               f"{', '.join(layout.build_ids)}")
         warnings.append(msg)
-    bin_runs = [(f.start, f.end - f.start) for f in files
-                if f.path == binary and mem.is_present(f.start, f.end - f.start)]
-    version, package = find_qemu_version(mem, bin_runs)
-    version_from = "core"
+    in_core = getattr(mem, "in_core", None)          # HostSpace: the binary may give .rodata
+    version_from = "core" if in_core is None or all(in_core(a, n) for a, n in bin_runs) \
+        else "binary file"
     if version is None and "qemu" in layout.data:
         # .rodata is not in the core; the build-id pins the release the profile names (another
         # build: the profile's release is the best guess, and the warning says so)
@@ -104,7 +145,6 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     writable = [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
                                                         loads["p_filesz"], loads["p_flags"])
                 if fl & PF_W and fs == n and n > 0]
-    binary_span = (base, end)
     blocks = find_ram_blocks(rd, writable, binary_span)
     guest_hva = [(b.host, b.max_length) for b in blocks]
     heap = [(a, n) for a, n in writable
@@ -124,7 +164,17 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     if not array_of:
         raise profile_mismatch(layout, mem, "VirtQueue.vdev points at a device",
                         f"{len(arrays)} arrays, none with a readable vdev")
-    head, order = walk_virtio_list(rd, next(iter(array_of)), binary_span)
+    discovery = load_profile(str(layout.data.get("qemu", "")) or None).table("devices").get(
+        "device_discovery", "virtio_list")
+    if discovery == "qom-tree":
+        # QEMU 8.2+ qmp_x_query_virtio: the realized VirtIODevices of the composition tree, in
+        # object_child_foreach_recursive order (see qom.py)
+        head = find_qom_root(rd, next(iter(array_of)))
+        order = [o for o in walk_qom_tree(rd, head)
+                 if (o in array_of or is_virtio_device(rd, o))
+                 and rd.struct("DeviceState", o, f"DeviceState at {o:#x}")["realized"]]
+    else:
+        head, order = walk_virtio_list(rd, next(iter(array_of)), binary_span)
     raws = []
     for vdev in order:
         dev, raw = read_device(rd, vdev)
@@ -136,11 +186,18 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
         if dev.vhost_started:
             dev.vhost_dev = find_vhost_dev(rd, vdev, heap)
         state.devices.append(dev)
-    names_at = check_device_names(rd, raws, bin_runs)
+    if any(mem.is_present(a, 8) for a, _ in bin_runs):
+        names_at = check_device_names(rd, raws, bin_runs)
+    else:
+        names_at = None
+        if raws:
+            rd.skip("VirtIODevice.name == virtio_device_names[device_id]",
+                    f"none of {binary}'s data is in the core")
     info = {"binary": binary, "qemu_version_from": version_from if version else None,
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
-            "virtio_list": head, "virtqueue_arrays": len(arrays),
+            **({"qom_root": f"{head:#x}"} if discovery == "qom-tree" else {"virtio_list": head}),
+            "device_discovery": discovery, "profile_reason": profile_reason, "virtqueue_arrays": len(arrays),
             "devices_not_on_list": sorted(v for v in array_of if v not in order),
-            "warnings": warnings}
+            "warnings": warnings, "checks_skipped": list(rd.skipped)}
     return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
                          guest_ram=guest_ram, info=info)

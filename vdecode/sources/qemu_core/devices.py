@@ -14,7 +14,8 @@ from vdecode.sources.qemu_core.memory import (MAX_DEVICES, CoreReader, HostMemor
                                               profile_mismatch, scan_runs)
 from vdecode.sources.qemu_state import VhostDev, VhostVirtqueue, VirtIODeviceState, VirtQueueState
 
-__all__ = ("find_virtqueue_arrays", "read_virtqueues", "read_device", "walk_virtio_list",
+__all__ = ("find_virtqueue_arrays", "read_virtqueues", "read_device", "is_virtio_device",
+           "walk_virtio_list",
            "check_device_names", "find_vhost_dev")
 
 
@@ -79,7 +80,7 @@ def read_device(rd: CoreReader, vdev_hva: int) -> tuple[VirtIODeviceState, Any]:
     what = f"VirtIODevice at {vdev_hva:#x}"
     d = rd.struct("VirtIODevice", vdev_hva, what)
     ds = rd.struct("DeviceState", vdev_hva, what)
-    known = lay.device_names.get(d["device_id"])
+    known = rd.device_names.get(d["device_id"])
     if rd.valid(d["name"], 1):
         name = rd.cstring(d["name"], f"{what}: name")
         if known is not None and name != known:
@@ -87,7 +88,12 @@ def read_device(rd: CoreReader, vdev_hva: int) -> tuple[VirtIODeviceState, Any]:
                             f"{what}: name {name[:40]!r}, device_id {d['device_id']}",
                             rd.file_offset(vdev_hva))
     elif known is not None:
-        name = known          # .rodata is not in the core: check_device_names() checks the pointer
+        # .rodata is not in the core (absent is not wrong): the name table gives it, and
+        # check_device_names() checks the pointer against virtio_device_names[] in .data.rel.ro
+        name = known
+        rd.skip("VirtIODevice.name == virtio_device_names[device_id]",
+                f"the name strings (.rodata, e.g. {d['name']:#x}) are not in the core; names "
+                f"from the profile's table")
     else:
         raise profile_mismatch(lay, rd.mem, "VirtIODevice.device_id names a device",
                         f"{what}: device_id {d['device_id']} is not in virtio_device_names[] and "
@@ -145,6 +151,11 @@ def _is_device(rd: CoreReader, addr: int) -> bool:
         return False
     back = np.frombuffer(bytes(rd.read(vq, 2 * stride, "VirtQueue")), "<u8")
     return int(back[vd // 8]) == addr and int(back[(stride + vd) // 8]) == addr
+
+
+def is_virtio_device(rd: CoreReader, addr: int) -> bool:
+    """Whether the object at ``addr`` is a ``VirtIODevice`` (its queues point back at it)."""
+    return _is_device(rd, addr)
 
 
 def walk_virtio_list(rd: CoreReader, any_vdev: int, binary: tuple[int, int]) -> tuple[int, list[int]]:

@@ -12,7 +12,7 @@ from construct import (Bytes, BytesInteger, Flag, Int8sl, Int8ul, Int16sl, Int16
 
 from vdecode.errors import CorruptInput
 
-__all__ = ("QemuLayout", "load_layout")
+__all__ = ("QemuLayout", "choose_layout", "load_layout")
 
 _SCALARS = {"u8": Int8ul, "u16": Int16ul, "u32": Int32ul, "u64": Int64ul, "i8": Int8sl,
             "i16": Int16sl, "i32": Int32sl, "i64": Int64sl, "ptr": Int64ul, "bool": Flag,
@@ -32,6 +32,8 @@ class QemuLayout:
 
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data, self.source = data, source
+        self.auto = False      # load_layout() without a version: the reader may pick another
+        self.arch = str(data.get("arch", "x86_64"))
         self.build_ids = [b.lower() for b in data.get("build_ids", [])]
         self.queue_max = int(data.get("virtio_queue_max", 1024))
         self.device_names = {int(k): v for k, v in data.get("virtio_device_names", {}).items()}
@@ -81,10 +83,58 @@ class QemuLayout:
 
 
 def load_layout(arch: str = "x86_64", version: str | None = None) -> QemuLayout:
-    """The shipped layout profile ``formats/qemu-<version>/layout-<arch>.json``."""
+    """The shipped layout profile ``formats/qemu-<version>/layout-<arch>.json``.
+
+    Without ``version`` the newest profile's layout is returned marked ``auto``: the core reader
+    then picks the profile by the core's build-id and version string (:func:`choose_layout`).
+    """
     from vdecode.profiles import load_profile
 
     prof = load_profile(version)
     name = f"layout-{arch}"
-    return QemuLayout(prof.table(name), f"formats/qemu-{prof.version}/{name}.json")
+    lay = QemuLayout(prof.table(name), f"formats/qemu-{prof.version}/{name}.json")
+    lay.auto = version is None
+    lay.arch = arch
+    return lay
 
+
+def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int] | None
+                  ) -> tuple[list[QemuLayout], str]:
+    """The shipped layouts to try on a core, best first, and why the first was chosen.
+
+    A profile listing the core's build-id comes first; then the profile of the version string
+    QEMU keeps in its binary (nearest release when none is shipped for it); then the others,
+    newest first, for a core that shows neither (the invariants decide).
+    """
+    from vdecode.profiles import available_versions, nearest_version
+
+    name = f"layout-{arch}"
+    have = [v for v in available_versions() if (formats_path(v) / f"{name}.json").is_file()]
+    layouts = {v: load_layout(arch, v) for v in have}
+    order: list[str] = []
+    why = ""
+    if build_id:
+        hit = [v for v in have if build_id.lower() in layouts[v].build_ids]
+        if hit:
+            order, why = hit[:1], f"it lists the core's build-id {build_id}"
+    if not order and version:
+        want = ".".join(map(str, version))
+        near, exact = nearest_version(want, have)
+        order = [near]
+        why = (f"the core's QEMU version string says {want}" if exact else
+               f"the core's QEMU version string says {want}, which has no profile: using the "
+               f"nearest, {near}")
+    rest = sorted((v for v in have if v not in order), key=_num, reverse=True)
+    if not order:
+        why = "the core names neither a known build-id nor a version: the first profile whose checks pass"
+    return [layouts[v] for v in order + rest], why
+
+
+def _num(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
+
+
+def formats_path(version: str):
+    from vdecode.profiles import formats_dir
+
+    return formats_dir() / f"qemu-{version}"

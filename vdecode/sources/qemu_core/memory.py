@@ -33,10 +33,25 @@ class HostMemory(Protocol):
 
 
 class CoreReader:
-    """Pointer-checked reads of host memory; every failure names the core and the address."""
+    """Pointer-checked reads of host memory; every failure names the core and the address.
 
-    def __init__(self, mem: HostMemory, layout: QemuLayout) -> None:
+    :param device_names: ``device_id`` → name as QEMU fills ``VirtIODevice.name`` (the profile's
+        ``devices.json`` table; default the layout's own), for names the core does not hold.
+    ``skipped`` collects the profile checks that could not run because their bytes are absent
+    from the core (absent is not wrong: such a check is reported, never failed).
+    """
+
+    def __init__(self, mem: HostMemory, layout: QemuLayout,
+                 device_names: dict[int, str] | None = None) -> None:
         self.mem, self.layout, self.name = mem, layout, mem.name
+        self.device_names = device_names if device_names is not None else layout.device_names
+        self.skipped: list[str] = []
+
+    def skip(self, check: str, why: str) -> None:
+        """Record a profile check that the core's absent bytes prevent (once per check)."""
+        line = f"check {check!r} skipped: {why}"
+        if not any(s.startswith(f"check {check!r} skipped") for s in self.skipped):
+            self.skipped.append(line)
 
     def file_offset(self, addr: int) -> int | None:
         try:

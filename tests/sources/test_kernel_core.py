@@ -1,0 +1,229 @@
+"""QEMU cores written by the Linux kernel (SIGABRT), as systemd-coredump stores them (``.zst``).
+
+The case is a real recording (``tools/capture/scenarios/kabortnoram.json``: QEMU 7.2.22, q35,
+``dump-guest-core=off``, killed with SIGABRT by the recorder at the instant ``truth.json`` was
+asked). Its core is 18 MB zstd-compressed, too big for the repository, so these tests run where
+the recording is (``VDECODE_KERNEL_CORE_CASE``); its bundles are fixtures in
+``tests/data/captures/kabortnoram``. It has no guest RAM, and the binary's ``.text``/``.rodata`` are left out
+(``coredump_filter`` 0x33), so the device names come from the binary when it is at hand with the
+core's build-id, else from ``formats/qemu-7.2/devices.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.builders.elf_dump import write_elf_dump
+from tests.reconstruct.fidelity import run_qmp, score_args
+from vdecode.errors import CorruptInput, InputError, MissingData
+from vdecode.space.open import open_dump, open_dumps
+
+CASE = Path(os.environ.get("VDECODE_KERNEL_CORE_CASE", "/tmp/vdrec/72k/kabortnoram"))
+CORE = CASE / "qemu.core"
+pytestmark = pytest.mark.skipif(not CORE.exists(), reason=f"needs the kernel-core recording "
+                                f"{CASE} (tools/capture/scenarios/kabortnoram.json; set "
+                                f"VDECODE_KERNEL_CORE_CASE=DIR)")
+BUILD_ID = "d9541fd67c4ea37f9ca7fca0f5096f32b3b7e7e0"
+SYSTEM_QEMU = Path("/usr/bin/qemu-system-x86_64")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("VDECODE_CACHE", str(tmp_path_factory.getbasetemp() / "vdecode-cache"))
+
+
+@pytest.fixture(scope="module")
+def truth() -> list:
+    return json.loads((CASE / "truth.json").read_text())["exchanges"]
+
+
+def _no_binary(tmp_path: Path) -> str:
+    return str(tmp_path / "no-such-qemu")
+
+
+def test_info_says_who_wrote_the_core_and_why(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as d:
+        info = d.info
+        assert d.format == "qemu-core" and d.space is None
+    assert info["core_writer"].startswith("linux kernel")
+    assert info["signal"]["name"] == "SIGABRT" and info["signal"]["signo"] == 6
+    assert info["crashing_thread"]["cursig"] == 6 and info["threads"] >= 2
+    assert info["binary"].endswith("/qemu-system-x86_64") and info["build_id"] == BUILD_ID
+    assert info["guest_ram"].startswith("absent")
+    assert info["binary_file"].startswith("not used: cannot open")
+    # .text and .rodata of the binary are left out; the anonymous guest RAM (MADV_DONTDUMP) too
+    left = {a["file"]: a for a in info["absent_mappings"]}
+    assert left[info["binary"]]["mappings"] >= 2
+    assert left["[anonymous]"]["bytes"] >= 160 << 20
+    assert any("VirtIODevice.name" in c and "skipped" in c for c in info["checks_skipped"])
+
+
+def test_info_text_and_json(tmp_path):
+    from vdecode.render.info import render_info_text
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as d:
+        text = render_info_text(d.info)
+    assert "signal:       SIGABRT (6)" in text
+    assert "guest RAM:    absent" in text
+    assert f"build-id {BUILD_ID}" in text
+    assert "left out:" in text
+
+
+def test_absent_bytes_are_missing_not_zero(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as d:
+        host = d.space if d.space is not None else None
+        assert host is None
+    from vdecode.sources.elf_dump import read_elf
+    from vdecode.sources.files import FileView
+    from vdecode.space.qemu_core import host_space
+    view = FileView(CORE)
+    elf = read_elf(view)
+    host = host_space(view, elf)
+    start, size = host.absent_ranges()[0]
+    assert not host.is_present(start, 1)
+    with pytest.raises(MissingData, match=r"is mapped \[0x[0-9a-f]+, 0x[0-9a-f]+\) but not in "
+                                          r"this core \(FileSiz 0"):
+        host.read(start, 8)
+    view.close()
+
+
+def test_state_commands_answer_exactly_without_binary(truth, tmp_path):
+    s = score_args(truth, [str(CORE), "--binary", _no_binary(tmp_path)])
+    assert (s["fields"], s["exact"]) == (s["total"], s["replies"]), s["stderr"][-600:]
+
+
+def test_binary_with_another_build_id_is_reported_and_not_used(truth):
+    with open_dump(CORE, binary=sys.executable) as d:
+        assert d.info["binary_file"].startswith(f"not used: {sys.executable} has build-id")
+        assert BUILD_ID in d.info["binary_file"]
+    s = score_args(truth, [str(CORE), "--binary", sys.executable])
+    assert (s["fields"], s["exact"]) == (s["total"], s["replies"]), s["stderr"][-600:]
+
+
+def _build_id_of(path: Path) -> str | None:
+    from vdecode.sources.files import FileView
+    from vdecode.sources.qemu_core.process import read_build_id_file
+    v = FileView(path)
+    try:
+        return read_build_id_file(v)
+    finally:
+        v.close()
+
+
+@pytest.mark.skipif(not SYSTEM_QEMU.exists() or _build_id_of(SYSTEM_QEMU) != BUILD_ID,
+                    reason="needs Debian's qemu-system-x86 1:7.2+dfsg-7+deb12u18+b3 installed")
+def test_the_binary_gives_what_the_core_left_out(truth):
+    with open_dump(CORE) as d:
+        assert d.info["binary_file"].startswith(f"{SYSTEM_QEMU} (build-id matches)")
+        assert d.info["qemu_version_from"] == "binary file"
+        assert not d.info["checks_skipped"]
+    s = score_args(truth, [str(CORE)])
+    assert (s["fields"], s["exact"]) == (s["total"], s["replies"]), s["stderr"][-600:]
+
+
+def test_element_request_names_the_missing_guest_ram(truth, tmp_path):
+    path = next(r["arguments"]["path"] for r, _ in truth if r["execute"] == "x-query-virtio-status")
+    lines, _ = run_qmp([str(CORE), "--binary", _no_binary(tmp_path)],
+                       [{"execute": "qmp_capabilities"},
+                        {"execute": "x-query-virtio-queue-element",
+                         "arguments": {"path": path, "queue": 0}}])
+    reply = json.loads([x for x in lines if x.strip()][-1])
+    assert reply == {"error": {"class": "GenericError", "desc":
+                               "vdecode: cannot answer from these inputs: guest RAM is not in this "
+                               "QEMU core (dump-guest-core=off); give a guest dump of the same "
+                               "instant too: vdecode qmp CORE GUEST_DUMP"}}
+
+
+def test_truncated_core_is_one_line(tmp_path):
+    plain = CORE
+    cut = tmp_path / "core.truncated"
+    with open(plain, "rb") as src, open(cut, "wb") as dst:
+        dst.write(src.read(plain.stat().st_size // 2))
+    r = subprocess.run([sys.executable, "-m", "vdecode", "info", str(cut)], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"vdecode: error: {cut} at offset 0x")
+    assert "runs past the end of the file" in lines[0]
+    with pytest.raises(CorruptInput):
+        open_dump(cut)
+
+
+# --- the core plus a guest dump of the same instant -------------------------------------------
+
+
+def _guest_dump(tmp_path: Path, core, *, ram_scale: float = 1.0, used_delta: int = 0) -> Path:
+    """A sparse ELF guest dump with QEMU's RAM map and each split ring's ``used->idx`` as QEMU's
+    ``used_idx`` (+ ``used_delta``): what a dump of the same instant agrees with."""
+    pages: dict[int, bytearray] = {}
+    for dev in core.qemu.devices:
+        for q in dev.queues.values():
+            if q.desc and q.used_idx is not None:
+                page = (q.used + 2) & ~0xFFF
+                buf = pages.setdefault(page, bytearray(4096))
+                off = q.used + 2 - page
+                buf[off:off + 2] = ((q.used_idx + used_delta) & 0xFFFF).to_bytes(2, "little")
+    segs = []
+    for r in core.info["ram_ranges"]:
+        start, end = r["start"], r["start"] + int(r["size"] * ram_scale)
+        pos = start
+        for page in sorted(p for p in pages if start <= p < end):
+            if page > pos:
+                segs.append((pos, (page - pos, None)))
+            segs.append((page, bytes(pages[page])))
+            pos = page + 4096
+        if end > pos:
+            segs.append((pos, (end - pos, None)))
+    return write_elf_dump(tmp_path / "guest.elf", segs)
+
+
+def test_core_and_guest_dump_in_either_order(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as core:
+        guest = _guest_dump(tmp_path, core)
+    for order in ((CORE, guest), (guest, CORE)):
+        with open_dumps(order, binary=_no_binary(tmp_path)) as d:
+            assert d.format == "qemu-core+elf" and d.space is not None and d.qemu is not None
+            assert d.info["guest_dump"]["file"] == str(guest)
+            assert not [w for w in d.info["warnings"] if "instant" in w or "guest RAM" in w]
+
+
+def test_a_dump_of_another_instant_is_reported(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as core:
+        guest = _guest_dump(tmp_path, core, used_delta=3)
+    with open_dumps((CORE, guest), binary=_no_binary(tmp_path)) as d:
+        moved = [w for w in d.info["warnings"] if "may not be of" in w]
+    assert moved and "rings differ from QEMU's state" in moved[0]
+
+
+def test_a_dump_with_less_ram_does_not_belong(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as core:
+        guest = _guest_dump(tmp_path, core, ram_scale=0.5)
+    with pytest.raises(InputError, match=r"guest\.elf: does not belong with .*qemu\.core: "
+                                         r"QEMU's guest RAM \[0x0, 0x[0-9a-f]+\) .* bytes short"):
+        open_dumps((CORE, guest), binary=_no_binary(tmp_path))
+
+
+def test_two_guest_dumps_are_refused(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as core:
+        guest = _guest_dump(tmp_path, core)
+    other = tmp_path / "other.elf"
+    shutil.copy(guest, other)
+    r = subprocess.run([sys.executable, "-m", "vdecode", "qmp", str(guest), str(other)],
+                       capture_output=True, text=True, input="")
+    assert r.returncode == 3
+    assert r.stderr.strip() == (f"vdecode: error: {other}: two inputs must be a QEMU process core "
+                                f"and a guest dump (ELF or kdump): got {guest} (elf), {other} (elf)")
+
+
+def test_guest_ram_map_is_the_recorded_one(tmp_path):
+    with open_dump(CORE, binary=_no_binary(tmp_path)) as core:
+        runs = [(r["start"], r["size"]) for r in core.info["ram_ranges"]]
+    assert (0, 160 << 20) in runs
+    assert np.all([s >= 0 for s, _ in runs])

@@ -1,0 +1,81 @@
+"""The public API as ``docs/api.md`` documents it, on every sample: open, list devices and queues,
+walk a chain, and ask QMP, whose replies must equal ``vdecode qmp``'s for the same request.
+
+Only names ``docs/api.md`` gives are used here (``vdecode.open``, the machine's ``devices``,
+``device``, ``queue``, ``qmp``, ``findings``, the dataclasses' fields, ``vdecode.VdecodeError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vdecode
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = sorted((ROOT / "samples").glob("*.vdb"))
+
+
+def vdecode_qmp(sample: Path, *requests: dict) -> list[dict]:
+    """The replies ``vdecode qmp SAMPLE`` writes for ``requests`` (after the greeting and the
+    capabilities reply), parsed in the order their members were written."""
+    lines = [json.dumps({"execute": "qmp_capabilities"}), *map(json.dumps, requests)]
+    out = subprocess.run([sys.executable, "-m", "vdecode", "qmp", str(sample)],
+                         input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    replies = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert "QMP" in replies[0] and replies[1] == {"return": {}}
+    return replies[2:]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[p.name for p in SAMPLES])
+def test_a_script_using_only_the_documented_api(sample):
+    with vdecode.open(sample) as machine:
+        assert machine.devices, "every sample has virtio devices"
+        for dev in machine.devices:
+            assert dev.path.startswith("/machine/") and dev.name.startswith("virtio-")
+            assert [q.index for q in dev.queues] == sorted(q.index for q in dev.queues)
+            for q in dev.queues:
+                assert q.device == dev.path
+                assert q.pending is None or q.pending >= 0
+        # walk a chain: the first queue with a pending one
+        q = next(q for d in machine.devices for q in d.queues if q.chains)
+        chain = q.chains[0]
+        assert chain.state in ("pending", "in-flight")
+        assert chain.descriptors and all(d.len >= 0 and d.addr > 0 for d in chain.descriptors)
+        assert chain.bytes_in == sum(d.len for d in chain.descriptors if d.write)
+        assert chain.bytes_out == sum(d.len for d in chain.descriptors if not d.write)
+        if chain.avail_idx is not None:
+            assert chain.slot == chain.avail_idx % q.size
+        # frozen: a script cannot change what the stages produced
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            chain.head = 0
+        # one queue alone gives the same chains as the whole machine
+        assert machine.queue(q.device, q.index) == q
+
+        # QMP: the monitor's replies, identical to `vdecode qmp` for the same requests
+        paths = [d.path for d in machine.devices]
+        requests = [{"execute": "x-query-virtio-status", "arguments": {"path": p}} for p in paths]
+        requests.append({"execute": "x-query-virtio-status", "arguments": {"path": "/nowhere"}})
+        requests.append({"execute": "x-query-virtio"})
+        ours = [machine.qmp(r["execute"], **r.get("arguments", {})) for r in requests]
+        theirs = vdecode_qmp(sample, *requests)
+        assert [json.dumps(r) for r in ours] == [json.dumps(r) for r in theirs]   # order too
+        assert "return" in ours[0] and "error" in ours[-2]
+
+
+def test_device_names_and_errors():
+    sample = ROOT / "samples" / "mixed-elf-early.vdb"
+    with vdecode.open(sample) as machine:
+        assert machine.device("packedblk").queues[0].packed
+        with pytest.raises(vdecode.VdecodeError, match="'virtio-blk' is ambiguous"):
+            machine.device("virtio-blk")
+        with pytest.raises(vdecode.UnsupportedInput, match="no queue 9"):
+            machine.device("net0").queue(9)
+    with pytest.raises(vdecode.InputError):
+        vdecode.open(ROOT / "README.md")

@@ -1,0 +1,167 @@
+"""``vdecode triage``: pairing by names and contents, error records, and the same records from
+local processes and from a Dask cluster (``distributed.LocalCluster``, two worker processes).
+
+The fleet is real: the recorded bundles (``tests/data/captures/*/*.vdb.zst``, decompressed into
+tmp), ``samples/*.vdb``, the shared captures (compressed dumps, QEMU cores and logs, as they are
+stored), plus a truncated dump and a garbage file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import zstandard
+from click.testing import CliRunner
+
+from tests.conftest import CAPTURES, REPO
+from vdecode.cli import cli
+from vdecode.triage import discover, run_triage
+from vdecode.triage.discover import stem_of
+from vdecode.triage.output import render_csv, render_jsonl, render_table
+from vdecode.triage.run import run_dask, run_local
+
+SAMPLE_LOG = REPO / "samples" / "basic-early.jsonl"
+
+
+def _touch_elf(path: Path) -> Path:
+    path.write_bytes(b"\x7fELF" + b"\0" * 60)       # an ELF header too short to parse
+    return path
+
+
+def test_pairs_by_name_folder_and_libvirt(tmp_path):
+    _touch_elf(tmp_path / "web1.elf")
+    shutil.copy(SAMPLE_LOG, tmp_path / "web1.qmp.jsonl")
+    lib = tmp_path / "var" / "log" / "libvirt" / "qemu"
+    lib.mkdir(parents=True)
+    _touch_elf(tmp_path / "db2.kdump")
+    shutil.copy(SAMPLE_LOG, lib / "db2.log")
+    cap = tmp_path / "captures" / "basic"
+    cap.mkdir(parents=True)
+    _touch_elf(cap / "dump.elf")
+    shutil.copy(SAMPLE_LOG, cap / "early.jsonl")
+    (cap / "case.json").write_text("{}")
+    (cap / "console.log").write_text("[    0.000000] Linux version 6.1\n")
+    shutil.copy(REPO / "samples" / "basic-core.vdb", cap / "basic-core.vdb")
+    jobs = {j.vm: j for j in discover([str(tmp_path)])}
+    assert sorted(jobs) == ["basic", "basic-core", "db2", "web1"]
+    assert jobs["web1"].logs == (str(tmp_path / "web1.qmp.jsonl"),)
+    assert jobs["db2"].logs == (str(lib / "db2.log"),)
+    assert jobs["basic"].dumps == ((str(cap / "dump.elf"), "dump"),)
+    assert jobs["basic"].logs == (str(cap / "early.jsonl"),)
+    assert jobs["basic-core"].dumps == ((str(cap / "basic-core.vdb"), "bundle"),)
+    assert jobs["basic-core"].logs == ()                        # a bundle stands alone
+
+
+def test_stems():
+    assert stem_of("web-01.example.com.qmp.jsonl") == "web-01.example.com"
+    assert stem_of("dump.kdump-zlib.zst") == "dump"
+    assert stem_of("qemu.core.zst") == "qemu"
+    assert stem_of("elf+early.vdb.zst") == "elf+early"
+
+
+def test_bad_files_are_error_records_and_exit_0(tmp_path):
+    (tmp_path / "garbage.core").write_bytes(b"this is not a core dump\n" * 100)
+    data = (REPO / "samples" / "mixed-elf-early.vdb").read_bytes()
+    (tmp_path / "trunc.elf").write_bytes(data[:len(data) // 3])
+    (tmp_path / "empty.vdb").write_bytes(b"")
+    shutil.copy(REPO / "samples" / "basic-core.vdb", tmp_path / "good.vdb")
+    result = CliRunner().invoke(cli, ["triage", str(tmp_path), "--json", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    records = {r["vm"]: r for r in map(json.loads, result.output.splitlines())}
+    assert sorted(records) == ["empty", "garbage", "good", "trunc"]
+    assert records["garbage"]["verdict"] == "unreadable"
+    assert records["garbage"]["errors"] == [{
+        "input": str(tmp_path / "garbage.core"), "class": "InputError",
+        "message": f"{tmp_path / 'garbage.core'}: not a dump this tool reads "
+                   f"(starts with b'this is not a co')"}]
+    assert records["trunc"]["errors"][0]["class"] == "CorruptInput"
+    assert "runs past the end of the file" in records["trunc"]["errors"][0]["message"]
+    assert records["empty"]["errors"][0]["message"] == f"{tmp_path / 'empty.vdb'}: empty file"
+    good = records["good"]
+    assert good["errors"] == [] and good["verdict"] == "ok"
+    assert good["inputs"]["format"] == "bundle" and good["qemu"]["state"] == "core"
+    assert good["qemu"]["version"] == "7.2.22" and good["counts"]["devices"] == 7
+
+
+def test_a_log_without_dump_is_a_record(tmp_path):
+    """A log whose VM has no dump still gets a record saying so."""
+    shutil.copy(SAMPLE_LOG, tmp_path / "lonely.qmp.jsonl")
+    (rec,) = run_local(discover([str(tmp_path)]), 1)
+    assert rec["verdict"] == "no-dump" and rec["inputs"]["logs"] == [str(tmp_path /
+                                                                            "lonely.qmp.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory) -> list[str]:
+    """The recorded bundles (decompressed), the samples, broken files, and the shared captures
+    (as stored) when they are there."""
+    root = tmp_path_factory.mktemp("fleet")
+    for src in sorted((REPO / "tests" / "data" / "captures").glob("*/*.vdb.zst")):
+        out = root / "recorded" / src.parent.name / src.name[:-4]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, "rb") as f, open(out, "wb") as o:
+            zstandard.ZstdDecompressor().copy_stream(f, o)
+    for src in sorted((REPO / "samples").glob("*.vdb")):
+        shutil.copy(src, root / src.name)
+    broken = root / "broken"
+    broken.mkdir()
+    data = (REPO / "samples" / "mixed-elf-early.vdb").read_bytes()
+    (broken / "vm9.elf").write_bytes(data[:100_000])
+    shutil.copy(SAMPLE_LOG, broken / "vm9.qmp.jsonl")
+    (broken / "noise.vdb").write_bytes(os.urandom(8192))
+    paths = [str(root)]
+    if CAPTURES.is_dir():
+        paths.append(str(CAPTURES))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("triage-cache"))
+
+
+@pytest.fixture(scope="module")
+def local_records(fleet, cache_dir) -> list[dict]:
+    return run_triage(fleet, workers=2, cache_dir=cache_dir)
+
+
+def test_local_fleet(fleet, local_records):
+    by_vm = {r["vm"]: r for r in local_records}
+    recorded = [r for r in local_records if "/recorded/" in (r["inputs"]["dump"] or "")]
+    assert len(recorded) == len(list((REPO / "tests" / "data" / "captures").glob("*/*.vdb.zst")))
+    assert all(r["errors"] == [] and r["inputs"]["format"] == "bundle" for r in recorded)
+    assert all(r["counts"]["devices"] > 0 for r in recorded)
+    assert by_vm["vm9"]["verdict"] == "unreadable"
+    assert by_vm["vm9"]["inputs"]["logs"] == [f"{fleet[0]}/broken/vm9.qmp.jsonl"]
+    assert by_vm["noise"]["errors"][0]["class"] == "InputError"
+    assert by_vm["basic-core"]["inputs"]["dump"].endswith("basic-core.vdb")
+    # one record a line, the table and the CSV cover every record
+    assert len(render_jsonl(local_records).splitlines()) == len(local_records)
+    assert len(render_csv(local_records).splitlines()) == len(local_records) + 1
+    assert f"{len(local_records)} VMs:" in render_table(local_records, width=200)
+
+
+def test_shared_captures(local_records):
+    if not CAPTURES.is_dir():
+        pytest.skip(f"no captures in {CAPTURES}: the real-QEMU corpus is not here")
+    by_vm = {r["vm"]: r for r in local_records}
+    basic = by_vm["basic"]
+    assert basic["inputs"]["dump"] == f"{CAPTURES}/basic/qemu.core.zst"
+    assert basic["inputs"]["format"] == "qemu-core"
+    assert basic["inputs"]["logs"] == [f"{CAPTURES}/basic/early.jsonl",
+                                       f"{CAPTURES}/basic/instant.jsonl"]
+    assert [u["path"] for u in basic["inputs"]["unused"]] == [
+        f"{CAPTURES}/basic/dump.elf.zst", f"{CAPTURES}/basic/dump.kdump-zlib.zst"]
+    assert basic["errors"] == [] and basic["qemu"]["state"] == "core"
+
+
+def test_dask_cluster_gives_the_same_records(fleet, cache_dir, local_records):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        records = run_dask(discover(fleet, cache_dir=cache_dir), cluster.scheduler_address)
+    assert render_jsonl(records) == render_jsonl(local_records)

@@ -1,0 +1,410 @@
+"""The public Python API: ``vdecode.open(...)`` gives a :class:`Machine`, the virtio devices at the
+dump instant, for a notebook or a drgn/crash-style script (``docs/api.md``).
+
+The machine is built by the same stages as ``vdecode DUMP`` and ``vdecode qmp``
+(:func:`~vdecode.sources.qmp_log.read_qmp_log`, :func:`~vdecode.space.open.open_dump`,
+:func:`~vdecode.reconstruct.session.build_machine`); queues, chains and findings are the view's
+(:mod:`vdecode.reconstruct.findings`, :mod:`vdecode.reconstruct.view_model`), turned into frozen
+dataclasses. ``machine.qmp(...)`` asks :func:`~vdecode.reconstruct.session.make_monitor`'s monitor,
+so its replies are ``vdecode qmp``'s, value for value.
+
+Errors are :class:`~vdecode.errors.VdecodeError` and its subclasses (``docs`` of
+:mod:`vdecode.errors`); a QEMU error reply is a reply (``{"error": ...}``), not an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
+
+from vdecode.errors import UnsupportedInput, VdecodeError
+
+__all__ = ("open", "Machine", "Device", "Queue", "Rings", "Indices", "Chain", "Descriptor",
+           "Preview", "UsedEntry", "Finding")
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """One ``struct vring_desc`` of a chain (inside the indirect table for an indirect head).
+
+    :param index: its number in the descriptor table (or the indirect table).
+    :param addr: ``addr``, a guest-physical address.
+    :param flags_names: ``("next", "write")``: ``VRING_DESC_F_*`` without the prefix.
+    """
+
+    index: int
+    addr: int
+    len: int
+    flags: int
+    flags_names: tuple[str, ...]
+
+    @property
+    def write(self) -> bool:
+        """Device-writable (``VRING_DESC_F_WRITE``)."""
+        return "write" in self.flags_names
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A chain's buffers decoded by device type: ``kind`` (``blk``, ``net``, ``scsi``, ``console``,
+    ``balloon``, ``rng``, ``net-ctrl``), a one-line ``summary`` and the decoded ``fields``."""
+
+    kind: str
+    summary: str
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A pending (available, not taken) or in-flight (taken, not completed) descriptor chain.
+
+    :param avail_idx: the free-running avail index it was published at (``None``: packed ring).
+    :param slot: ``avail_idx % size`` (packed: the first descriptor's slot).
+    :param head: the head descriptor (packed: the buffer id).
+    :param indirect: ``(addr, len)`` of the indirect table, or ``None``.
+    :param problems: what the spec forbids or QEMU rejects (``"loop"``, ``"zero_len"``...).
+    """
+
+    state: str
+    avail_idx: int | None
+    slot: int
+    head: int
+    indirect: tuple[int, int] | None
+    descriptors: tuple[Descriptor, ...]
+    bytes_out: int
+    bytes_in: int
+    problems: tuple[str, ...]
+    preview: Preview | None
+
+
+@dataclass(frozen=True, slots=True)
+class UsedEntry:
+    """One of the last ``vring_used_elem``: ``id`` (a head) and ``len`` (bytes written)."""
+
+    used_idx: int
+    slot: int
+    id: int
+    len: int
+    preview: Preview | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rings:
+    """Guest-physical addresses of the three ring areas (packed: ``avail`` is the driver event
+    area, ``used`` the device event area)."""
+
+    desc: int | None
+    avail: int | None
+    used: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Indices:
+    """The ring's indices: the guest's (``avail->idx``, ``used->idx``, flags, event words; ``None``
+    for a packed ring or an unread one) and QEMU's (``VirtQueue``'s counters)."""
+
+    avail_idx: int | None
+    avail_flags: int | None
+    used_event: int | None
+    guest_used_idx: int | None
+    used_flags: int | None
+    avail_event: int | None
+    last_avail_idx: int | None
+    shadow_avail_idx: int | None
+    used_idx: int | None
+    inuse: int | None
+    signalled_used: int | None
+    signalled_used_valid: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What is wrong (or worth knowing), as in ``docs/view.md``: ``severity``, ``code``, ``device``
+    (path), ``queue`` (or ``None``), ``title``, ``evidence``, ``rule``, ``qemu``."""
+
+    severity: str
+    code: str
+    device: str
+    queue: int | None
+    title: str
+    evidence: Mapping[str, Any]
+    rule: str
+    qemu: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """One virtqueue at the dump instant.
+
+    :param pending: avail entries not taken yet (``avail_idx - last_avail_idx``).
+    :param inflight: QEMU's ``inuse``.
+    :param health: ``ok``, or the worst finding's short word (``stalled``, ``corrupt``...).
+    :param chains: every pending and in-flight chain, in avail order.
+    :param used_entries: the last used entries (up to the ring size).
+    :param ring_error: why the ring could not be read, or ``None``.
+    :param provenance: where each QEMU value came from: ``core``, ``log``, ``inferred``, ...
+    """
+
+    device: str
+    index: int
+    size: int | None
+    packed: bool
+    rings: Rings
+    indices: Indices
+    pending: int | None
+    inflight: int | None
+    health: str
+    chains: tuple[Chain, ...]
+    used_entries: tuple[UsedEntry, ...]
+    ring_error: str | None
+    provenance: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A virtio device as QEMU held it.
+
+    :param path: QOM canonical path (``.../virtio-backend``), what QMP's ``path`` takes.
+    :param name: QEMU's name (``virtio-net``).
+    :param status: the status byte, ``status_flags`` its names (``DRIVER_OK``...).
+    :param features: the negotiated features, short names (``EVENT_IDX``), unknown bits as hex.
+    :param queues: every queue QEMU set up, by index.
+    """
+
+    path: str
+    name: str | None
+    device_id: int | None
+    status: int | None
+    status_flags: tuple[str, ...]
+    features: tuple[str, ...] | None
+    guest_features: int | None
+    vhost: bool | None
+    broken: bool | None
+    queues: tuple[Queue, ...]
+
+    def queue(self, index: int) -> Queue:
+        """The queue numbered ``index``.
+
+        :raises UnsupportedInput: the device has no such queue.
+        """
+        for q in self.queues:
+            if q.index == index:
+                return q
+        raise UnsupportedInput(self.path, f"no queue {index} (queues: "
+                                          f"{', '.join(str(q.index) for q in self.queues) or 'none'})")
+
+
+def _preview(p: dict | None) -> Preview | None:
+    return None if p is None else Preview(p["kind"], p["summary"], MappingProxyType(dict(p["fields"])))
+
+
+def _chain(c: dict) -> Chain:
+    ind = c["indirect"]
+    return Chain(c["state"], c["avail_idx"], c["slot"], c["head"],
+                 None if ind is None else (ind["addr"], ind["len"]),
+                 tuple(Descriptor(d["index"], d["addr"], d["len"], d["flags"], tuple(d["flags_names"]))
+                       for d in c["descs"]),
+                 c["bytes_out"], c["bytes_in"], tuple(c["problems"]), _preview(c["preview"]))
+
+
+def _queue(path: str, row: dict, detail: dict | None) -> Queue:
+    d = detail or {}
+    avail, used, qemu = d.get("avail") or {}, d.get("used") or {}, d.get("qemu") or {}
+    rings = d.get("rings") or {}
+    return Queue(
+        device=path, index=row["index"], size=row["size"], packed=row["packed"],
+        rings=Rings(rings.get("desc"), rings.get("avail"), rings.get("used")),
+        indices=Indices(avail.get("idx"), avail.get("flags"), avail.get("used_event"),
+                        used.get("idx"), used.get("flags"), used.get("avail_event"),
+                        qemu.get("last_avail_idx", row["last_avail_idx"]),
+                        qemu.get("shadow_avail_idx"), qemu.get("used_idx", row["used_idx"]),
+                        qemu.get("inuse", row["inflight"]), qemu.get("signalled_used"),
+                        qemu.get("signalled_used_valid")),
+        pending=row["pending"], inflight=row["inflight"], health=row["health"],
+        chains=tuple(_chain(c) for c in d.get("chains", ())),
+        used_entries=tuple(UsedEntry(e["used_idx"], e["slot"], e["id"], e["len"],
+                                     _preview(e["preview"])) for e in d.get("used_entries", ())),
+        ring_error=row["ring_error"], provenance=MappingProxyType(dict(row["provenance"])))
+
+
+class Machine:
+    """The virtio devices of one dump at its instant, and an offline QMP monitor over them.
+
+    Made by :func:`open`; close it (or use ``with``) to unmap the input. Work happens when a
+    question needs it: :attr:`devices` reads every queue's rings once, :meth:`queue` only one.
+    """
+
+    def __init__(self, dump, knowledge, profile, machine, notes: list[str]) -> None:
+        self._dump, self._knowledge, self._profile, self._machine = dump, knowledge, profile, machine
+        self.notes: list[str] = list(notes)      # how the state was derived (the CLI's "note:" lines)
+        self._monitor = None
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def path(self) -> str:
+        """The input as it was named."""
+        return self._dump.path
+
+    @property
+    def format(self) -> str:
+        """``elf``, ``kdump``, ``qemu-core``, ``bundle``, ..."""
+        return self._dump.format
+
+    @property
+    def qemu_state(self) -> str:
+        """Where QEMU's state came from: ``core``, ``log``, ``core+log`` or ``none``."""
+        return self._machine.state.source or "none"
+
+    # -- the view's data ------------------------------------------------------------------------
+    def _logged(self):
+        from vdecode.reconstruct.log_state import state_from_log
+        if self._knowledge is None:
+            return None, None
+        return state_from_log(self._knowledge, self._profile), self._knowledge.span[1]
+
+    def _devices(self, paths: set[str] | None, queue: int | None
+                 ) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
+        from vdecode.reconstruct.findings import find_findings
+        from vdecode.reconstruct.view_model import device_view, queue_view
+
+        logged, log_end = self._logged()
+        found, walks = find_findings(self._machine, self._profile, logged, log_end,
+                                     devices=paths, queue=queue)
+        out = []
+        for dev in self._machine.state.devices:
+            if paths is not None and dev.canonical_path not in paths:
+                continue
+            info = device_view(self._profile, self._machine.state, dev)
+            queues = []
+            for qi, q in sorted(dev.queues.items()):
+                if queue is not None and qi != queue:
+                    continue
+                row, detail = queue_view(self._machine, self._profile, dev, q, found, walks)
+                queues.append(_queue(dev.canonical_path, row, detail))
+            out.append(Device(dev.canonical_path, dev.name, dev.device_id, info["status"]["value"],
+                              tuple(info["status"]["flags"]),
+                              None if info["features"] is None else tuple(info["features"]),
+                              dev.guest_features, dev.vhost_started, dev.broken, tuple(queues)))
+        findings = tuple(Finding(f.severity, f.code, f.device, f.queue, f.title,
+                                 MappingProxyType(dict(f.evidence)), f.rule, f.qemu) for f in found)
+        return tuple(out), findings
+
+    @cached_property
+    def _everything(self) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
+        return self._devices(None, None)
+
+    @property
+    def devices(self) -> tuple[Device, ...]:
+        """Every device on QEMU's ``virtio_list``, in its order, each with all its queues."""
+        return self._everything[0]
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """Every finding (errors, then warnings, then info), as ``vdecode DUMP`` lists them."""
+        return self._everything[1]
+
+    def device(self, which: str) -> Device:
+        """The device ``which`` names, as ``--device`` takes it: a QOM path (with or without
+        ``/virtio-backend``), a device name (``virtio-net``), an id (``"1"``) or a path component.
+
+        :raises UnsupportedInput: nothing matches, or several devices do (the message lists them).
+        """
+        from vdecode.reconstruct.view_model import select_devices
+        path = select_devices(self._machine.state.devices, which)[0].canonical_path
+        return next(d for d in self.devices if d.path == path)
+
+    def queue(self, which: str, index: int) -> Queue:
+        """One queue of one device, reading only that queue's rings and chains.
+
+        :raises UnsupportedInput: no such device (or an ambiguous name), or no such queue.
+        """
+        from vdecode.reconstruct.view_model import select_devices
+        path = select_devices(self._machine.state.devices, which)[0].canonical_path
+        devices, _ = self._devices({path}, index)
+        return devices[0].queue(index)
+
+    # -- QMP ------------------------------------------------------------------------------------
+    def qmp(self, command: str, **arguments: Any) -> dict[str, Any]:
+        """The reply QEMU 7.2's monitor gives to ``command`` with ``arguments``, as at the dump
+        instant: ``{"return": ...}`` or ``{"error": {"class": ..., "desc": ...}}``, the value
+        ``vdecode qmp`` sends, its dicts' members in the order QEMU writes them.
+
+        One monitor session serves every call (capabilities negotiated on the first), on its own
+        copy of QEMU's state, so side effects QEMU's commands have (``shadow_avail_idx``, a device
+        marked broken) carry over from call to call as they would live, and never change
+        :attr:`devices`.
+        """
+        if self._monitor is None:
+            from vdecode.reconstruct.session import make_monitor, qemu_identity
+            from vdecode.virtio.device import VirtioMachine
+            version, package = qemu_identity(self._knowledge, self._dump.qemu)
+            scratch = VirtioMachine(copy.deepcopy(self._machine.state), self._machine.space)
+            scratch.notes = self.notes
+            self._monitor = make_monitor(scratch, self._profile, version, package)
+            self._monitor.handle({"execute": "qmp_capabilities"})
+        from vdecode.render.qmp_json import encode
+        request: dict[str, Any] = {"execute": command}
+        if arguments:
+            request["arguments"] = dict(arguments)
+        # through QEMU's JSON writer and back: the members in the order the wire has them
+        return json.loads(encode(self._monitor.handle(request)))
+
+    # -- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Unmap the input files."""
+        self._dump.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<vdecode.Machine {os.path.basename(self.path)} ({self.format}, QEMU state from " \
+               f"{self.qemu_state})>"
+
+
+def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None = None,  # noqa: A001
+         log_format: str | None = None, vm: str | None = None,
+         cache_dir: str | os.PathLike | None = None) -> Machine:
+    """Open a dump (guest ELF or kdump, QEMU process core, bundle) and build its machine, the way
+    ``vdecode DUMP`` and ``vdecode qmp`` do.
+
+    :param paths: the dump (one for now).
+    :param log: a QMP log taken before the dump, or several (oldest first).
+    :param log_format: the logs' format when sniffing is not enough (as ``--log-format``).
+    :param vm: the VM to take from a log with several (as ``--vm``).
+    :param cache_dir: where compressed dumps are decompressed.
+    :raises VdecodeError: an input vdecode cannot use (``InputError``, ``CorruptInput``, ...).
+    """
+    from vdecode.reconstruct.session import build_machine, merge_knowledge, profile_for
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+    from vdecode.space.open import open_dump
+
+    if not paths:
+        raise TypeError("vdecode.open() needs a dump")
+    if len(paths) > 1:
+        raise UnsupportedInput(str(paths[1]), "one dump per machine (give QMP logs with log=)")
+    logs = () if log is None else (log,) if isinstance(log, (str, os.PathLike)) else tuple(log)
+    notes, knowledges = [], []
+    for p in logs:                                   # oldest first: a later reply wins
+        qlog = read_qmp_log(p, log_format, vm, latest_only=True)
+        notes.extend(f"warning: {w}" for w in qlog.warnings)
+        knowledges.append(LogKnowledge.from_log(qlog, vm))
+    knowledge = merge_knowledge(knowledges)
+    dump = open_dump(paths[0], cache_dir=cache_dir)
+    try:
+        if knowledge is None and dump.qmp_log is not None:     # a bundle's embedded log
+            knowledge = LogKnowledge.from_log(dump.qmp_log)
+        profile = profile_for(knowledge, dump.qemu)
+        machine, built = build_machine(dump, knowledge, profile)
+    except VdecodeError:
+        dump.close()
+        raise
+    return Machine(dump, knowledge, profile, machine, [*notes, *built, *machine.notes])

@@ -1,0 +1,214 @@
+"""One VM's triage record, built in a worker from a :class:`~vdecode.triage.discover.VmJob`.
+
+The record is what ``vdecode DUMP --log LOG... --json`` would show, condensed: it asks the same
+pipeline (``session.profile_for`` and ``session.build_machine``, ``findings.find_findings``,
+``view_model.build_view``) and keeps, per device and queue, the state and the findings. The
+worst finding is the first of ``find_findings``' order (errors, then warnings; info findings
+are not problems), and a queue's state is the view's ``health``.
+
+Every value is plain JSON in a fixed key order, with paths as the user gave them and no time of
+the run, so the records of a local run and of a Dask run are equal.
+
+An input that cannot be read becomes an ``errors`` entry (``VdecodeError``: the input's fault),
+and the next candidate is tried: one bad file never stops the run. Any other exception is a
+vdecode bug; triage still records it (class ``bug``, with the innermost frame) rather than losing
+the other VMs' records, which is the one place vdecode catches more than ``VdecodeError``.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from vdecode.errors import VdecodeError
+from vdecode.triage.discover import VmJob
+
+__all__ = ("triage_vm", "failed_record", "SCHEMA_VERSION", "verdict_of")
+
+SCHEMA_VERSION = 1
+
+
+def _error(path: str | None, err: BaseException) -> dict[str, Any]:
+    if isinstance(err, VdecodeError):
+        return {"input": path, "class": type(err).__name__, "message": str(err)}
+    if isinstance(err, OSError):
+        return {"input": path, "class": "OSError", "message": f"{path}: {err.strerror or err}"}
+    frame = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" ({frame.filename.rsplit('vdecode/', 1)[-1]}:{frame.lineno})" if frame else ""
+    return {"input": path, "class": "bug",
+            "message": f"vdecode bug{where}: {type(err).__name__}: {err}"}
+
+
+def _read_logs(job: VmJob, errors: list, warnings: list):
+    """The merged knowledge of the job's logs (oldest first by their first record), and the logs
+    used."""
+    from vdecode.reconstruct.session import merge_knowledge
+    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+
+    read = []
+    for path in job.logs:
+        try:
+            log = read_qmp_log(path, None, None, latest_only=True)
+            vms = {m.vm for m in log.monitors if m.vm}
+            vm = job.vm if len(vms) > 1 and job.vm in vms else None   # libvirt: several VMs
+            k = LogKnowledge.from_log(log, vm)
+        except (VdecodeError, OSError, UnicodeError) as err:
+            errors.append(_error(path, err))
+            continue
+        except Exception as err:                    # noqa: BLE001 - see the module docstring
+            errors.append(_error(path, err))
+            continue
+        warnings.extend(log.warnings[:8])
+        start = k.span[0]
+        read.append((start if start is not None else float("inf"), path, k))
+    read.sort(key=lambda t: (t[0], t[1]))
+    return merge_knowledge([k for _, _, k in read]), [p for _, p, _ in read]
+
+
+def _open(job: VmJob, errors: list):
+    """``(dump, memory path or None, unused)``: the first dump that opens; a QEMU core without
+    guest RAM takes the guest memory of the next guest dump that opens."""
+    from vdecode.space.dump import Dump
+    from vdecode.space.open import open_dump
+
+    primary = memory = None
+    unused = []
+    for path, _ in job.dumps:
+        if primary is not None and (primary.space is not None or memory is not None):
+            unused.append({"path": path, "reason": f"same VM: {primary.path} is used"})
+            continue
+        try:
+            d = open_dump(path, cache_dir=job.cache_dir)
+        except (VdecodeError, OSError) as err:
+            errors.append(_error(path, err))
+            continue
+        except Exception as err:                    # noqa: BLE001 - see the module docstring
+            errors.append(_error(path, err))
+            continue
+        if primary is None:
+            primary = d
+        elif d.space is not None and d.qemu is None:
+            memory = d
+        else:
+            d.close()
+            unused.append({"path": path, "reason": f"same VM: {primary.path} is used"})
+    if primary is not None and memory is not None:
+        combined = Dump(path=primary.path, format=primary.format, space=memory.space,
+                        info=primary.info, qemu=primary.qemu, files=primary.files + memory.files,
+                        qmp_log=primary.qmp_log)
+        return combined, memory.path, unused
+    return primary, None, unused
+
+
+def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]:
+    """The view model of ``vdecode DUMP --json`` (the same calls as ``cli.view_command``, without
+    carving), and the profile's version."""
+    from vdecode.reconstruct.findings import find_findings, utc_text
+    from vdecode.reconstruct.log_state import state_from_log
+    from vdecode.reconstruct.session import build_machine, profile_for
+    from vdecode.reconstruct.view_model import build_view
+
+    profile = profile_for(knowledge, opened.qemu)
+    machine, notes = build_machine(opened, knowledge, profile)
+    logged = state_from_log(knowledge, profile) if knowledge is not None else None
+    log_end = knowledge.span[1] if knowledge is not None else None
+    findings, walks = find_findings(machine, profile, logged, log_end)
+    view = build_view(machine, profile, findings, walks, dump_path=opened.path,
+                      dump_format=opened.format, log_path=log_path,
+                      notes=[*notes, *machine.notes], log_end=utc_text(log_end))
+    return view, profile.version
+
+
+def _finding(f: dict[str, Any]) -> dict[str, Any]:
+    return {k: f[k] for k in ("severity", "code", "device", "queue", "title")}
+
+
+def verdict_of(record: dict[str, Any]) -> str:
+    """The group a record goes in: the worst finding's code, ``ok``, or why there is no answer."""
+    if record["worst"] is not None:
+        return record["worst"]["code"]
+    if record["inputs"]["dump"] is None:
+        return "unreadable" if record["errors"] else "no-dump"
+    if record["qemu"]["state"] == "none":
+        return "no-qemu-state"
+    return "ok"
+
+
+def failed_record(job: VmJob, err: BaseException) -> dict[str, Any]:
+    """The record of a job whose worker died (killed, out of memory): only the error."""
+    record = triage_vm(VmJob(vm=job.vm))
+    record["errors"] = [_error(job.dumps[0][0] if job.dumps else None, err)]
+    record["verdict"] = verdict_of(record)
+    return record
+
+
+def triage_vm(job: VmJob) -> dict[str, Any]:
+    """The record of one VM (see ``docs/triage.md`` for the members).
+
+    Never raises for bad input; the caller may run it in any process.
+    """
+    errors: list[dict[str, Any]] = [{"input": p, "class": "InputError", "message": f"{p}: {r}"}
+                                    for p, r in job.bad]
+    warnings: list[str] = []
+    knowledge, logs = _read_logs(job, errors, warnings) if job.logs else (None, [])
+    opened, memory, unused = _open(job, errors) if job.dumps else (None, None, [])
+    unused += [{"path": p, "reason": r} for p, r in job.skipped]
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "vm": job.vm,
+        "inputs": {"dump": None, "format": None, "memory": memory, "logs": logs,
+                   "unused": sorted(unused, key=lambda u: u["path"])},
+        "qemu": {"state": None, "version": None, "profile": None},
+        "verdict": None, "worst": None,
+        "counts": {"devices": 0, "queues": 0, "problem_queues": 0, "pending": 0, "inflight": 0,
+                   "errors": 0, "warnings": 0, "info": 0},
+        "devices": [], "findings": [], "errors": errors, "notes": warnings,
+    }
+    if opened is None and job.dumps == () and logs:
+        record["notes"].append("no dump, QEMU core or bundle for this VM: only its QMP log(s)")
+    if opened is not None:
+        record["inputs"]["dump"], record["inputs"]["format"] = opened.path, opened.format
+        if knowledge is None and opened.qmp_log is not None:
+            from vdecode.sources.qmp_log import LogKnowledge
+            knowledge = LogKnowledge.from_log(opened.qmp_log)
+        try:
+            with opened:
+                view, profile = _view(opened, knowledge, logs[-1] if logs else None)
+            _fill(record, view, profile)
+        except (VdecodeError, OSError) as err:
+            errors.append(_error(opened.path, err))
+        except Exception as err:                    # noqa: BLE001 - see the module docstring
+            errors.append(_error(opened.path, err))
+    record["verdict"] = verdict_of(record)
+    return record
+
+
+def _fill(record: dict[str, Any], view: dict[str, Any], profile: str) -> None:
+    record["qemu"] = {"state": view["input"]["qemu_state"],
+                      "version": view["input"]["qemu_version"], "profile": profile}
+    counts = record["counts"]
+    by_queue: dict[tuple[str, int | None], list[str]] = {}
+    for f in view["findings"]:
+        by_queue.setdefault((f["device"], f["queue"]), []).append(f["code"])
+        counts[{"error": "errors", "warning": "warnings"}.get(f["severity"], "info")] += 1
+    for dev in view["devices"]:
+        queues = []
+        for q in dev["queues"]:
+            codes = by_queue.get((dev["path"], q["index"]), [])
+            queues.append({"index": q["index"], "size": q["size"], "health": q["health"],
+                           "pending": q["pending"], "inflight": q["inflight"],
+                           "avail_idx": q["avail_idx"], "used_idx": q["used_idx"],
+                           "last_avail_idx": q["last_avail_idx"], "ring_error": q["ring_error"],
+                           "findings": codes})
+            counts["pending"] += q["pending"] or 0
+            counts["inflight"] += q["inflight"] or 0
+            counts["problem_queues"] += q["health"] not in ("ok",)
+        counts["devices"] += 1
+        counts["queues"] += len(queues) + dev["idle_queues_hidden"]
+        record["devices"].append({"name": dev["name"], "path": dev["path"],
+                                  "status": dev["status"]["flags"], "broken": dev["broken"],
+                                  "findings": by_queue.get((dev["path"], None), []),
+                                  "queues": queues, "idle_queues": dev["idle_queues_hidden"]})
+    record["findings"] = [_finding(f) for f in view["findings"]]
+    worst = [f for f in view["findings"] if f["severity"] in ("error", "warning")]
+    record["worst"] = _finding(worst[0]) if worst else None
+    record["notes"] = [*record["notes"], *view["notes"]]
