@@ -4,8 +4,7 @@ the records are sorted the same way, so the two give equal lists.
 
 A worker holds one VM's inputs at a time: dumps are memory-mapped read-only and logs are read
 latest-only (``docs/log.md``), so a worker's memory follows the size of the VM's virtio state,
-not of its files. A local worker is replaced after :data:`TASKS_PER_WORKER` jobs, which bounds
-what a long run can accumulate (caches of immutable data, fragmentation).
+not of its files.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from vdecode.triage.record import failed_record, triage_vm
 
 __all__ = ("run_triage", "run_local", "run_dask", "default_workers", "record_order")
 
-TASKS_PER_WORKER = 64
 Progress = Callable[[int, int], None]
 
 
@@ -46,11 +44,9 @@ def run_local(jobs: list[VmJob], workers: int, progress: Progress | None = None)
             if progress:
                 progress(i, len(jobs))
         return sorted(records, key=record_order)
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")      # max_tasks_per_child needs spawn/forkserver
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx,
-                             max_tasks_per_child=TASKS_PER_WORKER) as pool:
+    # No max_tasks_per_child: CPython 3.11's pool can hang replacing a retired worker
+    # (seen here with 150 jobs and 64 tasks per child).
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
         futures = {pool.submit(triage_vm, job): job for job in _largest_first(jobs)}
         for i, fut in enumerate(as_completed(futures), 1):
             try:
