@@ -93,3 +93,22 @@ def capture_modes(with_unanswerable: bool = True) -> list[tuple[str, str, str]]:
 
 
 RATCHET = Path(__file__).with_name("fidelity_ratchet.json")
+
+
+def fixture_cases(data: Path) -> list[tuple[str, str]]:
+    """``(case, mode)`` of every bundle fixture under ``data`` (``<case>/case.json`` ``bundles``),
+    as ``tools/capture/make_fixtures.py`` writes them."""
+    out = []
+    if data.is_dir():
+        for case in sorted(p for p in data.iterdir() if (p / "case.json").exists()):
+            for mode in json.loads((case / "case.json").read_text())["bundles"]:
+                out.append((case.name, mode))
+    return out
+
+
+def score_fixture(data: Path, name: str, mode: str) -> dict:
+    """One bundle fixture replayed against its case's ``truth.json``."""
+    case = data / name
+    manifest = json.loads((case / "case.json").read_text())
+    truth = json.loads((case / manifest["truth"]).read_text())["exchanges"]
+    return score_args(truth, [str(case / manifest["bundles"][mode])])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reconstruct.fidelity import score_args
+from tests.reconstruct.fidelity import fixture_cases, score_fixture
 from vdecode.profiles import load_profile, nearest_version
 from vdecode.reconstruct.qmp_errors import QmpError
 from vdecode.reconstruct.session import profile_for
@@ -34,11 +34,7 @@ EXACT_MODES = ("elf+instant", "qemu-core+none")
 
 
 def _cases() -> list[tuple[str, str]]:
-    out = []
-    for case in sorted(p for p in DATA.iterdir() if (p / "case.json").exists()):
-        for mode in json.loads((case / "case.json").read_text())["bundles"]:
-            out.append((case.name, mode))
-    return out
+    return fixture_cases(DATA)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,10 +61,7 @@ def test_every_fixture_mode_has_a_ratchet():
 @pytest.mark.parametrize("name,mode", _cases())
 def test_bundle_does_not_drop_below_its_ratchet(name, mode):
     floor = json.loads(RATCHET.read_text())[f"{name}/{mode}"]
-    case = DATA / name
-    manifest = json.loads((case / "case.json").read_text())
-    truth = json.loads((case / manifest["truth"]).read_text())["exchanges"]
-    s = score_args(truth, [str(case / manifest["bundles"][mode])])
+    s = score_fixture(DATA, name, mode)
     assert s["total"] == floor["of_fields"] and s["replies"] == floor["of_replies"]
     assert s["fields"] >= floor["fields"] and s["exact"] >= floor["exact"], (name, mode, s)
     if mode in EXACT_MODES:

@@ -15,19 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.reconstruct.fidelity import score_args
+from tests.reconstruct.fidelity import fixture_cases, score_fixture
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "captures"
 RATCHET = Path(__file__).with_name("new_captures_ratchet.json")
 
 
 def _cases() -> list[tuple[str, str]]:
-    out = []
-    if DATA.is_dir():
-        for case in sorted(p for p in DATA.iterdir() if (p / "case.json").exists()):
-            for mode in json.loads((case / "case.json").read_text())["bundles"]:
-                out.append((case.name, mode))
-    return out
+    return fixture_cases(DATA)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -40,10 +35,7 @@ def _bundle_cache(tmp_path_factory):
 
 
 def _score(name: str, mode: str) -> dict:
-    case = DATA / name
-    manifest = json.loads((case / "case.json").read_text())
-    truth = json.loads((case / manifest["truth"]).read_text())["exchanges"]
-    return score_args(truth, [str(case / manifest["bundles"][mode])])
+    return score_fixture(DATA, name, mode)
 
 
 def test_fixtures_are_small():
