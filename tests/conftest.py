@@ -83,3 +83,12 @@ def captures() -> dict[str, Capture]:
 @pytest.fixture(scope="session", params=capture_names() or [None])
 def capture(request, captures) -> Capture:
     return captures[request.param]
+
+
+@pytest.fixture(scope="module")
+def bundle_cache(tmp_path_factory):
+    """Bundles are stored compressed: vdecode decompresses them into a scratch cache per module."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VDECODE_CACHE", str(tmp_path_factory.mktemp("vdecode-cache")))
+    yield
+    mp.undo()

@@ -37,12 +37,7 @@ def _cases() -> list[tuple[str, str]]:
     return fixture_cases(DATA)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _bundle_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VDECODE_CACHE", str(tmp_path_factory.mktemp("vdecode-cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("bundle_cache")
 
 
 def test_fixtures_are_small_and_of_qemu_10():

@@ -25,13 +25,7 @@ def _cases() -> list[tuple[str, str]]:
     return fixture_cases(DATA)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _bundle_cache(tmp_path_factory):
-    """Bundles are stored compressed: vdecode decompresses them into a scratch cache."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VDECODE_CACHE", str(tmp_path_factory.mktemp("vdecode-cache")))
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("bundle_cache")
 
 
 def _score(name: str, mode: str) -> dict:
