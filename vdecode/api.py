@@ -14,7 +14,6 @@ Errors are :class:`~vdecode.errors.VdecodeError` and its subclasses (``docs`` of
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections.abc import Mapping
@@ -341,18 +340,18 @@ class Machine:
         """
         if self._monitor is None:
             from vdecode.reconstruct.session import make_monitor, qemu_identity
-            from vdecode.virtio.device import VirtioMachine
             version, package = qemu_identity(self._knowledge, self._dump.qemu)
-            scratch = VirtioMachine(copy.deepcopy(self._machine.state), self._machine.space)
-            scratch.notes = self.notes
-            self._monitor = make_monitor(scratch, self._profile, version, package)
+            # the state is frozen: the monitor's side effects make new states, never change ours
+            self._monitor = make_monitor(self._machine, self._profile, version, package)
             self._monitor.handle({"execute": "qmp_capabilities"})
         from vdecode.render.qmp_json import encode
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = dict(arguments)
+        reply = self._monitor.handle(request)
+        self.notes.extend(self._monitor.take_notes())
         # through QEMU's JSON writer and back: the members in the order the wire has them
-        return json.loads(encode(self._monitor.handle(request)))
+        return json.loads(encode(reply))
 
     # -- lifetime -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -407,4 +406,4 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     except VdecodeError:
         dump.close()
         raise
-    return Machine(dump, knowledge, profile, machine, [*notes, *built, *machine.notes])
+    return Machine(dump, knowledge, profile, machine, [*notes, *built])

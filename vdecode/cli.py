@@ -167,16 +167,19 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
     version, package = qemu_identity(knowledge, opened.qemu)
 
+    monitors: list = []          # one per connection; each goes on from the last one's state
+
     def flush_notes() -> None:
-        for n in machine.notes:
+        for n in monitors[-1].take_notes():
             click.echo(f"vdecode: note: {n}", err=True)
-        machine.notes.clear()
 
     def parse_error(msg: str) -> dict:
         return qmp_error(profile, "json_parse", msg).reply()
 
     def new_monitor():
-        return make_monitor(machine, profile, version, package)
+        start = monitors[-1].machine if monitors else machine
+        monitors.append(make_monitor(start, profile, version, package))
+        return monitors[-1]
 
     if socket_path:
         serve_unix_socket(socket_path, new_monitor, parse_error, flush_notes, connections)
@@ -307,7 +310,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
             notes = []
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
-                          queue=queue, show_all=show_all, notes=[*notes, *machine.notes],
+                          queue=queue, show_all=show_all, notes=notes,
                           carved=carved, log_end=utc_text(log_end))
     if as_json:
         click.echo(render_view_json(view), nl=False)

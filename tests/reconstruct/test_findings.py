@@ -149,8 +149,9 @@ def test_used_idx_overwritten_by_the_guest():
                       used_flags=0))
     assert f == {}
     m = machine(blk_chain(0), [0], last_avail=1, used_idx=1, used=[(0, 1)])
-    m.state.devices[0].queues[0].used_idx = 3
-    m.state.devices[0].queues[0].last_avail_idx = 3
+    dev = m.state.devices[0]
+    m = m.with_state(m.state.with_device(dev.with_queue(
+        dev.queues[0].evolve(used_idx=3, last_avail_idx=3))))
     assert codes(m)["used-idx-mismatch"].evidence == {"used_idx_guest": 1, "used_idx_qemu": 3}
 
 
@@ -169,7 +170,8 @@ def test_what_moved_between_log_and_dump():
     logged = QemuVirtioState([VirtIODeviceState(PATH, queues={0: VirtQueueState(
         0, desc=q.desc, avail=q.avail, used=q.used, used_idx=0, shadow_avail_idx=0)})])
     assert codes(m, logged)["idx-advanced"].title == "1 completion(s) since the log (used idx 0 -> 1)"
-    logged.devices[0].queues[0].desc = 0x5000
+    ldev = logged.devices[0]
+    logged = logged.with_device(ldev.with_queue(ldev.queues[0].evolve(desc=0x5000)))
     assert codes(m, logged)["rings-relocated"].evidence["log_desc"] == 0x5000
 
 

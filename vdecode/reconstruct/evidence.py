@@ -24,10 +24,12 @@ import numpy as np
 
 from vdecode.errors import MissingData, RingError, VdecodeError
 from vdecode.profiles import Profile
+from vdecode.reconstruct.monitor import Effect
 from vdecode.reconstruct.qmp_errors import QmpError
 from vdecode.reconstruct.session import COMMANDS
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace, Gpa
+from vdecode.space.ram_map import RamMap
 from vdecode.virtio.chains import QMP_OK, walk_chain_qemu_qmp
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VirtioMachine, has_feature,
                                    is_big_endian)
@@ -138,7 +140,8 @@ def sweep_queries(machine: VirtioMachine, profile: Profile, *,
     """Ask every question a client could ask about ``machine`` once; the number asked.
 
     Replies are dropped: the point is what they read (run it over a :class:`RecordingSpace`).
-    ``machine`` changes as QEMU's would (``shadow_avail_idx``, broken devices): use a copy.
+    Side effects carry from one question to the next as they would live (``shadow_avail_idx``,
+    broken devices), on new states; ``machine`` itself stays as it was.
     Element queries stop after ``max_elements`` (1024 queues of 1024 would be a million); what
     they read beyond that is kept anyway by :func:`plan_kept_memory` (avail ring, descriptor
     table, indirect tables).
@@ -147,12 +150,14 @@ def sweep_queries(machine: VirtioMachine, profile: Profile, *,
     elements = 0
 
     def ask(command: str, args: dict[str, Any]) -> None:
-        nonlocal asked
+        nonlocal asked, machine
         asked += 1
         try:
-            COMMANDS[command](machine, profile, args)
+            result = COMMANDS[command](machine, profile, args)
         except (QmpError, VdecodeError):
-            pass
+            return
+        if isinstance(result, Effect):
+            machine = machine.with_state(result.state)
 
     ask("x-query-virtio", {})
     for dev in list(machine.state.devices):
@@ -254,6 +259,7 @@ def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: 
     _, first = np.unique(ring_heads, return_index=True)     # each head once, in ring order
     heads = ring_heads[np.sort(first)].astype(np.int64).tolist()
     keep_head = REDACT_HEADER_BYTES.get(dev.device_id or 0, 0)
+    ram_map = RamMap.from_pairs(ram)            # the buffer-in-RAM check, built once per queue
     for head in heads:
         try:
             walk = walk_chain_qemu_qmp(space, layouts, descs, head)
@@ -266,7 +272,7 @@ def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: 
             if full_buffers and want > budget["buffers"]:
                 plan.limits.append(f"{where}: buffers beyond {MAX_BUFFER_TOTAL} bytes were not kept")
                 return
-            if want <= 0 or not _in_ram(ram, addr):
+            if want <= 0 or ram_map.holding(addr) is None:
                 continue
             budget["buffers"] -= want
             plan.buffers.append((addr, addr + want))
@@ -278,10 +284,6 @@ def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: 
                     plan.needed.append((addr, addr + protect))
                 if want > protect:
                     plan.redact.append((addr + protect, addr + want))
-
-
-def _in_ram(ram: list[tuple[int, int]], addr: int) -> bool:
-    return any(s <= addr < e for s, e in ram)
 
 
 def merge(ranges) -> list[tuple[int, int]]:

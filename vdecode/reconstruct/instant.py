@@ -33,17 +33,19 @@ recordings described in ``docs/new-captures.md``):
   that, the used elements' descriptor flags show where ``used_idx`` stands.
 
 Every value set here is marked ``"dump"`` (read from guest memory) or ``"inferred"`` (a rule) in
-``provenance``, so the human output can say how sure it is.
+``provenance``, so the human output can say how sure it is. Nothing is changed in place: the
+stage returns a new machine.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
-from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
+from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODeviceState,
+                                        VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature, is_big_endian)
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
@@ -52,7 +54,7 @@ from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_
 _U16 = 0x10000
 
 
-@dataclass
+@dataclass(frozen=True)
 class QueueMove:
     """What a queue did between the log and the dump."""
 
@@ -60,13 +62,16 @@ class QueueMove:
     irq_pending: bool = False   # EVENT_IDX: QEMU pushed past the used_event the guest last armed
 
 
-def _infer(q: VirtQueueState, *fields: str) -> None:
-    for f in fields:
-        q.provenance[f] = "inferred"
+class _Stopped(Exception):
+    """Guest memory ran out part way through a queue: the values worked out so far stand."""
+
+    def __init__(self, queue: VirtQueueState, err: MissingData) -> None:
+        super().__init__(str(err))
+        self.queue, self.err = queue, err
 
 
 def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
-                   profile: Profile, notes: list[str]) -> QueueMove:
+                   profile: Profile, notes: list[str]) -> tuple[VirtQueueState, QueueMove]:
     h = m.header(dev, q)
     num = q.vring_num or 0
     if num and (h.avail_idx - h.used_idx) % _U16 > num:
@@ -75,31 +80,36 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
                      f"addresses may have moved (driver reset) or be corrupt")
     logged_used, logged_last, logged_shadow = q.used_idx, q.last_avail_idx, q.shadow_avail_idx
     moved = logged_used is None or h.used_idx != logged_used
-    q.used_idx = h.used_idx
-    q.provenance["used_idx"] = "dump"
-    if q.inuse is None:
-        q.inuse = 0
-        _infer(q, "inuse")
-    q.last_avail_idx = (h.used_idx + q.inuse) % _U16
-    _infer(q, "last_avail_idx")
+    changes: dict = {"used_idx": h.used_idx}
+    mark = {"used_idx": DUMP}
+    inuse = q.inuse
+    if inuse is None:
+        inuse = changes["inuse"] = 0
+        mark["inuse"] = INFERRED
+    last = changes["last_avail_idx"] = (h.used_idx + inuse) % _U16
+    mark["last_avail_idx"] = INFERRED
     shadow = logged_shadow
     if logged_shadow is None:
         shadow = h.avail_idx
     elif moved and q.queue_index in profile.table("queues")["pop_only"].get(dev.name, ()):
-        shadow = _pop_only_shadow(logged_last, logged_shadow, q.last_avail_idx, num, h.avail_idx)
+        shadow = _pop_only_shadow(logged_last, logged_shadow, last, num, h.avail_idx)
     elif moved:
         shadow = h.avail_idx
-    if 0 < (q.last_avail_idx - shadow) % _U16 < _U16 // 2:
+    if 0 < (last - shadow) % _U16 < _U16 // 2:
         # last_avail_idx <= shadow_avail_idx always: a pop that reached the shadow re-read avail
         shadow = h.avail_idx
-    if shadow != logged_shadow or q.provenance.get("shadow_avail_idx") != "log":
-        q.shadow_avail_idx = shadow
-        _infer(q, "shadow_avail_idx")
+    if shadow != logged_shadow or q.provenance.get("shadow_avail_idx") != LOG:
+        changes["shadow_avail_idx"] = shadow
+        mark["shadow_avail_idx"] = INFERRED
+    q = q.evolve(mark, **changes)
     pending = False
     if moved and logged_used is not None and num and has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
-        used_event = m.avail_ring(dev, q, num)           # vring_get_used_event: avail->ring[num]
+        try:
+            used_event = m.avail_ring(dev, q, num)       # vring_get_used_event: avail->ring[num]
+        except MissingData as err:
+            raise _Stopped(q, err) from err
         pending = (used_event - logged_used) % _U16 < (h.used_idx - logged_used) % _U16
-    return QueueMove(moved, pending)
+    return q, QueueMove(moved, pending)
 
 
 def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avail: int) -> int:
@@ -113,7 +123,8 @@ def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avai
     return avail if (shadow - last1) % _U16 > (avail - last1) % _U16 else shadow
 
 
-def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState) -> QueueMove:
+def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState
+                    ) -> tuple[VirtQueueState, QueueMove]:
     num = q.vring_num or 0
     ring = read_packed_ring(m.space, q.desc, q.avail, q.used, num,
                             little_endian=not is_big_endian(dev), queue=f"queue {q.queue_index}")
@@ -127,10 +138,9 @@ def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState)
         used = find_used_boundary(ring)
         last = (used + inuse) % num
     moved = q.used_idx is None or used != q.used_idx
-    q.shadow_avail_idx = q.last_avail_idx = last
-    q.used_idx = used
-    _infer(q, "shadow_avail_idx", "last_avail_idx", "used_idx")
-    return QueueMove(moved)
+    q = q.evolve(marks(INFERRED, "shadow_avail_idx", "last_avail_idx", "used_idx"),
+                 shadow_avail_idx=last, last_avail_idx=last, used_idx=used)
+    return q, QueueMove(moved)
 
 
 def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | None,
@@ -149,10 +159,10 @@ def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | 
 
 def _set_up_anew(q: VirtQueueState) -> bool:
     """A logged queue whose ring the carver found elsewhere: the driver reset the device."""
-    return q.provenance.get("vring_desc") == "carved" and q.provenance.get("queue") != "unlogged"
+    return q.provenance.get("vring_desc") == CARVED and q.provenance.get("queue") != "unlogged"
 
 
-def _reset_counters(q: VirtQueueState) -> None:
+def _reset_counters(q: VirtQueueState) -> VirtQueueState:
     """``virtio_reset``'s zeros for a queue whose ring the driver set up anew.
 
     ``signalled_used_valid`` comes back at once on queues whose device notifies while the driver
@@ -162,68 +172,79 @@ def _reset_counters(q: VirtQueueState) -> None:
     once the driver has re-posted them, so ``inuse`` stays the log's.
     """
     valid_at_init = bool(q.signalled_used_valid) and not q.used_idx
-    q.used_idx = q.last_avail_idx = q.shadow_avail_idx = q.signalled_used = 0
-    q.signalled_used_valid = valid_at_init
-    _infer(q, "used_idx", "last_avail_idx", "shadow_avail_idx", "signalled_used",
-           "signalled_used_valid")
+    return q.evolve(marks(INFERRED, "used_idx", "last_avail_idx", "shadow_avail_idx",
+                          "signalled_used", "signalled_used_valid"),
+                    used_idx=0, last_avail_idx=0, shadow_avail_idx=0, signalled_used=0,
+                    signalled_used_valid=valid_at_init)
 
 
-def advance_to_dump(machine: VirtioMachine, profile: Profile) -> list[str]:
-    """Update the machine's log-derived state to the dump instant, in place.
+def advance_to_dump(machine: VirtioMachine, profile: Profile) -> tuple[VirtioMachine, list[str]]:
+    """The machine with its log-derived state moved to the dump instant.
 
-    :return: notes for stderr (rings that look moved, values that stay the log's).
+    :return: the new machine, and notes for stderr (rings that look moved, values that stay the
+        log's).
     """
     notes: list[str] = []
-    state: QemuVirtioState = machine.state
-    for dev in state.devices:
-        dev.vm_running = False
-        dev.provenance["vm_running"] = "inferred"
-        was_vhost = bool(dev.vhost_started)
+    devices = tuple(_advance_device(machine, dev, profile, notes)
+                    for dev in machine.state.devices)
+    return machine.with_state(replace(machine.state, devices=devices)), notes
+
+
+def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Profile,
+                    notes: list[str]) -> VirtIODeviceState:
+    """One device at the dump instant (the rules in the module docstring)."""
+    dev_marks = {"vm_running": INFERRED}
+    changes: dict = {"vm_running": False}
+    was_vhost = bool(dev.vhost_started)
+    if was_vhost:
+        changes.update(vhost_started=False, vhost_dev=None)
+        dev_marks["vhost_started"] = INFERRED
+    reads_isr = guest_reads_isr(dev, profile, dev.isr, [q.used_idx for q in dev.queues.values()])
+    isr = dev.isr
+    if any(_set_up_anew(q) for q in dev.queues.values()):
+        isr = changes["isr"] = 0                          # its rings moved: it was reset
+        dev_marks["isr"] = INFERRED
+    packed = has_feature(dev, VIRTIO_F_RING_PACKED)
+    any_moved = irq_pending = False
+    queues: dict[int, VirtQueueState] = {}
+    for qn, q in dev.queues.items():
+        queues[qn] = q
+        if was_vhost and not q.desc:
+            # vhost_virtqueue_stop returns early for a queue never set up: reset values
+            last = q.last_avail_idx or 0
+            queues[qn] = q.evolve(last_avail_idx=last, shadow_avail_idx=last)
+            continue
+        if not q.desc or machine.space is None:
+            continue
+        if _set_up_anew(q):
+            q = queues[qn] = _reset_counters(q)
+        try:
+            q, move = (_advance_packed(machine, dev, q) if packed
+                       else _advance_split(machine, dev, q, profile, notes))
+        except (MissingData, _Stopped) as err:
+            if isinstance(err, _Stopped):
+                queues[qn] = err.queue
+            notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
+                         f"log's counters")
+            continue
         if was_vhost:
-            dev.vhost_started = False
-            dev.vhost_dev = None
-            dev.provenance["vhost_started"] = "inferred"
-        reads_isr = guest_reads_isr(dev, profile, dev.isr,
-                                    [q.used_idx for q in dev.queues.values()])
-        if any(_set_up_anew(q) for q in dev.queues.values()):
-            dev.isr = 0                                   # its rings moved: it was reset
-            dev.provenance["isr"] = "inferred"
-        packed = has_feature(dev, VIRTIO_F_RING_PACKED)
-        any_moved = irq_pending = False
-        for q in dev.queues.values():
-            if was_vhost and not q.desc:
-                # vhost_virtqueue_stop returns early for a queue never set up: reset values
-                q.last_avail_idx = q.shadow_avail_idx = q.last_avail_idx or 0
-                continue
-            if not q.desc or machine.space is None:
-                continue
-            if _set_up_anew(q):
-                _reset_counters(q)
-            try:
-                move = (_advance_packed(machine, dev, q) if packed
-                        else _advance_split(machine, dev, q, profile, notes))
-            except MissingData as err:
-                notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
-                             f"log's counters")
-                continue
-            if was_vhost:
-                q.shadow_avail_idx = q.last_avail_idx
-                q.signalled_used_valid = False
-                q.signalled_used = q.signalled_used or 0
-                _infer(q, "shadow_avail_idx", "signalled_used_valid")
-                continue
-            if not packed and not has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
-                q.signalled_used, q.signalled_used_valid = 0, False
-            elif move.moved:
-                q.signalled_used, q.signalled_used_valid = q.used_idx, True
-                _infer(q, "signalled_used", "signalled_used_valid")
+            q = q.evolve(marks(INFERRED, "shadow_avail_idx", "signalled_used_valid"),
+                         shadow_avail_idx=q.last_avail_idx, signalled_used_valid=False,
+                         signalled_used=q.signalled_used or 0)
+        elif not packed and not has_feature(dev, VIRTIO_RING_F_EVENT_IDX):
+            q = q.evolve(signalled_used=0, signalled_used_valid=False)
+        elif move.moved:
+            q = q.evolve(marks(INFERRED, "signalled_used", "signalled_used_valid"),
+                         signalled_used=q.used_idx, signalled_used_valid=True)
+        queues[qn] = q
+        if not was_vhost:
             any_moved |= move.moved
             irq_pending |= move.irq_pending
-        if dev.isr is None or was_vhost or not any_moved:
-            continue
+    changes["queues"] = queues
+    if not (isr is None or was_vhost or not any_moved):
         if not reads_isr:
-            dev.isr |= 1
+            changes["isr"] = isr | 1
         elif has_feature(dev, VIRTIO_RING_F_EVENT_IDX) and not packed:
-            dev.isr = (dev.isr & ~1) | int(irq_pending)
-        dev.provenance["isr"] = "inferred"
-    return notes
+            changes["isr"] = (isr & ~1) | int(irq_pending)
+        dev_marks["isr"] = INFERRED
+    return dev.evolve(dev_marks, **changes)

@@ -43,17 +43,19 @@ def _order_key(x: QmpExchange) -> tuple[float, int]:
     return (t if t is not None else float("-inf"), x.line_reply or x.line or 0)
 
 
-def _status_to_device(profile: Profile, dev: VirtIODeviceState, r: dict[str, Any]) -> None:
-    dev.name = r.get("name", dev.name)
-    dev.device_id = r.get("device-id")
-    did = dev.device_id if dev.device_id is not None else -1
+def _status_to_device(profile: Profile, dev: dict[str, Any], r: dict[str, Any]) -> None:
+    """Fold one ``x-query-virtio-status`` reply into ``dev``, the builder's draft of a
+    :class:`VirtIODeviceState` (its constructor's keywords)."""
+    dev["name"] = r.get("name", dev.get("name"))
+    dev["device_id"] = r.get("device-id")
+    did = dev["device_id"] if dev["device_id"] is not None else -1
     for member, attr in (("guest-features", "guest_features"), ("host-features", "host_features"),
                          ("backend-features", "backend_features")):
         if isinstance(r.get(member), dict):
-            setattr(dev, attr, features_from_reply(profile, did, r[member]))
+            dev[attr] = features_from_reply(profile, did, r[member])
     if isinstance(r.get("status"), dict):
-        dev.status = status_from_reply(profile, r["status"])
-    dev.device_endian = _ENDIAN.get(r.get("device-endian"), None)
+        dev["status"] = status_from_reply(profile, r["status"])
+    dev["device_endian"] = _ENDIAN.get(r.get("device-endian"), None)
     for member, attr in (("num-vqs", "num_vqs"), ("isr", "isr"), ("queue-sel", "queue_sel"),
                          ("vm-running", "vm_running"), ("broken", "broken"),
                          ("disabled", "disabled"), ("use-started", "use_started"),
@@ -62,12 +64,13 @@ def _status_to_device(profile: Profile, dev: VirtIODeviceState, r: dict[str, Any
                          ("use-guest-notifier-mask", "use_guest_notifier_mask"),
                          ("vhost-started", "vhost_started")):
         if member in r:
-            setattr(dev, attr, r[member])
+            dev[attr] = r[member]
     # QEMU prints a NULL bus_name as "" (qobject_output_type_str); both read back as "".
-    dev.bus_name = r.get("bus-name", dev.bus_name)
+    dev["bus_name"] = r.get("bus-name", dev.get("bus_name"))
     v = r.get("vhost-dev")
     if isinstance(v, dict):
-        dev.vhost_dev = VhostDev(
+        old = dev.get("vhost_dev")
+        dev["vhost_dev"] = VhostDev(
             n_mem_sections=v.get("n-mem-sections", 0), n_tmp_sections=v.get("n-tmp-sections", 0),
             nvqs=v.get("nvqs", 0), vq_index=v.get("vq-index", 0),
             features=features_from_reply(profile, did, v.get("features", {})),
@@ -76,40 +79,34 @@ def _status_to_device(profile: Profile, dev: VirtIODeviceState, r: dict[str, Any
             protocol_features=protocols_from_reply(profile, v.get("protocol-features", {})),
             max_queues=v.get("max-queues", 0), backend_cap=v.get("backend-cap", 0),
             log_enabled=v.get("log-enabled", False), log_size=v.get("log-size", 0),
-            vqs=dev.vhost_dev.vqs if dev.vhost_dev else {})
-    for k in r:
-        dev.provenance[_c_name(k)] = "log"
+            vqs=old.vqs if old else {})
+    dev["provenance"].update({_c_name(k): "log" for k in r})
 
 
-def _queue_from_reply(r: dict[str, Any], queue: int) -> VirtQueueState:
-    q = VirtQueueState(queue_index=r.get("queue-index", queue))
-    q.vring_num = r.get("vring-num")
-    q.vring_num_default = r.get("vring-num-default")
-    q.vring_align = r.get("vring-align")
-    q.desc, q.avail, q.used = r.get("vring-desc"), r.get("vring-avail"), r.get("vring-used")
-    q.last_avail_idx = r.get("last-avail-idx")
-    q.shadow_avail_idx = r.get("shadow-avail-idx")
-    q.used_idx = r.get("used-idx")
-    q.inuse = r.get("inuse")
-    q.signalled_used = r.get("signalled-used")
-    q.signalled_used_valid = r.get("signalled-used-valid")
-    q.provenance = {_c_name(k): "log" for k in r}
-    return q
+def _queue_from_reply(r: dict[str, Any], queue: int, as_of: float | None) -> VirtQueueState:
+    return VirtQueueState(
+        queue_index=r.get("queue-index", queue), vring_num=r.get("vring-num"),
+        vring_num_default=r.get("vring-num-default"), vring_align=r.get("vring-align"),
+        desc=r.get("vring-desc"), avail=r.get("vring-avail"), used=r.get("vring-used"),
+        last_avail_idx=r.get("last-avail-idx"), shadow_avail_idx=r.get("shadow-avail-idx"),
+        used_idx=r.get("used-idx"), inuse=r.get("inuse"), signalled_used=r.get("signalled-used"),
+        signalled_used_valid=r.get("signalled-used-valid"),
+        provenance={_c_name(k): "log" for k in r}, as_of=as_of)
 
 
 def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState:
     """Everything the log says of QEMU's virtio state, as of each device's last reply.
 
     Each device and queue carries ``as_of``, the time of the reply its values come from, so later
-    stages can say how old a value is.
+    stages can say how old a value is. The replies are folded, oldest first, into drafts (the
+    records' constructor keywords) that only this function sees; what it returns is frozen.
     """
-    state = QemuVirtioState(qemu_version=knowledge.qemu_version, package=knowledge.qemu_package,
-                            source="log")
-    devices: dict[str, VirtIODeviceState] = {}
+    devices: dict[str, dict[str, Any]] = {}
 
-    def device(path: str) -> VirtIODeviceState:
+    def device(path: str) -> dict[str, Any]:
         if path not in devices:
-            devices[path] = VirtIODeviceState(canonical_path=path)
+            devices[path] = {"canonical_path": path, "queues": {}, "absent_queues": set(),
+                             "provenance": {}}
         return devices[path]
 
     # x-query-virtio lists virtio_list reversed (QAPI_LIST_PREPEND): undo that.
@@ -117,14 +114,14 @@ def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState
     if isinstance(listing, list):
         for item in reversed(listing):
             if isinstance(item, dict) and isinstance(item.get("path"), str):
-                device(item["path"]).name = item.get("name")
+                device(item["path"])["name"] = item.get("name")
 
     for x in sorted(knowledge.all("x-query-virtio-status"), key=_order_key):
         r = _ok(x)
         path = x.arguments.get("path")
         if isinstance(r, dict) and isinstance(path, str):
             _status_to_device(profile, device(path), r)
-            device(path).as_of = _when(x)
+            device(path)["as_of"] = _when(x)
 
     for x in sorted(knowledge.all("x-query-virtio-queue-status"), key=_order_key):
         path, queue = x.arguments.get("path"), x.arguments.get("queue")
@@ -132,29 +129,26 @@ def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState
             continue
         r = _ok(x)
         if isinstance(r, dict):
-            q = _queue_from_reply(r, queue)
-            q.as_of = _when(x)
-            device(path).queues[queue] = q
-            device(path).absent_queues.discard(queue)
+            device(path)["queues"][queue] = _queue_from_reply(r, queue, _when(x))
+            device(path)["absent_queues"].discard(queue)
         elif "error" in x.reply and path in devices:
             desc = str(x.reply["error"].get("desc", ""))
             if desc == profile.table("errors")["invalid_queue"] % queue:
-                device(path).absent_queues.add(queue)
-                device(path).queues.pop(queue, None)
+                device(path)["absent_queues"].add(queue)
+                device(path)["queues"].pop(queue, None)
 
     for x in sorted(knowledge.all("x-query-virtio-vhost-queue-status"), key=_order_key):
         path, queue = x.arguments.get("path"), x.arguments.get("queue")
         r = _ok(x)
         if isinstance(r, dict) and isinstance(path, str) and isinstance(queue, int):
             dev = device(path)
-            if dev.vhost_dev is None:
-                dev.vhost_dev = VhostDev()
-            dev.vhost_dev.vqs[queue] = VhostVirtqueue(
+            vhost = dev.get("vhost_dev") or VhostDev()
+            dev["vhost_dev"] = vhost.evolve(vqs=vhost.vqs | {queue: VhostVirtqueue(
                 kick=r.get("kick", 0), call=r.get("call", 0), desc=r.get("desc", 0),
                 avail=r.get("avail", 0), used=r.get("used", 0), num=r.get("num", 0),
                 desc_phys=r.get("desc-phys", 0), desc_size=r.get("desc-size", 0),
                 avail_phys=r.get("avail-phys", 0), avail_size=r.get("avail-size", 0),
-                used_phys=r.get("used-phys", 0), used_size=r.get("used-size", 0))
+                used_phys=r.get("used-phys", 0), used_size=r.get("used-size", 0))})
 
     # Element queries after a queue's last status reply left shadow_avail_idx == avail.idx.
     for x in sorted(knowledge.all("x-query-virtio-queue-element"), key=_order_key):
@@ -162,13 +156,13 @@ def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState
         r = _ok(x)
         if not (isinstance(r, dict) and isinstance(path, str) and path in devices):
             continue
-        q = devices[path].queues.get(queue)
+        q = devices[path]["queues"].get(queue)
         if q is None or (q.as_of is not None and (_when(x) or float("-inf")) < q.as_of):
             continue
         avail = r.get("avail")
         if isinstance(avail, dict) and isinstance(avail.get("idx"), int):
-            q.shadow_avail_idx = avail["idx"]
-            q.provenance["shadow_avail_idx"] = "log"
+            devices[path]["queues"][queue] = q.evolve(marks={"shadow_avail_idx": "log"},
+                                                      shadow_avail_idx=avail["idx"])
 
     # A device unplugged after its last reply is gone from virtio_list (virtio_device_unrealize).
     # DEVICE_DELETED names the proxy and, separately, the backend (qapi/qdev.json).
@@ -178,10 +172,11 @@ def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState
         gone = ev.data.get("path")
         for path in list(devices):
             if gone in (path, path.removesuffix("/virtio-backend")):
-                last = devices[path].as_of
+                last = devices[path].get("as_of")
                 ev_t = ev.t if ev.t is not None else ev.t_log
                 if last is None or ev_t is None or ev_t >= last:
                     del devices[path]
 
-    state.devices = list(devices.values())
-    return state
+    return QemuVirtioState(devices=[VirtIODeviceState(**d) for d in devices.values()],
+                           qemu_version=knowledge.qemu_version, package=knowledge.qemu_package,
+                           source="log")

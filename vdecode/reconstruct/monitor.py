@@ -4,8 +4,10 @@ Mirrors ``monitor/qmp.c`` (greeting, capabilities negotiation and its error rewr
 ``qapi/qmp-dispatch.c:qmp_dispatch`` (request shape checks, ``id`` echo, ``CommandNotFound``) and
 the generated marshallers' argument checks (``qapi/qobject-input-visitor.c``: members visited in
 schema order, then unexpected members). Command handlers raise :class:`QmpError` to answer with
-an error; side effects of a command stay in the handlers' state, so a session replays them in
-order as QEMU did.
+an error. A handler never changes the machine it is given: a command with a side effect in QEMU
+(``x-query-virtio-queue-element`` stores ``shadow_avail_idx``, ``virtio_error`` marks a device
+broken) returns an :class:`Effect` with the new state, and the monitor answers the next command
+from that, so a session replays side effects in order as QEMU did.
 
 Replies are plain values whose ``dict`` order is QEMU's insertion order; ``render/qmp_json.py``
 turns them into bytes.
@@ -14,12 +16,27 @@ turns them into bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qmp_errors import QmpError, qmp_error
+from vdecode.sources.qemu_state import QemuVirtioState
+from vdecode.virtio.device import VirtioMachine
 
-Handler = Callable[[dict[str, Any]], Any]
+
+@dataclass(frozen=True)
+class Effect:
+    """A command's reply value together with the state QEMU was left in, and what QEMU printed
+    on stderr meanwhile (``virtio_error`` texts)."""
+
+    value: Any
+    state: QemuVirtioState
+    notes: tuple[str, ...] = ()
+
+
+# checked arguments -> the value of "return" (or an Effect), on the machine as it stands
+Handler = Callable[[VirtioMachine, dict[str, Any]], Any]
 
 _UINT64_MAX = (1 << 64) - 1
 _INT64_MIN = -(1 << 63)
@@ -85,18 +102,29 @@ class QmpMonitor:
     """One QMP session against offline state.
 
     :param profile: the QEMU version's data (error texts, QAPI command shapes).
-    :param handlers: command name -> function taking checked arguments, returning the value of
-        ``"return"`` or raising :class:`QmpError`.
+    :param machine: the state the first command is answered from.
+    :param handlers: command name -> function of the machine and the checked arguments, returning
+        the value of ``"return"`` (or an :class:`Effect`) or raising :class:`QmpError`.
     :param version: ``(major, minor, micro)`` for the greeting and ``query-version``.
     :param package: the greeting's package string.
+
+    :attr:`machine` is the state after the commands answered so far; :meth:`take_notes` gives
+    what QEMU would have printed on stderr since the last call.
     """
 
-    def __init__(self, profile: Profile, handlers: dict[str, Handler],
+    def __init__(self, profile: Profile, machine: VirtioMachine, handlers: dict[str, Handler],
                  version: tuple[int, int, int], package: str) -> None:
         self.profile = profile
+        self.machine = machine
         self.handlers = dict(handlers)
         self.version, self.package = version, package
         self.negotiated = False
+        self._notes: list[str] = []
+
+    def take_notes(self) -> list[str]:
+        """What QEMU would have printed on stderr since the last call (and forget it)."""
+        notes, self._notes = self._notes, []
+        return notes
 
     def _version_info(self) -> dict[str, Any]:
         major, minor, micro = self.version
@@ -156,11 +184,16 @@ class QmpMonitor:
             raise qmp_error(p, "caps_done")
         handler = self._lookup(command)
         checked = check_arguments(p, command, args)
-        return handler(checked)
+        result = handler(self.machine, checked)
+        if isinstance(result, Effect):
+            self.machine = self.machine.with_state(result.state)
+            self._notes.extend(result.notes)
+            return result.value
+        return result
 
     def _lookup(self, command: str) -> Handler:
-        builtin = {"query-version": lambda a: self._version_info(),
-                   "query-commands": lambda a: [{"name": n} for n in self.command_names()]}
+        builtin = {"query-version": lambda m, a: self._version_info(),
+                   "query-commands": lambda m, a: [{"name": n} for n in self.command_names()]}
         handler = self.handlers.get(command) or builtin.get(command)
         if handler is None:
             raise qmp_error(self.profile, "command_not_found", command)

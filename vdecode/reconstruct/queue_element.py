@@ -25,7 +25,8 @@ from vdecode.profiles import Profile
 from vdecode.reconstruct.qapi import shape
 from vdecode.reconstruct.qmp_errors import QmpError, not_known, qemu_would_abort, qmp_error
 from vdecode.reconstruct.queue_status import find_queue
-from vdecode.sources.qemu_state import VirtIODeviceState
+from vdecode.reconstruct.monitor import Effect
+from vdecode.sources.qemu_state import REPLAYED, VirtIODeviceState, marks
 from vdecode.virtio.bits import decode_desc_flags
 from vdecode.virtio.chains import (QMP_ABORT_HEAD_OUT_OF_RANGE, QMP_ABORT_INDIRECT_LEN_ZERO,
                                    QMP_ABORT_INDIRECT_SHORT, QMP_CANNOT_MAP_INDIRECT,
@@ -47,14 +48,17 @@ _ABORTS = {
 }
 
 
-def virtio_error(dev: VirtIODeviceState) -> None:
-    """QEMU 7.2 ``virtio_error``: broken, and with VERSION_1 NEEDS_RESET plus a config notify."""
+def virtio_error(dev: VirtIODeviceState) -> VirtIODeviceState:
+    """The device as QEMU 7.2 ``virtio_error`` leaves it: broken, and with VERSION_1 NEEDS_RESET
+    plus a config notify."""
+    status, isr = dev.status, dev.isr
     if has_feature(dev, VIRTIO_F_VERSION_1):
-        dev.status = (dev.status or 0) | VIRTIO_CONFIG_S_NEEDS_RESET
+        status = (status or 0) | VIRTIO_CONFIG_S_NEEDS_RESET
         # virtio_notify_config: only once DRIVER_OK; sets isr |= 0x3
-        if dev.status & VIRTIO_CONFIG_S_DRIVER_OK:
-            dev.isr = (dev.isr or 0) | 0x3
-    dev.broken = True
+        if status & VIRTIO_CONFIG_S_DRIVER_OK:
+            isr = (isr or 0) | 0x3
+    return dev.evolve(marks(REPLAYED, "status", "isr", "broken"), status=status, isr=isr,
+                      broken=True)
 
 
 def _missing(err: MissingData) -> QmpError:
@@ -97,20 +101,23 @@ def x_query_virtio_queue_element(machine: VirtioMachine, profile: Profile,
         h = machine.header(dev, q)
     except MissingData as err:
         raise _missing(err) from err
-    q.shadow_avail_idx = h.avail_idx              # vring_avail_idx() side effect
-    q.provenance["shadow_avail_idx"] = "replayed"
+    # vring_avail_idx() stores what it read: the side effect later queue-status replies show
+    changed = dev.with_queue(q.evolve(marks(REPLAYED, "shadow_avail_idx"),
+                                      shadow_avail_idx=h.avail_idx))
+    notes: tuple[str, ...] = ()
     if walk.desc_next_error is not None:
         # virtqueue_split_read_next_desc: virtio_error(), and the reply still goes out
-        machine.notes.append(f"{dev.canonical_path}: QEMU would print: "
-                             + profile.table("errors")["desc_next"] % walk.desc_next_error)
-        virtio_error(dev)
+        notes = (f"{dev.canonical_path}: QEMU would print: "
+                 + profile.table("errors")["desc_next"] % walk.desc_next_error,)
+        changed = virtio_error(changed)
     flag_rows = profile.table("features")["vring_desc_flags"]
     descs_out = [shape(profile, "VirtioRingDesc", {"addr": a, "len": n,
                                                    "flags": decode_desc_flags(f, flag_rows)})
                  for a, n, f in reversed(walk.descs)]      # QEMU prepends each descriptor
-    return shape(profile, "VirtioQueueElement", {
+    return Effect(shape(profile, "VirtioQueueElement", {
         "name": dev.name, "index": head,
         "descs": descs_out,
         "avail": shape(profile, "VirtioRingAvail", {"flags": h.avail_flags, "idx": h.avail_idx,
                                                      "ring": head}),
-        "used": shape(profile, "VirtioRingUsed", {"flags": h.used_flags, "idx": h.used_idx})})
+        "used": shape(profile, "VirtioRingUsed", {"flags": h.used_flags, "idx": h.used_idx})}),
+        machine.state.with_device(changed), notes)

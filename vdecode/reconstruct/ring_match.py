@@ -14,6 +14,7 @@ queue is in :mod:`vdecode.reconstruct.stale_rings`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from vdecode.reconstruct.ring_candidates import match_rings
 from vdecode.reconstruct.ring_kinds import group_by_device
@@ -41,7 +42,8 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
 
 
 def replace_stale_rings(machine: VirtioMachine, *,
-                        progress: Callable[[int, int], None] | None = None) -> list[str]:
+                        progress: Callable[[int, int], None] | None = None
+                        ) -> tuple[VirtioMachine, list[str]]:
     """Where a logged ring's addresses no longer hold a ring, use a carved one.
 
     Checks every logged queue with :func:`~vdecode.virtio.ring_checks.check_ring` (packed ones with
@@ -53,11 +55,12 @@ def replace_stale_rings(machine: VirtioMachine, *,
     counters stay: :func:`~vdecode.reconstruct.instant.advance_to_dump` compares them with the
     new ring's (indices that restarted read as moved).
 
-    :return: notes for stderr, one per queue looked at: what replaced it and why, or why not.
+    :return: the machine with the carved rings in place, and notes for stderr, one per queue
+        looked at: what replaced it and why, or why not.
     """
     space = machine.space
     if space is None:
-        return []
+        return machine, []
     ram = RamMap.of(space)
     devices = machine.state.devices
     claimed: dict[int, CarvedRing | None] = {}
@@ -82,7 +85,7 @@ def replace_stale_rings(machine: VirtioMachine, *,
             else:
                 claimed[q.desc] = ring
     if not stale:
-        return []
+        return machine, []
     stale_of: dict[str, set[int]] = {}
     for di, qn in stale:
         stale_of.setdefault(devices[di].canonical_path, set()).add(qn)
@@ -104,7 +107,8 @@ def replace_stale_rings(machine: VirtioMachine, *,
                                                  f"now the driver's queue {ring.index}")
     notes: list[str] = []
     matches = match_rings(space, devices, stale, rings, claimed)
-    notes += apply_matches(devices, matches, claimed, why, stale_of, drivers_seen)
+    devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen)
+    notes += applied
     if drivers_seen:
         # A driver that set up new rings for some queues did so for all of the device's queues
         # (probe after a reset or a reboot): its other logged rings that this driver device's
@@ -129,5 +133,6 @@ def replace_stale_rings(machine: VirtioMachine, *,
                     f"{q.desc:#x}, while other queues of the device moved")
         if more:
             matches2 = match_rings(space, devices, more, rings, claimed)
-            notes += apply_matches(devices, matches2, claimed, why, stale_of, False)
-    return notes
+            devices, applied = apply_matches(devices, matches2, claimed, why, stale_of, False)
+            notes += applied
+    return machine.with_state(replace(machine.state, devices=devices)), notes

@@ -111,10 +111,13 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
                      f"ring addresses are unknown; give --log with an earlier QMP transcript")
         return machine, notes
     machine = VirtioMachine(state_from_log(knowledge, profile), dump.space)
-    # a logged ring address that no longer holds a ring (driver reset): use a carved ring
-    notes.extend(replace_stale_rings(machine))
-    notes.extend(fill_unlogged_queues(machine, profile))
-    notes.extend(advance_to_dump(machine, profile))
+    # each stage returns a new machine: a logged ring address that no longer holds a ring (driver
+    # reset) takes a carved ring, queues the log never asked get the carver's, then the counters
+    # move to the dump instant
+    for stage in (replace_stale_rings, partial(fill_unlogged_queues, profile=profile),
+                  partial(advance_to_dump, profile=profile)):
+        machine, said = stage(machine)
+        notes.extend(said)
     return machine, notes
 
 
@@ -152,7 +155,7 @@ NEEDS = {
 }
 
 
-def _unanswerable(command: str, args: dict[str, Any]) -> Any:
+def _unanswerable(command: str, machine: VirtioMachine, args: dict[str, Any]) -> Any:
     raise not_known(f"{command}: {NEEDS[command]}")
 
 
@@ -163,8 +166,13 @@ def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, i
     if machine.state.source == "none":
         handlers = {name: partial(_unanswerable, name) for name in COMMANDS}
     else:
-        handlers = {name: partial(fn, machine, profile) for name, fn in COMMANDS.items()}
+        handlers = {name: _bound(fn, profile) for name, fn in COMMANDS.items()}
     if version is None:      # a guest dump alone: the greeting of the profile's release
         version = tuple(int(x) for x in profile.release.split(".")[:3])  # type: ignore[assignment]
-    return OfflineMonitor(profile, handlers, version or DEFAULT_VERSION,
+    return OfflineMonitor(profile, machine, handlers, version or DEFAULT_VERSION,
                           package or DEFAULT_PACKAGE)
+
+
+def _bound(fn: Callable[[VirtioMachine, Profile, dict[str, Any]], Any], profile: Profile
+           ) -> Callable[[VirtioMachine, dict[str, Any]], Any]:
+    return lambda machine, args: fn(machine, profile, args)

@@ -9,28 +9,30 @@ none of whose rings is left, while the guest's driver records are readable, is r
 from __future__ import annotations
 
 from vdecode.reconstruct.ring_candidates import RingMatch
-from vdecode.sources.qemu_state import VirtIODeviceState
+from vdecode.sources.qemu_state import CARVED, INFERRED, VirtIODeviceState, marks
 from vdecode.virtio.carved_ring import CarvedRing
 
 __all__ = ("apply_matches", "driver_let_go", "reset_like_qemu")
 
 
-def apply_matches(devices: list[VirtIODeviceState], matches: list[RingMatch],
+def apply_matches(devices: tuple[VirtIODeviceState, ...], matches: list[RingMatch],
                   claimed: dict[int, CarvedRing | None], why: dict[tuple[str, int], str],
-                  stale_of: dict[str, set[int]], drivers_seen: bool) -> list[str]:
-    """Put matched rings into the queues (provenance ``carved``), reset devices whose driver let
-    go, and say what was done."""
+                  stale_of: dict[str, set[int]], drivers_seen: bool
+                  ) -> tuple[tuple[VirtIODeviceState, ...], list[str]]:
+    """The devices with matched rings in their queues (provenance ``carved``) and devices whose
+    driver let go reset, and notes saying what was done. ``claimed`` (the caller's bookkeeping
+    of which ring each address holds) learns the rings taken."""
     notes: list[str] = []
     released: set[str] = set()
+    by_path = {d.canonical_path: d for d in devices}
     for m in matches:
-        dev = next(d for d in devices if d.canonical_path == m.path)
-        q = dev.queues[m.queue]
+        dev = by_path[m.path]
         if m.ring is None:
             if m.path in released:
                 continue
             if drivers_seen and driver_let_go(dev, stale_of[m.path], claimed, matches):
                 released.add(m.path)
-                reset_like_qemu(dev)
+                by_path[m.path] = reset_like_qemu(dev)
                 notes.append(f"{m.path}: {why[(m.path, m.queue)]}, no other queue of the device "
                              f"holds a used ring and the guest's driver records (found for other "
                              f"devices) name no ring of its sizes: the driver let go of it; "
@@ -47,11 +49,11 @@ def apply_matches(devices: list[VirtIODeviceState], matches: list[RingMatch],
                      f"using the carved ring desc {r.desc:#x} avail {r.avail:#x} "
                      f"used {r.used:#x}: {m.how}"
                      + (f"; {m.ambiguous} other candidates scored the same" if m.ambiguous else ""))
-        q.desc, q.avail, q.used = r.desc, r.avail, r.used
+        q = dev.queues[m.queue].evolve(marks(CARVED, "vring_desc", "vring_avail", "vring_used"),
+                                       desc=r.desc, avail=r.avail, used=r.used)
+        by_path[m.path] = dev.with_queue(q)
         claimed[r.desc] = r
-        for k in ("vring_desc", "vring_avail", "vring_used"):
-            q.provenance[k] = "carved"
-    return notes
+    return tuple(by_path[d.canonical_path] for d in devices), notes
 
 
 VIRTIO_CONFIG_S_ACKNOWLEDGE = 1
@@ -72,25 +74,23 @@ def driver_let_go(dev: VirtIODeviceState, stale: set[int], claimed: dict[int, Ca
     return True
 
 
-def reset_like_qemu(dev: VirtIODeviceState) -> None:
-    """QEMU 7.2 ``virtio_reset`` (``hw/virtio/virtio.c``) as the driver's removal leaves the
-    device: features, ISR, queue selector and every queue's addresses and counters zeroed,
-    ``vring.num`` back to ``vring.num_default``, not started; then Linux's
+_RESET_QUEUE_FIELDS = ("vring_desc", "vring_avail", "vring_used", "last_avail_idx",
+                       "shadow_avail_idx", "used_idx", "inuse", "signalled_used",
+                       "signalled_used_valid")
+
+
+def reset_like_qemu(dev: VirtIODeviceState) -> VirtIODeviceState:
+    """The device as QEMU 7.2 ``virtio_reset`` (``hw/virtio/virtio.c``) and then the driver's
+    removal leave it: features, ISR, queue selector and every queue's addresses and counters
+    zeroed, ``vring.num`` back to ``vring.num_default``, not started; then Linux's
     ``virtio_dev_remove`` writes ACKNOWLEDGE again. Values are marked ``"inferred"``."""
-    dev.status = VIRTIO_CONFIG_S_ACKNOWLEDGE
-    dev.guest_features = 0
-    dev.isr = 0
-    dev.queue_sel = 0
-    dev.started = False
-    dev.broken = False
-    for k in ("status", "guest_features", "isr", "queue_sel", "started", "broken"):
-        dev.provenance[k] = "inferred"
-    for q in dev.queues.values():
-        q.desc = q.avail = q.used = 0
-        if q.vring_num_default is not None:
-            q.vring_num = q.vring_num_default
-        q.last_avail_idx = q.shadow_avail_idx = q.used_idx = q.inuse = q.signalled_used = 0
-        q.signalled_used_valid = False
-        for k in ("vring_desc", "vring_avail", "vring_used", "last_avail_idx", "shadow_avail_idx",
-                  "used_idx", "inuse", "signalled_used", "signalled_used_valid"):
-            q.provenance[k] = "inferred"
+    queues = {qn: q.evolve(marks(INFERRED, *_RESET_QUEUE_FIELDS), desc=0, avail=0, used=0,
+                           vring_num=(q.vring_num_default if q.vring_num_default is not None
+                                      else q.vring_num),
+                           last_avail_idx=0, shadow_avail_idx=0, used_idx=0, inuse=0,
+                           signalled_used=0, signalled_used_valid=False)
+              for qn, q in dev.queues.items()}
+    return dev.evolve(marks(INFERRED, "status", "guest_features", "isr", "queue_sel", "started",
+                            "broken"),
+                      status=VIRTIO_CONFIG_S_ACKNOWLEDGE, guest_features=0, isr=0, queue_sel=0,
+                      started=False, broken=False, queues=queues)

@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from vdecode.profiles import Profile
 from vdecode.reconstruct.ring_kinds import group_by_device
-from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
+from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, VirtIODeviceState, VirtQueueState,
+                                        marks)
 from vdecode.virtio.carve import carve_rings
 from vdecode.virtio.device import VirtioMachine, is_big_endian
 
@@ -34,14 +35,16 @@ def _missing(dev: VirtIODeviceState) -> list[int]:
 
 
 def fill_unlogged_queues(machine: VirtioMachine, profile: Profile, *,
-                         progress: Callable[[int, int], None] | None = None) -> list[str]:
+                         progress: Callable[[int, int], None] | None = None
+                         ) -> tuple[VirtioMachine, list[str]]:
     """Give devices with unlogged queues the rings the carver ties to them.
 
-    :return: notes for stderr: what was filled from which driver device, or why not.
+    :return: the machine with those queues, and notes for stderr: what was filled from which
+        driver device, or why not.
     """
     wanting = [d for d in machine.state.devices if _missing(d)]
     if not wanting or machine.space is None:
-        return []
+        return machine, []
     align = profile.table("devices")["vring_align_default"]
     claimed = {q.desc for d in machine.state.devices for q in d.queues.values() if q.desc}
     rings = carve_rings(machine.space, progress=progress,
@@ -50,6 +53,7 @@ def fill_unlogged_queues(machine: VirtioMachine, profile: Profile, *,
               if g.device_va is not None and not any(r.desc in claimed for r in g.rings)
               and all(r.index is not None for r in g.rings)]
     notes: list[str] = []
+    state = machine.state
     for dev in wanting:
         missing = _missing(dev)
         fits = [g for g in groups if g.kind == dev.name
@@ -65,22 +69,24 @@ def fill_unlogged_queues(machine: VirtioMachine, profile: Profile, *,
         size = max(r.num for r in group.rings)
         for qn in missing:
             r = by_index.get(qn)
-            q = VirtQueueState(queue_index=qn, vring_num=r.num if r else size,
-                               vring_num_default=size, vring_align=align,
-                               desc=r.desc if r else 0, avail=r.avail if r else 0,
-                               used=r.used if r else 0, inuse=0, signalled_used=0,
-                               signalled_used_valid=False)
-            # counters follow from the ring in advance_to_dump; a queue never set up stays at 0
-            q.used_idx = q.last_avail_idx = q.shadow_avail_idx = None if r else 0
-            q.provenance = {"queue": "unlogged"}
-            q.provenance.update({k: "inferred" for k in (
-                "vring_num", "vring_num_default", "vring_align", "inuse", "used_idx",
-                "last_avail_idx", "shadow_avail_idx", "signalled_used", "signalled_used_valid")})
+            provenance = {"queue": "unlogged", **marks(INFERRED, *_INFERRED_FIELDS)}
             if r is not None:
-                q.provenance.update(vring_desc="carved", vring_avail="carved", vring_used="carved",
-                                    used_idx="dump")
-            dev.queues[qn] = q
+                provenance.update(marks(CARVED, "vring_desc", "vring_avail", "vring_used"),
+                                  used_idx=DUMP)
+            # counters follow from the ring in advance_to_dump; a queue never set up stays at 0
+            counter = None if r else 0
+            dev = dev.with_queue(VirtQueueState(
+                queue_index=qn, vring_num=r.num if r else size, vring_num_default=size,
+                vring_align=align, desc=r.desc if r else 0, avail=r.avail if r else 0,
+                used=r.used if r else 0, inuse=0, signalled_used=0, signalled_used_valid=False,
+                used_idx=counter, last_avail_idx=counter, shadow_avail_idx=counter,
+                provenance=provenance))
+        state = state.with_device(dev)
         notes.append(f"{dev.canonical_path}: queues {missing} were never asked in the log; taken "
                      f"from the one unclaimed {dev.name} driver device carved from guest RAM "
                      f"(driver records at {group.device_va:#x}, {len(group.rings)} rings)")
-    return notes
+    return machine.with_state(state), notes
+
+
+_INFERRED_FIELDS = ("vring_num", "vring_num_default", "vring_align", "inuse", "used_idx",
+                    "last_avail_idx", "shadow_avail_idx", "signalled_used", "signalled_used_valid")

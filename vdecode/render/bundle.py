@@ -11,7 +11,6 @@ and :mod:`vdecode.space.bundle` read it back.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
@@ -117,7 +116,7 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
     qemu_json = state_to_json(dump.qemu) if dump.qemu is not None else None
     space = dump.space
     recorder = RecordingSpace(space) if space is not None else None
-    scratch = dataclasses.replace(dump, space=recorder, qemu=copy.deepcopy(dump.qemu))
+    scratch = dataclasses.replace(dump, space=recorder, qemu=dump.qemu)
     machine, notes = build_machine(scratch, knowledge, profile)
     if space is not None:
         plan = plan_kept_memory(machine, space, header_bytes=header_bytes,
@@ -246,7 +245,7 @@ def _view_pass(dump: Dump, knowledge: LogKnowledge | None, profile: Profile,
             raise
         return None, []
     recorder = RecordingSpace(space)
-    scratch = dataclasses.replace(dump, space=recorder, qemu=copy.deepcopy(dump.qemu))
+    scratch = dataclasses.replace(dump, space=recorder, qemu=dump.qemu)
     machine, notes = build_machine(scratch, knowledge, profile)
     logged = state_from_log(knowledge, profile) if knowledge is not None else None
     log_end = knowledge.span[1] if knowledge is not None else None

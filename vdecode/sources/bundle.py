@@ -190,7 +190,7 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
     :raises CorruptInput: a member has the wrong type or a count is beyond any real machine.
 
     >>> decode_qemu_state({"devices": [], "qemu_version": [7, 2, 0], "source": "core"}, "b.vdb")
-    QemuVirtioState(devices=[], qemu_version=(7, 2, 0), package=None, source='core')
+    QemuVirtioState(devices=(), qemu_version=(7, 2, 0), package=None, source='core')
     """
     try:
         d = _obj(obj, "state")

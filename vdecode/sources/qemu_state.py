@@ -9,11 +9,20 @@ Field names are QEMU 7.2's (``include/hw/virtio/virtio.h``, ``hw/virtio/virtio.c
 ``provenance`` maps a field name to where its value came from: ``"core"`` (QEMU's memory),
 ``"log"`` (an earlier QMP reply), ``"dump"`` (guest memory), ``"inferred"`` (a rule, see the
 reconstruction), so the human output can say how sure a value is.
+
+The records are frozen: a stage that changes a value (the reconstruction moving logged counters
+to the dump instant, a QMP command's side effect) returns a new record through :meth:`evolve`,
+which also records where the new value came from. Constructors take plain dicts, lists and sets
+and keep them as :class:`~vdecode.frozen.FrozenDict`, tuples and frozensets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vdecode.frozen import FrozenDict, freeze_map
 
 # QEMU 7.2 include/hw/virtio/virtio.h enum virtio_device_endian
 VIRTIO_DEVICE_ENDIAN_UNKNOWN = 0
@@ -21,7 +30,30 @@ VIRTIO_DEVICE_ENDIAN_LITTLE = 1
 VIRTIO_DEVICE_ENDIAN_BIG = 2
 
 
-@dataclass
+# where a value came from (``provenance`` values)
+CORE, LOG, DUMP, INFERRED, CARVED, REPLAYED = "core", "log", "dump", "inferred", "carved", "replayed"
+
+
+def marks(source: str, *fields: str) -> dict[str, str]:
+    """``{field: source}`` for :meth:`evolve`'s ``marks``: these fields now come from ``source``."""
+    return dict.fromkeys(fields, source)
+
+
+class _Evolving:
+    """What every state record shares: a changed copy instead of a change in place."""
+
+    def evolve(self, marks: Mapping[str, str] | None = None, **changes: Any):
+        """A copy with ``changes``; ``marks`` (field name -> source) joins ``provenance``."""
+        if marks:
+            changes["provenance"] = self.provenance | dict(marks)  # type: ignore[attr-defined]
+        return replace(self, **changes)  # type: ignore[type-var]
+
+
+def _keep(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)     # __post_init__ of a frozen dataclass
+
+
+@dataclass(frozen=True)
 class VhostVirtqueue:
     """``struct vhost_virtqueue`` fields that ``x-query-virtio-vhost-queue-status`` reports."""
 
@@ -39,7 +71,7 @@ class VhostVirtqueue:
     used_size: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class VhostDev:
     """``struct vhost_dev`` fields that ``x-query-virtio-status`` reports under ``vhost-dev``."""
 
@@ -55,11 +87,17 @@ class VhostDev:
     backend_cap: int = 0
     log_enabled: bool = False
     log_size: int = 0
-    vqs: dict[int, VhostVirtqueue] = field(default_factory=dict)
+    vqs: Mapping[int, VhostVirtqueue] = field(default_factory=FrozenDict)
+
+    def __post_init__(self) -> None:
+        _keep(self, "vqs", freeze_map(self.vqs))
+
+    def evolve(self, **changes: Any) -> VhostDev:
+        return replace(self, **changes)
 
 
-@dataclass
-class VirtQueueState:
+@dataclass(frozen=True)
+class VirtQueueState(_Evolving):
     """One ``VirtQueue`` (split ring). ``None`` means the source could not say.
 
     ``desc``/``avail``/``used`` are guest-physical (``vq->vring.desc`` …).
@@ -79,12 +117,15 @@ class VirtQueueState:
     signalled_used: int | None = None
     signalled_used_valid: bool | None = None
     notification: bool | None = None
-    provenance: dict[str, str] = field(default_factory=dict)
+    provenance: Mapping[str, str] = field(default_factory=FrozenDict)
     as_of: float | None = None           # when these values held (log reply time); None = now
 
+    def __post_init__(self) -> None:
+        _keep(self, "provenance", freeze_map(self.provenance))
 
-@dataclass
-class VirtIODeviceState:
+
+@dataclass(frozen=True)
+class VirtIODeviceState(_Evolving):
     """One ``VirtIODevice`` on QEMU's ``virtio_list``. ``None`` means the source could not say."""
 
     canonical_path: str
@@ -109,14 +150,23 @@ class VirtIODeviceState:
     vhost_started: bool | None = None
     vhost_dev: VhostDev | None = None
     num_vqs: int | None = None           # virtio_get_num_queues(): leading queues with vring.num != 0
-    queues: dict[int, VirtQueueState] = field(default_factory=dict)
+    queues: Mapping[int, VirtQueueState] = field(default_factory=FrozenDict)
     # queue numbers known to have vring.num == 0 (QEMU answered "Invalid virtqueue number")
-    absent_queues: set[int] = field(default_factory=set)
-    provenance: dict[str, str] = field(default_factory=dict)
+    absent_queues: frozenset[int] = field(default_factory=frozenset)
+    provenance: Mapping[str, str] = field(default_factory=FrozenDict)
     as_of: float | None = None           # when these values held (log reply time); None = now
 
+    def __post_init__(self) -> None:
+        _keep(self, "queues", freeze_map(self.queues))
+        _keep(self, "absent_queues", frozenset(self.absent_queues))
+        _keep(self, "provenance", freeze_map(self.provenance))
 
-@dataclass
+    def with_queue(self, queue: VirtQueueState) -> VirtIODeviceState:
+        """A copy with ``queue`` in place of the queue of its number."""
+        return replace(self, queues=self.queues | {queue.queue_index: queue})
+
+
+@dataclass(frozen=True)
 class QemuVirtioState:
     """Everything known of QEMU's virtio side at the dump instant.
 
@@ -125,7 +175,17 @@ class QemuVirtioState:
     greeting's package string.
     """
 
-    devices: list[VirtIODeviceState] = field(default_factory=list)
+    devices: tuple[VirtIODeviceState, ...] = ()
     qemu_version: tuple[int, int, int] | None = None
     package: str | None = None
     source: str = ""                     # "core", "log" or "core+log"
+
+    def __post_init__(self) -> None:
+        _keep(self, "devices", tuple(self.devices))
+        if self.qemu_version is not None:
+            _keep(self, "qemu_version", tuple(self.qemu_version))
+
+    def with_device(self, device: VirtIODeviceState) -> QemuVirtioState:
+        """A copy with ``device`` in place of the device of its path (list order kept)."""
+        return replace(self, devices=tuple(device if d.canonical_path == device.canonical_path
+                                           else d for d in self.devices))

@@ -8,13 +8,31 @@ rule — a buffer is in RAM when it lies wholly inside one range — is written 
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from vdecode.space.base import AddressSpace
 
-__all__ = ("RamMap",)
+__all__ = ("RamMap", "merge_spans")
+
+
+def merge_spans(pairs) -> list[tuple[int, int]]:
+    """Sorted disjoint ``(start, end)`` covering ``pairs`` (any order; empty ones dropped,
+    overlapping or touching ones joined).
+
+    >>> merge_spans([(5, 8), (0, 2), (2, 3), (7, 9), (4, 4)])
+    [(0, 3), (5, 9)]
+    """
+    out: list[list[int]] = []
+    for s, e in sorted((int(s), int(e)) for s, e in pairs if int(e) > int(s)):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,13 +58,7 @@ class RamMap:
     @classmethod
     def from_pairs(cls, pairs) -> "RamMap":
         """From ``(start, end)`` pairs in any order, overlapping or touching ones joined."""
-        out: list[list[int]] = []
-        for s, e in sorted((int(s), int(e)) for s, e in pairs if int(e) > int(s)):
-            if out and s <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], e)
-            else:
-                out.append([s, e])
-        rows = np.array(out, dtype=np.uint64).reshape(-1, 2)
+        rows = np.array(merge_spans(pairs), dtype=np.uint64).reshape(-1, 2)
         return cls(rows[:, 0].copy(), rows[:, 1].copy())
 
     @classmethod
@@ -90,11 +102,20 @@ class RamMap:
         ok &= end <= self.ends[np.maximum(i, 0)]
         return ~ok
 
+    @cached_property
+    def _bounds(self) -> tuple[list[int], list[int]]:
+        return self.starts.tolist(), self.ends.tolist()
+
     def holding(self, gpa: int) -> tuple[int, int] | None:
-        """The ``(start, size)`` of the range holding ``gpa``, or None."""
-        if not len(self) or gpa < 0:
+        """The ``(start, size)`` of the range holding ``gpa``, or None: the scalar check, for one
+        address at a time (any int: negative or past 2**64 is in no range).
+
+        >>> ram = RamMap.from_pairs([(0x1000, 0x2000)])
+        >>> ram.holding(0x1fff), ram.holding(0x2000), ram.holding(-1), ram.holding(2**64)
+        ((4096, 4096), None, None, None)
+        """
+        starts, ends = self._bounds
+        i = bisect_right(starts, gpa) - 1
+        if i < 0 or gpa >= ends[i]:
             return None
-        i = int(self._index(np.array([gpa], dtype=np.uint64))[0])
-        if i < 0 or gpa >= int(self.ends[i]):
-            return None
-        return int(self.starts[i]), int(self.ends[i] - self.starts[i])
+        return starts[i], ends[i] - starts[i]

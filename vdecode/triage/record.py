@@ -115,7 +115,7 @@ def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]
     findings, walks = find_findings(machine, profile, logged, log_end)
     view = build_view(machine, profile, findings, walks, dump_path=opened.path,
                       dump_format=opened.format, log_path=log_path,
-                      notes=[*notes, *machine.notes], log_end=utc_text(log_end))
+                      notes=notes, log_end=utc_text(log_end))
     return view, profile.version
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from vdecode.errors import MissingData, RingError
 from vdecode.space.base import AddressSpace
+from vdecode.space.ram_map import RamMap
 from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
                                     VRING_DESC_SIZE, VringLayouts)
 from vdecode.virtio.split_ring import read_desc_table
@@ -391,14 +392,8 @@ class QmpDescWalk:
     desc_next_error: int | None = None
 
 
-def _range_holding(space: AddressSpace, gpa: int) -> tuple[int, int] | None:
-    for start, size in space.ranges():
-        if start <= gpa < start + size:
-            return start, size
-    return None
-
-
-def walk_chain_qemu_qmp(space: AddressSpace, layouts: VringLayouts, descs: np.ndarray, head: int) -> QmpDescWalk:
+def walk_chain_qemu_qmp(space: AddressSpace, layouts: VringLayouts, descs: np.ndarray, head: int, *,
+                        ram: RamMap | None = None) -> QmpDescWalk:
     """Reproduce ``qmp_x_query_virtio_queue_element``'s descriptor loop (QEMU v7.2.0 virtio.c).
 
     ::
@@ -419,6 +414,8 @@ def walk_chain_qemu_qmp(space: AddressSpace, layouts: VringLayouts, descs: np.nd
 
     :param descs: the queue's descriptor table (``vring.num`` entries, ``layouts.desc_dtype``).
     :param head: ``avail->ring[slot]`` as QEMU read it.
+    :param ram: ``space``'s RAM (:class:`~vdecode.space.ram_map.RamMap`); callers walking many heads
+        pass it, built once (without it, it is built from ``space`` when an indirect table is met).
     :raises MissingData: the indirect table lies outside the dump's RAM or is not in the dump.
     """
     num = len(descs)
@@ -431,7 +428,7 @@ def walk_chain_qemu_qmp(space: AddressSpace, layouts: VringLayouts, descs: np.nd
         gpa, size = int(desc["addr"]), int(desc["len"])
         if size == 0:
             return QmpDescWalk(QMP_ABORT_INDIRECT_LEN_ZERO, head, True, 0)
-        held = _range_holding(space, gpa)
+        held = (ram if ram is not None else RamMap.of(space)).holding(gpa)
         if held is None:
             raise MissingData(space.name, f"indirect table of head {head} at guest-physical {gpa:#x} "
                                           f"is not in guest RAM")

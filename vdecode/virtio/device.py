@@ -39,7 +39,7 @@ def is_big_endian(dev: VirtIODeviceState) -> bool:
     return dev.device_endian == VIRTIO_DEVICE_ENDIAN_BIG
 
 
-@dataclass
+@dataclass(frozen=True)
 class RingHeader:
     """The 16-bit fields QEMU reads one at a time: ``avail->flags/idx``, ``used->flags/idx``."""
 
@@ -49,17 +49,22 @@ class RingHeader:
     used_idx: int
 
 
+@dataclass(frozen=True)
 class VirtioMachine:
     """QEMU's virtio state plus guest memory, with the reads QEMU's ring accessors make.
+
+    Frozen like the state it holds: a stage that changes the state returns a new machine
+    (:meth:`with_state`), over the same guest memory.
 
     :param state: the devices as QEMU held them (from a core, a log, or both).
     :param space: guest-physical memory, ``None`` when the input has none (a core without RAM).
     """
 
-    def __init__(self, state: QemuVirtioState, space: AddressSpace | None) -> None:
-        self.state = state
-        self.space = space
-        self.notes: list[str] = []       # what QEMU would have printed on stderr, and our doubts
+    state: QemuVirtioState
+    space: AddressSpace | None
+
+    def with_state(self, state: QemuVirtioState) -> VirtioMachine:
+        return VirtioMachine(state, self.space)
 
     def find_device(self, path: str) -> VirtIODeviceState | None:
         """``virtio_device_find``: the first device on ``virtio_list`` with exactly this path."""

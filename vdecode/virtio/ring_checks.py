@@ -18,6 +18,7 @@ from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.carved_ring import DESC_FLAGS_MASK, NUMS, OVERLAP, CarvedRing, confidence
 from vdecode.virtio.layouts import vring_layouts
+from vdecode.virtio.packed_ring import VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED
 from vdecode.virtio.ring_scan import layout_of, pass2, pass3
 
 __all__ = ("check_ring", "check_packed_ring", "ring_at", "readable_ranges")
@@ -98,8 +99,6 @@ def ring_at(space: AddressSpace, num: int, desc: int, avail: int, used: int, bo:
                       empty=empty)
 
 
-VRING_PACKED_DESC_F_AVAIL = 1 << 7
-VRING_PACKED_DESC_F_USED = 1 << 15
 PACKED_FLAGS = VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED | DESC_FLAGS_MASK
 
 
@@ -118,14 +117,12 @@ def check_packed_ring(space: AddressSpace, num: int, desc: int, driver: int, dev
     """
     if num not in NUMS or desc % 16 or driver % 4 or device % 4 or min(desc, driver, device) < 0:
         return None
-    bo = "<" if little_endian else ">"
+    lay = vring_layouts(little_endian)
     ram = ram if ram is not None else RamMap.of(space)
     try:
-        ring = np.frombuffer(bytes(space.read(Gpa(desc), 16 * num)),
-                             [("addr", bo + "u8"), ("len", bo + "u4"), ("id", bo + "u2"),
-                              ("flags", bo + "u2")])
-        drv = np.frombuffer(bytes(space.read(Gpa(driver), 4)), bo + "u2")
-        dev = np.frombuffer(bytes(space.read(Gpa(device), 4)), bo + "u2")
+        ring = np.frombuffer(bytes(space.read(Gpa(desc), 16 * num)), lay.packed_desc_dtype)
+        drv = np.frombuffer(bytes(space.read(Gpa(driver), 4)), lay.u16_dtype)
+        dev = np.frombuffer(bytes(space.read(Gpa(device), 4)), lay.u16_dtype)
     except MissingData:
         return None
     flags = ring["flags"]

@@ -156,7 +156,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
         raise profile_mismatch(layout, mem, "VirtQueue arrays exist",
                         "no VirtQueue[VIRTIO_QUEUE_MAX] array (queue_index 0,1,2 with one vdev) "
                         "in the core's writable memory")
-    state = QemuVirtioState(qemu_version=version, package=package, source="core")
+    devices = []
     array_of = {}
     for arr, vdev in arrays:
         if rd.valid(vdev, layout.sizes["VirtIODevice"]):
@@ -184,8 +184,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
                             f"{dev.canonical_path}: vq {raw['vq']:#x}, array at {array_of[vdev]:#x}",
                             rd.file_offset(vdev))
         if dev.vhost_started:
-            dev.vhost_dev = find_vhost_dev(rd, vdev, heap)
-        state.devices.append(dev)
+            dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
+        devices.append(dev)
+    state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
+                            source="core")
     if any(mem.is_present(a, 8) for a, _ in bin_runs):
         names_at = check_device_names(rd, raws, bin_runs)
     else:

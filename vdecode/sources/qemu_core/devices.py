@@ -4,6 +4,8 @@ device names and ``vhost_dev`` (QEMU v7.2.0 ``include/hw/virtio/virtio.h``, ``hw
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import numpy as np
@@ -121,8 +123,8 @@ def read_device(rd: CoreReader, vdev_hva: int) -> tuple[VirtIODeviceState, Any]:
             shadow_avail_idx=int(q["shadow_avail_idx"]), used_idx=int(q["used_idx"]),
             inuse=int(q["inuse"]), signalled_used=int(q["signalled_used"]),
             signalled_used_valid=bool(q["signalled_used_valid"]),
-            notification=bool(q["notification"]))
-        st.provenance = {k: "core" for k in st.__dataclass_fields__ if k not in ("queue_index", "provenance")}
+            notification=bool(q["notification"]),
+            provenance=dict.fromkeys(_CORE_QUEUE_FIELDS, "core"))
         queues[i] = st
     dev = VirtIODeviceState(
         canonical_path=path, name=name, device_id=d["device_id"],
@@ -134,10 +136,17 @@ def read_device(rd: CoreReader, vdev_hva: int) -> tuple[VirtIODeviceState, Any]:
         bus_name=bus_name, use_guest_notifier_mask=d["use_guest_notifier_mask"],
         device_endian=d["device_endian"], vhost_started=d["vhost_started"],
         num_vqs=num_vqs, queues=queues,
-        absent_queues={i for i in range(lay.queue_max) if not nonzero[i]})
-    dev.provenance = {k: "core" for k in dev.__dataclass_fields__
-                      if k not in ("canonical_path", "queues", "absent_queues", "provenance")}
+        absent_queues={i for i in range(lay.queue_max) if not nonzero[i]},
+        provenance=dict.fromkeys(_CORE_DEVICE_FIELDS, "core"))
     return dev, d
+
+
+# every value of a record read from QEMU's structs is the core's
+_CORE_QUEUE_FIELDS = tuple(f.name for f in dataclasses.fields(VirtQueueState)
+                           if f.name not in ("queue_index", "provenance"))
+_CORE_DEVICE_FIELDS = tuple(f.name for f in dataclasses.fields(VirtIODeviceState)
+                            if f.name not in ("canonical_path", "queues", "absent_queues",
+                                              "provenance"))
 
 
 def _is_device(rd: CoreReader, addr: int) -> bool:

@@ -1,0 +1,105 @@
+"""No stage changes another stage's output: the records the pipeline hands on are frozen.
+
+Checked three ways: every record type is a frozen dataclass whose containers cannot be changed;
+the reconstruction stages, run on a real sample with its log, leave the logged state they were
+given as it was (and equal to a fresh decode of the log); and a QMP command with a side effect in
+QEMU (``x-query-virtio-queue-element`` stores ``shadow_avail_idx``) answers the next command from
+a new state while the machine it started from stays unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pickle
+from pathlib import Path
+
+import pytest
+
+from vdecode.frozen import FrozenDict
+from vdecode.reconstruct.log_state import state_from_log
+from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
+from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
+from vdecode.space.open import open_dump
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "samples" / "mixed-elf-early.vdb"
+
+# the records that pass from one stage to the next
+RECORDS = [
+    ("vdecode.sources.qemu_state", "QemuVirtioState"),
+    ("vdecode.sources.qemu_state", "VirtIODeviceState"),
+    ("vdecode.sources.qemu_state", "VirtQueueState"),
+    ("vdecode.sources.qemu_state", "VhostDev"),
+    ("vdecode.sources.qemu_state", "VhostVirtqueue"),
+    ("vdecode.virtio.device", "VirtioMachine"),
+    ("vdecode.virtio.device", "RingHeader"),
+    ("vdecode.reconstruct.monitor", "Effect"),
+    ("vdecode.reconstruct.instant", "QueueMove"),
+    ("vdecode.space.ram_map", "RamMap"),
+]
+
+
+@pytest.mark.parametrize("module, name", RECORDS, ids=[n for _, n in RECORDS])
+def test_every_record_is_a_frozen_dataclass(module, name):
+    cls = getattr(importlib.import_module(module), name)
+    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, f"{name} not frozen"
+
+
+def test_containers_are_frozen_too():
+    q = VirtQueueState(0, provenance={"used_idx": "log"})
+    dev = VirtIODeviceState("/machine/x", queues={0: q}, absent_queues={3})
+    state = QemuVirtioState(devices=[dev])
+    assert isinstance(state.devices, tuple)
+    assert isinstance(dev.queues, FrozenDict) and isinstance(dev.absent_queues, frozenset)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        q.used_idx = 1
+    with pytest.raises(TypeError):
+        dev.queues[1] = q
+    with pytest.raises(TypeError):
+        q.provenance["used_idx"] = "dump"
+    # a change is a new record, with where the value came from
+    q2 = q.evolve({"used_idx": "dump"}, used_idx=5)
+    assert (q.used_idx, dict(q.provenance)) == (None, {"used_idx": "log"})
+    assert (q2.used_idx, dict(q2.provenance)) == (5, {"used_idx": "dump"})
+    # triage sends records between processes
+    assert pickle.loads(pickle.dumps(state)) == state
+
+
+@pytest.fixture(scope="module")
+def sample():
+    dump = open_dump(str(SAMPLE))
+    knowledge = LogKnowledge.from_log(dump.qmp_log)
+    yield dump, knowledge
+    dump.close()
+
+
+def test_reconstruction_leaves_its_inputs_alone(sample):
+    dump, knowledge = sample
+    profile = profile_for(knowledge, dump.qemu)
+    logged = state_from_log(knowledge, profile)
+    before = pickle.dumps(logged)
+    machine, _ = build_machine(dump, knowledge, profile)
+    # the dump instant differs from the log (vm-running, counters) ...
+    assert machine.state != logged
+    # ... and the log's state is what it was, equal to a fresh decode
+    assert pickle.dumps(logged) == before
+    assert state_from_log(knowledge, profile) == logged
+
+
+def test_a_side_effect_makes_a_new_state(sample):
+    dump, knowledge = sample
+    profile = profile_for(knowledge, dump.qemu)
+    machine, _ = build_machine(dump, knowledge, profile)
+    dev = next(d for d in machine.state.devices if d.queues and d.name == "virtio-net")
+    shadow = dev.queues[0].shadow_avail_idx
+    monitor = make_monitor(machine, profile, None, None)
+    monitor.handle({"execute": "qmp_capabilities"})
+    reply = monitor.handle({"execute": "x-query-virtio-queue-element",
+                            "arguments": {"path": dev.canonical_path, "queue": 0}})
+    assert "return" in reply, reply
+    after = monitor.machine.find_device(dev.canonical_path).queues[0]
+    assert after.shadow_avail_idx == reply["return"]["avail"]["idx"]
+    assert after.provenance["shadow_avail_idx"] == "replayed"
+    assert machine.find_device(dev.canonical_path).queues[0].shadow_avail_idx == shadow
