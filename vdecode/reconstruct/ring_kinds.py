@@ -193,7 +193,7 @@ def _used_lens(space: AddressSpace, ring: CarvedRing, little_endian: bool) -> li
     return elems["len"][slots].tolist()
 
 
-@dataclass
+@dataclass(frozen=True)
 class DeviceGroup:
     """Rings that belong together: one driver's ``struct virtio_device`` (``device_va``) when the
     carver saw it, else one ring alone. ``kind`` is the most common kind of its rings."""
@@ -211,19 +211,20 @@ def group_by_device(space: AddressSpace, rings: list[CarvedRing], *, little_endi
     :param rings: from :func:`~vdecode.virtio.carve.carve_rings`.
     :return: groups, those with a known device first, each with rings in queue-index order.
     """
-    groups: dict[object, DeviceGroup] = {}
+    members: dict[object, list[CarvedRing]] = {}
     for r in rings:
         if r.confidence < threshold:
             continue
         key = r.device_va if r.device_va is not None else ("ring", r.desc)
-        g = groups.setdefault(key, DeviceGroup(None, r.device_va))
-        g.rings.append(r)
-    for g in groups.values():
-        g.rings.sort(key=lambda r: (r.index if r.index is not None else 1 << 20, r.desc))
-        kinds = [classify_ring(space, r, little_endian=little_endian) for r in g.rings]
+        members.setdefault(key, []).append(r)
+    groups = []
+    for grouped in members.values():
+        grouped.sort(key=lambda r: (r.index if r.index is not None else 1 << 20, r.desc))
+        kinds = [classify_ring(space, r, little_endian=little_endian) for r in grouped]
         counted = Counter(k.kind for k in kinds if k.kind)
-        g.kind = counted.most_common(1)[0][0] if counted else None
-        g.reasons = [f"queue {r.index if r.index is not None else '?'} at {r.desc:#x}: {k.reason}"
-                     for r, k in zip(g.rings, kinds)]
-    return sorted(groups.values(), key=lambda g: (g.kind is None, g.kind or "",
-                                                  min(r.desc for r in g.rings)))
+        groups.append(DeviceGroup(
+            counted.most_common(1)[0][0] if counted else None, grouped[0].device_va, grouped,
+            [f"queue {r.index if r.index is not None else '?'} at {r.desc:#x}: {k.reason}"
+             for r, k in zip(grouped, kinds)]))
+    return sorted(groups, key=lambda g: (g.kind is None, g.kind or "",
+                                         min(r.desc for r in g.rings)))

@@ -41,7 +41,7 @@ __all__ = ("write_bundle", "state_to_json", "BundleReport")
 PAGE = 4096
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class BundleReport:
     """What :func:`write_bundle` wrote: the file's size, kept bytes, and what bounds left out."""
 

@@ -41,7 +41,7 @@ EM_X86_64 = 62
 DIRECT_MAP = 0xFFFF888000000000      # x86_64 Linux direct map: the default paging=true mapping
 
 
-@dataclass
+@dataclass(frozen=True)
 class Segment:
     """One PT_LOAD: ``data`` at ``paddr`` (``None``: ``memsz`` bytes of hole), zero tail to ``memsz``."""
 

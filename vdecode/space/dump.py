@@ -18,7 +18,7 @@ if TYPE_CHECKING:                        # the log readers load only when a log 
     from vdecode.sources.qmp_log.model import QmpLog
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dump:
     """One opened input.
 

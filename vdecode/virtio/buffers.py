@@ -45,7 +45,7 @@ class Segment:
     write: bool
 
 
-@dataclass
+@dataclass(frozen=True)
 class Preview:
     """A decoded buffer: ``kind`` names the decoder, ``summary`` is one line for people,
     ``fields`` the decoded values (JSON-able)."""

@@ -100,7 +100,7 @@ def read_packed_ring(space: AddressSpace, desc_gpa: int, driver_gpa: int, device
     return PackedRing(num, descs, (int(drv[0]), int(drv[1])), (int(dev[0]), int(dev[1])))
 
 
-@dataclass
+@dataclass(frozen=True)
 class PackedWalk:
     """The pending elements: ``first[k]`` is the slot of element ``k``'s first descriptor,
     ``slots[k]`` all its slots, ``ids[k]`` the buffer id (of its last descriptor), ``problems[k]``

@@ -27,7 +27,7 @@ from vdecode.virtio.split_ring import SplitRing
 __all__ = ("QueueWalk", "walk_queue")
 
 
-@dataclass
+@dataclass(frozen=True)
 class QueueWalk:
     """The outstanding chains of one split queue, walked at once.
 

@@ -48,7 +48,7 @@ __all__ = ("CoreReader", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFac
            "load_layout", "read_mapped_files", "read_qemu_core")
 
 
-@dataclass
+@dataclass(frozen=True)
 class QemuCoreFacts:
     state: QemuVirtioState
     binary: str
