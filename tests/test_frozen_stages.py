@@ -41,10 +41,38 @@ RECORDS = [
 ]
 
 
+# accumulators a single function fills and hands on whole, each with why it is not frozen
+BUILDERS = {
+    "vdecode.reconstruct.evidence.KeepPlan": "plan_kept_memory's accumulator of kept ranges",
+    "vdecode.reconstruct.evidence.QueueFacts": "filled by _keep_queue while it walks the queue",
+    "vdecode.sources.qmp_log.model.QmpExchange": "the log reader pairs a reply with its request",
+    "vdecode.sources.qmp_log.model.QmpEvent": "built by the log reader as records are parsed",
+    "vdecode.sources.qmp_log.model.QmpMonitor": "the log reader appends exchanges as it reads",
+    "vdecode.sources.qmp_log.model.QmpLog": "the log reader's result, filled monitor by monitor",
+}
+
+
 @pytest.mark.parametrize("module, name", RECORDS, ids=[n for _, n in RECORDS])
 def test_every_record_is_a_frozen_dataclass(module, name):
     cls = getattr(importlib.import_module(module), name)
     assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, f"{name} not frozen"
+
+
+def test_no_other_mutable_dataclass():
+    """Every dataclass in the package is frozen, but the named builders' accumulators."""
+    import pkgutil
+
+    import vdecode
+    mutable = set()
+    for info in pkgutil.walk_packages(vdecode.__path__, "vdecode."):
+        if info.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(info.name)
+        for name, obj in vars(mod).items():
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj) \
+                    and obj.__module__ == info.name and not obj.__dataclass_params__.frozen:
+                mutable.add(f"{info.name}.{name}")
+    assert mutable == set(BUILDERS), mutable ^ set(BUILDERS)
 
 
 def test_containers_are_frozen_too():

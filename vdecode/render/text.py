@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console
 from rich.padding import Padding
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:                 # tables and bars are imported when drawn: start-up time
+    from rich.table import Table
 
 __all__ = ("render_view_text", "progress_bar", "MARKERS", "CHAIN_LIMIT", "CHAIN_LINES",
            "fold_chains")
@@ -61,6 +61,8 @@ def _para(con: Console, text: str | Text, indent: int, style: str = "") -> None:
 
 
 def _table(*cols: str, **kw: Any) -> Table:
+    from rich import box
+    from rich.table import Table
     t = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_edge=False,
               header_style="bold", **kw)
     for c in cols:
@@ -493,6 +495,7 @@ def progress_bar(label: str):
     if not err.is_terminal:
         yield lambda done, total: None
         return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
     with Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), console=err,
                   transient=True) as bar:
         task = bar.add_task(label, total=None)

@@ -19,6 +19,7 @@ untrusted input like any dump. The pages are read by :mod:`vdecode.space.bundle`
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
@@ -244,24 +245,33 @@ _BOUNDS = {"vring_num": 32768, "vring_num_default": 32768, "vring_align": 1 << 3
            "vq_index": MAX_QUEUES, "queue_sel": 0xFFFF, "max_queues": MAX_QUEUES}
 
 
-def _scalars(cls: type, d: dict, what: str, skip: set[str]) -> dict[str, Any]:
-    """The scalar fields of dataclass ``cls`` present in ``d``, type-checked."""
-    out: dict[str, Any] = {}
+@functools.cache
+def _scalar_fields(cls: type) -> tuple[tuple[str, type, bool], ...]:
+    """``(name, scalar type, may be None)`` of each scalar field of dataclass ``cls``; resolving the string
+    annotations is slow, and a bundle has a record per device and queue, so once per class."""
     hints = typing.get_type_hints(cls)
+    out = []
     for f in fields(cls):
-        if f.name in skip or f.name not in d:
-            continue
         hint = hints[f.name]
         optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
         typ = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
-        if typ not in _SCALARS.values():
+        if typ in _SCALARS.values():
+            out.append((f.name, typ, optional))
+    return tuple(out)
+
+
+def _scalars(cls: type, d: dict, what: str, skip: set[str]) -> dict[str, Any]:
+    """The scalar fields of dataclass ``cls`` present in ``d``, type-checked."""
+    out: dict[str, Any] = {}
+    for name, typ, optional in _scalar_fields(cls):
+        if name in skip or name not in d:
             continue
-        out[f.name] = _opt(d[f.name], typ, f"{what}.{f.name}")
-        bound = _BOUNDS.get(f.name)
-        if bound is not None and out[f.name] is not None and not 0 <= out[f.name] <= bound:
-            raise ValueError(f"{what}.{f.name} {out[f.name]} is outside 0..{bound}")
-        if out[f.name] is None and not optional:
-            raise ValueError(f"{what}.{f.name} may not be null")
+        out[name] = _opt(d[name], typ, f"{what}.{name}")
+        bound = _BOUNDS.get(name)
+        if bound is not None and out[name] is not None and not 0 <= out[name] <= bound:
+            raise ValueError(f"{what}.{name} {out[name]} is outside 0..{bound}")
+        if out[name] is None and not optional:
+            raise ValueError(f"{what}.{name} may not be null")
     return out
 
 
