@@ -79,3 +79,24 @@ def test_device_names_and_errors():
             machine.device("net0").queue(9)
     with pytest.raises(vdecode.InputError):
         vdecode.open(ROOT / "README.md")
+
+
+
+def test_a_core_and_a_guest_dump_make_one_machine(tmp_path):
+    """``vdecode.open(CORE, GUEST_DUMP)``, in either order, answers as ``vdecode qmp CORE DUMP``
+    (a real kernel-written core without guest RAM, and the guest's dump of that instant)."""
+    case = ROOT / "tests" / "data" / "kcore" / "kabortnoram"
+    core, dump = case / "qemu.core.zst", case / "dump.elf.zst"
+    with vdecode.open(core, dump, cache_dir=tmp_path) as machine:
+        dev = next(d for d in machine.devices if d.queues)
+        request = {"execute": "x-query-virtio-queue-element",
+                   "arguments": {"path": dev.path, "queue": 0}}
+        mine = machine.qmp(request["execute"], **request["arguments"])
+    with vdecode.open(dump, core, cache_dir=tmp_path) as machine:
+        assert machine.qmp(request["execute"], **request["arguments"]) == mine
+    lines = [json.dumps({"execute": "qmp_capabilities"}), json.dumps(request)]
+    out = subprocess.run([sys.executable, "-m", "vdecode", "qmp", str(core), str(dump),
+                          "--cache-dir", str(tmp_path)], input="\n".join(lines) + "\n",
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert json.loads(out.splitlines()[-1]) == mine
+    assert "return" in mine, mine

@@ -375,35 +375,24 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     """Open a dump (guest ELF or kdump, QEMU process core, bundle) and build its machine, the way
     ``vdecode DUMP`` and ``vdecode qmp`` do.
 
-    :param paths: the dump (one for now).
+    :param paths: the dump, or a QEMU process core and a guest dump of the same instant (any
+        order), as ``vdecode qmp CORE GUEST_DUMP`` takes them.
     :param log: a QMP log taken before the dump, or several (oldest first).
     :param log_format: the logs' format when sniffing is not enough (as ``--log-format``).
     :param vm: the VM to take from a log with several (as ``--vm``).
     :param cache_dir: where compressed dumps are decompressed.
     :raises VdecodeError: an input vdecode cannot use (``InputError``, ``CorruptInput``, ...).
     """
-    from vdecode.reconstruct.session import build_machine, merge_knowledge, profile_for
-    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-    from vdecode.space.open import open_dump
+    from vdecode.reconstruct.session import build_session, open_inputs
 
     if not paths:
         raise TypeError("vdecode.open() needs a dump")
-    if len(paths) > 1:
-        raise UnsupportedInput(str(paths[1]), "one dump per machine (give QMP logs with log=)")
     logs = () if log is None else (log,) if isinstance(log, (str, os.PathLike)) else tuple(log)
-    notes, knowledges = [], []
-    for p in logs:                                   # oldest first: a later reply wins
-        qlog = read_qmp_log(p, log_format, vm, latest_only=True)
-        notes.extend(f"warning: {w}" for w in qlog.warnings)
-        knowledges.append(LogKnowledge.from_log(qlog, vm))
-    knowledge = merge_knowledge(knowledges)
-    dump = open_dump(paths[0], cache_dir=cache_dir)
+    inputs = open_inputs(paths, logs, log_format=log_format, vm=vm, cache_dir=cache_dir)
     try:
-        if knowledge is None and dump.qmp_log is not None:     # a bundle's embedded log
-            knowledge = LogKnowledge.from_log(dump.qmp_log)
-        profile = profile_for(knowledge, dump.qemu)
-        machine, built = build_machine(dump, knowledge, profile)
+        session = build_session(inputs)
     except VdecodeError:
-        dump.close()
+        inputs.dump.close()
         raise
-    return Machine(dump, knowledge, profile, machine, [*notes, *built])
+    return Machine(inputs.dump, inputs.knowledge, session.profile, session.machine,
+                   [*(f"warning: {w}" for w in inputs.warnings), *session.notes])

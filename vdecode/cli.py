@@ -62,40 +62,19 @@ def main() -> None:
 # --- commands -------------------------------------------------------------------------------
 
 
-def _read_logs(logs: tuple[str, ...], log_format: str | None, vm: str | None):
-    """The knowledge of every ``--log`` (oldest first, merged), and ``(path, format)`` of each.
-
-    Skipped records are reported as warnings on stderr.
-    """
-    from vdecode.reconstruct.session import merge_knowledge
-    from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-
-    knowledges, used = [], []
-    for path in logs:                                 # oldest first: a later reply wins
-        log = read_qmp_log(path, log_format, vm, latest_only=True)
-        for w in log.warnings:
-            click.echo(f"vdecode: warning: {w}", err=True)
-        knowledges.append(LogKnowledge.from_log(log, vm))
-        used.append((path, log.format))
-    return merge_knowledge(knowledges), used
-
-
 def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, cache_dir: str | None, binary: str | None = None):
-    """``(opened dump, knowledge, [(log path, format)])``; a bundle's embedded log stands in
-    when no ``--log`` is given. A compressed dump shows a progress bar while it is unpacked.
-    ``dump`` may be two inputs: a QEMU process core and a guest dump of the same instant."""
+    """:func:`~vdecode.reconstruct.session.open_inputs` with a progress bar while a compressed
+    dump is unpacked, and the log readers' warnings on stderr."""
+    from vdecode.reconstruct.session import open_inputs
     from vdecode.render.text import progress_bar
-    from vdecode.sources.qmp_log import LogKnowledge
-    from vdecode.space.open import open_dumps
 
-    knowledge, used = _read_logs(logs, log_format, vm)
     with progress_bar("decompressing") as tick:
-        opened = open_dumps((dump,) if isinstance(dump, str) else dump, cache_dir=cache_dir,
-                            progress=tick, binary=binary)
-    if knowledge is None and opened.qmp_log is not None:
-        knowledge = LogKnowledge.from_log(opened.qmp_log)
-    return opened, knowledge, used
+        inputs = open_inputs(dump, logs, log_format=log_format, vm=vm, cache_dir=cache_dir,
+                             binary=binary, progress=tick)
+    for w in inputs.warnings:
+        click.echo(f"vdecode: warning: {w}", err=True)
+    return inputs
 
 
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
@@ -125,7 +104,7 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
     QEMU core also the signal, the crashing thread, the binary and what the core left out."""
     from vdecode.render.info import render_info_json, render_info_text
 
-    opened, _, _ = _open_inputs(dump, (), None, None, cache_dir, binary)
+    opened = _open_inputs(dump, (), None, None, cache_dir, binary).dump
     with opened:
         info = dict(opened.info)
         info.setdefault("format", opened.format)
@@ -154,13 +133,13 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     DUMP is a guest dump, a QEMU process core or a bundle; a QEMU core may be followed (or
     preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
     from vdecode.reconstruct.qmp_errors import qmp_error
-    from vdecode.reconstruct.session import (build_machine, make_monitor, profile_for,
-                                             qemu_identity)
+    from vdecode.reconstruct.session import build_session, make_monitor, qemu_identity
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
-    opened, knowledge, _ = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
-    profile = profile_for(knowledge, opened.qemu, qemu_release)
-    machine, notes = build_machine(opened, knowledge, profile)
+    session = build_session(_open_inputs(dumps, logs, log_format, vm, cache_dir, binary),
+                            qemu_release)
+    opened, knowledge, profile = session.dump, session.knowledge, session.profile
+    machine, notes = session.machine, session.notes
     # which profile answers: said when no core or log names the release (or they name none shipped)
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
     for n in [*said, *notes]:
@@ -283,20 +262,19 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
     import shutil
 
     from vdecode.reconstruct.findings import find_findings, utc_text
-    from vdecode.reconstruct.log_state import state_from_log
-    from vdecode.reconstruct.session import build_machine, profile_for
+    from vdecode.reconstruct.session import build_session
     from vdecode.reconstruct.view_model import build_view, select_devices
     from vdecode.render.text import progress_bar, render_view_text
     from vdecode.render.view_json import render_view_json
 
-    opened, knowledge, _ = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
+    inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
+    opened, knowledge = inputs.dump, inputs.knowledge
     dump = dumps[0] if len(dumps) == 1 else " + ".join(dumps)
     log_path = logs[-1] if logs else None
     with opened:
-        profile = profile_for(knowledge, opened.qemu, qemu_release)
-        machine, notes = build_machine(opened, knowledge, profile)
-        logged = state_from_log(knowledge, profile) if knowledge is not None else None
-        log_end = knowledge.span[1] if knowledge is not None else None
+        session = build_session(inputs, qemu_release)
+        profile, machine, notes = session.profile, session.machine, list(session.notes)
+        logged, log_end = session.logged, session.log_end
         selected = {d.canonical_path for d in select_devices(machine.state.devices, device)}
         findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
                                         queue=queue)      # only the queues asked about are read
@@ -342,10 +320,11 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
     from vdecode.reconstruct.session import profile_for
     from vdecode.render.bundle import write_bundle
 
-    opened, knowledge, used = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
+    inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
+    opened, knowledge = inputs.dump, inputs.knowledge
     with opened:
         profile = profile_for(knowledge, opened.qemu)
-        report = write_bundle(output, opened, knowledge, profile, logs=used,
+        report = write_bundle(output, opened, knowledge, profile, logs=list(inputs.logs),
                               full_buffers=full_buffers, redact=redact, vm=vm)
     for n in report.notes:
         click.echo(f"vdecode: note: {n}", err=True)

@@ -9,8 +9,9 @@ newest profile (:func:`profile_for`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -176,3 +177,79 @@ def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, i
 def _bound(fn: Callable[[VirtioMachine, Profile, dict[str, Any]], Any], profile: Profile
            ) -> Callable[[VirtioMachine, dict[str, Any]], Any]:
     return lambda machine, args: fn(machine, profile, args)
+
+
+# --- the one entry: inputs -> session --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the user gave, opened: the dump (or core + guest dump), the logs' merged knowledge
+    (a bundle's embedded log when no log is given), each log's ``(path, format)``, and the log
+    readers' warnings about skipped records."""
+
+    dump: Dump
+    knowledge: LogKnowledge | None
+    logs: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Session:
+    """Every stage's output for one set of inputs: the profile that answers, the machine at the
+    dump instant, the log's own state (``logged``) and end time, and how it was all derived."""
+
+    inputs: Inputs
+    profile: Profile
+    machine: VirtioMachine
+    notes: tuple[str, ...]
+    logged: QemuVirtioState | None
+    log_end: float | None
+
+    @property
+    def dump(self) -> Dump:
+        return self.inputs.dump
+
+    @property
+    def knowledge(self) -> LogKnowledge | None:
+        return self.inputs.knowledge
+
+
+def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = (), *,
+                log_format: str | None = None, vm: str | None = None,
+                cache_dir: str | os.PathLike | None = None,
+                binary: str | os.PathLike | None = None,
+                progress: Callable[[int, int], None] | None = None) -> Inputs:
+    """Open the inputs every command and the API start from.
+
+    :param dumps: one dump, or a QEMU process core and a guest dump of the same instant.
+    :param logs: QMP logs taken before the dump, oldest first (a later reply wins).
+    :raises VdecodeError: an input vdecode cannot use.
+    """
+    from vdecode.sources.qmp_log import read_qmp_log
+    from vdecode.space.open import open_dumps
+
+    knowledges, used, warnings = [], [], []
+    for path in logs:
+        log = read_qmp_log(str(path), log_format, vm, latest_only=True)
+        warnings.extend(log.warnings)
+        knowledges.append(LogKnowledge.from_log(log, vm))
+        used.append((str(path), log.format))
+    knowledge = merge_knowledge(knowledges)
+    paths = (dumps,) if isinstance(dumps, (str, os.PathLike)) else tuple(dumps)
+    dump = open_dumps([str(p) for p in paths], cache_dir=cache_dir, progress=progress,
+                      binary=binary)
+    if knowledge is None and dump.qmp_log is not None:      # a bundle's embedded log
+        knowledge = LogKnowledge.from_log(dump.qmp_log)
+    return Inputs(dump, knowledge, tuple(used), tuple(warnings))
+
+
+def build_session(inputs: Inputs, requested: str | None = None) -> Session:
+    """The pipeline, once for every caller (CLI commands, bundles, triage, the Python API):
+    the profile, the machine at the dump instant, and the log's own state for the findings."""
+    profile = profile_for(inputs.knowledge, inputs.dump.qemu, requested)
+    machine, notes = build_machine(inputs.dump, inputs.knowledge, profile)
+    k = inputs.knowledge
+    logged = state_from_log(k, profile) if k is not None else None
+    return Session(inputs, profile, machine, tuple(notes), logged,
+                   k.span[1] if k is not None else None)

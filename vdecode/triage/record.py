@@ -104,18 +104,15 @@ def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]
     """The view model of ``vdecode DUMP --json`` (the same calls as ``cli.view_command``, without
     carving), and the profile's version."""
     from vdecode.reconstruct.findings import find_findings, utc_text
-    from vdecode.reconstruct.log_state import state_from_log
-    from vdecode.reconstruct.session import build_machine, profile_for
+    from vdecode.reconstruct.session import Inputs, build_session
     from vdecode.reconstruct.view_model import build_view
 
-    profile = profile_for(knowledge, opened.qemu)
-    machine, notes = build_machine(opened, knowledge, profile)
-    logged = state_from_log(knowledge, profile) if knowledge is not None else None
-    log_end = knowledge.span[1] if knowledge is not None else None
-    findings, walks = find_findings(machine, profile, logged, log_end)
+    session = build_session(Inputs(opened, knowledge))
+    profile, machine = session.profile, session.machine
+    findings, walks = find_findings(machine, profile, session.logged, session.log_end)
     view = build_view(machine, profile, findings, walks, dump_path=opened.path,
                       dump_format=opened.format, log_path=log_path,
-                      notes=notes, log_end=utc_text(log_end))
+                      notes=list(session.notes), log_end=utc_text(session.log_end))
     return view, profile.version
 
 
