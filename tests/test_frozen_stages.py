@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from vdecode.frozen import FrozenDict
-from vdecode.reconstruct.log_state import state_from_log
-from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+from vdecode.reconstruct.state.log_state import state_from_log
+from vdecode.reconstruct.state.session import build_machine, make_monitor, profile_for
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
 from vdecode.space.open import open_dump
@@ -35,19 +35,19 @@ RECORDS = [
     ("vdecode.sources.qemu_state", "VhostVirtqueue"),
     ("vdecode.virtio.device", "VirtioMachine"),
     ("vdecode.virtio.device", "RingHeader"),
-    ("vdecode.reconstruct.monitor", "Effect"),
-    ("vdecode.reconstruct.instant", "QueueMove"),
+    ("vdecode.reconstruct.qmp.monitor", "Effect"),
+    ("vdecode.reconstruct.state.instant", "QueueMove"),
     ("vdecode.space.ram_map", "RamMap"),
 ]
 
 
 # accumulators a single function fills and hands on whole, each with why it is not frozen
 BUILDERS = {
-    "vdecode.reconstruct.evidence.KeepPlan": "plan_kept_memory's accumulator of kept ranges",
-    "vdecode.reconstruct.evidence.QueueFacts": "filled by _keep_queue while it walks the queue",
+    "vdecode.reconstruct.postmortem.evidence.KeepPlan": "plan_kept_memory's accumulator of kept ranges",
+    "vdecode.reconstruct.postmortem.evidence.QueueFacts": "filled by _keep_queue while it walks the queue",
     "vdecode.sources.qmp_log.model.QmpExchange": "the log reader pairs a reply with its request",
     "vdecode.sources.qmp_log.model.QmpEvent": "built by the log reader as records are parsed",
-    "vdecode.sources.qmp_log.model.QmpMonitor": "the log reader appends exchanges as it reads",
+    "vdecode.sources.qmp_log.model.LoggedMonitor": "the log reader appends exchanges as it reads",
     "vdecode.sources.qmp_log.model.QmpLog": "the log reader's result, filled monitor by monitor",
 }
 

@@ -3,9 +3,9 @@ dump instant, for a notebook or a drgn/crash-style script (``docs/api.md``).
 
 The machine is built by the same stages as ``vdecode DUMP`` and ``vdecode qmp``
 (:func:`~vdecode.sources.qmp_log.read_qmp_log`, :func:`~vdecode.space.open.open_dump`,
-:func:`~vdecode.reconstruct.session.build_machine`); queues, chains and findings are the view's
-(:mod:`vdecode.reconstruct.findings`, :mod:`vdecode.reconstruct.view_model`), turned into frozen
-dataclasses. ``machine.qmp(...)`` asks :func:`~vdecode.reconstruct.session.make_monitor`'s monitor,
+:func:`~vdecode.reconstruct.state.session.build_machine`); queues, chains and findings are the view's
+(:mod:`vdecode.reconstruct.postmortem.findings`, :mod:`vdecode.reconstruct.postmortem.view_model`), turned into frozen
+dataclasses. ``machine.qmp(...)`` asks :func:`~vdecode.reconstruct.state.session.make_monitor`'s monitor,
 so its replies are ``vdecode qmp``'s, value for value.
 
 Errors are :class:`~vdecode.errors.VdecodeError` and its subclasses (``docs`` of
@@ -261,15 +261,15 @@ class Machine:
 
     # -- the view's data ------------------------------------------------------------------------
     def _logged(self):
-        from vdecode.reconstruct.log_state import state_from_log
+        from vdecode.reconstruct.state.log_state import state_from_log
         if self._knowledge is None:
             return None, None
         return state_from_log(self._knowledge, self._profile), self._knowledge.span[1]
 
     def _devices(self, paths: set[str] | None, queue: int | None
                  ) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
-        from vdecode.reconstruct.findings import find_findings
-        from vdecode.reconstruct.view_model import device_view, queue_view
+        from vdecode.reconstruct.postmortem.findings import find_findings
+        from vdecode.reconstruct.postmortem.view_model import device_view, queue_view
 
         logged, log_end = self._logged()
         found, walks = find_findings(self._machine, self._profile, logged, log_end,
@@ -313,7 +313,7 @@ class Machine:
 
         :raises UnsupportedInput: nothing matches, or several devices do (the message lists them).
         """
-        from vdecode.reconstruct.view_model import select_devices
+        from vdecode.reconstruct.postmortem.view_model import select_devices
         path = select_devices(self._machine.state.devices, which)[0].canonical_path
         return next(d for d in self.devices if d.path == path)
 
@@ -322,7 +322,7 @@ class Machine:
 
         :raises UnsupportedInput: no such device (or an ambiguous name), or no such queue.
         """
-        from vdecode.reconstruct.view_model import select_devices
+        from vdecode.reconstruct.postmortem.view_model import select_devices
         path = select_devices(self._machine.state.devices, which)[0].canonical_path
         devices, _ = self._devices({path}, index)
         return devices[0].queue(index)
@@ -339,7 +339,7 @@ class Machine:
         :attr:`devices`.
         """
         if self._monitor is None:
-            from vdecode.reconstruct.session import make_monitor, qemu_identity
+            from vdecode.reconstruct.state.session import make_monitor, qemu_identity
             version, package = qemu_identity(self._knowledge, self._dump.qemu)
             # the state is frozen: the monitor's side effects make new states, never change ours
             self._monitor = make_monitor(self._machine, self._profile, version, package)
@@ -383,7 +383,7 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     :param cache_dir: where compressed dumps are decompressed.
     :raises VdecodeError: an input vdecode cannot use (``InputError``, ``CorruptInput``, ...).
     """
-    from vdecode.reconstruct.session import build_session, open_inputs
+    from vdecode.reconstruct.state.session import build_session, open_inputs
 
     if not paths:
         raise TypeError("vdecode.open() needs a dump")

@@ -64,9 +64,9 @@ def main() -> None:
 
 def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, cache_dir: str | None, binary: str | None = None):
-    """:func:`~vdecode.reconstruct.session.open_inputs` with a progress bar while a compressed
+    """:func:`~vdecode.reconstruct.state.session.open_inputs` with a progress bar while a compressed
     dump is unpacked, and the log readers' warnings on stderr."""
-    from vdecode.reconstruct.session import open_inputs
+    from vdecode.reconstruct.state.session import open_inputs
     from vdecode.render.text import progress_bar
 
     with progress_bar("decompressing") as tick:
@@ -132,8 +132,8 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
 
     DUMP is a guest dump, a QEMU process core or a bundle; a QEMU core may be followed (or
     preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
-    from vdecode.reconstruct.qmp_errors import qmp_error
-    from vdecode.reconstruct.session import build_session, make_monitor, qemu_identity
+    from vdecode.reconstruct.qmp.error_replies import qmp_error
+    from vdecode.reconstruct.state.session import build_session, make_monitor, qemu_identity
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
     session = build_session(_open_inputs(dumps, logs, log_format, vm, cache_dir, binary),
@@ -261,9 +261,9 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     import shutil
 
-    from vdecode.reconstruct.findings import find_findings, utc_text
-    from vdecode.reconstruct.session import build_session
-    from vdecode.reconstruct.view_model import build_view, select_devices
+    from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
+    from vdecode.reconstruct.state.session import build_session
+    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices
     from vdecode.render.text import progress_bar, render_view_text
     from vdecode.render.view_json import render_view_json
 
@@ -280,7 +280,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                                         queue=queue)      # only the queues asked about are read
         carved = None
         if knowledge is None and opened.qemu is None and opened.space is not None:
-            from vdecode.reconstruct.ring_match import group_by_device
+            from vdecode.reconstruct.rings.match import group_by_device
             from vdecode.virtio.carve import carve_rings
             with progress_bar("scanning guest RAM for rings") as tick:
                 rings = carve_rings(opened.space, progress=tick)
@@ -317,8 +317,8 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                    vm: str | None, output: str, full_buffers: bool, redact: bool,
                    binary: str | None, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
-    from vdecode.reconstruct.session import profile_for
-    from vdecode.render.bundle import write_bundle
+    from vdecode.reconstruct.state.session import profile_for
+    from vdecode.render.bundle_writer import write_bundle
 
     inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
     opened, knowledge = inputs.dump, inputs.knowledge

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from vdecode.render.elf_core import write_elf_core
-from vdecode.sources.bundle import NOTE_OWNER, VDB_META, VDB_QEMU_STATE, VDB_QMP_LOG
+from vdecode.sources.bundle_notes import NOTE_OWNER, VDB_META, VDB_QEMU_STATE, VDB_QMP_LOG
 
 META = {"format": "vdecode-bundle", "bundle_version": 1, "vdecode_version": "0.1.0",
         "created": "2026-01-01T00:00:00Z",

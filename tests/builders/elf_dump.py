@@ -15,7 +15,7 @@ Without quirks: a plain core, header then program headers then notes then data (
 
 Segments are given as ``(paddr, data)``, ``(paddr, (memsz, data))`` (``data`` shorter than
 ``memsz``: the rest is a zero tail; ``data`` ``None``: ``memsz`` bytes of file left as a hole, for
-sparse big dumps), or :class:`Segment`.
+sparse big dumps), or :class:`LoadSegment`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import struct
 from pathlib import Path
 
 from vdecode.render.elf_core import (DIRECT_MAP, EM_X86_64, PN_XNUM, PT_LOAD, PT_NOTE,  # noqa: F401
-                                     Segment, as_segment, note, write_elf_core)
+                                     LoadSegment, as_segment, note, write_elf_core)
 
 
 def prstatus_x86_64(pid: int = 1, rip: int = 0, rsp: int = 0) -> bytes:

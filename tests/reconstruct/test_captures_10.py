@@ -20,10 +20,10 @@ import pytest
 
 from tests.reconstruct.fidelity import fixture_cases, score_fixture
 from vdecode.profiles import load_profile, nearest_version
-from vdecode.reconstruct.qmp_errors import QmpError
-from vdecode.reconstruct.session import profile_for
-from vdecode.reconstruct.status import find_device
-from vdecode.reconstruct.virtio_list import x_query_virtio
+from vdecode.reconstruct.qmp.error_replies import QmpError
+from vdecode.reconstruct.state.session import profile_for
+from vdecode.reconstruct.qmp.status import find_device
+from vdecode.reconstruct.qmp.virtio_list import x_query_virtio
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState
 from vdecode.virtio.device import VirtioMachine
 

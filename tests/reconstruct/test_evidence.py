@@ -7,10 +7,10 @@ import doctest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import vdecode.reconstruct.evidence as evidence
+import vdecode.reconstruct.postmortem.evidence as evidence
 import vdecode.render.elf_core as elf_core
-import vdecode.sources.bundle as bundle_notes
-from vdecode.reconstruct.evidence import clip, merge
+import vdecode.sources.bundle_notes as bundle_notes
+from vdecode.reconstruct.postmortem.evidence import clip, merge
 
 spans = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1])),
                  max_size=12)

@@ -9,9 +9,9 @@ import pytest
 
 from tests.builders.rings import BytesSpace, put_ring
 from vdecode.profiles import load_profile
-from vdecode.reconstruct.findings import find_findings
-from vdecode.reconstruct.log_state import state_from_log
-from vdecode.reconstruct.session import build_machine, profile_for
+from vdecode.reconstruct.postmortem.findings import find_findings
+from vdecode.reconstruct.state.log_state import state_from_log
+from vdecode.reconstruct.state.session import build_machine, profile_for
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
 from vdecode.space.open import open_dump

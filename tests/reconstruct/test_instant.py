@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vdecode.reconstruct.session import build_machine, make_monitor, profile_for
+from vdecode.reconstruct.state.session import build_machine, make_monitor, profile_for
 from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
 from vdecode.space.open import open_dump
 

@@ -15,7 +15,7 @@ import pytest
 import zstandard
 
 from vdecode.space.open import open_dump
-from vdecode.reconstruct.ring_match import group_by_device
+from vdecode.reconstruct.rings.match import group_by_device
 from vdecode.virtio.carve import carve_rings
 from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 

@@ -19,8 +19,8 @@ import pytest
 from tests.conftest import capture_names
 from tests.reconstruct.fidelity import capture_modes, run_qmp
 from vdecode.errors import MissingData
-from vdecode.render.bundle import state_to_json
-from vdecode.sources.bundle import decode_qemu_state
+from vdecode.render.bundle_writer import state_to_json
+from vdecode.sources.bundle_notes import decode_qemu_state
 from vdecode.space.open import open_dump
 
 MAX_BUNDLE = 1 << 20

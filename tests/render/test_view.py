@@ -149,7 +149,7 @@ def test_every_value_says_how_it_was_known(captures):
 
 
 def test_rich_at_80_columns_never_exceeds_the_width(captures):
-    from vdecode.reconstruct.findings import Finding
+    from vdecode.reconstruct.postmortem.findings import Finding
     from vdecode.render.text import render_view_text
     view = json.loads(run(captures, "basic", "qemu-core", None, ["--all"], "--json"))
     view["findings"].append(vars(Finding("error", "loop", view["devices"][0]["path"], 0,
@@ -212,8 +212,8 @@ def test_under_tmux_80x50_nothing_wraps(captures, tmp_path):
 def test_broken_ring_renders_chains_problems_and_previews():
     """A synthetic queue with a pending blk read and a looping chain: text and JSON."""
     from tests.reconstruct.test_findings import HDR, NEXT, PROFILE, blk_chain, machine
-    from vdecode.reconstruct.findings import find_findings
-    from vdecode.reconstruct.view_model import build_view
+    from vdecode.reconstruct.postmortem.findings import find_findings
+    from vdecode.reconstruct.postmortem.view_model import build_view
     from vdecode.render.text import render_view_text
     from vdecode.render.view_json import render_view_json
 
@@ -272,10 +272,10 @@ def test_queue_and_device_read_only_the_selected_queue(captures):
     question): every guest read lies in that queue's rings or the buffers its entries name."""
     import dataclasses
 
-    from vdecode.reconstruct.evidence import RecordingSpace
-    from vdecode.reconstruct.findings import find_findings
-    from vdecode.reconstruct.session import build_machine, profile_for
-    from vdecode.reconstruct.view_model import build_view, select_devices
+    from vdecode.reconstruct.postmortem.evidence import RecordingSpace
+    from vdecode.reconstruct.postmortem.findings import find_findings
+    from vdecode.reconstruct.state.session import build_machine, profile_for
+    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices
     from vdecode.space.open import open_dump
 
     with open_dump(captures["basic"].dump("qemu-core")) as dump:

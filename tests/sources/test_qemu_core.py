@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders.elf_dump import Segment, write_elf_dump
+from tests.builders.elf_dump import LoadSegment, write_elf_dump
 from vdecode.cli import cli
 from vdecode.errors import CorruptInput, UnsupportedInput, VdecodeError
 from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_dwarf_layouts
@@ -166,7 +166,7 @@ def test_core_of_another_program(tmp_path):
     files = [(0x555555554000, 0x555555556000, 0, "/usr/bin/sleep"),
              (0x7ffff7dd0000, 0x7ffff7df0000, 0, "/usr/lib/x86_64-linux-gnu/libc.so.6")]
     notes = [("CORE", NT_PRPSINFO, bytes(136)), ("CORE", NT_FILE, nt_file(files))]
-    path = write_elf_dump(tmp_path / "sleep.core", [Segment(0, b"\x7fELF" + bytes(4092), vaddr=0x555555554000)],
+    path = write_elf_dump(tmp_path / "sleep.core", [LoadSegment(0, b"\x7fELF" + bytes(4092), vaddr=0x555555554000)],
                           notes=notes, qemu_quirks=False)
     with FileView(path) as view:
         elf = read_elf(view)
@@ -178,7 +178,7 @@ def test_core_of_another_program(tmp_path):
 
 
 def test_core_without_nt_file(tmp_path):
-    path = write_elf_dump(tmp_path / "bare.core", [Segment(0, bytes(4096), vaddr=0x1000)],
+    path = write_elf_dump(tmp_path / "bare.core", [LoadSegment(0, bytes(4096), vaddr=0x1000)],
                           notes=[("CORE", NT_PRPSINFO, bytes(136))], qemu_quirks=False)
     with FileView(path) as view:
         elf = read_elf(view)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.builders.elf_dump import DIRECT_MAP, Segment, write_elf_dump
+from tests.builders.elf_dump import DIRECT_MAP, LoadSegment, write_elf_dump
 from vdecode.errors import CorruptInput, MissingData
 from vdecode.sources.files import FileView
 from vdecode.space.base import AddressSpace
@@ -175,8 +175,8 @@ def test_paging_overlap_resolution_prefers_file_bytes_then_earlier_header(tmp_pa
     gives file bytes for [1 page, 3 pages): file bytes win over the tail; the earlier wins in
     [0,1) where both... only header 1 has it."""
     a, b = pattern(PAGE, 5), pattern(2 * PAGE, 6)
-    segs = [Segment(0, a, memsz=2 * PAGE, vaddr=DIRECT_MAP), Segment(PAGE, b, vaddr=DIRECT_MAP + PAGE),
-            Segment(PAGE, pattern(PAGE, 7), vaddr=0xFFFFFFFF81000000)]
+    segs = [LoadSegment(0, a, memsz=2 * PAGE, vaddr=DIRECT_MAP), LoadSegment(PAGE, b, vaddr=DIRECT_MAP + PAGE),
+            LoadSegment(PAGE, pattern(PAGE, 7), vaddr=0xFFFFFFFF81000000)]
     path = write_elf_dump(tmp_path / "ov.elf", segs, notes=[], vmcoreinfo="OSRELEASE=6.1.0\n",
                           qemu_quirks=False)
     with open_dump(path) as dump:
@@ -187,8 +187,8 @@ def test_paging_overlap_resolution_prefers_file_bytes_then_earlier_header(tmp_pa
 def test_vmcore_reads_back(tmp_path):
     ram = pattern(8 * PAGE, 8)
     text = ram[2 * PAGE:4 * PAGE]
-    segs = [Segment(0x1000000, text, vaddr=0xFFFFFFFF81000000),            # kernel text alias
-            Segment(0x1000000 - 2 * PAGE, ram, vaddr=DIRECT_MAP + 0x1000000 - 2 * PAGE)]
+    segs = [LoadSegment(0x1000000, text, vaddr=0xFFFFFFFF81000000),            # kernel text alias
+            LoadSegment(0x1000000 - 2 * PAGE, ram, vaddr=DIRECT_MAP + 0x1000000 - 2 * PAGE)]
     path = write_elf_dump(tmp_path / "vmcore", segs, notes=[],
                           vmcoreinfo="OSRELEASE=6.1.0-28-cloud-amd64\nPAGESIZE=4096\n",
                           qemu_quirks=False)
@@ -240,7 +240,7 @@ def test_overlap_resolution_equals_bytewise_reference(tmp_path, segs):
     built, ref = [], {}
     for k, (paddr, filesz, tail) in enumerate(segs):
         data = bytes([k + 1]) * filesz
-        built.append(Segment(paddr, data, memsz=filesz + tail, vaddr=DIRECT_MAP + paddr))
+        built.append(LoadSegment(paddr, data, memsz=filesz + tail, vaddr=DIRECT_MAP + paddr))
     for a in range(0, 100):
         file_hit = next((k + 1 for k, (p, f, _) in enumerate(segs) if p <= a < p + f), None)
         tail_hit = any(p + f <= a < p + f + t for p, f, t in segs)

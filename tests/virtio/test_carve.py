@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.builders.elf_dump import write_elf_dump
 from tests.builders.kdump import EXCLUDED, write_kdump
 from tests.builders.rings import put_packed_ring, put_split_ring
-from vdecode.reconstruct.ring_kinds import classify_ring
+from vdecode.reconstruct.rings.kinds import classify_ring
 from vdecode.space.open import open_dump
 from vdecode.virtio import carve
 from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_rings

@@ -7,8 +7,8 @@ import struct
 
 from tests.builders.rings import BytesSpace
 from vdecode.profiles import load_profile
-from vdecode.reconstruct.findings import find_findings
-from vdecode.reconstruct.view_model import build_view
+from vdecode.reconstruct.postmortem.findings import find_findings
+from vdecode.reconstruct.postmortem.view_model import build_view
 from vdecode.render.text import render_view_text
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.virtio.device import VirtioMachine

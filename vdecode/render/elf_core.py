@@ -1,7 +1,7 @@
 """
 Writing ELF core files
 ----------------------
-One writer for every ELF core vdecode produces: the bug-report bundle (:mod:`vdecode.render.bundle`)
+One writer for every ELF core vdecode produces: the bug-report bundle (:mod:`vdecode.render.bundle_writer`)
 and the tests' synthetic guest dumps (``tests/builders/elf_dump.py``). Layouts follow the System V
 ABI (``elf.h``: ``Elf64_Ehdr``, ``Elf64_Phdr``, ``Elf64_Shdr``, ``Elf64_Nhdr`` and their 32-bit
 twins); :mod:`vdecode.sources.elf_dump` reads them back.
@@ -21,7 +21,7 @@ it; a mapping of memory that is not RAM gets ``p_filesz`` 0 and ``p_offset`` -1,
 
 Segments are given as ``(paddr, data)``, ``(paddr, (memsz, data))`` (``data`` shorter than
 ``memsz``: the rest is a zero tail; ``data`` ``None``: ``memsz`` bytes of file left as a hole, for
-sparse big dumps), or :class:`Segment`.
+sparse big dumps), or :class:`LoadSegment`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ("Segment", "as_segment", "note", "write_elf_core", "PT_LOAD", "PT_NOTE", "PN_XNUM",
+__all__ = ("LoadSegment", "as_segment", "note", "write_elf_core", "PT_LOAD", "PT_NOTE", "PN_XNUM",
            "EM_X86_64", "DIRECT_MAP")
 
 PT_LOAD, PT_NOTE, PN_XNUM = 1, 4, 0xFFFF
@@ -42,7 +42,7 @@ DIRECT_MAP = 0xFFFF888000000000      # x86_64 Linux direct map: the default pagi
 
 
 @dataclass(frozen=True)
-class Segment:
+class LoadSegment:
     """One PT_LOAD: ``data`` at ``paddr`` (``None``: ``memsz`` bytes of hole), zero tail to ``memsz``."""
 
     paddr: int
@@ -59,15 +59,15 @@ class Segment:
         return self.memsz if self.memsz is not None else self.filesz
 
 
-def as_segment(seg) -> Segment:
-    """A :class:`Segment` from any of the accepted spellings (module docstring)."""
-    if isinstance(seg, Segment):
+def as_segment(seg) -> LoadSegment:
+    """A :class:`LoadSegment` from any of the accepted spellings (module docstring)."""
+    if isinstance(seg, LoadSegment):
         return seg
     paddr, payload = seg
     if isinstance(payload, tuple):
         memsz, data = payload
-        return Segment(paddr, data, memsz)
-    return Segment(paddr, bytes(payload))
+        return LoadSegment(paddr, data, memsz)
+    return LoadSegment(paddr, bytes(payload))
 
 
 def note(name: str, type_: int, desc: bytes, little_endian: bool = True) -> bytes:
@@ -90,7 +90,7 @@ def write_elf_core(path: str | os.PathLike, segments: Iterable, *,
     """Write an ``ET_CORE`` file of ``segments`` and ``notes`` to ``path``.
 
     :param segments: the memory, see the module docstring; ``p_vaddr`` is ``p_paddr`` unless a
-        :class:`Segment` gives ``vaddr``.
+        :class:`LoadSegment` gives ``vaddr``.
     :param notes: ``(name, type, desc)`` in file order, all in one PT_NOTE.
     :param paging: ``paging=true`` style: ``mappings`` ``(vaddr, paddr, size)`` become the PT_LOADs
         (default: every segment at :data:`DIRECT_MAP` + paddr).

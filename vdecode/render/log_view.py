@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from vdecode.sources.qmp_log.knowledge import LogKnowledge, describe_monitor
-from vdecode.sources.qmp_log.model import QmpExchange, QmpLog, QmpMonitor
+from vdecode.sources.qmp_log.model import QmpExchange, QmpLog, LoggedMonitor
 
 __all__ = ("render_log_text", "render_log_jsonl", "transcript")
 
 
-def transcript(log: QmpLog) -> list[tuple[float | None, str, dict[str, Any], QmpMonitor]]:
+def transcript(log: QmpLog) -> list[tuple[float | None, str, dict[str, Any], LoggedMonitor]]:
     """Every message of ``log`` as ``(t, dir, msg, monitor)`` in log order (line, then send first)."""
     rows: list[tuple[tuple[int, int, int], tuple]] = []
     seq = 0
@@ -87,7 +87,7 @@ def _outcome(reply: dict[str, Any] | None) -> str:
     return f"ok {json.dumps(ret)}"
 
 
-def _monitor_block(m: QmpMonitor, width: int) -> list[str]:
+def _monitor_block(m: LoggedMonitor, width: int) -> list[str]:
     k = LogKnowledge(m)
     out = [f"{describe_monitor(m)}"]
     v = k.qemu_version

@@ -1,4 +1,4 @@
-"""The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.view_model` drawn
+"""The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.postmortem.view_model` drawn
 with ``rich``, in colour on a terminal and plain when piped, within 80 columns.
 
 Two forms (``docs/view.md``): the compact one (``vdecode DUMP``: one line per device, per queue

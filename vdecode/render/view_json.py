@@ -1,4 +1,4 @@
-"""The post-mortem view as JSON: the view model of :mod:`vdecode.reconstruct.view_model` written
+"""The post-mortem view as JSON: the view model of :mod:`vdecode.reconstruct.postmortem.view_model` written
 with sorted-free, stable key order (the model's own order) and two-space indentation.
 
 The schema is documented in ``docs/view-json.md``; ``schema_version`` changes when a member is

@@ -11,7 +11,7 @@ of the flattened stream) and the ELF magic. Which kind of ELF core it is needs t
 from __future__ import annotations
 
 from vdecode.errors import InputError
-from vdecode.sources.bundle import is_bundle
+from vdecode.sources.bundle_notes import is_bundle
 from vdecode.sources.elf_dump import NT_AUXV, NT_FILE, NT_PRPSINFO, NT_SIGINFO, ElfFacts
 from vdecode.sources.files import FileView
 

@@ -38,7 +38,7 @@ class SegmentedSpace:
     The caller guarantees that the file holds every ``[offset, offset+filesz)`` (``read_elf``
     checks that for every program header). Runs are sorted here; runs that overlap or wrap raise
     :class:`CorruptInput` (ELF guest dumps resolve or report overlaps first, with the program
-    header's offset: ``vdecode.space.open.guest_runs``).
+    header's offset: ``vdecode.space.elf_space.guest_runs``).
 
     Example::
 

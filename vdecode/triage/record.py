@@ -42,7 +42,7 @@ def _error(path: str | None, err: BaseException) -> dict[str, Any]:
 def _read_logs(job: VmJob, errors: list, warnings: list):
     """The merged knowledge of the job's logs (oldest first by their first record), and the logs
     used."""
-    from vdecode.reconstruct.session import merge_knowledge
+    from vdecode.reconstruct.state.session import merge_knowledge
     from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
 
     read = []
@@ -103,9 +103,9 @@ def _open(job: VmJob, errors: list):
 def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]:
     """The view model of ``vdecode DUMP --json`` (the same calls as ``cli.view_command``, without
     carving), and the profile's version."""
-    from vdecode.reconstruct.findings import find_findings, utc_text
-    from vdecode.reconstruct.session import Inputs, build_session
-    from vdecode.reconstruct.view_model import build_view
+    from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
+    from vdecode.reconstruct.state.session import Inputs, build_session
+    from vdecode.reconstruct.postmortem.view_model import build_view
 
     session = build_session(Inputs(opened, knowledge))
     profile, machine = session.profile, session.machine

@@ -20,7 +20,7 @@ from typing import Any
 
 from vdecode.errors import MissingData
 
-__all__ = ("Segment", "Preview", "read_segments", "preview_buffer", "is_posted_buffer_queue",
+__all__ = ("BufferSegment", "Preview", "read_segments", "preview_buffer", "is_posted_buffer_queue",
            "is_held_element_queue", "VIRTIO_ID_NET", "VIRTIO_ID_BLOCK", "VIRTIO_ID_CONSOLE",
            "VIRTIO_ID_RNG", "VIRTIO_ID_BALLOON", "VIRTIO_ID_SCSI")
 
@@ -37,7 +37,7 @@ VIRTIO_F_VERSION_1 = 32
 
 
 @dataclass(frozen=True)
-class Segment:
+class BufferSegment:
     """One descriptor of a chain as the device sees it: ``write`` = device-writable (``in``)."""
 
     addr: int
@@ -55,7 +55,7 @@ class Preview:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def read_segments(read: Callable[[int, int], bytes], segments: Sequence[Segment], *,
+def read_segments(read: Callable[[int, int], bytes], segments: Sequence[BufferSegment], *,
                   write: bool, limit: int = PREVIEW_BYTES) -> bytes | None:
     """The first ``limit`` bytes of the driver-written (``write=False``) or device-written
     (``write=True``) part of a chain, across descriptors; ``None`` if a byte is not in the dump."""
@@ -199,7 +199,7 @@ def preview_scsi(out: bytes, names: dict, big: bool) -> Preview:
     return Preview("scsi", summary, fields)
 
 
-def preview_buffer(device_id: int, queue: int, num_queues: int, segments: Sequence[Segment],
+def preview_buffer(device_id: int, queue: int, num_queues: int, segments: Sequence[BufferSegment],
                    read: Callable[[int, int], bytes], names: dict, *, big_endian: bool,
                    guest_features: int, used: bool) -> Preview | None:
     """Decode what one chain carries, by device type.

@@ -22,7 +22,7 @@ structural anchors, each found by numpy over bounded chunks of RAM (no Python lo
   ring anchor found, then every such record is translated. This finds the rings the ring anchor
   cannot (a queue the driver never used is all zeros, like any free page) and settles the
   device area's alignment. Where Linux's ``struct virtqueue`` precedes it, the queue's name
-  (``"req.0"``, ``"input.0"``) is read too, for :mod:`vdecode.reconstruct.ring_match`.
+  (``"req.0"``, ``"input.0"``) is read too, for :mod:`vdecode.reconstruct.rings.match`.
 
 Memory stays bounded whatever the dump size: one chunk of ``CHUNK`` bytes (plus the largest
 ring's extent) at a time. Confidence is ``1 - prod(1 - w)`` over the evidence found; see

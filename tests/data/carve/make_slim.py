@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout
 from vdecode.space.segmented import SegmentedSpace
 from vdecode.space.open import open_dump
 from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-from vdecode.reconstruct.session import build_machine, profile_for, COMMANDS
-from vdecode.reconstruct.qmp_errors import QmpError
+from vdecode.reconstruct.state.session import build_machine, profile_for, COMMANDS
+from vdecode.reconstruct.qmp.error_replies import QmpError
 from vdecode.virtio.carve import carve_rings, CONFIDENCE_THRESHOLD
 from vdecode.errors import VdecodeError
-from tests.builders.elf_dump import write_elf_dump, Segment
+from tests.builders.elf_dump import write_elf_dump, LoadSegment
 
 src, out = sys.argv[1], sys.argv[2]
 pages = set()
@@ -56,11 +56,11 @@ for p in sorted(pages):
     if a >= ram_start + ram_size:
         continue
     if a > cur:
-        segs.append(Segment(cur, b"", a - cur))
+        segs.append(LoadSegment(cur, b"", a - cur))
     segs.append((a, bytes(d.space.read(a, 4096))))
     cur = a + 4096
 if cur < ram_size:
-    segs.append(Segment(cur, b"", ram_size - cur))
+    segs.append(LoadSegment(cur, b"", ram_size - cur))
 # merge adjacent data pages
 merged = []
 for s in segs:

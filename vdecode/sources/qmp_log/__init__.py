@@ -13,12 +13,12 @@ import os
 from vdecode.sources.qmp_log.builder import LogBuilder
 from vdecode.sources.qmp_log.knowledge import LogKnowledge, describe_monitor, select_monitors
 from vdecode.sources.qmp_log.lines import open_lines, read_head
-from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
+from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, LoggedMonitor
 from vdecode.sources.qmp_log.sniff import FORMATS, reader_for, sniff_format
 from vdecode.sources.qmp_log.transport import detect_wrappers, unwrap
 
 __all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS", "LogKnowledge",
-           "QmpEvent", "QmpExchange", "QmpLog", "QmpMonitor")
+           "QmpEvent", "QmpExchange", "QmpLog", "LoggedMonitor")
 
 
 def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None = None, *,

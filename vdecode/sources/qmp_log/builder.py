@@ -22,7 +22,7 @@ from collections import deque
 from typing import Any
 
 from vdecode.sources.qmp_log.knowledge import STATE_EVENTS
-from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
+from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, LoggedMonitor
 
 __all__ = ("LogBuilder", "id_key")
 
@@ -47,7 +47,7 @@ class _Session:
 
     __slots__ = ("monitor", "by_id", "fifo", "latest", "superseded")
 
-    def __init__(self, monitor: QmpMonitor) -> None:
+    def __init__(self, monitor: LoggedMonitor) -> None:
         self.monitor = monitor
         self.by_id: dict[str, QmpExchange] = {}
         self.fifo: deque[QmpExchange] = deque()      # in-band commands in issue order
@@ -133,7 +133,7 @@ class LogBuilder:
     def _open(self, key: str, vm: str | None) -> _Session:
         n = self._counts.get(key, 0) + 1
         self._counts[key] = n
-        mon = QmpMonitor(key=key if n == 1 else f"{key}#{n}", vm=vm)
+        mon = LoggedMonitor(key=key if n == 1 else f"{key}#{n}", vm=vm)
         self.log.monitors.append(mon)
         s = self._sessions[key] = _Session(mon)
         self._all_sessions.append(s)

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from vdecode.errors import QmpLogError
-from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, QmpMonitor
+from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, LoggedMonitor
 
 __all__ = ("LogKnowledge", "STATE_EVENTS", "arguments_key", "describe_monitor", "select_monitors")
 
@@ -36,14 +36,14 @@ def arguments_key(arguments: dict[str, Any] | None) -> str:
     return json.dumps(arguments or {}, sort_keys=True, separators=(",", ":"))
 
 
-def describe_monitor(m: QmpMonitor) -> str:
+def describe_monitor(m: LoggedMonitor) -> str:
     """``guest1 (monitor 0x7f.., 12 exchanges, 1 events)``: how a monitor is named in messages."""
     uuid = f" {m.vm_uuid}" if m.vm_uuid else ""
     who = f"{m.vm}{uuid} (monitor {m.key}, " if m.vm else f"monitor {m.key or '(unnamed)'} ("
     return f"{who}{len(m.exchanges)} exchanges, {len(m.events)} events)"
 
 
-def select_monitors(log: QmpLog, vm: str) -> list[QmpMonitor]:
+def select_monitors(log: QmpLog, vm: str) -> list[LoggedMonitor]:
     """The monitors of ``vm`` (VM name, UUID, or monitor key, with or without its ``#N``).
 
     :raises QmpLogError: when nothing matches; the message lists the VMs found.
@@ -62,7 +62,7 @@ class LogKnowledge:
     :param monitor: the session, e.g. from :meth:`from_log`.
     """
 
-    def __init__(self, monitor: QmpMonitor) -> None:
+    def __init__(self, monitor: LoggedMonitor) -> None:
         self.monitor = monitor
         self._latest: dict[tuple[str, str], QmpExchange] = {}
         self._by_command: dict[str, list[QmpExchange]] = {}
@@ -87,7 +87,7 @@ class LogKnowledge:
         monitors = select_monitors(log, vm) if vm is not None else log.monitors
         if not monitors:
             raise QmpLogError(log.path, "no QMP traffic in this log")
-        groups: dict[str, list[QmpMonitor]] = {}
+        groups: dict[str, list[LoggedMonitor]] = {}
         for m in monitors:
             groups.setdefault(m.vm or m.key.split("#")[0], []).append(m)
         virtio = [g for g, ms in groups.items()

@@ -59,7 +59,7 @@ class QmpEvent:
 
 
 @dataclass
-class QmpMonitor:
+class LoggedMonitor:
     """One QMP connection/VM found in a log."""
 
     key: str
@@ -78,7 +78,7 @@ class QmpLog:
 
     path: str
     format: str
-    monitors: list[QmpMonitor] = field(default_factory=list)
+    monitors: list[LoggedMonitor] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property

@@ -22,10 +22,10 @@ from typing import Any
 
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
-from vdecode.reconstruct.qapi import shape
-from vdecode.reconstruct.qmp_errors import QmpError, not_known, qemu_would_abort, qmp_error
-from vdecode.reconstruct.queue_status import find_queue
-from vdecode.reconstruct.monitor import Effect
+from vdecode.reconstruct.qmp.qapi import shape
+from vdecode.reconstruct.qmp.error_replies import QmpError, not_known, qemu_would_abort, qmp_error
+from vdecode.reconstruct.qmp.queue_status import find_queue
+from vdecode.reconstruct.qmp.monitor import Effect
 from vdecode.sources.qemu_state import REPLAYED, VirtIODeviceState, marks
 from vdecode.virtio.bits import decode_desc_flags
 from vdecode.virtio.chains import (QMP_ABORT_HEAD_OUT_OF_RANGE, QMP_ABORT_INDIRECT_LEN_ZERO,

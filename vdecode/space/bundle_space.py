@@ -14,10 +14,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from vdecode.errors import MissingData
-from vdecode.sources.bundle import BundleFacts, read_bundle_notes
+from vdecode.sources.bundle_notes import BundleFacts, read_bundle_notes
 from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
 from vdecode.space.dump import Dump
+from vdecode.space.elf_space import guest_runs
 from vdecode.space.segmented import SegmentedSpace
 
 __all__ = ("BundleSpace", "open_bundle")
@@ -75,9 +76,8 @@ def open_bundle(view: FileView, elf: ElfFacts) -> Dump:
     """A bundle as a :class:`Dump`: kept pages, embedded QEMU state and QMP log, provenance.
 
     :raises CorruptInput: a note or a program header contradicts itself (see
-        :func:`~vdecode.sources.bundle.read_bundle_notes`); overlapping PT_LOADs.
+        :func:`~vdecode.sources.bundle_notes.read_bundle_notes`); overlapping PT_LOADs.
     """
-    from vdecode.space.open import guest_runs        # open.py dispatches here: no import cycle
 
     facts: BundleFacts = read_bundle_notes(view, elf)
     starts, sizes, offsets, filesz = guest_runs(elf, allow_overlap=False)

@@ -7,7 +7,7 @@ guest's rings) and the findings into one JSON-able ``dict`` whose shape is docum
 
 Every QEMU value keeps how it was known (``provenance``): ``"core"`` (QEMU's memory), ``"dump"``
 (guest memory), ``"log"`` (an earlier QMP reply, as of that reply), ``"inferred"`` (a rule applied
-to the log and the rings, see :mod:`vdecode.reconstruct.instant`).
+to the log and the rings, see :mod:`vdecode.reconstruct.state.instant`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import numpy as np
 
 from vdecode.errors import MissingData, UnsupportedInput
 from vdecode.profiles import Profile
-from vdecode.reconstruct.findings import Finding
+from vdecode.reconstruct.postmortem.findings import Finding
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.virtio.bits import convert_features, decode_desc_flags, decode_status, device_rows
-from vdecode.virtio.buffers import Segment, preview_buffer
+from vdecode.virtio.buffers import BufferSegment, preview_buffer
 from vdecode.virtio.chains import ElementChain, walk_elements
 from vdecode.virtio.device import (VIRTIO_RING_F_EVENT_IDX, VirtioMachine, has_feature,
                                    is_big_endian)
@@ -185,7 +185,7 @@ def _element_view(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueSt
     named = {fl: _flag_names(fl, desc_flag_rows) for fl in set(flags)}
     descs = [{"index": int(i), "addr": a, "len": n, "flags": fl, "flags_names": list(named[fl])}
              for i, a, n, fl in zip(el.members, addrs, lens, flags)]
-    segs = [Segment(a, n, bool(fl & VRING_DESC_F_WRITE)) for a, n, fl in zip(addrs, lens, flags)]
+    segs = [BufferSegment(a, n, bool(fl & VRING_DESC_F_WRITE)) for a, n, fl in zip(addrs, lens, flags)]
     preview = None
     if machine.space is not None and not el.problems:
         def read(gpa: int, n: int) -> bytes:
@@ -308,7 +308,7 @@ def finding_dict(f: Finding) -> dict[str, Any]:
 
 
 def carved_view(groups: list) -> list[dict[str, Any]]:
-    """Rings carved from guest RAM without a log or core (``ring_kinds.DeviceGroup`` list), as
+    """Rings carved from guest RAM without a log or core (``rings.kinds.DeviceGroup`` list), as
     plain values: nothing here is QEMU's state, only what the guest's memory shows."""
     out = []
     for g in groups:

@@ -14,7 +14,7 @@ type            name                  descriptor
 ==============  ====================  ============================================================
 
 This module decodes those descriptors into facts, checking every value's type: a bundle is
-untrusted input like any dump. The pages are read by :mod:`vdecode.space.bundle`.
+untrusted input like any dump. The pages are read by :mod:`vdecode.space.bundle_space`.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 :func:`~vdecode.virtio.carve.carve_rings` finds rings from structure alone; this module decides
 whose they are, from whatever is known: the buffers the rings carry and the guest driver's
-bookkeeping (:mod:`vdecode.reconstruct.ring_kinds`), a log's (possibly stale) device list, queue
-sizes and features, or a QEMU core's state (:mod:`vdecode.reconstruct.ring_candidates`).
+bookkeeping (:mod:`vdecode.reconstruct.rings.kinds`), a log's (possibly stale) device list, queue
+sizes and features, or a QEMU core's state (:mod:`vdecode.reconstruct.rings.candidates`).
 
 :func:`group_by_device` is the no-log view (rings grouped by likely device type);
 :func:`replace_stale_rings` is what ``vdecode qmp`` calls when a logged ring address no longer
 holds a ring (the driver reset its device and allocated new rings); what then becomes of each
-queue is in :mod:`vdecode.reconstruct.stale_rings`.
+queue is in :mod:`vdecode.reconstruct.rings.stale`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from vdecode.reconstruct.ring_candidates import match_rings
-from vdecode.reconstruct.ring_kinds import group_by_device
-from vdecode.reconstruct.stale_rings import apply_matches
+from vdecode.reconstruct.rings.candidates import match_rings
+from vdecode.reconstruct.rings.kinds import group_by_device
+from vdecode.reconstruct.rings.stale import apply_matches
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace
 from vdecode.virtio.carve import carve_rings
@@ -52,7 +52,7 @@ def replace_stale_rings(machine: VirtioMachine, *,
     device's other queues whose logged rings the new driver's records do not name are matched
     too (a re-probe moves every queue). A device none of whose rings is left, while the guest's
     driver records are readable, is reset as QEMU does when its driver goes away. The logged
-    counters stay: :func:`~vdecode.reconstruct.instant.advance_to_dump` compares them with the
+    counters stay: :func:`~vdecode.reconstruct.state.instant.advance_to_dump` compares them with the
     new ring's (indices that restarted read as moved).
 
     :return: the machine with the carved rings in place, and notes for stderr, one per queue

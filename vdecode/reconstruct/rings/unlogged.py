@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.ring_kinds import group_by_device
+from vdecode.reconstruct.rings.kinds import group_by_device
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, VirtIODeviceState, VirtQueueState,
                                         marks)
 from vdecode.virtio.carve import carve_rings

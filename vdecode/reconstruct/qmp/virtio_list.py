@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.qapi import shape
-from vdecode.reconstruct.qmp_errors import not_known, qmp_error
+from vdecode.reconstruct.qmp.qapi import shape
+from vdecode.reconstruct.qmp.error_replies import not_known, qmp_error
 from vdecode.virtio.device import VirtioMachine
 
 

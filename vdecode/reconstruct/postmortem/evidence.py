@@ -12,7 +12,7 @@ made from, for *any* request, while keeping only a few pages. Two sources of "wh
   :class:`RecordingSpace`, and whatever guest memory those answers read is kept too.
 
 Everything is plain ranges ``(start, end)`` of guest-physical addresses; reading the bytes and
-writing the file is :mod:`vdecode.render.bundle`'s.
+writing the file is :mod:`vdecode.render.bundle_writer`'s.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import numpy as np
 
 from vdecode.errors import MissingData, RingError, VdecodeError
 from vdecode.profiles import Profile
-from vdecode.reconstruct.monitor import Effect
-from vdecode.reconstruct.qmp_errors import QmpError
-from vdecode.reconstruct.session import COMMANDS
+from vdecode.reconstruct.qmp.monitor import Effect
+from vdecode.reconstruct.qmp.error_replies import QmpError
+from vdecode.reconstruct.state.session import COMMANDS
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.space.ram_map import RamMap

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.qmp_errors import qemu_would_abort
+from vdecode.reconstruct.qmp.error_replies import qemu_would_abort
 from vdecode.virtio import bits
 
 
@@ -26,7 +26,7 @@ def _device_rows(profile: Profile, device_id: int) -> list[dict[str, Any]]:
     return rows
 
 
-def decode_features(profile: Profile, device_id: int, bitmap: int) -> dict[str, Any]:
+def features_to_reply(profile: Profile, device_id: int, bitmap: int) -> dict[str, Any]:
     """The ``VirtioDeviceFeatures`` value for a 64-bit feature word.
 
     :raises QmpError: when QEMU would abort (device id without a case).
@@ -39,7 +39,7 @@ def decode_features(profile: Profile, device_id: int, bitmap: int) -> dict[str, 
     return out
 
 
-def decode_status(profile: Profile, status: int) -> dict[str, Any]:
+def status_to_reply(profile: Profile, status: int) -> dict[str, Any]:
     """The ``VirtioDeviceStatus`` value for ``vdev->status``."""
     names, left = bits.decode_status(status, profile.table("features")["status"])
     out: dict[str, Any] = {"statuses": names}
@@ -48,7 +48,7 @@ def decode_status(profile: Profile, status: int) -> dict[str, Any]:
     return out
 
 
-def decode_protocols(profile: Profile, protocols: int) -> dict[str, Any]:
+def protocols_to_reply(profile: Profile, protocols: int) -> dict[str, Any]:
     """The ``VhostDeviceProtocols`` value for ``hdev->protocol_features``."""
     names, left = bits.decode_protocols(protocols, profile.table("features")["vhost_user_protocol"])
     out: dict[str, Any] = {"protocols": names}

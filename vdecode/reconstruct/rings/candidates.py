@@ -3,7 +3,7 @@
 :func:`match_rings` ties queues of a log's (or a QEMU core's) devices to rings
 :func:`~vdecode.virtio.carve.carve_rings` found, from the logged ``vring_num`` and features, the
 guest driver's bookkeeping the carver read (queue index, ``struct virtio_device *``) and the
-buffers' kind (:func:`~vdecode.reconstruct.ring_kinds.classify_ring`); each
+buffers' kind (:func:`~vdecode.reconstruct.rings.kinds.classify_ring`); each
 :class:`RingMatch` says how.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from vdecode.reconstruct.ring_kinds import RingKind, classify_ring
+from vdecode.reconstruct.rings.kinds import RingKind, classify_ring
 from vdecode.sources.qemu_state import VirtIODeviceState
 from vdecode.space.base import AddressSpace
 from vdecode.virtio.carved_ring import CONFIDENCE_THRESHOLD, CarvedRing

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.features import decode_features, decode_protocols, decode_status
-from vdecode.reconstruct.qapi import shape
-from vdecode.reconstruct.qmp_errors import not_known, qmp_error
+from vdecode.reconstruct.qmp.features import features_to_reply, protocols_to_reply, status_to_reply
+from vdecode.reconstruct.qmp.qapi import shape
+from vdecode.reconstruct.qmp.error_replies import not_known, qmp_error
 from vdecode.sources.qemu_state import VirtIODeviceState
 from vdecode.virtio.device import VirtioMachine
 
@@ -70,19 +70,19 @@ def x_query_virtio_status(machine: VirtioMachine, profile: Profile,
         vhost = shape(profile, "VhostStatus", {
             "n-mem-sections": h.n_mem_sections, "n-tmp-sections": h.n_tmp_sections,
             "nvqs": h.nvqs, "vq-index": h.vq_index,
-            "features": decode_features(profile, dev.device_id, h.features),
-            "acked-features": decode_features(profile, dev.device_id, h.acked_features),
-            "backend-features": decode_features(profile, dev.device_id, h.backend_features),
-            "protocol-features": decode_protocols(profile, h.protocol_features),
+            "features": features_to_reply(profile, dev.device_id, h.features),
+            "acked-features": features_to_reply(profile, dev.device_id, h.acked_features),
+            "backend-features": features_to_reply(profile, dev.device_id, h.backend_features),
+            "protocol-features": protocols_to_reply(profile, h.protocol_features),
             "max-queues": h.max_queues, "backend-cap": h.backend_cap,
             "log-enabled": h.log_enabled, "log-size": h.log_size})
     return shape(profile, "VirtioStatus", {
         "name": dev.name, "device-id": dev.device_id, "vhost-started": dev.vhost_started,
         "device-endian": endian,
-        "guest-features": decode_features(profile, dev.device_id, dev.guest_features),
-        "host-features": decode_features(profile, dev.device_id, dev.host_features),
-        "backend-features": decode_features(profile, dev.device_id, dev.backend_features),
-        "num-vqs": dev.num_vqs, "status": decode_status(profile, dev.status), "isr": dev.isr,
+        "guest-features": features_to_reply(profile, dev.device_id, dev.guest_features),
+        "host-features": features_to_reply(profile, dev.device_id, dev.host_features),
+        "backend-features": features_to_reply(profile, dev.device_id, dev.backend_features),
+        "num-vqs": dev.num_vqs, "status": status_to_reply(profile, dev.status), "isr": dev.isr,
         "queue-sel": dev.queue_sel, "vm-running": dev.vm_running, "broken": dev.broken,
         "disabled": dev.disabled, "use-started": dev.use_started, "started": dev.started,
         "start-on-kick": dev.start_on_kick, "disable-legacy-check": dev.disable_legacy_check,

@@ -1,12 +1,12 @@
 """The bug-report bundle: one small ELF core that reproduces vdecode's answers elsewhere.
 
 :func:`write_bundle` keeps the guest pages the answers rest on
-(:mod:`vdecode.reconstruct.evidence`) as PT_LOADs by guest-physical address, and the rest as
+(:mod:`vdecode.reconstruct.postmortem.evidence`) as PT_LOADs by guest-physical address, and the rest as
 ``VDECODE`` notes: provenance (``VDB_META``), the QMP log as the captures' JSON lines
 (``VDB_QMP_LOG``), QEMU's own virtio state from a process core (``VDB_QEMU_STATE``), findings
-(``VDB_FINDINGS``, when :mod:`vdecode.reconstruct.findings` is there) and a summary for people
-(``VDB_SUMMARY``). ``docs/bundle.md`` is the format's reference; :mod:`vdecode.sources.bundle`
-and :mod:`vdecode.space.bundle` read it back.
+(``VDB_FINDINGS``, when :mod:`vdecode.reconstruct.postmortem.findings` is there) and a summary for people
+(``VDB_SUMMARY``). ``docs/bundle.md`` is the format's reference; :mod:`vdecode.sources.bundle_notes`
+and :mod:`vdecode.space.bundle_space` read it back.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any
 
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
-from vdecode.reconstruct.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
+from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
                                           carved_evidence, clip, merge, plan_kept_memory,
                                           sweep_queries)
-from vdecode.reconstruct.session import build_machine
-from vdecode.render.elf_core import EM_X86_64, Segment, write_elf_core
+from vdecode.reconstruct.state.session import build_machine
+from vdecode.render.elf_core import EM_X86_64, LoadSegment, write_elf_core
 from vdecode.render.log_view import render_log_jsonl
-from vdecode.sources.bundle import (BUNDLE_VERSION, NOTE_OWNER, VDB_FINDINGS, VDB_META,
+from vdecode.sources.bundle_notes import (BUNDLE_VERSION, NOTE_OWNER, VDB_FINDINGS, VDB_META,
                                     VDB_QEMU_STATE, VDB_QMP_LOG, VDB_SUMMARY)
 from vdecode.sources.elf_dump import EM_NAMES
 from vdecode.sources.qemu_state import QemuVirtioState
@@ -190,7 +190,7 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, indent=None, separators=(",", ":")).encode()
 
 
-def _segments(space: AddressSpace, plan: KeepPlan) -> list[Segment]:
+def _segments(space: AddressSpace, plan: KeepPlan) -> list[LoadSegment]:
     """The kept runs' bytes, buffer payloads zeroed under ``--redact``."""
     segs = []
     for lo, hi in merge([*plan.needed, *plan.buffers]):
@@ -205,7 +205,7 @@ def _segments(space: AddressSpace, plan: KeepPlan) -> list[Segment]:
                 a, b = max(ns, s), min(ne, e)
                 if b > a and plan.redact:
                     buf[a - s:b - s] = bytes(space.read(Gpa(a), b - a))
-            segs.append(Segment(s, bytes(buf)))
+            segs.append(LoadSegment(s, bytes(buf)))
     return segs
 
 
@@ -235,13 +235,13 @@ def _read_present(space: AddressSpace, lo: int, hi: int):
 def _view_pass(dump: Dump, knowledge: LogKnowledge | None, profile: Profile,
                space: AddressSpace) -> tuple[list | None, list[tuple[int, int]]]:
     """Findings as JSON and the guest memory the post-mortem view reads (buffer previews), when
-    the view's modules (``reconstruct/findings.py``, ``reconstruct/view_model.py``) are there."""
+    the view's modules (``reconstruct/postmortem/findings.py``, ``reconstruct/postmortem/view_model.py``) are there."""
     try:
-        from vdecode.reconstruct.findings import find_findings
-        from vdecode.reconstruct.log_state import state_from_log
-        from vdecode.reconstruct.view_model import build_view
+        from vdecode.reconstruct.postmortem.findings import find_findings
+        from vdecode.reconstruct.state.log_state import state_from_log
+        from vdecode.reconstruct.postmortem.view_model import build_view
     except ModuleNotFoundError as err:       # the view is optional; a broken one is a bug
-        if err.name not in ("vdecode.reconstruct.findings", "vdecode.reconstruct.view_model"):
+        if err.name not in ("vdecode.reconstruct.postmortem.findings", "vdecode.reconstruct.postmortem.view_model"):
             raise
         return None, []
     recorder = RecordingSpace(space)

@@ -2,7 +2,7 @@
 
 A QEMU process core holds QEMU's state exactly: it wins, and a log given as well is only compared
 with it. Without a core, the log's replies give QEMU's state as of the log, moved to the dump
-instant by :func:`~vdecode.reconstruct.instant.advance_to_dump`. The version of the profile (name
+instant by :func:`~vdecode.reconstruct.state.instant.advance_to_dump`. The version of the profile (name
 tables, error texts) comes from the core, else the log's greeting, else ``--qemu``, else the
 newest profile (:func:`profile_for`).
 """
@@ -16,20 +16,20 @@ from functools import partial
 from typing import Any
 
 from vdecode.profiles import Profile, load_profile
-from vdecode.reconstruct.instant import advance_to_dump
-from vdecode.reconstruct.log_state import state_from_log
-from vdecode.reconstruct.monitor import QmpMonitor as OfflineMonitor
-from vdecode.reconstruct.qmp_errors import not_known
-from vdecode.reconstruct.queue_element import x_query_virtio_queue_element
-from vdecode.reconstruct.queue_status import (x_query_virtio_queue_status,
+from vdecode.reconstruct.state.instant import advance_to_dump
+from vdecode.reconstruct.state.log_state import state_from_log
+from vdecode.reconstruct.qmp.monitor import OfflineMonitor
+from vdecode.reconstruct.qmp.error_replies import not_known
+from vdecode.reconstruct.qmp.queue_element import x_query_virtio_queue_element
+from vdecode.reconstruct.qmp.queue_status import (x_query_virtio_queue_status,
                                               x_query_virtio_vhost_queue_status)
-from vdecode.reconstruct.ring_match import replace_stale_rings
-from vdecode.reconstruct.unlogged_queues import fill_unlogged_queues
-from vdecode.reconstruct.status import x_query_virtio_status
-from vdecode.reconstruct.virtio_list import x_query_virtio
+from vdecode.reconstruct.rings.match import replace_stale_rings
+from vdecode.reconstruct.rings.unlogged import fill_unlogged_queues
+from vdecode.reconstruct.qmp.status import x_query_virtio_status
+from vdecode.reconstruct.qmp.virtio_list import x_query_virtio
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.sources.qmp_log.knowledge import LogKnowledge
-from vdecode.sources.qmp_log.model import QmpMonitor
+from vdecode.sources.qmp_log.model import LoggedMonitor
 from vdecode.space.dump import Dump
 from vdecode.virtio.device import VirtioMachine
 
@@ -52,7 +52,7 @@ def merge_knowledge(knowledges: list[LogKnowledge]) -> LogKnowledge | None:
     if len(knowledges) == 1:
         return knowledges[0]
     first = knowledges[0].monitor
-    merged = QmpMonitor(key=first.key, vm=first.vm, vm_uuid=first.vm_uuid)
+    merged = LoggedMonitor(key=first.key, vm=first.vm, vm_uuid=first.vm_uuid)
     for k in knowledges:
         m = k.monitor
         if m.greeting is not None:

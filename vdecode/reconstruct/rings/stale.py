@@ -8,7 +8,7 @@ none of whose rings is left, while the guest's driver records are readable, is r
 
 from __future__ import annotations
 
-from vdecode.reconstruct.ring_candidates import RingMatch
+from vdecode.reconstruct.rings.candidates import RingMatch
 from vdecode.sources.qemu_state import CARVED, INFERRED, VirtIODeviceState, marks
 from vdecode.virtio.carved_ring import CarvedRing
 

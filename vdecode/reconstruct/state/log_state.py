@@ -2,7 +2,7 @@
 
 Static facts (device list and order, paths, names, features, ``num-vqs``, ring addresses and
 sizes) are exact from any earlier reply (reference: qemu72-virtio-qmp.md §3, "S" fields). Dynamic
-counters are the values *at the time of the reply*; :mod:`vdecode.reconstruct.instant` moves them
+counters are the values *at the time of the reply*; :mod:`vdecode.reconstruct.state.instant` moves them
 to the dump instant. ``x-query-virtio-queue-element`` replies in the log are replayed for their
 side effect on ``shadow_avail_idx`` (QEMU 7.2 ``vring_avail_idx()`` stores what it reads).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.features import (features_from_reply, protocols_from_reply,
+from vdecode.reconstruct.qmp.features import (features_from_reply, protocols_from_reply,
                                           status_from_reply)
 from vdecode.sources.qemu_state import (QemuVirtioState, VhostDev, VhostVirtqueue,
                                         VirtIODeviceState, VirtQueueState)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.qmp_errors import QmpError, qmp_error
+from vdecode.reconstruct.qmp.error_replies import QmpError, qmp_error
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.virtio.device import VirtioMachine
 
@@ -98,7 +98,7 @@ def check_arguments(profile: Profile, command: str, args: dict[str, Any]) -> dic
     return out
 
 
-class QmpMonitor:
+class OfflineMonitor:
     """One QMP session against offline state.
 
     :param profile: the QEMU version's data (error texts, QAPI command shapes).
