@@ -1,5 +1,6 @@
-"""The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.postmortem.view_model` drawn
-with ``rich``, in colour on a terminal and plain when piped, within 80 columns.
+"""The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.postmortem.view_model`
+within 80 columns, drawn with ``rich`` in colour on a terminal, and plain when piped (the compact
+form piped is drawn by :mod:`vdecode.render.plain`, the same bytes without importing rich).
 
 Two forms (``docs/view.md``): the compact one (``vdecode DUMP``: one line per device, per queue
 and per pending or in-flight chain, alike neighbouring chains folded into one line, one line per
@@ -15,13 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.padding import Padding
-from rich.text import Text
+from vdecode.render.plain import PlainConsole, PlainPadding, PlainText
 
-if TYPE_CHECKING:                 # tables and bars are imported when drawn: start-up time
+if TYPE_CHECKING:                 # rich is imported when it draws: start-up time
     from rich.table import Table
 
 __all__ = ("render_view_text", "progress_bar", "MARKERS", "CHAIN_LIMIT", "CHAIN_LINES",
@@ -32,6 +32,29 @@ CHAIN_LINES = 12        # compact: chain lines per queue without --all (the rest
 MARKERS = {"inferred": "~", "log": "*", "carved": "^"}
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 HEALTH_STYLE = {"ok": "green", "unread": "dim", "?": "dim"}
+
+
+class Kit:
+    """What the drawing functions draw with: rich's ``Text``, ``Padding`` and console, or the plain
+    stand-ins of :mod:`vdecode.render.plain` where nothing needs rich (the compact form without
+    colour), so that a piped answer does not import it."""
+
+    def __init__(self, text: Any, padding: Any, console: Any, getvalue: Any) -> None:
+        self.Text, self.Padding, self.print, self.getvalue = text, padding, console.print, getvalue
+
+    @classmethod
+    def for_output(cls, width: int, *, rich: bool, color: bool) -> Kit:
+        if not rich:
+            con = PlainConsole(width)
+            return cls(PlainText, PlainPadding, con, con.getvalue)
+        from rich.console import Console
+        from rich.padding import Padding
+        from rich.text import Text
+        buf = io.StringIO()
+        con = Console(file=buf, width=width, force_terminal=color,
+                      color_system="standard" if color else None,
+                      highlight=False, emoji=False, markup=False, soft_wrap=False)
+        return cls(Text, Padding, con, buf.getvalue)
 
 
 def _mark(value: Any, how: str | None, used: set[str]) -> str:
@@ -54,10 +77,10 @@ def _dev_label(view: dict, path: str) -> str:
     return path
 
 
-def _para(con: Console, text: str | Text, indent: int, style: str = "") -> None:
+def _para(k: Kit, text: Any, indent: int, style: str = "") -> None:
     """A paragraph wrapped within the width, every line indented (no wrap to column 0)."""
-    body = text if isinstance(text, Text) else Text(text, style=style)
-    con.print(Padding(body, (0, 0, 0, indent), expand=False))
+    body = k.Text(text, style=style) if isinstance(text, str) else text
+    k.print(k.Padding(body, (0, 0, 0, indent), expand=False))
 
 
 def _table(*cols: str, **kw: Any) -> Table:
@@ -70,23 +93,23 @@ def _table(*cols: str, **kw: Any) -> Table:
     return t
 
 
-def _devices(con: Console, view: dict, used: set[str]) -> None:
+def _devices(k: Kit, view: dict, used: set[str]) -> None:
     for d in view["devices"]:
-        head = Text()
+        head = k.Text()
         head.append(d["name"] or "?", style="bold")
         head.append(f"  id {d['device_id']}  {d['path']}")
-        con.print(head)
+        k.print(head)
         st = d["status"]
         status = " ".join(st["flags"]) or ("0" if st["value"] == 0 else "?")
-        line = Text("  status ")
+        line = k.Text("  status ")
         line.append(_mark(status, d["provenance"]["status"], used),
                     style="red" if d["broken"] or "NEEDS_RESET" in st["flags"] else "")
         line.append(f"  vhost {'?' if d['vhost'] is None else 'yes' if d['vhost'] else 'no'}")
         if d["broken"]:
             line.append("  BROKEN", style="bold red")
-        con.print(line)
+        k.print(line)
         feats = d["features"]
-        _para(con, "features " + (" ".join(feats) if feats is not None else "?")
+        _para(k, "features " + (" ".join(feats) if feats is not None else "?")
               + MARKERS.get(d["provenance"]["features"], ""), 2, "dim")
         if d["provenance"]["features"] in MARKERS:
             used.add(d["provenance"]["features"])
@@ -103,68 +126,68 @@ def _devices(con: Console, view: dict, used: set[str]) -> None:
                           _mark(q["inflight"], p["inflight"], used),
                           "?" if q["pending"] is None else str(q["pending"]),
                           n["text"] if n else "?",
-                          Text(q["health"], style=HEALTH_STYLE.get(q["health"], "bold yellow")))
-            con.print(Padding(t, (0, 0, 0, 2), expand=False))
+                          k.Text(q["health"], style=HEALTH_STYLE.get(q["health"], "bold yellow")))
+            k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
         if d["idle_queues_hidden"]:
-            con.print(Text(f"  {d['idle_queues_hidden']} idle queue(s) not shown (--all shows "
+            k.print(k.Text(f"  {d['idle_queues_hidden']} idle queue(s) not shown (--all shows "
                            f"them)", style="dim"))
-        con.print()
+        k.print()
 
 
-def _chain_block(con: Console, c: dict) -> None:
+def _chain_block(k: Kit, c: dict) -> None:
     if c["avail_idx"] is not None:
         what, where = "head", f"avail idx {c['avail_idx']} slot {c['slot']}"
     else:                                    # a packed ring: the buffer id and its first slot
         what, where = "id", f"slot {c['slot']}"
-    title = Text(f"  {c['state']} {what} {c['head']}  {where}  {c['length']} desc, "
+    title = k.Text(f"  {c['state']} {what} {c['head']}  {where}  {c['length']} desc, "
                  f"out {c['bytes_out']} in {c['bytes_in']} bytes")
     if c["problems"]:
         title.append("  " + ",".join(c["problems"]), style="bold red")
-    con.print(title)
+    k.print(title)
     if c["indirect"]:
-        con.print(f"    indirect table {c['indirect']['addr']:#x} len {c['indirect']['len']}")
+        k.print(f"    indirect table {c['indirect']['addr']:#x} len {c['indirect']['len']}")
     t = _table("desc", "addr", "len", "flags")
     for d in c["descs"]:
         t.add_row(str(d["index"]), f"{d['addr']:#x}", str(d["len"]), ",".join(d["flags_names"]) or "-")
     if c["descs"]:
-        con.print(Padding(t, (0, 0, 0, 4), expand=False))
+        k.print(k.Padding(t, (0, 0, 0, 4), expand=False))
     if c["preview"]:
-        con.print(Text(f"    {c['preview']['kind']}: {c['preview']['summary']}"))
+        k.print(k.Text(f"    {c['preview']['kind']}: {c['preview']['summary']}"))
 
 
-def _detail(con: Console, view: dict, qd: dict, used: set[str], chain_limit: int | None) -> None:
-    head = Text(f"queue {qd['index']} of {_dev_label(view, qd['device'])}", style="bold")
+def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | None) -> None:
+    head = k.Text(f"queue {qd['index']} of {_dev_label(view, qd['device'])}", style="bold")
     head.append(f"  size {qd['size']}")
-    con.print(head)
-    con.print(f"  {qd['device']}")
+    k.print(head)
+    k.print(f"  {qd['device']}")
     r = qd["rings"]
     a_name, u_name = ("driver", "device") if qd.get("packed") else ("avail", "used")
-    con.print(f"  rings  desc {_hex(r['desc'])}  {a_name} {_hex(r['avail'])}  {u_name} "
+    k.print(f"  rings  desc {_hex(r['desc'])}  {a_name} {_hex(r['avail'])}  {u_name} "
               f"{_hex(r['used'])}" + MARKERS.get(qd["provenance"]["rings"], ""))
     if qd["provenance"]["rings"] in MARKERS:
         used.add(qd["provenance"]["rings"])
     if qd["ring_error"]:
-        con.print(Text(f"  ring not read: {qd['ring_error']}", style="red"))
-        con.print()
+        k.print(k.Text(f"  ring not read: {qd['ring_error']}", style="red"))
+        k.print()
         return
     if qd.get("packed"):
         names = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
         for label, key in (("driver event", "driver_event"), ("device event", "device_event")):
             e = qd["packed"][key]
-            con.print(f"  {label}  off_wrap {e['off_wrap']:#06x} (idx {e['off_wrap'] & 0x7FFF} wrap "
+            k.print(f"  {label}  off_wrap {e['off_wrap']:#06x} (idx {e['off_wrap'] & 0x7FFF} wrap "
                       f"{e['off_wrap'] >> 15})  flags {names.get(e['flags'], e['flags'])}")
         a = u = None
     else:
         a, u = qd["avail"], qd["used"]
     ev = qd.get("event_idx")
     if a is not None:
-        con.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
+        k.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
                   + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
-        con.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
+        k.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
                   + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
     qm, p = qd["qemu"], qd["provenance"]
     sig = qm["signalled_used"] if qm["signalled_used_valid"] else "-"
-    _para(con, "QEMU   " + "  ".join([
+    _para(k, "QEMU   " + "  ".join([
         f"last_avail_idx {_mark(qm['last_avail_idx'], p['last_avail_idx'], used)}",
         f"shadow_avail_idx {_mark(qm['shadow_avail_idx'], p['shadow_avail_idx'], used)}",
         f"used_idx {_mark(qm['used_idx'], p['used_idx'], used)}",
@@ -177,60 +200,60 @@ def _detail(con: Console, view: dict, qd: dict, used: set[str], chain_limit: int
             hidden += len(chains) - chain_limit
             chains = chains[:chain_limit]
         if chains:
-            con.print(Text(f" {state} chains ({len(chains)})", style="bold"))
+            k.print(k.Text(f" {state} chains ({len(chains)})", style="bold"))
             for c in chains:
-                _chain_block(con, c)
+                _chain_block(k, c)
     if hidden:
-        con.print(Text(f"  {hidden} more chain(s) not shown (--all shows them)",
+        k.print(k.Text(f"  {hidden} more chain(s) not shown (--all shows them)",
                        style="dim"))
     if not qd["chains"] and not hidden:
-        con.print("  no pending or in-flight chains")
+        k.print("  no pending or in-flight chains")
     if qd["used_entries"]:
-        con.print(Text(" last used entries", style="bold"))
+        k.print(k.Text(" last used entries", style="bold"))
         t = _table("used idx", "slot", "id", "len", "preview (buffers may be reused)")
         for e in qd["used_entries"]:
             t.add_row(str(e["used_idx"]), str(e["slot"]), str(e["id"]), str(e["len"]),
                       e["preview"]["summary"] if e["preview"] else "")
-        con.print(Padding(t, (0, 0, 0, 2), expand=False))
-    con.print()
+        k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
+    k.print()
 
 
-def _carved(con: Console, groups: list[dict]) -> None:
-    _para(con, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
+def _carved(k: Kit, groups: list[dict]) -> None:
+    _para(k, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
                "RAM, grouped by the driver's device (avail/used are the guest's indices; "
                "outstanding = avail - used):", 0)
-    con.print()
+    k.print()
     for g in groups:
         dev = f"driver device {g['driver_device']:#x}" if g["driver_device"] is not None else \
             "no driver record"
-        con.print(Text(f"{g['kind'] or 'unknown device'}  ({dev})", style="bold"))
+        k.print(k.Text(f"{g['kind'] or 'unknown device'}  ({dev})", style="bold"))
         t = _table("q", "name", "size", "desc", "avail", "used", "out", "conf")
         for r in g["rings"]:
             t.add_row("?" if r["index"] is None else str(r["index"]), r["name"] or "",
                       str(r["size"]), f"{r['desc']:#x}", str(r["avail_idx"]), str(r["used_idx"]),
                       str(r["outstanding"]), f"{r['confidence']:.2f}")
-        con.print(Padding(t, (0, 0, 0, 2), expand=False))
+        k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
     if not groups:
-        con.print("No rings found.")
-    con.print()
+        k.print("No rings found.")
+    k.print()
 
 
-def _findings(con: Console, view: dict) -> None:
+def _findings(k: Kit, view: dict) -> None:
     fs = view["findings"]
-    con.print(Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
+    k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in fs:
-        line = Text()
+        line = k.Text()
         line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
         where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
         line.append(f" {where}: {f['title']}")
-        _para(con, line, 2)
+        _para(k, line, 2)
         if f["severity"] == "info":
             continue
         ev = "; ".join(f"{k} {_ev(v)}" for k, v in f["evidence"].items())
         if ev:
-            _para(con, f"evidence: {ev}", 6, "dim")
-        _para(con, f"rule: {f['rule']}", 6, "dim")
-        _para(con, f"QEMU: {f['qemu']}", 6, "dim")
+            _para(k, f"evidence: {ev}", 6, "dim")
+        _para(k, f"rule: {f['rule']}", 6, "dim")
+        _para(k, f"QEMU: {f['qemu']}", 6, "dim")
 
 
 # --- the compact form ------------------------------------------------------------------------
@@ -247,7 +270,7 @@ def _status_word(d: dict) -> str:
     return " ".join(flags) or "status 0"
 
 
-def _compact_devices(con: Console, view: dict, used: set[str], show_all: bool) -> None:
+def _compact_devices(k: Kit, view: dict, used: set[str], show_all: bool) -> None:
     details = {(qd["device"], qd["index"]): qd for qd in view["queue_detail"]}
     selected = view.get("selection", {}).get("queue")
     dev_worst = {}
@@ -257,7 +280,7 @@ def _compact_devices(con: Console, view: dict, used: set[str], show_all: bool) -
     for d in view["devices"]:
         if selected is not None and (d["path"], selected) not in details:
             continue                                  # --queue N: devices that have queue N
-        line = Text()
+        line = k.Text()
         line.append(d["name"] or "?", style="bold")
         line.append(f"  {d['path']}  ")
         line.append(_mark(_status_word(d), d["provenance"]["status"], used),
@@ -268,20 +291,20 @@ def _compact_devices(con: Console, view: dict, used: set[str], show_all: bool) -
             line.append("  BROKEN", style="bold red")
         if d["path"] in dev_worst:
             line.append(f"  {dev_worst[d['path']]}", style="bold yellow")
-        _para(con, line, 0)
+        _para(k, line, 0)
         for q in d["queues"]:
-            _compact_queue(con, q, used)
+            _compact_queue(k, q, used)
             qd = details.get((d["path"], q["index"]))
             if qd is not None:
-                _compact_chains(con, qd, show_all)
+                _compact_chains(k, qd, show_all)
         if d["idle_queues_hidden"]:
-            _para(con, f"+{d['idle_queues_hidden']} idle queue(s) not shown (--all shows them)",
+            _para(k, f"+{d['idle_queues_hidden']} idle queue(s) not shown (--all shows them)",
                   2, "dim")
 
 
-def _compact_queue(con: Console, q: dict, used: set[str]) -> None:
+def _compact_queue(k: Kit, q: dict, used: set[str]) -> None:
     p, n = q["provenance"], q["notification"]
-    line = Text(f"q{q['index']} size {_mark(q['size'], p['size'], used)}  ")
+    line = k.Text(f"q{q['index']} size {_mark(q['size'], p['size'], used)}  ")
     if not q["packed"]:
         line.append(f"avail {_mark(q['avail_idx'], p['avail_idx'], used)} ")
     line.append(f"used {_mark(q['used_idx'], p['used_idx'], used)} "
@@ -294,7 +317,7 @@ def _compact_queue(con: Console, q: dict, used: set[str]) -> None:
         line.append(f"{','.join(off)} {'off' if n else '?'}  ")
     worst = q.get("worst") or q["health"]
     line.append(worst, style=HEALTH_STYLE.get(q["health"], "bold yellow"))
-    _para(con, line, 2)
+    _para(k, line, 2)
 
 
 def _bytes_text(values: list[int], direction: str) -> str | None:
@@ -369,7 +392,7 @@ def _run_label(run: list[dict]) -> str:
     return f"{word}s {hs[0]},{hs[1]},…,{hs[-1]}"
 
 
-def _run_line(run: list[dict]) -> Text:
+def _run_line(k: Kit, run: list[dict]) -> Any:
     c = run[0]
     what = _what(c)
     descs = f"{c['length']} desc" if c["length"] != 1 or not what else ""
@@ -380,28 +403,28 @@ def _run_line(run: list[dict]) -> Text:
     parts = [p for p in (what, descs, *sizes) if p]
     count = f"{len(run)} × " if len(run) > 1 else ""
     state = "" if c["state"] == "pending" else f"{c['state']} "
-    line = Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
+    line = k.Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
     if c["problems"]:
         line.append("  " + ",".join(c["problems"]), style="bold red")
     return line
 
 
-def _compact_chains(con: Console, qd: dict, show_all: bool) -> None:
+def _compact_chains(k: Kit, qd: dict, show_all: bool) -> None:
     if qd["ring_error"]:
-        _para(con, Text(f"ring not read: {qd['ring_error']}", style="red"), 4)
+        _para(k, k.Text(f"ring not read: {qd['ring_error']}", style="red"), 4)
         return
     runs = fold_chains(qd["chains"])
     shown = runs if show_all or len(runs) <= CHAIN_LINES else runs[:CHAIN_LINES - 1]
     for run in shown:
-        _para(con, _run_line(run), 4)
+        _para(k, _run_line(k, run), 4)
     rest = [c for run in runs[len(shown):] for c in run]
     if rest:
         where = (f" at avail idx {rest[0]['avail_idx']}–{rest[-1]['avail_idx']}"
                  if rest[0]["avail_idx"] is not None and rest[-1]["avail_idx"] is not None else "")
-        _para(con, Text(f"… {len(rest)} more chain(s){where} in {len(runs) - len(shown)} "
+        _para(k, k.Text(f"… {len(rest)} more chain(s){where} in {len(runs) - len(shown)} "
                         f"line(s) (--all lists them)", style="dim"), 4)
     if qd["chains_hidden"]:
-        _para(con, Text(f"{qd['chains_hidden']} chain(s) not listed", style="dim"), 4)
+        _para(k, k.Text(f"{qd['chains_hidden']} chain(s) not listed", style="dim"), 4)
 
 
 def _unique_label(view: dict, path: str) -> str:
@@ -414,19 +437,19 @@ def _unique_label(view: dict, path: str) -> str:
     return name
 
 
-def _compact_findings(con: Console, view: dict) -> None:
+def _compact_findings(k: Kit, view: dict) -> None:
     fs = view["findings"]
-    con.print()
-    con.print(Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
+    k.print()
+    k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in fs:
-        line = Text()
+        line = k.Text()
         line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
         where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
                                                     else "")
         line.append(f" {where}: {f['title']}")
-        _para(con, line, 2)
+        _para(k, line, 2)
     if any(f["severity"] != "info" for f in fs):
-        _para(con, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
+        _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
 
 
 def _ev(v: Any) -> str:
@@ -446,43 +469,43 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
     :param show_all: ``--all``: every chain (the full form draws :data:`CHAIN_LIMIT` per state,
         the compact one :data:`CHAIN_LINES` lines per queue, without it).
     """
-    buf = io.StringIO()
-    con = Console(file=buf, width=width, force_terminal=color, color_system="standard" if color else None,
-                  highlight=False, emoji=False, markup=False, soft_wrap=False)
+    k = Kit.for_output(width, rich=color or not compact or view.get("carved") is not None,
+                       color=color)
     inp = view["input"]
     src = {"core": "QEMU core", "log": "QMP log", "core+log": "QEMU core (log compared)",
            "none": "nothing"}.get(inp["qemu_state"], inp["qemu_state"])
-    con.print(Text(f"{inp['dump']} ({inp['format']})", style="bold"))
+    k.print(k.Text(f"{inp['dump']} ({inp['format']})", style="bold"))
     log = f" {inp['log']}" if inp["log"] and "log" in inp["qemu_state"] else ""
     if log and inp.get("log_end"):
         log += f" (ends {inp['log_end']})"
-    _para(con, f"QEMU state from {src}{log}"
+    _para(k, f"QEMU state from {src}{log}"
           + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""), 0)
-    con.print()
+    k.print()
     used: set[str] = set()
     if view.get("carved") is not None:
-        _carved(con, view["carved"])
+        _carved(k, view["carved"])
     elif not view["devices"]:
-        con.print("No virtio devices known.")
+        k.print("No virtio devices known.")
     if compact:
-        _compact_devices(con, view, used, show_all)
-        _compact_findings(con, view)
+        _compact_devices(k, view, used, show_all)
+        _compact_findings(k, view)
     else:
         if view["queue_detail"]:
             for qd in view["queue_detail"]:
-                _detail(con, view, qd, used, None if show_all else CHAIN_LIMIT)
+                _detail(k, view, qd, used, None if show_all else CHAIN_LIMIT)
         else:
-            _devices(con, view, used)
-        _findings(con, view)
+            _devices(k, view, used)
+        _findings(k, view)
     if view["notes"]:
-        con.print()
+        k.print()
         for n in view["notes"]:
-            _para(con, f"note: {n}", 0, "dim")
+            _para(k, f"note: {n}", 0, "dim")
     if used:
-        con.print()
-        legend = "   ".join(f"{MARKERS[k]} {view['legend'][k]}" for k in ("inferred", "log", "carved") if k in used)
-        _para(con, f"{legend}; unmarked: QEMU core or guest memory", 0, "dim")
-    out = buf.getvalue()
+        k.print()
+        legend = "   ".join(f"{MARKERS[m]} {view['legend'][m]}" for m in ("inferred", "log", "carved")
+                           if m in used)
+        _para(k, f"{legend}; unmarked: QEMU core or guest memory", 0, "dim")
+    out = k.getvalue()
     if not color:       # rich pads wrapped paragraphs and cells to the width: drop the padding
         out = "\n".join(line.rstrip() for line in out.split("\n"))
     return out
@@ -491,6 +514,10 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
 @contextlib.contextmanager
 def progress_bar(label: str):
     """A ``progress(done, total)`` callback drawing a rich bar on stderr (only on a terminal)."""
+    if not sys.stderr.isatty():        # the usual case, without importing rich
+        yield lambda done, total: None
+        return
+    from rich.console import Console
     err = Console(stderr=True)
     if not err.is_terminal:
         yield lambda done, total: None

@@ -226,11 +226,11 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
     :param logs: QMP logs taken before the dump, oldest first (a later reply wins).
     :raises VdecodeError: an input vdecode cannot use.
     """
-    from vdecode.sources.qmp_log import read_qmp_log
     from vdecode.space.open import open_dumps
 
     knowledges, used, warnings = [], [], []
     for path in logs:
+        from vdecode.sources.qmp_log.read import read_qmp_log  # the format readers: only for logs
         log = read_qmp_log(str(path), log_format, vm, latest_only=True)
         warnings.extend(log.warnings)
         knowledges.append(LogKnowledge.from_log(log, vm))

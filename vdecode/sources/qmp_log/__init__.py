@@ -8,41 +8,21 @@ line, in ``QmpLog.warnings``.
 
 from __future__ import annotations
 
-import os
+import importlib
+from typing import Any
 
-from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.knowledge import LogKnowledge, describe_monitor, select_monitors
-from vdecode.sources.qmp_log.lines import open_lines, read_head
-from vdecode.sources.qmp_log.model import QmpEvent, QmpExchange, QmpLog, LoggedMonitor
-from vdecode.sources.qmp_log.sniff import FORMATS, reader_for, sniff_format
-from vdecode.sources.qmp_log.transport import detect_wrappers, unwrap
+# Names load on first use (PEP 562): reconstruction needs only the record types of .model and
+# .knowledge, and importing every format reader (regexes, gzip, zstandard, shlex, html) for that
+# cost a tenth of a --queue answer's start-up.
+_HOME = {"read_qmp_log": "read", "FORMATS": "sniff", "LogKnowledge": "knowledge",
+         "describe_monitor": "knowledge", "select_monitors": "knowledge", "QmpEvent": "model",
+         "QmpExchange": "model", "QmpLog": "model", "LoggedMonitor": "model"}
 
 __all__ = ("read_qmp_log", "select_monitors", "describe_monitor", "FORMATS", "LogKnowledge",
            "QmpEvent", "QmpExchange", "QmpLog", "LoggedMonitor")
 
 
-def read_qmp_log(path: str | os.PathLike, fmt: str | None = None, vm: str | None = None, *,
-                 latest_only: bool = False) -> QmpLog:
-    """Read a QMP log into exchanges, events and greetings per monitor.
-
-    :param path: the log file.
-    :param fmt: a format name from :data:`FORMATS`; sniffed from the first lines when ``None``.
-    :param vm: keep only the monitors of this VM (name, UUID or monitor key).
-    :param latest_only: keep only the newest answer per (command, arguments) and the run-state
-        events: what reconstruction needs, in memory bounded by the log's subject, not its size.
-    :raises InputError: when the file cannot be read or is in no known format.
-    :raises QmpLogError: when ``vm`` matches no monitor (the message lists what was found).
-    """
-    source = str(path)
-    head = read_head(path)
-    wrappers = detect_wrappers(head)
-    if wrappers:
-        head = [t for _, t in unwrap(enumerate(head, 1), wrappers)]
-    reader = reader_for(fmt, source) if fmt else sniff_format(head, source)
-    b = LogBuilder(source, reader.NAME, latest_only=latest_only)
-    lines = open_lines(path, b.warn)
-    reader.read(unwrap(lines, wrappers) if wrappers else lines, b)
-    log = b.finish()
-    if vm is not None:
-        log.monitors = select_monitors(log, vm)
-    return log
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
