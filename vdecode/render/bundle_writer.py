@@ -22,7 +22,7 @@ from typing import Any
 from vdecode.errors import MissingData
 from vdecode.profiles import Profile
 from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
-                                          carved_evidence, clip, merge, plan_kept_memory,
+                                          carved_evidence, clip, plan_kept_memory,
                                           sweep_queries)
 from vdecode.reconstruct.state.session import build_machine
 from vdecode.render.elf_core import EM_X86_64, LoadSegment, write_elf_core
@@ -35,6 +35,7 @@ from vdecode.sources.qmp_log.knowledge import LogKnowledge
 from vdecode.sources.qmp_log.model import QmpLog
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.space.dump import Dump
+from vdecode.space.ram_map import RamMap, merge_spans
 
 __all__ = ("write_bundle", "state_to_json", "BundleReport")
 
@@ -133,10 +134,10 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
         plan = _with_reads(plan, reads, space)
         findings, view_reads = _view_pass(dump, knowledge, profile, space)
         # What the view reads beyond the answers' needs is buffer bytes: kept, and redactable.
-        ram = [(int(s), int(s) + int(z)) for s, z in space.ranges()]
-        plan.buffers = clip(merge([*plan.buffers, *view_reads]), ram)
+        ram = RamMap.of(space).pairs()
+        plan.buffers = clip(merge_spans([*plan.buffers, *view_reads]), ram)
         if redact:
-            plan.redact = clip(merge([*plan.redact, *view_reads]), ram)
+            plan.redact = clip(merge_spans([*plan.redact, *view_reads]), ram)
     segments = _segments(space, plan) if space is not None else []
     kept = sum(len(s.data) for s in segments)
 
@@ -172,9 +173,9 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
 
 def _with_reads(plan: KeepPlan, reads: list[tuple[int, int]], space: AddressSpace) -> KeepPlan:
     """``plan`` with the ranges the answers read added to what is kept byte for byte."""
-    ram = [(int(s), int(s) + int(z)) for s, z in space.ranges()]
+    ram = RamMap.of(space).pairs()
     plan.counts["recorded_reads"] = len(reads)
-    plan.needed = clip(merge([*plan.needed, *reads]), ram)
+    plan.needed = clip(merge_spans([*plan.needed, *reads]), ram)
     return plan
 
 
@@ -193,7 +194,7 @@ def _dumps(obj: Any) -> bytes:
 def _segments(space: AddressSpace, plan: KeepPlan) -> list[LoadSegment]:
     """The kept runs' bytes, buffer payloads zeroed under ``--redact``."""
     segs = []
-    for lo, hi in merge([*plan.needed, *plan.buffers]):
+    for lo, hi in merge_spans([*plan.needed, *plan.buffers]):
         for s, data in _read_present(space, lo, hi):
             buf = bytearray(data)
             e = s + len(buf)

@@ -19,6 +19,7 @@ more than 65,534 program headers ``e_phnum`` is ``PN_XNUM`` and the count is sec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -31,7 +32,8 @@ from vdecode.sources.files import FileView, parse_at
 
 __all__ = (
     "EM_NAMES", "ElfFacts", "ElfNote", "NT_FILE", "NT_PRPSINFO", "NT_PRSTATUS", "PN_XNUM",
-    "PT_LOAD", "PT_NOTE", "PHDR_DTYPE", "read_elf", "read_note_desc",
+    "PT_LOAD", "PT_NOTE", "PHDR_DTYPE", "read_elf", "read_note_desc", "vcpus_from_notes",
+    "vmcoreinfo_from_notes",
 )
 
 ET_CORE = 4
@@ -309,44 +311,72 @@ QEMU_CPUSTATE_X86 = np.dtype({"names": ["version", "size", "gpr", "rip", "rflags
                               "offsets": [0, 4, 8, 136, 144, 392], "itemsize": 432})
 
 
-def decode_vcpus(view: FileView, elf: ElfFacts) -> list[dict]:
+def vcpus_from_notes(notes: list[ElfNote], head: Callable[[ElfNote, int], bytes], *,
+                     x86_64: bool) -> list[dict]:
     """Per vCPU: which notes it has and a few registers (x86_64 little-endian: pid, rip, cr3).
 
     QEMU's ``dump/dump.c`` ``write_elf64_notes`` writes every CPU's ``NT_PRSTATUS`` first, then
-    every CPU's ``QEMU`` note, so the k-th of each belongs to vCPU k.
+    every CPU's ``QEMU`` note, so the k-th of each belongs to vCPU k. The same notes come from an
+    ELF core's PT_NOTE and from a kdump's note area, so both readers hand their notes here.
+
+    :param head: ``head(note, n)``: the first ``n`` bytes of ``note``'s descriptor (``n`` is at
+        most its ``desc_size``).
+    :param x86_64: the notes are an x86_64 little-endian guest's (else only their names are listed).
     """
-    prstatus = elf.find_notes("CORE", NT_PRSTATUS)
-    qemu = elf.find_notes("QEMU")
-    decode = elf.e_machine == 62 and elf.is64 and elf.little_endian
+    # (label, that vCPU note of each CPU, its record, the registers shown); the QEMU note's rip
+    # replaces NT_PRSTATUS's, as it always has
+    kinds = (("CORE NT_PRSTATUS", [n for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS],
+              PRSTATUS_X86_64, _prstatus_regs),
+             ("QEMU CPU state", [n for n in notes if n.name == "QEMU"],
+              QEMU_CPUSTATE_X86, _cpustate_regs))
     vcpus = []
-    for k in range(max(len(prstatus), len(qemu))):
+    for k in range(max(len(found) for _, found, _, _ in kinds)):
         cpu: dict = {"index": k, "notes": []}
-        if k < len(prstatus):
-            cpu["notes"].append("CORE NT_PRSTATUS")
-            note = prstatus[k]
-            if decode and note.desc_size >= PRSTATUS_X86_64.itemsize:
-                st = np.frombuffer(read_note_desc(view, note), PRSTATUS_X86_64, count=1)[0]
-                cpu.update(pid=int(st["pr_pid"]), rip=int(st["regs"][16]), rsp=int(st["regs"][19]))
-        if k < len(qemu):
-            cpu["notes"].append("QEMU CPU state")
-            note = qemu[k]
-            if decode and note.desc_size >= QEMU_CPUSTATE_X86.itemsize:
-                st = np.frombuffer(read_note_desc(view, note), QEMU_CPUSTATE_X86, count=1)[0]
-                cr = st["cr"].tolist()
-                cpu.update(rip=int(st["rip"]), cr0=cr[0], cr3=cr[3], cr4=cr[4])
+        for label, found, dtype, regs in kinds:
+            if k >= len(found):
+                continue
+            cpu["notes"].append(label)
+            note = found[k]
+            if x86_64 and note.desc_size >= dtype.itemsize:
+                cpu.update(regs(np.frombuffer(bytes(head(note, dtype.itemsize)), dtype, count=1)[0]))
         vcpus.append(cpu)
     return vcpus
 
 
-def decode_vmcoreinfo(view: FileView, elf: ElfFacts) -> dict:
-    """Whether a ``VMCOREINFO`` note is present, its ``OSRELEASE`` and ``PAGESIZE`` lines."""
-    notes = elf.find_notes("VMCOREINFO")
-    if not notes:
+def _prstatus_regs(st) -> dict:
+    return {"pid": int(st["pr_pid"]), "rip": int(st["regs"][16]), "rsp": int(st["regs"][19])}
+
+
+def _cpustate_regs(st) -> dict:
+    cr = st["cr"].tolist()
+    return {"rip": int(st["rip"]), "cr0": cr[0], "cr3": cr[3], "cr4": cr[4]}
+
+
+def vmcoreinfo_from_notes(notes: list[ElfNote], head: Callable[[ElfNote, int], bytes]) -> dict:
+    """Whether a ``VMCOREINFO`` note is present, its ``OSRELEASE``, ``PAGESIZE``, ``BUILD-ID`` and
+    ``CRASHTIME`` lines (the first 64 KiB of the note are read: the kernel writes about 3 KiB).
+
+    :param head: as for :func:`vcpus_from_notes`.
+    """
+    found = [n for n in notes if n.name == "VMCOREINFO"]
+    if not found:
         return {"present": False}
-    text = bytes(read_note_desc(view, notes[0])[:1 << 16]).decode("ascii", "replace")
+    note = found[0]
+    text = bytes(head(note, min(note.desc_size, 1 << 16))).decode("ascii", "replace")
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    out: dict = {"present": True, "size": notes[0].desc_size}
+    out: dict = {"present": True, "size": note.desc_size}
     for key in ("OSRELEASE", "PAGESIZE", "BUILD-ID", "CRASHTIME"):
         if key in fields:
             out[key.lower().replace("-", "_")] = fields[key].strip("\0")
     return out
+
+
+def decode_vcpus(view: FileView, elf: ElfFacts) -> list[dict]:
+    """Per vCPU of an ELF core: :func:`vcpus_from_notes` over its notes."""
+    return vcpus_from_notes(elf.notes, lambda note, n: read_note_desc(view, note)[:n],
+                            x86_64=elf.e_machine == 62 and elf.is64 and elf.little_endian)
+
+
+def decode_vmcoreinfo(view: FileView, elf: ElfFacts) -> dict:
+    """An ELF core's ``VMCOREINFO`` facts: :func:`vmcoreinfo_from_notes` over its notes."""
+    return vmcoreinfo_from_notes(elf.notes, lambda note, n: read_note_desc(view, note)[:n])

@@ -29,7 +29,7 @@ from construct import Bytes, Const, Int32sb, Int32sl, Int32ub, Int32ul, Int64sb,
 
 from vdecode.binary import dtype_of
 from vdecode.errors import CorruptInput, UnsupportedInput
-from vdecode.sources.elf_dump import ElfNote
+from vdecode.sources.elf_dump import ElfNote, vmcoreinfo_from_notes
 from vdecode.sources.files import FileView, parse_at
 from vdecode.sources.flattened import MAKEDUMPFILE_SIGNATURE, FlatIndex, FlattenedView, \
     read_flat_index
@@ -37,7 +37,7 @@ from vdecode.sources.flattened import MAKEDUMPFILE_SIGNATURE, FlatIndex, Flatten
 __all__ = ("DUMP_DH_COMPRESSED_INCOMPLETE", "DUMP_DH_COMPRESSED_LZO", "DUMP_DH_COMPRESSED_SNAPPY",
            "DUMP_DH_COMPRESSED_ZLIB", "DUMP_DH_COMPRESSED_ZSTD", "DUMP_DH_EXCLUDED_VMEMMAP",
            "DiskDumpHeader", "KDUMP_SIGNATURE", "KdumpFile", "KdumpLayouts", "KdumpSubHeader",
-           "MAX_BLOCK_SIZE", "read_kdump", "read_kdump_notes", "read_vmcoreinfo")
+           "MAX_BLOCK_SIZE", "note_head", "read_kdump", "read_kdump_notes", "read_vmcoreinfo")
 
 KDUMP_SIGNATURE = b"KDUMP   "
 
@@ -364,16 +364,11 @@ def read_kdump_notes(kd: KdumpFile) -> list[ElfNote]:
 
 def read_vmcoreinfo(kd: KdumpFile, notes: list[ElfNote]) -> dict:
     """Whether the guest wrote ``VMCOREINFO``, and its ``OSRELEASE``, ``PAGESIZE``, ``BUILD-ID``
-    and ``CRASHTIME`` lines (the same keys as the ELF reader's ``decode_vmcoreinfo``)."""
-    found = [n for n in notes if n.name == "VMCOREINFO"]
-    if not found:
-        return {"present": False}
-    note = found[0]
-    text = bytes(kd.data.view(note.desc_offset, min(note.desc_size, 1 << 16),
-                              "VMCOREINFO")).decode("ascii", "replace")
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    out: dict = {"present": True, "size": note.desc_size}
-    for key in ("OSRELEASE", "PAGESIZE", "BUILD-ID", "CRASHTIME"):
-        if key in fields:
-            out[key.lower().replace("-", "_")] = fields[key].strip("\0")
-    return out
+    and ``CRASHTIME`` lines: the ELF reader's decoding, over the kdump's note area."""
+    return vmcoreinfo_from_notes(notes, lambda note, n: note_head(kd, note, n))
+
+
+def note_head(kd: KdumpFile, note: ElfNote, n: int) -> bytes | memoryview:
+    """The first ``n`` bytes of ``note``'s descriptor (``read_kdump_notes`` checked it is in the
+    note area)."""
+    return kd.data.view(note.desc_offset, n, f"note {note.name} descriptor")

@@ -10,6 +10,7 @@ outside the kept runs says whether it was left out of the bundle or was never in
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
 from vdecode.space.dump import Dump
 from vdecode.space.elf_space import guest_runs
+from vdecode.space.ram_map import RamMap, merge_spans
 from vdecode.space.segmented import SegmentedSpace
 
 __all__ = ("BundleSpace", "open_bundle")
@@ -43,15 +45,14 @@ class BundleSpace(SegmentedSpace):
         Answers that depend on where RAM ends (QEMU's "Cannot map indirect buffer", a buffer
         "outside guest RAM") come out as from the origin; :meth:`kept_ranges` is what is readable.
         """
-        spans = sorted([(s, s + z) for s, z in self.ram_ranges]
-                       + [(s, s + z) for s, z in self.kept_ranges()])
-        out: list[list[int]] = []
-        for s, e in spans:
-            if out and s <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], e)
-            else:
-                out.append([s, e])
-        return [(s, e - s) for s, e in out]
+        spans = merge_spans([(s, s + z) for s, z in (*self.ram_ranges, *self.kept_ranges())])
+        return [(s, e - s) for s, e in spans]
+
+    @cached_property
+    def _origin_ram(self) -> RamMap:
+        """The origin's RAM, built at the first missing read (only messages ask it). Ends are
+        capped below 2**64: the note allows any u64 start and size, RamMap holds uint64."""
+        return RamMap.from_pairs((s, min(s + z, (1 << 64) - 1)) for s, z in self.ram_ranges)
 
     def kept_ranges(self) -> list[tuple[int, int]]:
         """The kept runs, sorted ``(start, size)``, adjacent ones merged."""
@@ -64,7 +65,7 @@ class BundleSpace(SegmentedSpace):
                 pos = piece[0] + piece[1]
                 yield piece
         except MissingData:
-            if pos < addr + n and any(s <= pos < s + z for s, z in self.ram_ranges):
+            if pos < addr + n and self._origin_ram.holding(pos) is not None:
                 why = "is not kept in the bundle"
             else:
                 why = "is not in the bundle (nor was it in the origin dump)"

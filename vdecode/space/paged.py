@@ -25,11 +25,11 @@ import numpy as np
 
 from vdecode.errors import CorruptInput, MissingData
 from vdecode.sources.compressed import default_cache_dir
-from vdecode.sources.elf_dump import NT_PRSTATUS, PRSTATUS_X86_64, QEMU_CPUSTATE_X86
+from vdecode.sources.elf_dump import NT_PRSTATUS, vcpus_from_notes
 from vdecode.sources.files import FileView, Gpa
 from vdecode.binary import struct_of
-from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, read_kdump, \
-    read_kdump_notes, read_vmcoreinfo
+from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, note_head, \
+    read_kdump, read_kdump_notes, read_vmcoreinfo
 from vdecode.space.page_codecs import CODECS, PageDecoders
 from vdecode.space.dump import Dump
 
@@ -348,32 +348,9 @@ class PagedSpace:
 
 
 def _vcpus(kd: KdumpFile, notes: list) -> list[dict]:
-    """Per vCPU, its notes and (x86_64) a few registers, as the ELF reader reports them: QEMU
-    ``dump/dump.c`` writes every ``NT_PRSTATUS``, then every ``QEMU`` note, so the k-th of each
-    belongs to vCPU k."""
-    prstatus = [n for n in notes if n.name == "CORE" and n.type == NT_PRSTATUS]
-    qemu = [n for n in notes if n.name == "QEMU"]
-    decode = kd.header.utsname["machine"] == "x86_64" and kd.header.little_endian
-    vcpus = []
-    for k in range(max(len(prstatus), len(qemu))):
-        cpu: dict = {"index": k, "notes": []}
-        if k < len(prstatus):
-            cpu["notes"].append("CORE NT_PRSTATUS")
-            n = prstatus[k]
-            if decode and n.desc_size >= PRSTATUS_X86_64.itemsize:
-                st = np.frombuffer(bytes(kd.data.view(n.desc_offset, PRSTATUS_X86_64.itemsize)),
-                                   PRSTATUS_X86_64)[0]
-                cpu.update(pid=int(st["pr_pid"]), rip=int(st["regs"][16]), rsp=int(st["regs"][19]))
-        if k < len(qemu):
-            cpu["notes"].append("QEMU CPU state")
-            n = qemu[k]
-            if decode and n.desc_size >= QEMU_CPUSTATE_X86.itemsize:
-                st = np.frombuffer(bytes(kd.data.view(n.desc_offset, QEMU_CPUSTATE_X86.itemsize)),
-                                   QEMU_CPUSTATE_X86)[0]
-                cr = st["cr"].tolist()
-                cpu.update(rip=int(st["rip"]), cr0=cr[0], cr3=cr[3], cr4=cr[4])
-        vcpus.append(cpu)
-    return vcpus
+    """Per vCPU, its notes and (x86_64) a few registers, decoded as the ELF reader does."""
+    x86_64 = kd.header.utsname["machine"] == "x86_64" and kd.header.little_endian
+    return vcpus_from_notes(notes, lambda note, n: note_head(kd, note, n), x86_64=x86_64)
 
 
 def open_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) -> Dump:

@@ -30,7 +30,7 @@ from vdecode.sources.qemu_core import (CoreReader, GuestRamRun, MappedFile, Qemu
 from vdecode.sources.qemu_core.process import (core_writer, find_qemu_binary, read_build_id,
                                                read_build_id_file, read_crash)
 from vdecode.space.dump import Dump
-from vdecode.space.segmented import SegmentedSpace
+from vdecode.space.segmented import SegmentedSpace, all_mapped
 
 __all__ = ("GuestRamSpace", "HostSpace", "NO_GUEST_RAM", "attach_binary", "open_qemu_core",
            "host_space")
@@ -232,14 +232,7 @@ class HostSpace:
 
     def is_present(self, addr: int, n: int) -> bool:
         """Whether every byte of ``[addr, addr+n)`` can be read (from the core or its binary)."""
-        if self.held.is_present(addr, n):
-            return True
-        try:
-            for _ in self._pieces(addr, n):
-                pass
-        except MissingData:
-            return False
-        return True
+        return self.held.is_present(addr, n) or all_mapped(self._pieces(addr, n))
 
     def in_core(self, addr: int, n: int) -> bool:
         """Whether the core itself holds every byte of ``[addr, addr+n)``."""

@@ -19,9 +19,20 @@ import numpy as np
 from vdecode.errors import CorruptInput, MissingData
 from vdecode.sources.files import FileView
 
-__all__ = ("SegmentedSpace",)
+__all__ = ("SegmentedSpace", "all_mapped")
 
 _ZERO = -1          # offset of a run whose bytes are all zeros (the p_memsz tail of a segment)
+
+
+def all_mapped(pieces: Iterator) -> bool:
+    """Whether a ``mapping``-style iterator of pieces runs to its end: such iterators raise
+    :class:`MissingData` at the first byte they do not hold, so "present" is "no raise"."""
+    try:
+        for _ in pieces:
+            pass
+    except MissingData:
+        return False
+    return True
 
 
 class SegmentedSpace:
@@ -138,12 +149,7 @@ class SegmentedSpace:
 
     def is_present(self, addr: int, n: int) -> bool:
         """Whether every byte of ``[addr, addr+n)`` is in some run."""
-        try:
-            for _ in self.mapping(addr, n):
-                pass
-        except MissingData:
-            return False
-        return True
+        return all_mapped(self.mapping(addr, n))
 
     def ranges(self) -> list[tuple[int, int]]:
         """Sorted ``(start, size)`` pairs, adjacent runs merged."""

@@ -18,9 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from vdecode.errors import MissingData
+from vdecode.virtio.layouts import vring_layouts
 
 __all__ = ("BufferSegment", "Preview", "read_segments", "preview_buffer", "is_posted_buffer_queue",
+           "BLK_OUTHDR_SIZE", "blk_outhdr", "eth_header", "balloon_pfns",
            "is_held_element_queue", "VIRTIO_ID_NET", "VIRTIO_ID_BLOCK", "VIRTIO_ID_CONSOLE",
            "VIRTIO_ID_RNG", "VIRTIO_ID_BALLOON", "VIRTIO_ID_SCSI")
 
@@ -120,6 +124,41 @@ def _u(data: bytes, off: int, n: int, big: bool) -> int:
     return int.from_bytes(data[off:off + n], "big" if big else "little")
 
 
+# The device headers, decoded once for the preview here and for the carver's guess at a ring's
+# device type (vdecode.reconstruct.rings.kinds). Byte order: the device's (``big`` for a legacy
+# big-endian guest); the Ethernet type is network order whatever the device.
+BLK_OUTHDR_SIZE = vring_layouts(True).blk_outhdr_dtype.itemsize     # 16
+
+
+def blk_outhdr(data: bytes, big: bool) -> tuple[int, int, int] | None:
+    """``(type, ioprio, sector)`` of a ``struct virtio_blk_outhdr`` (declared in
+    :mod:`vdecode.virtio.layouts`), or None when ``data`` is shorter than its 16 bytes.
+
+    >>> blk_outhdr(bytes([1, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0]), False)
+    (1, 0, 8)
+    """
+    if len(data) < BLK_OUTHDR_SIZE:
+        return None
+    h = np.frombuffer(data, vring_layouts(not big).blk_outhdr_dtype, count=1)[0]
+    return int(h["type"]), int(h["ioprio"]), int(h["sector"])
+
+
+def eth_header(data: bytes, hdr_len: int) -> tuple[bytes, bytes, int] | None:
+    """``(destination, source, ethertype)`` of the Ethernet frame after a ``hdr_len``-byte
+    ``struct virtio_net_hdr``, or None when ``data`` ends before the 14-byte Ethernet header."""
+    eth = data[hdr_len:hdr_len + 14]
+    if len(eth) != 14:
+        return None
+    return eth[0:6], eth[6:12], int.from_bytes(eth[12:14], "big")
+
+
+def balloon_pfns(data: bytes, big: bool) -> list[int]:
+    """The ``__virtio32`` page frame numbers of a balloon inflate/deflate buffer (a trailing
+    partial one is dropped)."""
+    n = len(data) // 4
+    return np.frombuffer(data, vring_layouts(not big).u32_dtype, count=n).tolist()
+
+
 def _printable(data: bytes) -> str:
     text = "".join(chr(b) if 32 <= b < 127 else "." for b in data)
     return text
@@ -128,13 +167,12 @@ def _printable(data: bytes) -> str:
 def preview_blk(out: bytes, inb: bytes | None, status: int | None, names: dict, big: bool) -> Preview:
     """``struct virtio_blk_outhdr`` {le32 type; le32 ioprio; le64 sector} and the status byte the
     device writes last (``VIRTIO_BLK_S_*``; only meaningful once the request is used)."""
-    if len(out) < 16:
+    hdr = blk_outhdr(out, big)
+    if hdr is None:
         return Preview("blk", f"short request header ({len(out)} bytes)", {"header_len": len(out)})
-    typ = _u(out, 0, 4, big)
-    sector = _u(out, 8, 8, big)
+    typ, ioprio, sector = hdr
     tname = _name(names["blk_types"], typ)
-    fields: dict[str, Any] = {"type": typ, "type_name": tname, "ioprio": _u(out, 4, 4, big),
-                              "sector": sector}
+    fields: dict[str, Any] = {"type": typ, "type_name": tname, "ioprio": ioprio, "sector": sector}
     summary = f"{tname} sector {sector}"
     if status is not None:
         fields["status"] = status
@@ -156,10 +194,10 @@ def preview_net(data: bytes, hdr_len: int, names: dict, big: bool, *, tx: bool) 
     if hdr_len >= 12 and len(data) >= 12:
         fields["num_buffers"] = _u(data, 10, 2, big)
     summary = f"hdr {fields['flags_names']} gso {fields['gso_name']}"
-    eth = data[hdr_len:hdr_len + 14]
-    if tx and len(eth) == 14:
+    eth = eth_header(data, hdr_len) if tx else None
+    if eth is not None:
         mac = lambda b: ":".join(f"{x:02x}" for x in b)  # noqa: E731
-        fields.update(dst=mac(eth[0:6]), src=mac(eth[6:12]), ethertype=int.from_bytes(eth[12:14], "big"))
+        fields.update(dst=mac(eth[0]), src=mac(eth[1]), ethertype=eth[2])
         summary += f" {fields['src']} > {fields['dst']} type {fields['ethertype']:#06x}"
     return Preview("net", summary, fields)
 
@@ -214,7 +252,7 @@ def preview_buffer(device_id: int, queue: int, num_queues: int, segments: Sequen
     out_bytes = sum(s.len for s in segments if not s.write)
     in_bytes = sum(s.len for s in segments if s.write)
     if device_id == VIRTIO_ID_BLOCK and queue < num_queues:
-        out = read_segments(read, segments, write=False, limit=16)
+        out = read_segments(read, segments, write=False, limit=BLK_OUTHDR_SIZE)
         if out is None:
             return Preview("blk", "request header not in the dump")
         status = None
@@ -225,7 +263,7 @@ def preview_buffer(device_id: int, queue: int, num_queues: int, segments: Sequen
             except MissingData:
                 status = None
         p = preview_blk(out, None, status, names, big)
-        p.fields["data_bytes"] = max(0, out_bytes - 16) + max(0, in_bytes - 1)
+        p.fields["data_bytes"] = max(0, out_bytes - BLK_OUTHDR_SIZE) + max(0, in_bytes - 1)
         return p
     if device_id == VIRTIO_ID_NET:
         ctrl = num_queues % 2 == 1 and queue == num_queues - 1
@@ -270,7 +308,7 @@ def preview_buffer(device_id: int, queue: int, num_queues: int, segments: Sequen
         data = read_segments(read, segments, write=False, limit=32)
         if data is None:
             return Preview("balloon", "PFNs not in the dump")
-        pfns = [_u(data, i, 4, big) for i in range(0, len(data) - 3, 4)]
+        pfns = balloon_pfns(data, big)
         more = " ..." if out_bytes > len(data) else ""
         return Preview("balloon", f"{out_bytes // 4} PFNs: " + " ".join(f"{p:#x}" for p in pfns[:4])
                        + more, {"count": out_bytes // 4, "pfns": pfns})

@@ -71,13 +71,23 @@ class VringLayouts:
             "flags" / u16 * "AVAIL (bit 7), USED (bit 15), NEXT, WRITE, INDIRECT",
         )
 
+        # the request header a virtio-blk driver puts first in each request (virtio 1.2, 5.2.6),
+        # in the device's byte order: read by buffer previews and by the carver's device guess
+        self.blk_outhdr = Struct(
+            "type" / u32 * "VIRTIO_BLK_T_IN, _OUT, _FLUSH, _GET_ID, _DISCARD...",
+            "ioprio" / u32 * "request priority",
+            "sector" / u64 * "first 512-byte sector",
+        )
+
         # the dtypes for whole tables are derived from the structs above (one declaration each)
         self.u16_dtype = np.dtype(("<" if little_endian else ">") + "u2")
+        self.u32_dtype = np.dtype(("<" if little_endian else ">") + "u4")    # balloon PFN arrays
         self.desc_dtype = dtype_of(self.desc)
         self.avail_header_dtype = dtype_of(self.avail_header)
         self.used_header_dtype = dtype_of(self.used_header)
         self.used_elem_dtype = dtype_of(self.used_elem)
         self.packed_desc_dtype = dtype_of(self.packed_desc)
+        self.blk_outhdr_dtype = dtype_of(self.blk_outhdr)
 
     def __repr__(self) -> str:
         return f"VringLayouts(little_endian={self.little_endian})"

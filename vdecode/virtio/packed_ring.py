@@ -85,7 +85,7 @@ def read_packed_ring(space: AddressSpace, desc_gpa: int, driver_gpa: int, device
     :raises MissingData: part of it is not in the dump (the message names the area).
     """
     dt = packed_desc_dtype(little_endian)
-    u16 = np.dtype(("<" if little_endian else ">") + "u2")
+    u16 = vring_layouts(little_endian).u16_dtype
 
     def read(gpa: int, n: int, what: str) -> bytes:
         try:

@@ -29,11 +29,11 @@ from vdecode.reconstruct.qmp.error_replies import QmpError
 from vdecode.reconstruct.state.session import COMMANDS
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace, Gpa
-from vdecode.space.ram_map import RamMap
+from vdecode.space.ram_map import RamMap, merge_spans
 from vdecode.virtio.chains import QMP_OK, walk_chain_qemu_qmp
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VirtioMachine, has_feature,
                                    is_big_endian)
-from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_SIZE,
+from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VringLayouts,
                                     vring_layouts)
 from vdecode.virtio.split_ring import read_desc_table
 
@@ -96,8 +96,9 @@ def carved_evidence(space: AddressSpace) -> list[tuple[int, int]]:
 
     out: list[tuple[int, int]] = []
     for r in carve_rings(space, threshold=CONFIDENCE_THRESHOLD):
-        out += [(r.desc, r.desc + 16 * r.num), (r.avail, r.avail + 6 + 2 * r.num),
-                (r.used, r.used + 6 + 8 * r.num)]
+        out += [(r.desc, r.desc + VringLayouts.desc_size(r.num)),
+                (r.avail, r.avail + VringLayouts.avail_size(r.num, True)),
+                (r.used, r.used + VringLayouts.used_size(r.num, True))]
         if r.driver_gpa is not None:
             out.append(((r.driver_gpa - 96) & ~0xFFF, ((r.driver_gpa + 32) | 0xFFF) + 1))
     return out
@@ -189,7 +190,8 @@ def plan_kept_memory(machine: VirtioMachine, space: AddressSpace, *, header_byte
     :return: ranges clipped to ``space``'s RAM.
     """
     plan = KeepPlan()
-    ram = [(int(s), int(s) + int(z)) for s, z in space.ranges()]
+    ram_map = RamMap.of(space)     # built once: the clip, every buffer check and indirect walk
+    ram = ram_map.pairs()
     budget = {"indirect": MAX_INDIRECT_TOTAL, "buffers": MAX_BUFFER_TOTAL}
     for dev in machine.state.devices:
         for qn in sorted(dev.queues):
@@ -197,26 +199,27 @@ def plan_kept_memory(machine: VirtioMachine, space: AddressSpace, *, header_byte
             num = q.vring_num or 0
             if not q.desc or not 0 < num <= VIRTQUEUE_MAX_SIZE:
                 continue
-            _keep_queue(plan, dev, q, num, space, ram, budget, header_bytes=header_bytes,
+            _keep_queue(plan, dev, q, num, space, ram_map, budget, header_bytes=header_bytes,
                         full_buffers=full_buffers, redact=redact)
     plan.needed.extend(recorded)
     plan.counts["recorded_reads"] = len(recorded)
-    plan.needed = clip(merge(plan.needed), ram)
-    plan.buffers = clip(merge(plan.buffers), ram)
-    plan.redact = clip(merge(plan.redact), ram)
+    plan.needed = clip(merge_spans(plan.needed), ram)
+    plan.buffers = clip(merge_spans(plan.buffers), ram)
+    plan.redact = clip(merge_spans(plan.redact), ram)
     return plan
 
 
 def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: int,
-                space: AddressSpace, ram: list[tuple[int, int]], budget: dict[str, int], *,
+                space: AddressSpace, ram_map: RamMap, budget: dict[str, int], *,
                 header_bytes: int, full_buffers: bool, redact: bool) -> None:
     where = f"{dev.canonical_path} queue {q.queue_index}"
     packed = has_feature(dev, VIRTIO_F_RING_PACKED)
-    areas = [(q.desc, VRING_DESC_SIZE * num)]
+    areas = [(q.desc, VringLayouts.desc_size(num))]
     if packed:                       # driver and device event suppression areas: 4 bytes each
         areas += [(q.avail or 0, 4), (q.used or 0, 4)]
-    else:                            # flags, idx, ring[num], used_event / avail_event
-        areas += [(q.avail or 0, 6 + 2 * num), (q.used or 0, 6 + 8 * num)]
+    else:                            # whole rings with used_event / avail_event, EVENT_IDX or not
+        areas += [(q.avail or 0, VringLayouts.avail_size(num, True)),
+                  (q.used or 0, VringLayouts.used_size(num, True))]
     for gpa, size in areas:
         if gpa:
             lo, hi = gpa, gpa + size
@@ -259,10 +262,9 @@ def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: 
     _, first = np.unique(ring_heads, return_index=True)     # each head once, in ring order
     heads = ring_heads[np.sort(first)].astype(np.int64).tolist()
     keep_head = REDACT_HEADER_BYTES.get(dev.device_id or 0, 0)
-    ram_map = RamMap.from_pairs(ram)            # the buffer-in-RAM check, built once per queue
     for head in heads:
         try:
-            walk = walk_chain_qemu_qmp(space, layouts, descs, head)
+            walk = walk_chain_qemu_qmp(space, layouts, descs, head, ram=ram_map)
         except (MissingData, RingError):
             continue
         if walk.outcome != QMP_OK:
@@ -284,21 +286,6 @@ def _keep_queue(plan: KeepPlan, dev: VirtIODeviceState, q: VirtQueueState, num: 
                     plan.needed.append((addr, addr + protect))
                 if want > protect:
                     plan.redact.append((addr + protect, addr + want))
-
-
-def merge(ranges) -> list[tuple[int, int]]:
-    """Sorted disjoint ``(start, end)`` covering ``ranges`` (touching ranges joined).
-
-    >>> merge([(5, 8), (0, 2), (2, 3), (7, 9), (4, 4)])
-    [(0, 3), (5, 9)]
-    """
-    out: list[list[int]] = []
-    for s, e in sorted((int(s), int(e)) for s, e in ranges if e > s):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
 
 
 def clip(ranges: list[tuple[int, int]], ram: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -21,6 +21,7 @@ import numpy as np
 
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
+from vdecode.virtio.buffers import BLK_OUTHDR_SIZE, balloon_pfns, blk_outhdr, eth_header
 from vdecode.virtio.carved_ring import CONFIDENCE_THRESHOLD, CarvedRing
 from vdecode.virtio.chains import walk_chain
 from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_WRITE, vring_layouts
@@ -101,13 +102,13 @@ def classify_ring(space: AddressSpace, ring: CarvedRing, *, little_endian: bool 
     detail: dict[str, str] = {}
     for chain in _chains(space, ring, little_endian):
         first, last = chain[0], chain[-1]
-        if len(chain) >= 2 and first[1] == 16 and not first[2] and last[1] == 1 and last[2]:
+        if len(chain) >= 2 and first[1] == BLK_OUTHDR_SIZE and not first[2] and last[1] == 1 \
+                and last[2]:
             try:
-                hdr = bytes(space.read(Gpa(first[0]), 16))
+                typ, _, sector = blk_outhdr(bytes(space.read(Gpa(first[0]), BLK_OUTHDR_SIZE)),
+                                            not little_endian)
             except MissingData:
                 continue
-            typ = int.from_bytes(hdr[:4], "little" if little_endian else "big")
-            sector = int.from_bytes(hdr[8:16], "little" if little_endian else "big")
             if typ in BLK_TYPES:
                 votes["virtio-blk"] += 1
                 detail.setdefault("virtio-blk", f"request header type {BLK_TYPES[typ]} sector "
@@ -161,7 +162,7 @@ def _ethertype(space: AddressSpace, addr: int) -> int | None:
     if raw[0] > 7 or raw[1] & 0x7F not in (0, 1, 3, 4, 5):
         return None
     for hdr in (12, 10):
-        et = int.from_bytes(raw[hdr + 12:hdr + 14], "big")
+        _, _, et = eth_header(raw, hdr)
         if et in ETHERTYPES:
             return et
     return None
@@ -173,10 +174,10 @@ def _pfn_array(space: AddressSpace, buf: tuple[int, int, bool], little_endian: b
     if not 4 <= length <= 1024 or length % 4:
         return False
     try:
-        pfns = np.frombuffer(bytes(space.read(Gpa(addr), length)), ("<" if little_endian else ">") + "u4")
+        pfns = balloon_pfns(bytes(space.read(Gpa(addr), length)), not little_endian)
     except MissingData:
         return False
-    return bool(pfns.all()) and all(space.is_present(Gpa(int(p) << 12), 1) for p in pfns[:8])
+    return all(pfns) and all(space.is_present(Gpa(p << 12), 1) for p in pfns[:8])
 
 
 def _used_lens(space: AddressSpace, ring: CarvedRing, little_endian: bool) -> list[int]:

@@ -249,10 +249,7 @@ def find_vhost_dev(rd: CoreReader, vdev_hva: int, runs: list[tuple[int, int]]) -
     lay = rd.layout
     hits = find_pointers(rd.mem, runs, [vdev_hva], lay.off("vhost_dev", "vdev"))[vdev_hva]
     best = None
-    for h in hits:
-        if not rd.valid(h, lay.sizes["vhost_dev"]):
-            continue
-        hd = rd.struct("vhost_dev", h, f"vhost_dev at {h:#x}")
+    for h, hd in rd.held_structs("vhost_dev", hits):
         nvqs = hd["nvqs"]
         if not (0 < nvqs <= lay.queue_max) or not (0 <= hd["vq_index"] < lay.queue_max):
             continue

@@ -3,7 +3,7 @@ one message for a profile that does not fit."""
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 from construct import ConstructError
@@ -81,6 +81,22 @@ class CoreReader:
         except ConstructError as err:          # fixed-size scalars: only on a broken profile
             raise CorruptInput(self.name, f"{what} ({name}): {err}",
                                offset=self.file_offset(addr)) from err
+
+    def held_struct(self, name: str, addr: int):
+        """The ``name`` struct at ``addr``, or None when the core does not hold all of it (or
+        ``addr`` is NULL): for candidates from pointer scans and ``container`` chains, where an
+        unreadable one is skipped, not an error."""
+        if not self.valid(addr, self.layout.sizes[name]):
+            return None
+        return self.struct(name, addr, f"{name} at {addr:#x}")
+
+    def held_structs(self, name: str, addrs) -> Iterator[tuple[int, Any]]:
+        """``(addr, struct)`` for each of ``addrs`` whose whole ``name`` struct the core holds
+        (:meth:`held_struct`), in order: pointer-scan hits, the unreadable ones skipped."""
+        for addr in addrs:
+            st = self.held_struct(name, addr)
+            if st is not None:
+                yield addr, st
 
     def cstring(self, addr: int, what: str, limit: int = MAX_STRING) -> str:
         """A NUL-terminated string at ``addr`` (read up to the end of its run)."""

@@ -46,9 +46,9 @@ _RAM_ANCHOR = re.compile(rb"pc\.(?:ram|bios|rom)\x00")
 
 def _read_ramblock(rd: CoreReader, addr: int) -> RamBlockFacts | None:
     lay = rd.layout
-    if not rd.valid(addr, lay.sizes["RAMBlock"]):
+    rb = rd.held_struct("RAMBlock", addr)
+    if rb is None:
         return None
-    rb = rd.struct("RAMBlock", addr, f"RAMBlock at {addr:#x}")
     idstr = bytes(rb["idstr"]).split(b"\0", 1)[0].decode("utf-8", "replace")
     if not printable(idstr) or not rd.valid(rb["mr"], lay.sizes["MemoryRegion"]):
         return None
@@ -113,12 +113,11 @@ def _mr_name(rd: CoreReader, addr: int) -> str:
 
 def _mr_chain(rd: CoreReader, mr_addr: int) -> tuple[int, str, bool] | None:
     """``(address in the root, root name, all enabled)`` following ``container`` up to a root."""
-    lay = rd.layout
     total, enabled, at = 0, True, mr_addr
     for _ in range(64):
-        if not rd.valid(at, lay.sizes["MemoryRegion"]):
+        mr = rd.held_struct("MemoryRegion", at)
+        if mr is None:
             return None
-        mr = rd.struct("MemoryRegion", at, f"MemoryRegion at {at:#x}")
         enabled = enabled and mr["enabled"]
         if not mr["container"]:
             return total, _mr_name(rd, mr["name"]), enabled
@@ -147,10 +146,7 @@ def map_guest_ram(rd: CoreReader, blocks: list[RamBlockFacts],
     aliases = find_pointers(rd.mem, runs, list(by_mr), lay.off("MemoryRegion", "alias"))
     for target, hits in aliases.items():
         b = by_mr[target]
-        for a in hits:
-            if not rd.valid(a, lay.sizes["MemoryRegion"]):
-                continue
-            mr = rd.struct("MemoryRegion", a, f"MemoryRegion at {a:#x}")
+        for a, mr in rd.held_structs("MemoryRegion", hits):
             size = mr["size"]
             if not mr["name"] or not rd.valid(mr["name"], 1) or size <= 0 or \
                     mr["alias_offset"] + size > b.max_length:
