@@ -100,8 +100,8 @@ def render_info_text(info: dict[str, Any]) -> str:
         if isinstance(value, dict):
             value = " ".join(f"{k}={v}" for k, v in value.items() if v not in ("", None))
         elif isinstance(value, list):
-            value = ", ".join(map(str, value))
-        row(key.replace("_", " "), value)
+            value = ", ".join(map(str, value)) or "none"
+        row(key.replace("_", " "), "none" if value is None else value)
     return "\n".join(lines) + "\n"
 
 

@@ -152,7 +152,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     guest_ram = map_guest_ram(rd, blocks, heap) if blocks else []
 
     arrays = find_virtqueue_arrays(mem, layout, heap)
-    if not arrays:
+    if not arrays and not blocks:
         raise profile_mismatch(layout, mem, "VirtQueue arrays exist",
                         "no VirtQueue[VIRTIO_QUEUE_MAX] array (queue_index 0,1,2 with one vdev) "
                         "in the core's writable memory")
@@ -161,12 +161,25 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     for arr, vdev in arrays:
         if rd.valid(vdev, layout.sizes["VirtIODevice"]):
             array_of.setdefault(vdev, arr)
-    if not array_of:
+    if arrays and not array_of:
         raise profile_mismatch(layout, mem, "VirtQueue.vdev points at a device",
                         f"{len(arrays)} arrays, none with a readable vdev")
     discovery = load_profile(str(layout.data.get("qemu", "")) or None).table("devices").get(
         "device_discovery", "virtio_list")
-    if discovery == "qom-tree":
+    if not array_of:
+        # Every realized VirtIODevice owns a VirtQueue[VIRTIO_QUEUE_MAX] array on the heap
+        # (virtio_init). The profile read QEMU's RAMBlock list, so it fits; with the heap in the
+        # core and no array in it, the VM has no virtio device: QEMU answers x-query-virtio with
+        # [] (7.2) or its "No virtio devices found" error (8.2+).
+        head, order = None, []
+        partial = [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
+                                                           loads["p_filesz"], loads["p_flags"])
+                   if fl & PF_W and fs != n and n > 0]
+        if partial:
+            warnings.append(f"no VirtQueue array in the core's writable memory, but "
+                            f"{len(partial)} writable mapping(s) are not in the core (first at "
+                            f"{partial[0][0]:#x}): a virtio device could be there, unseen")
+    elif discovery == "qom-tree":
         # QEMU 8.2+ qmp_x_query_virtio: the realized VirtIODevices of the composition tree, in
         # object_child_foreach_recursive order (see qom.py)
         head = find_qom_root(rd, next(iter(array_of)))
@@ -197,7 +210,8 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
                     f"none of {binary}'s data is in the core")
     info = {"binary": binary, "qemu_version_from": version_from if version else None,
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
-            **({"qom_root": f"{head:#x}"} if discovery == "qom-tree" else {"virtio_list": head}),
+            **({"qom_root": None if head is None else f"{head:#x}"} if discovery == "qom-tree"
+               else {"virtio_list": head}),
             "device_discovery": discovery, "profile_reason": profile_reason, "virtqueue_arrays": len(arrays),
             "devices_not_on_list": sorted(v for v in array_of if v not in order),
             "warnings": warnings, "checks_skipped": list(rd.skipped)}
