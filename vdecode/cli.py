@@ -317,15 +317,11 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                    vm: str | None, output: str, full_buffers: bool, redact: bool,
                    binary: str | None, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
-    from vdecode.reconstruct.state.session import profile_for
     from vdecode.render.bundle_writer import write_bundle
 
     inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
-    opened, knowledge = inputs.dump, inputs.knowledge
-    with opened:
-        profile = profile_for(knowledge, opened.qemu)
-        report = write_bundle(output, opened, knowledge, profile, logs=list(inputs.logs),
-                              full_buffers=full_buffers, redact=redact, vm=vm)
+    with inputs.dump:
+        report = write_bundle(output, inputs, full_buffers=full_buffers, redact=redact, vm=vm)
     for n in report.notes:
         click.echo(f"vdecode: note: {n}", err=True)
     for x in report.limits:

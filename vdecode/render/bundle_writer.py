@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from vdecode.errors import MissingData
-from vdecode.profiles import Profile
 from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
                                           carved_evidence, clip, plan_kept_memory,
                                           sweep_queries)
-from vdecode.reconstruct.state.session import build_machine
+from vdecode.reconstruct.state.session import Inputs, build_session
 from vdecode.render.elf_core import EM_X86_64, LoadSegment, write_elf_core
 from vdecode.render.log_view import render_log_jsonl
 from vdecode.sources.bundle_notes import (BUNDLE_VERSION, NOTE_OWNER, VDB_FINDINGS, VDB_META,
@@ -97,15 +96,16 @@ def _file_facts(path: str, fmt: str | None) -> dict[str, Any]:
     return {"file": os.path.basename(path), "format": fmt, "size": size}
 
 
-def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | None,
-                 profile: Profile, *, logs: list[tuple[str, str]] = (),
+def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | None = None,
                  header_bytes: int = HEADER_BYTES, full_buffers: bool = False,
                  redact: bool = False, vm: str | None = None) -> BundleReport:
-    """Write the bundle of ``dump`` (and the QMP ``knowledge``, if any) to ``out``.
+    """Write the bundle of the opened ``inputs`` (the dump, and the QMP log's knowledge if any,
+    embedded as ``VDB_QMP_LOG``) to ``out``. The machine is built by
+    :func:`~vdecode.reconstruct.state.session.build_session`, as for every other answer, over a
+    space that records what the answers read.
 
-    :param dump: the opened origin dump; not changed.
-    :param knowledge: the QMP log's knowledge, embedded as ``VDB_QMP_LOG``.
-    :param logs: ``(path, format)`` of the logs given, for provenance.
+    :param inputs: from :func:`~vdecode.reconstruct.state.session.open_inputs`; not changed.
+    :param requested: the QEMU release asked for (``--qemu``), as ``build_session`` takes it.
     :param header_bytes: bytes kept at the start of each pending/in-flight buffer.
     :param full_buffers: keep whole buffers (each and all bounded) instead of their headers.
     :param redact: write buffer payloads as zeros (device request headers stay), ring areas
@@ -114,11 +114,12 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
     :return: a :class:`BundleReport`.
     """
     out = Path(out)
+    dump, knowledge, logs = inputs.dump, inputs.knowledge, list(inputs.logs)
     qemu_json = state_to_json(dump.qemu) if dump.qemu is not None else None
     space = dump.space
     recorder = RecordingSpace(space) if space is not None else None
-    scratch = dataclasses.replace(dump, space=recorder, qemu=dump.qemu)
-    machine, notes = build_machine(scratch, knowledge, profile)
+    session = build_session(_reading_through(inputs, recorder), requested)
+    machine, notes, profile = session.machine, list(session.notes), session.profile
     if space is not None:
         plan = plan_kept_memory(machine, space, header_bytes=header_bytes,
                                 full_buffers=full_buffers, redact=redact)
@@ -132,7 +133,7 @@ def write_bundle(out: str | os.PathLike, dump: Dump, knowledge: LogKnowledge | N
         if recorder.scanned:
             reads = [*reads, *carved_evidence(space)]
         plan = _with_reads(plan, reads, space)
-        findings, view_reads = _view_pass(dump, knowledge, profile, space)
+        findings, view_reads = _view_pass(inputs, requested, space)
         # What the view reads beyond the answers' needs is buffer bytes: kept, and redactable.
         ram = RamMap.of(space).pairs()
         plan.buffers = clip(merge_spans([*plan.buffers, *view_reads]), ram)
@@ -233,26 +234,26 @@ def _read_present(space: AddressSpace, lo: int, hi: int):
     return pieces
 
 
-def _view_pass(dump: Dump, knowledge: LogKnowledge | None, profile: Profile,
+def _reading_through(inputs: Inputs, space: AddressSpace | None) -> Inputs:
+    """``inputs`` with the dump read through ``space`` (a :class:`RecordingSpace`)."""
+    if space is None:
+        return inputs
+    return dataclasses.replace(inputs, dump=dataclasses.replace(inputs.dump, space=space))
+
+
+def _view_pass(inputs: Inputs, requested: str | None,
                space: AddressSpace) -> tuple[list | None, list[tuple[int, int]]]:
-    """Findings as JSON and the guest memory the post-mortem view reads (buffer previews), when
-    the view's modules (``reconstruct/postmortem/findings.py``, ``reconstruct/postmortem/view_model.py``) are there."""
-    try:
-        from vdecode.reconstruct.postmortem.findings import find_findings
-        from vdecode.reconstruct.state.log_state import state_from_log
-        from vdecode.reconstruct.postmortem.view_model import build_view
-    except ModuleNotFoundError as err:       # the view is optional; a broken one is a bug
-        if err.name not in ("vdecode.reconstruct.postmortem.findings", "vdecode.reconstruct.postmortem.view_model"):
-            raise
-        return None, []
+    """Findings as JSON and the guest memory the post-mortem view reads (buffer previews): the
+    same session built again over a fresh recorder, so that these reads are told apart from the
+    QMP answers' (they are buffer bytes, kept and redactable)."""
+    from vdecode.reconstruct.postmortem.findings import find_findings
+    from vdecode.reconstruct.postmortem.view_model import build_view
     recorder = RecordingSpace(space)
-    scratch = dataclasses.replace(dump, space=recorder, qemu=dump.qemu)
-    machine, notes = build_machine(scratch, knowledge, profile)
-    logged = state_from_log(knowledge, profile) if knowledge is not None else None
-    log_end = knowledge.span[1] if knowledge is not None else None
-    findings, walks = find_findings(machine, profile, logged, log_end)
-    build_view(machine, profile, findings, walks, dump_path=dump.path, dump_format=dump.format,
-               log_path=None, device=None, queue=None, show_all=True, notes=notes)
+    s = build_session(_reading_through(inputs, recorder), requested)
+    findings, walks = find_findings(s.machine, s.profile, s.logged, s.log_end)
+    build_view(s.machine, s.profile, findings, walks, dump_path=inputs.dump.path,
+               dump_format=inputs.dump.format, log_path=None, device=None, queue=None,
+               show_all=True, notes=list(s.notes))
     return [dataclasses.asdict(f) for f in findings], recorder.reads
 
 
