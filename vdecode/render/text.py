@@ -512,8 +512,12 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
 
 
 @contextlib.contextmanager
-def progress_bar(label: str):
-    """A ``progress(done, total)`` callback drawing a rich bar on stderr (only on a terminal)."""
+def progress_bar(label: str, *, counted: bool = False):
+    """A ``progress(done, total)`` callback drawing a rich bar on stderr (only on a terminal).
+
+    :param counted: show ``done/total`` and the time elapsed (items, as triage's VMs) instead of
+        a percentage (bytes, pages).
+    """
     if not sys.stderr.isatty():        # the usual case, without importing rich
         yield lambda done, total: None
         return
@@ -522,9 +526,10 @@ def progress_bar(label: str):
     if not err.is_terminal:
         yield lambda done, total: None
         return
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
-    with Progress(TextColumn(label), BarColumn(), TaskProgressColumn(), console=err,
-                  transient=True) as bar:
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
+                               TextColumn, TimeElapsedColumn)
+    columns = (MofNCompleteColumn(), TimeElapsedColumn()) if counted else (TaskProgressColumn(),)
+    with Progress(TextColumn(label), BarColumn(), *columns, console=err, transient=True) as bar:
         task = bar.add_task(label, total=None)
 
         def tick(done: int, total: int) -> None:

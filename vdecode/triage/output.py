@@ -9,11 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 __all__ = ("render_jsonl", "render_csv", "render_table", "progress_bar", "CSV_COLUMNS")
@@ -114,17 +112,7 @@ def render_table(records: list[dict[str, Any]], *, width: int = 120, color: bool
     return buf.getvalue()
 
 
-@contextmanager
 def progress_bar(label: str):
-    """A ``progress(done, total)`` callback drawing a rich bar on stderr (only on a terminal)."""
-    err = Console(stderr=True)
-    if not err.is_terminal:
-        yield lambda done, total: None
-        return
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as bar:
-        task = bar.add_task(label, total=None)
-
-        def tick(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-        yield tick
+    """Triage's bar: VMs done of all, and the time taken (stderr, only on a terminal)."""
+    from vdecode.render.text import progress_bar as bar
+    return bar(label, counted=True)

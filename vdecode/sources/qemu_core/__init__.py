@@ -33,7 +33,8 @@ from vdecode.errors import CorruptInput, UnsupportedInput
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
-from vdecode.sources.qemu_core.devices import (check_device_names, find_vhost_dev, is_virtio_device,
+from vdecode.sources.qemu_core.devices import (check_device_names, count_index_runs, find_vhost_dev,
+                                               is_virtio_device,
                                                find_virtqueue_arrays, read_device, walk_virtio_list)
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
@@ -152,7 +153,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     guest_ram = map_guest_ram(rd, blocks, heap) if blocks else []
 
     arrays = find_virtqueue_arrays(mem, layout, heap)
-    if not arrays and not blocks:
+    # No array: either no virtio device, or a profile that cannot see them. The RAMBlock list
+    # read with this profile, and nothing in QEMU's memory looks like a VirtQueue array at any
+    # field offset, make it the first.
+    if not arrays and (not blocks or count_index_runs(mem, layout.sizes["VirtQueue"], heap)):
         raise profile_mismatch(layout, mem, "VirtQueue arrays exist",
                         "no VirtQueue[VIRTIO_QUEUE_MAX] array (queue_index 0,1,2 with one vdev) "
                         "in the core's writable memory")

@@ -54,6 +54,28 @@ def find_virtqueue_arrays(mem: HostMemory, layout: QemuLayout,
 
 
 
+def count_index_runs(mem: HostMemory, stride: int, runs: list[tuple[int, int]], n: int = 8) -> int:
+    """Places in ``runs`` where a u16 counts ``0, 1, ..., n-1`` at ``stride`` bytes apart, at
+    any offset: what a ``VirtQueue`` array looks like whatever its field offsets are.
+
+    Tells a VM without virtio devices (none anywhere) from a profile whose ``queue_index`` or
+    ``vdev`` offset is wrong (the arrays are there, the profile cannot see them).
+    """
+    s16 = stride // 2
+    found = 0
+    for _, mv in scan_runs(mem, runs):
+        n2 = len(mv) // 2
+        if stride % 2 or n2 <= n * s16:
+            continue
+        w16 = np.frombuffer(mv[:n2 * 2], dtype="<u2")
+        i = np.flatnonzero(w16[s16:n2 - (n - 2) * s16] == 1)    # element 1 at i + s16
+        ok = w16[i] == 0
+        for k in range(2, n):
+            ok &= w16[i + k * s16] == k
+        found += int(np.count_nonzero(ok))
+    return found
+
+
 def read_virtqueues(rd: CoreReader, vq_hva: int, vdev_hva: int) -> np.ndarray:
     """The device's ``VirtQueue[VIRTIO_QUEUE_MAX]`` as one structured array, checked."""
     lay = rd.layout
