@@ -103,7 +103,7 @@ def ask_everything(q: QMP, exchanges, elements: bool, element_plan=None, skip_vh
         req = {k: v for k, v in req.items() if k != "id"}
         exchanges.append([req, {k: v for k, v in rep.items() if k != "id"}])
         return rep
-    devs = ask("x-query-virtio")["return"]
+    devs = ask("x-query-virtio").get("return", [])   # QEMU 8.2+: an error when there is none
     qs = {}
     for d in devs:
         st = ask("x-query-virtio-status", path=d["path"])["return"]

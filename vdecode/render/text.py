@@ -140,7 +140,7 @@ def _chain_block(k: Kit, c: dict) -> None:
     else:                                    # a packed ring: the buffer id and its first slot
         what, where = "id", f"slot {c['slot']}"
     title = k.Text(f"  {c['state']} {what} {c['head']}  {where}  {c['length']} desc, "
-                 f"out {c['bytes_out']} in {c['bytes_in']} bytes")
+                   f"out {c['bytes_out']} in {c['bytes_in']} bytes")
     if c["problems"]:
         title.append("  " + ",".join(c["problems"]), style="bold red")
     k.print(title)
@@ -163,7 +163,7 @@ def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | Non
     r = qd["rings"]
     a_name, u_name = ("driver", "device") if qd.get("packed") else ("avail", "used")
     k.print(f"  rings  desc {_hex(r['desc'])}  {a_name} {_hex(r['avail'])}  {u_name} "
-              f"{_hex(r['used'])}" + MARKERS.get(qd["provenance"]["rings"], ""))
+            f"{_hex(r['used'])}" + MARKERS.get(qd["provenance"]["rings"], ""))
     if qd["provenance"]["rings"] in MARKERS:
         used.add(qd["provenance"]["rings"])
     if qd["ring_error"]:
@@ -175,16 +175,16 @@ def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | Non
         for label, key in (("driver event", "driver_event"), ("device event", "device_event")):
             e = qd["packed"][key]
             k.print(f"  {label}  off_wrap {e['off_wrap']:#06x} (idx {e['off_wrap'] & 0x7FFF} wrap "
-                      f"{e['off_wrap'] >> 15})  flags {names.get(e['flags'], e['flags'])}")
+                    f"{e['off_wrap'] >> 15})  flags {names.get(e['flags'], e['flags'])}")
         a = u = None
     else:
         a, u = qd["avail"], qd["used"]
     ev = qd.get("event_idx")
     if a is not None:
         k.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
-                  + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
+                + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
         k.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
-                  + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
+                + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
     qm, p = qd["qemu"], qd["provenance"]
     sig = qm["signalled_used"] if qm["signalled_used_valid"] else "-"
     _para(k, "QEMU   " + "  ".join([
@@ -220,8 +220,8 @@ def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | Non
 
 def _carved(k: Kit, groups: list[dict]) -> None:
     _para(k, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
-               "RAM, grouped by the driver's device (avail/used are the guest's indices; "
-               "outstanding = avail - used):", 0)
+             "RAM, grouped by the driver's device (avail/used are the guest's indices; "
+             "outstanding = avail - used):", 0)
     k.print()
     for g in groups:
         dev = f"driver device {g['driver_device']:#x}" if g["driver_device"] is not None else \
