@@ -131,3 +131,21 @@ def test_a_side_effect_makes_a_new_state(sample):
     assert after.shadow_avail_idx == reply["return"]["avail"]["idx"]
     assert after.provenance["shadow_avail_idx"] == "replayed"
     assert machine.find_device(dev.canonical_path).queues[0].shadow_avail_idx == shadow
+
+
+def test_profile_tables_refuse_changes():
+    """A profile's tables are read once and shared by every answer: a caller cannot change them
+    for the next one, and they still compare equal to plain JSON."""
+    import json
+
+    from vdecode.frozen import FrozenDict, FrozenList
+    from vdecode.profiles import load_profile
+    features = load_profile("7.2").table("features")
+    assert isinstance(features, FrozenDict)
+    rows = next(v for v in features.values() if isinstance(v, list))
+    assert isinstance(rows, FrozenList)
+    with pytest.raises(TypeError):
+        rows.append({})
+    with pytest.raises(TypeError):
+        features["status"] = []
+    assert json.loads(json.dumps(features)) == features

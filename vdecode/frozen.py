@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-__all__ = ("FrozenDict", "freeze_map")
+__all__ = ("FrozenDict", "FrozenList", "freeze_map", "freeze_deep")
 
 
 class FrozenDict(dict):
@@ -51,3 +51,34 @@ def freeze_map(items: Mapping[K, V] | Iterable[tuple[K, V]] | None) -> FrozenDic
     if isinstance(items, FrozenDict):
         return items
     return FrozenDict(items or {})
+
+
+class FrozenList(list):
+    """A ``list`` that refuses changes: equal to the list it was made from (``== []`` still holds
+    for an empty one, as a tuple's would not), JSON-encodes as an array."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("FrozenList is immutable: build a new list")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(self))
+
+    def __reduce__(self):
+        return (FrozenList, (list(self),))
+
+
+def freeze_deep(obj: Any) -> Any:
+    """Parsed JSON made immutable all the way down (objects as :class:`FrozenDict`, arrays as
+    :class:`FrozenList`), still equal to what it was made from. For data shared by every caller
+    (a profile's tables, read once and memoised), where one caller's change would silently
+    become every later answer's."""
+    if isinstance(obj, dict):
+        return FrozenDict({k: freeze_deep(v) for k, v in obj.items()})
+    if isinstance(obj, list):
+        return FrozenList(freeze_deep(v) for v in obj)
+    return obj

@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vdecode.errors import UnsupportedInput
+from vdecode.frozen import freeze_deep
 
 DEFAULT_VERSION = None      # the newest profile shipped (available_versions()[-1])
 
@@ -33,9 +35,9 @@ def formats_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _load_json(path: str) -> Any:
+def _load_json(path: str) -> Mapping[str, Any]:
     with open(path, "rb") as f:
-        return json.load(f)
+        return freeze_deep(json.load(f))
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class Profile:
         """The same profile, saying why it was chosen."""
         return replace(self, reason=reason)
 
-    def table(self, name: str) -> Any:
-        """The parsed ``formats/qemu-<version>/<name>.json``."""
+    def table(self, name: str) -> Mapping[str, Any]:
+        """The parsed ``formats/qemu-<version>/<name>.json``, immutable (objects as
+        :class:`~vdecode.frozen.FrozenDict`, arrays as :class:`~vdecode.frozen.FrozenList`): it is shared by every answer."""
         path = self.folder / f"{name}.json"
         if not path.exists():
             raise UnsupportedInput(str(path), f"QEMU {self.version} profile has no {name}.json")

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from tests.builders.bundle import META, write_bundle_file
 from vdecode.errors import CorruptInput, MissingData, UnsupportedInput, VdecodeError
 from vdecode.profiles import load_profile
-from vdecode.reconstruct.state.session import COMMANDS, build_machine
+from vdecode.reconstruct.qmp.commands import COMMANDS
+from vdecode.reconstruct.state.session import build_machine
 from vdecode.reconstruct.qmp.error_replies import QmpError
 from vdecode.sources.bundle_notes import NOTE_OWNER, VDB_META, VDB_SUMMARY, decode_qemu_state
 from vdecode.sources.qmp_log import LogKnowledge

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -62,6 +61,7 @@ def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | 
         return out
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        import tempfile                 # only when decompressing: start-up of every answer
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{key}-", suffix=".part")
     except OSError as err:
         raise InputError(str(out_dir), f"cannot write the decompression cache: "

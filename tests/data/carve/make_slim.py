@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the checkout
 from vdecode.space.segmented import SegmentedSpace
 from vdecode.space.open import open_dump
 from vdecode.sources.qmp_log import LogKnowledge, read_qmp_log
-from vdecode.reconstruct.state.session import build_machine, profile_for, COMMANDS
+from vdecode.reconstruct.qmp.commands import COMMANDS
+from vdecode.reconstruct.state.session import build_machine, profile_for
 from vdecode.reconstruct.qmp.error_replies import QmpError
 from vdecode.virtio.carve import carve_rings, CONFIDENCE_THRESHOLD
 from vdecode.errors import VdecodeError

@@ -26,7 +26,7 @@ from vdecode.errors import MissingData, RingError, VdecodeError
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qmp.monitor import Effect
 from vdecode.reconstruct.qmp.error_replies import QmpError
-from vdecode.reconstruct.state.session import COMMANDS
+from vdecode.reconstruct.qmp.commands import COMMANDS
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.space.ram_map import RamMap, merge_spans

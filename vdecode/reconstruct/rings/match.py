@@ -16,18 +16,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from vdecode.reconstruct.rings.candidates import match_rings
-from vdecode.reconstruct.rings.kinds import group_by_device
-from vdecode.reconstruct.rings.stale import apply_matches
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace
-from vdecode.virtio.carve import carve_rings
 from vdecode.virtio.carved_ring import CarvedRing
 from vdecode.virtio.device import VIRTIO_F_RING_PACKED, VirtioMachine, has_feature, is_big_endian
 from vdecode.space.ram_map import RamMap
 from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 
 __all__ = ("replace_stale_rings", "group_by_device")
+
+
+def group_by_device(*args, **kwargs):
+    """:func:`vdecode.reconstruct.rings.kinds.group_by_device` (imported when called)."""
+    from vdecode.reconstruct.rings.kinds import group_by_device as group
+    return group(*args, **kwargs)
 
 
 def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueState,
@@ -86,6 +88,10 @@ def replace_stale_rings(machine: VirtioMachine, *,
                 claimed[q.desc] = ring
     if not stale:
         return machine, []
+    # the carver and the matcher load only when a ring went stale (start-up of every answer)
+    from vdecode.reconstruct.rings.candidates import match_rings
+    from vdecode.reconstruct.rings.stale import apply_matches
+    from vdecode.virtio.carve import carve_rings
     stale_of: dict[str, set[int]] = {}
     for di, qn in stale:
         stale_of.setdefault(devices[di].canonical_path, set()).add(qn)

@@ -19,10 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vdecode.profiles import Profile
-from vdecode.reconstruct.rings.kinds import group_by_device
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, VirtIODeviceState, VirtQueueState,
                                         marks)
-from vdecode.virtio.carve import carve_rings
 from vdecode.virtio.device import VirtioMachine, is_big_endian
 
 __all__ = ("fill_unlogged_queues",)
@@ -45,6 +43,8 @@ def fill_unlogged_queues(machine: VirtioMachine, profile: Profile, *,
     wanting = [d for d in machine.state.devices if _missing(d)]
     if not wanting or machine.space is None:
         return machine, []
+    from vdecode.reconstruct.rings.kinds import group_by_device   # the carver: only when needed
+    from vdecode.virtio.carve import carve_rings
     align = profile.table("devices")["vring_align_default"]
     claimed = {q.desc for d in machine.state.devices for q in d.queues.values() if q.desc}
     rings = carve_rings(machine.space, progress=progress,

@@ -13,33 +13,20 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdecode.profiles import Profile, load_profile
 from vdecode.reconstruct.state.instant import advance_to_dump
 from vdecode.reconstruct.state.log_state import state_from_log
-from vdecode.reconstruct.qmp.monitor import OfflineMonitor
 from vdecode.reconstruct.qmp.error_replies import not_known
-from vdecode.reconstruct.qmp.queue_element import x_query_virtio_queue_element
-from vdecode.reconstruct.qmp.queue_status import (x_query_virtio_queue_status,
-                                              x_query_virtio_vhost_queue_status)
-from vdecode.reconstruct.rings.match import replace_stale_rings
-from vdecode.reconstruct.rings.unlogged import fill_unlogged_queues
-from vdecode.reconstruct.qmp.status import x_query_virtio_status
-from vdecode.reconstruct.qmp.virtio_list import x_query_virtio
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.sources.qmp_log.knowledge import LogKnowledge
 from vdecode.sources.qmp_log.model import LoggedMonitor
 from vdecode.space.dump import Dump
 from vdecode.virtio.device import VirtioMachine
 
-COMMANDS: dict[str, Callable[[VirtioMachine, Profile, dict[str, Any]], Any]] = {
-    "x-query-virtio": x_query_virtio,
-    "x-query-virtio-status": x_query_virtio_status,
-    "x-query-virtio-queue-status": x_query_virtio_queue_status,
-    "x-query-virtio-vhost-queue-status": x_query_virtio_vhost_queue_status,
-    "x-query-virtio-queue-element": x_query_virtio_queue_element,
-}
+if TYPE_CHECKING:            # the QMP side loads when a monitor is made (start-up of the view)
+    from vdecode.reconstruct.qmp.monitor import OfflineMonitor
 
 DEFAULT_VERSION = (7, 2, 0)
 DEFAULT_PACKAGE = ""
@@ -97,21 +84,29 @@ def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None,
     return profile
 
 
-def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile
-                  ) -> tuple[VirtioMachine, list[str]]:
-    """The machine state at the dump instant, and notes on how it was derived."""
+def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, *,
+                  logged: QemuVirtioState | None = None) -> tuple[VirtioMachine, list[str]]:
+    """The machine state at the dump instant, and notes on how it was derived.
+
+    :param logged: ``state_from_log(knowledge, profile)`` when the caller has it already.
+    """
     notes: list[str] = [f"{dump.path}: {w}" for w in dump.info.get("warnings", [])]
+    if knowledge is not None and logged is None:
+        logged = state_from_log(knowledge, profile)
     if dump.qemu is not None:
         machine = VirtioMachine(dump.qemu, dump.space)
-        if knowledge is not None:
-            notes.extend(compare_with_log(dump.qemu, state_from_log(knowledge, profile)))
+        if logged is not None:
+            notes.extend(compare_with_log(dump.qemu, logged))
         return machine, notes
     if knowledge is None:
         machine = VirtioMachine(QemuVirtioState(source="none"), dump.space)
         notes.append(f"{dump.path}: no QMP log and no QEMU core: QEMU's device list, features and "
                      f"ring addresses are unknown; give --log with an earlier QMP transcript")
         return machine, notes
-    machine = VirtioMachine(state_from_log(knowledge, profile), dump.space)
+    # the carver and the QMP handlers load when a log's state is built, not for a core's
+    from vdecode.reconstruct.rings.match import replace_stale_rings
+    from vdecode.reconstruct.rings.unlogged import fill_unlogged_queues
+    machine = VirtioMachine(logged, dump.space)
     # each stage returns a new machine: a logged ring address that no longer holds a ring (driver
     # reset) takes a carved ring, queues the log never asked get the carver's, then the counters
     # move to the dump instant
@@ -164,6 +159,8 @@ def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, i
                  package: str | None) -> OfflineMonitor:
     """A monitor over the machine; with neither log nor core every virtio command says what input
     would answer it."""
+    from vdecode.reconstruct.qmp.commands import COMMANDS
+    from vdecode.reconstruct.qmp.monitor import OfflineMonitor
     if machine.state.source == "none":
         handlers = {name: partial(_unanswerable, name) for name in COMMANDS}
     else:
@@ -248,8 +245,8 @@ def build_session(inputs: Inputs, requested: str | None = None) -> Session:
     """The pipeline, once for every caller (CLI commands, bundles, triage, the Python API):
     the profile, the machine at the dump instant, and the log's own state for the findings."""
     profile = profile_for(inputs.knowledge, inputs.dump.qemu, requested)
-    machine, notes = build_machine(inputs.dump, inputs.knowledge, profile)
     k = inputs.knowledge
-    logged = state_from_log(k, profile) if k is not None else None
+    logged = state_from_log(k, profile) if k is not None else None       # a frozen value: shared
+    machine, notes = build_machine(inputs.dump, k, profile, logged=logged)
     return Session(inputs, profile, machine, tuple(notes), logged,
                    k.span[1] if k is not None else None)
