@@ -117,6 +117,24 @@ def test_path_lookup_resolves_qom_paths_on_10_and_matches_exactly_on_7_2():
         find_device(m, p72, "b/virtio-backend", cmd)
 
 
+def test_queue_element_resolves_its_path_like_the_other_commands_on_10():
+    """qmp_x_query_virtio_queue_element finds its device with qmp_find_virtio_device too (8.2+):
+    a QOM-equivalent spelling of a path QEMU answered gets QEMU's own reply."""
+    case = DATA / "basic"
+    truth = json.loads((case / "truth.json").read_text())["exchanges"]
+    req, rep = next((q, r) for q, r in truth if q["execute"] == "x-query-virtio-queue-element"
+                    and "return" in r)
+    path = req["arguments"]["path"]
+    odd = path.replace("/", "//", 1) + "/"
+    asks = [{"execute": "qmp_capabilities"},
+            dict(req, arguments=dict(req["arguments"], path=odd)),
+            dict(req, arguments=dict(req["arguments"], path=path.split("/", 3)[-1]))]
+    out = _vdecode("qmp", str(case / "qemu-core+none.vdb.zst"),
+                   stdin="".join(json.dumps(a) + "\n" for a in asks)).stdout.splitlines()
+    replies = [json.loads(line) for line in out[2:]]
+    assert replies == [rep, rep], replies
+
+
 # --- the real recordings (uncompressed, outside the repository) -----------------------------------
 
 def _recording(name: str) -> Path:

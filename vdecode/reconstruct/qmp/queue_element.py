@@ -24,6 +24,7 @@ from vdecode.errors import MissingData
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qmp.qapi import shape
 from vdecode.reconstruct.qmp.error_replies import QmpError, not_known, qemu_would_abort, qmp_error
+from vdecode.reconstruct.qmp.status import find_device
 from vdecode.reconstruct.qmp.queue_status import find_queue
 from vdecode.reconstruct.qmp.monitor import Effect
 from vdecode.sources.qemu_state import REPLAYED, VirtIODeviceState, marks
@@ -67,9 +68,8 @@ def _missing(err: MissingData) -> QmpError:
 
 def x_query_virtio_queue_element(machine: VirtioMachine, profile: Profile,
                                  args: dict[str, Any]) -> dict[str, Any]:
-    dev = machine.find_device(args["path"])
-    if dev is None:
-        raise qmp_error(profile, "device_not_found", args["path"], command=COMMAND)
+    # QEMU 8.2+ resolves the path as QOM does here too (qmp_find_virtio_device), 7.2 exactly
+    dev = find_device(machine, profile, args["path"], COMMAND)
     q = find_queue(profile, dev, args["queue"])
     if has_feature(dev, VIRTIO_F_RING_PACKED):
         raise qmp_error(profile, "packed", command=COMMAND)
