@@ -95,6 +95,26 @@ def test_a_log_without_dump_is_a_record(tmp_path):
                                                                             "lonely.qmp.jsonl")]
 
 
+def test_compressed_logs_are_logs(tmp_path):
+    """gzip and zstd logs (as log rotation leaves them) pair like plain ones; an xz one says what
+    to do."""
+    import gzip
+    text = SAMPLE_LOG.read_bytes()
+    _touch_elf(tmp_path / "web1.elf")
+    (tmp_path / "web1.qmp.jsonl.gz").write_bytes(gzip.compress(text))
+    _touch_elf(tmp_path / "web2.elf")
+    (tmp_path / "web2.qmp.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(text))
+    (tmp_path / "web3.qmp.jsonl.xz").write_bytes(b"\xfd7zXZ\x00" + bytes(64))
+    jobs = {j.vm: j for j in discover([str(tmp_path)])}
+    assert jobs["web1"].logs == (str(tmp_path / "web1.qmp.jsonl.gz"),)
+    assert jobs["web2"].logs == (str(tmp_path / "web2.qmp.jsonl.zst"),)
+    shutil.copy(tmp_path / "web2.qmp.jsonl.zst", tmp_path / "lonely.qmp.jsonl.zst")
+    recs = {r["vm"]: r for r in run_local(discover([str(tmp_path / "lonely.qmp.jsonl.zst")]), 1)}
+    assert recs["lonely"]["verdict"] == "no-dump", recs
+    recs = {r["vm"]: r for r in run_local(discover([str(tmp_path / "web3.qmp.jsonl.xz")]), 1)}
+    assert "decompress it first" in json.dumps(recs["web3"]), recs
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> list[str]:
     """The recorded bundles (decompressed), the samples, broken files, and the shared captures

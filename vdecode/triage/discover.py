@@ -117,7 +117,10 @@ def classify_file(path: str) -> tuple[str, str]:
         return "bad", f"cannot read: {err.strerror or err}"
     if magic in ("zstd", "gzip", "xz"):
         if inner.endswith(LOG_SUFFIXES):
-            return "bad", "a compressed log: decompress it first (logs are read as text)"
+            if magic == "xz":
+                return "bad", "an xz-compressed log: decompress it first (logs are read as " \
+                              "text, or gzip/zstd)"
+            return _log_kind(path, low)      # the log reader decompresses gzip and zstd itself
         if inner.endswith(".vdb"):
             return "bundle", ""
         return ("qemu-core" if _names_core(inner) else "dump"), ""
@@ -136,21 +139,26 @@ def classify_file(path: str) -> tuple[str, str]:
     if name in NOT_INPUTS:
         return "ignored", ""
     if inner.endswith(LOG_SUFFIXES):
-        try:
-            sniff_format(read_head(path), path)
-        except VdecodeError as err:
-            if low.endswith(".json"):
-                return "ignored", ""
-            return "skipped", f"not a QMP log: {err.reason}"
-        except (OSError, UnicodeError) as err:
-            return "bad", f"cannot read: {err}"
-        return "log", ""
+        return _log_kind(path, low)
     if inner.endswith(DUMP_SUFFIXES):
         with open(path, "rb") as f:
             head = f.read(16)
         return "bad", ("empty file" if not head else
                        f"not a dump this tool reads (starts with {head!r})")
     return "ignored", ""
+
+
+def _log_kind(path: str, low: str) -> tuple[str, str]:
+    """A file named like a log: a log when its first lines are QMP traffic in a known format."""
+    try:
+        sniff_format(read_head(path), path)
+    except VdecodeError as err:
+        if low.endswith(".json"):
+            return "ignored", ""
+        return "skipped", f"not a QMP log: {err.reason}"
+    except (OSError, UnicodeError) as err:
+        return "bad", f"cannot read: {err}"
+    return "log", ""
 
 
 def _names_core(name: str) -> bool:
