@@ -103,7 +103,7 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, 
         notes.append(f"{dump.path}: no QMP log and no QEMU core: QEMU's device list, features and "
                      f"ring addresses are unknown; give --log with an earlier QMP transcript")
         return machine, notes
-    # the carver and the QMP handlers load when a log's state is built, not for a core's
+    # the ring checks and the carver load when a log's state is built, not for a core's
     from vdecode.reconstruct.rings.match import replace_stale_rings
     from vdecode.reconstruct.rings.unlogged import fill_unlogged_queues
     machine = VirtioMachine(logged, dump.space)

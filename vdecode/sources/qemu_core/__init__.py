@@ -34,8 +34,8 @@ from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
 from vdecode.sources.qemu_core.devices import (check_device_names, count_index_runs, find_vhost_dev,
-                                               is_virtio_device,
-                                               find_virtqueue_arrays, read_device, walk_virtio_list)
+                                               find_virtqueue_arrays, is_virtio_device, read_device,
+                                               walk_virtio_list)
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
