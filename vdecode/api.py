@@ -238,8 +238,10 @@ class Machine:
     question needs it: :attr:`devices` reads every queue's rings once, :meth:`queue` only one.
     """
 
-    def __init__(self, dump, knowledge, profile, machine, notes: list[str]) -> None:
-        self._dump, self._knowledge, self._profile, self._machine = dump, knowledge, profile, machine
+    def __init__(self, session, notes: list[str]) -> None:
+        self._session = session                  # reconstruct.state.session.Session: frozen
+        self._dump, self._knowledge = session.dump, session.knowledge
+        self._profile, self._machine = session.profile, session.machine
         self.notes: list[str] = list(notes)      # how the state was derived (the CLI's "note:" lines)
         self._monitor = None
 
@@ -260,18 +262,12 @@ class Machine:
         return self._machine.state.source or "none"
 
     # -- the view's data ------------------------------------------------------------------------
-    def _logged(self):
-        from vdecode.reconstruct.state.log_state import state_from_log
-        if self._knowledge is None:
-            return None, None
-        return state_from_log(self._knowledge, self._profile), self._knowledge.span[1]
-
     def _devices(self, paths: set[str] | None, queue: int | None
                  ) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
         from vdecode.reconstruct.postmortem.findings import find_findings
         from vdecode.reconstruct.postmortem.view_model import device_view, queue_view
 
-        logged, log_end = self._logged()
+        logged, log_end = self._session.logged, self._session.log_end   # built once, by the session
         found, walks = find_findings(self._machine, self._profile, logged, log_end,
                                      devices=paths, queue=queue)
         out = []
@@ -394,5 +390,4 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     except VdecodeError:
         inputs.dump.close()
         raise
-    return Machine(inputs.dump, inputs.knowledge, session.profile, session.machine,
-                   [*(f"warning: {w}" for w in inputs.warnings), *session.notes])
+    return Machine(session, [*(f"warning: {w}" for w in inputs.warnings), *session.notes])
