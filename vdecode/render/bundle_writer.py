@@ -120,19 +120,19 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
     recorder = RecordingSpace(space) if space is not None else None
     session = build_session(_reading_through(inputs, recorder), requested)
     machine, notes, profile = session.machine, list(session.notes), session.profile
-    if space is not None:
-        plan = plan_kept_memory(machine, space, header_bytes=header_bytes,
-                                full_buffers=full_buffers, redact=redact)
-    else:
-        plan = KeepPlan()
-    summary = _summary(dump, knowledge, machine, plan, notes)
     findings = None
-    if space is not None:
+    if space is None:
+        plan = KeepPlan()
+    else:
+        # what every answer reads (building the machine, then each question once), kept as is
         sweep_queries(machine, profile)
         reads = recorder.reads
         if recorder.scanned:
             reads = [*reads, *carved_evidence(space)]
-        plan = _with_reads(plan, reads, space)
+        plan = plan_kept_memory(machine, space, header_bytes=header_bytes,
+                                full_buffers=full_buffers, redact=redact, recorded=reads)
+    summary = _summary(dump, knowledge, machine, plan, notes)
+    if space is not None:
         findings, view_reads = _view_pass(inputs, requested, space)
         # What the view reads beyond the answers' needs is buffer bytes: kept, and redactable.
         ram = RamMap.of(space).pairs()
@@ -170,14 +170,6 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
     write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
     return BundleReport(out, out.stat().st_size, kept, len(segments), plan.counts, plan.limits,
                         notes)
-
-
-def _with_reads(plan: KeepPlan, reads: list[tuple[int, int]], space: AddressSpace) -> KeepPlan:
-    """``plan`` with the ranges the answers read added to what is kept byte for byte."""
-    ram = RamMap.of(space).pairs()
-    plan.counts["recorded_reads"] = len(reads)
-    plan.needed = clip(merge_spans([*plan.needed, *reads]), ram)
-    return plan
 
 
 def _created() -> str:
