@@ -72,7 +72,7 @@ class VhostVirtqueue:
 
 
 @dataclass(frozen=True)
-class VhostDev:
+class VhostDev(_Evolving):
     """``struct vhost_dev`` fields that ``x-query-virtio-status`` reports under ``vhost-dev``."""
 
     n_mem_sections: int = 0
@@ -91,9 +91,6 @@ class VhostDev:
 
     def __post_init__(self) -> None:
         _keep(self, "vqs", freeze_map(self.vqs))
-
-    def evolve(self, **changes: Any) -> VhostDev:
-        return replace(self, **changes)
 
 
 @dataclass(frozen=True)
