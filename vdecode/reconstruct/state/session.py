@@ -225,9 +225,10 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
     """
     from vdecode.space.open import open_dumps
 
+    if logs:                    # the log format readers load only when there is a log to read
+        from vdecode.sources.qmp_log.read import read_qmp_log
     knowledges, used, warnings = [], [], []
     for path in logs:
-        from vdecode.sources.qmp_log.read import read_qmp_log  # the format readers: only for logs
         log = read_qmp_log(str(path), log_format, vm, latest_only=True)
         warnings.extend(log.warnings)
         knowledges.append(LogKnowledge.from_log(log, vm))
