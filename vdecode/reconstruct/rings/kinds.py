@@ -119,10 +119,10 @@ def classify_ring(space: AddressSpace, ring: CarvedRing, *, little_endian: bool 
         elif first[1] in (10, 12) and len(chain) >= 2:
             votes["virtio-net"] += 1
             detail.setdefault("virtio-net", f"{first[1]}-byte virtio_net_hdr then the packet")
-        elif first[1] >= 26 and _ethertype(space, first[0]) is not None:
+        elif first[1] >= 26 and (ethertype := _ethertype(space, first[0])) is not None:
             votes["virtio-net"] += 1
             detail.setdefault("virtio-net", f"virtio_net_hdr then an Ethernet frame (ethertype "
-                                            f"{_ethertype(space, first[0]):#06x})")
+                                            f"{ethertype:#06x})")
         elif len(chain) == 1 and first[2] and first[1] in (1526, 1518, 65562, 65550):
             votes["virtio-net"] += 1
             detail.setdefault("virtio-net", f"writable {first[1]}-byte receive buffers")
