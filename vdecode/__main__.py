@@ -1,4 +1,4 @@
 """``python -m vdecode``."""
-from vdecode.cli import main
+from vdecode.cli import console_main
 
-main()
+console_main()

@@ -17,17 +17,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from vdecode.errors import UnsupportedInput, VdecodeError
+from vdecode.frozen import record
 
 __all__ = ("open", "Machine", "Device", "Queue", "Rings", "Indices", "Chain", "Descriptor",
            "Preview", "UsedEntry", "Finding")
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Descriptor:
     """One ``struct vring_desc`` of a chain (inside the indirect table for an indirect head).
 
@@ -48,7 +48,7 @@ class Descriptor:
         return "write" in self.flags_names
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Preview:
     """A chain's buffers decoded by device type: ``kind`` (``blk``, ``net``, ``scsi``, ``console``,
     ``balloon``, ``rng``, ``net-ctrl``), a one-line ``summary`` and the decoded ``fields``."""
@@ -58,7 +58,7 @@ class Preview:
     fields: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Chain:
     """A pending (available, not taken) or in-flight (taken, not completed) descriptor chain.
 
@@ -81,7 +81,7 @@ class Chain:
     preview: Preview | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class UsedEntry:
     """One of the last ``vring_used_elem``: ``id`` (a head) and ``len`` (bytes written)."""
 
@@ -92,7 +92,7 @@ class UsedEntry:
     preview: Preview | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Rings:
     """Guest-physical addresses of the three ring areas (packed: ``avail`` is the driver event
     area, ``used`` the device event area)."""
@@ -102,7 +102,7 @@ class Rings:
     used: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Indices:
     """The ring's indices: the guest's (``avail->idx``, ``used->idx``, flags, event words; ``None``
     for a packed ring or an unread one) and QEMU's (``VirtQueue``'s counters)."""
@@ -121,7 +121,7 @@ class Indices:
     signalled_used_valid: bool | None
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Finding:
     """What is wrong (or worth knowing), as in ``docs/view.md``: ``severity``, ``code``, ``device``
     (path), ``queue`` (or ``None``), ``title``, ``evidence``, ``rule``, ``qemu``."""
@@ -136,7 +136,7 @@ class Finding:
     qemu: str
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Queue:
     """One virtqueue at the dump instant.
 
@@ -164,7 +164,7 @@ class Queue:
     provenance: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@record(slots=True)
 class Device:
     """A virtio device as QEMU held it.
 

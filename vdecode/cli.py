@@ -43,20 +43,71 @@ def cli() -> None:
 
 
 def main() -> None:
-    """Entry point: run the command; a :class:`VdecodeError` becomes one line and an exit status."""
+    """Run the command; a :class:`VdecodeError` becomes one line and an exit status
+    (``SystemExit`` when not 0, so a caller in the same process gets it back)."""
+    status = _run()
+    if status:
+        sys.exit(status)
+
+
+def console_main() -> None:
+    """The installed ``vdecode`` and ``python -m vdecode``: :func:`main`, then a quick exit.
+
+    Why: tearing down the interpreter (freeing numpy's, construct's and our modules) took about a
+    tenth of a one-queue answer's run time, after its output was complete. Everything a normal
+    exit does that anybody can observe still happens: the streams are flushed, ``atexit``
+    handlers run (``weakref.finalize`` ones included); only the freeing is skipped. Used only
+    where nothing else lives in the process and no other thread is running (triage's worker pool
+    has been shut down by then; if not, the normal exit joins it)."""
+    import atexit
+    import os
+    import threading
+
+    status = _run()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass                               # the reader went away: nothing left to tell it
+    if threading.active_count() > 1:
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    os._exit(status)
+
+
+def _run() -> int:
+    """The command's exit status."""
     try:
         cli.main(standalone_mode=False)
     except VdecodeError as err:
         click.echo(f"vdecode: error: {err}", err=True)
-        sys.exit(err.exit_status)
+        return err.exit_status
     except click.exceptions.Abort:
         click.echo("vdecode: aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as err:
         err.show()
-        sys.exit(err.exit_code)
+        return err.exit_code
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
+    return 0
+
+
+def _terminal_width(default: int) -> int:
+    """``shutil.get_terminal_size``'s columns (``$COLUMNS`` first), without importing ``shutil``,
+    which loads the bz2 and lzma modules: a few milliseconds of every answer's start-up."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or default
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -259,8 +310,6 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                  show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
-    import shutil
-
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
     from vdecode.reconstruct.state.session import build_session
     from vdecode.reconstruct.postmortem.view_model import build_view, select_devices
@@ -294,7 +343,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         click.echo(render_view_json(view), nl=False)
     else:
         tty = sys.stdout.isatty()
-        width = shutil.get_terminal_size((80, 24)).columns if tty else 80
+        width = _terminal_width(80) if tty else 80
         click.echo(render_view_text(view, width=max(40, width), color=tty, compact=not verbose,
                                     show_all=show_all), nl=False)
 
@@ -344,8 +393,6 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
 def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
                    scheduler: str | None, cache_dir: str | None) -> None:
     """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
-    import shutil
-
     from vdecode.triage import output, run_triage
 
     with output.progress_bar("triage") as tick:
@@ -355,5 +402,5 @@ def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers:
         click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
     else:
         tty = sys.stdout.isatty()
-        width = shutil.get_terminal_size((120, 24)).columns if tty else 120
+        width = _terminal_width(120) if tty else 120
         click.echo(output.render_table(records, width=width, color=tty), nl=False)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from vdecode.errors import UnsupportedInput
-from vdecode.frozen import freeze_deep
+from vdecode.frozen import freeze_deep, record
 
 DEFAULT_VERSION = None      # the newest profile shipped (available_versions()[-1])
 
@@ -40,7 +40,7 @@ def _load_json(path: str) -> Mapping[str, Any]:
         return freeze_deep(json.load(f))
 
 
-@dataclass(frozen=True)
+@record
 class Profile:
     """The data of one QEMU version: ``profile.table("features")`` reads ``features.json``."""
 

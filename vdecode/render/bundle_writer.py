@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from vdecode.errors import MissingData
+from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
                                           carved_evidence, clip, plan_kept_memory,
                                           sweep_queries)
@@ -41,7 +42,7 @@ __all__ = ("write_bundle", "state_to_json", "BundleReport")
 PAGE = 4096
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class BundleReport:
     """What :func:`write_bundle` wrote: the file's size, kept bytes, and what bounds left out."""
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+
+from vdecode.frozen import record
 
 __all__ = ("LoadSegment", "as_segment", "note", "write_elf_core", "PT_LOAD", "PT_NOTE", "PN_XNUM",
            "EM_X86_64", "DIRECT_MAP")
@@ -41,7 +42,7 @@ EM_X86_64 = 62
 DIRECT_MAP = 0xFFFF888000000000      # x86_64 Linux direct map: the default paging=true mapping
 
 
-@dataclass(frozen=True)
+@record
 class LoadSegment:
     """One PT_LOAD: ``data`` at ``paddr`` (``None``: ``memsz`` bytes of hole), zero tail to ``memsz``."""
 

@@ -14,10 +14,10 @@ A field is named by its C access path: ``vring.num`` (member of a nested struct)
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.frozen import record
 
 __all__ = ("FieldLayout", "StructLayout", "read_dwarf_layouts", "profile_from_dwarf",
            "dumps_profile", "read_build_id_file")
@@ -28,7 +28,7 @@ _SIGNED = {5, 6, 13}          # DW_ATE_signed, signed_char, signed_fixed
 _BOOL = 2                     # DW_ATE_boolean
 
 
-@dataclass(frozen=True)
+@record
 class FieldLayout:
     """One field: ``offset`` from the struct start, ``size`` in bytes, ``type`` (see module doc)."""
 
@@ -38,7 +38,7 @@ class FieldLayout:
     type: str
 
 
-@dataclass(frozen=True)
+@record
 class StructLayout:
     name: str
     size: int

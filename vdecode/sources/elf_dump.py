@@ -20,7 +20,6 @@ more than 65,534 program headers ``e_phnum`` is ``PN_XNUM`` and the count is sec
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -28,6 +27,7 @@ from construct import Bytes, Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, 
 
 from vdecode.binary import dtype_of
 from vdecode.errors import CorruptInput, InputError
+from vdecode.frozen import record
 from vdecode.sources.files import FileView, parse_at
 
 __all__ = (
@@ -108,7 +108,7 @@ class ElfLayouts:
 PHDR_DTYPE = elf_layouts(True, True).phdr_dtype
 
 
-@dataclass(frozen=True)
+@record
 class ElfNote:
     """One note: ``name`` (without its NUL), ``type``, and where its descriptor lies in the file."""
 
@@ -118,7 +118,7 @@ class ElfNote:
     desc_size: int
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class ElfFacts:
     """What an ELF core file says about itself, parsed once.
 

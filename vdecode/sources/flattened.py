@@ -18,7 +18,6 @@ import hashlib
 import heapq
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from construct import Const, Int64sb, Struct
 
 from vdecode.binary import dtype_of, struct_of
 from vdecode.errors import CorruptInput
+from vdecode.frozen import record
 from vdecode.sources.files import FileView, parse_at
 
 __all__ = ("END_FLAG_FLAT_HEADER", "FLAT_RECORD", "FLAT_RECORD_DTYPE", "FLAT_INDEX_CACHE_MIN",
@@ -57,7 +57,7 @@ FLAT_RECORD = Struct(                               # makedumpfile.h struct make
 FLAT_RECORD_DTYPE = dtype_of(FLAT_RECORD)
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class FlatIndex:
     """Where each byte of the rearranged file lives in a flattened stream.
 

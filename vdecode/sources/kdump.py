@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 
 import numpy as np
 from construct import Bytes, Const, Int32sb, Int32sl, Int32ub, Int32ul, Int64sb, Int64sl, Int64ub, \
@@ -29,6 +28,7 @@ from construct import Bytes, Const, Int32sb, Int32sl, Int32ub, Int32ul, Int64sb,
 
 from vdecode.binary import dtype_of
 from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.frozen import record
 from vdecode.sources.elf_dump import ElfNote, vmcoreinfo_from_notes
 from vdecode.sources.files import FileView, parse_at
 from vdecode.sources.flattened import MAKEDUMPFILE_SIGNATURE, FlatIndex, FlattenedView, \
@@ -117,7 +117,7 @@ class KdumpLayouts:
         self.page_desc_dtype = dtype_of(self.page_desc)     # the table is read whole, by numpy
 
 
-@dataclass(frozen=True)
+@record
 class DiskDumpHeader:
     """``struct disk_dump_header`` as parsed (block 0 of the rearranged file)."""
 
@@ -146,7 +146,7 @@ class DiskDumpHeader:
         return names + ([f"{unknown:#x}"] if unknown else [])
 
 
-@dataclass(frozen=True)
+@record
 class KdumpSubHeader:
     """``struct kdump_sub_header`` (block 1), fields newer than ``header_version`` left at 0."""
 
@@ -164,7 +164,7 @@ class KdumpSubHeader:
     max_mapnr_64: int
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class KdumpFile:
     """An opened kdump: headers, bitmaps and where the ``page_desc`` table starts.
 

@@ -19,10 +19,10 @@ and keep them as :class:`~vdecode.frozen.FrozenDict`, tuples and frozensets.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
-from vdecode.frozen import FrozenDict, freeze_map
+from vdecode.frozen import FrozenDict, freeze_map, record
 
 # QEMU 7.2 include/hw/virtio/virtio.h enum virtio_device_endian
 VIRTIO_DEVICE_ENDIAN_UNKNOWN = 0
@@ -53,7 +53,7 @@ def _keep(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)     # __post_init__ of a frozen dataclass
 
 
-@dataclass(frozen=True)
+@record
 class VhostVirtqueue:
     """``struct vhost_virtqueue`` fields that ``x-query-virtio-vhost-queue-status`` reports."""
 
@@ -71,7 +71,7 @@ class VhostVirtqueue:
     used_size: int = 0
 
 
-@dataclass(frozen=True)
+@record
 class VhostDev(_Evolving):
     """``struct vhost_dev`` fields that ``x-query-virtio-status`` reports under ``vhost-dev``."""
 
@@ -93,7 +93,7 @@ class VhostDev(_Evolving):
         _keep(self, "vqs", freeze_map(self.vqs))
 
 
-@dataclass(frozen=True)
+@record
 class VirtQueueState(_Evolving):
     """One ``VirtQueue`` (split ring). ``None`` means the source could not say.
 
@@ -121,7 +121,7 @@ class VirtQueueState(_Evolving):
         _keep(self, "provenance", freeze_map(self.provenance))
 
 
-@dataclass(frozen=True)
+@record
 class VirtIODeviceState(_Evolving):
     """One ``VirtIODevice`` on QEMU's ``virtio_list``. ``None`` means the source could not say."""
 
@@ -163,7 +163,7 @@ class VirtIODeviceState(_Evolving):
         return replace(self, queues=self.queues | {queue.queue_index: queue})
 
 
-@dataclass(frozen=True)
+@record
 class QemuVirtioState:
     """Everything known of QEMU's virtio side at the dump instant.
 

@@ -7,9 +7,10 @@ reader from the file's content.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
+from vdecode.frozen import record
 from vdecode.sources.files import FileView
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.space.base import AddressSpace
@@ -18,7 +19,7 @@ if TYPE_CHECKING:                        # the log readers load only when a log 
     from vdecode.sources.qmp_log.model import QmpLog
 
 
-@dataclass(frozen=True)
+@record
 class Dump:
     """One opened input.
 

@@ -9,11 +9,11 @@ rule — a buffer is in RAM when it lies wholly inside one range — is written 
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 
+from vdecode.frozen import record
 from vdecode.space.base import AddressSpace
 
 __all__ = ("RamMap", "merge_spans")
@@ -35,7 +35,7 @@ def merge_spans(pairs) -> list[tuple[int, int]]:
     return [(s, e) for s, e in out]
 
 
-@dataclass(frozen=True, eq=False)
+@record(eq=False)
 class RamMap:
     """Sorted, merged ``[start, end)`` ranges of guest RAM (adjacent runs joined).
 

@@ -20,9 +20,10 @@ a Dask worker.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 
 from vdecode.errors import VdecodeError
+from vdecode.frozen import record
 from vdecode.sources.elf_dump import read_elf
 from vdecode.sources.files import FileView
 from vdecode.sources.qmp_log.lines import read_head
@@ -42,7 +43,7 @@ GENERIC_STEMS = frozenset({"dump", "qemu", "core", "vmcore", "memory", "guest", 
 NOT_INPUTS = frozenset({"case.json", "truth.json", "qemu-argv.json"})
 
 
-@dataclass(frozen=True)
+@record
 class VmJob:
     """The inputs of one VM, as paths (what a worker needs to build its record).
 

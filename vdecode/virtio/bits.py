@@ -20,10 +20,10 @@ No QMP member names here; ``reconstruct/`` builds replies from these values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from vdecode.errors import UnsupportedInput
+from vdecode.frozen import record
 
 __all__ = ("DecodedFeatures", "convert_features", "decode_features", "decode_status",
            "decode_protocols", "decode_desc_flags", "encode_bits", "encode_features",
@@ -58,7 +58,7 @@ def convert_features(bitmap: int, rows: Sequence[Row], *, is_status: bool = Fals
     return out, bitmap
 
 
-@dataclass(frozen=True)
+@record
 class DecodedFeatures:
     """``VirtioDeviceFeatures`` as plain values: ``unknown`` is 0 when QEMU omits the member."""
 

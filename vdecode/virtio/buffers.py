@@ -15,12 +15,13 @@ profile; nothing here knows a table. Every function is pure over the bytes it is
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import numpy as np
 
 from vdecode.errors import MissingData
+from vdecode.frozen import record
 from vdecode.virtio.layouts import vring_layouts
 
 __all__ = ("BufferSegment", "Preview", "read_segments", "preview_buffer", "is_posted_buffer_queue",
@@ -40,7 +41,7 @@ VIRTIO_NET_F_MRG_RXBUF = 15
 VIRTIO_F_VERSION_1 = 32
 
 
-@dataclass(frozen=True)
+@record
 class BufferSegment:
     """One descriptor of a chain as the device sees it: ``write`` = device-writable (``in``)."""
 
@@ -49,7 +50,7 @@ class BufferSegment:
     write: bool
 
 
-@dataclass(frozen=True)
+@record
 class Preview:
     """A decoded buffer: ``kind`` names the decoder, ``summary`` is one line for people,
     ``fields`` the decoded values (JSON-able)."""

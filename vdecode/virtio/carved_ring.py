@@ -11,8 +11,8 @@ found (``docs/carving.md``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+from vdecode.frozen import record
 from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
                                     VRING_DESC_F_WRITE)
 
@@ -48,7 +48,7 @@ def ring_extent(num: int, align: int = PAGE) -> int:
 OVERLAP = -(-ring_extent(VIRTQUEUE_MAX_SIZE) // PAGE) * PAGE
 
 
-@dataclass(frozen=True)
+@record
 class CarvedRing:
     """One split ring found in guest memory.
 

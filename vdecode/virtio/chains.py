@@ -21,11 +21,11 @@ Chain members are descriptor indices; everything returned is plain values (no QM
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from vdecode.errors import MissingData, RingError
+from vdecode.frozen import record
 from vdecode.space.base import AddressSpace
 from vdecode.space.ram_map import RamMap
 from vdecode.virtio.layouts import (VIRTQUEUE_MAX_SIZE, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT,
@@ -42,7 +42,7 @@ END_BAD_NEXT = 1    # the last member has NEXT with next >= table size
 END_LOOP = 2        # the last member's next is a member already visited
 
 
-@dataclass(frozen=True)
+@record
 class ChainWalk:
     """One chain: ``members`` in link order, how it ``end``\\ ed (``END_*``)."""
 
@@ -80,7 +80,7 @@ def walk_chain(flags, nexts, head: int) -> ChainWalk:
         i = nxt
 
 
-@dataclass(frozen=True)
+@record
 class ChainTable:
     """For every descriptor ``i`` taken as a head: ``length[i]`` members, ``end[i]`` (``END_*``) and
     ``last[i]``, the member where the walk stopped (the one without NEXT, with the bad ``next``, or
@@ -205,7 +205,7 @@ def chain_members(descs: np.ndarray, heads, table: ChainTable | None = None) -> 
 
 # --- one element, indirect tables expanded ---------------------------------------------------------
 
-@dataclass(frozen=True)
+@record
 class ElementChain:
     """What an avail head leads to.
 
@@ -373,7 +373,7 @@ QMP_ABORT_INDIRECT_LEN_ZERO = "abort_indirect_len_zero"  # address_space_cache_i
 QMP_ABORT_INDIRECT_SHORT = "abort_indirect_short"        # 0 < len < 16: reading indirect[0] asserts
 
 
-@dataclass(frozen=True)
+@record
 class QmpDescWalk:
     """The outcome of QEMU 7.2's descriptor loop for one head.
 

@@ -9,9 +9,9 @@ reads single ring fields the way QEMU 7.2's accessors do (``vring_avail_idx``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from vdecode.errors import MissingData
+from vdecode.frozen import record
 from vdecode.sources.qemu_state import (VIRTIO_DEVICE_ENDIAN_BIG, QemuVirtioState,
                                         VirtIODeviceState, VirtQueueState)
 from vdecode.space.base import AddressSpace, Gpa
@@ -39,7 +39,7 @@ def is_big_endian(dev: VirtIODeviceState) -> bool:
     return dev.device_endian == VIRTIO_DEVICE_ENDIAN_BIG
 
 
-@dataclass(frozen=True)
+@record
 class RingHeader:
     """The 16-bit fields QEMU reads one at a time: ``avail->flags/idx``, ``used->flags/idx``."""
 
@@ -49,7 +49,7 @@ class RingHeader:
     used_idx: int
 
 
-@dataclass(frozen=True)
+@record
 class VirtioMachine:
     """QEMU's virtio state plus guest memory, with the reads QEMU's ring accessors make.
 

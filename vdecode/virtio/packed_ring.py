@@ -14,11 +14,11 @@ descriptors of the previous lap are not mistaken for new ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from vdecode.errors import MissingData
+from vdecode.frozen import record
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.space.ram_map import RamMap
 from vdecode.virtio.layouts import VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_SIZE, vring_layouts
@@ -40,7 +40,7 @@ def packed_desc_dtype(little_endian: bool = True) -> np.dtype:
     return vring_layouts(little_endian).packed_desc_dtype
 
 
-@dataclass(frozen=True)
+@record
 class PackedRing:
     """A packed ring: descriptors, the driver event area (``vring.avail`` in QEMU) and the device
     event area (``vring.used``), each event as ``(off_wrap, flags)``."""
@@ -100,7 +100,7 @@ def read_packed_ring(space: AddressSpace, desc_gpa: int, driver_gpa: int, device
     return PackedRing(num, descs, (int(drv[0]), int(drv[1])), (int(dev[0]), int(dev[1])))
 
 
-@dataclass(frozen=True)
+@record
 class PackedWalk:
     """The pending elements: ``first[k]`` is the slot of element ``k``'s first descriptor,
     ``slots[k]`` all its slots, ``ids[k]`` the buffer id (of its last descriptor), ``problems[k]``

@@ -13,10 +13,10 @@ indirect-table reads.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 
 import numpy as np
 
+from vdecode.frozen import record
 from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace
@@ -27,7 +27,7 @@ from vdecode.virtio.split_ring import SplitRing
 __all__ = ("QueueWalk", "walk_queue")
 
 
-@dataclass(frozen=True)
+@record
 class QueueWalk:
     """The outstanding chains of one split queue, walked at once.
 

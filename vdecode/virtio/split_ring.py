@@ -14,11 +14,11 @@ Nothing here checks the ring's contents; :mod:`vdecode.virtio.chains` walks and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import numpy as np
 
 from vdecode.errors import MissingData, RingError
+from vdecode.frozen import record
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.layouts import VIRTQUEUE_MAX_SIZE, VRING_DESC_SIZE, VringLayouts
 
@@ -55,7 +55,7 @@ def read_desc_table(space: AddressSpace, desc_gpa: int, num: int, layouts: Vring
     return np.frombuffer(data, dtype=layouts.desc_dtype)
 
 
-@dataclass(frozen=True)
+@record
 class AvailRing:
     """``struct vring_avail``: ``used_event`` is ``None`` when EVENT_IDX is off."""
 
@@ -65,7 +65,7 @@ class AvailRing:
     used_event: int | None
 
 
-@dataclass(frozen=True)
+@record
 class UsedRing:
     """``struct vring_used``: ``avail_event`` is ``None`` when EVENT_IDX is off."""
 
@@ -97,7 +97,7 @@ def read_used_ring(space: AddressSpace, used_gpa: int, num: int, layouts: VringL
     return UsedRing(int(head["flags"]), int(head["idx"]), ring, event)
 
 
-@dataclass(frozen=True)
+@record
 class SplitRing:
     """One split virtqueue as the guest left it."""
 

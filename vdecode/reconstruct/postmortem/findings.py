@@ -22,13 +22,14 @@ table at once, all members of all outstanding chains checked with array operatio
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from vdecode.errors import MissingData, RingError
+from vdecode.frozen import record
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.virtio.buffers import is_held_element_queue, is_posted_buffer_queue
@@ -50,7 +51,7 @@ VIRTIO_CONFIG_S_FAILED = 0x80
 SEVERITIES = ("error", "warning", "info")
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     """One thing wrong (or worth knowing) at the dump instant.
 

@@ -16,16 +16,16 @@ turns them into bytes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from vdecode.frozen import record
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qmp.error_replies import QmpError, qmp_error
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.virtio.device import VirtioMachine
 
 
-@dataclass(frozen=True)
+@record
 class Effect:
     """A command's reply value together with the state QEMU was left in, and what QEMU printed
     on stderr meanwhile (``virtio_error`` texts)."""

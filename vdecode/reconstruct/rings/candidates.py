@@ -10,8 +10,8 @@ buffers' kind (:func:`~vdecode.reconstruct.rings.kinds.classify_ring`); each
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
+from vdecode.frozen import record
 from vdecode.reconstruct.rings.kinds import RingKind, classify_ring
 from vdecode.sources.qemu_state import VirtIODeviceState
 from vdecode.space.base import AddressSpace
@@ -22,7 +22,7 @@ from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, has
 __all__ = ("RingMatch", "match_rings")
 
 
-@dataclass(frozen=True)
+@record
 class RingMatch:
     """A queue of a known device tied to a carved ring (``ring`` ``None``: no candidate)."""
 

@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 
 from vdecode.errors import MissingData
+from vdecode.frozen import record
 from vdecode.space.base import AddressSpace, Gpa
 from vdecode.virtio.buffers import BLK_OUTHDR_SIZE, balloon_pfns, blk_outhdr, eth_header
 from vdecode.virtio.carved_ring import CONFIDENCE_THRESHOLD, CarvedRing
@@ -36,7 +37,7 @@ BLK_TYPES = {0: "IN", 1: "OUT", 4: "FLUSH", 8: "GET_ID", 11: "DISCARD", 13: "WRI
 NAME_KINDS = (("req.", "virtio-blk"), ("input.", "virtio-net"), ("output.", "virtio-net"))
 
 
-@dataclass(frozen=True)
+@record
 class RingKind:
     """What a ring's buffers look like: ``kind`` (QEMU's device name) or ``None``, and why."""
 
@@ -194,7 +195,7 @@ def _used_lens(space: AddressSpace, ring: CarvedRing, little_endian: bool) -> li
     return elems["len"][slots].tolist()
 
 
-@dataclass(frozen=True)
+@record
 class DeviceGroup:
     """Rings that belong together: one driver's ``struct virtio_device`` (``device_va``) when the
     carver saw it, else one ring alone. ``kind`` is the most common kind of its rings."""

@@ -40,9 +40,10 @@ stage returns a new machine.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from vdecode.errors import MissingData
+from vdecode.frozen import record
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODeviceState,
                                         VirtQueueState, marks)
@@ -54,7 +55,7 @@ from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_
 _U16 = 0x10000
 
 
-@dataclass(frozen=True)
+@record
 class QueueMove:
     """What a queue did between the log and the dump."""
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from vdecode.frozen import record
 from vdecode.profiles import Profile, load_profile
 from vdecode.reconstruct.state.instant import advance_to_dump
 from vdecode.reconstruct.state.log_state import state_from_log
@@ -179,7 +180,7 @@ def _bound(fn: Callable[[VirtioMachine, Profile, dict[str, Any]], Any], profile:
 # --- the one entry: inputs -> session --------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Inputs:
     """What the user gave, opened: the dump (or core + guest dump), the logs' merged knowledge
     (a bundle's embedded log when no log is given), each log's ``(path, format)``, and the log
@@ -191,7 +192,7 @@ class Inputs:
     warnings: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Session:
     """Every stage's output for one set of inputs: the profile that answers, the machine at the
     dump instant, the log's own state (``logged``) and end time, and how it was all derived."""

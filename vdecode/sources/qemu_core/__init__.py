@@ -26,10 +26,11 @@ builds address spaces: the caller passes the host-virtual memory (``vdecode.spac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.frozen import record
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
@@ -49,7 +50,7 @@ __all__ = ("CoreReader", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFac
            "load_layout", "read_mapped_files", "read_qemu_core")
 
 
-@dataclass(frozen=True)
+@record
 class QemuCoreFacts:
     state: QemuVirtioState
     binary: str

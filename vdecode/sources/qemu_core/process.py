@@ -6,13 +6,13 @@ who wrote the core and why (``NT_SIGINFO``, ``NT_PRSTATUS``, ``NT_PRPSINFO``; li
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 import signal as _signal
 
 from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.frozen import record
 from vdecode.sources.elf_dump import (NT_FILE, NT_PRPSINFO, NT_PRSTATUS, NT_SIGINFO, ElfFacts,
                                       ElfLayouts, read_note_desc)
 from vdecode.sources.files import FileView
@@ -22,7 +22,7 @@ __all__ = ("MappedFile", "read_mapped_files", "find_qemu_binary", "read_build_id
            "read_build_id_file", "find_qemu_version", "read_crash", "core_writer")
 
 
-@dataclass(frozen=True)
+@record
 class MappedFile:
     """One ``NT_FILE`` entry: ``[start, end)`` maps ``path`` from byte ``file_offset``."""
 

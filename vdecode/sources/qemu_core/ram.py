@@ -5,18 +5,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 
 from vdecode.errors import CorruptInput, MissingData
+from vdecode.frozen import record
 from vdecode.sources.qemu_core.memory import (MAX_RAMBLOCKS, CoreReader, find_pointers, printable,
                                               profile_mismatch, scan_runs)
 
 __all__ = ("RamBlockFacts", "GuestRamRun", "find_ram_blocks", "map_guest_ram")
 
 
-@dataclass(frozen=True)
+@record
 class RamBlockFacts:
     """A ``RAMBlock``: ``idstr``, ``host`` (Hva), ``offset`` (ram_addr_t), lengths, its ``mr``."""
 
@@ -29,7 +29,7 @@ class RamBlockFacts:
     mr: int
 
 
-@dataclass(frozen=True)
+@record
 class GuestRamRun:
     """Guest-physical ``[gpa, gpa+size)`` is ``block``'s host memory at ``hva``."""
 

@@ -6,11 +6,13 @@ which program wrote the log. Messages are kept as parsed JSON (``dict`` in the o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from vdecode.frozen import record
 
-@dataclass
+
+@record(frozen=False)
 class QmpExchange:
     """One command and its reply.
 
@@ -45,7 +47,7 @@ class QmpExchange:
         return args if isinstance(args, dict) else {}
 
 
-@dataclass
+@record(frozen=False)
 class QmpEvent:
     """An asynchronous event (``{"event": NAME, "data": ..., "timestamp": ...}``)."""
 
@@ -58,7 +60,7 @@ class QmpEvent:
     raw: dict[str, Any] | None = None    # the whole event message as logged
 
 
-@dataclass
+@record(frozen=False)
 class LoggedMonitor:
     """One QMP connection/VM found in a log."""
 
@@ -72,7 +74,7 @@ class LoggedMonitor:
     events: list[QmpEvent] = field(default_factory=list)
 
 
-@dataclass
+@record(frozen=False)
 class QmpLog:
     """A whole log: its detected format, its monitors in first-seen order, and warnings."""
 
