@@ -80,3 +80,26 @@ def test_info_truncated_exit_2_one_line(tmp_path):
     assert (r.returncode, r.stdout) == (2, "")
     assert r.stderr == (f"vdecode: error: {p} at offset 0x40: section header table (2 entries of 64 "
                         f"bytes) runs past the end of the file (100 bytes)\n")
+
+
+def test_console_script_exit_keeps_output_status_and_atexit(tmp_path):
+    """The installed entry point leaves without tearing the interpreter down: its output still
+    arrives whole through a pipe, its status is the command's, and atexit handlers still run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    sample = Path(__file__).resolve().parent.parent / "samples" / "basic-core.vdb"
+    mark = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib, sys\n"
+            f"atexit.register(pathlib.Path({str(mark)!r}).write_text, 'yes')\n"
+            "sys.argv = ['vdecode'] + sys.argv[1:]\n"
+            "from vdecode.cli import console_main\nconsole_main()\n"
+            "print('not reached')\n")
+    ok = subprocess.run([sys.executable, "-c", code, str(sample), "--json"], capture_output=True)
+    assert ok.returncode == 0 and b"not reached" not in ok.stdout
+    import json
+    assert json.loads(ok.stdout)["devices"]                     # the whole document arrived
+    assert mark.read_text() == "yes"
+    bad = subprocess.run([sys.executable, "-m", "vdecode", str(tmp_path / "missing.elf")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("vdecode: error: ")

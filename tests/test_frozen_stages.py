@@ -149,3 +149,63 @@ def test_profile_tables_refuse_changes():
     with pytest.raises(TypeError):
         features["status"] = []
     assert json.loads(json.dumps(features)) == features
+
+
+# --- the record decorator: what @dataclass(frozen=True) gave, without per-class generated code ---
+
+def _twins(**params):
+    """The same class declared with ``record`` and with ``dataclass``."""
+    from vdecode.frozen import record
+
+    def body():
+        ns = {"__annotations__": {"a": "int", "b": "str", "c": "list", "d": "dict"},
+              "__module__": __name__, "__qualname__": "Rec",
+              "b": "x", "c": dataclasses.field(default_factory=list, compare=False),
+              "d": dataclasses.field(default_factory=dict, repr=False)}
+        return type("Rec", (), ns)
+    frozen = params.pop("frozen", True)
+    return (record(body(), frozen=frozen, **params),
+            dataclasses.dataclass(body(), frozen=frozen, **params))
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_record_behaves_like_dataclass(frozen):
+    mine, theirs = _twins(frozen=frozen)
+    for args in [(1,), (1, "y"), (2, "x", [1]), (1, "x", [], {"k": 1})]:
+        m, t = mine(*args), theirs(*args)
+        assert repr(m) == repr(t)
+        for other in [(1,), (1, "y"), (2, "x", [9]), (1, "x", [5], {"k": 1})]:
+            assert (m == mine(*other)) == (t == theirs(*other))
+            assert (m != mine(*other)) == (t != theirs(*other))
+        assert m != t and (m == t) is False                  # another class is never equal
+        assert dataclasses.asdict(m) == dataclasses.asdict(t)
+        assert dataclasses.astuple(dataclasses.replace(m, a=7)) == \
+            dataclasses.astuple(dataclasses.replace(t, a=7))
+    assert mine.__dataclass_params__.frozen is frozen
+    if frozen:
+        assert hash(mine(1, "y", [1], ())) == hash(mine(1, "y", [2], ())) \
+            == hash(theirs(1, "y", [3], ()))                      # c is not compared
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            mine(1).a = 2
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            del mine(1).a
+    else:
+        assert mine.__hash__ is None and theirs.__hash__ is None      # mutable and eq: unhashable
+
+
+def test_record_keeps_what_a_class_defines_and_eq_false_keeps_identity():
+    from vdecode.frozen import record
+
+    @record
+    class Own:
+        a: int
+
+        def __repr__(self) -> str:
+            return "mine"
+
+    @record(eq=False)
+    class Ident:
+        a: int
+    assert repr(Own(1)) == "mine" and Own(1) == Own(1)
+    x = Ident(1)
+    assert x == x and x != Ident(1) and hash(x) == object.__hash__(x)
