@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vdecode.frozen import FrozenDict
+from vdecode.frozen import FrozenDict, is_frozen
 from vdecode.reconstruct.state.log_state import state_from_log
 from vdecode.reconstruct.state.session import build_machine, make_monitor, profile_for
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
@@ -55,7 +55,7 @@ BUILDERS = {
 @pytest.mark.parametrize("module, name", RECORDS, ids=[n for _, n in RECORDS])
 def test_every_record_is_a_frozen_dataclass(module, name):
     cls = getattr(importlib.import_module(module), name)
-    assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, f"{name} not frozen"
+    assert dataclasses.is_dataclass(cls) and is_frozen(cls), f"{name} not frozen"
 
 
 def test_no_other_mutable_dataclass():
@@ -70,7 +70,7 @@ def test_no_other_mutable_dataclass():
         mod = importlib.import_module(info.name)
         for name, obj in vars(mod).items():
             if isinstance(obj, type) and dataclasses.is_dataclass(obj) \
-                    and obj.__module__ == info.name and not obj.__dataclass_params__.frozen:
+                    and obj.__module__ == info.name and not is_frozen(obj):
                 mutable.add(f"{info.name}.{name}")
     assert mutable == set(BUILDERS), mutable ^ set(BUILDERS)
 
@@ -181,7 +181,7 @@ def test_record_behaves_like_dataclass(frozen):
         assert dataclasses.asdict(m) == dataclasses.asdict(t)
         assert dataclasses.astuple(dataclasses.replace(m, a=7)) == \
             dataclasses.astuple(dataclasses.replace(t, a=7))
-    assert mine.__dataclass_params__.frozen is frozen
+    assert is_frozen(mine) is frozen
     if frozen:
         assert hash(mine(1, "y", [1], ())) == hash(mine(1, "y", [2], ())) \
             == hash(theirs(1, "y", [3], ()))                      # c is not compared
@@ -189,6 +189,12 @@ def test_record_behaves_like_dataclass(frozen):
             mine(1).a = 2
         with pytest.raises(dataclasses.FrozenInstanceError):
             del mine(1).a
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            mine(1).other = 2                                 # nor a new attribute
+        import copy
+        assert copy.deepcopy(mine(1, "y")) == mine(1, "y")
+        q = VirtQueueState(3, used_idx=4)                     # a record module-level, to pickle
+        assert pickle.loads(pickle.dumps(q)) == q and copy.copy(q) == q
     else:
         assert mine.__hash__ is None and theirs.__hash__ is None      # mutable and eq: unhashable
 

@@ -17,28 +17,46 @@ V = TypeVar("V")
 
 T = TypeVar("T", bound=type)
 
-__all__ = ("FrozenDict", "FrozenList", "freeze_map", "freeze_deep", "record")
+__all__ = ("FrozenDict", "FrozenList", "freeze_map", "freeze_deep", "record", "is_frozen")
 
 
 def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
            slots: bool = False) -> Any:
-    """``@dataclass(frozen=frozen, eq=eq, slots=slots)``, with ``__repr__``, ``__eq__`` and
-    ``__hash__`` shared by every record instead of generated per class.
+    """``@dataclass(frozen=frozen, eq=eq, slots=slots)``, with the methods that make it frozen,
+    comparable, hashable and printable shared by every record instead of generated per class.
 
     Why: Python 3.11's ``dataclass`` compiles each generated method with its own ``exec``, about
-    0.1 ms apiece; a frozen record with equality costs six of them. The package declares some
-    sixty records and one ``--queue`` answer imports about forty, so the generated methods alone
-    were a tenth of its start-up. The shared methods give what the generated ones give (the same
-    ``repr`` text; equality and hash over the fields with ``compare=True``, only between
-    instances of the same class; unhashable when mutable), and ``dataclasses.fields``,
-    ``replace`` and ``asdict`` work as before. A method the class defines itself is kept.
+    0.1 ms apiece, and a frozen record with equality needs six. The package declares some sixty
+    records and one ``--queue`` answer imports about forty, so those methods were a tenth of its
+    start-up. With the shared ones only ``__init__`` is generated:
+
+    * frozen: each field is set once, by ``__init__``; assigning a field again, or any other
+      attribute, and deleting one raise :class:`dataclasses.FrozenInstanceError`, as a frozen
+      dataclass's do (a ``__post_init__`` still sets derived fields with ``object.__setattr__``).
+      ``is_frozen(cls)`` says so; ``__dataclass_params__.frozen`` is ``False``, since the
+      dataclass machinery did not make these methods. ``slots=True`` records (no ``__dict__`` to
+      tell a first assignment by) are frozen by ``dataclass`` itself;
+    * ``repr`` gives the dataclass text; equality and hash are over the fields with
+      ``compare=True``, between instances of the same class only; a mutable record with equality
+      is unhashable, as a dataclass is.
+
+    ``dataclasses.fields``, ``replace``, ``asdict`` and pickling work as before. A method the
+    class defines itself is kept.
     """
     def wrap(c: T) -> T:
         own = set(vars(c))
-        c = dataclasses.dataclass(c, frozen=frozen, repr=False, eq=False, slots=slots)
+        by_dataclass = frozen and slots
+        c = dataclasses.dataclass(c, frozen=by_dataclass, repr=False, eq=False, slots=slots)
         fields = dataclasses.fields(c)
         c.__record_repr__ = tuple(f.name for f in fields if f.repr)
         c.__record_key__ = staticmethod(_key_getter(tuple(f.name for f in fields if f.compare)))
+        c.__record_frozen__ = frozen
+        if frozen and not by_dataclass:
+            c.__record_fields__ = frozenset(f.name for f in fields)
+            if "__setattr__" not in own:
+                c.__setattr__ = _set_once
+            if "__delattr__" not in own:
+                c.__delattr__ = _refuse_delete
         if "__repr__" not in own:
             c.__repr__ = _record_repr
         if eq and "__eq__" not in own:
@@ -49,6 +67,23 @@ def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
                 c.__hash__ = _record_hash if frozen else None
         return c
     return wrap if cls is None else wrap(cls)
+
+
+def is_frozen(cls: type) -> bool:
+    """Whether instances of dataclass ``cls`` refuse changes (a frozen dataclass or a frozen
+    :func:`record`)."""
+    return bool(getattr(cls, "__record_frozen__", False) or cls.__dataclass_params__.frozen)
+
+
+def _set_once(self: Any, name: str, value: Any) -> None:
+    # __init__ sets each field once; after it, every field is in __dict__ and nothing may be set
+    if name in self.__dict__ or name not in type(self).__record_fields__:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+    object.__setattr__(self, name, value)
+
+
+def _refuse_delete(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
 
 
 def _key_getter(names: tuple[str, ...]) -> Callable[[Any], tuple]:
