@@ -31,15 +31,21 @@ VDECODE = str(Path(sys.executable).with_name("vdecode"))
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def best(argv: list[str], repeat: int) -> float:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def best(*argvs: list[str], repeat: int) -> list[float]:
+    """The best wall-clock time of each command over ``repeat`` rounds. The commands take turns
+    within a round, so a slow spell of a shared machine slows all of them, not only the one
+    measured while it lasted: the ratio is what is compared."""
+    for argv in argvs:
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        env=ENV)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    times: list[list[float]] = [[] for _ in argvs]
+    for _ in range(repeat):
+        for argv, into in zip(argvs, times):
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env=ENV)
+            into.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def main() -> None:
@@ -50,17 +56,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     a = ap.parse_args()
     small = [VDECODE, str(dump("basic", "elf")), "--log", str(log("basic", "early")), "--queue", "0"]
-    t_small = best(small, a.repeat)
     if a.big and (a.big / "dump.elf").exists():
         big_dump = a.big / "dump.elf"
         big = [VDECODE, str(big_dump), "--log", str(a.big / "early.jsonl"), "--queue", "0"]
-        t_big = best(big, a.repeat)
+        t_big, t_small = best(big, small, repeat=a.repeat)
         print(f"--queue 0: {big_dump.stat().st_size / 2**30:.1f} GiB dump {t_big * 1e3:.0f} ms, "
               f"160 MiB dump {t_small * 1e3:.0f} ms: ratio {t_big / t_small:.2f}")
     else:
         print("--queue 0 on a big dump: skipped (give --big DIR or VDECODE_NEW_CAPTURES with big/)")
-    t_numpy = best([sys.executable, "-c", "import numpy"], a.repeat)
-    t_sample = best([VDECODE, str(REPO / "samples" / "basic-core.vdb"), "--queue", "0"], a.repeat)
+    t_numpy, t_sample = best([sys.executable, "-c", "import numpy"],
+                             [VDECODE, str(REPO / "samples" / "basic-core.vdb"), "--queue", "0"],
+                             repeat=a.repeat)
     print(f"start-up: vdecode samples/basic-core.vdb --queue 0 {t_sample * 1e3:.0f} ms, "
           f"python -c 'import numpy' {t_numpy * 1e3:.0f} ms: ratio {t_sample / t_numpy:.2f}")
 
