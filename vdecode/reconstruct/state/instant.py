@@ -17,7 +17,9 @@ recordings described in ``docs/new-captures.md``):
   was notified after its last push: ``used_idx``/``true`` (``virtio_packed_should_notify`` sets
   them on every call, EVENT_IDX or not).
 * ``isr`` bit 0 is set by every queue interrupt and cleared only when the guest reads the ISR:
-  never with MSI-X, so a device with a queue that moved has it set. Where the guest's handler
+  never with MSI-X, so a device with a queue that moved has it set, and 0x3 if the queue is one
+  a driver moves only after a config change (``virtio_notify_config``: the balloon's inflate and
+  deflate queues, ``queues.json`` ``config_driven_queues``). Where the guest's handler
   reads it (INTx proxies, virtio-mmio, or a device the log shows clearing it), an interrupt is
   still pending only if QEMU pushed past the ``used_event`` the guest last armed.
 * ``dump-guest-memory`` stops the VM (``dump_init``: ``vm_stop``): ``vm_running`` false, vhost
@@ -158,6 +160,24 @@ def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | 
     return logged_isr == 0 and any(u for u in logged_used)
 
 
+def _config_changed(dev: VirtIODeviceState, queues: dict[int, VirtQueueState],
+                    profile: Profile) -> bool:
+    """Whether a queue the driver moves only after a config change (``queues.json``
+    ``config_driven_queues``: the balloon's inflate and deflate queues) moved since the log.
+
+    An inference: the driver may also have acted on a change made before the log, at a config
+    interrupt it had not yet served; then the logged ``isr`` (never cleared under MSI-X) has the
+    0x2 bit already and nothing changes."""
+    rows = profile.table("queues").get("config_driven_queues", {}).get(dev.name, {})
+    for qn, unless_bit in rows.items():
+        logged, now = dev.queues.get(int(qn)), queues.get(int(qn))
+        if logged is None or now is None or now.used_idx == logged.used_idx:
+            continue
+        if unless_bit is None or not (dev.guest_features or 0) >> unless_bit & 1:
+            return True
+    return False
+
+
 def _set_up_anew(q: VirtQueueState) -> bool:
     """A logged queue whose ring the carver found elsewhere: the driver reset the device."""
     return q.provenance.get("vring_desc") == CARVED and q.provenance.get("queue") != "unlogged"
@@ -244,7 +264,8 @@ def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Pro
     changes["queues"] = queues
     if not (isr is None or was_vhost or not any_moved):
         if not reads_isr:
-            changes["isr"] = isr | 1
+            # a queue interrupt sets bit 0; a config change (virtio_notify_config) sets 0x3
+            changes["isr"] = isr | (3 if _config_changed(dev, queues, profile) else 1)
         elif has_feature(dev, VIRTIO_RING_F_EVENT_IDX) and not packed:
             changes["isr"] = (isr & ~1) | int(irq_pending)
         dev_marks["isr"] = INFERRED
