@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace
 from vdecode.virtio.carved_ring import CarvedRing
@@ -43,7 +44,7 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
                       little_endian=not is_big_endian(dev), ram=ram)
 
 
-def replace_stale_rings(machine: VirtioMachine, *,
+def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                         progress: Callable[[int, int], None] | None = None
                         ) -> tuple[VirtioMachine, list[str]]:
     """Where a logged ring's addresses no longer hold a ring, use a carved one.
@@ -113,7 +114,8 @@ def replace_stale_rings(machine: VirtioMachine, *,
                                                  f"now the driver's queue {ring.index}")
     notes: list[str] = []
     matches = match_rings(space, devices, stale, rings, claimed)
-    devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen)
+    devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen,
+                                     profile)
     notes += applied
     if drivers_seen:
         # A driver that set up new rings for some queues did so for all of the device's queues
@@ -139,6 +141,7 @@ def replace_stale_rings(machine: VirtioMachine, *,
                     f"{q.desc:#x}, while other queues of the device moved")
         if more:
             matches2 = match_rings(space, devices, more, rings, claimed)
-            devices, applied = apply_matches(devices, matches2, claimed, why, stale_of, False)
+            devices, applied = apply_matches(devices, matches2, claimed, why, stale_of, False,
+                                             profile)
             notes += applied
     return machine.with_state(replace(machine.state, devices=devices)), notes

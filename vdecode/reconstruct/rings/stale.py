@@ -8,16 +8,18 @@ none of whose rings is left, while the guest's driver records are readable, is r
 
 from __future__ import annotations
 
+from vdecode.profiles import Profile
 from vdecode.reconstruct.rings.candidates import RingMatch
 from vdecode.sources.qemu_state import CARVED, INFERRED, VirtIODeviceState, marks
 from vdecode.virtio.carved_ring import CarvedRing
+from vdecode.virtio.transport import guest_reads_isr, queue_sel_after_removal
 
 __all__ = ("apply_matches", "driver_let_go", "reset_like_qemu")
 
 
 def apply_matches(devices: tuple[VirtIODeviceState, ...], matches: list[RingMatch],
                   claimed: dict[int, CarvedRing | None], why: dict[tuple[str, int], str],
-                  stale_of: dict[str, set[int]], drivers_seen: bool
+                  stale_of: dict[str, set[int]], drivers_seen: bool, profile: Profile
                   ) -> tuple[tuple[VirtIODeviceState, ...], list[str]]:
     """The devices with matched rings in their queues (provenance ``carved``) and devices whose
     driver let go reset, and notes saying what was done. ``claimed`` (the caller's bookkeeping
@@ -32,7 +34,9 @@ def apply_matches(devices: tuple[VirtIODeviceState, ...], matches: list[RingMatc
                 continue
             if drivers_seen and driver_let_go(dev, stale_of[m.path], claimed, matches):
                 released.add(m.path)
-                by_path[m.path] = reset_like_qemu(dev)
+                reads_isr = guest_reads_isr(dev, profile, dev.isr,
+                                            [q.used_idx for q in dev.queues.values()])
+                by_path[m.path] = reset_like_qemu(dev, queue_sel_after_removal(dev, reads_isr))
                 notes.append(f"{m.path}: {why[(m.path, m.queue)]}, no other queue of the device "
                              f"holds a used ring and the guest's driver records (found for other "
                              f"devices) name no ring of its sizes: the driver let go of it; "
@@ -79,10 +83,11 @@ _RESET_QUEUE_FIELDS = ("vring_desc", "vring_avail", "vring_used", "last_avail_id
                        "signalled_used_valid")
 
 
-def reset_like_qemu(dev: VirtIODeviceState) -> VirtIODeviceState:
+def reset_like_qemu(dev: VirtIODeviceState, queue_sel: int = 0) -> VirtIODeviceState:
     """The device as QEMU 7.2 ``virtio_reset`` (``hw/virtio/virtio.c``) and then the driver's
-    removal leave it: features, ISR, queue selector and every queue's addresses and counters
-    zeroed, ``vring.num`` back to ``vring.num_default``, not started; then Linux's
+    removal leave it: features, ISR and every queue's addresses and counters zeroed, ``vring.num``
+    back to ``vring.num_default``, not started; the queue selector where deleting the queues
+    left it (:func:`~vdecode.virtio.transport.queue_sel_after_removal`); then Linux's
     ``virtio_dev_remove`` writes ACKNOWLEDGE again. Values are marked ``"inferred"``."""
     queues = {qn: q.evolve(marks(INFERRED, *_RESET_QUEUE_FIELDS), desc=0, avail=0, used=0,
                            vring_num=(q.vring_num_default if q.vring_num_default is not None
@@ -92,5 +97,5 @@ def reset_like_qemu(dev: VirtIODeviceState) -> VirtIODeviceState:
               for qn, q in dev.queues.items()}
     return dev.evolve(marks(INFERRED, "status", "guest_features", "isr", "queue_sel", "started",
                             "broken"),
-                      status=VIRTIO_CONFIG_S_ACKNOWLEDGE, guest_features=0, isr=0, queue_sel=0,
+                      status=VIRTIO_CONFIG_S_ACKNOWLEDGE, guest_features=0, isr=0, queue_sel=queue_sel,
                       started=False, broken=False, queues=queues)

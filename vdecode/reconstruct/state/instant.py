@@ -51,6 +51,7 @@ from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODevic
                                         VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature, is_big_endian)
+from vdecode.virtio.transport import guest_reads_isr
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
 
@@ -144,20 +145,6 @@ def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState
     q = q.evolve(marks(INFERRED, "shadow_avail_idx", "last_avail_idx", "used_idx"),
                  shadow_avail_idx=last, last_avail_idx=last, used_idx=used)
     return q, QueueMove(moved)
-
-
-def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | None,
-                    logged_used: list[int | None]) -> bool:
-    """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``.
-
-    Under MSI-X nothing clears it once a queue interrupt set it, so a logged ISR of 0 on a device
-    whose queues had already completed requests shows a guest that reads it (``vectors=0``).
-    """
-    if not dev.canonical_path.endswith("/virtio-backend"):
-        return True                                   # virtio-mmio: vm_interrupt() reads it
-    if dev.name in profile.table("transport")["pci_no_msix_by_default"]:
-        return True
-    return logged_isr == 0 and any(u for u in logged_used)
 
 
 def _config_changed(dev: VirtIODeviceState, queues: dict[int, VirtQueueState],

@@ -111,7 +111,8 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, 
     # each stage returns a new machine: a logged ring address that no longer holds a ring (driver
     # reset) takes a carved ring, queues the log never asked get the carver's, then the counters
     # move to the dump instant
-    for stage in (replace_stale_rings, partial(fill_unlogged_queues, profile=profile),
+    for stage in (partial(replace_stale_rings, profile=profile),
+                  partial(fill_unlogged_queues, profile=profile),
                   partial(advance_to_dump, profile=profile)):
         machine, said = stage(machine)
         notes.extend(said)

@@ -1,0 +1,50 @@
+"""What a device's transport makes the guest's driver do to QEMU's registers.
+
+Two facts the dump cannot show and the log shows only indirectly, read from the transport (PCI
+or virtio-mmio), the negotiated features and the profile's ``transport.json``: whether the
+guest's interrupt handler reads (and so clears) the ISR, and which queue a Linux driver leaves
+selected when it lets go of a device.
+"""
+
+from __future__ import annotations
+
+from vdecode.profiles import Profile
+from vdecode.sources.qemu_state import VirtIODeviceState
+from vdecode.virtio.device import VIRTIO_F_VERSION_1, has_feature
+
+__all__ = ("is_pci", "guest_reads_isr", "queue_sel_after_removal")
+
+
+def is_pci(dev: VirtIODeviceState) -> bool:
+    """A PCI proxy's device (``.../virtio-backend``); otherwise virtio-mmio."""
+    return dev.canonical_path.endswith("/virtio-backend")
+
+
+def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | None,
+                    logged_used: list[int | None]) -> bool:
+    """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``.
+
+    Under MSI-X nothing clears it once a queue interrupt set it, so a logged ISR of 0 on a device
+    whose queues had already completed requests shows a guest that reads it (``vectors=0``).
+    """
+    if not is_pci(dev):
+        return True                                   # virtio-mmio: vm_interrupt() reads it
+    if dev.name in profile.table("transport")["pci_no_msix_by_default"]:
+        return True
+    return logged_isr == 0 and any(u for u in logged_used)
+
+
+def queue_sel_after_removal(dev: VirtIODeviceState, reads_isr: bool) -> int:
+    """``vdev->queue_sel`` once Linux's driver let go of ``dev`` (the logged device).
+
+    The driver resets the device (QEMU ``virtio_reset``: ``queue_sel = 0``), then deletes its
+    queues in the order it made them, and deleting one selects it on virtio-mmio (``vm_del_vq``
+    writes QUEUE_SEL), on legacy PCI (``del_vq`` writes QUEUE_SEL) and on modern PCI under MSI-X
+    (``del_vq`` → ``vp_modern_queue_vector`` writes ``queue_select``); a modern PCI device without
+    MSI-X (the guest reads its ISR) keeps 0. The last queue deleted is the last one the driver
+    had set up: the highest logged queue with a ring.
+    """
+    if is_pci(dev) and has_feature(dev, VIRTIO_F_VERSION_1) and reads_isr:
+        return 0
+    set_up = [qn for qn, q in dev.queues.items() if q.desc]
+    return max(set_up, default=0)
