@@ -95,7 +95,7 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
     shadow = logged_shadow
     if logged_shadow is None:
         shadow = h.avail_idx
-    elif moved and q.queue_index in profile.table("queues")["pop_only"].get(dev.name, ()):
+    elif moved and listed(q.queue_index, profile.table("queues")["pop_only"].get(dev.name, ())):
         shadow = _pop_only_shadow(logged_last, logged_shadow, last, num, h.avail_idx)
     elif moved:
         shadow = h.avail_idx
@@ -114,6 +114,19 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
             raise _Stopped(q, err) from err
         pending = (used_event - logged_used) % _U16 < (h.used_idx - logged_used) % _U16
     return q, QueueMove(moved, pending)
+
+
+def listed(queue: int, rows) -> bool:
+    """Whether ``queue`` is in a ``queues.json`` row: queue numbers, or ``[first, last, step]``
+    runs (virtio-serial's even queues, up to 1022)."""
+    for row in rows:
+        if isinstance(row, int) and row == queue:
+            return True
+        if isinstance(row, list):
+            first, last, step = row
+            if first <= queue <= last and (queue - first) % step == 0:
+                return True
+    return False
 
 
 def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avail: int) -> int:
