@@ -112,6 +112,7 @@ def test_queues_json_rows_take_numbers_and_runs():
     assert listed(0, [[0, 1022, 2]]) and listed(1022, [[0, 1022, 2]])
     assert not listed(3, [[0, 1022, 2]]) and not listed(1024, [[0, 1022, 2]])
     # QEMU 10.0: every virtio-serial receive queue lags like a pop-only one; 7.2: only c_ivq
-    rows = {v: load_profile(v).table("queues")["pop_only"]["virtio-serial"] for v in ("7.2", "10.0")}
+    rows = {v: load_profile(v).table("queues")["pop_only"]["virtio-serial"]
+            for v in ("7.2", "10.0")}
     assert [q for q in range(8) if listed(q, rows["7.2"])] == [2]
     assert [q for q in range(8) if listed(q, rows["10.0"])] == [0, 2, 4, 6]

@@ -247,7 +247,8 @@ _BOUNDS = {"vring_num": 32768, "vring_num_default": 32768, "vring_align": 1 << 3
 
 @functools.cache
 def _scalar_fields(cls: type) -> tuple[tuple[str, type, bool], ...]:
-    """``(name, scalar type, may be None)`` of each scalar field of dataclass ``cls``, once per class.
+    """``(name, scalar type, may be None)`` of each scalar field of dataclass ``cls`` (once a
+    class).
 
     Read from the annotations' text (``"int"``, ``"int | None"``: the modules use postponed
     annotations): resolving them with ``typing.get_type_hints`` took a millisecond of every

@@ -97,5 +97,5 @@ def reset_like_qemu(dev: VirtIODeviceState, queue_sel: int = 0) -> VirtIODeviceS
               for qn, q in dev.queues.items()}
     return dev.evolve(marks(INFERRED, "status", "guest_features", "isr", "queue_sel", "started",
                             "broken"),
-                      status=VIRTIO_CONFIG_S_ACKNOWLEDGE, guest_features=0, isr=0, queue_sel=queue_sel,
-                      started=False, broken=False, queues=queues)
+                      status=VIRTIO_CONFIG_S_ACKNOWLEDGE, guest_features=0, isr=0,
+                      queue_sel=queue_sel, started=False, broken=False, queues=queues)
