@@ -21,17 +21,30 @@ def is_pci(dev: VirtIODeviceState) -> bool:
 
 
 def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | None,
-                    logged_used: list[int | None]) -> bool:
+                    logged_used: list[int | None], machine: tuple[int, int] | None = None) -> bool:
     """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``.
 
-    Under MSI-X nothing clears it once a queue interrupt set it, so a logged ISR of 0 on a device
-    whose queues had already completed requests shows a guest that reads it (``vectors=0``).
+    PCI proxies without MSI-X: those of ``transport.json`` ``pci_no_msix_by_default``, and those of
+    ``pci_no_msix_up_to_machine`` on a machine type up to the version named (``machine``, from the
+    guest's SMBIOS tables: :func:`~vdecode.space.firmware.machine_version`; unknown, the rule is
+    not applied). Under MSI-X nothing clears the ISR once a queue interrupt set it, so a logged
+    ISR of 0 on a device whose queues had already completed requests shows a guest that reads it
+    (``vectors=0``, or a guest without MSI).
     """
     if not is_pci(dev):
         return True                                   # virtio-mmio: vm_interrupt() reads it
-    if dev.name in profile.table("transport")["pci_no_msix_by_default"]:
+    transport = profile.table("transport")
+    if dev.name in transport["pci_no_msix_by_default"]:
+        return True
+    up_to = transport.get("pci_no_msix_up_to_machine", {}).get(dev.name)
+    if up_to is not None and machine is not None and machine <= _version(up_to):
         return True
     return logged_isr == 0 and any(u for u in logged_used)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
 
 
 def queue_sel_after_removal(dev: VirtIODeviceState, reads_isr: bool) -> int:

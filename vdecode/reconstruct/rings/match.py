@@ -19,6 +19,7 @@ from dataclasses import replace
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace
+from vdecode.space.firmware import machine_version, smbios_system
 from vdecode.virtio.carved_ring import CarvedRing
 from vdecode.virtio.device import VIRTIO_F_RING_PACKED, VirtioMachine, has_feature, is_big_endian
 from vdecode.space.ram_map import RamMap
@@ -113,9 +114,10 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                 why[(dev.canonical_path, qn)] = (f"the ring at the logged vring-desc {q.desc:#x} is "
                                                  f"now the driver's queue {ring.index}")
     notes: list[str] = []
+    platform = machine_version(smbios_system(space))        # the machine type, for MSI-X
     matches = match_rings(space, devices, stale, rings, claimed)
     devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen,
-                                     profile)
+                                     profile, platform)
     notes += applied
     if drivers_seen:
         # A driver that set up new rings for some queues did so for all of the device's queues
@@ -142,6 +144,6 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
         if more:
             matches2 = match_rings(space, devices, more, rings, claimed)
             devices, applied = apply_matches(devices, matches2, claimed, why, stale_of, False,
-                                             profile)
+                                             profile, platform)
             notes += applied
     return machine.with_state(replace(machine.state, devices=devices)), notes

@@ -51,6 +51,7 @@ from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODevic
                                         VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature, is_big_endian)
+from vdecode.space.firmware import machine_version, smbios_system
 from vdecode.virtio.transport import guest_reads_isr
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
@@ -206,13 +207,14 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile) -> tuple[VirtioMac
         log's).
     """
     notes: list[str] = []
-    devices = tuple(_advance_device(machine, dev, profile, notes)
+    platform = machine_version(smbios_system(machine.space))
+    devices = tuple(_advance_device(machine, dev, profile, notes, platform)
                     for dev in machine.state.devices)
     return machine.with_state(replace(machine.state, devices=devices)), notes
 
 
 def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Profile,
-                    notes: list[str]) -> VirtIODeviceState:
+                    notes: list[str], platform: tuple[int, int] | None) -> VirtIODeviceState:
     """One device at the dump instant (the rules in the module docstring)."""
     dev_marks = {"vm_running": INFERRED}
     changes: dict = {"vm_running": False}
@@ -220,7 +222,8 @@ def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Pro
     if was_vhost:
         changes.update(vhost_started=False, vhost_dev=None)
         dev_marks["vhost_started"] = INFERRED
-    reads_isr = guest_reads_isr(dev, profile, dev.isr, [q.used_idx for q in dev.queues.values()])
+    reads_isr = guest_reads_isr(dev, profile, dev.isr, [q.used_idx for q in dev.queues.values()],
+                                platform)
     isr = dev.isr
     if any(_set_up_anew(q) for q in dev.queues.values()):
         isr = changes["isr"] = 0                          # its rings moved: it was reset
