@@ -33,7 +33,9 @@ def test_info_text_real_capture(captures):
     assert lines[7] == "vCPUs:        1"
     assert lines[8].startswith("  0: CORE NT_PRSTATUS, QEMU CPU state  pid=1  rip=0xffffffff")
     assert " cr3=0x" in lines[8]
-    assert lines[9:] == ["VMCOREINFO:   absent"]
+    # the guest firmware's SMBIOS tables name QEMU's machine type (-machine q35 on 7.2)
+    assert lines[9:] == ["SMBIOS:       QEMU / Standard PC (Q35 + ICH9, 2009) / pc-q35-7.2  (the guest "
+                         "firmware's type 1, entry point 0xf59d0)", "VMCOREINFO:   absent"]
 
 
 def test_info_json_real_capture(captures):

@@ -155,11 +155,17 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
     QEMU core also the signal, the crashing thread, the binary and what the core left out."""
     from vdecode.render.info import render_info_json, render_info_text
 
+    from vdecode.space.firmware import smbios_system
+
     opened = _open_inputs(dump, (), None, None, cache_dir, binary).dump
     with opened:
         info = dict(opened.info)
         info.setdefault("format", opened.format)
         info.setdefault("file", opened.path)
+        system = smbios_system(opened.space)
+        if system is not None:
+            info["smbios"] = {"manufacturer": system.manufacturer, "product": system.product,
+                              "version": system.version, "entry_point": system.entry_point}
     click.echo(render_info_json(info) if as_json else render_info_text(info), nl=False)
 
 

@@ -77,6 +77,10 @@ def render_info_text(info: dict[str, Any]) -> str:
             regs = "  ".join(f"{k}={cpu[k]:#x}" if k != "pid" else f"pid={cpu[k]}"
                              for k in _REG_ORDER if k in cpu)
             lines.append(f"  {cpu['index']}: {', '.join(cpu['notes'])}" + (f"  {regs}" if regs else ""))
+    smbios = info.get("smbios")
+    if smbios:
+        row("SMBIOS", f"{smbios['manufacturer']} / {smbios['product']} / {smbios['version'] or '-'}"
+                      f"  (the guest firmware's type 1, entry point {smbios['entry_point']:#x})")
     vmci = info.get("vmcoreinfo")
     if isinstance(vmci, bool):
         vmci = {"present": vmci}
@@ -93,7 +97,7 @@ def render_info_text(info: dict[str, Any]) -> str:
         row("other notes", ", ".join(f"{n['name']}/{n['type']:#x} ({n['size']} bytes)" for n in other))
     shown = {"file", "decompressed_to", "format", "machine", "elf_class", "endianness",
              "program_headers", "pn_xnum", "pt_load", "ram_ranges", "ram_bytes", "pages",
-             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size", *_CORE_KEYS}
+             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size", "smbios", *_CORE_KEYS}
     for key, value in info.items():          # facts other readers add (kdump header fields, ...)
         if key in shown:
             continue
