@@ -116,3 +116,23 @@ def test_queues_json_rows_take_numbers_and_runs():
             for v in ("7.2", "10.0")}
     assert [q for q in range(8) if listed(q, rows["7.2"])] == [2]
     assert [q for q in range(8) if listed(q, rows["10.0"])] == [0, 2, 4, 6]
+
+
+def test_a_balloon_queue_moving_means_a_config_change_only_for_a_running_driver():
+    from vdecode.profiles import load_profile
+    from vdecode.reconstruct.state.instant import _config_changed
+    from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
+    profile = load_profile("10.0")
+    logged = {0: VirtQueueState(0, used_idx=0), 1: VirtQueueState(1, used_idx=0)}
+
+    def dev(status: int, features: int = 0) -> VirtIODeviceState:
+        return VirtIODeviceState("/machine/peripheral-anon/device[5]/virtio-backend",
+                                 name="virtio-balloon", status=status, guest_features=features,
+                                 queues=logged)
+    inflated = {0: VirtQueueState(0, used_idx=36), 1: VirtQueueState(1, used_idx=0)}
+    deflated = {0: VirtQueueState(0, used_idx=0), 1: VirtQueueState(1, used_idx=5)}
+    assert _config_changed(dev(0xF), inflated, profile)
+    assert not _config_changed(dev(0xB), inflated, profile)          # no DRIVER_OK at the log
+    assert _config_changed(dev(0xF), deflated, profile)
+    assert not _config_changed(dev(0xF, 1 << 2), deflated, profile)  # DEFLATE_ON_OOM
+    assert not _config_changed(dev(0xF), logged, profile)            # nothing moved

@@ -51,13 +51,15 @@ def queue_sel_after_removal(dev: VirtIODeviceState, reads_isr: bool) -> int:
     """``vdev->queue_sel`` once Linux's driver let go of ``dev`` (the logged device).
 
     The driver resets the device (QEMU ``virtio_reset``: ``queue_sel = 0``), then deletes its
-    queues in the order it made them, and deleting one selects it on virtio-mmio (``vm_del_vq``
-    writes QUEUE_SEL), on legacy PCI (``del_vq`` writes QUEUE_SEL) and on modern PCI under MSI-X
-    (``del_vq`` → ``vp_modern_queue_vector`` writes ``queue_select``); a modern PCI device without
-    MSI-X (the guest reads its ISR) keeps 0. The last queue deleted is the last one the driver
-    had set up: the highest logged queue with a ring.
+    queues in the order it made them. On a modern transport deleting one selects it: virtio-mmio
+    version 2 (``vm_del_vq`` writes QUEUE_SEL, then QUEUE_READY 0) and modern PCI under MSI-X
+    (``del_vq`` → ``vp_modern_queue_vector`` writes ``queue_select``), so the last queue the driver
+    had set up (the highest logged queue with a ring) stays selected. A modern PCI device without
+    MSI-X (the guest reads its ISR) selects nothing: 0. Legacy transports select each queue and
+    write its PFN as 0, which QEMU takes as a device reset (``virtio_ioport_write``,
+    ``virtio_mmio_write`` QUEUE_PFN 0): 0 again.
     """
-    if is_pci(dev) and has_feature(dev, VIRTIO_F_VERSION_1) and reads_isr:
+    if not has_feature(dev, VIRTIO_F_VERSION_1) or (is_pci(dev) and reads_isr):
         return 0
     set_up = [qn for qn, q in dev.queues.items() if q.desc]
     return max(set_up, default=0)

@@ -47,14 +47,15 @@ from dataclasses import replace
 from vdecode.errors import MissingData
 from vdecode.frozen import record
 from vdecode.profiles import Profile
+from vdecode.space.firmware import machine_version, smbios_system
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODeviceState,
                                         VirtQueueState, marks)
-from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
+from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACKED,
+                                   VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature, is_big_endian)
-from vdecode.space.firmware import machine_version, smbios_system
-from vdecode.virtio.transport import guest_reads_isr
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
+from vdecode.virtio.transport import guest_reads_isr
 
 _U16 = 0x10000
 
@@ -168,7 +169,11 @@ def _config_changed(dev: VirtIODeviceState, queues: dict[int, VirtQueueState],
 
     An inference: the driver may also have acted on a change made before the log, at a config
     interrupt it had not yet served; then the logged ``isr`` (never cleared under MSI-X) has the
-    0x2 bit already and nothing changes."""
+    0x2 bit already and nothing changes. A driver not yet ready at the log (no DRIVER_OK) reads
+    the target when it starts, without an interrupt (``virtio_notify_config`` does nothing
+    before DRIVER_OK): no inference then."""
+    if not (dev.status or 0) & VIRTIO_CONFIG_S_DRIVER_OK:
+        return False
     rows = profile.table("queues").get("config_driven_queues", {}).get(dev.name, {})
     for qn, unless_bit in rows.items():
         logged, now = dev.queues.get(int(qn)), queues.get(int(qn))
