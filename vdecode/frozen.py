@@ -17,9 +17,17 @@ V = TypeVar("V")
 
 T = TypeVar("T", bound=type)
 
+try:                                        # Python 3.11+
+    from typing import dataclass_transform
+except ImportError:                         # 3.10: type checkers read typing_extensions' instead
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda f: f
+
 __all__ = ("FrozenDict", "FrozenList", "freeze_map", "freeze_deep", "record", "is_frozen")
 
 
+# type checkers and editors then see a record's fields and __init__ as a dataclass's
+@dataclass_transform(field_specifiers=(dataclasses.field,), frozen_default=True)
 def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
            slots: bool = False) -> Any:
     """``@dataclass(frozen=frozen, eq=eq, slots=slots)``, with the methods that make it frozen,
