@@ -171,3 +171,23 @@ def test_info_names_qemu_10_and_the_profile():
     assert ("\nprofile:      formats/qemu-10.0/layout-x86_64.json (it lists the core's build-id "
             "0fbbd5ca8d2d0a32532049e20739f3e0d521c5ed)") in out
     assert "\ndevice discovery: qom-tree" in out
+
+
+@pytest.mark.parametrize("data", ["captures", "captures-10.0"])
+def test_a_device_plugged_after_the_log_is_named(data, tmp_path):
+    """hotplug (7.2 and 10.0): a virtio-blk was device_add'ed after the early log. Nothing in the
+    dump gives its QOM path, but its live driver's rings are there and owned by no logged device:
+    the view says so (and what its queue holds: QEMU's last-avail-idx was 31)."""
+    import zstandard
+    from click.testing import CliRunner
+
+    from vdecode.cli import cli
+    bundle = tmp_path / "hotplug.vdb"
+    src = DATA.parent / data / "hotplug" / "elf+early.vdb.zst"
+    with open(src, "rb") as s, open(bundle, "wb") as d:
+        zstandard.ZstdDecompressor().copy_stream(s, d)
+    out = CliRunner().invoke(cli, [str(bundle), "--json"])
+    assert out.exit_code == 0, out.output
+    notes = [n for n in json.loads(out.stdout)["notes"] if "no logged device owns" in n]
+    assert len(notes) == 1 and "live virtio-blk driver" in notes[0], notes
+    assert "req.0 (desc 0x" in notes[0] and "avail idx 31, used idx 31" in notes[0]

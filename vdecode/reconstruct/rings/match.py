@@ -146,4 +146,29 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
             devices, applied = apply_matches(devices, matches2, claimed, why, stale_of, False,
                                              profile, platform)
             notes += applied
+    notes += _unowned_drivers(space, devices, rings, claimed)
     return machine.with_state(replace(machine.state, devices=devices)), notes
+
+
+def _unowned_drivers(space: AddressSpace, devices: tuple[VirtIODeviceState, ...],
+                     rings: list[CarvedRing], claimed: dict[int, CarvedRing | None]) -> list[str]:
+    """Notes for a live guest driver whose rings no logged device owns: a device plugged after
+    the log. Its QOM path and QEMU's state for it are in no dump, so it is named, not answered.
+    Devices with queues the log never asked about are left to ``fill_unlogged_queues``, which
+    runs next and may tie the rings to them."""
+    from vdecode.reconstruct.rings.kinds import group_by_device
+    owned = set(claimed) | {q.desc for d in devices for q in d.queues.values() if q.desc}
+    unlogged_kinds = {d.name for d in devices
+                      if d.num_vqs is not None and len(d.queues) < d.num_vqs}
+    notes = []
+    for g in group_by_device(space, [r for r in rings if r.device_va is not None]):
+        if any(r.desc in owned for r in g.rings) or g.kind in unlogged_kinds \
+                or not any(r.used_idx or r.avail_idx for r in g.rings):
+            continue
+        queues = ", ".join(f"{r.name or r.index} (desc {r.desc:#x}, size {r.num}, avail idx "
+                           f"{r.avail_idx}, used idx {r.used_idx})" for r in g.rings)
+        notes.append(f"guest RAM holds the rings of a live {g.kind or 'virtio'} driver (its "
+                     f"struct virtio_device at {g.device_va:#x}) that no logged device owns: "
+                     f"{queues}; a device plugged after the log? QEMU's path and state for it "
+                     f"are not in these inputs")
+    return notes
