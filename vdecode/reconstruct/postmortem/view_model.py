@@ -178,32 +178,71 @@ def _flag_names(flags: int, desc_flag_rows: list) -> list[str]:
             for n in reversed(decode_desc_flags(flags, desc_flag_rows))]
 
 
-def _element_view(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState, el, names,
-                  desc_flag_rows, *, state: str, idx: int | None, used: bool) -> dict[str, Any]:
-    rows = el.descs
-    addrs, lens, flags = rows["addr"].tolist(), rows["len"].tolist(), rows["flags"].tolist()
+def _element_views(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState, els: list,
+                   names, desc_flag_rows, *, states: list[str], idxs: list[int | None],
+                   used: bool) -> list[dict[str, Any]]:
+    """The views of many chains of one queue at once: their descriptors gathered into one table,
+    each distinct flags value named once, bytes in and out summed per chain with numpy; only the
+    buffer previews read guest memory chain by chain."""
+    if not els:
+        return []
+    sizes = np.fromiter((len(el.descs) for el in els), dtype=np.int64, count=len(els))
+    rows = np.concatenate([el.descs for el in els])
+    stops = np.cumsum(sizes)
+    starts = stops - sizes
+    lens_ = rows["len"].astype(np.int64)
+    write_ = (rows["flags"] & VRING_DESC_F_WRITE) != 0
+    in_sum = np.concatenate([[0], np.cumsum(np.where(write_, lens_, 0))])
+    out_sum = np.concatenate([[0], np.cumsum(np.where(write_, 0, lens_))])
+    bytes_in = (in_sum[stops] - in_sum[starts]).tolist()
+    bytes_out = (out_sum[stops] - out_sum[starts]).tolist()
+    addrs, lens, flags, writes = (rows["addr"].tolist(), lens_.tolist(), rows["flags"].tolist(),
+                                  write_.tolist())
+    # a chain lists as many descriptors as it has both members and rows (a packed indirect
+    # head has its slot but no rows); its bytes count every row
+    members: list[int] = []
+    for el in els:
+        m = list(el.members[:len(el.descs)])
+        members += m + [0] * (len(el.descs) - len(m))
     named = {fl: _flag_names(fl, desc_flag_rows) for fl in set(flags)}
     descs = [{"index": int(i), "addr": a, "len": n, "flags": fl, "flags_names": list(named[fl])}
-             for i, a, n, fl in zip(el.members, addrs, lens, flags)]
-    segs = [BufferSegment(a, n, bool(fl & VRING_DESC_F_WRITE)) for a, n, fl in zip(addrs, lens, flags)]
-    preview = None
-    if machine.space is not None and not el.problems:
-        def read(gpa: int, n: int) -> bytes:
-            return machine.read(gpa, n, "buffer")
-        p = preview_buffer(dev.device_id or 0, q.queue_index, dev.num_vqs or len(dev.queues), segs,
-                           read, names, big_endian=is_big_endian(dev),
-                           guest_features=dev.guest_features or 0, used=used)
-        preview = None if p is None else {"kind": p.kind, "summary": p.summary, "fields": p.fields}
-    out: dict[str, Any] = {"state": state, "avail_idx": idx,
-                           "slot": None if idx is None else idx % (q.vring_num or 1),
-                           "head": el.head,
-                           "indirect": None if el.indirect_gpa is None else
-                           {"addr": el.indirect_gpa, "len": el.indirect_len},
-                           "descs": descs, "length": len(descs),
-                           "bytes_out": sum(s.len for s in segs if not s.write),
-                           "bytes_in": sum(s.len for s in segs if s.write),
-                           "problems": list(el.problems), "preview": preview}
+             for i, a, n, fl in zip(members, addrs, lens, flags)]
+    out = []
+    for k, el in enumerate(els):
+        a, b = int(starts[k]), int(stops[k])
+        listed = descs[a:a + min(len(el.members), b - a)]
+        idx = idxs[k]
+        out.append({"state": states[k], "avail_idx": idx,
+                    "slot": None if idx is None else idx % (q.vring_num or 1),
+                    "head": el.head,
+                    "indirect": None if el.indirect_gpa is None else
+                    {"addr": el.indirect_gpa, "len": el.indirect_len},
+                    "descs": listed, "length": len(listed),
+                    "bytes_out": bytes_out[k], "bytes_in": bytes_in[k],
+                    "problems": list(el.problems),
+                    "preview": _preview(machine, dev, q, el, names, used,
+                                        [BufferSegment(addrs[j], lens[j], writes[j])
+                                         for j in range(a, b)])})
     return out
+
+
+def _preview(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState, el, names,
+             used: bool, segs: list[BufferSegment] | None = None) -> dict[str, Any] | None:
+    """What one chain's buffers hold (``preview_buffer``), when the dump has them."""
+    if machine.space is None or el.problems:
+        return None
+    if segs is None:
+        rows = el.descs
+        segs = [BufferSegment(a, n, bool(fl & VRING_DESC_F_WRITE))
+                for a, n, fl in zip(rows["addr"].tolist(), rows["len"].tolist(),
+                                    rows["flags"].tolist())]
+
+    def read(gpa: int, n: int) -> bytes:
+        return machine.read(gpa, n, "buffer")
+    p = preview_buffer(dev.device_id or 0, q.queue_index, dev.num_vqs or len(dev.queues), segs,
+                       read, names, big_endian=is_big_endian(dev),
+                       guest_features=dev.guest_features or 0, used=used)
+    return None if p is None else {"kind": p.kind, "summary": p.summary, "fields": p.fields}
 
 
 def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceState, q: VirtQueueState,
@@ -242,13 +281,13 @@ def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceSta
     is_pending = ((idxs - last) % 0x10000) < pending
     space = machine.space
     if len(idxs):
-        els = walk_elements_safe(space, ring, walk.heads)
-        for i, pend, el in zip(idxs.tolist(), is_pending.tolist(), els):
-            if el is None:
-                continue
-            detail["chains"].append(_element_view(machine, dev, q, el, names, flag_rows,
-                                                  state="pending" if pend else "in-flight",
-                                                  idx=i, used=False))
+        kept = [(i, pend, el) for i, pend, el in zip(idxs.tolist(), is_pending.tolist(),
+                                                     walk_elements_safe(space, ring, walk.heads))
+                if el is not None]
+        detail["chains"] = _element_views(
+            machine, dev, q, [el for _, _, el in kept], names, flag_rows,
+            states=["pending" if pend else "in-flight" for _, pend, _ in kept],
+            idxs=[i for i, _, _ in kept], used=False)
     n_used = min(ring.used.idx if ring.used.idx < ring.num else ring.num, ring.num)
     n_show = n_used if show_all else min(n_used, USED_LIMIT)
     uidx = (ring.used.idx - n_show + np.arange(n_show, dtype=np.int64)) % 0x10000
@@ -259,8 +298,7 @@ def _queue_detail(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceSta
         entry: dict[str, Any] = {"used_idx": i, "slot": i % ring.num, "id": head, "len": n,
                                  "preview": None}
         if el is not None and head < ring.num:
-            v = _element_view(machine, dev, q, el, names, flag_rows, state="used", idx=None, used=True)
-            entry["preview"] = v["preview"]
+            entry["preview"] = _preview(machine, dev, q, el, names, used=True)
         detail["used_entries"].append(entry)
     return detail
 
@@ -281,8 +319,8 @@ def _packed_detail(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueS
                           rows if not indirect else rows[:0], 0,
                           int(rows[0]["addr"]) if indirect else None,
                           int(rows[0]["len"]) if indirect else None, tuple(walk.problems[k]))
-        view = _element_view(machine, dev, q, el, names, flag_rows, state="pending", idx=None,
-                             used=False)
+        (view,) = _element_views(machine, dev, q, [el], names, flag_rows, states=["pending"],
+                                 idxs=[None], used=False)
         view["slot"] = int(walk.first[k])
         detail["chains"].append(view)
 
