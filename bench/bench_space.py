@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.builders.elf_dump import Segment, write_elf_dump  # noqa: E402
+from tests.builders.elf_dump import LoadSegment, write_elf_dump  # noqa: E402
 from vdecode.space.open import open_dump  # noqa: E402
 
 CAPTURE = REPO.parent / "shared" / "captures" / "basic" / "dump.elf.zst"
@@ -131,7 +131,7 @@ def sparse_elf(folder: Path, gib: int) -> tuple[Path, int, bytes]:
     low = 2 << 30
     high = (gib << 30) - low
     path = write_elf_dump(folder / f"sparse-{gib}g.elf",
-                          [Segment(0, None, memsz=low), Segment(1 << 32, None, memsz=high)])
+                          [LoadSegment(0, None, memsz=low), LoadSegment(1 << 32, None, memsz=high)])
     marker_gpa = (1 << 32) + high - 16 * PAGE
     marker = os.urandom(PAGE)
     with open_dump(path) as d:

@@ -22,12 +22,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_chains import best, synthetic_table  # noqa: E402
 
+from vdecode.space.ram_map import RamMap  # noqa: E402
 from vdecode.virtio.ring_walk import walk_queue  # noqa: E402
 from vdecode.virtio.chains import walk_chain  # noqa: E402
 from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts  # noqa: E402
 from vdecode.virtio.split_ring import AvailRing, SplitRing, UsedRing  # noqa: E402
 
-RAM = np.array([[0, 1 << 40]], dtype=np.uint64)
+RAM = RamMap.from_pairs([(0, 1 << 40)])
 
 
 def ring_of(num: int) -> tuple[SplitRing, np.ndarray]:
