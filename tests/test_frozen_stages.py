@@ -215,3 +215,31 @@ def test_record_keeps_what_a_class_defines_and_eq_false_keeps_identity():
     assert repr(Own(1)) == "mine" and Own(1) == Own(1)
     x = Ident(1)
     assert x == x and x != Ident(1) and hash(x) == object.__hash__(x)
+
+
+def test_record_init_is_a_dataclass_init():
+    import inspect
+
+    from vdecode.frozen import record
+    mine, theirs = _twins()
+    assert str(inspect.signature(mine)) == str(inspect.signature(theirs))
+    assert mine(1).c is not mine(1).c                        # a fresh default_factory value
+    with pytest.raises(TypeError):
+        mine()                                               # a is required
+    with pytest.raises(TypeError):
+        mine(1, "x", [], {}, 5)
+
+    @record
+    class Derived:
+        a: int
+        b: int = 0
+
+        def __post_init__(self) -> None:
+            object.__setattr__(self, "b", self.a * 2)
+    assert Derived(3).b == 6 and Derived.__doc__ == "Derived(a: 'int', b: 'int' = 0)"
+    with pytest.raises(TypeError, match="follows default argument"):
+        record(type("Bad", (), {"__annotations__": {"a": "int", "b": "int"}, "a": 1,
+                                "__module__": __name__}))
+    with pytest.raises(TypeError, match="plain fields only"):
+        record(type("KwOnly", (), {"__annotations__": {"a": "int"}, "__module__": __name__,
+                                   "a": dataclasses.field(kw_only=True)}))

@@ -36,7 +36,8 @@ def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
     Why: Python 3.11's ``dataclass`` compiles each generated method with its own ``exec``, about
     0.1 ms apiece, and a frozen record with equality needs six. The package declares some sixty
     records and one ``--queue`` answer imports about forty, so those methods were a tenth of its
-    start-up. With the shared ones only ``__init__`` is generated:
+    start-up. With the shared ones only ``__init__`` is generated, here, in one ``exec``
+    (:func:`_make_init`):
 
     * frozen: each field is set once, by ``__init__``; assigning a field again, or any other
       attribute, and deleting one raise :class:`dataclasses.FrozenInstanceError`, as a frozen
@@ -53,9 +54,18 @@ def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
     """
     def wrap(c: T) -> T:
         own = set(vars(c))
+        undocumented = not vars(c).get("__doc__")
         by_dataclass = frozen and slots
-        c = dataclasses.dataclass(c, frozen=by_dataclass, repr=False, eq=False, slots=slots)
+        # the dataclass machinery collects and checks the fields; __init__ is made here, in one
+        # exec, setting each field with object.__setattr__ as a frozen dataclass's does
+        c = dataclasses.dataclass(c, init=by_dataclass or slots, frozen=by_dataclass, repr=False,
+                                  eq=False, slots=slots)
         fields = dataclasses.fields(c)
+        if not (by_dataclass or slots) and "__init__" not in own:
+            c.__init__ = _make_init(c, fields)
+            if undocumented:                     # dataclass's docstring: the class's signature
+                import inspect
+                c.__doc__ = c.__name__ + str(inspect.signature(c)).replace(" -> None", "")
         c.__record_repr__ = tuple(f.name for f in fields if f.repr)
         c.__record_key__ = staticmethod(_key_getter(tuple(f.name for f in fields if f.compare)))
         c.__record_frozen__ = frozen
@@ -75,6 +85,53 @@ def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
                 c.__hash__ = _record_hash if frozen else None
         return c
     return wrap if cls is None else wrap(cls)
+
+
+class _Factory:
+    """The default of a ``default_factory`` parameter (shown as dataclass shows it)."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
+
+
+def _make_init(c: type, fields: tuple[dataclasses.Field, ...]) -> Callable[..., None]:
+    """``__init__(self, <fields in order>)`` for a record: defaults, ``default_factory`` and
+    ``__post_init__`` as a dataclass's. Records keep to plain fields: an ``InitVar``,
+    ``ClassVar``-typed, ``init=False`` or keyword-only field is refused (use ``dataclass``)."""
+    if len(fields) != len(c.__dataclass_fields__) or any(
+            not f.init or f.kw_only is True or f.name in ("self", "__setattr") for f in fields):
+        raise TypeError(f"{c.__qualname__}: a record has plain fields only (no InitVar, ClassVar, "
+                        f"init=False or keyword-only field); declare it with dataclasses.dataclass")
+    ns: dict[str, Any] = {"__setattr": object.__setattr__, "__MISSING": _FACTORY}
+    params, body, defaulted = [], [], None
+    for f in fields:
+        value = f.name
+        if f.default is not dataclasses.MISSING:
+            ns[f"__default_{f.name}"] = f.default
+            params.append(f"{f.name}=__default_{f.name}")
+            defaulted = f.name
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"__factory_{f.name}"] = f.default_factory
+            params.append(f"{f.name}=__MISSING")
+            value = f"__factory_{f.name}() if {f.name} is __MISSING else {f.name}"
+            defaulted = f.name
+        elif defaulted is not None:
+            raise TypeError(f"non-default argument {f.name!r} follows default argument "
+                            f"{defaulted!r}")
+        else:
+            params.append(f.name)
+        body.append(f"__setattr(self, {f.name!r}, {value})")
+    if hasattr(c, "__post_init__"):
+        body.append("self.__post_init__()")
+    exec(f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body or ["pass"]), ns)
+    init = ns["__init__"]
+    init.__qualname__ = f"{c.__qualname__}.__init__"
+    init.__module__ = c.__module__
+    init.__annotations__ = {**{f.name: f.type for f in fields}, "return": None}
+    return init
 
 
 def is_frozen(cls: type) -> bool:
