@@ -1,8 +1,9 @@
 """Immutable containers for the pipeline's values.
 
-Every stage returns new values instead of changing what an earlier stage produced; the records'
-dataclasses are ``frozen=True`` and hold their members in these containers, so a stage that tries
-to change another's output fails at once (``tests/test_frozen_stages.py`` checks every record).
+Every stage returns new values instead of changing what an earlier stage produced; the records
+are frozen dataclasses (:func:`record`) and hold their members in these containers, so a stage
+that tries to change another's output fails at once (``tests/test_frozen_stages.py`` checks every
+record).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def record(cls: T | None = None, /, *, frozen: bool = True, eq: bool = True,
                                   eq=False, slots=slots)
         fields = dataclasses.fields(c)
         if not (by_dataclass or slots) and "__init__" not in own:
-            c.__init__ = _make_init(c, fields)
+            c.__init__ = _make_init(c, fields, frozen)
             if undocumented:                     # dataclass's docstring: the class's signature
                 import inspect
                 c.__doc__ = c.__name__ + str(inspect.signature(c)).replace(" -> None", "")
@@ -97,15 +98,18 @@ class _Factory:
 _FACTORY = _Factory()
 
 
-def _make_init(c: type, fields: tuple[dataclasses.Field, ...]) -> Callable[..., None]:
+def _make_init(c: type, fields: tuple[dataclasses.Field, ...], frozen: bool
+               ) -> Callable[..., None]:
     """``__init__(self, <fields in order>)`` for a record: defaults, ``default_factory`` and
-    ``__post_init__`` as a dataclass's. Records keep to plain fields: an ``InitVar``,
+    ``__post_init__`` as a dataclass's; a frozen record's fields set with ``object.__setattr__``,
+    a mutable one's by assignment. Records keep to plain fields: an ``InitVar``,
     ``ClassVar``-typed, ``init=False`` or keyword-only field is refused (use ``dataclass``)."""
     if len(fields) != len(c.__dataclass_fields__) or any(
-            not f.init or f.kw_only is True or f.name in ("self", "__setattr") for f in fields):
+            not f.init or f.kw_only is True or f.name in ("self", "__setattr", "__FACTORY")
+            for f in fields):
         raise TypeError(f"{c.__qualname__}: a record has plain fields only (no InitVar, ClassVar, "
                         f"init=False or keyword-only field); declare it with dataclasses.dataclass")
-    ns: dict[str, Any] = {"__setattr": object.__setattr__, "__MISSING": _FACTORY}
+    ns: dict[str, Any] = {"__setattr": object.__setattr__, "__FACTORY": _FACTORY}
     params, body, defaulted = [], [], None
     for f in fields:
         value = f.name
@@ -115,15 +119,16 @@ def _make_init(c: type, fields: tuple[dataclasses.Field, ...]) -> Callable[..., 
             defaulted = f.name
         elif f.default_factory is not dataclasses.MISSING:
             ns[f"__factory_{f.name}"] = f.default_factory
-            params.append(f"{f.name}=__MISSING")
-            value = f"__factory_{f.name}() if {f.name} is __MISSING else {f.name}"
+            params.append(f"{f.name}=__FACTORY")
+            value = f"__factory_{f.name}() if {f.name} is __FACTORY else {f.name}"
             defaulted = f.name
         elif defaulted is not None:
             raise TypeError(f"non-default argument {f.name!r} follows default argument "
                             f"{defaulted!r}")
         else:
             params.append(f.name)
-        body.append(f"__setattr(self, {f.name!r}, {value})")
+        body.append(f"__setattr(self, {f.name!r}, {value})" if frozen
+                    else f"self.{f.name} = {value}")
     if hasattr(c, "__post_init__"):
         body.append("self.__post_init__()")
     exec(f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body or ["pass"]), ns)
