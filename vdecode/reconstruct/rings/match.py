@@ -158,8 +158,9 @@ def _unowned_drivers(space: AddressSpace, devices: tuple[VirtIODeviceState, ...]
     runs next and may tie the rings to them."""
     from vdecode.reconstruct.rings.kinds import group_by_device
     owned = set(claimed) | {q.desc for d in devices for q in d.queues.values() if q.desc}
-    unlogged_kinds = {d.name for d in devices
-                      if d.num_vqs is not None and len(d.queues) < d.num_vqs}
+    unlogged_kinds = {d.name for d in devices if d.num_vqs is not None
+                      and any(q not in d.queues and q not in d.absent_queues
+                              for q in range(d.num_vqs))}
     notes = []
     for g in group_by_device(space, [r for r in rings if r.device_va is not None]):
         if any(r.desc in owned for r in g.rings) or g.kind in unlogged_kinds \
