@@ -70,7 +70,7 @@ def check_belong_together(core: Dump, guest: Dump) -> list[str]:
 
     RAM layout: each guest-RAM run of QEMU's map (``ram-below-4g``, ``ram-above-4g``) must be in
     the dump but for the sub-1 MiB holes a guest dump leaves, and the dump must hold no RAM above
-    QEMU's. Then every started split ring's ``used->idx`` in the dump must equal QEMU's
+    the RAM regions QEMU maps (memory devices included). Then every started split ring's ``used->idx`` in the dump must equal QEMU's
     ``VirtQueue.used_idx`` (QEMU writes one into the other in ``vring_used_idx_set``), and its
     ring areas must lie in the dump's RAM.
 
@@ -90,7 +90,9 @@ def check_belong_together(core: Dump, guest: Dump) -> list[str]:
                                          f"[{r['start']:#x}, {r['end']:#x}) ({r.get('region') or r['block']}) "
                                          f"is {missing} bytes short in this dump (its RAM: {ram_txt})")
     if runs and ranges:
-        top_q = max(r["end"] for r in runs)
+        # above QEMU's guest RAM: any RAM region it maps, memory devices too (virtio-mem and DIMMs
+        # sit above 4 GiB, and a dump holds their plugged parts; they need not be all there)
+        top_q = max(r["end"] for r in core.info.get("ram_ranges", []))
         top_d = max(s + n for s, n in ranges)
         if top_d > max(top_q, 1 << 32):
             raise InputError(guest.path, f"does not belong with {core.path}: the dump has RAM up "
