@@ -14,7 +14,9 @@ point's size is capped the same), strings at most 256 bytes; anything that does 
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
 
@@ -22,7 +24,7 @@ from vdecode.errors import CorruptInput, MissingData
 from vdecode.frozen import record
 from vdecode.space.base import AddressSpace
 
-__all__ = ("SmbiosSystem", "smbios_system", "machine_version")
+__all__ = ("SmbiosSystem", "smbios_system", "machine_version", "machine_version_of")
 
 F_SEGMENT, F_SEGMENT_SIZE, PAGE = 0xF0000, 0x10000, 0x1000
 TABLE_LIMIT = 0x10000
@@ -146,3 +148,9 @@ def machine_version(system: SmbiosSystem | None) -> tuple[int, int] | None:
     distribution's own machine types, other firmware) or no tables."""
     m = _MACHINE.fullmatch(system.version) if system is not None else None
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def machine_version_of(space: AddressSpace | None) -> Callable[[], tuple[int, int] | None]:
+    """:func:`machine_version` of ``space``'s tables, read on the first call and remembered: the
+    stages that may need it share one, and read nothing unless a rule asks."""
+    return functools.cache(lambda: machine_version(smbios_system(space)))

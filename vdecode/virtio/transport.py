@@ -8,6 +8,8 @@ selected when it lets go of a device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import VirtIODeviceState
 from vdecode.virtio.device import VIRTIO_F_VERSION_1, has_feature
@@ -21,13 +23,14 @@ def is_pci(dev: VirtIODeviceState) -> bool:
 
 
 def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | None,
-                    logged_used: list[int | None], machine: tuple[int, int] | None = None) -> bool:
+                    logged_used: list[int | None],
+                    machine: Callable[[], tuple[int, int] | None] | None = None) -> bool:
     """Whether the guest's interrupt handler reads (and so clears) ``vdev->isr``.
 
     PCI proxies without MSI-X: those of ``transport.json`` ``pci_no_msix_by_default``, and those of
-    ``pci_no_msix_up_to_machine`` on a machine type up to the version named (``machine``, from the
-    guest's SMBIOS tables: :func:`~vdecode.space.firmware.machine_version`; unknown, the rule is
-    not applied). Under MSI-X nothing clears the ISR once a queue interrupt set it, so a logged
+    ``pci_no_msix_up_to_machine`` on a machine type up to the version named (``machine()``, from
+    the guest's SMBIOS tables: :func:`~vdecode.space.firmware.machine_version_of`, called only
+    for a device with such a row; unknown, the rule is not applied). Under MSI-X nothing clears the ISR once a queue interrupt set it, so a logged
     ISR of 0 on a device whose queues had already completed requests shows a guest that reads it
     (``vectors=0``, or a guest without MSI).
     """
@@ -37,8 +40,10 @@ def guest_reads_isr(dev: VirtIODeviceState, profile: Profile, logged_isr: int | 
     if dev.name in transport["pci_no_msix_by_default"]:
         return True
     up_to = transport.get("pci_no_msix_up_to_machine", {}).get(dev.name)
-    if up_to is not None and machine is not None and machine <= _version(up_to):
-        return True
+    if up_to is not None and machine is not None:
+        version = machine()
+        if version is not None and version <= _version(up_to):
+            return True
     return logged_isr == 0 and any(u for u in logged_used)
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace
-from vdecode.space.firmware import machine_version, smbios_system
+from vdecode.space.firmware import machine_version_of
 from vdecode.virtio.carved_ring import CarvedRing
 from vdecode.virtio.device import VIRTIO_F_RING_PACKED, VirtioMachine, has_feature, is_big_endian
 from vdecode.space.ram_map import RamMap
@@ -46,6 +46,7 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
 
 
 def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
+                        platform: Callable[[], tuple[int, int] | None] | None = None,
                         progress: Callable[[int, int], None] | None = None
                         ) -> tuple[VirtioMachine, list[str]]:
     """Where a logged ring's addresses no longer hold a ring, use a carved one.
@@ -114,7 +115,7 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                 why[(dev.canonical_path, qn)] = (f"the ring at the logged vring-desc {q.desc:#x} is "
                                                  f"now the driver's queue {ring.index}")
     notes: list[str] = []
-    platform = machine_version(smbios_system(space))        # the machine type, for MSI-X
+    platform = platform or machine_version_of(space)        # the machine type, for MSI-X
     matches = match_rings(space, devices, stale, rings, claimed)
     devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen,
                                      profile, platform)

@@ -8,6 +8,8 @@ none of whose rings is left, while the guest's driver records are readable, is r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from vdecode.profiles import Profile
 from vdecode.reconstruct.rings.candidates import RingMatch
 from vdecode.sources.qemu_state import CARVED, INFERRED, VirtIODeviceState, marks
@@ -20,7 +22,7 @@ __all__ = ("apply_matches", "driver_let_go", "reset_like_qemu")
 def apply_matches(devices: tuple[VirtIODeviceState, ...], matches: list[RingMatch],
                   claimed: dict[int, CarvedRing | None], why: dict[tuple[str, int], str],
                   stale_of: dict[str, set[int]], drivers_seen: bool, profile: Profile,
-                  platform: tuple[int, int] | None = None
+                  platform: Callable[[], tuple[int, int] | None] | None = None
                   ) -> tuple[tuple[VirtIODeviceState, ...], list[str]]:
     """The devices with matched rings in their queues (provenance ``carved``) and devices whose
     driver let go reset, and notes saying what was done. ``claimed`` (the caller's bookkeeping

@@ -42,12 +42,13 @@ stage returns a new machine.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 
 from vdecode.errors import MissingData
 from vdecode.frozen import record
 from vdecode.profiles import Profile
-from vdecode.space.firmware import machine_version, smbios_system
+from vdecode.space.firmware import machine_version_of
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODeviceState,
                                         VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACKED,
@@ -205,21 +206,23 @@ def _reset_counters(q: VirtQueueState) -> VirtQueueState:
                     signalled_used_valid=valid_at_init)
 
 
-def advance_to_dump(machine: VirtioMachine, profile: Profile) -> tuple[VirtioMachine, list[str]]:
+def advance_to_dump(machine: VirtioMachine, profile: Profile, *,
+                    platform: Callable[[], tuple[int, int] | None] | None = None) -> tuple[VirtioMachine, list[str]]:
     """The machine with its log-derived state moved to the dump instant.
 
     :return: the new machine, and notes for stderr (rings that look moved, values that stay the
         log's).
     """
     notes: list[str] = []
-    platform = machine_version(smbios_system(machine.space))
+    platform = platform or machine_version_of(machine.space)
     devices = tuple(_advance_device(machine, dev, profile, notes, platform)
                     for dev in machine.state.devices)
     return machine.with_state(replace(machine.state, devices=devices)), notes
 
 
 def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Profile,
-                    notes: list[str], platform: tuple[int, int] | None) -> VirtIODeviceState:
+                    notes: list[str], platform: Callable[[], tuple[int, int] | None]
+                    ) -> VirtIODeviceState:
     """One device at the dump instant (the rules in the module docstring)."""
     dev_marks = {"vm_running": INFERRED}
     changes: dict = {"vm_running": False}

@@ -107,13 +107,16 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, 
     # the ring checks and the carver load when a log's state is built, not for a core's
     from vdecode.reconstruct.rings.match import replace_stale_rings
     from vdecode.reconstruct.rings.unlogged import fill_unlogged_queues
+    from vdecode.space.firmware import machine_version_of
     machine = VirtioMachine(logged, dump.space)
+    # the guest's machine type: read once, by the first stage whose rule needs it
+    platform = machine_version_of(dump.space)
     # each stage returns a new machine: a logged ring address that no longer holds a ring (driver
     # reset) takes a carved ring, queues the log never asked get the carver's, then the counters
     # move to the dump instant
-    for stage in (partial(replace_stale_rings, profile=profile),
+    for stage in (partial(replace_stale_rings, profile=profile, platform=platform),
                   partial(fill_unlogged_queues, profile=profile),
-                  partial(advance_to_dump, profile=profile)):
+                  partial(advance_to_dump, profile=profile, platform=platform)):
         machine, said = stage(machine)
         notes.extend(said)
     return machine, notes
