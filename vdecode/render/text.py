@@ -247,9 +247,11 @@ def _findings(k: Kit, view: dict) -> None:
         where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
         line.append(f" {where}: {f['title']}")
         _para(k, line, 2)
+        for why in f["evidence"].get("why", ()):        # what decided it (index wrap or back)
+            _para(k, f"why: {why}", 6, "dim")
         if f["severity"] == "info":
             continue
-        ev = "; ".join(f"{k} {_ev(v)}" for k, v in f["evidence"].items())
+        ev = "; ".join(f"{k} {_ev(v)}" for k, v in f["evidence"].items() if k != "why")
         if ev:
             _para(k, f"evidence: {ev}", 6, "dim")
         _para(k, f"rule: {f['rule']}", 6, "dim")
