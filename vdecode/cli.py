@@ -317,6 +317,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.state.session import build_session
     from vdecode.reconstruct.postmortem.view_model import build_view, select_devices
     from vdecode.render.text import progress_bar, render_view_text
@@ -332,7 +333,8 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         logged, log_end = session.logged, session.log_end
         selected = {d.canonical_path for d in select_devices(machine.state.devices, device)}
         findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
-                                        queue=queue)      # only the queues asked about are read
+                                        queue=queue,      # only the queues asked about are read
+                                        pace=log_pace(knowledge))
         carved = None
         if knowledge is None and opened.qemu is None and opened.space is not None:
             from vdecode.reconstruct.rings.match import group_by_device

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from vdecode.frozen import record
+from vdecode.sources.qmp_log.knowledge import LogKnowledge
 
-__all__ = ("Pace", "Motion", "judge_motion", "WRAP", "HALF")
+__all__ = ("Pace", "Motion", "judge_motion", "log_pace", "WRAP", "HALF")
 
 WRAP = 0x10000
 HALF = 0x8000
@@ -169,3 +170,41 @@ def judge_motion(*, log_avail: int | None, log_used: int, avail: int, used: int,
         fwd_why.append("no sign of a reset: the rings are where the log saw them (a driver "
                        "re-initialising its queue allocates new ones)" + slots)
     return Motion("forward", fwd_u, back, "used", tuple(fwd_why))
+
+
+def log_pace(knowledge: LogKnowledge | None) -> dict[tuple[str, int], Pace]:
+    """Per ``(path, queue)``, the pace of the used idx over the log's queue-status replies.
+
+    Only the last run of consecutive replies on the same rings counts: a relocation, or a step of
+    half a cycle or more (which could be a wrap or a step back itself), starts a new run; each
+    smaller step is taken as forward. ``stop`` is the first ``STOP`` event after the last
+    reply: the dump cannot be earlier, and QEMU's indices do not move while the VM is stopped.
+    """
+    if knowledge is None:
+        return {}
+    runs: dict[tuple[str, int], list[tuple[float, int]]] = {}
+    rings: dict[tuple[str, int], Any] = {}
+    for x in knowledge.all("x-query-virtio-queue-status"):
+        path, queue = x.arguments.get("path"), x.arguments.get("queue")
+        ret = x.reply.get("return") if isinstance(x.reply, dict) else None
+        t = x.t_reply if x.t_reply is not None else x.t
+        if not isinstance(path, str) or not isinstance(queue, int) or isinstance(queue, bool) \
+                or not isinstance(ret, dict) or not isinstance(ret.get("used-idx"), int) or t is None:
+            continue
+        key, where = (path, queue), (ret.get("vring-desc"), ret.get("vring-avail"), ret.get("vring-used"))
+        used = int(ret["used-idx"]) % WRAP
+        run = runs.get(key)
+        # a step of half a cycle or more is itself a wrap-or-back question: the run starts again
+        if rings.get(key) != where or not run or t < run[-1][0] or (used - run[-1][1]) % WRAP >= HALF:
+            runs[key], rings[key] = [], where
+        runs[key].append((float(t), used))
+    out: dict[tuple[str, int], Pace] = {}
+    for key, run in runs.items():
+        if len(run) < 2 or run[-1][0] <= run[0][0]:
+            continue
+        done = sum((b - a) % WRAP for (_, a), (_, b) in zip(run, run[1:]))
+        stops = knowledge.events_since(run[-1][0], {"STOP"})
+        stop = min((e.t if e.t is not None else e.t_log for e in stops
+                    if (e.t if e.t is not None else e.t_log) is not None), default=None)
+        out[key] = Pace(done / (run[-1][0] - run[0][0]), len(run), run[0][0], run[-1][0], stop)
+    return out
