@@ -160,7 +160,7 @@ def test_plain_progress_is_left_to_the_usual_finding():
 
 def test_the_pace_of_a_log_and_its_stop(tmp_path):
     """Samples 1 s apart (one step past 65535), then STOP: a rate, unwrapped; a step of half a
-    cycle or more starts the run again; latest-only reading keeps the samples."""
+    cycle or more starts the run again."""
     path = tmp_path / "pace.jsonl"
     args = {"path": PATH, "queue": 0}
     lines, used = [], [65000, 200, 1400, 2600]
@@ -172,12 +172,16 @@ def test_the_pace_of_a_log_and_its_stop(tmp_path):
     lines.append({"t": 110.0, "dir": "<-", "msg": {"event": "STOP", "data": {},
                                                     "timestamp": {"seconds": 110, "microseconds": 0}}})
     path.write_text("".join(json.dumps(r) + "\n" for r in lines))
-    k = LogKnowledge.from_log(read_qmp_log(str(path), None, None, latest_only=True))
+    k = LogKnowledge.from_log(read_qmp_log(str(path), None, None))
     [(key, p)] = log_pace(k).items()
     assert key == (PATH, 0) and (p.samples, p.first, p.last, p.stop) == (4, 100.0, 103.0, 110.0)
     assert p.rate == pytest.approx((736 + 1200 + 1200) / 3)
-    path.write_text(path.read_text().replace('"used-idx": 1400', '"used-idx": 40000'))
+    # what the view reads (latest-only) keeps the newest two: their step is the pace
     k = LogKnowledge.from_log(read_qmp_log(str(path), None, None, latest_only=True))
+    p = log_pace(k)[(PATH, 0)]
+    assert (p.samples, p.first, p.last, p.stop, p.rate) == (2, 102.0, 103.0, 110.0, 1200.0)
+    path.write_text(path.read_text().replace('"used-idx": 1400', '"used-idx": 40000'))
+    k = LogKnowledge.from_log(read_qmp_log(str(path), None, None))
     assert log_pace(k)[(PATH, 0)].samples == 2          # 200 -> 40000: the run starts at 40000
 
 

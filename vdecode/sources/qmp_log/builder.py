@@ -29,9 +29,10 @@ __all__ = ("LogBuilder", "id_key")
 MAX_WARNINGS = 1000          # a 100 MB log of garbage must not grow an unbounded warning list
 MAX_KEPT_EVENTS = 10000      # latest-only mode: run-state/unplug events kept, newest first out
 COMPACT_EVERY = 256          # latest-only mode: drop superseded exchanges once this many pile up
-# latest-only mode keeps this many newest answers per queue-status question, not one: their
-# used idx over time is the pace that tells a 16-bit wrap from a step back (index_motion)
-PACE_SAMPLES = 32
+# latest-only mode keeps this many newest answers per queue-status question, not one: the used
+# idx between them is the pace that tells a 16-bit wrap from a step back (index_motion). Two are
+# enough for a rate and keep a bundle's embedded log within one more reply per queue.
+PACE_SAMPLES = 2
 
 
 def id_key(value: Any) -> str:
