@@ -153,6 +153,31 @@ def test_the_pace_alone_can_refute_a_wrap():
     assert m.verdict == "forward" and "predict about 40000" in m.why[1]
 
 
+def test_the_pace_finds_whole_cycles_the_indices_cannot_show():
+    """The wrap recording's blk16: used idx 70 -> 1278 reads as 1208, but at ~8760/s for 7.6 s
+    to the stop it was 65536 more."""
+    m = machine(blk_chain(0), [0], last_avail=1, used_idx=1278, avail_idx=1278, used=[(0, 1)])
+    logged = _logged(m, used_idx=70, avail_idx=70, as_of=1000.0)
+    pace = {(PATH, 0): Pace(8760.0, 2, 990.0, 1000.0, stop=1007.6)}
+    m = m.with_state(m.state.with_device(m.state.devices[0].with_queue(
+        m.state.devices[0].queues[0].evolve(last_avail_idx=1278))))
+    found, _ = find_findings(m, load_7_2(), logged, pace=pace)
+    [f] = [f for f in found if f.code in INDEX_CODES]
+    assert f.title == "66744 completion(s) since the log (used idx 70 -> 1278, wrapped)"
+    assert f.evidence["why"][0].endswith("predict about 66576: 1 more cycle(s) of 65536 than the "
+                                         "used idx shows (70 -> 1278)")
+    found, _ = find_findings(m, load_7_2(), logged)                   # no pace: what it shows
+    [f] = [f for f in found if f.code in INDEX_CODES]
+    assert f.title == "1208 completion(s) since the log (used idx 70 -> 1278)"
+
+
+def test_half_a_cycle_forward_without_passing_65535_is_not_called_a_wrap():
+    m = judge_motion(log_avail=100, log_used=100, avail=40000, used=40000, num=8)
+    assert m.verdict == "forward" and m.forward == 39900 and not m.wrapped(100)
+    m = judge_motion(log_avail=30005, log_used=30005, avail=4474, used=4474, num=8)
+    assert m.verdict == "forward" and m.wrapped(30005)
+
+
 def test_plain_progress_is_left_to_the_usual_finding():
     assert judge_motion(log_avail=10, log_used=8, avail=20, used=20, num=8) is None
     assert judge_motion(log_avail=65530, log_used=65530, avail=4, used=4, num=8) is None

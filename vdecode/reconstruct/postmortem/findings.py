@@ -229,8 +229,8 @@ def _motion_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueState, r
             "log_used_idx": logged.used_idx, "used_idx": used_idx}
     if m.verdict == "forward":
         c.add("info", "idx-advanced", dev, qi,
-              f"{m.forward} completion(s) since the log (used idx {logged.used_idx} -> {used_idx}, "
-              f"wrapped)",
+              f"{m.forward} completion(s) since the log (used idx {logged.used_idx} -> {used_idx}"
+              + (", wrapped)" if m.wrapped(logged.used_idx) else ")"),
               "log replies vs guest memory; virtio 1.2 2.7.8 (used idx wraps at 65536)",
               "nothing: normal progress", **idxs, **m.evidence(), **since)
     elif m.verdict == "back":

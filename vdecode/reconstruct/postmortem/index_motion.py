@@ -72,9 +72,9 @@ class Motion:
     index: str
     why: tuple[str, ...]
 
-    @property
-    def wrapped(self) -> bool:
-        return self.verdict == "forward" and self.forward >= HALF
+    def wrapped(self, log_idx: int) -> bool:
+        """Whether the forward reading passes 65535 from the log's ``log_idx``."""
+        return self.verdict == "forward" and log_idx + self.forward >= WRAP
 
     def evidence(self) -> dict[str, Any]:
         return {"reading": self.verdict, "forward_reading": self.forward,
@@ -103,11 +103,19 @@ def _predicted(pace: Pace | None, since: float | None) -> tuple[float | None, st
                f"predict about {n:.0f}")
 
 
+def _nearest_forward(fwd: int, n: float) -> tuple[int, bool]:
+    """The forward count ``fwd + 65536 k`` nearest the predicted ``n``, and whether ``n`` is
+    within a factor :data:`NEAR` of it."""
+    c = fwd + WRAP * max(0, round((n - fwd) / WRAP))
+    return c, c / NEAR <= n <= c * NEAR
+
+
 def judge_motion(*, log_avail: int | None, log_used: int, avail: int, used: int, num: int,
                  used_ring: np.ndarray | None = None, pace: Pace | None = None,
                  log_time: float | None = None) -> Motion | None:
     """How the indices of one queue (same rings as in the log) moved; ``None`` when plainly forward
-    (fewer than 32768 completions, the avail idx consistent with them).
+    (fewer than 32768 completions, the avail idx consistent with them, and no pace saying whole
+    cycles of 65536 passed unseen).
 
     :param log_avail: the log's ``shadow_avail_idx`` (``None`` if it did not say).
     :param log_used: the log's used idx; :param avail: :param used: the dump's (guest memory).
@@ -130,12 +138,19 @@ def judge_motion(*, log_avail: int | None, log_used: int, avail: int, used: int,
         return Motion("ambiguous", fwd_a, WRAP - fwd_a, "avail",
                       (f"avail idx {avail} is {out_now} ahead of used idx {used} (ring size {num}): "
                        f"the indices disagree, so neither tells which way the other moved",))
+    n, said = _predicted(pace, log_time)
     if fwd_u < HALF:
-        if out_log is None or out_log > num:
-            return None
-        moved = fwd_u + out_now - out_log       # how far the avail idx moved, fewest completions
-        if moved >= 0:
-            return None
+        moved = None if out_log is None or out_log > num else fwd_u + out_now - out_log
+        if moved is None or moved >= 0:
+            # plainly forward, unless the pace says whole cycles more passed unseen
+            if n is None or fwd_u / NEAR <= n <= fwd_u * NEAR:
+                return None
+            c, near = _nearest_forward(fwd_u, n)
+            if not near or c == fwd_u:
+                return None
+            return Motion("forward", c, WRAP - fwd_u, "used",
+                          (f"{said}: {(c - fwd_u) // WRAP} more cycle(s) of 65536 than the used "
+                           f"idx shows ({log_used} -> {used})",))
         done = (f"used idx unchanged at {used}" if fwd_u == 0
                 else f"used idx moved {fwd_u} forward ({log_used} -> {used})")
         return Motion("back", (avail - log_avail) % WRAP, -moved, "avail",
@@ -150,17 +165,16 @@ def judge_motion(*, log_avail: int | None, log_used: int, avail: int, used: int,
     if _fresh_slots(used_ring, used, num):
         reset_why.append(f"used ring slots {used}..{num - 1} were never written: a ring allocated "
                          f"since the log, as after a reset")
-    n, said = _predicted(pace, log_time)
-    strong_fwd = False
+    strong_fwd, count = False, fwd_u
     if n is not None:
-        if fwd_u / NEAR <= n <= fwd_u * NEAR:
-            fwd_why.append(f"{said}, as the {fwd_u} of a wrap")
-            strong_fwd = True
+        c, near = _nearest_forward(fwd_u, n)
+        if near:
+            fwd_why.append(f"{said}, as the {c} of a wrap")
+            strong_fwd, count = True, c
         elif n < fwd_u / FAR:
             reset_why.append(f"{said}, far fewer than the {fwd_u} a wrap needs")
-        # more than a wrap's count fits several wraps and a reset alike: it decides nothing
     if reset_why and strong_fwd:
-        return Motion("ambiguous", fwd_u, back, "used", tuple(fwd_why + reset_why))
+        return Motion("ambiguous", count, back, "used", tuple(fwd_why + reset_why))
     if reset_why:
         return Motion("reset", fwd_u, back, "used", tuple(reset_why))
     if not strong_fwd:
@@ -169,7 +183,7 @@ def judge_motion(*, log_avail: int | None, log_used: int, avail: int, used: int,
                  " and the used slots past the used idx hold older entries")
         fwd_why.append("no sign of a reset: the rings are where the log saw them (a driver "
                        "re-initialising its queue allocates new ones)" + slots)
-    return Motion("forward", fwd_u, back, "used", tuple(fwd_why))
+    return Motion("forward", count, back, "used", tuple(fwd_why))
 
 
 def log_pace(knowledge: LogKnowledge | None) -> dict[tuple[str, int], Pace]:
