@@ -95,7 +95,9 @@ def _fresh_slots(used_ring: np.ndarray | None, used: int, num: int) -> bool:
 
 def _predicted(pace: Pace | None, since: float | None) -> tuple[float | None, str]:
     """Completions the log's pace predicts from ``since`` to the stop, and the sentence saying so."""
-    if pace is None or pace.samples < 2 or pace.stop is None or since is None or pace.stop < since:
+    # an idle queue in the log says nothing of a burst after it
+    if pace is None or pace.samples < 2 or pace.rate <= 0 or pace.stop is None or since is None \
+            or pace.stop < since:
         return None, ""
     n = pace.rate * (pace.stop - since)
     return n, (f"the log saw {pace.rate:.0f} completion(s)/s over {pace.last - pace.first:.1f} s "
