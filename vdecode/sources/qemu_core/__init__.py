@@ -17,8 +17,9 @@ found by what must hold in it:
 - the device's ``name`` and ``canonical_path`` are C strings, the path starts ``/machine/``;
 - ``virtio_list`` (``QTAILQ``): each ``next.tqe_circ.tql_prev`` points at the previous element's
   link or at the list head, and walking from the head visits each device once;
-- a ``RAMBlock`` named ``pc.ram``/``pc.bios``/``pc.rom`` has ``mr->ram_block`` pointing back at it,
-  and its ``next`` links lead through the whole ``ram_list.blocks``.
+- a ``RAMBlock`` named for main RAM or firmware (``pc.ram``, ``mach-virt.ram``, ``s390.ram``,
+  ``*.rom``) has ``mr->ram_block`` pointing back at it, and its ``next`` links lead through the
+  whole ``ram_list.blocks``.
 
 Every pointer is checked against the core's mappings before it is followed. This module never
 builds address spaces: the caller passes the host-virtual memory (``vdecode.space.qemu_core``).
