@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vdecode.render.plain import PlainConsole, PlainPadding, PlainText
+from vdecode.render.wrapping import phrases, wrap_units
 
 if TYPE_CHECKING:                 # rich is imported when it draws: start-up time
     from rich.table import Table
@@ -41,6 +42,7 @@ class Kit:
 
     def __init__(self, text: Any, padding: Any, console: Any, getvalue: Any) -> None:
         self.Text, self.Padding, self.print, self.getvalue = text, padding, console.print, getvalue
+        self.width: int = console.width if isinstance(console.width, int) else 80
 
     @classmethod
     def for_output(cls, width: int, *, rich: bool, color: bool) -> Kit:
@@ -242,18 +244,38 @@ def _findings(k: Kit, view: dict) -> None:
     fs = view["findings"]
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in fs:
-        line = k.Text()
-        line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
         where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
-        line.append(f" {where}: {f['title']}")
-        _para(k, line, 2)
+        _finding_title(k, f, where)
         if f["severity"] == "info":
             continue
-        ev = "; ".join(f"{k} {_ev(v)}" for k, v in f["evidence"].items())
-        if ev:
-            _para(k, f"evidence: {ev}", 6, "dim")
-        _para(k, f"rule: {f['rule']}", 6, "dim")
-        _para(k, f"QEMU: {f['qemu']}", 6, "dim")
+        pairs = [f"{name} {_ev(v)}" for name, v in f["evidence"].items()]
+        if pairs:     # one "name value" pair is a unit: a line never parts a name from its value
+            units = ["evidence:", *(p + ";" for p in pairs[:-1]), pairs[-1]]
+            _lines(k, wrap_units(units, k.width, 6, 8), "dim")
+        _lines(k, wrap_units(["rule:", *phrases(f["rule"])], k.width, 6, 8), "dim")
+        _lines(k, wrap_units(["QEMU:", *phrases(f["qemu"])], k.width, 6, 8), "dim")
+
+
+FINDING_HANG = 10       # a finding's continuation lines start under its title (2 + "WARNING ")
+
+
+def _lines(k: Kit, lines: list[str], style: str = "") -> None:
+    """Lines already laid out within the width (:mod:`vdecode.render.wrapping`), one paragraph
+    each: neither rich nor the plain console wraps them again."""
+    for line in lines:
+        k.print(k.Text(line, style=style))
+
+
+def _finding_title(k: Kit, f: dict, where: str) -> None:
+    """``  WARNING where: title``, wrapped at word boundaries and never inside a parenthesis or
+    an ``a -> b`` step, continuation lines under the title (a hanging indent)."""
+    sev = f"{f['severity'].upper():7}"
+    lines = wrap_units([f"{sev} {where}:", *phrases(f["title"])], k.width, 2, FINDING_HANG)
+    first = k.Text("  ")
+    first.append(sev, style=SEVERITY_STYLE.get(f["severity"], ""))
+    first.append(lines[0][2 + len(sev):])
+    k.print(first)
+    _lines(k, lines[1:])
 
 
 # --- the compact form ------------------------------------------------------------------------
@@ -442,12 +464,9 @@ def _compact_findings(k: Kit, view: dict) -> None:
     k.print()
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in fs:
-        line = k.Text()
-        line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
         where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
                                                     else "")
-        line.append(f" {where}: {f['title']}")
-        _para(k, line, 2)
+        _finding_title(k, f, where)
     if any(f["severity"] != "info" for f in fs):
         _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
 
