@@ -110,6 +110,20 @@ def _terminal_width(default: int) -> int:
     return columns or default
 
 
+def _output_width() -> int:
+    """The width ``info`` and ``log`` lay their text out in: ``$COLUMNS`` when set, else the
+    terminal's, else (piped) 80; never under 40."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        columns = _terminal_width(80) if sys.stdout.isatty() else 80
+    return max(40, columns)
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -166,7 +180,8 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
         if system is not None:
             info["smbios"] = {"manufacturer": system.manufacturer, "product": system.product,
                               "version": system.version, "entry_point": system.entry_point}
-    click.echo(render_info_json(info) if as_json else render_info_text(info), nl=False)
+    click.echo(render_info_json(info) if as_json else render_info_text(info, _output_width()),
+               nl=False)
 
 
 @cli.command("qmp")
@@ -293,7 +308,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
                 batch.clear()
         click.echo("".join(batch), nl=False)
     else:
-        click.echo(render_log_text(log), nl=False)
+        click.echo(render_log_text(log, _output_width()), nl=False)
 
 
 @cli.command("view")

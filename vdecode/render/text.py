@@ -521,9 +521,12 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
             _para(k, f"note: {n}", 0, "dim")
     if used:
         k.print()
-        legend = "   ".join(f"{MARKERS[m]} {view['legend'][m]}" for m in ("inferred", "log", "carved")
-                           if m in used)
-        _para(k, f"{legend}; unmarked: QEMU core or guest memory", 0, "dim")
+        entries = [f"{MARKERS[m]} {view['legend'][m]}" for m in ("inferred", "log", "carved")
+                   if m in used]
+        # each marker with its meaning is a unit: a line never parts them
+        units = [e + "  " for e in entries[:-1]] + [entries[-1] + ";",
+                                                   "unmarked: QEMU core or guest memory"]
+        _lines(k, wrap_units(units, k.width), "dim")
     out = k.getvalue()
     if not color:       # rich pads wrapped paragraphs and cells to the width: drop the padding
         out = "\n".join(line.rstrip() for line in out.split("\n"))

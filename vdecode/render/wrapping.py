@@ -19,13 +19,13 @@ _TOKEN = re.compile(r"\S+")
 
 
 def phrases(text: str) -> list[str]:
-    """``text`` cut into the units a line may not break: words, with a parenthesised group and
-    ``a -> b`` (or ``a → b``) each kept as one unit.
+    """``text`` cut into the units a line may not break: words, with a group in parentheses
+    (or brackets, or braces) and ``a -> b`` (or ``a → b``) each kept as one unit.
 
     >>> phrases("40005 completion(s) since the log (used idx 30005 -> 4474)")
     ['40005', 'completion(s)', 'since', 'the', 'log', '(used idx 30005 -> 4474)']
-    >>> phrases("went from 3 -> 5 today")
-    ['went', 'from', '3 -> 5', 'today']
+    >>> phrases("went from 3 -> 5 today; ok {14 members} [2 items]")
+    ['went', 'from', '3 -> 5', 'today;', 'ok', '{14 members}', '[2 items]']
     """
     units: list[str] = []
     depth = 0
@@ -36,12 +36,13 @@ def phrases(text: str) -> list[str]:
         else:
             units.append(word)
         glue = word in ("->", "→")
-        depth = max(0, depth + word.count("(") - word.count(")"))
+        depth = max(0, depth + sum(map(word.count, "([{")) - sum(map(word.count, ")]}")))
     return units
 
 
-def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None = None) -> list[str]:
-    """``units`` laid out in lines of at most ``width`` columns, joined by single spaces: the
+def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None = None,
+               sep: str = " ") -> list[str]:
+    """``units`` laid out in lines of at most ``width`` columns, joined by ``sep``: the
     first line indented by ``indent``, the others by ``hang`` (default: ``indent``). A unit that
     does not fit on a line of its own is broken at its spaces; a single word longer than a line
     stays whole (the only way a line exceeds ``width``).
@@ -55,7 +56,7 @@ def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None =
     for unit in units:
         lead = indent if not lines else hang
         room = width - lead
-        candidate = unit if not cur else cur + " " + unit
+        candidate = unit if not cur else cur + sep + unit
         if len(candidate) <= room:
             cur = candidate
             continue
@@ -63,6 +64,7 @@ def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None =
             lines.append(" " * lead + cur)
             cur = ""
             room = width - hang
+        unit = unit.lstrip()               # a unit that starts a line has no space before it
         if len(unit) <= room or " " not in unit:
             cur = unit
             continue
@@ -78,7 +80,7 @@ def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None =
                 cur = word
     if cur or not lines:
         lines.append(" " * (indent if not lines else hang) + cur)
-    return lines
+    return [line.rstrip() for line in lines]
 
 
 def wrap_hanging(text: str, width: int, indent: int = 0, hang: int | None = None) -> list[str]:
