@@ -58,7 +58,7 @@ def firmware_evidence(space: AddressSpace, rings: list[CarvedRing], *, records_s
     if low:
         why.append("below 1 MiB")
     if high:
-        why.append(f"in the last MiB of RAM below 4 GiB (top {top:#x}), the firmware's high zone")
+        why.append(f"in the last MiB of low RAM (below {top:#x}), the firmware's high zone")
     if polled:
         why.append("polled (VRING_AVAIL_F_NO_INTERRUPT)")
     if kind is not None and kind in kernel_kinds:
