@@ -110,6 +110,20 @@ def _terminal_width(default: int) -> int:
     return columns or default
 
 
+def _output_width() -> int:
+    """The width ``info`` and ``log`` lay their text out in: ``$COLUMNS`` when set, else the
+    terminal's, else (piped) 80; never under 40."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        columns = _terminal_width(80) if sys.stdout.isatty() else 80
+    return max(40, columns)
+
+
 # --- commands -------------------------------------------------------------------------------
 
 
@@ -141,6 +155,20 @@ def _profile_notes(profile) -> list[str]:
     return out + ([f"warning: {profile.warning}"] if profile.warning else [])
 
 
+def _assumed_release(profile, space) -> str:
+    """The note for a guest dump alone: the greeting names a release nothing in the inputs did.
+    The guest firmware's SMBIOS machine type (``pc-q35-7.2``) is said beside it: it does not name
+    the release that ran (a newer QEMU runs older machine types), only the oldest it can be."""
+    from vdecode.space.firmware import machine_version, smbios_system
+
+    system = smbios_system(space) if space is not None else None
+    mv = machine_version(system)
+    hint = (f" (the guest's machine type {system.version} says QEMU {mv[0]}.{mv[1]} or later)"
+            if mv and system is not None else "")
+    return (f"the greeting says QEMU {profile.release}: assumed QEMU {profile.release}, no core or "
+            f"log names the release; give --qemu VERSION{hint}")
+
+
 _BINARY_HELP = ("For a QEMU process core: the qemu-system-* executable that ran (default: the path "
                 "the core names); used only if its build-id is the core's.")
 
@@ -166,7 +194,8 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
         if system is not None:
             info["smbios"] = {"manufacturer": system.manufacturer, "product": system.product,
                               "version": system.version, "entry_point": system.entry_point}
-    click.echo(render_info_json(info) if as_json else render_info_text(info), nl=False)
+    click.echo(render_info_json(info) if as_json else render_info_text(info, _output_width()),
+               nl=False)
 
 
 @cli.command("qmp")
@@ -199,6 +228,8 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     machine, notes = session.machine, session.notes
     # which profile answers: said when no core or log names the release (or they name none shipped)
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
+    if not (opened.qemu or knowledge or qemu_release):
+        said.append(_assumed_release(profile, opened.space))
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
     version, package = qemu_identity(knowledge, opened.qemu)
@@ -293,7 +324,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
                 batch.clear()
         click.echo("".join(batch), nl=False)
     else:
-        click.echo(render_log_text(log), nl=False)
+        click.echo(render_log_text(log, _output_width()), nl=False)
 
 
 @cli.command("view")

@@ -351,14 +351,33 @@ def carved_view(groups: list) -> list[dict[str, Any]]:
     out = []
     for g in groups:
         out.append({"kind": g.kind, "driver_device": g.device_va, "reasons": list(g.reasons),
-                    "rings": [{"index": r.index, "name": r.name, "size": r.num, "desc": r.desc,
-                               "avail": r.avail, "used": r.used, "avail_flags": r.avail_flags,
-                               "avail_idx": r.avail_idx, "used_flags": r.used_flags,
-                               "used_idx": r.used_idx,
-                               "outstanding": (r.avail_idx - r.used_idx) % 0x10000,
-                               "confidence": round(r.confidence, 3), "layout": r.layout,
-                               "evidence": list(r.evidence)} for r in g.rings]})
+                    "firmware": None if g.firmware is None else list(g.firmware),
+                    "rings": [_carved_ring(r) for r in g.rings]})
     return out
+
+
+def _carved_ring(r) -> dict[str, Any]:
+    """One carved ring as plain values. A split ring's ``avail_idx``/``used_idx`` are its 16-bit
+    indices; a packed ring has none: ``packed`` gives its event suppression areas decoded (virtio
+    1.2 2.8.10: ``off_wrap`` is a descriptor offset and a wrap counter; the device's area holds
+    where QEMU next expects an available descriptor, the driver's where the driver next expects
+    a used one), ``avail_idx``/``used_idx`` those offsets and ``outstanding`` the descriptors
+    between them, counted over laps by the wrap counters."""
+    from vdecode.virtio.carved_ring import packed_outstanding, packed_position
+    row = {"index": r.index, "name": r.name, "size": r.num, "desc": r.desc, "avail": r.avail,
+           "used": r.used, "avail_flags": r.avail_flags, "avail_idx": r.avail_idx,
+           "used_flags": r.used_flags, "used_idx": r.used_idx,
+           "outstanding": (r.avail_idx - r.used_idx) % 0x10000, "packed": None}
+    if r.layout == "packed":
+        # the carver keeps the driver area's (flags, off_wrap) in avail_*, the device's in used_*
+        (di, dw), (ui, uw) = packed_position(r.used_idx), packed_position(r.avail_idx)
+        row.update(avail_idx=di, used_idx=ui,
+                   outstanding=packed_outstanding(r.used_idx, r.avail_idx, r.num),
+                   packed={"avail_wrap": dw, "used_wrap": uw,
+                           "driver_event": {"off_wrap": r.avail_idx, "flags": r.avail_flags},
+                           "device_event": {"off_wrap": r.used_idx, "flags": r.used_flags}})
+    row.update(confidence=round(r.confidence, 3), layout=r.layout, evidence=list(r.evidence))
+    return row
 
 
 def _base(state) -> str:
