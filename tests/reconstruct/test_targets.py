@@ -74,3 +74,7 @@ def test_target_core_holds_its_guest_ram(name):
     blocks = [b["idstr"] for b in info["ram_blocks"]]
     assert {"arm64": "mach-virt.ram", "s390x": "s390.ram"}.get(name, blocks[0]) in blocks
     assert info["guest_ram"] == "present", info["guest_ram"]
+    # its build is in no profile (the x86_64 7.2 layout fits it): info names no micro release
+    # that the input does not say
+    assert info["qemu_version"] == "7.2.x", info["qemu_version"]
+    assert info["build_id"] in info["qemu_version_from"], info["qemu_version_from"]
