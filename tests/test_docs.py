@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import doc_examples  # noqa: E402  (tools/ is not a package)
 
+from tests.conftest import NO_CAPTURES  # noqa: E402
 from vdecode.cli import cli  # noqa: E402
 
 EXAMPLES = [ex for page in doc_examples.pages() for ex in doc_examples.examples(page)]
@@ -38,9 +39,8 @@ def test_the_pages_have_examples():
 
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[f"{e.page.name}:{e.line}" for e in EXAMPLES])
 def test_example_prints_what_the_page_shows(ex, cwd):
-    if doc_examples.needs_shared(ex) and not doc_examples.SHARED.is_dir():
-        pytest.skip(f"needs the shared captures ({doc_examples.SHARED}): put the shared folder beside "
-                    "the checkout or set VDECODE_CAPTURES=DIR")
+    if doc_examples.needs_shared(ex) and not doc_examples.have_shared():
+        pytest.skip(NO_CAPTURES)
     got = doc_examples.run(ex, cwd)
     shown = list(ex.output)
     assert (got[:len(shown)] if ex.cut else got) == shown, (

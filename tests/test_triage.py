@@ -17,7 +17,7 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from tests.conftest import CAPTURES, REPO
+from tests.conftest import CAPTURES, NO_CAPTURES, REPO
 from vdecode.cli import cli
 from vdecode.triage import discover, run_triage
 from vdecode.triage.discover import stem_of
@@ -167,7 +167,7 @@ def test_local_fleet(fleet, local_records):
 
 def test_shared_captures(local_records):
     if not CAPTURES.is_dir():
-        pytest.skip(f"no captures in {CAPTURES}: the real-QEMU corpus is not here")
+        pytest.skip(NO_CAPTURES)
     by_vm = {r["vm"]: r for r in local_records}
     basic = by_vm["basic"]
     assert basic["inputs"]["dump"] == f"{CAPTURES}/basic/qemu.core.zst"
