@@ -419,15 +419,17 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
               help="Local worker processes (default: the number of cores).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on this Dask scheduler (tcp://host:8786; needs vdecode[dask]).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to wait for --scheduler to answer.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
-                   scheduler: str | None, cache_dir: str | None) -> None:
+                   scheduler: str | None, timeout: float, cache_dir: str | None) -> None:
     """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
     from vdecode.triage import output, run_triage
 
     with output.progress_bar("triage") as tick:
         records = run_triage(list(paths), workers=workers, scheduler=scheduler,
-                             cache_dir=cache_dir, progress=tick)
+                             cache_dir=cache_dir, progress=tick, timeout=timeout)
     if as_json or as_csv:
         click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
     else:
