@@ -256,6 +256,7 @@ def profile_command(debugfile: str, output: str, template: str | None, binary: s
     from vdecode.profiles import load_profile
     from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_build_id_file
 
+    check_output(output, "the profile (-o)", [debugfile, template, binary])
     if template:
         with open(template, "rb") as f:
             like = json.load(f)
@@ -269,7 +270,6 @@ def profile_command(debugfile: str, output: str, template: str | None, binary: s
         raise click.ClickException(f"{binary}: no GNU build-id note")
     if source_text:
         meta["source"] = source_text
-    check_output(output, "the profile (-o)", [debugfile, template, binary])
     prof = profile_from_dwarf(debugfile, like, **meta)
     try:
         with open(output, "w", encoding="utf-8") as out:

@@ -47,7 +47,7 @@ def check_output(path: str, option: str, inputs: Iterable[str | None] = (), *,
             if given and _same_file(path, given):
                 raise fail(f"it is an input ({given}); writing would destroy it")
         if socket and not stat.S_ISSOCK(st.st_mode):
-            raise fail("a file that is not a socket is there; not replacing it")
+            raise fail("it is a file, not a socket; not replacing it")
         if not os.access(path, os.W_OK):
             raise fail("permission denied (the file is not writable)")
         return
