@@ -34,7 +34,8 @@ def cwd():
 def test_the_pages_have_examples():
     # the finder itself can fail: a page format change must not turn this test into a no-op
     assert len(EXAMPLES) >= 8
-    assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md"}
+    assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md",
+                                              "triage.md"}
 
 
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[f"{e.page.name}:{e.line}" for e in EXAMPLES])

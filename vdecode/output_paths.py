@@ -51,17 +51,17 @@ def check_output(path: str, option: str, inputs: Iterable[str | None] = (), *,
         if not os.access(path, os.W_OK):
             raise fail("permission denied (the file is not writable)")
         return
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(path) or "."           # as the user wrote it, for the message
     if not os.path.exists(folder):
-        missing = folder
-        while not os.path.exists(os.path.dirname(missing)):
+        missing = folder                            # the first folder of the path that is absent
+        while os.path.dirname(missing) and not os.path.exists(os.path.dirname(missing)):
             missing = os.path.dirname(missing)
-        raise fail(f"the folder {os.path.dirname(path) or '.'} does not exist"
+        raise fail(f"the folder {folder} does not exist"
                    + (f" ({missing} is missing)" if missing != folder else ""))
     if not os.path.isdir(folder):
-        raise fail(f"{os.path.dirname(path)} is a file, not a folder")
+        raise fail(f"{folder} is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise fail(f"permission denied (cannot create files in {os.path.dirname(path) or '.'})")
+        raise fail(f"permission denied (cannot create files in {folder})")
 
 
 def _same_file(a: str, b: str) -> bool:
