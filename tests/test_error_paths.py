@@ -254,3 +254,16 @@ def test_triage_scheduler_timeout_defaults_to_10_s():
 
     (opt,) = [p for p in triage_command.params if p.name == "timeout"]
     assert opt.default == 10.0
+
+
+def test_triage_says_why_a_file_named_on_the_command_line_is_left_out(tmp_path):
+    # found in a folder, a capture's case.json is passed over; named by the user, it is reported
+    shutil.copy(SAMPLE, tmp_path / "web1.vdb")
+    (tmp_path / "case.json").write_text("{}\n")
+    r = vdecode("triage", "web1.vdb", "case.json", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    records = {x["vm"]: x for x in map(json.loads, r.stdout.splitlines())}
+    assert records["case.json"]["verdict"] == "unrecognised"
+    assert "capture layout" in records["case.json"]["errors"][0]["message"]
+    r = vdecode("triage", ".", "--json", cwd=tmp_path)
+    assert [x["vm"] for x in map(json.loads, r.stdout.splitlines())] == ["web1"]

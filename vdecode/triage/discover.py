@@ -225,11 +225,15 @@ def discover(paths: list[str], cache_dir: str | None = None) -> list[VmJob]:
     groups: dict[str, dict] = {}
     alone: list[VmJob] = []
     unknown: list[tuple[str, str]] = []
+    given = {p for p in paths if not os.path.isdir(p)}
     for path in _walk(paths):
         if not os.path.exists(path):
             kind, reason = "bad", "no such file or directory"
         else:
             kind, reason = classify_file(path)
+        if kind == "ignored" and path in given:     # named on the command line: say why not
+            kind, reason = "unknown", "a file of the capture layout (docs/new-captures.md), " \
+                                      "not an input"
         if kind == "ignored":
             continue
         if kind == "unknown":
