@@ -24,7 +24,8 @@ import numpy as np
 from construct import Const, Int64sb, Struct
 
 from vdecode.binary import dtype_of, struct_of
-from vdecode.errors import CorruptInput
+from vdecode.errors import CorruptInput, InputError
+from vdecode.sources.cache import cache_cap, evict, mark_used
 from vdecode.frozen import record
 from vdecode.sources.files import FileView, parse_at
 
@@ -140,10 +141,15 @@ def read_flat_index(view: FileView, *, cache_dir: str | os.PathLike | None = Non
         cached = flat_index_cache_path(view, cache_dir)
         index = _load_cached(cached, view)
         if index is not None:
+            mark_used(cached)             # "last used", for the cache's size cap
             return index
     index = walk_flat_records(view)
     if cached is not None and index.n_records >= cache_min_records:
         _save_cached(cached, index, view)
+        try:
+            evict(cache_dir, cache_cap(), keep={cached.name[:16]})
+        except (OSError, InputError):
+            pass                          # the index is kept; the cap is kept on the next add
     return index
 
 
