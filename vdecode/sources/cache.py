@@ -49,7 +49,7 @@ from vdecode.errors import InputError
 from vdecode.frozen import record
 
 __all__ = ("DEFAULT_MAX", "Entry", "cache_cap", "clear", "default_cache_dir", "entries", "evict",
-           "fingerprint", "lookup", "mark_used", "parse_size", "store")
+           "fingerprint", "lookup", "mark_used", "parse_age", "parse_size", "store")
 
 DEFAULT_MAX = 20 << 30          # 20 GiB: a few dozen compressed dumps' worth, beside any home folder
 ENV_DIR, ENV_MAX = "VDECODE_CACHE", "VDECODE_CACHE_MAX"
@@ -78,6 +78,18 @@ def parse_size(text: str) -> int | None:
     if not m:
         raise ValueError(f"not a size: {text!r} (e.g. 20G, 500M, 1048576 or none)")
     return int(float(m.group(1)) * (1 << (10 * " kmgt".index(m.group(2) or " "))))
+
+
+def parse_age(text: str) -> float:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"`` (or plain seconds) -> seconds.
+
+    >>> parse_age("7d"), parse_age("12h"), parse_age("90")
+    (604800.0, 43200.0, 90.0)
+    """
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text.strip().lower())
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (e.g. 7d, 12h, 30m, 90s)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
 def cache_cap() -> int | None:

@@ -85,10 +85,15 @@ FLAT_INDEX_CACHE_VERSION = 1
 
 def flat_index_cache_path(view: FileView, cache_dir: str | os.PathLike) -> Path:
     """Where the index of ``view`` is kept: keyed by the file's resolved path, size and mtime."""
-    st = os.stat(view.path)
-    key = hashlib.sha256(f"{view.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0"
-                         f"{FLAT_INDEX_CACHE_VERSION}".encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"{key}-{view.path.name}.flatindex.npz"
+    return Path(cache_dir) / f"{flat_index_key(view.path)}-{view.path.name}.flatindex.npz"
+
+
+def flat_index_key(path: str | os.PathLike) -> str:
+    """The index's key: the file's resolved path, size and mtime (an index is small and checked
+    against the file when loaded; a touched file's old one ages out of the cache)."""
+    st = os.stat(path)
+    return hashlib.sha256(f"{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                          f"{FLAT_INDEX_CACHE_VERSION}".encode()).hexdigest()[:16]
 
 
 def _load_cached(path: Path, view: FileView) -> FlatIndex | None:
