@@ -81,17 +81,23 @@ def test_a_real_dump_touched_and_copied_is_decompressed_once(captures, tmp_path)
 
 
 def test_fingerprint_is_content_only_and_sees_edits(tmp_path):
-    blob = os.urandom(9 << 20)                   # past the whole-file limit: the sampled path
+    blob = os.urandom(3 << 20)                   # past the whole-file limit: the sampled path
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(blob)
     b.write_bytes(blob)
     os.utime(b, (1, 1))
     assert cache.fingerprint(a) == cache.fingerprint(b)
-    for at in (0, len(blob) - 1, 1 << 20):       # first MiB, last byte (a trailer's checksum), a sample
+    step = (len(blob) - 2 * cache.EDGE - cache.SAMPLE) // (cache.SAMPLES - 1)
+    for at in (0, len(blob) - 1, cache.EDGE + 2 * step):   # an end, the last byte (a trailer's check), a sample
         edited = bytearray(blob)
         edited[at] ^= 1
         b.write_bytes(edited)
         assert cache.fingerprint(b) != cache.fingerprint(a), at
+    # the documented limit: an in-place edit between the samples, same size, is not seen
+    edited = bytearray(blob)
+    edited[cache.EDGE + step // 2] ^= 1
+    b.write_bytes(edited)
+    assert cache.fingerprint(b) == cache.fingerprint(a)
     b.write_bytes(blob + b"\0")
     assert cache.fingerprint(b) != cache.fingerprint(a)
 

@@ -12,15 +12,16 @@ Where: ``--cache-dir``, else ``$VDECODE_CACHE``, else ``$XDG_CACHE_HOME/vdecode`
 **One copy per compressed input.** A decompressed entry's ``KEY`` is a fingerprint of the
 compressed file's *content*, never its path or mtime, so ``touch``, a rename or a copy elsewhere
 find the same entry. The fingerprint is cheap because every answer on a cached input pays it: the
-file's size and a SHA-256 of its first and last MiB and of 16 blocks of 64 KiB spread evenly
-between (3 MiB read whatever the size; a file of up to 4 MiB is hashed whole). Why that is enough:
-the last MiB holds each format's check of the *whole decompressed content* (gzip's CRC-32 and
-length, the XXH64 content checksum the zstd tool writes at a frame's end, xz's block check and
-index), and the first MiB holds the dump's own headers (an ELF dump's notes with the vCPU
-registers, a kdump header's timestamp), which differ between any two dumps. A different input
-with the same fingerprint would need an in-place edit that keeps the compressed size and misses
-both ends and every sample; ``vdecode cache clear --input FILE`` drops an entry by hand. A full
-hash of a 2 GiB ``.zst`` would cost about a second per answer instead of a few milliseconds.
+file's size and a SHA-256 of its first and last 64 KiB and of 16 blocks of 4 KiB spread evenly
+between (192 KiB read whatever the size; a file of up to 256 KiB is hashed whole). Why that is
+enough: the last 64 KiB hold each format's check of the *whole decompressed content* (gzip's
+CRC-32 and length, the XXH64 content checksum the zstd tool writes at a frame's end, xz's block
+check and index), and the first 64 KiB hold the dump's own headers (an ELF dump's or core's notes
+with the vCPU or thread registers, a kdump header's timestamp), which differ between any two
+dumps. A different input with the same fingerprint would need an in-place edit that keeps the
+compressed size and misses both ends and every sample; ``vdecode cache clear --input FILE`` drops
+an entry by hand. A full hash of a 2 GiB ``.zst`` would cost seconds per answer, not about one
+millisecond.
 
 **An entry is trusted only when it checks out.** ``KEY.json`` is written last (after the data is
 renamed into place) and records the data's size and a SHA-256 of sampled blocks of it; each use
@@ -54,9 +55,9 @@ __all__ = ("DEFAULT_MAX", "Entry", "cache_cap", "clear", "default_cache_dir", "e
 DEFAULT_MAX = 20 << 30          # 20 GiB: a few dozen compressed dumps' worth, beside any home folder
 ENV_DIR, ENV_MAX = "VDECODE_CACHE", "VDECODE_CACHE_MAX"
 FINGERPRINT_VERSION = 1
-WHOLE = 4 << 20                 # files up to this size are hashed whole
-EDGE = 1 << 20                  # hashed at each end of a larger file
-SAMPLES, SAMPLE = 16, 64 << 10  # evenly spaced blocks between the ends
+WHOLE = 256 << 10               # files up to this size are hashed whole
+EDGE = 64 << 10                 # hashed at each end of a larger file
+SAMPLES, SAMPLE = 16, 4 << 10   # evenly spaced blocks between the ends
 STALE_PART = 3600.0             # seconds without a write after which a .part is a leftover
 _NAME = re.compile(r"^\.?([0-9a-f]{16})(?:\.json$|-)")
 
@@ -135,7 +136,7 @@ def fingerprint(path: str | os.PathLike) -> str:
 def _check_of(path: Path, size: int) -> str:
     """The sampled check of a decompressed file (64 KiB ends): catches truncation and overwrites."""
     with open(path, "rb") as f:
-        return _sampled(f, size, SAMPLE).hex()[:32]
+        return _sampled(f, size, EDGE).hex()[:32]
 
 
 def lookup(cache_dir: str | os.PathLike, key: str) -> Path | None:
