@@ -249,3 +249,22 @@ def test_doctests():
     from vdecode.render import cache_list
     for mod in (cache, cache_list):
         assert doctest.testmod(mod).failed == 0, mod.__name__
+
+
+def test_a_kept_kdump_index_is_listed_and_cleared_by_its_input(tmp_path):
+    from vdecode.sources.flattened import flat_index_key
+
+    dump = tmp_path / "vm.kdump"
+    dump.write_bytes(b"x" * 100)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    index = folder / f"{flat_index_key(dump)}-vm.kdump.flatindex.npz"
+    index.write_bytes(b"i" * 5000)
+    (folder / "fedcba9876543210-other.flatindex.npz").write_bytes(b"j")
+    [mine] = [e for e in cache.entries(folder) if e.files == (index.name,)]
+    assert (mine.kind, mine.source, mine.apparent) == ("index", "vm.kdump", 5000)
+    r = invoke("cache", "list", "--cache-dir", str(folder))
+    assert "vm.kdump  (kdump record index)" in r.output
+    r = invoke("cache", "clear", "--input", str(dump), "--cache-dir", str(folder))
+    assert r.output.startswith(f"{folder}: removed 1 entry, ")
+    assert ours(folder) == ["fedcba9876543210-other.flatindex.npz"]
