@@ -159,12 +159,14 @@ def test_eviction_removes_stale_parts_only(tmp_path):
     folder = tmp_path / "cache"
     folder.mkdir()
     stale, fresh = folder / ".0123456789abcdef-x.part", folder / ".fedcba9876543210-y.part"
-    stale.write_bytes(b"x")
-    fresh.write_bytes(b"y")
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    stale_entry = folder / ".0123456789abcdee.4242.json.part"
+    for p in (stale, fresh, stale_entry):
+        p.write_bytes(b"x")
+    for p in (stale, stale_entry):
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
     (folder / "notes.txt").write_text("not ours")
     removed = cache.evict(folder, None)
-    assert [e.files for e in removed] == [(stale.name,)]
+    assert sorted(e.files for e in removed) == [(stale.name,), (stale_entry.name,)]
     assert ours(folder) == [fresh.name, "notes.txt"]
 
 

@@ -59,7 +59,7 @@ WHOLE = 256 << 10               # files up to this size are hashed whole
 EDGE = 64 << 10                 # hashed at each end of a larger file
 SAMPLES, SAMPLE = 16, 4 << 10   # evenly spaced blocks between the ends
 STALE_PART = 3600.0             # seconds without a write after which a .part is a leftover
-_NAME = re.compile(r"^\.?([0-9a-f]{16})(?:\.json$|-)")
+_NAME = re.compile(r"^\.?([0-9a-f]{16})(?:\.json$|-|\.\d+\.json\.part$)")
 
 
 def default_cache_dir() -> Path:
@@ -77,7 +77,7 @@ def parse_size(text: str) -> int | None:
         return None
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", t)
     if not m:
-        raise ValueError(f"not a size: {text!r} (e.g. 20G, 500M, 1048576 or none)")
+        raise ValueError(f"not a size: '{text}' (e.g. 20G, 500M, 1048576 or none)")
     return int(float(m.group(1)) * (1 << (10 * " kmgt".index(m.group(2) or " "))))
 
 
@@ -89,7 +89,7 @@ def parse_age(text: str) -> float:
     """
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text.strip().lower())
     if not m:
-        raise ValueError(f"not a duration: {text!r} (e.g. 7d, 12h, 30m, 90s)")
+        raise ValueError(f"not a duration: '{text}' (e.g. 7d, 12h, 30m, 90s)")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
 
 
