@@ -39,6 +39,7 @@ def cli() -> None:
     vdecode qmp QEMU_CORE GUEST_DUMP       QEMU's state from its core, guest RAM from a dump
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
+    vdecode cache list|clear               the cache of decompressed inputs
     """
 
 
@@ -424,7 +425,7 @@ def _cache_folder(cache_dir: str | None) -> str:
     return cache_dir if cache_dir is not None else str(default_cache_dir())
 
 
-@cache_group.command("list")
+@cache_group.command("list", short_help="What the cache holds: sizes, last use, source.")
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def cache_list_command(as_json: bool, cache_dir: str | None) -> None:
@@ -453,7 +454,7 @@ def _age(ctx, param, value: str | None) -> float | None:
         raise click.BadParameter(str(err)) from None
 
 
-@cache_group.command("clear")
+@cache_group.command("clear", short_help="Remove entries: all, unused for an AGE, or of an input.")
 @click.option("--older-than", callback=_age, default=None, metavar="AGE",
               help="Only entries last used longer ago than AGE (7d, 12h, 30m, 90s).")
 @click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
