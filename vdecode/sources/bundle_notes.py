@@ -205,10 +205,22 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
         state = QemuVirtioState(devices=[_device(x, f"devices[{i}]") for i, x in enumerate(devices)],
                                 qemu_version=version,
                                 package=_opt(d.get("package"), str, "package"),
-                                source=_opt(d.get("source", ""), str, "source") or "")
+                                source=_opt(d.get("source", ""), str, "source") or "",
+                                labels=_labels(d.get("labels", [])),
+                                labels_from=_opt(d.get("labels_from"), str, "labels_from"))
     except ValueError as err:
         raise CorruptInput(source, f"bundle: {note}: {err}", offset=offset) from None
     return state
+
+
+def _labels(x: Any) -> tuple[tuple[str, int, str], ...]:
+    """``labels``: the build's own strings, ``[section, key, desc]`` each."""
+    rows = _list(x, "labels", 4096)
+    for r in rows:
+        if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and _is_u64(r[1])
+                and isinstance(r[2], str)):
+            raise ValueError("labels: each is [section, key, text]")
+    return tuple(tuple(r) for r in rows)
 
 
 def _obj(x: Any, what: str) -> dict:

@@ -139,8 +139,17 @@ def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avai
         return shadow0
     ahead = (last1 - shadow0) % _U16
     shadow = (shadow0 + num * math.ceil(ahead / num)) % _U16
-    # never past what the guest had offered
-    return avail if (shadow - last1) % _U16 > (avail - last1) % _U16 else shadow
+    if (shadow - last1) % _U16 <= (avail - last1) % _U16:
+        return shadow
+    # The guest had offered fewer than num buffers when QEMU re-read avail->idx (at the pop that
+    # found last_avail_idx == shadow0). These queues' Linux drivers (virtio-input's eventq,
+    # virtio-serial's receive and control queues) give a buffer back for each one used, so what
+    # was offered then is avail->idx now less the buffers used since: one re-read, when that
+    # still covers every pop since.
+    once = (avail - ahead) % _U16
+    if 0 <= (once - last1) % _U16 <= (avail - last1) % _U16 and ahead <= num:
+        return once
+    return avail          # never past what the guest had offered
 
 
 def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState
