@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ("read_feature_maps", "labels_against")
+__all__ = ("build_labels", "labels_against", "match_tables", "read_feature_maps")
 
 _R_X86_64_RELATIVE = 8
 _R_AARCH64_RELATIVE = 1027
@@ -98,40 +98,58 @@ def _sections(features: Mapping[str, Any]) -> dict[str, tuple[str, Sequence[Mapp
            "status": ("mask", features.get("status", ())),
            "vhost_user_protocol": ("bit", features.get("vhost_user_protocol", ()))}
     for entry in features.get("devices", {}).values():
-        out.setdefault(str(entry.get("map")), ("bit", entry["rows"]))
+        if entry.get("map"):
+            out.setdefault(str(entry["map"]), ("bit", entry["rows"]))
+    return out
+
+
+_COMMON = ("VHOST_F_", "VHOST_USER_F_")     # rows many device maps share (vhost's own bits)
+
+
+def match_tables(tables: list[list[tuple[int, str]]], features: Mapping[str, Any]
+                 ) -> dict[str, list[tuple[int, str]]]:
+    """``{map name: the executable's rows}`` for the tables that match one of the profile's maps.
+
+    A table is matched by its own rows (those not shared by every vhost-capable map:
+    ``VHOST_F_*``, ``VHOST_USER_F_*``): the map with the most of its ``(value, name)`` pairs,
+    at least half of them, and no other as many. A table of shared rows only (a linker may
+    merge the identical arrays of virtio-rng, -input and -fs into one) stands for every map whose
+    rows are exactly those. A table nothing matches is left out: formats/ answers for it."""
+    sections = _sections(features)
+    keyed = {n: (f, {(r[f], _name(r["desc"])) for r in rows}) for n, (f, rows) in sections.items()}
+    out: dict[str, list[tuple[int, str]]] = {}
+    for rows in tables:
+        pairs = {(v, _name(d)) for v, d in rows}
+        own = {p for p in pairs if not p[1].startswith(_COMMON)}
+        if not own:
+            for n, (_, have) in keyed.items():
+                if have == pairs and n not in out:
+                    out[n] = rows
+            continue
+        score = sorted(((len(own & have), n) for n, (_, have) in keyed.items()), reverse=True)
+        (best, name), runner = score[0], (score[1][0] if len(score) > 1 else 0)
+        if best * 2 >= len(own) and best > runner and name not in out:
+            out[name] = rows
     return out
 
 
 def labels_against(tables: list[list[tuple[int, str]]], features: Mapping[str, Any]
                    ) -> list[tuple[str, int, str]]:
-    """The binary's strings that differ from the profile's: ``(section, key, desc)`` with
+    """The executable's strings that differ from the profile's: ``(section, key, desc)`` with
     ``section`` as :class:`~vdecode.profiles.LearnedLabel` has it (``"transport"``, ``"status"``,
-    ``"vhost_user_protocol"`` or ``"devices/<id>"``, every device of the matched map).
-
-    A table is matched to the profile's map with the most ``(value, name)`` pairs in common (at
-    least half of its rows); a table nothing matches is ignored (formats/ answers for it)."""
+    ``"vhost_user_protocol"`` or ``"devices/<id>"``, every device of the matched map); tables are
+    matched by :func:`match_tables`."""
     sections = _sections(features)
     by_map: dict[str, list[str]] = {}
     for did, entry in features.get("devices", {}).items():
         by_map.setdefault(str(entry.get("map")), []).append(f"devices/{did}")
     out: list[tuple[str, int, str]] = []
-    taken: set[str] = set()
-    for rows in tables:
-        pairs = {(v, _name(d)) for v, d in rows}
-        best, score = None, 0
-        for name, (field, prow) in sections.items():
-            n = len(pairs & {(r[field], _name(r["desc"])) for r in prow})
-            if n > score:
-                best, score = name, n
-        if best is None or best in taken or score * 2 < len(rows):
-            continue
-        taken.add(best)
-        field, prow = sections[best]
+    for name, rows in match_tables(tables, features).items():
+        field, prow = sections[name]
         have = {r[field]: r["desc"] for r in prow}
-        targets = by_map.get(best, [best])
         for value, desc in rows:
             if value in have and have[value] != desc:
-                out.extend((t, value, desc) for t in targets)
+                out.extend((t, value, desc) for t in by_map.get(name, [name]))
     return out
 
 
