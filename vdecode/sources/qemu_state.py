@@ -32,6 +32,9 @@ VIRTIO_DEVICE_ENDIAN_BIG = 2
 
 # where a value came from (``provenance`` values)
 CORE, LOG, DUMP, INFERRED, CARVED, REPLAYED = "core", "log", "dump", "inferred", "carved", "replayed"
+#: a value of which only some bits are known: the negotiated features of a device whose log holds
+#: no x-query-virtio-status reply (QEMU 11.1 aborts on it), with the bits its rings show
+PARTIAL = "inferred-partial"
 
 
 def marks(source: str, *fields: str) -> dict[str, str]:
