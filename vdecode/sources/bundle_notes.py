@@ -240,8 +240,10 @@ def _list(x: Any, what: str, limit: int) -> list:
 def _opt(x: Any, typ: type, what: str) -> Any:
     if x is None:
         return None
-    if typ is int and (not isinstance(x, int) or isinstance(x, bool) or not -(1 << 63) <= x < 1 << 64):
-        raise ValueError(f"{what} is not a 64-bit integer")
+    # feature words are 128 bits from QEMU 10.2 (VIRTIO_DECLARE_FEATURES)
+    bits = 128 if what.endswith("features") else 64
+    if typ is int and (not isinstance(x, int) or isinstance(x, bool) or not -(1 << 63) <= x < 1 << bits):
+        raise ValueError(f"{what} is not a {bits}-bit integer")
     if typ is float and (not isinstance(x, (int, float)) or isinstance(x, bool)):
         raise ValueError(f"{what} is not a number")
     if typ in (bool, str) and not isinstance(x, typ):
