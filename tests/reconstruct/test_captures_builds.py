@@ -188,3 +188,26 @@ def test_tables_are_matched_by_their_own_rows_and_differences_become_labels():
     assert labels_against([uso6, shared], features) == [
         ("devices/1", 55, "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6")]
     assert labels_against([[(1, "VIRTIO_I2C_F_ZERO_LENGTH_REQUEST: x")]], features) == []
+
+
+def test_the_11_1_layout_is_the_10_2_probe_with_feature_words_widened():
+    """The probe of the 10.2.2 tree gives every offset of formats/qemu-11.1's layout (the feature
+    words sit in anonymous unions, which the DWARF reader descends); the profile widens the six
+    feature words to the 128 bits 10.2's VIRTIO_DECLARE_FEATURES declares."""
+    from vdecode.sources.dwarf_profile import profile_from_dwarf
+
+    probe = DATA / "qemu-10.2-layout-probe-x86_64.o"
+    shipped = load_profile("11.1").table("layout-x86_64")
+    derived = profile_from_dwarf(str(probe), load_profile("10.0").table("layout-x86_64"))
+    widened = {("VirtIODevice", n) for n in ("host_features", "guest_features", "backend_features")} \
+        | {("vhost_dev", n) for n in ("features", "acked_features", "backend_features")}
+    for name, body in shipped["structs"].items():
+        assert derived["structs"][name]["size"] == body["size"], name
+        got = {f["name"]: f for f in derived["structs"][name]["fields"]}
+        for f in body["fields"]:
+            g = got[f["name"]]
+            assert g["offset"] == f["offset"], (name, f["name"])
+            if (name, f["name"]) in widened:
+                assert (g["size"], f["size"], f["type"]) == (8, 16, "u128")
+            else:
+                assert (g["size"], g["type"]) == (f["size"], f["type"]), (name, f["name"])
