@@ -190,8 +190,9 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
         where its descriptor starts.
     :raises CorruptInput: a member has the wrong type or a count is beyond any real machine.
 
-    >>> decode_qemu_state({"devices": [], "qemu_version": [7, 2, 0], "source": "core"}, "b.vdb")
-    QemuVirtioState(devices=(), qemu_version=(7, 2, 0), package=None, source='core')
+    >>> s = decode_qemu_state({"devices": [], "qemu_version": [7, 2, 0], "source": "core"}, "b.vdb")
+    >>> s.devices, s.qemu_version, s.source, s.labels
+    ((), (7, 2, 0), 'core', ())
     """
     try:
         d = _obj(obj, "state")
