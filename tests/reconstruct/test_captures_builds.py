@@ -211,3 +211,19 @@ def test_the_11_1_layout_is_the_10_2_probe_with_feature_words_widened():
                 assert (g["size"], f["size"], f["type"]) == (8, 16, "u128")
             else:
                 assert (g["size"], g["type"]) == (f["size"], f["type"]), (name, f["name"])
+
+
+def test_known_builds_of_a_profile_name_rows_of_its_tables():
+    """formats/qemu-10.0's layout knows 10.0.13 by build-id: its release and its own strings,
+    each for a row the profile's tables hold (so a 10.0.13 core without its executable is named
+    10.0.13 and printed with USO6)."""
+    profile = load_profile("10.0")
+    builds = profile.table("layout-x86_64")["builds"]
+    assert builds["e5588a4ae9dc724ce182d9d2421089e0668fd1bd"]["qemu"] == "10.0.13"
+    features = profile.table("features")
+    for build in builds.values():
+        for section, bit, desc in build["labels"]:
+            head, _, dev = section.partition("/")
+            rows = features["devices"][dev]["rows"] if head == "devices" else features[head]
+            old = next(r["desc"] for r in rows if r.get("bit", r.get("mask")) == bit)
+            assert old != desc and old.split(":")[1] == desc.split(":")[1]
