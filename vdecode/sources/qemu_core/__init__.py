@@ -47,7 +47,7 @@ from vdecode.sources.qemu_core.process import (MappedFile, find_qemu_binary, fin
 from vdecode.sources.qemu_core.ram import GuestRamRun, RamBlockFacts, find_ram_blocks, map_guest_ram
 from vdecode.sources.qemu_state import QemuVirtioState
 
-__all__ = ("CoreReader", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFacts", "QemuLayout",
+__all__ = ("CoreReader", "derive_core_layout", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFacts", "QemuLayout",
            "RamBlockFacts", "device_names_table", "find_virtqueue_arrays", "find_vhost_dev",
            "load_layout", "read_mapped_files", "read_qemu_core")
 
@@ -125,6 +125,34 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
                               f"derived from the core's own structures")
         except CorruptInput as err:
             failed.append(err)
+    raise failed[0]
+
+
+def derive_core_layout(view: FileView, elf: ElfFacts, mem: HostMemory
+                       ) -> tuple[QemuLayout, QemuLayout | None]:
+    """The layout derived from a QEMU core (with the first shipped layout that works as
+    template), and the shipped profile that lists the core's build-id, if any, to check it by.
+
+    :raises UnsupportedInput: not a QEMU core.
+    :raises CorruptInput: no layout could be derived (the first failure's reason).
+    """
+    files = read_mapped_files(view, elf)
+    binary, base, end = find_qemu_binary(mem, files)
+    probe = load_layout("x86_64")
+    build_id = read_build_id(CoreReader(mem, probe, device_names_table(probe)), base)
+    bin_runs = [(f.start, f.end - f.start) for f in files
+                if f.path == binary and mem.is_present(f.start, f.end - f.start)]
+    version, _ = find_qemu_version(mem, bin_runs)
+    candidates, _, own = choose_layout(probe.arch, build_id, version)
+    failed: list[CorruptInput] = []
+    for lay in candidates:
+        try:
+            return (derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
+                                  device_names_table(lay)), candidates[0] if own else None)
+        except CorruptInput as err:
+            failed.append(err)
+    if not failed:
+        raise UnsupportedInput(view.name, "no shipped layout to derive from")
     raise failed[0]
 
 

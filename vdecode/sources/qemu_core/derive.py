@@ -40,7 +40,8 @@ from vdecode.sources.qemu_core.layout import QemuLayout
 from vdecode.sources.qemu_core.memory import CoreReader, HostMemory, scan_runs
 from vdecode.sources.qemu_core.ram import _RAM_ANCHOR, find_ram_blocks, map_guest_ram
 
-__all__ = ("derive_layout", "derived_summary")
+__all__ = ("READER_FIELDS", "compare_layouts", "derive_layout", "derived_summary",
+           "layout_with_evidence")
 
 ANCHORED, CHECKED, TEMPLATE = "anchored", "checked", "template"
 MAX_ANCHOR_HITS = 64           # RAMBlock idstr candidates tried
@@ -79,6 +80,61 @@ _QOM_STRUCTS = {
 }
 _GHASH_BITS = [{"name": "have_big_keys", "byte": 24, "bit": 0, "bits": 1},
                {"name": "have_big_values", "byte": 24, "bit": 1, "bits": 1}]
+
+
+# The fields the core reader reads (devices.py, ram.py, qom.py), and the two strides it walks
+# arrays by: what a derived layout must get right
+READER_FIELDS = {
+    "Object": ("parent", "properties"),
+    "DeviceState": ("canonical_path", "realized"),
+    "VirtIODevice": ("name", "status", "isr", "queue_sel", "guest_features", "host_features",
+                     "backend_features", "vq", "device_id", "vm_running", "broken", "disabled",
+                     "use_started", "started", "start_on_kick", "disable_legacy_check",
+                     "vhost_started", "bus_name", "device_endian", "use_guest_notifier_mask",
+                     "next.tqe_next", "next.tqe_circ.tql_prev"),
+    "VirtQueue": ("vring.num", "vring.num_default", "vring.align", "vring.desc", "vring.avail",
+                  "vring.used", "last_avail_idx", "shadow_avail_idx", "used_idx",
+                  "signalled_used", "signalled_used_valid", "notification", "queue_index",
+                  "inuse", "vdev"),
+    "vhost_dev": ("vdev", "n_mem_sections", "n_tmp_sections", "vqs", "nvqs", "vq_index",
+                  "features", "acked_features", "backend_features", "protocol_features",
+                  "max_queues", "backend_cap", "log_enabled", "log_size"),
+    "vhost_virtqueue": ("kick", "call", "desc", "avail", "used", "num", "desc_phys", "desc_size",
+                        "avail_phys", "avail_size", "used_phys", "used_size"),
+    "RAMBlock": ("mr", "host", "offset", "used_length", "max_length", "idstr", "next.le_next",
+                 "next.le_prev"),
+    "MemoryRegion": ("ram_block", "container", "size", "addr", "enabled", "alias", "alias_offset",
+                     "name"),
+    "ObjectProperty": ("type", "opaque"),
+    "GHashTable": ("size", "nnodes", "hashes", "values"),
+}
+STRIDES = ("VirtQueue", "vhost_virtqueue")       # arrays: their size is read as a field
+
+
+def compare_layouts(derived: QemuLayout, shipped: QemuLayout) -> dict[str, list[str]]:
+    """``derived`` against a hand-made layout on :data:`READER_FIELDS` (and the array strides):
+    ``{"agree": [...], "differ": [...], "unchecked": [...]}``; ``unchecked`` are differences in
+    fields the core gave nothing to check (confidence ``template``), ``differ`` the others.
+    ``virtio_list`` links count only when the derived layout lists devices by it."""
+    fields = derived.data.get("derived", {}).get("fields", {})
+    out: dict[str, list[str]] = {"agree": [], "differ": [], "unchecked": []}
+    listed = derived.data.get("device_discovery") == "virtio_list"
+    for struct, names in READER_FIELDS.items():
+        if struct not in shipped.offsets:
+            continue
+        items = [(f"{struct}.{f}", derived.offsets.get(struct, {}).get(f),
+                  shipped.offsets[struct].get(f)) for f in names
+                 if listed or not f.startswith("next.tqe")]
+        if struct in STRIDES:
+            items.append((f"{struct}.size", derived.sizes.get(struct), shipped.sizes[struct]))
+        for key, got, want in items:
+            if got == want:
+                out["agree"].append(key)
+            elif fields.get(key, {}).get("confidence", TEMPLATE) == TEMPLATE:
+                out["unchecked"].append(f"{key}: derived {got}, profile {want}")
+            else:
+                out["differ"].append(f"{key}: derived {got}, profile {want}")
+    return out
 
 
 class _Mem:
@@ -210,6 +266,7 @@ def derive_layout(mem: HostMemory, writable: list[tuple[int, int]], binary_span:
     _derive_vhost(m, d, vdevs, heap)
     _derive_discovery(mem, d, vdevs, binary_span, device_names)
     tsrc = template.source
+    d.data.pop("package", None)
     d.data.update(build_ids=[], generated_by=f"derived from {mem.name} with the template {tsrc}",
                   source=f"derived from the core's own structures (anchors: RAMBlock idstr and "
                          f"mr->ram_block, VirtQueue arrays, device ids, canonical paths), "
@@ -227,6 +284,20 @@ def derived_summary(layout: QemuLayout) -> dict[str, Any]:
     return {"template": der.get("template"), "fields_by_confidence": counts,
             "fields": {k: f"{v['offset']} {v['confidence']}: {v['evidence']}"
                        for k, v in fields.items()}}
+
+
+def layout_with_evidence(layout: QemuLayout) -> dict[str, Any]:
+    """The derived layout's data as ``vdecode profile`` writes it: the shape of a shipped
+    ``layout-<arch>.json``, each derived field carrying its ``confidence`` and ``evidence``."""
+    data = _thaw(layout.data)
+    fields = data.pop("derived", {}).get("fields", {})
+    data["derived_from"] = layout.data["derived"]["template"]
+    for struct, body in data["structs"].items():
+        for f in body["fields"]:
+            ev = fields.get(f"{struct}.{f['name']}")
+            if ev:
+                f.update(confidence=ev["confidence"], evidence=ev["evidence"])
+    return data
 
 
 # --- RAMBlock and MemoryRegion -----------------------------------------------------------------
