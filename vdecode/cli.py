@@ -273,8 +273,15 @@ def profile_command(debugfile: str, output: str | None, template: str | None, bi
 
     with open(debugfile, "rb") as f:
         head = f.read(18)
+    packed = next((k for m, k in ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"),
+                                  (b"\xfd7zXZ", "xz")) if head.startswith(m)), None)
+    if packed:                           # a compressed core (DWARF files are not compressed)
+        from vdecode.sources.compressed import decompress_to_cache
+
+        _profile_of_core(str(decompress_to_cache(debugfile, packed)), output, debugfile)
+        return
     if head[:4] == b"\x7fELF" and int.from_bytes(head[16:18], "little") == 4:     # ET_CORE
-        _profile_of_core(debugfile, output)
+        _profile_of_core(debugfile, output, debugfile)
         return
     if output is None:
         raise click.UsageError("-o/--output is needed for a layout derived from DWARF")
@@ -302,7 +309,7 @@ def profile_command(debugfile: str, output: str | None, template: str | None, bi
                + (f", build-id {build_id}" if build_id else ", no build-id (kept the template's)"))
 
 
-def _profile_of_core(path: str, output: str | None) -> None:
+def _profile_of_core(path: str, output: str | None, given: str) -> None:
     """``vdecode profile CORE``: the layout derived from the core; checked against the shipped
     profile of its build-id when there is one (a line on stderr)."""
     from vdecode.sources.dwarf_profile import dumps_profile
@@ -321,19 +328,21 @@ def _profile_of_core(path: str, output: str | None) -> None:
             out.write(text)
     else:
         click.echo(text, nl=False)
-    counts = {}
+    counts = {c: 0 for c in ("anchored", "checked", "template")}
     for f in derived.data["derived"]["fields"].values():
-        counts[f["confidence"]] = counts.get(f["confidence"], 0) + 1
-    said = ", ".join(f"{n} {c}" for c, n in counts.items())
-    click.echo(f"{output or path}: layout derived from the core ({said}; template "
-               f"{derived.data['derived']['template']})", err=True)
+        counts[f["confidence"]] += 1
+    click.echo(f"{output or given}: layout derived from the core, template "
+               f"{derived.data['derived']['template']}:\n  {counts['anchored']} fields anchored, "
+               f"{counts['checked']} checked, {counts['template']} placed by the template alone",
+               err=True)
     if shipped is not None:
         cmp = compare_layouts(derived, shipped)
-        click.echo(f"checked against {shipped.source} (it lists the core's build-id): "
+        click.echo(f"checked against {shipped.source} (it lists the core's build-id):\n  "
                    f"{len(cmp['agree'])} fields the reader uses agree, {len(cmp['differ'])} "
-                   f"differ, {len(cmp['unchecked'])} differ where the core has nothing to "
-                   f"check them on" + "".join(f"\n  differs: {x}" for x in cmp["differ"])
-                   + "".join(f"\n  unchecked: {x}" for x in cmp["unchecked"]), err=True)
+                   f"differ, {len(cmp['unchecked'])} differ unchecked"
+                   + "".join(f"\n  differs: {x}" for x in cmp["differ"])
+                   + "".join(f"\n  differs unchecked (nothing in the core to check it on): {x}"
+                             for x in cmp["unchecked"]), err=True)
 
 
 @cli.command("log")

@@ -602,7 +602,7 @@ def _place_features(m: _Mem, d: _Derivation, vdevs: list[int]) -> str:
     for f in d.fields("VirtIODevice"):
         if f["name"] in _FEATURES:
             f["offset"] = perm[_FEATURES.index(f["name"])]
-    return f" (moved from the template's order)" if moved else ""
+    return " (moved from the template's order)" if moved else " (the template's order)"
 
 
 # --- VirtQueue fields checked against guest RAM ---------------------------------------------------
@@ -610,12 +610,15 @@ def _place_features(m: _Mem, d: _Derivation, vdevs: list[int]) -> str:
 def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_ram) -> None:
     lay = d.layout("derived")
     dt, qmax = lay.dtypes["VirtQueue"], lay.queue_max
-    rows = []
-    for arr, _ in arrays:
+    rows, packed = [], []
+    gf = d.offset("VirtIODevice", "guest_features")
+    for arr, vdev in arrays:
         raw = m.block(arr, qmax * dt.itemsize)
         if raw is not None:
             q = np.frombuffer(raw, dtype=dt)
             rows.append(q[q["vring.num"] != 0])
+            # VIRTIO_F_RING_PACKED (bit 34): vring.used is the device event area, no used->idx
+            packed += [bool((m.u(vdev + gf, 8) or 0) >> 34 & 1)] * len(rows[-1])
     q = np.concatenate(rows) if rows else np.zeros(0, dt)
     n = len(q)
 
@@ -639,12 +642,12 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
 
     # QEMU writes used->idx from vq->used_idx (virtqueue_flush); the guest's avail->idx is at
     # least what QEMU last read into shadow_avail_idx
-    seen = [(int(r["used_idx"]), gpa(int(r["vring.used"]) + 2, 2)) for r in q
-            if r["vring.used"]]
+    seen = [(int(r["used_idx"]), gpa(int(r["vring.used"]) + 2, 2)) for r, p in zip(q, packed)
+            if r["vring.used"] and not p]
     held = [(a, b) for a, b in seen if b is not None]
     ok_used = bool(held) and all(a == b for a, b in held)
     d.note("VirtQueue", "used_idx", CHECKED if ok_used else TEMPLATE,
-           f"equals used->idx in guest RAM for {len(held)} queues" if ok_used
+           f"equals used->idx in guest RAM for {len(held)} split queues" if ok_used
            else "relative to the struct start (guest RAM not in the core)" if not held
            else "relative to the struct start; differs from used->idx in guest RAM")
     ok_in = bool(n) and bool((((q["last_avail_idx"].astype(np.int64) - q["used_idx"]) % 65536)
@@ -657,7 +660,8 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
     # at or ahead of what it took (last_avail_idx), each by at most the ring's size
     num = q["vring.num"].astype(np.int64)
     shadow, last = q["shadow_avail_idx"].astype(np.int64), q["last_avail_idx"].astype(np.int64)
-    avail = [(i, gpa(int(r["vring.avail"]) + 2, 2)) for i, r in enumerate(q) if r["vring.avail"]]
+    avail = [(i, gpa(int(r["vring.avail"]) + 2, 2)) for i, r in enumerate(q)
+             if r["vring.avail"] and not packed[i]]
     held = [(i, a) for i, a in avail if a is not None]
     ok_sh = bool(n) and bool((((shadow - last) % 65536) <= num).all()) and all(
         (a - int(shadow[i])) % 65536 <= int(num[i]) for i, a in held)
