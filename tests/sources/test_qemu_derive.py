@@ -10,6 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -170,3 +171,116 @@ def test_profile_command_prints_the_derived_layout(core, tmp_path):
     assert "(it lists the core's build-id):\n" in res.stderr
     assert " 0 differ, 0 differ unchecked" in res.stderr
     QemuLayout(data, "derived.json")                 # reads back as a layout
+
+
+# --- a synthetic QEMU heap whose structs moved from every shipped profile (runs without ../shared)
+
+def _moved_layout() -> QemuLayout:
+    """10.0's layout with VirtIODevice 24 bytes on, a VirtQueue 8 bytes longer (its queue_index
+    and what follows moved), RAMBlock's idstr and MemoryRegion's ram_block 8 bytes on: a build
+    no shipped profile fits."""
+    data = json.loads(json.dumps(load_profile("10.0").table("layout-x86_64")))
+    s = data["structs"]
+
+    def move(struct: str, by: int, first: str | None = None) -> None:
+        names = [f["name"] for f in s[struct]["fields"]]
+        start = names.index(first) if first else 0
+        for f in s[struct]["fields"][start:]:
+            f["offset"] += by
+        s[struct]["size"] += by
+
+    move("VirtIODevice", 24)
+    move("VirtQueue", 8, "queue_index")
+    move("RAMBlock", 8, "idstr")
+    move("MemoryRegion", 8, "ram_block")
+    return QemuLayout(data, "moved.json")
+
+
+def test_derived_from_a_synthetic_heap_of_an_unknown_build(tmp_path):
+    from vdecode.space.segmented import SegmentedSpace
+
+    true = _moved_layout()
+    B = 0x7F0000000000
+    image = bytearray(0x80000)
+
+    def put(struct: str, at: int, **values) -> None:
+        fields = {f: 0 for f in true.offsets[struct]}
+        fields.update(values)
+        raw = true.structs[struct].build(fields)
+        image[at - B:at - B + len(raw)] = raw
+
+    def word(at: int, value: int) -> None:
+        image[at - B:at - B + 8] = value.to_bytes(8, "little")
+
+    def text(at: int, s: str) -> int:
+        image[at - B:at - B + len(s) + 1] = s.encode() + b"\0"
+        return at
+
+    # the binary's data: virtio_device_names[] (names in its .rodata), the list heads
+    names = {1: text(B + 0x800, "virtio-net"), 2: text(B + 0x810, "virtio-blk")}
+    for i, p in names.items():
+        word(B + 0x100 + 8 * i, p)
+    list_head, ram_head = B + 0xF00, B + 0xF80
+    # ram_list.blocks: one block, pc.ram, whose region points back at it
+    rb, mr, guest = B + 0x1000, B + 0x1400, B + 0x60000
+    put("RAMBlock", rb, mr=mr, host=guest, offset=0, used_length=0x10000, max_length=0x10000,
+        idstr=b"pc.ram".ljust(256, b"\0"), **{"next.le_next": 0, "next.le_prev": ram_head})
+    word(ram_head, rb)
+    put("MemoryRegion", mr, ram_block=rb, name=text(B + 0x1700, "pc.ram"), size=0x10000,
+        enabled=True, ram=True)
+    # two devices on virtio_list, each with its VirtQueue[1024]
+    devs, arrays = [B + 0x2000, B + 0x2400], [B + 0x4000, B + 0x4000 + 0x28800]
+    nxt = true.off("VirtIODevice", "next.tqe_next")
+    for k, (dev, arr, dev_id) in enumerate(zip(devs, arrays, (1, 2))):
+        path = text(B + 0x1800 + 0x80 * k, f"/machine/peripheral-anon/device[{k}]/virtio-backend")
+        put("DeviceState", dev, canonical_path=path, realized=True)
+        fields = {f: 0 for f in true.offsets["VirtIODevice"] if f not in true.offsets["DeviceState"]}
+        fields.update(name=names[dev_id], status=0x0F, device_id=dev_id, vq=arr,
+                      host_features=0x1_3000_0000 | 0x2F, guest_features=0x1_1000_0000 | 0x21,
+                      vm_running=True, device_endian=1,
+                      **{"next.tqe_next": devs[1] if k == 0 else 0,
+                         "next.tqe_circ.tql_prev": list_head if k == 0 else devs[0] + nxt})
+        raw = true.structs["VirtIODevice"].build({**{f: 0 for f in true.offsets["DeviceState"]},
+                                                  **fields})
+        at = true.sizes["DeviceState"]
+        image[dev - B + at:dev - B + len(raw)] = raw[at:]
+        q = np.zeros(1024, dtype=true.dtypes["VirtQueue"])
+        q["queue_index"], q["vdev"] = np.arange(1024), dev
+        for i in range(2):
+            q[i]["vring.num"] = q[i]["vring.num_default"] = 256
+            q[i]["vring.align"] = 4096
+            q[i]["vring.desc"], q[i]["vring.avail"] = 0x10000 * (i + 1), 0x10000 * (i + 1) + 4096
+            q[i]["vring.used"] = 0x10000 * (i + 1) + 8192
+            q[i]["last_avail_idx"], q[i]["shadow_avail_idx"] = 7, 7
+            q[i]["used_idx"], q[i]["inuse"], q[i]["signalled_used"] = 5, 2, 5
+        image[arr - B:arr - B + q.nbytes] = q.tobytes()
+    word(list_head, devs[0])
+    word(list_head + 8, devs[1] + nxt)
+    path = tmp_path / "heap.bin"
+    path.write_bytes(bytes(image))
+    with FileView(path) as view:
+        mem = SegmentedSpace(view.name, view, [B], [len(image)], [0], [len(image)],
+                             kind="host-virtual")
+        template = load_layout("x86_64", "10.0")
+        derived = derive_layout(mem, [(B, len(image))], (B, B + 0x1000), [(B, 0x1000)],
+                                template, device_names_table(template))
+    assert derived.data["device_discovery"] == "virtio_list"
+    cmp = compare_layouts(derived, true)
+    assert cmp["differ"] == []
+    moved = ["VirtIODevice.vq", "VirtIODevice.device_id", "VirtIODevice.name",
+             "VirtIODevice.guest_features", "VirtIODevice.device_endian", "VirtQueue.queue_index",
+             "VirtQueue.vdev", "VirtQueue.inuse", "VirtQueue.size", "RAMBlock.idstr",
+             "RAMBlock.next.le_next", "MemoryRegion.ram_block", "MemoryRegion.name"]
+    assert set(moved) <= set(cmp["agree"])
+    ev = derived.data["derived"]["fields"]
+    assert ev["VirtIODevice.device_id"]["evidence"].startswith(
+        f"the u16 giving all 2 devices' name pointers one slot each of virtio_device_names[] "
+        f"at {B + 0x100:#x}")
+    # the template alone reads none of it
+    assert compare_layouts(_with_evidence_of(derived, template), true)["differ"]
+
+
+def _with_evidence_of(derived: QemuLayout, template: QemuLayout) -> QemuLayout:
+    data = json.loads(json.dumps(template.data))
+    data["derived"] = derived.data["derived"]
+    return QemuLayout(data, "template")

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.errors import CorruptInput, UnsupportedInput, VdecodeError
 from vdecode.frozen import record
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import ElfFacts
@@ -101,7 +101,7 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
         return _read_with(view, elf, mem, layout, check_build_id, binary, (base, end), build_id,
                           bin_runs, core_version, core_package, f"the layout given: {layout.source}")
     candidates, why, own = choose_layout(layout.arch, build_id, core_version)
-    failed: list[CorruptInput] = []
+    failed: list[VdecodeError] = []
     for lay in candidates:
         try:
             return _read_with(view, elf, mem, lay, check_build_id, binary, (base, end), build_id,
@@ -123,7 +123,8 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
                               f"no shipped profile passes its checks on this core "
                               f"({failed[0].reason if failed else 'none shipped'}): layout "
                               f"derived from the core's own structures")
-        except CorruptInput as err:
+        except VdecodeError as err:
+            # the shipped profiles' failures say more than a derivation that found nothing
             failed.append(err)
     raise failed[0]
 
