@@ -5,6 +5,7 @@ falls back to it when no shipped profile passes its checks, and reads the same s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -234,7 +235,8 @@ def test_derived_from_a_synthetic_heap_of_an_unknown_build(tmp_path):
     for k, (dev, arr, dev_id) in enumerate(zip(devs, arrays, (1, 2))):
         path = text(B + 0x1800 + 0x80 * k, f"/machine/peripheral-anon/device[{k}]/virtio-backend")
         put("DeviceState", dev, canonical_path=path, realized=True)
-        fields = {f: 0 for f in true.offsets["VirtIODevice"] if f not in true.offsets["DeviceState"]}
+        fields = {f: 0 for f in true.offsets["VirtIODevice"]
+                  if f not in true.offsets["DeviceState"]}
         fields.update(name=names[dev_id], status=0x0F, device_id=dev_id, vq=arr,
                       host_features=0x1_3000_0000 | 0x2F, guest_features=0x1_1000_0000 | 0x21,
                       vm_running=True, device_endian=1,
@@ -284,3 +286,21 @@ def _with_evidence_of(derived: QemuLayout, template: QemuLayout) -> QemuLayout:
     data = json.loads(json.dumps(template.data))
     data["derived"] = derived.data["derived"]
     return QemuLayout(data, "template")
+
+
+def test_log_replies_confirm_a_derived_layout(core):
+    from vdecode.reconstruct.state.session import confirm_derived
+
+    _, _, _, own = core
+    state = own.state
+    n = len(state.devices)
+    said = confirm_derived(state, state)
+    assert said.startswith(f"layout derived from the core: the log's replies agree on "
+                           f"host-features {n}/{n}, device-endian {n}/{n}, num-vqs {n}/{n}")
+    assert "wrong" not in said
+    first = state.devices[0]
+    flipped = first.evolve(host_features=(first.host_features or 0) ^ 1 << 40)
+    moved = dataclasses.replace(state, devices=[flipped, *state.devices[1:]])
+    assert confirm_derived(moved, state).endswith(
+        "(where they differ, the driver may have reset since the log, or the derived offset of "
+        "host-features is wrong)")

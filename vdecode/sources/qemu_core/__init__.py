@@ -157,6 +157,12 @@ def derive_core_layout(view: FileView, elf: ElfFacts, mem: HostMemory
     raise failed[0]
 
 
+# what the way a build lists its devices says of its release (qmp_x_query_virtio: 8.2 dropped
+# virtio_list for the QOM tree)
+_LISTED_BY = {"qom-tree": "the QOM tree: QEMU 8.2 or later",
+              "virtio_list": "virtio_list: QEMU 8.1 or earlier"}
+
+
 def _writable(elf: ElfFacts) -> list[tuple[int, int]]:
     """The core's writable mappings that it holds in full (``(hva, size)``)."""
     loads = elf.loads
@@ -276,8 +282,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             **({"qemu_version_shown": ".".join(map(str, version[:2])) + ".x"}
                if version and version_from.startswith("layout of") else {}),
             **({"qemu_version_shown": f"unknown (build-id {build_id or 'none'}, no profile: layout "
-                                      f"derived; its devices are on "
-                                      f"{'the QOM tree: QEMU 8.2 or later' if discovery == 'qom-tree' else 'virtio_list: QEMU 8.1 or earlier'})"}
+                                      f"derived; its devices are on {_LISTED_BY[discovery]})"}
                if "derived" in layout.data else {}),
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
             **({"qom_root": None if head is None else f"{head:#x}"} if discovery == "qom-tree"

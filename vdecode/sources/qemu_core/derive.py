@@ -205,7 +205,8 @@ class _Derivation:
                 shift = anchors[f["name"]] - f["offset"]
             shifts[f["name"]] = shift if shift is not None else (0 if head_fixed else first)
         for f in self.fields(struct):
-            f["offset"] = next(t["offset"] for t in order if t["name"] == f["name"]) + shifts[f["name"]]
+            was = next(t["offset"] for t in order if t["name"] == f["name"])
+            f["offset"] = was + shifts[f["name"]]
         self.data["structs"][struct]["size"] = max(
             self.t_size(struct) + max(shifts.values(), default=0),
             max(f["offset"] + f["size"] for f in self.fields(struct)))
@@ -596,8 +597,8 @@ def _place_features(m: _Mem, d: _Derivation, vdevs: list[int]) -> str:
         return ""
     fits.sort()
     moved, perm = fits[0]
-    if any(p[0] == moved and p[1][:2] != perm[:2] for p in fits[1:]) or all(g == h for g, h in zip(words[perm[0]],
-                                                                          words[perm[1]])):
+    same = all(g == h for g, h in zip(words[perm[0]], words[perm[1]]))
+    if same or any(p[0] == moved and p[1][:2] != perm[:2] for p in fits[1:]):
         return ""          # two assignments fit equally: the template's order stays unproven
     for f in d.fields("VirtIODevice"):
         if f["name"] in _FEATURES:
@@ -681,7 +682,7 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
                else "relative to the struct start")
 
 
-# --- vhost ------------------------------------------------------------------------------------------
+# --- vhost ---------------------------------------------------------------------------------------
 
 def _derive_vhost(m: _Mem, d: _Derivation, vdevs: list[int], heap: list[tuple[int, int]]) -> None:
     """``vhost_virtqueue``'s size from ``vqs[i].dev == hdev`` when a device has vhost started."""
@@ -717,7 +718,7 @@ def _derive_vhost(m: _Mem, d: _Derivation, vdevs: list[int], heap: list[tuple[in
                    "template place; no device has vhost started, nothing to check it on")
 
 
-# --- how devices are listed ------------------------------------------------------------------------
+# --- how devices are listed ----------------------------------------------------------------------
 
 def _derive_discovery(mem: HostMemory, d: _Derivation, vdevs: list[int],
                       binary_span: tuple[int, int], names: dict[int, str]) -> None:
@@ -737,8 +738,9 @@ def _derive_discovery(mem: HostMemory, d: _Derivation, vdevs: list[int],
         if set(vdevs) <= set(order):
             d.data["device_discovery"] = "virtio_list"
             for f in ("next.tqe_next", "next.tqe_circ.tql_prev"):
-                d.note("VirtIODevice", f, CHECKED, f"virtio_list walks from its head in the "
-                                                   f"binary's data through all {len(vdevs)} devices")
+                d.note("VirtIODevice", f, CHECKED,
+                       f"virtio_list walks from its head in the binary's data through all "
+                       f"{len(vdevs)} devices")
             return
     except VdecodeError:
         pass
