@@ -551,8 +551,8 @@ def _note_device_values(m: _Mem, d: _Derivation, vdevs: list[int]) -> None:
     sub = _place_features(m, d, vdevs)
     for fld in ("host_features", "guest_features"):
         d.note("VirtIODevice", fld, CHECKED if sub else TEMPLATE,
-               f"one of the template's feature words: the one holding the guest word's bits, with "
-               f"VIRTIO_F_VERSION_1 offered (host), in all {n} devices{sub}"
+               f"one of the template's feature words: the one holding the guest word's bits and "
+               f"offering VERSION_1 or NOTIFY_ON_EMPTY (host), in all {n} devices{sub}"
                if sub else "relative to vq (the feature words do not tell host from guest)")
     # the virtio status byte (virtio_config.h): DRIVER_OK only after ACKNOWLEDGE and DRIVER,
     # no bit outside ACK|DRIVER|DRIVER_OK|FEATURES_OK|NEEDS_RESET|FAILED
@@ -574,12 +574,16 @@ def _note_device_values(m: _Mem, d: _Derivation, vdevs: list[int]) -> None:
 
 
 _FEATURES = ("guest_features", "host_features", "backend_features")
+# what every QEMU device offers: VIRTIO_F_VERSION_1 (bit 32) on a modern or transitional one,
+# VIRTIO_F_NOTIFY_ON_EMPTY (bit 24, DEFINE_VIRTIO_COMMON_FEATURES) on a legacy one (virtio-mmio
+# force-legacy, legacy virtio-ccw); Linux acks neither on a legacy device
+_OFFERED = 1 << 32 | 1 << 24
 
 
 def _place_features(m: _Mem, d: _Derivation, vdevs: list[int]) -> str:
     """Which of the template's three feature words is which: releases reorder them (7.2 has
     guest, host, backend; 10.0 host, guest, backend). The host word holds every guest bit and
-    offers VIRTIO_F_VERSION_1 (bit 32) on the modern devices; the assignment that fits every device
+    offers VIRTIO_F_VERSION_1 or VIRTIO_F_NOTIFY_ON_EMPTY (:data:`_OFFERED`); the assignment that fits every device
     moving the fewest fields wins. Returns ``""`` when nothing tells them apart, else a note."""
     import itertools
 
@@ -591,7 +595,7 @@ def _place_features(m: _Mem, d: _Derivation, vdevs: list[int]) -> str:
     for perm in itertools.permutations(slots):
         g, h = words[perm[0]], words[perm[1]]
         # an all-zero word (backend_features without vhost) is inside any other: not a guest's
-        if any(g) and all(a & ~b == 0 for a, b in zip(g, h)) and any(b >> 32 & 1 for b in h):
+        if any(g) and all(a & ~b == 0 and b & _OFFERED for a, b in zip(g, h)):
             fits.append((sum(p != o for p, o in zip(perm, slots)), perm))
     if not fits:
         return ""
