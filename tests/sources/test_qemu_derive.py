@@ -110,6 +110,9 @@ def test_leave_one_out_derivation_agrees_with_the_hidden_profile(core, other):
     for key in ("VirtIODevice.guest_features", "VirtIODevice.host_features",
                 "VirtQueue.vring.num", "VirtQueue.used_idx", "VirtQueue.last_avail_idx",
                 "VirtIODevice.device_endian"):
+        if key == "VirtQueue.used_idx" and "guest RAM not in the core" in ev[key]["evidence"]:
+            assert ev[key]["confidence"] == "template"      # dump-guest-core=off: nothing to check
+            continue
         assert ev[key]["confidence"] == CHECKED, key
 
 
@@ -299,7 +302,8 @@ def test_log_replies_confirm_a_derived_layout(core):
                            f"host-features {n}/{n}, device-endian {n}/{n}, num-vqs {n}/{n}")
     assert "wrong" not in said
     first = state.devices[0]
-    flipped = first.evolve(host_features=(first.host_features or 0) ^ 1 << 40)
+    hf = first.host_features or 0
+    flipped = first.evolve(host_features=hf & ~(hf & -hf))     # a bit it offers, gone
     moved = dataclasses.replace(state, devices=[flipped, *state.devices[1:]])
     assert confirm_derived(moved, state).endswith(
         "(where they differ, the driver may have reset since the log, or the derived offset of "
