@@ -615,8 +615,9 @@ def _place_features(m: _Mem, d: _Derivation, vdevs: list[int]) -> str:
 def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_ram) -> None:
     lay = d.layout("derived")
     dt, qmax = lay.dtypes["VirtQueue"], lay.queue_max
-    rows, packed = [], []
+    rows, packed, big = [], [], []
     gf = d.offset("VirtIODevice", "guest_features")
+    endian = d.offset("VirtIODevice", "device_endian")
     for arr, vdev in arrays:
         raw = m.block(arr, qmax * dt.itemsize)
         if raw is not None:
@@ -624,6 +625,10 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
             rows.append(q[q["vring.num"] != 0])
             # VIRTIO_F_RING_PACKED (bit 34): vring.used is the device event area, no used->idx
             packed += [bool((m.u(vdev + gf, 8) or 0) >> 34 & 1)] * len(rows[-1])
+            # a legacy device (no VERSION_1 negotiated) of a big-endian guest (s390x virtio-ccw,
+            # whose device_endian is 2 for every device) has big-endian rings
+            legacy = not (m.u(vdev + gf, 8) or 0) >> 32 & 1
+            big += [legacy and m.u(vdev + endian, 1) == 2] * len(rows[-1])
     q = np.concatenate(rows) if rows else np.zeros(0, dt)
     n = len(q)
 
@@ -639,16 +644,18 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
         d.note("VirtQueue", fld, CHECKED if order else TEMPLATE,
                f"desc below avail in all {n} queues in use" if order else "template place")
 
-    def gpa(addr: int, size: int) -> int | None:
+    def gpa(addr: int, size: int, swap: bool = False) -> int | None:
         for r in guest_ram:
             if r.gpa <= addr and addr + size <= r.gpa + r.size:
-                return m.u(r.hva + addr - r.gpa, size)
+                v = m.u(r.hva + addr - r.gpa, size)
+                return int.from_bytes(v.to_bytes(size, "little"), "big") if swap and v is not None \
+                    else v
         return None
 
     # QEMU writes used->idx from vq->used_idx (virtqueue_flush); the guest's avail->idx is at
     # least what QEMU last read into shadow_avail_idx
-    seen = [(int(r["used_idx"]), gpa(int(r["vring.used"]) + 2, 2)) for r, p in zip(q, packed)
-            if r["vring.used"] and not p]
+    seen = [(int(r["used_idx"]), gpa(int(r["vring.used"]) + 2, 2, b))
+            for r, p, b in zip(q, packed, big) if r["vring.used"] and not p]
     held = [(a, b) for a, b in seen if b is not None]
     ok_used = bool(held) and all(a == b for a, b in held)
     d.note("VirtQueue", "used_idx", CHECKED if ok_used else TEMPLATE,
@@ -665,7 +672,7 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
     # at or ahead of what it took (last_avail_idx), each by at most the ring's size
     num = q["vring.num"].astype(np.int64)
     shadow, last = q["shadow_avail_idx"].astype(np.int64), q["last_avail_idx"].astype(np.int64)
-    avail = [(i, gpa(int(r["vring.avail"]) + 2, 2)) for i, r in enumerate(q)
+    avail = [(i, gpa(int(r["vring.avail"]) + 2, 2, big[i])) for i, r in enumerate(q)
              if r["vring.avail"] and not packed[i]]
     held = [(i, a) for i, a in avail if a is not None]
     ok_sh = bool(n) and bool((((shadow - last) % 65536) <= num).all()) and all(
