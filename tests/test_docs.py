@@ -9,6 +9,7 @@ diff). Examples on the shared captures skip without them.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,27 +21,30 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import doc_examples  # noqa: E402  (tools/ is not a package)
 
+from tests.conftest import NO_CAPTURES  # noqa: E402
 from vdecode.cli import cli  # noqa: E402
 
 EXAMPLES = [ex for page in doc_examples.pages() for ex in doc_examples.examples(page)]
 
 
 @pytest.fixture(scope="module")
-def cwd():
-    return doc_examples.scratch()
+def cwd(tmp_path_factory):
+    folder = doc_examples.scratch(tmp_path_factory.mktemp("docs"))
+    yield folder
+    shutil.rmtree(folder.parent, ignore_errors=True)   # its cache holds decompressed dumps
 
 
 def test_the_pages_have_examples():
     # the finder itself can fail: a page format change must not turn this test into a no-op
     assert len(EXAMPLES) >= 8
-    assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md"}
+    assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md",
+                                                  "triage.md", "cache.md"}
 
 
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[f"{e.page.name}:{e.line}" for e in EXAMPLES])
 def test_example_prints_what_the_page_shows(ex, cwd):
-    if doc_examples.needs_shared(ex) and not doc_examples.SHARED.is_dir():
-        pytest.skip(f"needs the shared captures ({doc_examples.SHARED}): put the shared folder beside "
-                    "the checkout or set VDECODE_CAPTURES=DIR")
+    if doc_examples.needs_shared(ex) and not doc_examples.have_shared():
+        pytest.skip(NO_CAPTURES)
     got = doc_examples.run(ex, cwd)
     shown = list(ex.output)
     assert (got[:len(shown)] if ex.cut else got) == shown, (
@@ -77,3 +81,15 @@ def test_every_option_is_documented(name, cmd):
 def test_help_runs():
     r = CliRunner().invoke(cli, ["--help"])
     assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_cache_dir_help_says_what_the_docs_say():
+    # the default folder, in --help of every command that takes --cache-dir and on the pages
+    chain = "$VDECODE_CACHE, else $XDG_CACHE_HOME/vdecode, else ~/.cache/vdecode"
+    for page in ("info.md", "cache.md", "triage.md"):
+        text = " ".join((REPO / "docs" / page).read_text().replace("`", "").split())
+        assert chain in text, page
+    groups = [cli, cli.commands["cache"]]
+    helps = {f"{name}": " ".join(p.help.split()) for g in groups for name, cmd in g.commands.items()
+             for p in getattr(cmd, "params", []) if "--cache-dir" in getattr(p, "opts", ())}
+    assert len(helps) >= 7 and all(chain in h for h in helps.values()), helps

@@ -39,6 +39,7 @@ def cli() -> None:
     vdecode qmp QEMU_CORE GUEST_DUMP       QEMU's state from its core, guest RAM from a dump
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
+    vdecode cache list|clear               the cache of decompressed inputs
     """
 
 
@@ -85,8 +86,12 @@ def _run() -> int:
     except click.exceptions.Abort:
         click.echo("vdecode: aborted", err=True)
         return 130
+    except click.UsageError as err:       # a bad option or argument: one line too, with the way on
+        where = f"; see '{err.ctx.command_path} --help'" if err.ctx is not None else ""
+        click.echo(f"vdecode: error: {err.format_message().rstrip('.')}{where}", err=True)
+        return err.exit_code
     except click.ClickException as err:
-        err.show()
+        click.echo(f"vdecode: error: {err.format_message()}", err=True)
         return err.exit_code
     except BrokenPipeError:
         return 0
@@ -144,7 +149,8 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
 
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
              "oldest first.")
-_CACHE_HELP = "Where compressed dumps are decompressed (default ~/.cache/vdecode)."
+_CACHE_HELP = ("Where compressed inputs are decompressed (default $VDECODE_CACHE, else "
+               "$XDG_CACHE_HOME/vdecode, else ~/.cache/vdecode; docs/cache.md).")
 _QEMU_HELP = ("The QEMU release that ran (e.g. 10.0.2), for a guest dump alone; a QEMU core or a "
               "log's greeting says it themselves. Default: the newest profile.")
 
@@ -168,6 +174,11 @@ def _assumed_release(profile, space) -> str:
     return (f"the greeting says QEMU {profile.release}: assumed QEMU {profile.release}, no core or "
             f"log names the release; give --qemu VERSION{hint}")
 
+#: ``--queue``: a queue index. QMP carries it as a uint16, but QEMU never has more than
+#: VIRTIO_QUEUE_MAX (1024, include/hw/virtio/virtio.h, 7.2 to 10.0) queues per device, so 1024 and
+#: up can be in no dump: the option parser refuses them (status 2) with the bound in its message,
+#: while 0-1023 on a device without that queue is NotInInput (status 3, listing the queues there).
+QUEUE_INDEX = click.IntRange(0, 1023)
 
 _BINARY_HELP = ("For a QEMU process core: the qemu-system-* executable that ran (default: the path "
                 "the core names); used only if its build-id is the core's.")
@@ -206,7 +217,7 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
-@click.option("--connections", type=int, default=None, hidden=True,
+@click.option("--connections", type=click.IntRange(min=1), default=None, hidden=True,
               help="Stop after this many socket connections (tests).")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
 @click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
@@ -218,10 +229,13 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
 
     DUMP is a guest dump, a QEMU process core or a bundle; a QEMU core may be followed (or
     preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
+    from vdecode.output_paths import check_output
     from vdecode.reconstruct.qmp.error_replies import qmp_error
     from vdecode.reconstruct.state.session import build_session, make_monitor, qemu_identity
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
+    if socket_path:
+        check_output(socket_path, "the socket (--socket)", [*dumps, *logs, binary], socket=True)
     session = build_session(_open_inputs(dumps, logs, log_format, vm, cache_dir, binary),
                             qemu_release)
     opened, knowledge, profile = session.dump, session.knowledge, session.profile
@@ -271,6 +285,9 @@ def profile_command(debugfile: str, output: str | None, template: str | None, bi
     QEMU process core's own structures (each field with its evidence and confidence)."""
     import json
 
+    from vdecode.errors import OutputError
+    from vdecode.output_paths import check_output
+
     with open(debugfile, "rb") as f:
         head = f.read(18)
     packed = next((k for m, k in ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"),
@@ -278,9 +295,13 @@ def profile_command(debugfile: str, output: str | None, template: str | None, bi
     if packed:                           # a compressed core (DWARF files are not compressed)
         from vdecode.sources.compressed import decompress_to_cache
 
+        if output:
+            check_output(output, "the profile (-o)", [debugfile])
         _profile_of_core(str(decompress_to_cache(debugfile, packed)), output, debugfile)
         return
     if head[:4] == b"\x7fELF" and int.from_bytes(head[16:18], "little") == 4:     # ET_CORE
+        if output:
+            check_output(output, "the profile (-o)", [debugfile])
         _profile_of_core(debugfile, output, debugfile)
         return
     if output is None:
@@ -289,6 +310,7 @@ def profile_command(debugfile: str, output: str | None, template: str | None, bi
     from vdecode.profiles import load_profile
     from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_build_id_file
 
+    check_output(output, "the profile (-o)", [debugfile, template, binary])
     if template:
         with open(template, "rb") as f:
             like = json.load(f)
@@ -303,8 +325,11 @@ def profile_command(debugfile: str, output: str | None, template: str | None, bi
     if source_text:
         meta["source"] = source_text
     prof = profile_from_dwarf(debugfile, like, **meta)
-    with open(output, "w", encoding="utf-8") as out:
-        out.write(dumps_profile(prof))
+    try:
+        with open(output, "w", encoding="utf-8") as out:
+            out.write(dumps_profile(prof))
+    except OSError as err:
+        raise OutputError(output, f"cannot write the profile: {err.strerror or err}") from None
     click.echo(f"{output}: {len(prof['structs'])} structs"
                + (f", build-id {build_id}" if build_id else ", no build-id (kept the template's)"))
 
@@ -324,8 +349,13 @@ def _profile_of_core(path: str, output: str | None, given: str) -> None:
         derived, shipped = derive_core_layout(view, elf, host_space(view, elf))
     text = dumps_profile(layout_with_evidence(derived))
     if output:
-        with open(output, "w", encoding="utf-8") as out:
-            out.write(text)
+        from vdecode.errors import OutputError
+
+        try:
+            with open(output, "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as err:
+            raise OutputError(output, f"cannot write the profile: {err.strerror or err}") from None
     else:
         click.echo(text, nl=False)
     counts = {c: 0 for c in ("anchored", "checked", "template")}
@@ -387,7 +417,8 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--device", default=None, help="QOM path, device name, id or path component.")
-@click.option("--queue", type=int, default=None, help="Decode this queue: rings, chains, buffers.")
+@click.option("--queue", type=QUEUE_INDEX, default=None,
+              help="Decode this queue (0-1023): rings, chains, buffers.")
 @click.option("--json", "as_json", is_flag=True, help="JSON (docs/view-json.md) instead of text.")
 @click.option("--all", "show_all", is_flag=True, help="Idle queues and every chain too.")
 @click.option("-v", "--verbose", is_flag=True,
@@ -401,8 +432,9 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.state.session import build_session
-    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices
+    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices, select_queue
     from vdecode.render.text import progress_bar, render_view_text
     from vdecode.render.view_json import render_view_json
 
@@ -414,9 +446,12 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         session = build_session(inputs, qemu_release)
         profile, machine, notes = session.profile, session.machine, list(session.notes)
         logged, log_end = session.logged, session.log_end
-        selected = {d.canonical_path for d in select_devices(machine.state.devices, device)}
+        chosen = select_devices(machine.state.devices, device)
+        select_queue(chosen, queue)            # before reading anything: status 3 and what is there
+        selected = {d.canonical_path for d in chosen}
         findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
-                                        queue=queue)      # only the queues asked about are read
+                                        queue=queue,      # only the queues asked about are read
+                                        pace=log_pace(knowledge))
         carved = None
         if knowledge is None and opened.qemu is None and opened.space is not None:
             from vdecode.reconstruct.rings.match import group_by_device
@@ -456,8 +491,10 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                    vm: str | None, output: str, full_buffers: bool, redact: bool,
                    binary: str | None, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
+    from vdecode.output_paths import check_output
     from vdecode.render.bundle_writer import write_bundle
 
+    check_output(output, "the bundle (-o)", [*dumps, *logs, binary])
     inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
     with inputs.dump:
         report = write_bundle(output, inputs, full_buffers=full_buffers, redact=redact, vm=vm)
@@ -479,18 +516,78 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
               help="Local worker processes (default: the number of cores).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on this Dask scheduler (tcp://host:8786; needs vdecode[dask]).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to wait for --scheduler to answer.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
-                   scheduler: str | None, cache_dir: str | None) -> None:
+                   scheduler: str | None, timeout: float, cache_dir: str | None) -> None:
     """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
     from vdecode.triage import output, run_triage
 
     with output.progress_bar("triage") as tick:
         records = run_triage(list(paths), workers=workers, scheduler=scheduler,
-                             cache_dir=cache_dir, progress=tick)
+                             cache_dir=cache_dir, progress=tick, timeout=timeout)
     if as_json or as_csv:
         click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
     else:
         tty = sys.stdout.isatty()
         width = _terminal_width(120) if tty else 120
         click.echo(output.render_table(records, width=width, color=tty), nl=False)
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """The cache of decompressed inputs: what it holds, and clearing it (docs/cache.md)."""
+
+
+def _cache_folder(cache_dir: str | None) -> str:
+    from vdecode.sources.cache import default_cache_dir
+
+    return cache_dir if cache_dir is not None else str(default_cache_dir())
+
+
+@cache_group.command("list", short_help="What the cache holds: sizes, last use, source.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def cache_list_command(as_json: bool, cache_dir: str | None) -> None:
+    """Each entry: size on disk, apparent size, last used, source file; the total and the cap."""
+    import os
+    import time
+
+    from vdecode.render.cache_list import render_cache_json, render_cache_text
+    from vdecode.sources.cache import ENV_MAX, cache_cap, entries
+
+    folder = _cache_folder(cache_dir)
+    found, cap = entries(folder), cache_cap()
+    if as_json:
+        click.echo(render_cache_json(found, folder, cap), nl=False)
+    else:
+        cap_from = f"${ENV_MAX}" if os.environ.get(ENV_MAX) else f"default, ${ENV_MAX} sets it"
+        click.echo(render_cache_text(found, folder, cap, cap_from, time.time()), nl=False)
+
+
+def _age(ctx, param, value: str | None) -> float | None:
+    from vdecode.sources.cache import parse_age
+
+    try:
+        return None if value is None else parse_age(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@cache_group.command("clear", short_help="Remove entries: all, unused for an AGE, or of an input.")
+@click.option("--older-than", callback=_age, default=None, metavar="AGE",
+              help="Only entries last used longer ago than AGE (7d, 12h, 30m, 90s).")
+@click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              metavar="FILE", help="Only the entries made from FILE (any copy of it); repeatable.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def cache_clear_command(older_than: float | None, inputs: tuple[str, ...],
+                        cache_dir: str | None) -> None:
+    """Remove cache entries: all of them, or those --older-than or of an --input."""
+    from vdecode.render.cache_list import render_cleared
+    from vdecode.sources.cache import clear, fingerprint
+    from vdecode.sources.flattened import flat_index_key
+
+    folder = _cache_folder(cache_dir)
+    keys = {k for f in inputs for k in (fingerprint(f), flat_index_key(f))} if inputs else None
+    click.echo(render_cleared(clear(folder, older_than=older_than, keys=keys), folder), nl=False)

@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 from typing import Any
 
-from vdecode.errors import MissingData
+from vdecode.errors import MissingData, OutputError
 from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
                                           carved_evidence, clip, plan_kept_memory,
@@ -168,7 +168,11 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
         notes_out.append((NOTE_OWNER, VDB_FINDINGS, _dumps(findings)))
     notes_out.append((NOTE_OWNER, VDB_SUMMARY, summary.encode()))
     machine_id = {v: k for k, v in EM_NAMES.items()}.get(str(dump.info.get("machine")), EM_X86_64)
-    write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
+    try:
+        write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
+    except OSError as err:                          # checked up front, so: a full disk, a quota
+        out.unlink(missing_ok=True)                 # no half bundle that looks like one
+        raise OutputError(str(out), f"cannot write the bundle: {err.strerror or err}") from None
     return BundleReport(out, out.stat().st_size, kept, len(segments), plan.counts, plan.limits,
                         notes)
 
@@ -239,11 +243,13 @@ def _view_pass(inputs: Inputs, requested: str | None,
     """Findings as JSON and the guest memory the post-mortem view reads (buffer previews): the
     same session built again over a fresh recorder, so that these reads are told apart from the
     QMP answers' (they are buffer bytes, kept and redactable)."""
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.postmortem.findings import find_findings
     from vdecode.reconstruct.postmortem.view_model import build_view
     recorder = RecordingSpace(space)
     s = build_session(_reading_through(inputs, recorder), requested)
-    findings, walks = find_findings(s.machine, s.profile, s.logged, s.log_end)
+    findings, walks = find_findings(s.machine, s.profile, s.logged, s.log_end,
+                                    pace=log_pace(s.knowledge))
     build_view(s.machine, s.profile, findings, walks, dump_path=inputs.dump.path,
                dump_format=inputs.dump.format, log_path=None, device=None, queue=None,
                show_all=True, notes=list(s.notes))

@@ -103,13 +103,15 @@ def _open(job: VmJob, errors: list):
 def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]:
     """The view model of ``vdecode DUMP --json`` (the same calls as ``cli.view_command``, without
     carving), and the profile's version."""
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
     from vdecode.reconstruct.state.session import Inputs, build_session
     from vdecode.reconstruct.postmortem.view_model import build_view
 
     session = build_session(Inputs(opened, knowledge))
     profile, machine = session.profile, session.machine
-    findings, walks = find_findings(machine, profile, session.logged, session.log_end)
+    findings, walks = find_findings(machine, profile, session.logged, session.log_end,
+                                    pace=log_pace(session.knowledge))
     view = build_view(machine, profile, findings, walks, dump_path=opened.path,
                       dump_format=opened.format, log_path=log_path,
                       notes=list(session.notes), log_end=utc_text(session.log_end))
@@ -145,7 +147,7 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
     Never raises for bad input; the caller may run it in any process.
     """
     errors: list[dict[str, Any]] = [{"input": p, "class": "InputError", "message": f"{p}: {r}"}
-                                    for p, r in job.bad]
+                                    for p, r in (*job.bad, *job.unknown)]
     warnings: list[str] = []
     knowledge, logs = _read_logs(job, errors, warnings) if job.logs else (None, [])
     opened, memory, unused = _open(job, errors) if job.dumps else (None, None, [])
@@ -176,6 +178,8 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
         except Exception as err:                    # noqa: BLE001 - see the module docstring
             errors.append(_error(opened.path, err))
     record["verdict"] = verdict_of(record)
+    if job.unknown and not (job.dumps or job.logs or job.bad):
+        record["verdict"] = "unrecognised"       # not an input at all, rather than one unreadable
     return record
 
 
