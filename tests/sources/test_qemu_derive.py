@@ -345,4 +345,4 @@ def test_leave_one_out_replies(captures, tmp_path, mode):
         w, g = leaves(want), leaves(replies.get(i, {}))
         ok += sum(1 for k in w if w[k] == g.get(k))
         total += len(w)
-    assert 0.98 * total <= ok < total, (ok, total, r.stderr.decode()[-2000:])
+    assert ok >= 0.98 * total, (ok, total, r.stderr.decode()[-2000:])
