@@ -50,6 +50,7 @@ MAX_MR_FIELD = 256             # where ram_block may sit in a MemoryRegion
 STRIDE_SPAN = 16               # VirtQueue sizes tried: the template's ± 16 × 8 bytes
 DEVICE_SCAN = 1024             # bytes of a VirtIODevice searched for its fields
 MAX_ARRAYS = 64
+EMBEDDED_SCAN = 16384          # bytes of a device object searched for an embedded vhost_dev
 
 # QOM's ObjectProperty (include/qom/object.h, unchanged from QEMU 2.x to 10.x) and glib's private
 # struct _GHashTable (glib/ghash.c, 2.60+ with G_DISABLE_ASSERT unset): the QOM tree walk of
@@ -696,37 +697,60 @@ def _check_queues(m: _Mem, d: _Derivation, arrays: list[tuple[int, int]], guest_
 # --- vhost ---------------------------------------------------------------------------------------
 
 def _derive_vhost(m: _Mem, d: _Derivation, vdevs: list[int], heap: list[tuple[int, int]]) -> None:
-    """``vhost_virtqueue``'s size from ``vqs[i].dev == hdev`` when a device has vhost started."""
+    """``vhost_virtqueue``'s size and ``dev`` from ``vqs[i].dev == hdev`` (``vhost_virtqueue_init``
+    sets it at realize, started or not): the ``vhost_dev`` of a started device (``hdev->vdev``),
+    or one embedded in a device object (vhost-user-blk, vhost-user-fs ... hold theirs)."""
     from vdecode.sources.qemu_core.memory import find_pointers
 
     started = [v for v in vdevs
                if m.u(v + d.offset("VirtIODevice", "vhost_started"), 1) == 1]
     t_vqs, t_nvqs = d.t_off("vhost_dev", "vqs"), d.t_off("vhost_dev", "nvqs")
-    t_dev = d.t_off("vhost_virtqueue", "dev")
+    cands: list[tuple[int, str]] = []
     if started:
-        for h in find_pointers(m.mem, heap, started[:1], d.t_off("vhost_dev", "vdev"))[started[0]]:
-            vqs, nvqs = m.u(h + t_vqs, 8), m.u(h + t_nvqs, 4)
-            if not vqs or not nvqs or not 2 <= nvqs <= 1024:
-                continue
-            for size in sorted(range(t_dev + 8, t_dev + 8 * STRIDE_SPAN, 8),
-                               key=lambda s: abs(s - d.template.sizes["vhost_virtqueue"])):
-                for dev in range(0, size, 8):
-                    if all(m.u(vqs + i * size + dev, 8) == h for i in range(nvqs)):
-                        d.move_group("vhost_virtqueue", {"dev": dev}, head_fixed=True)
-                        d.data["structs"]["vhost_virtqueue"]["size"] = size
-                        how = f"vqs[0..{nvqs - 1}].dev == the vhost_dev of a started device"
-                        d.note("vhost_virtqueue", "dev", ANCHORED, how)
-                        d.evidence["vhost_virtqueue.size"] = {"offset": size,
-                                                              "confidence": ANCHORED,
-                                                              "evidence": how}
-                        for f in ("vdev", "vqs", "nvqs"):
-                            d.note("vhost_dev", f, CHECKED, "template place; leads to the "
-                                                            "vhost_virtqueues pointing back")
-                        return
+        cands += [(h, "the vhost_dev of a started device") for h in find_pointers(
+            m.mem, heap, started[:1], d.t_off("vhost_dev", "vdev"))[started[0]]]
+    for v in vdevs:                      # a vhost_dev inside the device's own object
+        obj = m.block(v, EMBEDDED_SCAN) or b""
+        words = np.frombuffer(obj[:len(obj) // 8 * 8], "<u8")
+        for k in range(0, len(words) - (t_vqs + 8) // 8):
+            h = v + 8 * k
+            if words[k + t_vqs // 8] and 2 <= (m.u(h + t_nvqs, 4) or 0) <= 1024:
+                cands.append((h, "a vhost_dev inside a device's object"))
+    for h, what in cands:
+        found = _vhost_stride(m, d, h, m.u(h + t_vqs, 8) or 0, m.u(h + t_nvqs, 4) or 0)
+        if found:
+            size, dev, nvqs = found
+            d.move_group("vhost_virtqueue", {"dev": dev}, head_fixed=True)
+            d.data["structs"]["vhost_virtqueue"]["size"] = size
+            how = f"vqs[0..{nvqs - 1}].dev == {what} at {h:#x}"
+            d.note("vhost_virtqueue", "dev", ANCHORED, how)
+            d.evidence["vhost_virtqueue.size"] = {"offset": size, "confidence": ANCHORED,
+                                                  "evidence": how}
+            for f in ("vqs", "nvqs"):
+                d.note("vhost_dev", f, CHECKED, "template place; leads to vhost_virtqueues "
+                                                "pointing back")
+            break
     for struct in ("vhost_dev", "vhost_virtqueue"):
         for f in d.fields(struct):
-            d.note(struct, f["name"], TEMPLATE,
-                   "template place; no device has vhost started, nothing to check it on")
+            if f"{struct}.{f['name']}" not in d.evidence:
+                d.note(struct, f["name"], TEMPLATE,
+                       "template place; relative to vqs and dev" if cands else
+                       "template place; no vhost device in the core to check it on")
+
+
+def _vhost_stride(m: _Mem, d: _Derivation, hdev: int, vqs: int, nvqs: int
+                  ) -> tuple[int, int, int] | None:
+    """``(size, dev offset, nvqs)`` when ``vqs[0..nvqs-1]`` at some stride all point back."""
+    t_dev = d.t_off("vhost_virtqueue", "dev")
+    t_size = d.template.sizes["vhost_virtqueue"]
+    if not vqs or not 2 <= nvqs <= 1024 or not m.ok(vqs, 8):
+        return None
+    for size in sorted(range(max(16, t_size - 8 * STRIDE_SPAN), t_size + 8 * STRIDE_SPAN + 1, 8),
+                       key=lambda x: abs(x - t_size)):
+        for dev in sorted(range(0, size, 8), key=lambda x: abs(x - t_dev)):
+            if all(m.u(vqs + i * size + dev, 8) == hdev for i in range(nvqs)):
+                return size, dev, nvqs
+    return None
 
 
 # --- how devices are listed ----------------------------------------------------------------------
