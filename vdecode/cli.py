@@ -344,7 +344,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
                           queue=queue, show_all=show_all, notes=notes,
-                          carved=carved, log_end=utc_text(log_end))
+                          carved=carved, log_end=utc_text(log_end), absent=opened.absent)
     if as_json:
         click.echo(render_view_json(view), nl=False)
     else:

@@ -150,6 +150,7 @@ class ElfFacts:
     pn_xnum: bool
     phdrs: np.ndarray
     notes: tuple[ElfNote, ...]
+    file_size: int | None = None      # the file's size: PT_LOAD bytes past it are absent (cut)
 
     @property
     def machine(self) -> str:
@@ -161,8 +162,48 @@ class ElfFacts:
 
     @property
     def loads(self) -> np.ndarray:
-        """The PT_LOAD program headers, in file order."""
-        return self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        """The PT_LOAD program headers, in file order; in a file cut short, each segment ends
+        where the file does (``p_filesz`` and ``p_memsz`` cut: the rest is absent, not zeros)."""
+        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        cut = self.cut_loads()
+        if not cut:
+            return loads
+        loads = loads.copy()
+        for k, _, _, have in cut:
+            loads["p_filesz"][k] = loads["p_memsz"][k] = have
+        return loads
+
+    def held_loads(self) -> np.ndarray:
+        """The PT_LOADs with ``p_filesz`` cut where a file cut short ends, ``p_memsz`` as
+        declared: for a process core, whose ``p_memsz`` beyond ``p_filesz`` is memory the core
+        does not hold (absent, never zeros)."""
+        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        cut = self.cut_loads()
+        if not cut:
+            return loads
+        loads = loads.copy()
+        for k, _, _, have in cut:
+            loads["p_filesz"][k] = have
+        return loads
+
+    def cut_loads(self) -> list[tuple[int, int, int, int]]:
+        """PT_LOADs whose file bytes run past the end of a file cut short, as ``(k, start, size,
+        kept)``: the k-th PT_LOAD, its ``p_paddr`` and ``p_memsz`` as declared, and the bytes of
+        it the file still holds."""
+        if self.file_size is None:
+            return []
+        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        off, fs = loads["p_offset"].astype(np.uint64), loads["p_filesz"].astype(np.uint64)
+        past = np.flatnonzero((fs > 0) & (off + fs > np.uint64(self.file_size)))
+        return [(int(k), int(loads["p_paddr"][k]), int(loads["p_memsz"][k]),
+                 max(0, self.file_size - int(off[k]))) for k in past]
+
+    @property
+    def declared_end(self) -> int:
+        """Where the file should end by its program headers (the end of the last segment)."""
+        ends = self.phdrs["p_offset"].astype(np.uint64) + self.phdrs["p_filesz"].astype(np.uint64)
+        shdrs = self.e_shoff + self.e_shnum * (64 if self.is64 else 40) if self.e_shnum else 0
+        return max(int(ends.max()) if len(ends) else 0, shdrs)
 
     @property
     def load_indices(self) -> np.ndarray:
@@ -217,7 +258,10 @@ def read_elf(view: FileView) -> ElfFacts:
             raise CorruptInput(name, "ELF header: e_shoff is 0 but section headers are announced",
                                offset=0x28 if is64 else 0x20)
         shnum = eh.e_shnum or 1
-        _check_table(view, eh.e_shoff, shnum, shentsize, "section header table")
+        # a core cut short loses the section headers first (gcore writes them last); only
+        # PN_XNUM needs them, for the program header count
+        if pn_xnum or eh.e_shoff + shnum * shentsize <= view.size or eh.e_shoff > 1 << 62:
+            _check_table(view, eh.e_shoff, shnum, shentsize, "section header table")
         if pn_xnum:
             sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0", sizeof=shentsize)
             phnum = sh0.sh_info
@@ -233,7 +277,7 @@ def read_elf(view: FileView) -> ElfFacts:
     return ElfFacts(source=name, is64=is64, little_endian=little, e_type=eh.e_type,
                     e_machine=eh.e_machine, e_ehsize=eh.e_ehsize, e_phoff=eh.e_phoff,
                     e_shoff=eh.e_shoff, e_shnum=eh.e_shnum, phnum=phnum, pn_xnum=pn_xnum,
-                    phdrs=phdrs, notes=tuple(notes))
+                    phdrs=phdrs, notes=tuple(notes), file_size=view.size)
 
 
 def _check_table(view: FileView, offset: int, count: int, entsize: int, what: str) -> None:
@@ -243,17 +287,19 @@ def _check_table(view: FileView, offset: int, count: int, entsize: int, what: st
 
 
 def _check_segments(view: FileView, phdrs: np.ndarray, phoff: int, phentsize: int) -> None:
-    """Every segment with file bytes lies inside the file; no ``p_filesz`` exceeds ``p_memsz``."""
+    """Every segment with file bytes lies inside the file, but for PT_LOADs of a file cut short
+    (their bytes past the end are absent: :meth:`ElfFacts.cut_loads`); no ``p_filesz`` exceeds
+    ``p_memsz``."""
     off, filesz = phdrs["p_offset"], phdrs["p_filesz"]
     end = off + filesz                                        # uint64: wraps on overflow
-    bad = np.flatnonzero((filesz > 0) & ((end < off) | (end > view.size)))
+    loads = phdrs["p_type"] == PT_LOAD
+    bad = np.flatnonzero((filesz > 0) & ((end < off) | ((end > view.size) & ~loads)))
     if bad.size:
         i = int(bad[0])
         raise CorruptInput(view.name, f"program header {i}: {_pt_name(int(phdrs['p_type'][i]))} "
                                       f"p_offset {int(off[i]):#x} + p_filesz {int(filesz[i]):#x} "
                                       f"runs past the end of the file ({view.size} bytes)",
                            offset=phoff + i * phentsize)
-    loads = phdrs["p_type"] == PT_LOAD
     bad = np.flatnonzero(loads & (filesz > phdrs["p_memsz"]))
     if bad.size:
         i = int(bad[0])

@@ -45,6 +45,16 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
                       little_endian=not is_big_endian(dev), ram=ram)
 
 
+def _absent_areas(space: AddressSpace, absent, dev: VirtIODeviceState, q: VirtQueueState) -> str:
+    """The logged ring's areas that lie in bytes the dump lacks (``""`` if none or no absence)."""
+    if absent is None:
+        return ""
+    from vdecode.virtio.layouts import ring_areas
+    gone = [f"{n} {a:#x}" for n, a, z in ring_areas(q, has_feature(dev, VIRTIO_F_RING_PACKED))
+            if a and absent.covers(a, z) and not space.is_present(a, z)]
+    return ", ".join(gone)
+
+
 def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                         platform: Callable[[], tuple[int, int] | None] | None = None,
                         progress: Callable[[int, int], None] | None = None
@@ -71,9 +81,18 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
     claimed: dict[int, CarvedRing | None] = {}
     stale: list[tuple[int, int]] = []
     why: dict[tuple[str, int], str] = {}
+    absent = getattr(space, "absent", None)
+    notes: list[str] = []
     for di, dev in enumerate(devices):
         for qn, q in dev.queues.items():
             if not (q.desc and q.vring_num):
+                continue
+            gone = _absent_areas(space, absent, dev, q)
+            if gone:
+                # not a stale ring: the pages are simply not in this dump; carving cannot help
+                notes.append(f"{dev.canonical_path} queue {qn}: the ring's pages ({gone}) are "
+                             f"absent from the {'cut ' if absent.incomplete else ''}dump; keeping "
+                             f"the log's addresses")
                 continue
             ring = _logged_ring_ok(space, dev, q, ram)
             # indices only go back through a device reset: a ring the log saw used that is now
@@ -90,7 +109,7 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
             else:
                 claimed[q.desc] = ring
     if not stale:
-        return machine, []
+        return machine, notes
     # the carver and the matcher load only when a ring went stale (start-up of every answer)
     from vdecode.reconstruct.rings.candidates import match_rings
     from vdecode.reconstruct.rings.stale import apply_matches
@@ -114,7 +133,6 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                 stale_of.setdefault(dev.canonical_path, set()).add(qn)
                 why[(dev.canonical_path, qn)] = (f"the ring at the logged vring-desc {q.desc:#x} is "
                                                  f"now the driver's queue {ring.index}")
-    notes: list[str] = []
     platform = platform or machine_version_of(space)        # the machine type, for MSI-X
     matches = match_rings(space, devices, stale, rings, claimed)
     devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen,
