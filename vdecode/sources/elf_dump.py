@@ -202,8 +202,7 @@ class ElfFacts:
     def declared_end(self) -> int:
         """Where the file should end by its program headers (the end of the last segment)."""
         ends = self.phdrs["p_offset"].astype(np.uint64) + self.phdrs["p_filesz"].astype(np.uint64)
-        shdrs = self.e_shoff + self.e_shnum * (64 if self.is64 else 40) if self.e_shnum else 0
-        return max(int(ends.max()) if len(ends) else 0, shdrs)
+        return int(ends.max()) if len(ends) else 0
 
     @property
     def load_indices(self) -> np.ndarray:
@@ -258,10 +257,7 @@ def read_elf(view: FileView) -> ElfFacts:
             raise CorruptInput(name, "ELF header: e_shoff is 0 but section headers are announced",
                                offset=0x28 if is64 else 0x20)
         shnum = eh.e_shnum or 1
-        # a core cut short loses the section headers first (gcore writes them last); only
-        # PN_XNUM needs them, for the program header count
-        if pn_xnum or eh.e_shoff + shnum * shentsize <= view.size or eh.e_shoff > 1 << 62:
-            _check_table(view, eh.e_shoff, shnum, shentsize, "section header table")
+        _check_table(view, eh.e_shoff, shnum, shentsize, "section header table")
         if pn_xnum:
             sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0", sizeof=shentsize)
             phnum = sh0.sh_info

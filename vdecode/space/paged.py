@@ -28,7 +28,7 @@ from vdecode.sources.compressed import default_cache_dir
 from vdecode.sources.elf_dump import NT_PRSTATUS, vcpus_from_notes
 from vdecode.sources.files import FileView, Gpa
 from vdecode.binary import struct_of
-from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, note_head, \
+from vdecode.sources.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, note_head, \
     read_kdump, read_kdump_notes, read_vmcoreinfo
 from vdecode.space.page_codecs import CODECS, PageDecoders
 from vdecode.space.absence import Absent, absent_of, part_of
@@ -140,10 +140,11 @@ class PagedSpace:
         return int(self._word_rank[pfn >> 6]) + below.bit_count()
 
     def _incomplete_missing(self, pfn: int) -> MissingData:
+        flagged = bool(self.kd.header.status & DUMP_DH_COMPRESSED_INCOMPLETE)
         why = ("the flattened stream is cut short (no end marker)" if self.kd.truncated and
                self.kd.flat is not None else
-               f"the file is cut short at offset {self.kd.data.size:#x}" if self.kd.truncated else
-               "the dump is incomplete (status flag 0x8)")
+               "the dump is incomplete (status flag 0x8)" if flagged else
+               f"the file is cut short at offset {self.kd.data.size:#x}")
         return MissingData(self.name, f"guest-physical {pfn << self.shift:#x} (pfn {pfn:#x}) was "
                                       f"not written: {why}")
 
@@ -472,7 +473,7 @@ def open_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
         "status_flags": h.status_names,
         "incomplete": kd.incomplete,
     }
-    if kd.truncated:
+    if kd.truncated and kd.flat is not None:
         info["flattened_cut"] = f"at offset {kd.flat.cut_offset:#x}: {kd.flat.cut_reason}"
     if kd.flat is not None:
         info["flattened_records"] = kd.flat.n_records

@@ -429,8 +429,9 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         "notes": list(notes),
         "carved": None if carved is None else carved_view(carved),
     }
-    if absent is not None:
-        view["absent"] = {**absent.to_json(), "lines": absent.lines()}
+    if absent is not None:      # right after "input": every member below is built on it
+        view = {"schema_version": view.pop("schema_version"), "input": view.pop("input"),
+                "absent": {**absent.to_json(), "lines": absent.lines()}, **view}
     if queue is not None:
         view["selection"] = {"device": device, "queue": queue}
     for dev in devices:
