@@ -199,6 +199,9 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     machine, notes = session.machine, session.notes
     # which profile answers: said when no core or log names the release (or they name none shipped)
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
+    if opened.absent is not None:     # first: every reply below is built on this input
+        said = [f"{'INCOMPLETE DUMP' if not p.by_design else 'excluded'}: {p.text()}"
+                for p in opened.absent.parts] + said
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
     version, package = qemu_identity(knowledge, opened.qemu)

@@ -45,6 +45,17 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
                       little_endian=not is_big_endian(dev), ram=ram)
 
 
+def _runs_text(ns: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    runs: list[list[int]] = []
+    for n in ns:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
 def _absent_areas(space: AddressSpace, absent, dev: VirtIODeviceState, q: VirtQueueState) -> str:
     """The logged ring's areas that lie in bytes the dump lacks (``""`` if none or no absence)."""
     if absent is None:
@@ -84,15 +95,14 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
     absent = getattr(space, "absent", None)
     notes: list[str] = []
     for di, dev in enumerate(devices):
+        gone_q: list[tuple[int, str]] = []
         for qn, q in dev.queues.items():
             if not (q.desc and q.vring_num):
                 continue
             gone = _absent_areas(space, absent, dev, q)
             if gone:
                 # not a stale ring: the pages are simply not in this dump; carving cannot help
-                notes.append(f"{dev.canonical_path} queue {qn}: the ring's pages ({gone}) are "
-                             f"absent from the {'cut ' if absent.incomplete else ''}dump; keeping "
-                             f"the log's addresses")
+                gone_q.append((qn, gone))
                 continue
             ring = _logged_ring_ok(space, dev, q, ram)
             # indices only go back through a device reset: a ring the log saw used that is now
@@ -108,6 +118,17 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                     f"saw it used" if emptied else f"no ring at the logged vring-desc {q.desc:#x}")
             else:
                 claimed[q.desc] = ring
+        if gone_q:
+            where = "cut " if absent.incomplete else ""
+            if len(gone_q) == 1:
+                qn, gone = gone_q[0]
+                notes.append(f"{dev.canonical_path} queue {qn}: the ring's pages ({gone}) are "
+                             f"absent from the {where}dump; keeping the log's addresses and "
+                             f"counters")
+            else:
+                qs = _runs_text(sorted(qn for qn, _ in gone_q))
+                notes.append(f"{dev.canonical_path} queues {qs}: the rings' pages are absent "
+                             f"from the {where}dump; keeping the log's addresses and counters")
     if not stale:
         return machine, notes
     # the carver and the matcher load only when a ring went stale (start-up of every answer)
