@@ -155,7 +155,14 @@ def test_local_fleet(fleet, local_records):
     assert len(recorded) == len(list((REPO / "tests" / "data" / "captures").glob("*/*.vdb.zst")))
     assert all(r["errors"] == [] and r["inputs"]["format"] == "bundle" for r in recorded)
     assert all(r["counts"]["devices"] > 0 for r in recorded)
-    assert by_vm["vm9"]["verdict"] == "unreadable"
+    # a bundle cut short (named .elf): it opens, its lost tail is counted, the verdict says so
+    vm9 = by_vm["vm9"]
+    assert vm9["verdict"] == "incomplete" and vm9["errors"] == []
+    assert vm9["absent"]["incomplete"] and vm9["absent"]["kinds"] == ["cut-short"]
+    assert vm9["absent"]["lines"][0].startswith("389.5 KiB of guest RAM absent, the dump is cut "
+                                                "short: the file ends at offset 0x186a0")
+    assert vm9["counts"]["unknown"] > 0
+    assert all(r["absent"] is None for r in recorded)
     assert by_vm["vm9"]["inputs"]["logs"] == [f"{fleet[0]}/broken/vm9.qmp.jsonl"]
     assert by_vm["noise"]["errors"][0]["class"] == "InputError"
     assert by_vm["basic-core"]["inputs"]["dump"].endswith("basic-core.vdb")
