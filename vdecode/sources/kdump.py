@@ -333,17 +333,24 @@ def read_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
 
 def _data_end(data: FileView, layouts: KdumpLayouts, bitmap2: np.ndarray, desc_off: int) -> int:
     """Where a rearranged file should end: past its ``page_desc`` table and the data of its last
-    page (QEMU and makedumpfile write page data in table order, so the last descriptor's data
-    ends the file). Cheap: one descriptor is read."""
+    pages (QEMU and makedumpfile write page data in table order, so the last descriptors' data
+    ends the file; zero pages all share one copy near the start, hence a tail of them is read,
+    not one). Cheap: at most :data:`TAIL_DESCS` descriptors are read."""
     n = int(np.unpackbits(bitmap2).sum(dtype=np.int64))
     size = layouts.page_desc.sizeof()
     end = desc_off + n * size
     if n == 0 or end > data.size:
         return end
-    last = np.frombuffer(data.view(end - size, size, "last page_desc"), dtype=layouts.page_desc_dtype)
-    off, sz = int(last["offset"][0]), int(last["size"][0])
-    del last
-    return max(end, off + sz) if off > 0 else end
+    k = min(n, TAIL_DESCS)
+    tail = np.frombuffer(data.view(end - k * size, k * size, "page_desc table"),
+                         dtype=layouts.page_desc_dtype)
+    ends = tail["offset"].astype(np.int64) + tail["size"].astype(np.int64)
+    top = int(ends[tail["offset"].astype(np.int64) > 0].max(initial=0))
+    del tail
+    return max(end, top)
+
+
+TAIL_DESCS = 1 << 16
 
 
 MAX_NOTES = 1 << 16
