@@ -49,7 +49,7 @@ class Dump:
     def __post_init__(self) -> None:
         # the address space answers reads: it carries the same value, so every stage that only
         # sees the space (ring checks, findings) can tell "absent from a cut dump" from "no ring"
-        if self.space is not None and self.absent is not None:
+        if self.space is not None:
             try:
                 self.space.absent = self.absent
             except AttributeError:

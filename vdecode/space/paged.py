@@ -388,7 +388,7 @@ class PagedSpace:
         missing[:have] = ~(ok & (offs > 0))
         return pfns[missing]
 
-    def absent(self) -> Absent | None:
+    def count_absent(self) -> Absent | None:
         """What this kdump lacks (:mod:`vdecode.space.absence`): pages not written (a cut
         stream or file, the incomplete flag) and pages excluded by the dump level."""
         kd = self.kd
@@ -482,4 +482,4 @@ def open_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
         info.update(phys_base=sub.phys_base, dump_level=sub.dump_level)
     fmt = "kdump-flattened" if kd.flat is not None else "kdump"
     return Dump(path=view.name, format=fmt, space=space, info=info, files=[view],
-                absent=space.absent())
+                absent=space.count_absent())
