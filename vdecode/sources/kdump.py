@@ -328,10 +328,12 @@ def read_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
         bm2[-1] &= keep
     desc_off = bm2_off + bitmap_len
     return KdumpFile(view.name, view, data, flat, layouts, header, sub, max_mapnr, bm1_off, bm2_off,
-                     bm1, bm2, desc_off, _data_end(data, layouts, bm2, desc_off) if flat is None else 0)
+                     bm1, bm2, desc_off,
+                     _data_end(data, layouts, bm2, desc_off, bs) if flat is None else 0)
 
 
-def _data_end(data: FileView, layouts: KdumpLayouts, bitmap2: np.ndarray, desc_off: int) -> int:
+def _data_end(data: FileView, layouts: KdumpLayouts, bitmap2: np.ndarray, desc_off: int,
+              block_size: int) -> int:
     """Where a rearranged file should end: past its ``page_desc`` table and the data of its last
     pages (QEMU and makedumpfile write page data in table order, so the last descriptors' data
     ends the file; zero pages all share one copy near the start, hence a tail of them is read,
@@ -344,10 +346,15 @@ def _data_end(data: FileView, layouts: KdumpLayouts, bitmap2: np.ndarray, desc_o
     k = min(n, TAIL_DESCS)
     tail = np.frombuffer(data.view(end - k * size, k * size, "page_desc table"),
                          dtype=layouts.page_desc_dtype)
-    ends = tail["offset"].astype(np.int64) + tail["size"].astype(np.int64)
-    top = int(ends[tail["offset"].astype(np.int64) > 0].max(initial=0))
+    offs = tail["offset"].astype(np.int64)
+    ends = offs + tail["size"].astype(np.int64)
     del tail
-    return max(end, top)
+    # no page data lies past the table plus a block a page: a descriptor pointing beyond that
+    # is damage (CorruptInput when read), not a sign of a cut
+    most = end + (n + 1) * block_size
+    ends = ends[(offs > 0) & (ends <= most)]
+    return max(end, int(ends.max(initial=0)))
+
 
 
 TAIL_DESCS = 1 << 16
