@@ -264,3 +264,31 @@ def test_real_qemu_core_cut(basic, tmp_path):
 
 def test_no_captures_reason():
     assert "../shared/captures" in NO_CAPTURES
+
+
+@pytest.mark.parametrize("sample", ["basic-core.vdb", "mixed-elf-early.vdb"])
+def test_cut_sweep_answers_or_fails_in_one_line(tmp_path, sample):
+    """Cut anywhere: the view either answers, saying what is absent, or fails with a documented
+    error (a ``VdecodeError``, one line from the command line); never anything else, and the
+    input is left as it was."""
+    from vdecode.errors import VdecodeError as Err
+    src = REPO / "samples" / sample
+    data = src.read_bytes()
+    p = tmp_path / sample
+    answered = 0
+    for k in range(1, 24):
+        n = len(data) * k // 24
+        p.write_bytes(data[:n])
+        for extra in ((), ("--json",)):
+            res = CliRunner().invoke(cli, ["view", str(p), *extra])
+            if res.exception is not None and not isinstance(res.exception, SystemExit):
+                assert isinstance(res.exception, Err), (n, repr(res.exception))
+                continue
+            assert res.exit_code == 0, (n, res.output[-300:])
+            answered += 1
+            if extra:
+                assert json.loads(res.output)["absent"]["incomplete"] is True, n
+            else:
+                assert "INCOMPLETE DUMP: " in res.output, n
+        assert p.read_bytes() == data[:n]
+    assert src.read_bytes() == data and answered >= 20
