@@ -250,6 +250,17 @@ def test_real_kdump_cut_1mb_everywhere(basic, tmp_path):
     assert rec["counts"]["unknown"] > 0
 
 
+def test_real_core_with_cut_guest_dump(basic, tmp_path):
+    """A QEMU core and a guest dump of its instant that was cut: still one VM (the lost RAM was
+    there), QEMU's state from the core, and the view says the guest RAM is incomplete."""
+    src = basic.dump("elf")
+    p = cut(src, tmp_path / "half.elf", src.stat().st_size // 2)
+    code, out = view(str(basic.dump("qemu-core")), str(p))
+    assert code == 0, out
+    assert out.splitlines()[1] == "QEMU state from QEMU core, QEMU 7.2.22"
+    assert out.splitlines()[2].startswith("INCOMPLETE DUMP: 80.1 MiB of guest RAM absent")
+
+
 def test_real_qemu_core_cut(basic, tmp_path):
     """gcore writes its notes last: a core cut anywhere loses them, one line, status 2."""
     src = basic.dump("qemu-core")

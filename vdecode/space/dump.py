@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from vdecode.frozen import record
 from vdecode.sources.files import FileView
 from vdecode.sources.qemu_state import QemuVirtioState
-from vdecode.space.absence import Absent, absent_of
+from vdecode.space.absence import Absent, absent_of, merge_ranges
 from vdecode.space.base import AddressSpace
 
 if TYPE_CHECKING:                        # the log readers load only when a log is read
@@ -98,6 +98,8 @@ def check_belong_together(core: Dump, guest: Dump) -> list[str]:
     from vdecode.errors import InputError, MissingData
 
     ranges = sorted((int(s), int(n)) for s, n in guest.space.ranges())
+    if guest.absent is not None:    # a guest dump cut short still had that RAM: it is not another VM
+        ranges = merge_ranges([*ranges, *(r for p in guest.absent.parts for r in p.ranges)])
     runs = [r for r in core.info.get("ram_ranges", [])
             if r.get("region") in _RAM_REGIONS or r.get("block") == "pc.ram"]
     ram_txt = ", ".join(f"[{s:#x}, {s + n:#x})" for s, n in ranges[:6])
