@@ -18,7 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_info_text_real_capture(captures):
     path = captures["basic"].dump("elf")
-    r = CliRunner().invoke(cli, ["info", str(path)])
+    r = CliRunner().invoke(cli, ["info", str(path)], env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     assert lines[:7] == [
@@ -32,10 +32,13 @@ def test_info_text_real_capture(captures):
     ]
     assert lines[7] == "vCPUs:        1"
     assert lines[8].startswith("  0: CORE NT_PRSTATUS, QEMU CPU state  pid=1  rip=0xffffffff")
-    assert " cr3=0x" in lines[8]
+    # at 80 columns the registers go on under the vCPU, each name with its value
+    assert lines[9].startswith("     rsp=0xff") and " cr3=0x" in lines[9]
+    assert all(len(line) <= 80 for line in lines)
     # the guest firmware's SMBIOS tables name QEMU's machine type (-machine q35 on 7.2)
-    assert lines[9:] == ["SMBIOS:       QEMU / Standard PC (Q35 + ICH9, 2009) / pc-q35-7.2  (the guest "
-                         "firmware's type 1, entry point 0xf59d0)", "VMCOREINFO:   absent"]
+    assert lines[10:] == ["SMBIOS:       QEMU / Standard PC (Q35 + ICH9, 2009) / pc-q35-7.2",
+                          "              (the guest firmware's type 1, entry point 0xf59d0)",
+                          "VMCOREINFO:   absent"]
 
 
 def test_info_json_real_capture(captures):

@@ -20,6 +20,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 import doc_examples  # noqa: E402  (tools/ is not a package)
 
+from tests.conftest import NO_CAPTURES  # noqa: E402
 from vdecode.cli import cli  # noqa: E402
 
 EXAMPLES = [ex for page in doc_examples.pages() for ex in doc_examples.examples(page)]
@@ -33,14 +34,14 @@ def cwd():
 def test_the_pages_have_examples():
     # the finder itself can fail: a page format change must not turn this test into a no-op
     assert len(EXAMPLES) >= 8
-    assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md"}
+    assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md",
+                                              "triage.md"}
 
 
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[f"{e.page.name}:{e.line}" for e in EXAMPLES])
 def test_example_prints_what_the_page_shows(ex, cwd):
-    if doc_examples.needs_shared(ex) and not doc_examples.SHARED.is_dir():
-        pytest.skip(f"needs the shared captures ({doc_examples.SHARED}): put the shared folder beside "
-                    "the checkout or set VDECODE_CAPTURES=DIR")
+    if doc_examples.needs_shared(ex) and not doc_examples.have_shared():
+        pytest.skip(NO_CAPTURES)
     got = doc_examples.run(ex, cwd)
     shown = list(ex.output)
     assert (got[:len(shown)] if ex.cut else got) == shown, (

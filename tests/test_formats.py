@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import CAPTURES, NO_CAPTURES
 from vdecode.render.qmp_json import qdict_order
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,12 +27,11 @@ FORMATS = REPO / "formats"
 GENERATED = ("features", "devices", "qapi", "errors", "qmp_core")
 HAND_KEPT = ("queues", "transport", "view")
 VERSIONS = sorted(p for p in FORMATS.glob("qemu-*") if p.is_dir())
-SHARED = Path(os.environ.get("VDECODE_CAPTURES", REPO.parent / "shared" / "captures"))
+SHARED = CAPTURES
 RECORDED = REPO / "tests" / "data" / "captures"
 RECORDED_10 = REPO / "tests" / "data" / "captures-10.0"
 QEMU_SRC = os.environ.get("VDECODE_QEMU_SRC")
-SHARED_MISSING = (f"no captures in {SHARED}: put the shared folder beside the checkout (../shared/captures) "
-                  "or set VDECODE_CAPTURES to a captures folder")
+SHARED_MISSING = NO_CAPTURES
 
 
 def load(version: Path, name: str):

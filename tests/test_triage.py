@@ -17,7 +17,7 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from tests.conftest import CAPTURES, REPO
+from tests.conftest import CAPTURES, NO_CAPTURES, REPO
 from vdecode.cli import cli
 from vdecode.triage import discover, run_triage
 from vdecode.triage.discover import stem_of
@@ -174,20 +174,23 @@ def test_local_fleet(fleet, local_records):
     # one record a line, the table and the CSV cover every record
     assert len(render_jsonl(local_records).splitlines()) == len(local_records)
     assert len(render_csv(local_records).splitlines()) == len(local_records) + 1
-    assert f"{len(local_records)} VMs:" in render_table(local_records, width=200)
+    vms = [r for r in local_records if r["verdict"] != "unrecognised"]   # files, not VMs
+    assert f"{len(vms)} VMs:" in render_table(local_records, width=200)
 
 
 def test_shared_captures(local_records):
     if not CAPTURES.is_dir():
-        pytest.skip(f"no captures in {CAPTURES}: the real-QEMU corpus is not here")
+        pytest.skip(NO_CAPTURES)
     by_vm = {r["vm"]: r for r in local_records}
     basic = by_vm["basic"]
     assert basic["inputs"]["dump"] == f"{CAPTURES}/basic/qemu.core.zst"
     assert basic["inputs"]["format"] == "qemu-core"
     assert basic["inputs"]["logs"] == [f"{CAPTURES}/basic/early.jsonl",
                                        f"{CAPTURES}/basic/instant.jsonl"]
+    # the serial console is the capture's file too: unused with its reason, not a VM of its own
     assert [u["path"] for u in basic["inputs"]["unused"]] == [
-        f"{CAPTURES}/basic/dump.elf.zst", f"{CAPTURES}/basic/dump.kdump-zlib.zst"]
+        f"{CAPTURES}/basic/console.log", f"{CAPTURES}/basic/dump.elf.zst",
+        f"{CAPTURES}/basic/dump.kdump-zlib.zst"]
     assert basic["errors"] == [] and basic["qemu"]["state"] == "core"
 
 

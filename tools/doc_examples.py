@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("VDECODE_CAPTURES", REPO.parent / "shared" / "captures")).parent
+CAPTURES = Path(os.environ.get("VDECODE_CAPTURES", REPO.parent / "shared" / "captures"))
+#: the folder linked as ``../shared`` (examples name ``../shared/captures/...``)
+SHARED = CAPTURES.parent
+
+
+def have_shared() -> bool:
+    """Whether examples on the shared captures can run: the captures folder itself, not only its
+    parent (``VDECODE_CAPTURES=/nonexistent`` has the parent ``/``)."""
+    return CAPTURES.is_dir()
 FENCE = re.compile(r"^```(text|console)\s*$")
 MORE = "..."
 
@@ -79,7 +87,7 @@ def scratch() -> Path:
     main.mkdir()
     for name in ("samples", "tests", "formats", "docs"):
         (main / name).symlink_to(REPO / name)
-    if SHARED.is_dir():
+    if have_shared():
         (root / "shared").symlink_to(SHARED)
     (main / ".cache").mkdir()
     return main
@@ -107,7 +115,7 @@ def update(page: Path, cwd: Path) -> int:
     lines = page.read_text().splitlines()
     changed = 0
     for ex in reversed(examples(page)):       # from the bottom, so earlier line numbers hold
-        if needs_shared(ex) and not SHARED.is_dir():
+        if needs_shared(ex) and not have_shared():
             continue
         got = run(ex, cwd)
         if not differs(ex, got):
@@ -134,7 +142,7 @@ def main() -> int:
             print(f"{page.relative_to(REPO)}: {n} examples rewritten")
             continue
         for ex in examples(page):
-            if needs_shared(ex) and not SHARED.is_dir():
+            if needs_shared(ex) and not have_shared():
                 continue
             if differs(ex, run(ex, cwd)):
                 print(f"{page.relative_to(REPO)}:{ex.line}: output of `{ex.command}` differs")

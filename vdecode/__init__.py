@@ -6,11 +6,12 @@ virtio model -> reconstruction (QMP replies, findings) -> rendering (JSON, text,
 
 __version__ = "0.1.0"
 
-from vdecode.errors import (CorruptInput, InputError, MissingData, QmpLogError,  # noqa: E402
-                            RingError, UnsupportedInput, VdecodeError)
+from vdecode.errors import (CorruptInput, InputError, MissingData, NotInInput,  # noqa: E402
+                            OutputError, QmpLogError, RingError, SetupError, UnsupportedInput,
+                            VdecodeError)
 
-__all__ = ("open", "VdecodeError", "InputError", "CorruptInput", "UnsupportedInput", "MissingData",
-           "RingError", "QmpLogError")
+__all__ = ("open", "VdecodeError", "InputError", "CorruptInput", "UnsupportedInput", "NotInInput",
+           "MissingData", "RingError", "QmpLogError", "OutputError", "SetupError")
 
 
 def __getattr__(name: str):

@@ -85,8 +85,12 @@ def _run() -> int:
     except click.exceptions.Abort:
         click.echo("vdecode: aborted", err=True)
         return 130
+    except click.UsageError as err:       # a bad option or argument: one line too, with the way on
+        where = f"; see '{err.ctx.command_path} --help'" if err.ctx is not None else ""
+        click.echo(f"vdecode: error: {err.format_message().rstrip('.')}{where}", err=True)
+        return err.exit_code
     except click.ClickException as err:
-        err.show()
+        click.echo(f"vdecode: error: {err.format_message()}", err=True)
         return err.exit_code
     except BrokenPipeError:
         return 0
@@ -108,6 +112,20 @@ def _terminal_width(default: int) -> int:
         except (AttributeError, ValueError, OSError):
             columns = 0
     return columns or default
+
+
+def _output_width() -> int:
+    """The width ``info`` and ``log`` lay their text out in: ``$COLUMNS`` when set, else the
+    terminal's, else (piped) 80; never under 40."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        columns = _terminal_width(80) if sys.stdout.isatty() else 80
+    return max(40, columns)
 
 
 # --- commands -------------------------------------------------------------------------------
@@ -141,6 +159,25 @@ def _profile_notes(profile) -> list[str]:
     return out + ([f"warning: {profile.warning}"] if profile.warning else [])
 
 
+def _assumed_release(profile, space) -> str:
+    """The note for a guest dump alone: the greeting names a release nothing in the inputs did.
+    The guest firmware's SMBIOS machine type (``pc-q35-7.2``) is said beside it: it does not name
+    the release that ran (a newer QEMU runs older machine types), only the oldest it can be."""
+    from vdecode.space.firmware import machine_version, smbios_system
+
+    system = smbios_system(space) if space is not None else None
+    mv = machine_version(system)
+    hint = (f" (the guest's machine type {system.version} says QEMU {mv[0]}.{mv[1]} or later)"
+            if mv and system is not None else "")
+    return (f"the greeting says QEMU {profile.release}: assumed QEMU {profile.release}, no core or "
+            f"log names the release; give --qemu VERSION{hint}")
+
+#: ``--queue``: a queue index. QMP carries it as a uint16, but QEMU never has more than
+#: VIRTIO_QUEUE_MAX (1024, include/hw/virtio/virtio.h, 7.2 to 10.0) queues per device, so 1024 and
+#: up can be in no dump: the option parser refuses them (status 2) with the bound in its message,
+#: while 0-1023 on a device without that queue is NotInInput (status 3, listing the queues there).
+QUEUE_INDEX = click.IntRange(0, 1023)
+
 _BINARY_HELP = ("For a QEMU process core: the qemu-system-* executable that ran (default: the path "
                 "the core names); used only if its build-id is the core's.")
 
@@ -166,7 +203,8 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
         if system is not None:
             info["smbios"] = {"manufacturer": system.manufacturer, "product": system.product,
                               "version": system.version, "entry_point": system.entry_point}
-    click.echo(render_info_json(info) if as_json else render_info_text(info), nl=False)
+    click.echo(render_info_json(info) if as_json else render_info_text(info, _output_width()),
+               nl=False)
 
 
 @cli.command("qmp")
@@ -177,7 +215,7 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
-@click.option("--connections", type=int, default=None, hidden=True,
+@click.option("--connections", type=click.IntRange(min=1), default=None, hidden=True,
               help="Stop after this many socket connections (tests).")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
 @click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
@@ -189,16 +227,21 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
 
     DUMP is a guest dump, a QEMU process core or a bundle; a QEMU core may be followed (or
     preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
+    from vdecode.output_paths import check_output
     from vdecode.reconstruct.qmp.error_replies import qmp_error
     from vdecode.reconstruct.state.session import build_session, make_monitor, qemu_identity
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
+    if socket_path:
+        check_output(socket_path, "the socket (--socket)", [*dumps, *logs, binary], socket=True)
     session = build_session(_open_inputs(dumps, logs, log_format, vm, cache_dir, binary),
                             qemu_release)
     opened, knowledge, profile = session.dump, session.knowledge, session.profile
     machine, notes = session.machine, session.notes
     # which profile answers: said when no core or log names the release (or they name none shipped)
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
+    if not (opened.qemu or knowledge or qemu_release):
+        said.append(_assumed_release(profile, opened.space))
     if opened.absent is not None:     # first: every reply below is built on this input
         said = [f"{'INCOMPLETE DUMP' if not p.by_design else 'excluded'}: {p.text()}"
                 for p in opened.absent.parts] + said
@@ -241,9 +284,12 @@ def profile_command(debugfile: str, output: str, template: str | None, binary: s
     """Derive a QEMU struct layout profile from DWARF (a .debug file or a probe object)."""
     import json
 
+    from vdecode.errors import OutputError
+    from vdecode.output_paths import check_output
     from vdecode.profiles import load_profile
     from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_build_id_file
 
+    check_output(output, "the profile (-o)", [debugfile, template, binary])
     if template:
         with open(template, "rb") as f:
             like = json.load(f)
@@ -258,8 +304,11 @@ def profile_command(debugfile: str, output: str, template: str | None, binary: s
     if source_text:
         meta["source"] = source_text
     prof = profile_from_dwarf(debugfile, like, **meta)
-    with open(output, "w", encoding="utf-8") as out:
-        out.write(dumps_profile(prof))
+    try:
+        with open(output, "w", encoding="utf-8") as out:
+            out.write(dumps_profile(prof))
+    except OSError as err:
+        raise OutputError(output, f"cannot write the profile: {err.strerror or err}") from None
     click.echo(f"{output}: {len(prof['structs'])} structs"
                + (f", build-id {build_id}" if build_id else ", no build-id (kept the template's)"))
 
@@ -296,7 +345,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
                 batch.clear()
         click.echo("".join(batch), nl=False)
     else:
-        click.echo(render_log_text(log), nl=False)
+        click.echo(render_log_text(log, _output_width()), nl=False)
 
 
 @cli.command("view")
@@ -306,7 +355,8 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
 @click.option("--vm", default=None, help="The VM to take from a log with several.")
 @click.option("--device", default=None, help="QOM path, device name, id or path component.")
-@click.option("--queue", type=int, default=None, help="Decode this queue: rings, chains, buffers.")
+@click.option("--queue", type=QUEUE_INDEX, default=None,
+              help="Decode this queue (0-1023): rings, chains, buffers.")
 @click.option("--json", "as_json", is_flag=True, help="JSON (docs/view-json.md) instead of text.")
 @click.option("--all", "show_all", is_flag=True, help="Idle queues and every chain too.")
 @click.option("-v", "--verbose", is_flag=True,
@@ -321,7 +371,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
     from vdecode.reconstruct.state.session import build_session
-    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices
+    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices, select_queue
     from vdecode.render.text import progress_bar, render_view_text
     from vdecode.render.view_json import render_view_json
 
@@ -333,7 +383,9 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         session = build_session(inputs, qemu_release)
         profile, machine, notes = session.profile, session.machine, list(session.notes)
         logged, log_end = session.logged, session.log_end
-        selected = {d.canonical_path for d in select_devices(machine.state.devices, device)}
+        chosen = select_devices(machine.state.devices, device)
+        select_queue(chosen, queue)            # before reading anything: status 3 and what is there
+        selected = {d.canonical_path for d in chosen}
         findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
                                         queue=queue)      # only the queues asked about are read
         carved = None
@@ -375,8 +427,10 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                    vm: str | None, output: str, full_buffers: bool, redact: bool,
                    binary: str | None, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
+    from vdecode.output_paths import check_output
     from vdecode.render.bundle_writer import write_bundle
 
+    check_output(output, "the bundle (-o)", [*dumps, *logs, binary])
     inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
     with inputs.dump:
         report = write_bundle(output, inputs, full_buffers=full_buffers, redact=redact, vm=vm)
@@ -398,15 +452,17 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
               help="Local worker processes (default: the number of cores).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
               help="Run on this Dask scheduler (tcp://host:8786; needs vdecode[dask]).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Seconds to wait for --scheduler to answer.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
 def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
-                   scheduler: str | None, cache_dir: str | None) -> None:
+                   scheduler: str | None, timeout: float, cache_dir: str | None) -> None:
     """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
     from vdecode.triage import output, run_triage
 
     with output.progress_bar("triage") as tick:
         records = run_triage(list(paths), workers=workers, scheduler=scheduler,
-                             cache_dir=cache_dir, progress=tick)
+                             cache_dir=cache_dir, progress=tick, timeout=timeout)
     if as_json or as_csv:
         click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
     else:

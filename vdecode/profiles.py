@@ -41,6 +41,39 @@ def _load_json(path: str) -> Mapping[str, Any]:
 
 
 @record
+class LearnedLabel:
+    """A string this QEMU build prints for a table row, learned from a log's replies.
+
+    ``section`` is a key of ``features.json`` (``"transport"``, ``"status"``,
+    ``"vhost_user_protocol"``) or ``"devices/<id>"``; ``key`` the row's ``bit`` (its ``mask`` for
+    status rows), or ``None`` when the string could not be placed (it is then left out of the
+    bits read back, and said so). ``how`` is the evidence: ``"same description"``,
+    ``"same name"`` or ``"position"``; ``source`` the log and line it came from."""
+
+    section: str
+    key: int | None
+    desc: str
+    how: str
+    source: str
+
+
+@functools.lru_cache(maxsize=8)
+def _relabelled(path: str, learned: tuple[LearnedLabel, ...]) -> Mapping[str, Any]:
+    """``features.json`` with the placed labels' rows renamed (the build's own strings)."""
+    data = json.loads(json.dumps(_load_json(path)))
+    for lab in learned:
+        if lab.key is None:
+            continue
+        head, _, dev = lab.section.partition("/")
+        rows = data["devices"][dev]["rows"] if head == "devices" else data[head]
+        field = "mask" if head == "status" else "bit"
+        for row in rows:
+            if row.get(field) == lab.key:
+                row["desc"] = lab.desc
+    return freeze_deep(data)
+
+
+@record
 class Profile:
     """The data of one QEMU version: ``profile.table("features")`` reads ``features.json``."""
 
@@ -50,6 +83,14 @@ class Profile:
     reason: str = ""
     #: set when the version asked for has no profile of its own and a nearest one answers
     warning: str | None = None
+    #: strings this build prints differently from the tables, learned from a log (``features``
+    #: then answers with them); see :mod:`vdecode.reconstruct.state.labels`
+    learned: tuple[LearnedLabel, ...] = ()
+
+    @property
+    def unplaced(self) -> frozenset[str]:
+        """Learned strings whose bit is unknown: left out when a reply is read back into bits."""
+        return frozenset(lab.desc for lab in self.learned if lab.key is None)
 
     @property
     def release(self) -> str:
@@ -66,6 +107,8 @@ class Profile:
         path = self.folder / f"{name}.json"
         if not path.exists():
             raise UnsupportedInput(str(path), f"QEMU {self.version} profile has no {name}.json")
+        if name == "features" and self.learned:
+            return _relabelled(str(path), self.learned)
         return _load_json(str(path))
 
     def files(self, pattern: str) -> list[Path]:

@@ -92,6 +92,18 @@ def capture_modes(with_unanswerable: bool = True) -> list[tuple[str, str, str]]:
     return out
 
 
+def capture_mode_params(with_unanswerable: bool = True) -> list:
+    """:func:`capture_modes` for ``pytest.mark.parametrize``: without the shared captures, one
+    placeholder that skips with conftest's ``NO_CAPTURES`` (the folder and how to get it back),
+    not pytest's bare "got empty parameter set"."""
+    import pytest
+
+    from tests.conftest import NO_CAPTURES
+
+    return capture_modes(with_unanswerable) or [
+        pytest.param(None, None, None, marks=pytest.mark.skip(reason=NO_CAPTURES), id="no-captures")]
+
+
 RATCHET = Path(__file__).with_name("fidelity_ratchet.json")
 
 

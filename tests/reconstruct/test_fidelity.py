@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from tests.reconstruct.fidelity import RATCHET, capture_modes, not_guessed, score
+from tests.reconstruct.fidelity import RATCHET, capture_mode_params, not_guessed, score
 
 
-@pytest.mark.parametrize("name,dump,log", capture_modes())
+@pytest.mark.parametrize("name,dump,log", capture_mode_params())
 def test_mode_does_not_drop_below_its_ratchet(captures, name, dump, log):
     ratchet = json.loads(RATCHET.read_text())
     key = f"{name}/{dump}+{log}"

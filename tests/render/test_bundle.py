@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import capture_names
-from tests.reconstruct.fidelity import capture_modes, run_qmp
+from tests.reconstruct.fidelity import capture_mode_params, run_qmp
 from vdecode.errors import MissingData
 from vdecode.render.bundle_writer import state_to_json
 from vdecode.sources.bundle_notes import decode_qemu_state
@@ -45,7 +45,7 @@ def requests(capture) -> list[dict]:
             + [dict(req, id=i) for i, (req, _) in enumerate(capture.truth)])
 
 
-@pytest.mark.parametrize("name,dump,log", capture_modes(with_unanswerable=False))
+@pytest.mark.parametrize("name,dump,log", capture_mode_params(with_unanswerable=False))
 def test_bundle_replies_equal_the_origin_byte_for_byte(captures, tmp_path, name, dump, log):
     capture = captures[name]
     out = tmp_path / f"{name}-{dump}-{log}.vdb"

@@ -65,7 +65,7 @@ def test_json_of_a_several_vm_log_needs_vm():
 
 def test_text_view():
     p = DATA / "hand" / "trace-iso.log"
-    r = CliRunner().invoke(cli, ["log", str(p)])
+    r = CliRunner().invoke(cli, ["log", str(p)], env={"COLUMNS": "160"})   # one line per exchange
     assert r.exit_code == 0
     assert r.output == f"""log: {p}
 format: trace

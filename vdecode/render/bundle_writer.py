@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 from typing import Any
 
-from vdecode.errors import MissingData
+from vdecode.errors import MissingData, OutputError
 from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
                                           carved_evidence, clip, plan_kept_memory,
@@ -173,7 +173,11 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
         notes_out.append((NOTE_OWNER, VDB_FINDINGS, _dumps(findings)))
     notes_out.append((NOTE_OWNER, VDB_SUMMARY, summary.encode()))
     machine_id = {v: k for k, v in EM_NAMES.items()}.get(str(dump.info.get("machine")), EM_X86_64)
-    write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
+    try:
+        write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
+    except OSError as err:                          # checked up front, so: a full disk, a quota
+        out.unlink(missing_ok=True)                 # no half bundle that looks like one
+        raise OutputError(str(out), f"cannot write the bundle: {err.strerror or err}") from None
     return BundleReport(out, out.stat().st_size, kept, len(segments), plan.counts, plan.limits,
                         notes)
 

@@ -7,7 +7,10 @@ file. Keys a reader does not provide are left out of the text.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from vdecode.render.wrapping import phrases, wrap_units
 
 __all__ = ("render_info_json", "render_info_text", "human_size")
 
@@ -41,12 +44,38 @@ def _range(r) -> tuple[int, int]:
     return int(r[0]), int(r[1])
 
 
-def render_info_text(info: dict[str, Any]) -> str:
-    """The info dict as aligned ``key: value`` lines, RAM ranges and vCPUs as tables."""
+KEY_WIDTH = 14          # "VMCOREINFO:   ": where values start, and their continuation lines
+
+
+def _plain(value: Any) -> str:
+    """A fact as words, never as a Python repr: booleans as yes/no, an object as ``name value``
+    pairs, a list as its items.
+
+    >>> _plain({"full_buffers": False, "header_bytes": 64}), _plain([{"file": "a"}, 2]), _plain(None)
+    ('full buffers no, header bytes 64', 'file a; 2', 'none')
+    """
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_plain(v)}" for k, v in value.items()
+                         if v not in ("", None))
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_plain(v) for v in value) or "none"
+    return str(value)
+
+
+def render_info_text(info: dict[str, Any], width: int = 80) -> str:
+    """The info dict as aligned ``key: value`` lines, RAM ranges and vCPUs as tables, within
+    ``width`` columns (a long value wraps at its words under where values start; only a word
+    longer than a line, a path or a build-id, may pass the width)."""
     lines: list[str] = []
 
-    def row(key: str, value: object) -> None:
-        lines.append(f"{key + ':':<13} {value}")
+    def row(key: str, value: object, units: list[str] | None = None) -> None:
+        head = f"{key + ':':<13}"
+        units = phrases(str(value)) if units is None else units
+        lines.extend(wrap_units([head, *units], width, 0, KEY_WIDTH))
 
     row("file", info.get("file", "?"))
     if "decompressed_to" in info:
@@ -74,9 +103,10 @@ def render_info_text(info: dict[str, Any]) -> str:
     if vcpus is not None:
         row("vCPUs", len(vcpus))
         for cpu in vcpus:
-            regs = "  ".join(f"{k}={cpu[k]:#x}" if k != "pid" else f"pid={cpu[k]}"
-                             for k in _REG_ORDER if k in cpu)
-            lines.append(f"  {cpu['index']}: {', '.join(cpu['notes'])}" + (f"  {regs}" if regs else ""))
+            # each register is a unit: a line never parts a name from its value
+            lines.extend(wrap_units([f"  {cpu['index']}: {', '.join(cpu['notes'])}", *(
+                f"{k}={cpu[k]:#x}" if k != "pid" else f"pid={cpu[k]}"
+                for k in _REG_ORDER if k in cpu)], width, 0, 5, "  "))
     smbios = info.get("smbios")
     if smbios:
         row("SMBIOS", f"{smbios['manufacturer']} / {smbios['product']} / {smbios['version'] or '-'}"
@@ -92,20 +122,19 @@ def render_info_text(info: dict[str, Any]) -> str:
             row("VMCOREINFO", "absent")
     if info.get("format", "").startswith("qemu-core"):
         _core_lines(info, row, lines)
+    if info.get("format") == "bundle":
+        _bundle_lines(info, row, lines, width)
     other = [n for n in info.get("notes", []) if n["name"] != "QEMU"]
     if other:
         row("other notes", ", ".join(f"{n['name']}/{n['type']:#x} ({n['size']} bytes)" for n in other))
     shown = {"file", "decompressed_to", "format", "machine", "elf_class", "endianness",
              "program_headers", "pn_xnum", "pt_load", "ram_ranges", "ram_bytes", "pages",
-             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size", "smbios", *_CORE_KEYS}
+             "page_size", "vcpus", "vmcoreinfo", "notes", "file_size", "smbios", *_CORE_KEYS,
+             *(_BUNDLE_KEYS if info.get("format") == "bundle" else ())}
     for key, value in info.items():          # facts other readers add (kdump header fields, ...)
         if key in shown:
             continue
-        if isinstance(value, dict):
-            value = " ".join(f"{k}={v}" for k, v in value.items() if v not in ("", None))
-        elif isinstance(value, list):
-            value = ", ".join(map(str, value)) or "none"
-        row(key.replace("_", " "), "none" if value is None else value)
+        row(key.replace("_", " "), _plain(value))
     return "\n".join(lines) + "\n"
 
 
@@ -133,7 +162,7 @@ def _core_lines(info: dict[str, Any], row, lines: list[str]) -> None:
     if info.get("pid") is not None:
         row("process", f"pid {info['pid']}: {info.get('command', '')}")
     if info.get("binary"):
-        row("binary", f"{info['binary']}, build-id {info.get('build_id') or 'unknown'}")
+        row("binary", "", [f"{info['binary']},", f"build-id {info.get('build_id') or 'unknown'}"])
     if info.get("binary_file"):
         row("binary file", info["binary_file"])
     if info.get("qemu_version"):
@@ -150,7 +179,7 @@ def _core_lines(info: dict[str, Any], row, lines: list[str]) -> None:
         row("left out", f"{human_size(total)} in {sum(a['mappings'] for a in absent)} mappings "
                         f"(FileSiz 0)")
         for a in absent[:MAX_ABSENT]:
-            src = "  (read from the binary)" if a.get("from_binary") else ""
+            src = " (read from the binary)" if a.get("from_binary") else ""
             lines.append(f"  {human_size(a['bytes']):>10}  {a['mappings']:>3}  {a['file']}{src}")
         if len(absent) > MAX_ABSENT:
             lines.append(f"  ... {len(absent) - MAX_ABSENT} more files (--json lists them all)")
@@ -159,3 +188,103 @@ def _core_lines(info: dict[str, Any], row, lines: list[str]) -> None:
     for w in info.get("warnings") or []:
         row("warning", w)
 
+
+
+_BUNDLE_KEYS = ("bundle_version", "created", "vdecode_version", "origin", "logs", "options", "kept",
+                "kept_bytes", "kept_runs", "qemu_state", "qmp_log_exchanges", "findings", "summary")
+# a queue line of the summary the bundle carries (render/bundle_writer.py _summary)
+_SUMMARY_QUEUE = re.compile(r"  queue (\d+): num (\d+)  avail\.idx (\d+)  used\.idx (\d+)  "
+                            r"last_avail_idx (\S+)  pending (\S+)  in flight (\S+)$")
+
+
+def _bundle_lines(info: dict[str, Any], row, lines: list[str], width: int) -> None:
+    """A bundle (``docs/bundle.md``): where it came from, what it kept, and the devices and
+    queues its summary lists, folded as the view folds them (never-used queues counted, not
+    listed)."""
+    written = ", ".join(x for x in (
+        f"version {info['bundle_version']}" if info.get("bundle_version") is not None else "",
+        f"written {info['created']}" if info.get("created") else "",
+        f"by vdecode {info['vdecode_version']}" if info.get("vdecode_version") else "") if x)
+    if written:
+        row("bundle", written)
+    origin = info.get("origin")
+    if isinstance(origin, dict):
+        size = f", {human_size(origin['size'])}" if isinstance(origin.get("size"), int) else ""
+        row("origin", f"{origin.get('file', '?')} ({origin.get('format', '?')}{size})")
+    elif origin is not None:
+        row("origin", _plain(origin))
+    logs = info.get("logs")
+    logs = [logs] if isinstance(logs, dict) else list(logs or [])
+    exchanges = info.get("qmp_log_exchanges")
+    texts = [f"{x.get('file', '?')} ({x.get('format', '?')}"
+             + (f", {human_size(x['size'])})" if isinstance(x.get("size"), int) else ")")
+             if isinstance(x, dict) else _plain(x) for x in logs]
+    row("logs", (", ".join(texts) or "none")
+        + (f"; {exchanges} exchanges" if isinstance(exchanges, int) else ""))
+    opts = info.get("options")
+    if isinstance(opts, dict):
+        said = [("whole buffers (bounded)" if opts.get("full_buffers") else
+                 f"first {opts.get('header_bytes', '?')} bytes of each buffer"),
+                "payloads zeroed (--redact)" if opts.get("redact") else "payloads as they were"]
+        row("options", ", ".join(said))
+    kept = info.get("kept") if isinstance(info.get("kept"), dict) else {}
+    nbytes = kept.get("bytes", info.get("kept_bytes"))
+    runs = kept.get("runs", info.get("kept_runs"))
+    parts = [f"{n} {what}" for what, n in (("ring areas", kept.get("ring_areas")),
+                                           ("indirect tables", kept.get("indirect_tables")),
+                                           ("buffers", kept.get("buffers"))) if n is not None]
+    reads = kept.get("recorded_reads")
+    if isinstance(nbytes, int):
+        row("kept", f"{human_size(nbytes)} of guest memory in {runs} runs"
+            + (f": {', '.join(parts)}" if parts else "")
+            + (f"; {reads} recorded reads" if reads is not None else ""))
+    summary = (info.get("summary") or "").splitlines()
+    source = next((s.split(":", 1)[1].strip() for s in summary
+                   if s.startswith("QEMU state from:")), None)
+    state = {"core": "the origin's QEMU core (embedded)", "log": "the QMP log (embedded)",
+             "core+log": "the origin's QEMU core (embedded), the log compared",
+             "nothing": "none (rings carved from guest RAM)"}.get(source or "", source)
+    row("QEMU state", state if state else "embedded" if info.get("qemu_state") else "none")
+    if info.get("findings") is not None:
+        row("findings", info["findings"])
+    devices = [s for s in summary[1:] if not s.startswith(("QEMU state from:", "note: ",
+                                                           "left out: "))]
+    if devices:
+        row("devices", sum(1 for s in devices if not s.startswith(" ")))
+    idle = 0
+
+    def flush_idle() -> None:
+        nonlocal idle
+        if idle:
+            lines.extend(wrap_units([f"+{idle}", *phrases("never-used queue(s) not shown "
+                                                          "(--json has the bundle's summary)")],
+                                    width, 4, 6))
+        idle = 0
+
+    for s in devices:
+        if not s.startswith(" "):
+            flush_idle()
+            path, _, rest = s.partition("  ")           # "PATH  NAME  status 0x0f"
+            name, _, rest = rest.partition("  ")
+            lines.extend(wrap_units([name, path, *rest.split("  ")], width, 2, 4, "  "))
+            continue
+        m = _SUMMARY_QUEUE.match(s)
+        unread = re.match(r"  queue (\d+): num (\S+)  \((.*)\)$", s)
+        if m is None and unread is not None:
+            lines.extend(wrap_units([f"q{unread[1]} size {unread[2]}", f"({unread[3]})"],
+                                    width, 4, 6, "  "))
+            continue
+        if m is None:
+            lines.extend(wrap_units(phrases(s.strip()), width, 4, 6))
+            continue
+        qn, num, avail, used, last, pending, inflight = m.groups()
+        if avail == used == "0" and pending == "0" and inflight == "0":
+            idle += 1
+            continue
+        lines.extend(wrap_units([f"q{qn} size {num}", f"avail {avail} used {used} last {last}",
+                                 f"pending {pending} inflight {inflight}"], width, 4, 6, "  "))
+    flush_idle()
+    for s in summary:
+        if s.startswith(("note: ", "left out: ")):
+            key, _, text = s.partition(": ")
+            row(key, text)

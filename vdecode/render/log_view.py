@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
+from vdecode.render.wrapping import phrases, wrap_units
 from vdecode.sources.qmp_log.knowledge import LogKnowledge, describe_monitor
 from vdecode.sources.qmp_log.model import QmpExchange, QmpLog, LoggedMonitor
 
@@ -87,9 +88,27 @@ def _outcome(reply: dict[str, Any] | None) -> str:
     return f"ok {json.dumps(ret)}"
 
 
+ARGS_LINES = 2          # a command's arguments or an event's data beyond this many lines are cut
+TRAFFIC_HANG = 6       # continuation lines: under the time, indented (room for a QOM path at 80)
+
+
+def _traffic(when: str, what: str, detail: str, outcome: str | None, width: int) -> list[str]:
+    """One exchange or event: ``time  command args  -> outcome``, wrapped at word boundaries
+    within ``width``, continuation lines indented under the time. The arguments (or an event's data,
+    which can be long JSON) are cut after :data:`ARGS_LINES` lines; the outcome, error texts
+    included, never is."""
+    hang = TRAFFIC_HANG
+    detail = _clip(detail.strip(), ARGS_LINES * (width - hang))
+    units = [f"    {when}  {what}", *phrases(detail)]
+    if outcome is not None:
+        first, _, rest = outcome.partition(" ")
+        units += [f" -> {first}", *phrases(rest)]      # two spaces before the arrow, as before
+    return wrap_units(units, width, 0, hang)
+
+
 def _monitor_block(m: LoggedMonitor, width: int) -> list[str]:
     k = LogKnowledge(m)
-    out = [f"{describe_monitor(m)}"]
+    out = wrap_units(phrases(describe_monitor(m)), width, 0, 2)
     v = k.qemu_version
     if v is not None:
         pkg = k.qemu_package
@@ -100,25 +119,26 @@ def _monitor_block(m: LoggedMonitor, width: int) -> list[str]:
     devices = k.virtio_devices()
     out.append(f"  virtio devices seen: {len(devices)}")
     for name, path in devices:
-        out.append(f"    {name or '?':<16} {path}")
+        out.extend(wrap_units([f"    {name or '?':<16}", path], width, 0, 21))
     out.append("  traffic:")
-    rows: list[tuple[tuple[int, int], str]] = []
+    rows: list[tuple[tuple[int, int], list[str]]] = []
     for x in m.exchanges:
         when = _when(x.t if x.t is not None else x.t_reply)
         what = x.command or "(request not logged)"
-        line = f"    {when}  {what}{_args(x)}  -> {_outcome(x.reply)}"
-        rows.append(((x.line or 0, 0), _clip(line, width)))
+        rows.append(((x.line or 0, 0), _traffic(when, what, _args(x), _outcome(x.reply), width)))
     for e in m.events:
         data = f" {json.dumps(e.data)}" if e.data else ""
-        line = f"    {_when(e.t_log if e.t_log is not None else e.t)}  event {e.name}{data}"
-        rows.append(((e.line or 0, 1), _clip(line, width)))
+        when = _when(e.t_log if e.t_log is not None else e.t)
+        rows.append(((e.line or 0, 1), _traffic(when, f"event {e.name}", data, None, width)))
     rows.sort(key=lambda r: r[0])
-    out.extend(r[1] for r in rows)
+    for _, lines in rows:
+        out.extend(lines)
     return out
 
 
-def render_log_text(log: QmpLog, width: int = 160, max_warnings: int = 20) -> str:
-    """A person's view: format, then per monitor/VM its QEMU, time span, virtio devices, traffic."""
+def render_log_text(log: QmpLog, width: int = 80, max_warnings: int = 20) -> str:
+    """A person's view: format, then per monitor/VM its QEMU, time span, virtio devices, traffic,
+    within ``width`` columns (only a word longer than a line, a path, may pass it)."""
     out = [f"log: {log.path}", f"format: {log.format}",
            f"monitors: {len(log.monitors)}"]
     for m in log.monitors:
@@ -127,7 +147,8 @@ def render_log_text(log: QmpLog, width: int = 160, max_warnings: int = 20) -> st
     if log.warnings:
         out.append("")
         out.append(f"warnings: {len(log.warnings)}")
-        out.extend(f"  {w}" for w in log.warnings[:max_warnings])
+        for w in log.warnings[:max_warnings]:
+            out.extend(wrap_units(phrases(w), width, 2, 4))
         if len(log.warnings) > max_warnings:
             out.append(f"  ... {len(log.warnings) - max_warnings} more")
     return "\n".join(out) + "\n"

@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vdecode.render.plain import PlainConsole, PlainPadding, PlainText
+from vdecode.render.wrapping import phrases, wrap_units
 
 if TYPE_CHECKING:                 # rich is imported when it draws: start-up time
     from rich.table import Table
@@ -41,6 +42,7 @@ class Kit:
 
     def __init__(self, text: Any, padding: Any, console: Any, getvalue: Any) -> None:
         self.Text, self.Padding, self.print, self.getvalue = text, padding, console.print, getvalue
+        self.width: int = console.width if isinstance(console.width, int) else 80
 
     @classmethod
     def for_output(cls, width: int, *, rich: bool, color: bool) -> Kit:
@@ -221,39 +223,90 @@ def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | Non
 def _carved(k: Kit, groups: list[dict]) -> None:
     _para(k, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
              "RAM, grouped by the driver's device (avail/used are the guest's indices; "
-             "outstanding = avail - used):", 0)
+             "outstanding = avail - used; a packed ring's are its event areas' offsets and wrap "
+             "counters):", 0)
     k.print()
-    for g in groups:
+    devices = [g for g in groups if not g.get("firmware")]
+    firmware = [g for g in groups if g.get("firmware")]
+    for g in devices:
         dev = f"driver device {g['driver_device']:#x}" if g["driver_device"] is not None else \
             "no driver record"
         k.print(k.Text(f"{g['kind'] or 'unknown device'}  ({dev})", style="bold"))
         t = _table("q", "name", "size", "desc", "avail", "used", "out", "conf")
         for r in g["rings"]:
             t.add_row("?" if r["index"] is None else str(r["index"]), r["name"] or "",
-                      str(r["size"]), f"{r['desc']:#x}", str(r["avail_idx"]), str(r["used_idx"]),
+                      str(r["size"]), f"{r['desc']:#x}", *_carved_indices(r),
                       str(r["outstanding"]), f"{r['confidence']:.2f}")
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
     if not groups:
         k.print("No rings found.")
-    k.print()
+    if firmware:
+        # not devices: rings the boot firmware set up, polled and abandoned to the kernel
+        k.print()
+        k.print(k.Text("Boot firmware's rings (SeaBIOS/OVMF; abandoned at boot, not devices)",
+                       style="bold"))
+        t = _table("kind", "size", "desc", "avail", "used", "conf")
+        for g in firmware:
+            for r in g["rings"]:
+                t.add_row(g["kind"] or "?", str(r["size"]), f"{r['desc']:#x}",
+                          *_carved_indices(r), f"{r['confidence']:.2f}")
+        k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
+        whys = []
+        for g in firmware:
+            if g["firmware"] not in whys:
+                whys.append(g["firmware"])
+        for why in whys:
+            _lines(k, wrap_units(["why:", *(w + ";" for w in why[:-1]), why[-1]], k.width, 2, 4),
+                   "dim")
+    else:
+        k.print()           # (a table ends with its own blank line; the reasons do not)
+
+
+def _carved_indices(r: dict) -> tuple[str, str]:
+    """A carved ring's avail and used cells: a split ring's indices, a packed ring's decoded
+    positions (``71 wrap 1``: descriptor offset and wrap counter)."""
+    if r.get("packed"):
+        return (f"{r['avail_idx']} wrap {r['packed']['avail_wrap']}",
+                f"{r['used_idx']} wrap {r['packed']['used_wrap']}")
+    return str(r["avail_idx"]), str(r["used_idx"])
 
 
 def _findings(k: Kit, view: dict) -> None:
     fs = view["findings"]
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in fs:
-        line = k.Text()
-        line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
         where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
-        line.append(f" {where}: {f['title']}")
-        _para(k, line, 2)
+        _finding_title(k, f, where)
         if f["severity"] == "info":
             continue
-        ev = "; ".join(f"{k} {_ev(v)}" for k, v in f["evidence"].items())
-        if ev:
-            _para(k, f"evidence: {ev}", 6, "dim")
-        _para(k, f"rule: {f['rule']}", 6, "dim")
-        _para(k, f"QEMU: {f['qemu']}", 6, "dim")
+        pairs = [f"{name} {_ev(v)}" for name, v in f["evidence"].items()]
+        if pairs:     # one "name value" pair is a unit: a line never parts a name from its value
+            units = ["evidence:", *(p + ";" for p in pairs[:-1]), pairs[-1]]
+            _lines(k, wrap_units(units, k.width, 6, 8), "dim")
+        _lines(k, wrap_units(["rule:", *phrases(f["rule"])], k.width, 6, 8), "dim")
+        _lines(k, wrap_units(["QEMU:", *phrases(f["qemu"])], k.width, 6, 8), "dim")
+
+
+FINDING_HANG = 10       # a finding's continuation lines start under its title (2 + "WARNING ")
+
+
+def _lines(k: Kit, lines: list[str], style: str = "") -> None:
+    """Lines already laid out within the width (:mod:`vdecode.render.wrapping`), one paragraph
+    each: neither rich nor the plain console wraps them again."""
+    for line in lines:
+        k.print(k.Text(line, style=style))
+
+
+def _finding_title(k: Kit, f: dict, where: str) -> None:
+    """``  WARNING where: title``, wrapped at word boundaries and never inside a parenthesis or
+    an ``a -> b`` step, continuation lines under the title (a hanging indent)."""
+    sev = f"{f['severity'].upper():7}"
+    lines = wrap_units([f"{sev} {where}:", *phrases(f["title"])], k.width, 2, FINDING_HANG)
+    first = k.Text("  ")
+    first.append(sev, style=SEVERITY_STYLE.get(f["severity"], ""))
+    first.append(lines[0][2 + len(sev):])
+    k.print(first)
+    _lines(k, lines[1:])
 
 
 # --- the compact form ------------------------------------------------------------------------
@@ -472,17 +525,11 @@ def _compact_findings(k: Kit, view: dict) -> None:
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in _fold_absent(view, fs):
         if "queue_text" in f:
-            line = k.Text()
-            line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
-            line.append(f" {_unique_label(view, f['device'])}{f['queue_text']}: {f['title']}")
-            _para(k, line, 2)
+            _finding_title(k, f, _unique_label(view, f["device"]) + f["queue_text"])
             continue
-        line = k.Text()
-        line.append(f"{f['severity'].upper():7}", style=SEVERITY_STYLE.get(f["severity"], ""))
         where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
                                                     else "")
-        line.append(f" {where}: {f['title']}")
-        _para(k, line, 2)
+        _finding_title(k, f, where)
     if any(f["severity"] != "info" for f in fs):
         _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
 
@@ -538,9 +585,12 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
             _para(k, f"note: {n}", 0, "dim")
     if used:
         k.print()
-        legend = "   ".join(f"{MARKERS[m]} {view['legend'][m]}" for m in ("inferred", "log", "carved")
-                           if m in used)
-        _para(k, f"{legend}; unmarked: QEMU core or guest memory", 0, "dim")
+        entries = [f"{MARKERS[m]} {view['legend'][m]}" for m in ("inferred", "log", "carved")
+                   if m in used]
+        # each marker with its meaning is a unit: a line never parts them
+        units = [e + "  " for e in entries[:-1]] + [entries[-1] + ";",
+                                                   "unmarked: QEMU core or guest memory"]
+        _lines(k, wrap_units(units, k.width), "dim")
     out = k.getvalue()
     if not color:       # rich pads wrapped paragraphs and cells to the width: drop the padding
         out = "\n".join(line.rstrip() for line in out.split("\n"))

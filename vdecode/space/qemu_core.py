@@ -350,11 +350,13 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
         "pt_load": int(len(elf.loads)),
         **read_crash(view, elf),
         **{k: (f"{v:#x}" if k in ("virtio_list", "virtio_device_names") and v is not None else v)
-           for k, v in facts.info.items() if k not in ("devices_not_on_list", "warnings")},
+           for k, v in facts.info.items()
+           if k not in ("devices_not_on_list", "warnings", "qemu_version_shown")},
         **bin_facts,
         "warnings": warnings,
         "devices_not_on_list": [f"{v:#x}" for v in facts.info["devices_not_on_list"]],
-        "qemu_version": ".".join(map(str, facts.state.qemu_version)) if facts.state.qemu_version else None,
+        "qemu_version": facts.info.get("qemu_version_shown") or (
+            ".".join(map(str, facts.state.qemu_version)) if facts.state.qemu_version else None),
         "package": facts.state.package,
         "absent_mappings": absent,
         "ram_blocks": [{"idstr": b.idstr, "host": f"{b.host:#x}", "offset": b.offset,

@@ -11,7 +11,10 @@ only pair files, the way people name them:
   included, are the VM ``NAME``;
 * generic names (``dump.elf.zst``, ``qemu.core.zst``, ``early.jsonl``, ``instant.jsonl``: the
   capture layout, ``docs/new-captures.md``) are the VM of their folder;
-* a bundle (``*.vdb``, or an ELF with a ``VDECODE`` note) is a VM alone: it carries its log.
+* a bundle (``*.vdb``, or an ELF with a ``VDECODE`` note) is a VM alone: it carries its log;
+* a file that is none of these (random bytes, text that is no QMP log, an empty file) is a job
+  alone too, with the reason (:attr:`VmJob.unknown`): every file given or found is accounted
+  for, only the capture layout's own files (:data:`NOT_INPUTS`) are passed over in silence.
 
 Nothing here opens a dump for real: a job is only paths, so it can travel to a worker process or
 a Dask worker.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import field, replace
 
-from vdecode.errors import VdecodeError
+from vdecode.errors import InputError, VdecodeError
 from vdecode.frozen import record
 from vdecode.sources.elf_dump import read_elf
 from vdecode.sources.files import FileView
@@ -30,7 +33,7 @@ from vdecode.sources.qmp_log.lines import read_head
 from vdecode.sources.qmp_log.sniff import sniff_format
 from vdecode.sources.sniff import MAGICS, classify_elf
 
-__all__ = ("VmJob", "discover", "classify_file", "vm_key")
+__all__ = ("VmJob", "discover", "classify_file", "vm_key", "check_has_dumps")
 
 COMPRESSED = (".zst", ".gz", ".xz")
 DUMP_SUFFIXES = (".elf", ".core", ".kdump", ".vmcore", ".dump", ".vdb", ".img", ".mem")
@@ -38,7 +41,7 @@ LOG_SUFFIXES = (".log", ".jsonl", ".qmp", ".json")
 TYPE_SUFFIXES = (*DUMP_SUFFIXES, ".log", ".jsonl", ".qmp", ".json", ".txt")
 #: stems that name a kind of file, not a VM: such a file belongs to its folder's VM
 GENERIC_STEMS = frozenset({"dump", "qemu", "core", "vmcore", "memory", "guest", "early", "instant",
-                           "qmp", "monitor", "log", "transcript", "vm"})
+                           "qmp", "monitor", "log", "transcript", "vm", "console", "serial"})
 #: files of the capture layout that are not inputs (manifest, truth, serial console, argv)
 NOT_INPUTS = frozenset({"case.json", "truth.json", "qemu-argv.json"})
 
@@ -53,6 +56,8 @@ class VmJob:
     :param logs: QMP logs, by path.
     :param skipped: ``(path, reason)`` of files looked at and left out (a ``.log`` with no QMP).
     :param bad: ``(path, reason)`` of files that look like inputs and are none.
+    :param unknown: ``(path, reason)`` of a file that is not recognised as any input (the job
+        holds nothing else: its record says so, verdict ``unrecognised``).
     """
 
     vm: str
@@ -60,6 +65,7 @@ class VmJob:
     logs: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     bad: tuple[tuple[str, str], ...] = ()
+    unknown: tuple[tuple[str, str], ...] = ()
     cache_dir: str | None = field(default=None, compare=False)
 
 
@@ -108,7 +114,8 @@ def _magic(path: str) -> str | None:
 
 def classify_file(path: str) -> tuple[str, str]:
     """``(kind, reason)``: kind is ``"bundle"``, ``"qemu-core"``, ``"dump"``, ``"log"``,
-    ``"skipped"``, ``"bad"`` or ``"ignored"`` (not an input, not mentioned)."""
+    ``"skipped"``, ``"bad"``, ``"unknown"`` (not recognised as any input: the reason says what it
+    is) or ``"ignored"`` (a file of the capture layout that is not an input)."""
     name = os.path.basename(path)
     low = name.lower()
     inner = _strip(low, COMPRESSED)
@@ -141,12 +148,44 @@ def classify_file(path: str) -> tuple[str, str]:
         return "ignored", ""
     if inner.endswith(LOG_SUFFIXES):
         return _log_kind(path, low)
-    if inner.endswith(DUMP_SUFFIXES):
+    try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(4096)
+    except OSError as err:
+        return "bad", f"cannot read: {err.strerror or err}"
+    if inner.endswith(DUMP_SUFFIXES):
         return "bad", ("empty file" if not head else
-                       f"not a dump this tool reads (starts with {head!r})")
-    return "ignored", ""
+                       f"not a dump this tool reads (starts with {head[:16]!r})")
+    return _unknown_kind(path, head)
+
+
+def _unknown_kind(path: str, head: bytes) -> tuple[str, str]:
+    """A file whose name says nothing: a QMP log if its text is one (whatever its name), else
+    ``"unknown"`` with what it is instead."""
+    if not head:
+        return "unknown", "empty file"
+    if _looks_like_text(head):
+        try:
+            sniff_format(read_head(path), path)
+        except VdecodeError:
+            return "unknown", "text, not a QMP log in any format this tool reads"
+        except (OSError, UnicodeError) as err:
+            return "unknown", f"cannot read as text: {err}"
+        return "log", ""
+    return "unknown", (f"binary, not a dump, QEMU core, bundle or QMP log (no magic this tool "
+                       f"reads; starts with {head[:8].hex(' ')})")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 without control bytes other than whitespace (a cut multi-byte character at the end
+    of ``head`` allowed)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:
+            return False
+        text = head[:err.start].decode("utf-8")
+    return not any(ord(c) < 32 and c not in "\t\n\r\f" for c in text)
 
 
 def _log_kind(path: str, low: str) -> tuple[str, str]:
@@ -154,8 +193,8 @@ def _log_kind(path: str, low: str) -> tuple[str, str]:
     try:
         sniff_format(read_head(path), path)
     except VdecodeError as err:
-        if low.endswith(".json"):
-            return "ignored", ""
+        if low.endswith(".json"):                   # JSON that is no log: a file of its own
+            return "unknown", f"JSON, not a QMP log: {err.reason}"
         return "skipped", f"not a QMP log: {err.reason}"
     except (OSError, UnicodeError) as err:
         return "bad", f"cannot read: {err}"
@@ -185,12 +224,20 @@ def discover(paths: list[str], cache_dir: str | None = None) -> list[VmJob]:
     """
     groups: dict[str, dict] = {}
     alone: list[VmJob] = []
+    unknown: list[tuple[str, str]] = []
+    given = {p for p in paths if not os.path.isdir(p)}
     for path in _walk(paths):
         if not os.path.exists(path):
             kind, reason = "bad", "no such file or directory"
         else:
             kind, reason = classify_file(path)
+        if kind == "ignored" and path in given:     # named on the command line: say why not
+            kind, reason = "unknown", "a file of the capture layout (docs/new-captures.md), " \
+                                      "not an input"
         if kind == "ignored":
+            continue
+        if kind == "unknown":
+            unknown.append((path, reason))
             continue
         key, vm = vm_key(path)
         if kind == "bundle":
@@ -208,11 +255,17 @@ def discover(paths: list[str], cache_dir: str | None = None) -> list[VmJob]:
                   logs=tuple(g["logs"]), skipped=tuple(g["skipped"]), bad=tuple(g["bad"]),
                   cache_dir=cache_dir)
             for g in groups.values() if g["dumps"] or g["logs"] or g["bad"]]
+    # a skipped file (a serial console's .log) whose VM has nothing else is not recognised either
+    unknown += [u for g in groups.values() if not (g["dumps"] or g["logs"] or g["bad"])
+                for u in g["skipped"]]
+    alone += [VmJob(vm=os.path.basename(p), unknown=((p, r),), cache_dir=cache_dir)
+              for p, r in unknown]
     names = [j.vm for j in jobs] + [j.vm for j in alone]
-    alone = [j if names.count(j.vm) == 1 else replace(j, vm=_bundle_name(j.dumps[0][0]))
+    alone = [j if names.count(j.vm) == 1 else
+             replace(j, vm=_bundle_name((j.dumps or j.unknown)[0][0], stem=not j.unknown))
              for j in alone]
     return sorted(jobs + alone, key=lambda j: (j.vm, [d for d, _ in j.dumps], j.logs,
-                                               [b for b, _ in j.bad]))
+                                               [b for b, _ in j.bad], [u for u, _ in j.unknown]))
 
 
 def _preference(d: tuple[str, str]) -> tuple[int, str]:
@@ -223,9 +276,34 @@ def _preference(d: tuple[str, str]) -> tuple[int, str]:
     return rank, path
 
 
-def _bundle_name(path: str) -> str:
+def _bundle_name(path: str, stem: bool = True) -> str:
     """A bundle whose stem another VM has too: folder and stem (``big/elf+early``; capture
-    folders hold bundles of the same names)."""
+    folders hold bundles of the same names); an unrecognised file: folder and name."""
     folder, name = os.path.split(path)
     parent = os.path.basename(os.path.normpath(folder)) if folder else ""
-    return f"{parent}/{stem_of(name)}" if parent else stem_of(name)
+    name = stem_of(name) if stem else name
+    return f"{parent}/{name}" if parent else name
+
+
+def check_has_dumps(paths: list[str], jobs: list[VmJob]) -> None:
+    """Raise one :class:`InputError` line when ``jobs`` hold no dump, QEMU core or bundle: an
+    empty folder, or only logs and files that are not inputs. Why not records: a run with
+    nothing to triage is a mistaken path far more often than a fleet without crashes, and an
+    empty table (or a table of log-only VMs) exiting 0 looks like a healthy fleet."""
+    if any(j.dumps for j in jobs):
+        return
+    source = paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more paths)"
+    logs = [p for j in jobs for p in j.logs]
+    problems = [u for j in jobs for u in (*j.bad, *j.unknown, *j.skipped)]
+    if not logs and not problems:
+        what = "an empty folder" if all(os.path.isdir(p) for p in paths) else "no files"
+        raise InputError(source, f"nothing to triage: {what} (no dump, QEMU core or bundle)")
+    parts = []
+    if logs:
+        names = ", ".join(os.path.basename(p) for p in logs[:3])
+        parts.append(f"{len(logs)} QMP log(s) ({names}{', ...' if len(logs) > 3 else ''})")
+    if problems:
+        shown = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in problems[:3])
+        more = f"; +{len(problems) - 3} more" if len(problems) > 3 else ""
+        parts.append(f"{len(problems)} file(s) that are no input ({shown}{more})")
+    raise InputError(source, "no dump, QEMU core or bundle to triage, only " + " and ".join(parts))

@@ -105,12 +105,15 @@ def render_table(records: list[dict[str, Any]], *, width: int = 120, color: bool
     console = Console(file=buf, width=width, color_system="standard" if color else None,
                       force_terminal=color, highlight=False)
     console.print(table)
+    vms = [r for r in records if r["verdict"] != "unrecognised"]     # files, not VMs
     verdicts = {}
-    for r in records:
+    for r in vms:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
     summary = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items(), key=lambda t: (-t[1], t[0])))
-    errs = sum(1 for r in records if r["errors"])
-    console.print(f"{len(records)} VMs: {summary}; {errs} with unreadable inputs")
+    errs = sum(1 for r in vms if r["errors"])
+    files = len(records) - len(vms)
+    console.print(f"{len(vms)} VMs: {summary}; {errs} with unreadable inputs"
+                  + (f"; {files} file(s) not recognised" if files else ""))
     return buf.getvalue()
 
 

@@ -154,7 +154,7 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
     Never raises for bad input; the caller may run it in any process.
     """
     errors: list[dict[str, Any]] = [{"input": p, "class": "InputError", "message": f"{p}: {r}"}
-                                    for p, r in job.bad]
+                                    for p, r in (*job.bad, *job.unknown)]
     warnings: list[str] = []
     knowledge, logs = _read_logs(job, errors, warnings) if job.logs else (None, [])
     opened, memory, unused = _open(job, errors) if job.dumps else (None, None, [])
@@ -191,6 +191,8 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
         except Exception as err:                    # noqa: BLE001 - see the module docstring
             errors.append(_error(opened.path, err))
     record["verdict"] = verdict_of(record)
+    if job.unknown and not (job.dumps or job.logs or job.bad):
+        record["verdict"] = "unrecognised"       # not an input at all, rather than one unreadable
     return record
 
 

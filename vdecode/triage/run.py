@@ -14,10 +14,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
-from vdecode.triage.discover import VmJob, discover
+from vdecode.errors import SetupError
+from vdecode.triage.discover import VmJob, check_has_dumps, discover
 from vdecode.triage.record import failed_record, triage_vm
 
-__all__ = ("run_triage", "run_local", "run_dask", "default_workers", "record_order")
+__all__ = ("run_triage", "run_local", "run_dask", "default_workers", "record_order",
+           "SCHEDULER_TIMEOUT")
+
+#: seconds to wait for a Dask scheduler to answer (``--timeout``); distributed's own default
+#: (30 s) is long for a mistyped address, and a live scheduler answers in milliseconds
+SCHEDULER_TIMEOUT = 10.0
 
 Progress = Callable[[int, int], None]
 
@@ -58,17 +64,44 @@ def run_local(jobs: list[VmJob], workers: int, progress: Progress | None = None)
     return sorted(records, key=record_order)
 
 
-def run_dask(jobs: list[VmJob], address: str | Any, progress: Progress | None = None) -> list[dict]:
+def _distributed(address: str | Any):
+    """The ``distributed`` module, or one :class:`SetupError` line saying how to install it."""
+    try:
+        import distributed
+    except ImportError as err:
+        raise SetupError(f"--scheduler {address}",
+                         f"Dask is not installed ({err}): pip install 'vdecode[dask]'") from None
+    return distributed
+
+
+def _connect(distributed, address: str, timeout: float):
+    """A client of the scheduler at ``address``, or one :class:`SetupError` line when it does not
+    answer within ``timeout`` seconds (distributed raises ``OSError``/``TimeoutError`` after
+    retrying, with its own multi-line text)."""
+    try:
+        return distributed.Client(address, timeout=timeout)
+    except (OSError, TimeoutError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise SetupError(f"--scheduler {address}", f"no Dask scheduler answered within "
+                                                   f"{timeout:g} s ({first})") from None
+    except (ValueError, TypeError) as err:           # not an address distributed can parse
+        raise SetupError(f"--scheduler {address}", f"not a Dask scheduler address: {err}") from None
+
+
+def run_dask(jobs: list[VmJob], address: str | Any, progress: Progress | None = None, *,
+             timeout: float = SCHEDULER_TIMEOUT) -> list[dict]:
     """The records of ``jobs`` on the Dask cluster at ``address`` (a scheduler address, or a
     ``distributed.Client`` / ``LocalCluster``); the inputs must be at the same paths on the
     workers (shared storage).
 
-    :raises ModuleNotFoundError: without the ``vdecode[dask]`` extra.
+    :param timeout: seconds to wait for the scheduler to answer.
+    :raises SetupError: without the ``vdecode[dask]`` extra, or when no scheduler answers.
     """
-    from distributed import Client, as_completed as dask_completed
+    distributed = _distributed(address)
+    Client, dask_completed = distributed.Client, distributed.as_completed
 
     own = not isinstance(address, Client)
-    client = Client(address) if own else address
+    client = _connect(distributed, address, timeout) if own else address
     try:
         ordered = _largest_first(jobs)
         futures = client.map(triage_vm, ordered, pure=False)
@@ -101,14 +134,21 @@ def _largest_first(jobs: Iterable[VmJob]) -> list[VmJob]:
 
 
 def run_triage(paths: list[str], *, workers: int | None = None, scheduler: str | None = None,
-               cache_dir: str | None = None, progress: Progress | None = None) -> list[dict]:
+               cache_dir: str | None = None, progress: Progress | None = None,
+               timeout: float = SCHEDULER_TIMEOUT) -> list[dict]:
     """Discover the VMs under ``paths`` and build their records, sorted by VM name.
 
     :param workers: local processes (default :func:`default_workers`); ignored with ``scheduler``.
     :param scheduler: a Dask scheduler address (``tcp://host:8786``).
     :param cache_dir: where compressed dumps are decompressed (must be shared with a cluster).
+    :param timeout: seconds to wait for the scheduler to answer.
+    :raises InputError: ``paths`` hold no dump, QEMU core or bundle (an empty folder).
+    :raises SetupError: ``scheduler`` without the Dask extra, or no scheduler answering there.
     """
-    jobs = discover(paths, cache_dir=cache_dir)
     if scheduler:
-        return run_dask(jobs, scheduler, progress)
+        _distributed(scheduler)                      # before walking a fleet for nothing
+    jobs = discover(paths, cache_dir=cache_dir)
+    check_has_dumps(paths, jobs)
+    if scheduler:
+        return run_dask(jobs, scheduler, progress, timeout=timeout)
     return run_local(jobs, workers or default_workers(), progress)

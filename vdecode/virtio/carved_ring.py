@@ -87,6 +87,30 @@ class CarvedRing:
         return (self.avail_idx - self.used_idx) & 0xFFFF
 
 
+def packed_position(off_wrap: int) -> tuple[int, int]:
+    """``(index, wrap counter)`` of a packed ring's event suppression ``off_wrap`` (virtio 1.1
+    2.7.10 / 1.2 2.8.10: bits 0-14 the descriptor ring offset, bit 15 the wrap counter).
+
+    >>> packed_position(32839), packed_position(1)
+    ((71, 1), (1, 0))
+    """
+    return off_wrap & 0x7FFF, off_wrap >> 15
+
+
+def packed_outstanding(ahead: int, behind: int, num: int) -> int:
+    """Descriptors from position ``behind`` to ``ahead`` (each an ``off_wrap``) of a packed ring
+    of ``num`` entries: the wrap counter tells laps apart (it is 1 on the first lap, flips at
+    each), so positions count over two laps, as a split ring's indices count modulo 2**16.
+
+    >>> packed_outstanding(0x8000 | 3, 250, 256)    # 250 on lap 0 (wrap 0), 3 on the next
+    9
+    """
+    def pos(off_wrap: int) -> int:
+        idx, wrap = packed_position(off_wrap)
+        return idx + (0 if wrap else num)
+    return (pos(ahead) - pos(behind)) % (2 * num)
+
+
 def confidence(evidence: set[str]) -> float:
     """``1 - prod(1 - w)`` over the evidence names (unknown names weigh nothing).
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from vdecode.errors import MissingData, UnsupportedInput
+from vdecode.errors import MissingData, NotInInput
 from vdecode.profiles import Profile
 from vdecode.reconstruct.postmortem.findings import Finding
 from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
@@ -33,8 +33,8 @@ from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC,
                                         VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk)
 from vdecode.virtio.split_ring import SplitRing
 
-__all__ = ("SCHEMA_VERSION", "build_view", "select_devices", "LEGEND", "short_feature",
-           "device_view", "queue_view")
+__all__ = ("SCHEMA_VERSION", "build_view", "select_devices", "select_queue", "LEGEND",
+           "short_feature", "device_view", "queue_view")
 
 SCHEMA_VERSION = 1
 USED_LIMIT = 8              # last used entries shown without --all
@@ -71,7 +71,7 @@ def select_devices(devices: list[VirtIODeviceState], which: str | None) -> list[
     """The devices ``--device`` names: a QOM path (or its prefix up to ``/virtio-backend``), a
     device name (``virtio-blk``), a device id (``2``) or a path component (``scsi0``).
 
-    :raises UnsupportedInput: nothing matches, or several do (the message lists them).
+    :raises NotInInput: nothing matches, or several do (the message lists them).
     """
     if which is None:
         return devices
@@ -85,8 +85,37 @@ def select_devices(devices: list[VirtIODeviceState], which: str | None) -> list[
         return found
     listing = "; ".join(f"{d.canonical_path} ({d.name}, id {d.device_id})" for d in (found or devices))
     if not found:
-        raise UnsupportedInput("--device", f"no device matches {which!r}; devices: {listing or 'none'}")
-    raise UnsupportedInput("--device", f"{which!r} is ambiguous: {listing}")
+        raise NotInInput("--device", f"no device matches {which!r}; devices: {listing or 'none'}")
+    raise NotInInput("--device", f"{which!r} is ambiguous: {listing}")
+
+
+def select_queue(devices: list[VirtIODeviceState], queue: int | None) -> None:
+    """Check that ``--queue`` is a set-up queue (``vring_num`` not 0) of one of ``devices``.
+
+    :raises NotInInput: none has it; the message lists each device's path, name and queues
+        (ranges folded: ``0-63``), so the user can pick one without another run.
+    """
+    if queue is None or any(q.vring_num for d in devices for qi, q in d.queues.items()
+                            if qi == queue):
+        return
+    listing = "; ".join(f"{d.canonical_path.removesuffix('/virtio-backend')} ({d.name}) "
+                        + (_ranges(sorted(qi for qi, q in d.queues.items() if q.vring_num))
+                           or "none")
+                        for d in devices)
+    raise NotInInput("--queue", f"no {'device' if len(devices) != 1 else 'selected device'} has "
+                                f"queue {queue}; queues: {listing or 'no devices'}")
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``0, 2-5, 9`` for [0, 2, 3, 4, 5, 9]."""
+    out: list[str] = []
+    for n in numbers:
+        if out and n == prev + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+        prev = n
+    return ", ".join(out)
 
 
 def _status(profile: Profile, dev: VirtIODeviceState) -> dict[str, Any]:
@@ -351,14 +380,33 @@ def carved_view(groups: list) -> list[dict[str, Any]]:
     out = []
     for g in groups:
         out.append({"kind": g.kind, "driver_device": g.device_va, "reasons": list(g.reasons),
-                    "rings": [{"index": r.index, "name": r.name, "size": r.num, "desc": r.desc,
-                               "avail": r.avail, "used": r.used, "avail_flags": r.avail_flags,
-                               "avail_idx": r.avail_idx, "used_flags": r.used_flags,
-                               "used_idx": r.used_idx,
-                               "outstanding": (r.avail_idx - r.used_idx) % 0x10000,
-                               "confidence": round(r.confidence, 3), "layout": r.layout,
-                               "evidence": list(r.evidence)} for r in g.rings]})
+                    "firmware": None if g.firmware is None else list(g.firmware),
+                    "rings": [_carved_ring(r) for r in g.rings]})
     return out
+
+
+def _carved_ring(r) -> dict[str, Any]:
+    """One carved ring as plain values. A split ring's ``avail_idx``/``used_idx`` are its 16-bit
+    indices; a packed ring has none: ``packed`` gives its event suppression areas decoded (virtio
+    1.2 2.8.10: ``off_wrap`` is a descriptor offset and a wrap counter; the device's area holds
+    where QEMU next expects an available descriptor, the driver's where the driver next expects
+    a used one), ``avail_idx``/``used_idx`` those offsets and ``outstanding`` the descriptors
+    between them, counted over laps by the wrap counters."""
+    from vdecode.virtio.carved_ring import packed_outstanding, packed_position
+    row = {"index": r.index, "name": r.name, "size": r.num, "desc": r.desc, "avail": r.avail,
+           "used": r.used, "avail_flags": r.avail_flags, "avail_idx": r.avail_idx,
+           "used_flags": r.used_flags, "used_idx": r.used_idx,
+           "outstanding": (r.avail_idx - r.used_idx) % 0x10000, "packed": None}
+    if r.layout == "packed":
+        # the carver keeps the driver area's (flags, off_wrap) in avail_*, the device's in used_*
+        (di, dw), (ui, uw) = packed_position(r.used_idx), packed_position(r.avail_idx)
+        row.update(avail_idx=di, used_idx=ui,
+                   outstanding=packed_outstanding(r.used_idx, r.avail_idx, r.num),
+                   packed={"avail_wrap": dw, "used_wrap": uw,
+                           "driver_event": {"off_wrap": r.avail_idx, "flags": r.avail_flags},
+                           "device_event": {"off_wrap": r.used_idx, "flags": r.used_flags}})
+    row.update(confidence=round(r.confidence, 3), layout=r.layout, evidence=list(r.evidence))
+    return row
 
 
 def _base(state) -> str:
@@ -409,11 +457,13 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
     :param log_end: the time of the log's last record (UTC ISO 8601), when a log was given.
     :param absent: what the input lacks (:class:`vdecode.space.absence.Absent`); the view then
         has an ``absent`` member (absent from the view of a whole input).
-    :raises UnsupportedInput: ``--device`` matches nothing or several devices.
+    :raises NotInInput: ``--device`` matches nothing or several devices, or no selected device
+        has ``queue``.
     """
     state = machine.state
     base = _base(state)
     devices = select_devices(state.devices, device)
+    select_queue(devices, queue)
     paths = {d.canonical_path for d in devices}
     version = ".".join(map(str, state.qemu_version)) if state.qemu_version else None
     view: dict[str, Any] = {
@@ -456,8 +506,4 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
             view["queue_detail"].append(_queue_detail(machine, profile, dev, q,
                                                       walks.get((dev.canonical_path, queue)),
                                                       show_all, base))
-    if queue is not None and not view["queue_detail"]:
-        have = sorted({qi for d in devices for qi, q in d.queues.items() if q.vring_num})
-        view["notes"].append(f"no selected device has queue {queue} (queues: "
-                             f"{', '.join(map(str, have)) or 'none'})")
     return view

@@ -64,18 +64,22 @@ def features_from_reply(profile: Profile, device_id: int, value: dict[str, Any])
     """
     table = profile.table("features")
     rows = bits.device_rows(table, device_id) or []
-    decoded = bits.DecodedFeatures(tuple(value.get("transports", [])),
-                                   tuple(value.get("dev-features", [])),
+    skip = profile.unplaced            # strings of this build whose bit no evidence placed
+    decoded = bits.DecodedFeatures(tuple(s for s in value.get("transports", []) if s not in skip),
+                                   tuple(s for s in value.get("dev-features", []) if s not in skip),
                                    int(value.get("unknown-dev-features", 0)))
     return bits.encode_features(decoded, table["transport"], rows)
 
 
 def status_from_reply(profile: Profile, value: dict[str, Any]) -> int:
-    return bits.encode_bits(value.get("statuses", []), profile.table("features")["status"],
+    skip = profile.unplaced
+    return bits.encode_bits([s for s in value.get("statuses", []) if s not in skip],
+                            profile.table("features")["status"],
                             int(value.get("unknown-statuses", 0)), is_status=True)
 
 
 def protocols_from_reply(profile: Profile, value: dict[str, Any]) -> int:
-    return bits.encode_bits(value.get("protocols", []),
+    skip = profile.unplaced
+    return bits.encode_bits([s for s in value.get("protocols", []) if s not in skip],
                             profile.table("features")["vhost_user_protocol"],
                             int(value.get("unknown-protocols", 0)))

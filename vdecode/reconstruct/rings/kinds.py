@@ -204,6 +204,9 @@ class DeviceGroup:
     device_va: int | None
     rings: list[CarvedRing] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    #: why these are rings the boot firmware abandoned, not a device's (None: not the firmware's;
+    #: :mod:`vdecode.reconstruct.rings.firmware_rings`)
+    firmware: list[str] | None = None
 
 
 def group_by_device(space: AddressSpace, rings: list[CarvedRing], *, little_endian: bool = True,
@@ -228,5 +231,18 @@ def group_by_device(space: AddressSpace, rings: list[CarvedRing], *, little_endi
             counted.most_common(1)[0][0] if counted else None, grouped[0].device_va, grouped,
             [f"queue {r.index if r.index is not None else '?'} at {r.desc:#x}: {k.reason}"
              for r, k in zip(grouped, kinds)]))
-    return sorted(groups, key=lambda g: (g.kind is None, g.kind or "",
+    groups = _mark_firmware(space, groups)
+    return sorted(groups, key=lambda g: (g.firmware is not None, g.kind is None, g.kind or "",
                                          min(r.desc for r in g.rings)))
+
+
+def _mark_firmware(space: AddressSpace, groups: list[DeviceGroup]) -> list[DeviceGroup]:
+    """The groups with the evidence that they are the boot firmware's rings, where it says so."""
+    from dataclasses import replace
+
+    from vdecode.reconstruct.rings.firmware_rings import firmware_evidence
+    records_seen = any(g.device_va is not None for g in groups)
+    kernel_kinds = {g.kind for g in groups if g.device_va is not None and g.kind}
+    return [replace(g, firmware=firmware_evidence(space, g.rings, records_seen=records_seen,
+                                                  kernel_kinds=kernel_kinds, kind=g.kind))
+            for g in groups]

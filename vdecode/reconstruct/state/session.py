@@ -250,9 +250,12 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
 def build_session(inputs: Inputs, requested: str | None = None) -> Session:
     """The pipeline, once for every caller (CLI commands, bundles, triage, the Python API):
     the profile, the machine at the dump instant, and the log's own state for the findings."""
-    profile = profile_for(inputs.knowledge, inputs.dump.qemu, requested)
+    from vdecode.reconstruct.state.labels import learn_labels
     k = inputs.knowledge
+    # this build's own strings where the log prints one the profile's tables do not hold
+    profile, learned = learn_labels(k, profile_for(k, inputs.dump.qemu, requested),
+                                    inputs.logs[-1][0] if inputs.logs else "the log")
     logged = state_from_log(k, profile) if k is not None else None       # a frozen value: shared
     machine, notes = build_machine(inputs.dump, k, profile, logged=logged)
-    return Session(inputs, profile, machine, tuple(notes), logged,
+    return Session(inputs, profile, machine, tuple(learned + notes), logged,
                    k.span[1] if k is not None else None)

@@ -17,8 +17,9 @@ found by what must hold in it:
 - the device's ``name`` and ``canonical_path`` are C strings, the path starts ``/machine/``;
 - ``virtio_list`` (``QTAILQ``): each ``next.tqe_circ.tql_prev`` points at the previous element's
   link or at the list head, and walking from the head visits each device once;
-- a ``RAMBlock`` named ``pc.ram``/``pc.bios``/``pc.rom`` has ``mr->ram_block`` pointing back at it,
-  and its ``next`` links lead through the whole ``ram_list.blocks``.
+- a ``RAMBlock`` named for main RAM or firmware (``pc.ram``, ``mach-virt.ram``, ``s390.ram``,
+  ``*.rom``) has ``mr->ram_block`` pointing back at it, and its ``next`` links lead through the
+  whole ``ram_list.blocks``.
 
 Every pointer is checked against the core's mappings before it is followed. This module never
 builds address spaces: the caller passes the host-virtual memory (``vdecode.space.qemu_core``).
@@ -140,8 +141,11 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
         # .rodata is not in the core; the build-id pins the release the profile names (another
         # build: the profile's release is the best guess, and the warning says so)
         version = tuple(int(x) for x in layout.data["qemu"].split("."))[:3]  # type: ignore[assignment]
-        package = layout.data.get("package") if build_id in layout.build_ids else None
-        version_from = "profile"
+        own = build_id in layout.build_ids
+        package = layout.data.get("package") if own else None
+        version_from = "profile" if own else (
+            f"layout of the {layout.data['qemu']} profile, which fits its structures; its build-id "
+            f"{build_id or '(none)'} is no profile's, so the micro release is unknown")
 
     loads = elf.loads
     writable = [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
@@ -214,6 +218,9 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             rd.skip("VirtIODevice.name == virtio_device_names[device_id]",
                     f"none of {binary}'s data is in the core")
     info = {"binary": binary, "qemu_version_from": version_from if version else None,
+            # what info prints: a release no input names exactly is not given a micro number
+            **({"qemu_version_shown": ".".join(map(str, version[:2])) + ".x"}
+               if version and version_from.startswith("layout of") else {}),
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
             **({"qom_root": None if head is None else f"{head:#x}"} if discovery == "qom-tree"
                else {"virtio_list": head}),

@@ -41,7 +41,13 @@ class GuestRamRun:
 
 
 
-_RAM_ANCHOR = re.compile(rb"pc\.(?:ram|bios|rom)\x00")
+# Where the RAMBlock list is entered: the idstr of a block every machine has. The machine's main RAM
+# is named by its default_ram_id (``pc.ram`` on x86, ``mach-virt.ram`` on arm ``virt``,
+# ``s390.ram`` on s390x, ``<machine>.ram`` elsewhere), firmware blocks end in ``.bios``, ``.rom`` or
+# ``.flashN``, and ACPI machines have ``/rom@etc/acpi/tables``. A hit is only a candidate:
+# ``_read_ramblock`` accepts it when the block's region points back at it.
+_RAM_ANCHOR = re.compile(rb"(?<![\x21-\x7e])(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.(?:ram|bios|rom|flash\d)"
+                         rb"|/rom@etc/[A-Za-z0-9_-]+)\x00")
 
 
 def _read_ramblock(rd: CoreReader, addr: int) -> RamBlockFacts | None:
@@ -62,7 +68,7 @@ def _read_ramblock(rd: CoreReader, addr: int) -> RamBlockFacts | None:
 
 
 def find_ram_blocks(rd: CoreReader, runs: list[tuple[int, int]], binary: tuple[int, int]) -> list[RamBlockFacts]:
-    """``ram_list.blocks`` in list order, found from a ``pc.*`` block by its ``idstr``."""
+    """``ram_list.blocks`` in list order, found from a main-RAM or firmware block by its ``idstr``."""
     lay = rd.layout
     idoff = lay.off("RAMBlock", "idstr")
     nxt, prv = lay.off("RAMBlock", "next.le_next"), lay.off("RAMBlock", "next.le_prev")
