@@ -406,6 +406,6 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
         inputs.dump.close()
         raise
     absent = inputs.dump.absent
-    said = [f"{'INCOMPLETE DUMP' if not p.by_design else 'excluded'}: {p.text()}"
+    said = [p.headline()
             for p in (absent.parts if absent is not None else ())]
     return Machine(session, [*said, *(f"warning: {w}" for w in inputs.warnings), *session.notes])

@@ -243,7 +243,7 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     if not (opened.qemu or knowledge or qemu_release):
         said.append(_assumed_release(profile, opened.space))
     if opened.absent is not None:     # first: every reply below is built on this input
-        said = [f"{'INCOMPLETE DUMP' if not p.by_design else 'excluded'}: {p.text()}"
+        said = [p.headline()
                 for p in opened.absent.parts] + said
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)

@@ -122,7 +122,7 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
     session = build_session(_reading_through(inputs, recorder), requested)
     machine, notes, profile = session.machine, list(session.notes), session.profile
     if dump.absent is not None:       # first: the bundle stands for an input that lacked bytes
-        notes = [f"{'INCOMPLETE DUMP' if not p.by_design else 'excluded'}: {p.text()}"
+        notes = [p.headline()
                  for p in dump.absent.parts] + notes
     findings = None
     if space is None:

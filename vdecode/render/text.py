@@ -495,7 +495,7 @@ def _absent_lines(k: Kit, absent: dict | None) -> None:
     if not absent:
         return
     for part, line in zip(absent["parts"], absent["lines"]):
-        head = "excluded" if part["by_design"] else "INCOMPLETE DUMP"
+        head = "absent by design" if part["by_design"] else "INCOMPLETE DUMP"
         _para(k, k.Text(f"{head}: {line}", style="dim" if part["by_design"] else "bold magenta"), 0)
 
 

@@ -87,6 +87,11 @@ class AbsentPart:
                 "source-incomplete": "absent from the bundle's source"}.get(self.kind, "absent")
         return f"{what}{head}: {self.reason}"
 
+    def headline(self) -> str:
+        """The line an answer starts with: ``INCOMPLETE DUMP: ...`` for bytes that should be
+        there, ``absent by design: ...`` for pages left out on purpose."""
+        return f"{'absent by design' if self.by_design else 'INCOMPLETE DUMP'}: {self.text()}"
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "by_design": self.by_design, "source": self.source,
                 "reason": self.reason, "absent_bytes": self.absent_bytes,
@@ -122,14 +127,8 @@ class Absent:
         return False
 
     def lines(self) -> list[str]:
-        """One line per part, for the view, ``qmp``'s stderr and bundle notes."""
+        """One line per part (without its head), as the view's JSON ``absent.lines``."""
         return [p.text() for p in self.parts]
-
-    def headline(self) -> str:
-        """The first line of an answer built on this input."""
-        if self.incomplete:
-            return "INCOMPLETE DUMP: " + "; ".join(p.text() for p in self.parts if not p.by_design)
-        return "pages excluded: " + "; ".join(p.text() for p in self.parts)
 
     def to_json(self) -> dict:
         return {"incomplete": self.incomplete, "absent_bytes": self.absent_bytes,
