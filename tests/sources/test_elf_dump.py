@@ -305,3 +305,18 @@ def test_phdrs_parsed_in_one_frombuffer_match_pyelftools(captures):
     assert [(types[t], o, v, fs, ms) for t, o, v, fs, ms in rows] == list(zip(
         *(elf.phdrs[k].tolist() for k in ("p_type", "p_offset", "p_vaddr", "p_filesz", "p_memsz"))))
     assert np.all(elf.phdrs["p_type"] > 0)
+
+
+def test_cut_in_the_string_table_after_ram(tmp_path):
+    """The last bytes are a section's string table, after guest RAM: no RAM is lost, but the file
+    is still shorter than its headers say, and that is said."""
+    data = small_dump(tmp_path)
+    p = tmp_path / "cut.elf"
+    p.write_bytes(data[:-1])
+    with open_dump(p) as dump:
+        assert dump.incomplete
+        (part,) = dump.absent.parts
+        assert part.kind == "cut-short" and part.absent_bytes == 0 and part.ranges == ()
+        assert part.text() == (f"the dump is cut short: the file ends at offset {len(data) - 1:#x}, "
+                               f"its section headers say {len(data):#x}; no guest RAM is lost")
+        assert bytes(dump.space.read(0x1000, 64)) == bytes(64)

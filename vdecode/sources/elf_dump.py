@@ -151,6 +151,7 @@ class ElfFacts:
     phdrs: np.ndarray
     notes: tuple[ElfNote, ...]
     file_size: int | None = None      # the file's size: PT_LOAD bytes past it are absent (cut)
+    sections_end: int = 0             # where the sections' bytes end (0: no sections)
 
     @property
     def machine(self) -> str:
@@ -199,10 +200,20 @@ class ElfFacts:
                  max(0, self.file_size - int(off[k]))) for k in past]
 
     @property
-    def declared_end(self) -> int:
+    def segments_end(self) -> int:
         """Where the file should end by its program headers (the end of the last segment)."""
         ends = self.phdrs["p_offset"].astype(np.uint64) + self.phdrs["p_filesz"].astype(np.uint64)
         return int(ends.max()) if len(ends) else 0
+
+    @property
+    def declared_end(self) -> int:
+        """Where the file should end by its program and section headers."""
+        return max(self.segments_end, self.sections_end)
+
+    @property
+    def cut_short(self) -> bool:
+        """The file ends before what its program or section headers name."""
+        return self.file_size is not None and self.file_size < self.declared_end
 
     @property
     def load_indices(self) -> np.ndarray:
@@ -261,6 +272,9 @@ def read_elf(view: FileView) -> ElfFacts:
         if pn_xnum:
             sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0", sizeof=shentsize)
             phnum = sh0.sh_info
+        sections_end = _sections_end(view, lay, eh.e_shoff, min(eh.e_shnum, MAX_SECTIONS_READ))
+    else:
+        sections_end = 0
     _check_table(view, eh.e_phoff, phnum, phentsize, "program header table")
     raw = np.frombuffer(view.view(eh.e_phoff, phnum * phentsize, "program header table"),
                         dtype=lay.phdr_dtype)
@@ -273,7 +287,23 @@ def read_elf(view: FileView) -> ElfFacts:
     return ElfFacts(source=name, is64=is64, little_endian=little, e_type=eh.e_type,
                     e_machine=eh.e_machine, e_ehsize=eh.e_ehsize, e_phoff=eh.e_phoff,
                     e_shoff=eh.e_shoff, e_shnum=eh.e_shnum, phnum=phnum, pn_xnum=pn_xnum,
-                    phdrs=phdrs, notes=tuple(notes), file_size=view.size)
+                    phdrs=phdrs, notes=tuple(notes), file_size=view.size,
+                    sections_end=sections_end)
+
+
+MAX_SECTIONS_READ = 64      # QEMU's dumps have 1 or 2 sections; a core's few dozen
+
+
+def _sections_end(view: FileView, lay: ElfLayouts, shoff: int, shnum: int) -> int:
+    """Where the sections' bytes end (a string table may follow guest RAM): a file cut there
+    lost no RAM but is still cut short. ``SHT_NULL`` and ``SHT_NOBITS`` hold no bytes."""
+    end = 0
+    for i in range(shnum):
+        sh = parse_at(lay.shdr, view, shoff + i * lay.shdr_size, f"section header {i}",
+                      sizeof=lay.shdr_size)
+        if sh.sh_type not in (0, 8) and sh.sh_offset + sh.sh_size < 1 << 62:
+            end = max(end, sh.sh_offset + sh.sh_size)
+    return end
 
 
 def _check_table(view: FileView, offset: int, count: int, entsize: int, what: str) -> None:

@@ -82,7 +82,7 @@ class AbsentPart:
             return f"{what}not in the core, by design: {self.reason}"
         if self.by_design:
             return f"{what}excluded by design: {self.reason}"
-        head = {"cut-short": "absent, the dump is cut short",
+        head = {"cut-short": "absent, the dump is cut short" if what else "the dump is cut short",
                 "not-written": "absent, the dump is incomplete",
                 "source-incomplete": "absent from the bundle's source"}.get(self.kind, "absent")
         return f"{what}{head}: {self.reason}"
@@ -115,11 +115,12 @@ class Absent:
         return sum(p.absent_bytes for p in self.parts)
 
     def covers(self, gpa: int, n: int) -> bool:
-        """Whether some byte of ``[gpa, gpa+n)`` lies in a listed absent range (a part whose
-        ranges are all listed), or the part lists no ranges at all (nothing can be ruled out)."""
+        """Whether some byte of ``[gpa, gpa+n)`` may lie in an absent range: a listed one, past
+        the last listed one when the list was cut at :data:`MAX_RANGES`, anywhere for an origin
+        whose record of what it lacked is unreadable (nothing can be ruled out)."""
         for p in self.parts:
-            if not p.ranges and p.range_count == 0 and not p.absent_bytes:
-                return True
+            if p.kind == "source-incomplete" and not p.ranges and not p.absent_bytes:
+                return True     # an origin whose record of what it lacked is unreadable
             if p.range_count > len(p.ranges) and gpa >= p.ranges[-1][0]:
                 return True
             if any(s < gpa + max(n, 1) and gpa < s + z for s, z in p.ranges):

@@ -55,11 +55,15 @@ def elf_cut_part(elf: ElfFacts, source: str, what: str = "guest RAM") -> AbsentP
     """The guest-physical bytes (``p_paddr``) an ELF file cut short lacks, or ``None``."""
     cut = elf.cut_loads()
     if not cut:
+        if elf.cut_short:       # only a table after the segments (a string table) is cut
+            return part_of("cut-short", source,
+                           f"the file ends at offset {elf.file_size:#x}, its section headers say "
+                           f"{elf.declared_end:#x}; no {what} is lost", [])
         return None
     ranges = [(start + kept, size - kept) for _, start, size, kept in cut if size > kept]
     return part_of("cut-short", source,
                    f"the file ends at offset {elf.file_size:#x}, its program headers say "
-                   f"{elf.declared_end:#x}; {len(cut)} PT_LOAD segment(s) of {what} lose their "
+                   f"{elf.segments_end:#x}; {len(cut)} PT_LOAD segment(s) of {what} lose their "
                    f"tail", ranges)
 
 

@@ -387,7 +387,7 @@ def _absent_guest_ram(view: FileView, elf: ElfFacts, host: HostSpace, runs: list
             lost += [(r.gpa + int(a) - r.hva, int(b - a)) for a, b in zip(lo, hi) if b > a]
         parts.append(part_of("cut-short", view.name,
                              f"the file ends at offset {view.size:#x}, its program headers say "
-                             f"{elf.declared_end:#x}; {len(elf.cut_loads())} segment(s) of QEMU's "
+                             f"{elf.segments_end:#x}; {len(elf.cut_loads())} segment(s) of QEMU's "
                              f"memory lose their tail", lost))
     elif space is None and runs:
         parts.append(part_of("not-dumped", view.name,
