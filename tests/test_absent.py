@@ -303,3 +303,16 @@ def test_cut_sweep_answers_or_fails_in_one_line(tmp_path, sample):
                 assert "INCOMPLETE DUMP: " in res.output, n
         assert p.read_bytes() == data[:n]
     assert src.read_bytes() == data and answered >= 20
+
+
+def test_bundle_cut_in_its_closing_string_table(tmp_path):
+    """The last bytes of every bundle are the string table its writer ends it with: cut there,
+    no kept byte is lost, and the answer still says the file is not whole."""
+    data = SAMPLE.read_bytes()
+    p = tmp_path / "last.vdb"
+    p.write_bytes(data[:-1])
+    code, out = view(str(p))
+    assert code == 0 and out.splitlines()[2].startswith("INCOMPLETE DUMP: the dump is cut short: ")
+    assert "no guest RAM is lost" in " ".join(out.split())
+    with open_dump(p) as d:
+        assert d.incomplete and d.absent.absent_bytes == 0

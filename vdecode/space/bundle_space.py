@@ -110,11 +110,28 @@ def open_bundle(view: FileView, elf: ElfFacts) -> Dump:
         "findings": len(facts.findings) if facts.findings is not None else None,
         "summary": facts.summary,
     }
-    absent = absent_of([*_origin_absent(facts.meta.get("origin")), elf_cut_part(elf, view.name)])
+    absent = absent_of([*_origin_absent(facts.meta.get("origin")),
+                        elf_cut_part(elf, view.name) or _tail_cut(view, elf)])
     if absent is not None:
         info["incomplete"] = absent.incomplete
     return Dump(path=view.name, format="bundle", space=space, info=info, qemu=facts.qemu,
                 files=[view], qmp_log=facts.qmp_log, absent=absent)
+
+
+BUNDLE_TAIL = b"\0.shstrtab\0"     # vdecode.render.elf_core writes it after the last segment
+
+
+def _tail_cut(view: FileView, elf: ElfFacts) -> AbsentPart | None:
+    """A bundle cut inside the string table its writer ends every file with: no kept byte is
+    lost, but the file is not whole (no section header names that table, so only its bytes tell)."""
+    end = elf.segments_end
+    tail = bytes(view.view(end, view.size - end, "bundle tail")) if view.size > end else b""
+    if len(tail) < len(BUNDLE_TAIL) and BUNDLE_TAIL.startswith(tail):
+        return AbsentPart("cut-short", view.name,
+                          f"the file ends at offset {view.size:#x}, inside the string table its "
+                          f"writer ends it with (at {end:#x}, {len(BUNDLE_TAIL)} bytes); no "
+                          f"guest RAM is lost")
+    return None
 
 
 def _origin_absent(origin: object) -> list[AbsentPart]:
