@@ -1,13 +1,21 @@
 """Session fixtures: the real QEMU 7.2 captures in ``../shared/captures``, decompressed once.
 
-Dumps are stored zstd-compressed; each is decompressed on first use into a cache directory under
-the system temp dir (shared with ``fidelity.py``'s cache layout), never into the repository.
+Dumps are stored zstd-compressed; in a test session each is decompressed on first use into a
+folder of the session's own (``tmp_path_factory``), removed when the session ends: a run leaves the
+system temp folder as it found it (about 1.8 GB of dumps used to stay in ``$TMPDIR``). Why not
+the user's vdecode cache: tests must not write to the home folder, and decompressing them again
+costs a few seconds of a ten-minute run. Scripts that build a :class:`Capture` themselves
+(``tools/update_ratchet.py``) keep using ``$TMPDIR/vdecode-captures``, as ``fidelity.py`` does.
+
+Every test runs with ``$VDECODE_CACHE`` set to a session folder too, so a command that
+decompresses an input without ``--cache-dir`` never writes to ``~/.cache/vdecode``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -35,9 +43,10 @@ def capture_names() -> list[str]:
 class Capture:
     """One recorded case: its manifest, truth, logs and (lazily decompressed) dumps."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, cache: Path = CACHE) -> None:
         self.folder = folder
         self.name = folder.name
+        self.cache = cache                  # where its dumps are decompressed
         self.manifest = json.loads((folder / "case.json").read_text())
 
     @property
@@ -54,7 +63,7 @@ class Capture:
         name = self.manifest["dumps"][kind]
         if not name.endswith(".zst"):
             return self.folder / name
-        out = CACHE / self.name / name[:-4]
+        out = self.cache / self.name / name[:-4]
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + f".{os.getpid()}.part")
@@ -70,12 +79,26 @@ NO_CAPTURES = (f"needs the shared real-QEMU captures, not found in {CAPTURES}: p
                "beside the checkout (../shared/captures) or set VDECODE_CAPTURES=DIR")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _vdecode_cache(tmp_path_factory):
+    """No test writes to the user's cache: ``$VDECODE_CACHE`` is a session folder (subprocesses
+    inherit it); tests that look at the cache set their own."""
+    folder = tmp_path_factory.mktemp("vdecode-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VDECODE_CACHE", str(folder))
+    yield folder
+    mp.undo()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def captures() -> dict[str, Capture]:
+def captures(tmp_path_factory) -> dict[str, Capture]:
     names = capture_names()
     if not names:
         pytest.skip(NO_CAPTURES)
-    return {n: Capture(CAPTURES / n) for n in names}
+    folder = tmp_path_factory.mktemp("captures")
+    yield {n: Capture(CAPTURES / n, folder) for n in names}
+    shutil.rmtree(folder, ignore_errors=True)    # gigabytes: not kept even when a test failed
 
 
 # Without the corpus one placeholder parameter keeps each test collected, so it is reported as

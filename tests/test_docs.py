@@ -9,6 +9,7 @@ diff). Examples on the shared captures skip without them.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -27,15 +28,17 @@ EXAMPLES = [ex for page in doc_examples.pages() for ex in doc_examples.examples(
 
 
 @pytest.fixture(scope="module")
-def cwd():
-    return doc_examples.scratch()
+def cwd(tmp_path_factory):
+    folder = doc_examples.scratch(tmp_path_factory.mktemp("docs"))
+    yield folder
+    shutil.rmtree(folder.parent, ignore_errors=True)   # its cache holds decompressed dumps
 
 
 def test_the_pages_have_examples():
     # the finder itself can fail: a page format change must not turn this test into a no-op
     assert len(EXAMPLES) >= 8
     assert {ex.page.name for ex in EXAMPLES} >= {"info.md", "log.md", "view.md", "qmp.md", "bundle.md",
-                                              "triage.md"}
+                                                  "triage.md", "cache.md"}
 
 
 @pytest.mark.parametrize("ex", EXAMPLES, ids=[f"{e.page.name}:{e.line}" for e in EXAMPLES])
@@ -78,3 +81,15 @@ def test_every_option_is_documented(name, cmd):
 def test_help_runs():
     r = CliRunner().invoke(cli, ["--help"])
     assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_cache_dir_help_says_what_the_docs_say():
+    # the default folder, in --help of every command that takes --cache-dir and on the pages
+    chain = "$VDECODE_CACHE, else $XDG_CACHE_HOME/vdecode, else ~/.cache/vdecode"
+    for page in ("info.md", "cache.md", "triage.md"):
+        text = " ".join((REPO / "docs" / page).read_text().replace("`", "").split())
+        assert chain in text, page
+    groups = [cli, cli.commands["cache"]]
+    helps = {f"{name}": " ".join(p.help.split()) for g in groups for name, cmd in g.commands.items()
+             for p in getattr(cmd, "params", []) if "--cache-dir" in getattr(p, "opts", ())}
+    assert len(helps) >= 7 and all(chain in h for h in helps.values()), helps

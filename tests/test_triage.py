@@ -194,9 +194,15 @@ def test_shared_captures(local_records):
     assert basic["errors"] == [] and basic["qemu"]["state"] == "core"
 
 
-def test_dask_cluster_gives_the_same_records(fleet, cache_dir, local_records):
+def test_dask_cluster_gives_the_same_records(fleet, cache_dir, local_records, tmp_path, monkeypatch):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
+    import dask
+
+    # Dask's scratch space (and its lock files) in tmp_path, else $TMPDIR/dask-scratch-space stays
+    # behind: the config here, the variable for the worker processes
+    monkeypatch.setenv("DASK_TEMPORARY_DIRECTORY", str(tmp_path))
+    with dask.config.set({"temporary-directory": str(tmp_path)}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=None, local_directory=str(tmp_path)) as cluster:
         records = run_dask(discover(fleet, cache_dir=cache_dir), cluster.scheduler_address)
     assert render_jsonl(records) == render_jsonl(local_records)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,9 +81,10 @@ def needs_shared(ex: Example) -> bool:
     return "../shared/" in ex.command
 
 
-def scratch() -> Path:
-    """A folder laid out like the checkout's root, for commands to run and write in."""
-    root = Path(tempfile.mkdtemp(prefix="vdecode-docs-"))
+def scratch(parent: Path | None = None) -> Path:
+    """A folder laid out like the checkout's root, for commands to run and write in (made in
+    ``parent``, else in the temp folder; the caller removes it: ``scratch(...).parent``)."""
+    root = Path(tempfile.mkdtemp(prefix="vdecode-docs-", dir=parent))
     main = root / "main"
     main.mkdir()
     for name in ("samples", "tests", "formats", "docs"):
@@ -101,7 +103,8 @@ def run(ex: Example, cwd: Path) -> list[str]:
     r = subprocess.run(["bash", "-c", ex.command], cwd=cwd, env=env, capture_output=True, text=True,
                        timeout=600)
     text = (r.stdout + r.stderr).replace(str(cache), "$VDECODE_CACHE")
-    # a cached file's name starts with a digest of the input's path and mtime: not the same twice
+    # a cached file's name starts with a digest of the input's content: shown as KEY, which reads
+    # better and does not change when a fixture is re-recorded
     text = re.sub(r"\$VDECODE_CACHE/[0-9a-f]{16}-", "$VDECODE_CACHE/KEY-", text)
     return text.rstrip("\n").splitlines() if text.strip() else []
 
@@ -114,10 +117,10 @@ def differs(ex: Example, got: list[str]) -> bool:
 def update(page: Path, cwd: Path) -> int:
     lines = page.read_text().splitlines()
     changed = 0
-    for ex in reversed(examples(page)):       # from the bottom, so earlier line numbers hold
-        if needs_shared(ex) and not have_shared():
-            continue
-        got = run(ex, cwd)
+    # run in page order, as check does (an example may use what an earlier one made or cached),
+    # then rewrite from the bottom, so earlier line numbers hold
+    ran = [(ex, run(ex, cwd)) for ex in examples(page) if not (needs_shared(ex) and not have_shared())]
+    for ex, got in reversed(ran):
         if not differs(ex, got):
             continue
         new = got[:len(ex.output)] + [MORE] if ex.cut else got
@@ -135,6 +138,13 @@ def main() -> int:
         sys.exit(__doc__)
     chosen = [Path(p).resolve() for p in sys.argv[2:]] or pages()
     cwd = scratch()
+    try:
+        return _check_or_update(chosen, cwd)
+    finally:
+        shutil.rmtree(cwd.parent, ignore_errors=True)      # decompressed dumps: nothing left behind
+
+
+def _check_or_update(chosen: list[Path], cwd: Path) -> int:
     bad = 0
     for page in chosen:
         if sys.argv[1] == "update":

@@ -279,12 +279,14 @@ class Machine:
     # -- the view's data ------------------------------------------------------------------------
     def _devices(self, paths: set[str] | None, queue: int | None
                  ) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
+        from vdecode.reconstruct.postmortem.index_motion import log_pace
         from vdecode.reconstruct.postmortem.findings import find_findings
         from vdecode.reconstruct.postmortem.view_model import device_view, queue_view
 
         logged, log_end = self._session.logged, self._session.log_end   # built once, by the session
         found, walks = find_findings(self._machine, self._profile, logged, log_end,
-                                     devices=paths, queue=queue)
+                                     devices=paths, queue=queue,
+                                     pace=log_pace(self._session.knowledge))
         out = []
         for dev in self._machine.state.devices:
             if paths is not None and dev.canonical_path not in paths:

@@ -39,6 +39,7 @@ def cli() -> None:
     vdecode qmp QEMU_CORE GUEST_DUMP       QEMU's state from its core, guest RAM from a dump
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
+    vdecode cache list|clear               the cache of decompressed inputs
     """
 
 
@@ -148,7 +149,8 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
 
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
              "oldest first.")
-_CACHE_HELP = "Where compressed dumps are decompressed (default ~/.cache/vdecode)."
+_CACHE_HELP = ("Where compressed inputs are decompressed (default $VDECODE_CACHE, else "
+               "$XDG_CACHE_HOME/vdecode, else ~/.cache/vdecode; docs/cache.md).")
 _QEMU_HELP = ("The QEMU release that ran (e.g. 10.0.2), for a guest dump alone; a QEMU core or a "
               "log's greeting says it themselves. Default: the newest profile.")
 
@@ -370,6 +372,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.state.session import build_session
     from vdecode.reconstruct.postmortem.view_model import build_view, select_devices, select_queue
     from vdecode.render.text import progress_bar, render_view_text
@@ -387,7 +390,8 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         select_queue(chosen, queue)            # before reading anything: status 3 and what is there
         selected = {d.canonical_path for d in chosen}
         findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
-                                        queue=queue)      # only the queues asked about are read
+                                        queue=queue,      # only the queues asked about are read
+                                        pace=log_pace(knowledge))
         carved = None
         if knowledge is None and opened.qemu is None and opened.space is not None:
             from vdecode.reconstruct.rings.match import group_by_device
@@ -469,3 +473,61 @@ def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers:
         tty = sys.stdout.isatty()
         width = _terminal_width(120) if tty else 120
         click.echo(output.render_table(records, width=width, color=tty), nl=False)
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """The cache of decompressed inputs: what it holds, and clearing it (docs/cache.md)."""
+
+
+def _cache_folder(cache_dir: str | None) -> str:
+    from vdecode.sources.cache import default_cache_dir
+
+    return cache_dir if cache_dir is not None else str(default_cache_dir())
+
+
+@cache_group.command("list", short_help="What the cache holds: sizes, last use, source.")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def cache_list_command(as_json: bool, cache_dir: str | None) -> None:
+    """Each entry: size on disk, apparent size, last used, source file; the total and the cap."""
+    import os
+    import time
+
+    from vdecode.render.cache_list import render_cache_json, render_cache_text
+    from vdecode.sources.cache import ENV_MAX, cache_cap, entries
+
+    folder = _cache_folder(cache_dir)
+    found, cap = entries(folder), cache_cap()
+    if as_json:
+        click.echo(render_cache_json(found, folder, cap), nl=False)
+    else:
+        cap_from = f"${ENV_MAX}" if os.environ.get(ENV_MAX) else f"default, ${ENV_MAX} sets it"
+        click.echo(render_cache_text(found, folder, cap, cap_from, time.time()), nl=False)
+
+
+def _age(ctx, param, value: str | None) -> float | None:
+    from vdecode.sources.cache import parse_age
+
+    try:
+        return None if value is None else parse_age(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+@cache_group.command("clear", short_help="Remove entries: all, unused for an AGE, or of an input.")
+@click.option("--older-than", callback=_age, default=None, metavar="AGE",
+              help="Only entries last used longer ago than AGE (7d, 12h, 30m, 90s).")
+@click.option("--input", "inputs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              metavar="FILE", help="Only the entries made from FILE (any copy of it); repeatable.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def cache_clear_command(older_than: float | None, inputs: tuple[str, ...],
+                        cache_dir: str | None) -> None:
+    """Remove cache entries: all of them, or those --older-than or of an --input."""
+    from vdecode.render.cache_list import render_cleared
+    from vdecode.sources.cache import clear, fingerprint
+    from vdecode.sources.flattened import flat_index_key
+
+    folder = _cache_folder(cache_dir)
+    keys = {k for f in inputs for k in (fingerprint(f), flat_index_key(f))} if inputs else None
+    click.echo(render_cleared(clear(folder, older_than=older_than, keys=keys), folder), nl=False)

@@ -77,7 +77,7 @@ def test_view_findings_wrap_with_a_hanging_indent(wrap_bundle, extra):
     # the 40005-completions finding does not fit in 80 columns: its parenthesis goes whole to a
     # continuation line under the title (it used to be cut as "(used idx" / "30005 -> 4474)")
     i = next(i for i, line in enumerate(findings) if "40005 completion(s)" in line)
-    assert findings[i + 1] == "          (used idx 30005 -> 4474)"
+    assert findings[i + 1] == "          (used idx 30005 -> 4474, wrapped)"
     for line in findings:
         assert line.count("(") == line.count(")"), line
 

@@ -104,7 +104,8 @@ def test_compressed_dump_opens_from_cache(tmp_path, elf_bytes, kind, suffix):
     assert open(out, "rb").read() == elf_bytes
     assert os.stat(out).st_blocks * 512 < len(elf_bytes) // 2      # the zero run is a hole
     assert calls and calls[-1] == (src.stat().st_size, src.stat().st_size)
-    assert [p.name for p in cache.iterdir()] == [os.path.basename(out)]   # no .part left
+    key = os.path.basename(out)[:16]                        # the data, then its entry; no .part left
+    assert sorted(p.name for p in cache.iterdir()) == [os.path.basename(out), f"{key}.json"]
     calls.clear()
     with open_dump(src, cache_dir=cache, progress=lambda *a: calls.append(a)) as d:   # cached
         assert d.info["decompressed_to"] == out and calls == []

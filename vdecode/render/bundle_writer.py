@@ -248,11 +248,13 @@ def _view_pass(inputs: Inputs, requested: str | None,
     """Findings as JSON and the guest memory the post-mortem view reads (buffer previews): the
     same session built again over a fresh recorder, so that these reads are told apart from the
     QMP answers' (they are buffer bytes, kept and redactable)."""
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.postmortem.findings import find_findings
     from vdecode.reconstruct.postmortem.view_model import build_view
     recorder = RecordingSpace(space)
     s = build_session(_reading_through(inputs, recorder), requested)
-    findings, walks = find_findings(s.machine, s.profile, s.logged, s.log_end)
+    findings, walks = find_findings(s.machine, s.profile, s.logged, s.log_end,
+                                    pace=log_pace(s.knowledge))
     build_view(s.machine, s.profile, findings, walks, dump_path=inputs.dump.path,
                dump_format=inputs.dump.format, log_path=None, device=None, queue=None,
                show_all=True, notes=list(s.notes))

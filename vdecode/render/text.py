@@ -277,9 +277,11 @@ def _findings(k: Kit, view: dict) -> None:
     for f in fs:
         where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
         _finding_title(k, f, where)
+        for why in f["evidence"].get("why", ()):        # what decided it (index wrap or back)
+            _lines(k, wrap_units(["why:", *phrases(why)], k.width, 6, 8), "dim")
         if f["severity"] == "info":
             continue
-        pairs = [f"{name} {_ev(v)}" for name, v in f["evidence"].items()]
+        pairs = [f"{name} {_ev(v)}" for name, v in f["evidence"].items() if name != "why"]
         if pairs:     # one "name value" pair is a unit: a line never parts a name from its value
             units = ["evidence:", *(p + ";" for p in pairs[:-1]), pairs[-1]]
             _lines(k, wrap_units(units, k.width, 6, 8), "dim")

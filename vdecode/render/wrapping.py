@@ -49,6 +49,8 @@ def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None =
 
     >>> wrap_units(["INFO", "a", "(b c d)"], 12, 0, 5)
     ['INFO a', '     (b c d)']
+    >>> wrap_units(["path:", "/a/very/long/path/name"], 12, 0, 6)
+    ['path: /a/very/long/path/name']
     """
     hang = indent if hang is None else hang
     lines: list[str] = []
@@ -59,6 +61,9 @@ def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None =
         candidate = unit if not cur else cur + sep + unit
         if len(candidate) <= room:
             cur = candidate
+            continue
+        if cur and " " not in unit.strip() and len(unit.strip()) > width - hang:
+            cur = candidate                # a word no line can hold: moving it would only add a line
             continue
         if cur:
             lines.append(" " * lead + cur)

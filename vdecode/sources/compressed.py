@@ -1,35 +1,28 @@
 """
 Compressed dumps as people attach them to bug reports
 -----------------------------------------------------
-A ``.zst``, ``.gz`` or ``.xz`` dump is decompressed once, streaming, into a cache directory and
-read from there: dumps are read at random offsets, which a compressed stream cannot do. Memory
-stays bounded (one chunk at a time), runs of zero bytes become holes (a 64 GiB dump of a mostly
-idle guest stays small on disk), and a finished file is found again by the compressed file's
-name, size and modification time. A partial output never has the final name.
+A ``.zst``, ``.gz`` or ``.xz`` dump is decompressed once, streaming, into the cache folder
+(:mod:`vdecode.sources.cache`) and read from there: dumps are read at random offsets, which a
+compressed stream cannot do. Memory stays bounded (one chunk at a time), runs of zero bytes become
+holes (a 64 GiB dump of a mostly idle guest stays small on disk), and a finished file is found
+again by a fingerprint of the compressed file's content, so a touched, renamed or copied input
+reuses it. A partial output never has the final name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vdecode.errors import CorruptInput, InputError
+from vdecode.sources.cache import cache_cap, default_cache_dir, fingerprint, lookup, store
 
 __all__ = ("CHUNK", "ProgressFn", "default_cache_dir", "decompress_to_cache")
 
 CHUNK = 1 << 20
 ZSTD_FEED = 2048
 ProgressFn = Callable[[int, int], None]   # (compressed bytes consumed, compressed total)
-
-
-def default_cache_dir() -> Path:
-    """``$VDECODE_CACHE``, else ``$XDG_CACHE_HOME/vdecode``, else ``~/.cache/vdecode``."""
-    if os.environ.get("VDECODE_CACHE"):
-        return Path(os.environ["VDECODE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vdecode"
 
 
 def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | os.PathLike | None = None,
@@ -49,16 +42,17 @@ def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | 
     src = Path(path)
     name = str(path)
     st = src.stat()
-    key = hashlib.sha256(f"{src.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    cache_cap()                         # a bad $VDECODE_CACHE_MAX is said before the work, not after
+    out_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = fingerprint(src)
+    found = lookup(out_dir, key)
+    if found is not None:
+        return found
     stem = src.name
     for suffix in (".zst", ".zstd", ".gz", ".xz"):
         if stem.endswith(suffix):
             stem = stem[:-len(suffix)]
             break
-    out_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = out_dir / f"{key}-{stem}"
-    if out.exists():
-        return out
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         import tempfile                 # only when decompressing: start-up of every answer
@@ -69,16 +63,24 @@ def decompress_to_cache(path: str | os.PathLike, kind: str, *, cache_dir: str | 
     try:
         with open(src, "rb") as raw, os.fdopen(fd, "wb") as dst:
             _copy_sparse(_chunks(raw, kind), dst, raw, st.st_size, progress)
-        os.replace(tmp, out)
+        out = store(out_dir, key, tmp, stem, source=src, kind=kind)
     except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as err:
-        os.unlink(tmp)
+        _discard(tmp)
         if isinstance(err, OSError) and not isinstance(err, gzip.BadGzipFile) and err.errno:
             raise InputError(name, f"cannot decompress into {out_dir}: {err.strerror or err}") from err
         raise CorruptInput(name, f"{kind} stream is damaged: {err or type(err).__name__}") from err
     except BaseException:
-        os.unlink(tmp)
+        _discard(tmp)
         raise
     return out
+
+
+def _discard(part: str) -> None:
+    """Remove an unfinished output (already renamed when the failure came after it was whole)."""
+    try:
+        os.unlink(part)
+    except FileNotFoundError:
+        pass
 
 
 def _chunks(raw, kind: str) -> Iterator[bytes]:

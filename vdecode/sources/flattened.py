@@ -24,7 +24,8 @@ import numpy as np
 from construct import Const, Int64sb, Struct
 
 from vdecode.binary import dtype_of, struct_of
-from vdecode.errors import CorruptInput
+from vdecode.errors import CorruptInput, InputError
+from vdecode.sources.cache import cache_cap, evict, mark_used
 from vdecode.frozen import record
 from vdecode.sources.files import FileView, parse_at
 
@@ -84,10 +85,15 @@ FLAT_INDEX_CACHE_VERSION = 1
 
 def flat_index_cache_path(view: FileView, cache_dir: str | os.PathLike) -> Path:
     """Where the index of ``view`` is kept: keyed by the file's resolved path, size and mtime."""
-    st = os.stat(view.path)
-    key = hashlib.sha256(f"{view.path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0"
-                         f"{FLAT_INDEX_CACHE_VERSION}".encode()).hexdigest()[:16]
-    return Path(cache_dir) / f"{key}-{view.path.name}.flatindex.npz"
+    return Path(cache_dir) / f"{flat_index_key(view.path)}-{view.path.name}.flatindex.npz"
+
+
+def flat_index_key(path: str | os.PathLike) -> str:
+    """The index's key: the file's resolved path, size and mtime (an index is small and checked
+    against the file when loaded; a touched file's old one ages out of the cache)."""
+    st = os.stat(path)
+    return hashlib.sha256(f"{Path(path).resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                          f"{FLAT_INDEX_CACHE_VERSION}".encode()).hexdigest()[:16]
 
 
 def _load_cached(path: Path, view: FileView) -> FlatIndex | None:
@@ -140,10 +146,15 @@ def read_flat_index(view: FileView, *, cache_dir: str | os.PathLike | None = Non
         cached = flat_index_cache_path(view, cache_dir)
         index = _load_cached(cached, view)
         if index is not None:
+            mark_used(cached)             # "last used", for the cache's size cap
             return index
     index = walk_flat_records(view)
     if cached is not None and index.n_records >= cache_min_records:
         _save_cached(cached, index, view)
+        try:
+            evict(cache_dir, cache_cap(), keep={cached.name[:16]})
+        except (OSError, InputError):
+            pass                          # the index is kept; the cap is kept on the next add
     return index
 
 

@@ -60,6 +60,7 @@ class SegmentedSpace:
         >>> s = SegmentedSpace(p, FileView(p), [0x1000, 0x1004], [4, 8], [0, 4], [4, 2])
         >>> bytes(s.read(0x1002, 8)), s.ranges()
         (b'cdef\\x00\\x00\\x00\\x00', [(4096, 12)])
+        >>> s.file.close(); os.unlink(p)
     """
 
     def __init__(self, name: str, file: FileView, starts, sizes, offsets, filesz, *,

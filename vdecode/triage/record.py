@@ -108,13 +108,15 @@ def _open(job: VmJob, errors: list):
 def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]:
     """The view model of ``vdecode DUMP --json`` (the same calls as ``cli.view_command``, without
     carving), and the profile's version."""
+    from vdecode.reconstruct.postmortem.index_motion import log_pace
     from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
     from vdecode.reconstruct.state.session import Inputs, build_session
     from vdecode.reconstruct.postmortem.view_model import build_view
 
     session = build_session(Inputs(opened, knowledge))
     profile, machine = session.profile, session.machine
-    findings, walks = find_findings(machine, profile, session.logged, session.log_end)
+    findings, walks = find_findings(machine, profile, session.logged, session.log_end,
+                                    pace=log_pace(session.knowledge))
     view = build_view(machine, profile, findings, walks, dump_path=opened.path,
                       dump_format=opened.format, log_path=log_path,
                       notes=list(session.notes), log_end=utc_text(session.log_end),

@@ -13,7 +13,8 @@ state an earlier QMP log recorded):
   print (texts in ``formats/qemu-*/view.json``): heads and ``next`` out of range, loops, zero
   lengths, buffers outside guest RAM, bad indirect tables, descriptors out of order, indices that
   ran ahead of the ring size or went backwards;
-* what moved between the log and the dump: rings relocated, indices advanced.
+* what moved between the log and the dump: rings relocated, indices advanced (a wrap past 65535
+  told from a step back or a reset by evidence, :mod:`.index_motion`).
 
 The ring walk is vectorised (:func:`vdecode.virtio.ring_walk.walk_queue`): every descriptor of a
 table at once, all members of all outstanding chains checked with array operations.
@@ -21,7 +22,7 @@ table at once, all members of all outstanding chains checked with array operatio
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import field
 from datetime import datetime, timezone
 from typing import Any
@@ -42,6 +43,7 @@ from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DISABLE, PackedR
                                         read_packed_ring, walk_packed_pending)
 from vdecode.space.ram_map import RamMap
 from vdecode.virtio.ring_walk import QueueWalk, walk_queue
+from vdecode.reconstruct.postmortem.index_motion import Pace, judge_motion
 from vdecode.virtio.split_ring import SplitRing, read_split_ring, validate_num
 
 __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
@@ -205,9 +207,61 @@ def _since(logged: VirtQueueState | None, log_end: float | None) -> dict[str, An
     return out
 
 
+def _motion_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueState, ring: SplitRing,
+                     logged: VirtQueueState, log_end: float | None, last: int,
+                     pace: Pace | None) -> None:
+    """What moved between the log and the dump on rings that stayed put: one finding, whose
+    direction (a wrap past 65535 or a step back) the evidence decides (:mod:`.index_motion`)."""
+    qi = q.queue_index
+    avail_idx, used_idx = ring.avail.idx, ring.used.idx
+    m = judge_motion(log_avail=logged.shadow_avail_idx, log_used=logged.used_idx, avail=avail_idx,
+                     used=used_idx, num=ring.num, used_ring=ring.used.ring, pace=pace,
+                     log_time=logged.as_of)
+    since = _since(logged, log_end)
+    if m is None:
+        if logged.used_idx != used_idx:
+            moved = (used_idx - logged.used_idx) % 0x10000
+            c.add("info", "idx-advanced", dev, qi,
+                  f"{moved} completion(s) since the log (used idx {logged.used_idx} -> {used_idx})",
+                  "log replies vs guest memory", "nothing: normal progress",
+                  log_used_idx=logged.used_idx, used_idx=used_idx, **since)
+        return
+    idxs = {"log_avail_idx": logged.shadow_avail_idx, "avail_idx": avail_idx,
+            "log_used_idx": logged.used_idx, "used_idx": used_idx}
+    if m.verdict == "forward":
+        c.add("info", "idx-advanced", dev, qi,
+              f"{m.forward} completion(s) since the log (used idx {logged.used_idx} -> {used_idx}"
+              + (", wrapped)" if m.wrapped(logged.used_idx) else ")"),
+              "log replies vs guest memory; virtio 1.2 2.7.8 (used idx wraps at 65536)",
+              "nothing: normal progress", **idxs, **m.evidence(), **since)
+    elif m.verdict == "back":
+        c.add("warning", "idx-backwards", dev, qi,
+              f"avail idx went back from {logged.shadow_avail_idx} (log) to {avail_idx}",
+              "virtio 1.2 2.7.6 (idx only increases)",
+              "nothing until the next pop, which sees the difference as "
+              + _qemu_text(c.names, "num_heads", last, avail_idx).split(":")[0],
+              **idxs, **m.evidence(), **since)
+    elif m.verdict == "reset":
+        c.add("info", "idx-reset", dev, qi,
+              f"indices restarted since the log (used idx {logged.used_idx} -> {used_idx}): "
+              f"a device reset",
+              "QEMU virtio_reset (zeroes the indices); virtio 1.2 3.1.1 (queue setup)",
+              "nothing: counts from 0 again", **idxs, **m.evidence(), **since)
+    else:
+        name = "used" if m.index == "used" else "avail"
+        was, now = (logged.used_idx, used_idx) if m.index == "used" else (logged.shadow_avail_idx,
+                                                                          avail_idx)
+        c.add("info", "idx-ambiguous", dev, qi,
+              f"{name} idx {was} (log) -> {now}: {m.forward} forward (wrapped) or {m.back} back "
+              f"(reset); the evidence disagrees",
+              "virtio 1.2 2.7.6, 2.7.8 (16-bit indices)", "nothing either way",
+              **idxs, **m.evidence(), **since)
+
+
 def queue_findings(c: _Collector, machine: VirtioMachine, dev: VirtIODeviceState,
                    q: VirtQueueState, ring: SplitRing, ram: np.ndarray,
-                   logged: VirtQueueState | None, log_end: float | None) -> QueueWalk:
+                   logged: VirtQueueState | None, log_end: float | None,
+                   pace: Pace | None = None) -> QueueWalk:
     """The findings of one readable split queue; returns the walk of its outstanding chains."""
     num = ring.num
     avail_idx, used_idx_mem = ring.avail.idx, ring.used.idx
@@ -231,16 +285,6 @@ def queue_findings(c: _Collector, machine: VirtioMachine, dev: VirtIODeviceState
               "virtio 1.2 2.7.8 (the driver MUST NOT write the used ring)",
               "keeps its own vq->used_idx and overwrites used->idx at the next push",
               used_idx_guest=used_idx_mem, used_idx_qemu=q.used_idx)
-    if logged is not None and logged.shadow_avail_idx is not None and logged.desc == q.desc:
-        back = (logged.shadow_avail_idx - avail_idx) % 0x10000
-        if 0 < back < 0x8000:
-            c.add("warning", "idx-backwards", dev, qi,
-                  f"avail idx went back from {logged.shadow_avail_idx} (log) to {avail_idx}",
-                  "virtio 1.2 2.7.6 (idx only increases)",
-                  "nothing until the next pop, which sees the difference as "
-                  + _qemu_text(c.names, "num_heads", last, avail_idx).split(":")[0],
-                  logged_avail_idx=logged.shadow_avail_idx, avail_idx=avail_idx,
-                  **_since(logged, log_end))
     n_pend = 0 if ran_ahead else pending
     n_infl = min(inuse, num)
     idxs = np.concatenate([(last + np.arange(n_pend)) % 0x10000,
@@ -305,12 +349,8 @@ def queue_findings(c: _Collector, machine: VirtioMachine, dev: VirtIODeviceState
                   "virtio 1.2 3.1.1 (queue setup)", "uses the new addresses",
                   log_desc=logged.desc, desc=q.desc, log_avail=logged.avail, avail=q.avail,
                   log_used=logged.used, used=q.used, **_since(logged, log_end))
-        elif logged.used_idx is not None and logged.used_idx != used_idx_mem:
-            moved = (used_idx_mem - logged.used_idx) % 0x10000
-            c.add("info", "idx-advanced", dev, qi,
-                  f"{moved} completion(s) since the log (used idx {logged.used_idx} -> {used_idx_mem})",
-                  "log replies vs guest memory", "nothing: normal progress",
-                  log_used_idx=logged.used_idx, used_idx=used_idx_mem, **_since(logged, log_end))
+        elif logged.used_idx is not None:
+            _motion_findings(c, dev, q, ring, logged, log_end, last, pace)
     return walk
 
 
@@ -402,7 +442,7 @@ def absent_part_covers(part: Any, gpa: int, n: int) -> bool:
 
 def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioState | None = None,
                   log_end: float | None = None, *, devices: Collection[str] | None = None,
-                  queue: int | None = None
+                  queue: int | None = None, pace: Mapping[tuple[str, int], Pace] | None = None
                   ) -> tuple[list[Finding], dict[tuple[str, int], Any]]:
     """The findings of the selected devices and queues, and per ``(path, queue)`` walked the ring
     and walk (or the reason the ring could not be read, as a string).
@@ -415,6 +455,9 @@ def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioSt
     :param devices: canonical paths of the devices to look at (default: every device); their
         device-level findings are always made.
     :param queue: only this queue of each selected device (default: every queue).
+    :param pace: per ``(path, queue)``, how fast the log saw the used idx move
+        (:func:`vdecode.reconstruct.postmortem.index_motion.log_pace`): evidence for telling a
+        wrap from a step back.
     """
     c = _Collector(profile.table("view"))
     ram = RamMap.of(machine.space)
@@ -441,8 +484,9 @@ def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioSt
             if packed:
                 walks[(dev.canonical_path, qi)] = (ring, packed_queue_findings(c, dev, q, ring, ram))
             else:
-                walks[(dev.canonical_path, qi)] = (ring, queue_findings(c, machine, dev, q, ring, ram,
-                                                                        lq, log_end))
+                walks[(dev.canonical_path, qi)] = (ring, queue_findings(
+                    c, machine, dev, q, ring, ram, lq, log_end,
+                    (pace or {}).get((dev.canonical_path, qi))))
     order = {s: i for i, s in enumerate(SEVERITIES)}
     paths = [d.canonical_path for d in machine.state.devices]
     items = sorted(c.items, key=lambda f: (order[f.severity], paths.index(f.device),

@@ -29,6 +29,10 @@ __all__ = ("LogBuilder", "id_key")
 MAX_WARNINGS = 1000          # a 100 MB log of garbage must not grow an unbounded warning list
 MAX_KEPT_EVENTS = 10000      # latest-only mode: run-state/unplug events kept, newest first out
 COMPACT_EVERY = 256          # latest-only mode: drop superseded exchanges once this many pile up
+# latest-only mode keeps this many newest answers per queue-status question, not one: the used
+# idx between them is the pace that tells a 16-bit wrap from a step back (index_motion). Two are
+# enough for a rate and keep a bundle's embedded log within one more reply per queue.
+PACE_SAMPLES = 2
 
 
 def id_key(value: Any) -> str:
@@ -45,7 +49,7 @@ def id_key(value: Any) -> str:
 class _Session:
     """One QMP connection: its record, and the commands still waiting for a reply."""
 
-    __slots__ = ("monitor", "by_id", "fifo", "latest", "superseded")
+    __slots__ = ("monitor", "by_id", "fifo", "latest", "superseded", "kept")
 
     def __init__(self, monitor: LoggedMonitor) -> None:
         self.monitor = monitor
@@ -53,12 +57,20 @@ class _Session:
         self.fifo: deque[QmpExchange] = deque()      # in-band commands in issue order
         self.latest: dict[tuple[str, str], QmpExchange] = {}   # latest-only mode
         self.superseded: set[int] = set()
+        self.kept: dict[tuple[str, str], deque[QmpExchange]] = {}   # queue-status samples
 
     def supersede(self, x: QmpExchange) -> None:
-        """Latest-only mode: ``x`` answered; an older answer to the same question goes."""
+        """Latest-only mode: ``x`` answered; an older answer to the same question goes (for a
+        queue's status, the oldest of :data:`PACE_SAMPLES`)."""
         key = (str(x.command), json.dumps(x.arguments, sort_keys=True))
         old = self.latest.get(key)
         self.latest[key] = x
+        if x.command == "x-query-virtio-queue-status" and old is not None and old is not x:
+            kept = self.kept.setdefault(key, deque())
+            kept.append(old)
+            if len(kept) < PACE_SAMPLES:
+                return
+            old = kept.popleft()
         if old is not None and old is not x:
             self.superseded.add(id(old))
             if len(self.superseded) >= COMPACT_EVERY:
