@@ -79,7 +79,9 @@ def state_to_json(state: QemuVirtioState) -> dict[str, Any]:
 
     return {"devices": [device(d) for d in state.devices],
             "qemu_version": list(state.qemu_version) if state.qemu_version else None,
-            "package": state.package, "source": state.source}
+            "package": state.package, "source": state.source,
+            **({"labels": [list(x) for x in state.labels], "labels_from": state.labels_from}
+               if state.labels else {})}
 
 
 def _vdecode_version() -> str:

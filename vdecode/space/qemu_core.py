@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from dataclasses import replace
 from collections.abc import Iterator
 from typing import Any
 
@@ -264,7 +265,10 @@ def attach_binary(host: HostSpace, files: list[MappedFile], binary: str, core_bu
     """
     path = str(override) if override is not None else binary
     facts: dict[str, Any] = {"binary_file": None}
-    absent = sum(host._absent_in(f.start, f.end - f.start) for f in files if f.path == binary)
+    # left out: a mapping whose program header says so, or one with no program header at all
+    # (gdb's gcore writes none for an unmodified read-only file mapping such as .rodata)
+    absent = sum(f.end - f.start for f in files
+                 if f.path == binary and not host.in_core(f.start, f.end - f.start))
     if not absent:
         facts["binary_file"] = "not needed: the core holds the binary's mappings"
         return facts, None
@@ -288,8 +292,9 @@ def attach_binary(host: HostSpace, files: list[MappedFile], binary: str, core_bu
         facts["binary_file"] = (f"not used: {path} has build-id {file_id or 'none'}, the core's "
                                 f"binary has {core_build_id}; names and version from the profile")
         return facts, None
-    given = host.attach_file(view, [(f.start, f.end, f.file_offset) for f in files
-                                    if f.path == binary])
+    host.attach_file(view, [(f.start, f.end, f.file_offset) for f in files if f.path == binary])
+    given = sum(min(f.end - f.start, max(0, view.size - f.file_offset)) for f in files
+                if f.path == binary and not host.in_core(f.start, f.end - f.start))
     facts["binary_file"] = f"{path} (build-id matches): gives {human_bytes(given)} the core left out"
     return facts, view
 
@@ -334,6 +339,13 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
         if bin_view is not None:
             bin_view.close()
         raise
+    if bin_view is not None:
+        # the build's own strings (gcore keeps no .rodata: the executable has them)
+        from vdecode.sources.qemu_core.strings import build_labels
+        labels = build_labels(bin_view.name, facts.state.qemu_version)
+        if labels:
+            facts = replace(facts, state=replace(facts.state, labels=labels,
+                                                 labels_from=bin_view.name))
     present = [r for r in facts.guest_ram if host.in_core(r.hva, r.size)]
     # absent runs stay in the map, so reading them says "not in the core", not "not RAM"
     space = GuestRamSpace(view.name, host, facts.guest_ram) if present else None

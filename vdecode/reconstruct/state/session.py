@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vdecode.frozen import record
-from vdecode.profiles import Profile, load_profile
+from vdecode.profiles import LearnedLabel, Profile, load_profile
 from vdecode.reconstruct.state.instant import advance_to_dump
 from vdecode.reconstruct.state.log_state import state_from_log
 from vdecode.reconstruct.qmp.error_replies import not_known
@@ -247,14 +247,32 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
     return Inputs(dump, knowledge, tuple(used), tuple(warnings))
 
 
+def _build_strings(profile: Profile, core: QemuVirtioState | None) -> tuple[Profile, list[str]]:
+    """The profile answering with the strings the core's executable holds where they differ from
+    its tables (``QemuVirtioState.labels``, read by :mod:`vdecode.sources.qemu_core.strings`)."""
+    if core is None or not core.labels:
+        return profile, []
+    where = core.labels_from or "the QEMU executable"
+    labs = tuple(LearnedLabel(section, key, desc, "the executable's table", where)
+                 for section, key, desc in core.labels)
+    shown = sorted({(sec, key, desc) for sec, key, desc in core.labels
+                    if not sec.startswith("devices/")} |
+                   {("device", key, desc) for sec, key, desc in core.labels
+                    if sec.startswith("devices/")})
+    texts = "; ".join(f"{desc!r} ({sec} {key})" for sec, key, desc in shown)
+    return (replace(profile, learned=profile.learned + labs),
+            [f"strings from {where} (its own tables, not profile {profile.version}'s): {texts}"])
+
+
 def build_session(inputs: Inputs, requested: str | None = None) -> Session:
     """The pipeline, once for every caller (CLI commands, bundles, triage, the Python API):
     the profile, the machine at the dump instant, and the log's own state for the findings."""
     from vdecode.reconstruct.state.labels import learn_labels
     k = inputs.knowledge
+    profile, built = _build_strings(profile_for(k, inputs.dump.qemu, requested), inputs.dump.qemu)
     # this build's own strings where the log prints one the profile's tables do not hold
-    profile, learned = learn_labels(k, profile_for(k, inputs.dump.qemu, requested),
-                                    inputs.logs[-1][0] if inputs.logs else "the log")
+    profile, learned = learn_labels(k, profile, inputs.logs[-1][0] if inputs.logs else "the log")
+    learned = built + learned
     logged = state_from_log(k, profile) if k is not None else None       # a frozen value: shared
     machine, notes = build_machine(inputs.dump, k, profile, logged=logged)
     return Session(inputs, profile, machine, tuple(learned + notes), logged,

@@ -122,7 +122,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     """:func:`read_qemu_core` with one layout profile (``profile_reason``: why this one)."""
     rd = CoreReader(mem, layout, device_names_table(layout))
     warnings = []
-    if layout.build_ids and build_id not in layout.build_ids:
+    # another build of the profile's release that the profile knows by its build-id (its
+    # version and the strings its executable holds: layout "builds")
+    known = layout.data.get("builds", {}).get(build_id or "")
+    if layout.build_ids and build_id not in layout.build_ids and not known:
         # Another build of the same QEMU release (a distro rebuild, a newer stable update) often
         # keeps these layouts: try the profile, and let the invariants below decide.
         msg = (f"{layout.label} was made for build-id {', '.join(layout.build_ids)}; {binary} has "
@@ -137,6 +140,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     in_core = getattr(mem, "in_core", None)          # HostSpace: the binary may give .rodata
     version_from = "core" if in_core is None or all(in_core(a, n) for a, n in bin_runs) \
         else "binary file"
+    if version is None and known:
+        version = tuple(int(x) for x in known["qemu"].split("."))[:3]  # type: ignore[assignment]
+        package = known.get("package")
+        version_from = f"profile's known builds (build-id {build_id})"
     if version is None and "qemu" in layout.data:
         # .rodata is not in the core; the build-id pins the release the profile names (another
         # build: the profile's release is the best guess, and the warning says so)
@@ -209,7 +216,9 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
         devices.append(dev)
     state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
-                            source="core")
+                            source="core",
+                            labels=tuple(tuple(x) for x in (known or {}).get("labels", ())),
+                            labels_from=f"{layout.source} (builds: {build_id})" if known else None)
     if any(mem.is_present(a, 8) for a, _ in bin_runs):
         names_at = check_device_names(rd, raws, bin_runs)
     else:

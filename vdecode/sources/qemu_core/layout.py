@@ -114,7 +114,8 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
     order: list[str] = []
     why = ""
     if build_id:
-        hit = [v for v in have if build_id.lower() in layouts[v].build_ids]
+        hit = [v for v in have if build_id.lower() in layouts[v].build_ids
+               or build_id.lower() in layouts[v].data.get("builds", {})]   # another known build
         if hit:
             order, why = hit[:1], f"it lists the core's build-id {build_id}"
     if not order and version:
