@@ -244,6 +244,9 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
     if not (opened.qemu or knowledge or qemu_release):
         said.append(_assumed_release(profile, opened.space))
+    if opened.absent is not None:     # first: every reply below is built on this input
+        said = [p.headline()
+                for p in opened.absent.parts] + said
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
     version, package = qemu_identity(knowledge, opened.qemu)
@@ -463,7 +466,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
                           queue=queue, show_all=show_all, notes=notes,
-                          carved=carved, log_end=utc_text(log_end))
+                          carved=carved, log_end=utc_text(log_end), absent=opened.absent)
     if as_json:
         click.echo(render_view_json(view), nl=False)
     else:

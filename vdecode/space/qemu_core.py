@@ -30,6 +30,7 @@ from vdecode.sources.qemu_core import (CoreReader, GuestRamRun, MappedFile, Qemu
                                        load_layout, read_mapped_files, read_qemu_core)
 from vdecode.sources.qemu_core.process import (core_writer, find_qemu_binary, read_build_id,
                                                read_build_id_file, read_crash)
+from vdecode.space.absence import Absent, absent_of, part_of
 from vdecode.space.dump import Dump
 from vdecode.space.segmented import SegmentedSpace, all_mapped
 
@@ -139,7 +140,7 @@ class HostSpace:
 
     def __init__(self, name: str, view: FileView, elf: ElfFacts) -> None:
         self.name = name
-        loads = elf.loads
+        loads = elf.held_loads()        # a core cut short: the rest of a segment is absent
         loads = loads[loads["p_memsz"] > 0]
         held = loads[loads["p_filesz"] > 0]
         self.held = SegmentedSpace(name, view, held["p_vaddr"], held["p_filesz"], held["p_offset"],
@@ -382,7 +383,29 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
         "devices": len(facts.state.devices),
     }
     return Dump(path=view.name, format="qemu-core", space=space, info=info, qemu=facts.state,
-                files=opened)
+                files=opened, absent=_absent_guest_ram(view, elf, host, facts.guest_ram, space))
+
+
+def _absent_guest_ram(view: FileView, elf: ElfFacts, host: HostSpace, runs: list[GuestRamRun],
+                      space: GuestRamSpace | None) -> Absent | None:
+    """What the core lacks of guest RAM: a core cut short loses the tails of its segments (guest
+    RAM among them); a core written with ``dump-guest-core=off`` holds none of it, by design."""
+    parts = []
+    if elf.cut_loads():
+        lost = []
+        for r in runs:          # guest RAM whose host pages fall in a mapping the core lacks
+            lo = np.maximum(host.absent_starts, np.uint64(r.hva))
+            hi = np.minimum(host.absent_ends, np.uint64(r.hva + r.size))
+            lost += [(r.gpa + int(a) - r.hva, int(b - a)) for a, b in zip(lo, hi) if b > a]
+        parts.append(part_of("cut-short", view.name,
+                             f"the file ends at offset {view.size:#x}, its program headers say "
+                             f"{elf.segments_end:#x}; {len(elf.cut_loads())} segment(s) of QEMU's "
+                             f"memory lose their tail", lost))
+    elif space is None and runs:
+        parts.append(part_of("not-dumped", view.name,
+                             "QEMU ran with dump-guest-core=off (guest RAM was MADV_DONTDUMP)",
+                             [(r.gpa, r.size) for r in runs]))
+    return absent_of(parts)
 
 
 def _absent_mappings(host: HostSpace, files: list[MappedFile]) -> list[dict[str, Any]]:

@@ -58,6 +58,7 @@ from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACK
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
 from vdecode.virtio.transport import guest_reads_isr
+from vdecode.virtio.layouts import ring_areas
 
 _U16 = 0x10000
 
@@ -230,6 +231,13 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile, *,
     return machine.with_state(replace(machine.state, devices=devices)), notes
 
 
+def _ring_absent(space, q: VirtQueueState, packed: bool) -> bool:
+    """Whether the queue's ring lies in bytes the dump lacks (``space.absent``)."""
+    absent = getattr(space, "absent", None)
+    return absent is not None and any(a and absent.covers(a, z) and not space.is_present(a, z)
+                                      for _, a, z in ring_areas(q, packed))
+
+
 def _features_from_rings(machine: VirtioMachine, dev: VirtIODeviceState) -> VirtIODeviceState:
     """The negotiated feature bits a device's rings show, when its log holds no status reply
     (QEMU 11.1.x aborts on x-query-virtio-status, so a log of it has none): marked
@@ -311,6 +319,8 @@ def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Pro
         except (MissingData, _Stopped) as err:
             if isinstance(err, _Stopped):
                 queues[qn] = err.queue
+            elif _ring_absent(machine.space, q, packed):
+                continue            # the ring stage said so, once per device
             notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
                          f"log's counters")
             continue
