@@ -147,6 +147,22 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
     return inputs
 
 
+def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                  vm: str | None, cache_dir: str | None, binary: str | None,
+                  qemu_release: str | None = None):
+    """The one :class:`vdecode.api.Machine` of a command's inputs (``vdecode.open``), with progress
+    bars while a compressed dump is unpacked or guest RAM is scanned, and the log readers'
+    warnings on stderr."""
+    from vdecode.api import open as open_machine
+    from vdecode.render.text import progress_bar
+
+    machine = open_machine(*dumps, log=logs, log_format=log_format, vm=vm, cache_dir=cache_dir,
+                           qemu=qemu_release, binary=binary, progress=progress_bar)
+    for w in machine.warnings:
+        click.echo(f"vdecode: warning: {w}", err=True)
+    return machine
+
+
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
              "oldest first.")
 _CACHE_HELP = ("Where compressed inputs are decompressed (default $VDECODE_CACHE, else "
@@ -434,46 +450,17 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                  show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
-    from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
-    from vdecode.reconstruct.postmortem.index_motion import log_pace
-    from vdecode.reconstruct.state.session import build_session
-    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices, select_queue
-    from vdecode.render.text import progress_bar, render_view_text
-    from vdecode.render.view_json import render_view_json
+    from vdecode.render.text import render_view_text
 
-    inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
-    opened, knowledge = inputs.dump, inputs.knowledge
-    dump = dumps[0] if len(dumps) == 1 else " + ".join(dumps)
-    log_path = logs[-1] if logs else None
-    with opened:
-        session = build_session(inputs, qemu_release)
-        profile, machine, notes = session.profile, session.machine, list(session.notes)
-        logged, log_end = session.logged, session.log_end
-        chosen = select_devices(machine.state.devices, device)
-        select_queue(chosen, queue)            # before reading anything: status 3 and what is there
-        selected = {d.canonical_path for d in chosen}
-        findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
-                                        queue=queue,      # only the queues asked about are read
-                                        pace=log_pace(knowledge))
-        carved = None
-        if knowledge is None and opened.qemu is None and opened.space is not None:
-            from vdecode.reconstruct.rings.match import group_by_device
-            from vdecode.virtio.carve import carve_rings
-            with progress_bar("scanning guest RAM for rings") as tick:
-                rings = carve_rings(opened.space, progress=tick)
-            carved = group_by_device(opened.space, rings)
-            notes = []
-        view = build_view(machine, profile, findings, walks, dump_path=dump,
-                          dump_format=opened.format, log_path=log_path, device=device,
-                          queue=queue, show_all=show_all, notes=notes,
-                          carved=carved, log_end=utc_text(log_end), absent=opened.absent)
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+        view = machine.view(device, queue, show_all=show_all)
     if as_json:
-        click.echo(render_view_json(view), nl=False)
+        click.echo(view.to_json(), nl=False)
     else:
         tty = sys.stdout.isatty()
         width = _terminal_width(80) if tty else 80
-        click.echo(render_view_text(view, width=max(40, width), color=tty, compact=not verbose,
-                                    show_all=show_all), nl=False)
+        click.echo(render_view_text(view.data, width=max(40, width), color=tty,
+                                    compact=not verbose, show_all=show_all), nl=False)
 
 
 @cli.command("bundle")
