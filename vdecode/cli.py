@@ -247,15 +247,14 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
     from vdecode.output_paths import check_output
     from vdecode.reconstruct.qmp.error_replies import qmp_error
-    from vdecode.reconstruct.state.session import build_session, make_monitor, qemu_identity
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
     if socket_path:
         check_output(socket_path, "the socket (--socket)", [*dumps, *logs, binary], socket=True)
-    session = build_session(_open_inputs(dumps, logs, log_format, vm, cache_dir, binary),
-                            qemu_release)
+    machine = _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release)
+    session = machine.session
     opened, knowledge, profile = session.dump, session.knowledge, session.profile
-    machine, notes = session.machine, session.notes
+    notes = session.notes
     # which profile answers: said when no core or log names the release (or they name none shipped)
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
     if not (opened.qemu or knowledge or qemu_release):
@@ -265,7 +264,6 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
                 for p in opened.absent.parts] + said
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
-    version, package = qemu_identity(knowledge, opened.qemu)
 
     monitors: list = []          # one per connection; each goes on from the last one's state
 
@@ -277,8 +275,7 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
         return qmp_error(profile, "json_parse", msg).reply()
 
     def new_monitor():
-        start = monitors[-1].machine if monitors else machine
-        monitors.append(make_monitor(start, profile, version, package))
+        monitors.append(machine.monitor(monitors[-1].machine if monitors else None))
         return monitors[-1]
 
     if socket_path:
