@@ -24,7 +24,7 @@ from typing import Any
 from vdecode.errors import UnsupportedInput, VdecodeError
 from vdecode.frozen import record
 
-__all__ = ("open", "Machine", "View", "Selection", "Device", "Queue", "Rings", "Indices", "Chain", "Descriptor",
+__all__ = ("open", "Machine", "View", "Report", "Selection", "Device", "Queue", "Rings", "Indices", "Chain", "Descriptor",
            "Preview", "UsedEntry", "Finding")
 
 @record(slots=True)
@@ -248,6 +248,15 @@ class View:
 
 
 @record
+class Report:
+    """What ``vdecode report`` draws (:meth:`Machine.report`): the view with every selected
+    queue's detail, and the QMP replies ``(command, arguments, reply)`` about the selection."""
+
+    view: View
+    qmp: tuple[tuple[str, Mapping[str, Any], Mapping[str, Any]], ...]
+
+
+@record
 class Selection:
     """``--device`` and ``--queue`` resolved once against the machine's devices: the devices'
     QOM paths (every device when ``device`` is ``None``) and the queue index, checked to exist.
@@ -393,6 +402,35 @@ class Machine:
                           carved=carved, log_end=utc_text(s.log_end), absent=self._dump.absent,
                           details=details)
         return View(freeze_deep(view))
+
+    def report(self, device: str | None = None, queue: int | None = None) -> Report:
+        """What ``vdecode report`` draws: the view with every selected queue's detail (every
+        chain and used entry), and the QMP replies about the selection (``x-query-virtio``, each
+        device's status, each drawn queue's status), asked of a monitor of their own, so
+        :meth:`qmp`'s session is not changed.
+
+        :raises NotInInput: as :meth:`select`.
+        """
+        view = self.view(device, queue, show_all=True, details=True)
+        replies: list[tuple[str, Any, Any]] = []
+        if self.qemu_state != "none":
+            from vdecode.frozen import freeze_deep
+            from vdecode.render.qmp_json import encode
+            mon = self.monitor()
+            mon.handle({"execute": "qmp_capabilities"})
+
+            def ask(command: str, **args: Any) -> None:
+                request: dict[str, Any] = {"execute": command}
+                if args:
+                    request["arguments"] = args
+                reply = json.loads(encode(mon.handle(request)))
+                replies.append((command, freeze_deep(args), freeze_deep(reply)))
+            ask("x-query-virtio")
+            for dev in view.data["devices"]:
+                ask("x-query-virtio-status", path=dev["path"])
+            for d in view.data["queue_detail"]:
+                ask("x-query-virtio-queue-status", path=d["device"], queue=d["index"])
+        return Report(view, tuple(replies))
 
     # -- the view's data as records -------------------------------------------------------------
     def _devices(self, paths: set[str] | None, queue: int | None

@@ -495,6 +495,76 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                f"{report.counts['buffers']} buffers)")
 
 
+def _write_text(path: str, what: str, text: str) -> None:
+    """Write an output file; an error writing it (a full disk) is one line, no half file left."""
+    from vdecode.errors import OutputError
+
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as err:
+        import os
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise OutputError(path, f"cannot write {what}: {err.strerror or err}") from None
+
+
+@cli.command("report")
+@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
+@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
+@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
+@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="The HTML page to write (one self-contained file).")
+@click.option("--device", default=None, help="Only this device (as the view's --device).")
+@click.option("--queue", type=QUEUE_INDEX, default=None, help="Only this queue (0-1023).")
+@click.option("--svg", "svg_path", default=None, type=click.Path(dir_okay=False),
+              help="Write one queue's picture alone (an SVG file); needs --queue.")
+@click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                   vm: str | None, output: str | None, device: str | None, queue: int | None,
+                   svg_path: str | None, qemu_release: str | None, binary: str | None,
+                   cache_dir: str | None) -> None:
+    """One HTML page to attach to a bug report: each queue's ring drawn, the findings with their
+    evidence, the log-versus-dump changes, the chains and the QMP replies (docs/report.md)."""
+    from vdecode.output_paths import check_output
+
+    if output is None and svg_path is None:
+        raise click.UsageError("give -o FILE.html, --svg FILE.svg or both")
+    if svg_path is not None and queue is None:
+        raise click.UsageError("--svg draws one queue: give --queue (and --device when several "
+                               "devices have it)")
+    for path, what in ((output, "the report (-o)"), (svg_path, "the picture (--svg)")):
+        if path is not None:
+            check_output(path, what, [*dumps, *logs, binary])
+    from vdecode.render.report_html import render_report_html
+    from vdecode.render.ring_svg import ring_svg
+
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+        report = machine.report(device, queue)
+    if svg_path is not None:
+        details = report.view.data["queue_detail"]
+        if len(details) != 1:
+            from vdecode.errors import NotInInput
+            listing = "; ".join(d["device"] for d in details)
+            raise NotInInput("--svg", f"{len(details)} devices have queue {queue} ({listing}): "
+                                      f"choose one with --device")
+        _write_text(svg_path, "the picture", '<?xml version="1.0" encoding="UTF-8"?>\n'
+                    + ring_svg(details[0], standalone=True))
+        click.echo(f"{svg_path}: queue {queue} of {details[0]['device']}")
+    if output is not None:
+        page = render_report_html(report)
+        _write_text(output, "the report", page)
+        rings = page.count('<svg class="ring"')
+        click.echo(f"{output}: {len(page.encode())} bytes, {rings} ring picture(s), "
+                   f"{len(report.view.data['findings'])} finding(s)")
+
+
 @cli.command("triage")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per VM a line.")
