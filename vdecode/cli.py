@@ -546,14 +546,18 @@ def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
     from vdecode.render.ring_svg import ring_svg
 
     with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+        if svg_path is not None:           # one queue: said before anything is read
+            sel = machine.select(device, queue)
+            held = [d.canonical_path for d in machine.session.machine.state.devices
+                    if d.canonical_path in sel.paths and getattr(d.queues.get(queue), "vring_num",
+                                                                 0)]
+            if len(held) > 1:
+                from vdecode.errors import NotInInput
+                raise NotInInput("--svg", f"{len(held)} devices have queue {queue} "
+                                          f"({'; '.join(held)}): choose one with --device")
         report = machine.report(device, queue)
     if svg_path is not None:
         details = report.view.data["queue_detail"]
-        if len(details) != 1:
-            from vdecode.errors import NotInInput
-            listing = "; ".join(d["device"] for d in details)
-            raise NotInInput("--svg", f"{len(details)} devices have queue {queue} ({listing}): "
-                                      f"choose one with --device")
         _write_text(svg_path, "the picture", '<?xml version="1.0" encoding="UTF-8"?>\n'
                     + ring_svg(details[0], standalone=True))
         click.echo(f"{svg_path}: queue {queue} of {details[0]['device']}")
@@ -576,20 +580,65 @@ def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds to wait for --scheduler to answer.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the fleet as one HTML page (one row per VM, grouped by verdict).")
+@click.option("--pictures", is_flag=True,
+              help="With --html: write each VM's report (vdecode report) beside it, in "
+                   "FILE's name + '-vms/', linked from its row and its queues.")
 def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
-                   scheduler: str | None, timeout: float, cache_dir: str | None) -> None:
+                   scheduler: str | None, timeout: float, cache_dir: str | None,
+                   html_path: str | None, pictures: bool) -> None:
     """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
     from vdecode.triage import output, run_triage
 
+    if pictures and html_path is None:
+        raise click.UsageError("--pictures goes with --html FILE")
+    if html_path is not None:
+        from vdecode.output_paths import check_output
+        check_output(html_path, "the fleet page (--html)", paths)
     with output.progress_bar("triage") as tick:
         records = run_triage(list(paths), workers=workers, scheduler=scheduler,
                              cache_dir=cache_dir, progress=tick, timeout=timeout)
+    if html_path is not None:
+        _fleet_page(html_path, records, pictures, cache_dir)
     if as_json or as_csv:
         click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
     else:
         tty = sys.stdout.isatty()
         width = _terminal_width(120) if tty else 120
         click.echo(output.render_table(records, width=width, color=tty), nl=False)
+
+
+def _fleet_page(path: str, records: list, pictures: bool, cache_dir: str | None) -> None:
+    """``triage --html``: the fleet page, and with ``--pictures`` each VM's report beside it
+    (a VM whose inputs no longer open gets no link and a warning)."""
+    import os
+    import re
+
+    from vdecode.render.fleet_html import render_fleet_html
+
+    pages: dict[str, str] = {}
+    if pictures:
+        from vdecode.api import open as open_machine
+        from vdecode.render.report_html import render_report_html
+
+        folder = os.path.splitext(os.path.basename(path))[0] + "-vms"
+        os.makedirs(os.path.join(os.path.dirname(path), folder), exist_ok=True)
+        for r in records:
+            ins = r["inputs"]
+            if ins["dump"] is None:
+                continue
+            name = f"{folder}/{re.sub(r'[^A-Za-z0-9._-]', '_', r['vm'])}.html"
+            try:
+                dumps = [ins["dump"]] + ([ins["memory"]] if ins["memory"] else [])
+                with open_machine(*dumps, log=ins["logs"], cache_dir=cache_dir) as machine:
+                    page = render_report_html(machine.report())
+            except VdecodeError as err:
+                click.echo(f"vdecode: warning: {r['vm']}: no report: {err}", err=True)
+                continue
+            _write_text(os.path.join(os.path.dirname(path), name), "a VM's report", page)
+            pages[r["vm"]] = name
+    _write_text(path, "the fleet page", render_fleet_html(records, pages))
 
 
 @cli.group("cache")
