@@ -37,6 +37,7 @@ def cli() -> None:
     vdecode DUMP [--log LOG] [--queue N]   post-mortem view of the virtio devices
     vdecode qmp DUMP [--log LOG]           an offline QMP monitor (QEMU 7.2's replies)
     vdecode qmp QEMU_CORE GUEST_DUMP       QEMU's state from its core, guest RAM from a dump
+    vdecode report DUMP -o FILE.html       one HTML page: each ring drawn, findings, QMP
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
     vdecode cache list|clear               the cache of decompressed inputs
@@ -639,6 +640,8 @@ def _fleet_page(path: str, records: list, pictures: bool, cache_dir: str | None)
             _write_text(os.path.join(os.path.dirname(path), name), "a VM's report", page)
             pages[r["vm"]] = name
     _write_text(path, "the fleet page", render_fleet_html(records, pages))
+    click.echo(f"vdecode: wrote {path}" + (f" and {len(pages)} VM report(s) in {folder}/"
+                                           if pictures else ""), err=True)
 
 
 @cli.group("cache")

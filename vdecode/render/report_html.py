@@ -157,7 +157,8 @@ def _qmp(replies) -> str:
 
 def _log_changes(view: dict[str, Any]) -> list[str]:
     """Findings that compare the log's replies with the dump, and the notes on it."""
-    items = [_finding(f, _where(f)) for f in view["findings"]
+    items = [f'<li><code>{_e(f["code"])}</code> {_where(f)}: {_e(f["title"])}</li>'
+             for f in view["findings"]
              if "log" in f["rule"] or any(str(k).startswith("log_") for k in f["evidence"])]
     items += [f"<li>{_e(n)}</li>" for n in view["notes"] if "log" in n]
     return items
@@ -175,7 +176,7 @@ def render_report_html(report) -> str:
     title = f"vdecode report: {inp['dump']}"
     body = [f"<h1>{_e(title)}</h1>",
             _table([("input", _e(inp["dump"])), ("format", _e(inp["format"])),
-                    ("QMP log", _e(inp["log"]) or "none"), ("QEMU state", _e(inp["qemu_state"])),
+                    ("QMP log (--log)", _e(inp["log"]) or "none"), ("QEMU state", _e(inp["qemu_state"])),
                     ("QEMU", _e(inp["qemu_version"]) or "unknown"),
                     ("log ends", _e(inp["log_end"]) or "&mdash;")])]
     if view.get("absent"):
