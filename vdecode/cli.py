@@ -201,11 +201,29 @@ _BINARY_HELP = ("For a QEMU process core: the qemu-system-* executable that ran 
                 "the core names); used only if its build-id is the core's.")
 
 
+def _options(*options):
+    """The decorator applying ``options`` in the order they are given (as written one above the
+    other): the blocks several commands share."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+_log_options = _options(
+    click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP),
+    click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough."),
+    click.option("--vm", default=None, help="The VM to take from a log with several."))
+_binary_and_cache_options = _options(
+    click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP),
+    click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP))
+
+
 @cli.command("info")
 @click.argument("dump", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | None) -> None:
     """What a dump holds: format, machine, RAM ranges, vCPUs, VMCOREINFO, page counts; for a
     QEMU core also the signal, the crashing thread, the binary and what the core left out."""
@@ -229,16 +247,13 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
 @cli.command("qmp")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
 @click.option("--connections", type=click.IntRange(min=1), default=None, hidden=True,
               help="Stop after this many socket connections (tests).")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                 vm: str | None, socket_path: str | None, connections: int | None,
                 qemu_release: str | None, binary: str | None, cache_dir: str | None) -> None:
@@ -430,9 +445,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @cli.command("view")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("--device", default=None, help="QOM path, device name, id or path component.")
 @click.option("--queue", type=QUEUE_INDEX, default=None,
               help="Decode this queue (0-1023): rings, chains, buffers.")
@@ -441,8 +454,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("-v", "--verbose", is_flag=True,
               help="Full form: status, features, descriptor tables, used entries, evidence.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, device: str | None, queue: int | None, as_json: bool,
                  show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
@@ -464,17 +476,14 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
 @cli.command("bundle")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The bundle to write (an ELF core; .vdb by convention).")
 @click.option("--full-buffers", is_flag=True,
               help="Keep whole pending/in-flight buffers (bounded), not only their first bytes.")
 @click.option("--redact", is_flag=True,
               help="Zero buffer payloads (device request headers stay) for data you may not share.")
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                    vm: str | None, output: str, full_buffers: bool, redact: bool,
                    binary: str | None, cache_dir: str | None) -> None:
@@ -515,9 +524,7 @@ def _write_text(path: str, what: str, text: str) -> None:
 @cli.command("report")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="The HTML page to write (one self-contained file).")
 @click.option("--device", default=None, help="Only this device (as the view's --device).")
@@ -525,8 +532,7 @@ def _write_text(path: str, what: str, text: str) -> None:
 @click.option("--svg", "svg_path", default=None, type=click.Path(dir_okay=False),
               help="Write one queue's picture alone (an SVG file); needs --queue.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                    vm: str | None, output: str | None, device: str | None, queue: int | None,
                    svg_path: str | None, qemu_release: str | None, binary: str | None,
