@@ -281,7 +281,7 @@ class Machine:
     """
 
     def __init__(self, session, notes: list[str], *, paths: tuple[str, ...] = (),
-                 logs: tuple[str, ...] = (), progress=None) -> None:
+                 logs: tuple[str, ...] = (), progress=None, carve: bool = True) -> None:
         self._session = session                  # reconstruct.state.session.Session: frozen
         self._dump, self._knowledge = session.dump, session.knowledge
         self._profile, self._machine = session.profile, session.machine
@@ -290,6 +290,7 @@ class Machine:
         self._paths = paths or (self._dump.path,)
         self._logs = logs
         self._progress = progress                # label -> context manager giving a tick
+        self._carve = carve                      # False: never scan guest RAM for rings
         self._walks: dict[tuple, tuple] = {}     # (paths or None, queue) -> (findings, walks)
 
     # -- identity -------------------------------------------------------------------------------
@@ -365,8 +366,9 @@ class Machine:
     @cached_property
     def carved(self) -> list | None:
         """The rings carved from guest RAM (``rings.kinds.DeviceGroup`` list) when neither a log
-        nor a core says where QEMU's rings are; ``None`` otherwise. Scanned once."""
-        if self._knowledge is not None or self._dump.qemu is not None or self._dump.space is None:
+        nor a core says where QEMU's rings are (and the machine was made to carve); ``None``
+        otherwise. Scanned once."""
+        if not self._carve or self._knowledge is not None or self._dump.qemu is not None or self._dump.space is None:
             return None
         from vdecode.reconstruct.rings.match import group_by_device
         from vdecode.virtio.carve import carve_rings
@@ -431,6 +433,13 @@ class Machine:
             for d in view.data["queue_detail"]:
                 ask("x-query-virtio-queue-status", path=d["device"], queue=d["index"])
         return Report(view, tuple(replies))
+
+    @property
+    def stage_findings(self) -> tuple:
+        """Every finding as the post-mortem stage made it
+        (:class:`~vdecode.reconstruct.postmortem.findings.Finding`), in :attr:`findings`' order:
+        what a bundle's ``VDB_FINDINGS`` holds."""
+        return tuple(self._found(None, None)[0])
 
     # -- the view's data as records -------------------------------------------------------------
     def _devices(self, paths: set[str] | None, queue: int | None
@@ -568,7 +577,7 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
         ``tick(done, total)`` callable (the CLI's progress bars), for decompressing and carving.
     :raises VdecodeError: an input vdecode cannot use (``InputError``, ``CorruptInput``, ...).
     """
-    from vdecode.reconstruct.state.session import build_session, open_inputs
+    from vdecode.reconstruct.state.session import open_inputs
 
     if not paths:
         raise TypeError("vdecode.open() needs a dump")
@@ -579,6 +588,23 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     else:
         with progress("decompressing") as tick:
             inputs = open_inputs(paths, logs, progress=tick, **kw)
+    return machine_of(inputs, qemu, paths=tuple(str(p) for p in paths),
+                      logs=tuple(str(p) for p in logs), progress=progress)
+
+
+def machine_of(inputs, qemu: str | None = None, *, carve: bool = True, paths: tuple[str, ...] = (),
+               logs: tuple[str, ...] = (), progress=None) -> Machine:
+    """The machine of inputs already opened (``reconstruct.state.session.Inputs``): what
+    :func:`open` does once the files are open, for the callers that open them their own way
+    (triage's per-VM pairing, the bundle writer's recording space).
+
+    :param carve: whether the view may scan guest RAM for rings when nothing says where they
+        are; triage and the bundle writer do not (a fleet record and a bundle stay as small and as
+        quick as the inputs' own state allows).
+    :raises VdecodeError: as :func:`open`; the inputs are closed then.
+    """
+    from vdecode.reconstruct.state.session import build_session
+
     try:
         session = build_session(inputs, qemu)
     except VdecodeError:
@@ -588,5 +614,4 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     said = [p.headline()
             for p in (absent.parts if absent is not None else ())]
     return Machine(session, [*said, *(f"warning: {w}" for w in inputs.warnings), *session.notes],
-                   paths=tuple(str(p) for p in paths), logs=tuple(str(p) for p in logs),
-                   progress=progress)
+                   paths=paths, logs=logs, progress=progress, carve=carve)

@@ -489,12 +489,14 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                    binary: str | None, cache_dir: str | None) -> None:
     """Write one small file (an ELF core) that reproduces vdecode's answers for a bug report."""
     from vdecode.output_paths import check_output
-    from vdecode.render.bundle_writer import write_bundle
+    from vdecode.api import machine_of
+    from vdecode.render.bundle_writer import recording, write_bundle
 
     check_output(output, "the bundle (-o)", [*dumps, *logs, binary])
     inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
-    with inputs.dump:
-        report = write_bundle(output, inputs, full_buffers=full_buffers, redact=redact, vm=vm)
+    # the machine reads through a recorder: the bundle keeps what its answers read; no carving
+    with machine_of(recording(inputs), carve=False) as machine:
+        report = write_bundle(output, machine, full_buffers=full_buffers, redact=redact, vm=vm)
     for n in report.notes:
         click.echo(f"vdecode: note: {n}", err=True)
     for x in report.limits:

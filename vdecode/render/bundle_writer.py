@@ -24,7 +24,7 @@ from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.evidence import (HEADER_BYTES, KeepPlan, RecordingSpace,
                                           carved_evidence, clip, plan_kept_memory,
                                           sweep_queries)
-from vdecode.reconstruct.state.session import Inputs, build_session
+from vdecode.reconstruct.state.session import Inputs
 from vdecode.render.elf_core import EM_X86_64, LoadSegment, write_elf_core
 from vdecode.render.log_view import render_log_jsonl
 from vdecode.sources.bundle_notes import (BUNDLE_VERSION, NOTE_OWNER, VDB_FINDINGS, VDB_META,
@@ -37,7 +37,7 @@ from vdecode.space.base import AddressSpace, Gpa
 from vdecode.space.dump import Dump
 from vdecode.space.ram_map import RamMap, merge_spans
 
-__all__ = ("write_bundle", "state_to_json", "BundleReport")
+__all__ = ("write_bundle", "recording", "state_to_json", "BundleReport")
 
 PAGE = 4096
 
@@ -99,16 +99,22 @@ def _file_facts(path: str, fmt: str | None) -> dict[str, Any]:
     return {"file": os.path.basename(path), "format": fmt, "size": size}
 
 
-def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | None = None,
-                 header_bytes: int = HEADER_BYTES, full_buffers: bool = False,
-                 redact: bool = False, vm: str | None = None) -> BundleReport:
-    """Write the bundle of the opened ``inputs`` (the dump, and the QMP log's knowledge if any,
-    embedded as ``VDB_QMP_LOG``) to ``out``. The machine is built by
-    :func:`~vdecode.reconstruct.state.session.build_session`, as for every other answer, over a
-    space that records what the answers read.
+def recording(inputs: Inputs) -> Inputs:
+    """``inputs`` with the dump read through a :class:`RecordingSpace`: what the machine a bundle
+    is written from is made over (``vdecode.api.machine_of(recording(inputs), carve=False)``), so
+    that the bundle keeps the guest pages its answers read."""
+    space = inputs.dump.space
+    return _reading_through(inputs, RecordingSpace(space) if space is not None else None)
 
-    :param inputs: from :func:`~vdecode.reconstruct.state.session.open_inputs`; not changed.
-    :param requested: the QEMU release asked for (``--qemu``), as ``build_session`` takes it.
+
+def write_bundle(out: str | os.PathLike, machine, *, header_bytes: int = HEADER_BYTES,
+                 full_buffers: bool = False, redact: bool = False,
+                 vm: str | None = None) -> BundleReport:
+    """Write the bundle of ``machine`` (a :class:`vdecode.api.Machine` made over
+    :func:`recording` inputs: the dump, and the QMP log's knowledge if any, embedded as
+    ``VDB_QMP_LOG``) to ``out``. The machine computed the answers; this only asks it (every QMP
+    question once, the view) and writes the pages those answers read.
+
     :param header_bytes: bytes kept at the start of each pending/in-flight buffer.
     :param full_buffers: keep whole buffers (each and all bounded) instead of their headers.
     :param redact: write buffer payloads as zeros (device request headers stay), ring areas
@@ -117,12 +123,14 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
     :return: a :class:`BundleReport`.
     """
     out = Path(out)
-    dump, knowledge, logs = inputs.dump, inputs.knowledge, list(inputs.logs)
+    session = machine.session
+    dump, knowledge, logs = session.dump, session.knowledge, list(session.inputs.logs)
     qemu_json = state_to_json(dump.qemu) if dump.qemu is not None else None
-    space = dump.space
-    recorder = RecordingSpace(space) if space is not None else None
-    session = build_session(_reading_through(inputs, recorder), requested)
-    machine, notes, profile = session.machine, list(session.notes), session.profile
+    recorder = dump.space
+    if recorder is not None and not isinstance(recorder, RecordingSpace):
+        raise TypeError("write_bundle needs a machine made over recording(inputs)")
+    space = recorder.inner if recorder is not None else None
+    vm_state, notes, profile = session.machine, list(session.notes), session.profile
     if dump.absent is not None:       # first: the bundle stands for an input that lacked bytes
         notes = [p.headline()
                  for p in dump.absent.parts] + notes
@@ -131,15 +139,15 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
         plan = KeepPlan()
     else:
         # what every answer reads (building the machine, then each question once), kept as is
-        sweep_queries(machine, profile)
-        reads = recorder.reads
+        sweep_queries(vm_state, profile)
+        reads = list(recorder.reads)
         if recorder.scanned:
             reads = [*reads, *carved_evidence(space)]
-        plan = plan_kept_memory(machine, space, header_bytes=header_bytes,
+        plan = plan_kept_memory(vm_state, space, header_bytes=header_bytes,
                                 full_buffers=full_buffers, redact=redact, recorded=reads)
-    summary = _summary(dump, knowledge, machine, plan, notes)
+    summary = _summary(dump, knowledge, vm_state, plan, notes)
     if space is not None:
-        findings, view_reads = _view_pass(inputs, requested, space)
+        findings, view_reads = _view_pass(machine, recorder)
         # What the view reads beyond the answers' needs is buffer bytes: kept, and redactable.
         ram = RamMap.of(space).pairs()
         plan.buffers = clip(merge_spans([*plan.buffers, *view_reads]), ram)
@@ -245,22 +253,14 @@ def _reading_through(inputs: Inputs, space: AddressSpace | None) -> Inputs:
     return dataclasses.replace(inputs, dump=dataclasses.replace(inputs.dump, space=space))
 
 
-def _view_pass(inputs: Inputs, requested: str | None,
-               space: AddressSpace) -> tuple[list | None, list[tuple[int, int]]]:
-    """Findings as JSON and the guest memory the post-mortem view reads (buffer previews): the
-    same session built again over a fresh recorder, so that these reads are told apart from the
-    QMP answers' (they are buffer bytes, kept and redactable)."""
-    from vdecode.reconstruct.postmortem.index_motion import log_pace
-    from vdecode.reconstruct.postmortem.findings import find_findings
-    from vdecode.reconstruct.postmortem.view_model import build_view
-    recorder = RecordingSpace(space)
-    s = build_session(_reading_through(inputs, recorder), requested)
-    findings, walks = find_findings(s.machine, s.profile, s.logged, s.log_end,
-                                    pace=log_pace(s.knowledge))
-    build_view(s.machine, s.profile, findings, walks, dump_path=inputs.dump.path,
-               dump_format=inputs.dump.format, log_path=None, device=None, queue=None,
-               show_all=True, notes=list(s.notes))
-    return [dataclasses.asdict(f) for f in findings], recorder.reads
+def _view_pass(machine, recorder: RecordingSpace) -> tuple[list, list[tuple[int, int]]]:
+    """Findings as JSON and the guest memory the post-mortem view reads beyond the QMP answers
+    (buffer previews): what the recorder gets while the machine computes its findings and view,
+    told apart from the answers' reads (they are buffer bytes, kept and redactable)."""
+    start = len(recorder.reads)
+    findings = machine.stage_findings
+    machine.view(show_all=True)
+    return [dataclasses.asdict(f) for f in findings], recorder.reads[start:]
 
 
 def _summary(dump: Dump, knowledge: LogKnowledge | None, machine, plan: KeepPlan,

@@ -1,8 +1,7 @@
 """One VM's triage record, built in a worker from a :class:`~vdecode.triage.discover.VmJob`.
 
 The record is what ``vdecode DUMP --log LOG... --json`` would show, condensed: it asks the same
-pipeline (``session.profile_for`` and ``session.build_machine``, ``findings.find_findings``,
-``view_model.build_view``) and keeps, per device and queue, the state and the findings. The
+machine (:func:`vdecode.api.machine_of`, made not to carve) and keeps, per device and queue, the state and the findings. The
 worst finding is the first of ``find_findings``' order (errors, then warnings; info findings
 are not problems), and a queue's state is the view's ``health``.
 
@@ -17,6 +16,7 @@ the other VMs' records, which is the one place vdecode catches more than ``Vdeco
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from typing import Any
 
@@ -68,8 +68,6 @@ def _read_logs(job: VmJob, errors: list, warnings: list):
 def _open(job: VmJob, errors: list):
     """``(dump, memory path or None, unused)``: the first dump that opens; a QEMU core without
     guest RAM takes the guest memory of the next guest dump that opens."""
-    from vdecode.space.absence import absent_of
-    from vdecode.space.dump import Dump
     from vdecode.space.open import open_dump
 
     primary = memory = None
@@ -94,34 +92,31 @@ def _open(job: VmJob, errors: list):
             d.close()
             unused.append({"path": path, "reason": f"same VM: {primary.path} is used"})
     if primary is not None and memory is not None:
-        core_parts = [p for p in (primary.absent.parts if primary.absent else ())
-                      if p.kind != "not-dumped"]          # the guest dump's RAM is used
-        combined = Dump(path=primary.path, format=primary.format, space=memory.space,
-                        info=primary.info, qemu=primary.qemu, files=primary.files + memory.files,
-                        qmp_log=primary.qmp_log,
-                        absent=absent_of([*core_parts, *(memory.absent.parts if memory.absent
-                                                          else ())]))
-        return combined, memory.path, unused
+        from vdecode.space.dump import combine
+        try:           # the check `vdecode qmp CORE GUEST_DUMP` makes: one VM at one instant
+            combined = combine(primary, memory)
+        except VdecodeError as err:
+            errors.append(_error(memory.path, err))
+            memory.close()
+            return primary, None, unused
+        # the record names the core's format, as for a core with its own guest RAM
+        return dataclasses.replace(combined, format=primary.format), memory.path, unused
     return primary, None, unused
 
 
 def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]:
-    """The view model of ``vdecode DUMP --json`` (the same calls as ``cli.view_command``, without
-    carving), and the profile's version."""
-    from vdecode.reconstruct.postmortem.index_motion import log_pace
-    from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
-    from vdecode.reconstruct.state.session import Inputs, build_session
-    from vdecode.reconstruct.postmortem.view_model import build_view
+    """The view model of ``vdecode DUMP --json`` from the one machine every command builds
+    (:func:`vdecode.api.machine_of`), made not to carve: a record rests on the inputs' own state),
+    and the profile's version."""
+    import json
 
-    session = build_session(Inputs(opened, knowledge))
-    profile, machine = session.profile, session.machine
-    findings, walks = find_findings(machine, profile, session.logged, session.log_end,
-                                    pace=log_pace(session.knowledge))
-    view = build_view(machine, profile, findings, walks, dump_path=opened.path,
-                      dump_format=opened.format, log_path=log_path,
-                      notes=list(session.notes), log_end=utc_text(session.log_end),
-                      absent=opened.absent)
-    return view, profile.version
+    from vdecode.api import machine_of
+    from vdecode.reconstruct.state.session import Inputs
+
+    machine = machine_of(Inputs(opened, knowledge), logs=(log_path,) if log_path else (),
+                         carve=False)
+    # plain JSON values, as a record is (the view's data is frozen)
+    return json.loads(machine.view().to_json()), machine.profile.version
 
 
 def _finding(f: dict[str, Any]) -> dict[str, Any]:
