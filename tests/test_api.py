@@ -156,6 +156,70 @@ def test_the_profile_is_chosen_once_per_run(monkeypatch):
     assert res.exit_code == 0 and len(calls) == 1
 
 
+def _count_release_decisions(monkeypatch) -> list:
+    """Every time a QEMU release is decided from the inputs' evidence: a profile chosen for a
+    version that has no folder of its own (``7.2.22`` -> ``7.2``, :func:`profiles.nearest_version`),
+    or the newest assumed (``load_profile()``). Loading a shipped folder by name is not one."""
+    from vdecode import profiles
+    from vdecode.reconstruct.state import session
+
+    calls = []
+    nearest, load = profiles.nearest_version, profiles.load_profile
+
+    def counted_nearest(want, have):
+        if want not in have:
+            calls.append(want)
+        return nearest(want, have)
+
+    def counted_load(version=None, **kw):
+        if version is None:
+            calls.append("newest")
+        return load(version, **kw)
+
+    for module in (profiles, session):
+        monkeypatch.setattr(module, "nearest_version", counted_nearest)
+        monkeypatch.setattr(module, "load_profile", counted_load)
+    return calls
+
+
+def _release_decisions_per_run(calls, runs) -> list[tuple[str, int]]:
+    from click.testing import CliRunner
+
+    from vdecode.cli import cli
+    made = []
+    for args in runs:
+        calls.clear()
+        res = CliRunner().invoke(cli, [str(a) for a in args])
+        assert res.exit_code == 0, res.output
+        made.append((str(args[0]), len(calls)))
+    return made
+
+
+def test_the_release_is_decided_once_per_cli_run(monkeypatch, tmp_path):
+    """The view, QMP, a bundle and triage (one VM) each decide the QEMU release once."""
+    calls = _count_release_decisions(monkeypatch)
+    sample = ROOT / "samples" / "basic-core.vdb"
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / sample.name).symlink_to(sample)
+    runs = [("view", sample, "--queue", "0"), ("qmp", sample), ("report", sample, "-o",
+            tmp_path / "r.html"), ("bundle", sample, "-o", tmp_path / "b.vdb"),
+            ("triage", "--workers", "1", tmp_path / "fleet")]
+    assert _release_decisions_per_run(calls, runs) == [(r[0], 1) for r in runs]
+
+
+def test_the_core_reader_decides_the_release_for_the_machine(monkeypatch, captures, tmp_path):
+    """A real QEMU core: the reader decides the release (its layouts are tried in its light) and
+    the machine answers with that profile, deciding nothing again; the same with a log."""
+    c = captures["basic"]
+    core, log = c.dump("qemu-core"), c.log("early")
+    with vdecode.open(str(core)) as m:
+        assert m.session.dump.qemu.release == m.profile.version == "7.2"
+    calls = _count_release_decisions(monkeypatch)
+    runs = [("view", core, "--queue", "0"), ("qmp", core), ("view", core, "--log", log),
+            ("bundle", core, "-o", tmp_path / "b.vdb")]
+    assert _release_decisions_per_run(calls, runs) == [(r[0], 1) for r in runs]
+
+
 def test_open_takes_qemu_as_the_cli_does():
     """``qemu=`` is ``--qemu``: the log's greeting wins and the machine says it ignored it."""
     with vdecode.open(ROOT / "samples" / "mixed-elf-early.vdb", qemu="10.0") as m:

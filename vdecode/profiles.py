@@ -149,6 +149,16 @@ def nearest_version(want: str, have: list[str]) -> tuple[str, bool]:
     return min(have, key=dist), False
 
 
+def decide_release(version: tuple[int, ...] | None) -> str | None:
+    """The shipped profile release that answers for QEMU ``version`` (``(7, 2, 22)`` -> ``"7.2"``,
+    the nearest when none is shipped for it), or ``None`` for no version: the one decision of a
+    run's release from its inputs' evidence, made by the core reader (or by the session for a
+    log's greeting), and passed down from there."""
+    if not version:
+        return None
+    return nearest_version(".".join(map(str, version)), available_versions())[0]
+
+
 def load_profile(version: str | None = None, *, reason: str | None = None) -> Profile:
     """The profile for a QEMU version (``"7.2"`` or ``"10.0.2"``); the newest when not given.
 
@@ -170,8 +180,15 @@ def load_profile(version: str | None = None, *, reason: str | None = None) -> Pr
         return Profile(version=v, folder=formats_dir() / f"qemu-{v}",
                        reason=reason or f"no QEMU version in the inputs: the newest profile, {v} "
                                         f"(--qemu VERSION picks another)")
-    v, exact = nearest_version(version, have)
-    warning = None if exact else (f"QEMU {version} has no profile (have: {', '.join(have)}): "
-                                  f"answering with the nearest, {v}")
-    return Profile(version=v, folder=formats_dir() / f"qemu-{v}", reason=reason or "",
+    return release_profile(nearest_version(version, have)[0], version, reason=reason)
+
+
+def release_profile(release: str, version: str, *, reason: str | None = None) -> Profile:
+    """The profile of the shipped ``release`` decided for QEMU ``version``
+    (:func:`decide_release`), its ``warning`` saying so when it is not the release's own."""
+    exact = ".".join(version.split(".")[:2]) == release
+    warning = None if exact else (f"QEMU {version} has no profile (have: "
+                                  f"{', '.join(available_versions())}): answering with the "
+                                  f"nearest, {release}")
+    return Profile(version=release, folder=formats_dir() / f"qemu-{release}", reason=reason or "",
                    warning=warning)

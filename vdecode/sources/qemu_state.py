@@ -184,6 +184,11 @@ class QemuVirtioState:
     labels: tuple[tuple[str, int, str], ...] = ()
     #: where ``labels`` were read (the executable's path)
     labels_from: str | None = None
+    #: the profile release the core reader decided for this QEMU (``"7.2"``), once: the layouts
+    #: are tried in its light and the machine answers with its profile; ``None`` for a log's state
+    #: or a bundle's (the profile is decided from ``qemu_version`` then). Not compared: how the
+    #: release was decided is not QEMU's state.
+    release: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _keep(self, "devices", tuple(self.devices))

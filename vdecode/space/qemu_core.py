@@ -342,7 +342,7 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
     if bin_view is not None:
         # the build's own strings (gcore keeps no .rodata: the executable has them)
         from vdecode.sources.qemu_core.strings import build_labels
-        labels = build_labels(bin_view.name, facts.state.qemu_version)
+        labels = build_labels(bin_view.name, facts.state.release)
         if labels:
             facts = replace(facts, state=replace(facts.state, labels=labels,
                                                  labels_from=bin_view.name))

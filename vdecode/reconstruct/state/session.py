@@ -16,7 +16,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vdecode.frozen import record
-from vdecode.profiles import LearnedLabel, Profile, load_profile
+from vdecode.profiles import (LearnedLabel, Profile, available_versions, decide_release,
+                               load_profile, nearest_version, release_profile)
 from vdecode.reconstruct.state.instant import advance_to_dump
 from vdecode.reconstruct.state.log_state import state_from_log
 from vdecode.reconstruct.qmp.error_replies import not_known
@@ -77,8 +78,10 @@ def profile_for(knowledge: LogKnowledge | None, core: QemuVirtioState | None,
     else:
         return load_profile(None)
     dotted = ".".join(map(str, v))
-    profile = load_profile(dotted, reason=why)
-    if requested and load_profile(requested).version != profile.version:
+    # the core reader decided the release already (its layouts were tried in its light)
+    release = core.release if core_v and core.release else decide_release(v)
+    profile = release_profile(release, dotted, reason=why)
+    if requested and nearest_version(requested, available_versions())[0] != profile.version:
         profile = replace(profile, warning=(f"--qemu {requested} ignored: {why}"
                                             + (f"; {profile.warning}" if profile.warning else "")))
     return profile

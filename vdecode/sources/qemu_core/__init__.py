@@ -39,6 +39,7 @@ from vdecode.sources.qemu_core.devices import (check_device_names, count_index_r
                                                find_virtqueue_arrays, is_virtio_device, read_device,
                                                walk_virtio_list)
 from vdecode.sources.qemu_core.derive import derive_layout, derived_summary
+from vdecode.profiles import decide_release
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
@@ -97,17 +98,19 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     bin_runs = [(f.start, f.end - f.start) for f in files
                 if f.path == binary and mem.is_present(f.start, f.end - f.start)]
     core_version, core_package = find_qemu_version(mem, bin_runs)
+    release = decide_release(core_version)      # the one decision of the run's profile
     if not getattr(layout, "auto", False):
         return _read_with(view, elf, mem, layout, check_build_id, binary, (base, end), build_id,
-                          bin_runs, core_version, core_package, f"the layout given: {layout.source}")
-    candidates, why, own = choose_layout(layout.arch, build_id, core_version)
+                          bin_runs, core_version, core_package, f"the layout given: {layout.source}",
+                          release)
+    candidates, why, own = choose_layout(layout.arch, build_id, core_version, release)
     failed: list[VdecodeError] = []
     for lay in candidates:
         try:
             return _read_with(view, elf, mem, lay, check_build_id, binary, (base, end), build_id,
                               bin_runs, core_version, core_package,
                               why if not failed else f"{why}: {lay.source} (the ones before "
-                                                     f"failed their checks)")
+                                                     f"failed their checks)", release)
         except CorruptInput as err:
             if own:
                 raise           # the build-id picked this profile: its failure is the answer
@@ -122,7 +125,7 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
                               build_id, bin_runs, core_version, core_package,
                               f"no shipped profile passes its checks on this core "
                               f"({failed[0].reason if failed else 'none shipped'}): layout "
-                              f"derived from the core's own structures")
+                              f"derived from the core's own structures", release)
         except VdecodeError as err:
             # the shipped profiles' failures say more than a derivation that found nothing
             failed.append(err)
@@ -144,7 +147,7 @@ def derive_core_layout(view: FileView, elf: ElfFacts, mem: HostMemory
     bin_runs = [(f.start, f.end - f.start) for f in files
                 if f.path == binary and mem.is_present(f.start, f.end - f.start)]
     version, _ = find_qemu_version(mem, bin_runs)
-    candidates, _, own = choose_layout(probe.arch, build_id, version)
+    candidates, _, own = choose_layout(probe.arch, build_id, version, decide_release(version))
     failed: list[CorruptInput] = []
     for lay in candidates:
         try:
@@ -175,8 +178,9 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
                check_build_id: bool | str, binary: str, binary_span: tuple[int, int],
                build_id: str | None, bin_runs: list[tuple[int, int]],
                version: tuple[int, int, int] | None, package: str | None,
-               profile_reason: str) -> QemuCoreFacts:
-    """:func:`read_qemu_core` with one layout profile (``profile_reason``: why this one)."""
+               profile_reason: str, release: str | None = None) -> QemuCoreFacts:
+    """:func:`read_qemu_core` with one layout profile (``profile_reason``: why this one;
+    ``release``: the profile release decided from the core's version string, if it has one)."""
     rd = CoreReader(mem, layout, device_names_table(layout))
     warnings = []
     # another build of the profile's release that the profile knows by its build-id (its
@@ -240,8 +244,8 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
                         f"{len(arrays)} arrays, none with a readable vdev")
     # a derived layout says how its build lists devices; a shipped one's release's table does
     discovery = layout.data.get("device_discovery") or load_profile(
-        str(layout.data.get("qemu", "")) or None).table("devices").get("device_discovery",
-                                                                       "virtio_list")
+        layout.release or str(layout.data.get("qemu", "")) or None).table("devices").get(
+        "device_discovery", "virtio_list")
     if not array_of:
         # Every realized VirtIODevice owns a VirtQueue[VIRTIO_QUEUE_MAX] array on the heap
         # (virtio_init). The profile read QEMU's RAMBlock list, so it fits; with the heap in the
@@ -275,8 +279,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
         if dev.vhost_started:
             dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
         devices.append(dev)
+    if release is None and version is not None:      # the release the layout's build-id pins
+        release = decide_release(version)
     state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
-                            source="core",
+                            source="core", release=release,
                             labels=tuple(tuple(x) for x in (known or {}).get("labels", ())),
                             labels_from=f"{layout.source} (builds: {build_id})" if known else None)
     if any(mem.is_present(a, 8) for a, _ in bin_runs):

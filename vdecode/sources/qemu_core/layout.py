@@ -33,6 +33,7 @@ class QemuLayout:
     def __init__(self, data: dict[str, Any], source: str) -> None:
         self.data, self.source = data, source
         self.auto = False      # load_layout() without a version: the reader may pick another
+        self.release: str | None = None   # the shipped profile folder it came from (load_layout)
         self.arch = str(data.get("arch", "x86_64"))
         self.build_ids = [b.lower() for b in data.get("build_ids", [])]
         self.queue_max = int(data.get("virtio_queue_max", 1024))
@@ -88,18 +89,26 @@ def load_layout(arch: str = "x86_64", version: str | None = None) -> QemuLayout:
     Without ``version`` the newest profile's layout is returned marked ``auto``: the core reader
     then picks the profile by the core's build-id and version string (:func:`choose_layout`).
     """
-    from vdecode.profiles import load_profile
+    from vdecode.profiles import available_versions, load_profile
 
-    prof = load_profile(version)
     name = f"layout-{arch}"
+    if version is None:
+        # a probe, not a decision: the newest layout shipped, until the core names its release
+        have = [v for v in available_versions() if (formats_path(v) / f"{name}.json").is_file()]
+        version = have[-1] if have else None
+        auto = True
+    else:
+        auto = False
+    prof = load_profile(version)
     lay = QemuLayout(prof.table(name), f"formats/qemu-{prof.version}/{name}.json")
-    lay.auto = version is None
+    lay.auto = auto
     lay.arch = arch
+    lay.release = prof.version
     return lay
 
 
-def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int] | None
-                  ) -> tuple[list[QemuLayout], str, bool]:
+def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int] | None,
+                  release: str | None = None) -> tuple[list[QemuLayout], str, bool]:
     """The shipped layouts to try on a core, best first, why the first was chosen, and whether
     it is the build's own (its build-id is listed: its failure is the answer, nothing else is
     tried).
@@ -108,6 +117,9 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
     QEMU keeps in its binary (nearest release when none is shipped for it); then the others,
     newest first, for a core that shows neither (the invariants decide; when none passes, the
     reader derives a layout from the core, :mod:`.derive`).
+
+    :param release: the profile release decided for ``version``
+        (:func:`vdecode.profiles.decide_release`): its layout is the version string's.
     """
     from vdecode.profiles import available_versions, nearest_version
 
@@ -124,7 +136,8 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
             order, why, own = hit[:1], f"it lists the core's build-id {build_id}", True
     if not order and version:
         want = ".".join(map(str, version))
-        near, exact = nearest_version(want, have)
+        near, exact = ((release, ".".join(want.split(".")[:2]) == release)
+                       if release in have else nearest_version(want, have))
         order = [near]
         why = (f"the core's QEMU version string says {want}" if exact else
                f"the core's QEMU version string says {want}, which has no profile: using the "

@@ -153,9 +153,10 @@ def labels_against(tables: list[list[tuple[int, str]]], features: Mapping[str, A
     return out
 
 
-def build_labels(path: str, version: tuple[int, ...] | None) -> tuple[tuple[str, int, str], ...]:
-    """:func:`labels_against` for the executable ``path`` and the profile of QEMU ``version``
-    (``()`` when the executable holds no table or every string is the profile's)."""
+def build_labels(path: str, release: str | None) -> tuple[tuple[str, int, str], ...]:
+    """:func:`labels_against` for the executable ``path`` and the profile ``release`` the core
+    reader decided (``QemuVirtioState.release``; the newest for ``None``), ``()`` when the
+    executable holds no table or every string is the profile's."""
     from vdecode.errors import UnsupportedInput
     from vdecode.profiles import load_profile
 
@@ -163,7 +164,7 @@ def build_labels(path: str, version: tuple[int, ...] | None) -> tuple[tuple[str,
     if not tables:
         return ()
     try:
-        features = load_profile(".".join(map(str, version)) if version else None).table("features")
+        features = load_profile(release).table("features")
     except UnsupportedInput:
         return ()
     return tuple(labels_against(tables, features))
