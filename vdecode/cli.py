@@ -215,6 +215,11 @@ _log_options = _options(
     click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP),
     click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough."),
     click.option("--vm", default=None, help="The VM to take from a log with several."))
+# the inputs of view, qmp, bundle and report: a dump (or a core and a guest dump) and logs
+_dumps_and_logs = _options(
+    click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
+                   type=click.Path(dir_okay=False)),
+    _log_options)
 _binary_and_cache_options = _options(
     click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP),
     click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP))
@@ -245,9 +250,7 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
 
 
 @cli.command("qmp")
-@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
-@_log_options
+@_dumps_and_logs
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
 @click.option("--connections", type=click.IntRange(min=1), default=None, hidden=True,
@@ -443,9 +446,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 
 
 @cli.command("view")
-@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
-@_log_options
+@_dumps_and_logs
 @click.option("--device", default=None, help="QOM path, device name, id or path component.")
 @click.option("--queue", type=QUEUE_INDEX, default=None,
               help="Decode this queue (0-1023): rings, chains, buffers.")
@@ -474,9 +475,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
 
 
 @cli.command("bundle")
-@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
-@_log_options
+@_dumps_and_logs
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The bundle to write (an ELF core; .vdb by convention).")
 @click.option("--full-buffers", is_flag=True,
@@ -524,9 +523,7 @@ def _write_text(path: str, what: str, text: str) -> None:
 
 
 @cli.command("report")
-@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
-                type=click.Path(dir_okay=False))
-@_log_options
+@_dumps_and_logs
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="The HTML page to write (one self-contained file).")
 @click.option("--device", default=None, help="Only this device (as the view's --device).")

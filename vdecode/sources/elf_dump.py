@@ -165,26 +165,24 @@ class ElfFacts:
     def loads(self) -> np.ndarray:
         """The PT_LOAD program headers, in file order; in a file cut short, each segment ends
         where the file does (``p_filesz`` and ``p_memsz`` cut: the rest is absent, not zeros)."""
-        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
-        cut = self.cut_loads()
-        if not cut:
-            return loads
-        loads = loads.copy()
-        for k, _, _, have in cut:
-            loads["p_filesz"][k] = loads["p_memsz"][k] = have
-        return loads
+        return self._loads_cut(("p_filesz", "p_memsz"))
 
     def held_loads(self) -> np.ndarray:
         """The PT_LOADs with ``p_filesz`` cut where a file cut short ends, ``p_memsz`` as
         declared: for a process core, whose ``p_memsz`` beyond ``p_filesz`` is memory the core
         does not hold (absent, never zeros)."""
+        return self._loads_cut(("p_filesz",))
+
+    def _loads_cut(self, sizes: tuple[str, ...]) -> np.ndarray:
+        """The PT_LOADs with the ``sizes`` members cut where a file cut short ends."""
         loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
         cut = self.cut_loads()
         if not cut:
             return loads
         loads = loads.copy()
         for k, _, _, have in cut:
-            loads["p_filesz"][k] = have
+            for member in sizes:
+                loads[member][k] = have
         return loads
 
     def cut_loads(self) -> list[tuple[int, int, int, int]]:

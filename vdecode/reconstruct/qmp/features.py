@@ -46,19 +46,21 @@ def features_to_reply(profile: Profile, device_id: int, bitmap: int) -> dict[str
 
 def status_to_reply(profile: Profile, status: int) -> dict[str, Any]:
     """The ``VirtioDeviceStatus`` value for ``vdev->status``."""
-    names, left = bits.decode_status(status, profile.table("features")["status"])
-    out: dict[str, Any] = {"statuses": names}
-    if left:
-        out["unknown-statuses"] = left
-    return out
+    return _named(bits.decode_status(status, profile.table("features")["status"]), "statuses")
 
 
 def protocols_to_reply(profile: Profile, protocols: int) -> dict[str, Any]:
     """The ``VhostDeviceProtocols`` value for ``hdev->protocol_features``."""
-    names, left = bits.decode_protocols(protocols, profile.table("features")["vhost_user_protocol"])
-    out: dict[str, Any] = {"protocols": names}
+    return _named(bits.decode_protocols(protocols, profile.table("features")["vhost_user_protocol"]),
+                  "protocols")
+
+
+def _named(decoded: tuple[list[str], int], member: str) -> dict[str, Any]:
+    """QEMU's ``{member: names, "unknown-<member>": bits}`` (the second only when bits are left)."""
+    names, left = decoded
+    out: dict[str, Any] = {member: names}
     if left:
-        out["unknown-protocols"] = left
+        out[f"unknown-{member}"] = left
     return out
 
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
+from vdecode.sources.qmp_log.qmpjson import SKIPPED, ObjectCollector, decode_message
 
 __all__ = ("NAME", "sniff", "read")
 
@@ -49,10 +49,8 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
 
 
 def _emit(b: LogBuilder, text: str, arrow: str, line: int | None) -> None:
-    try:
-        msg = decode_qmp_json(text)
-    except ValueError as err:
-        b.warn(line, f"QMP message is not JSON: {err}")
+    msg = decode_message(b, text, line)
+    if msg is SKIPPED:
         return
     if isinstance(msg, dict) and arrow == "->" and "execute" not in msg and "exec-oob" not in msg:
         b.warn(line, "'->' message is not a command, skipped")

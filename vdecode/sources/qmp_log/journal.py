@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 from vdecode.sources.qmp_log.builder import LogBuilder
 from vdecode.sources.qmp_log.libvirt import LibvirtMessages
-from vdecode.sources.qmp_log.qmpjson import loads_json
+from vdecode.sources.qmp_log.qmpjson import json_record
 
 __all__ = ("JOURNALD", "KUBEVIRT")
 
@@ -74,11 +74,7 @@ class _Journald:
                     binary = None
                 continue
             if text.startswith("{"):
-                try:
-                    rec = loads_json(text)
-                except ValueError as err:
-                    b.warn(n, f"journal record is not JSON: {err}")
-                    continue
+                rec = json_record(b, n, text, "journal record is not JSON: ")
                 if not isinstance(rec, dict):
                     continue
                 msg = _journal_message(rec.get("MESSAGE"))
@@ -161,11 +157,7 @@ class _KubeVirt:
             text = _KUBE_PREFIX.sub("", text, count=1)
             if not text.startswith("{") or '"msg"' not in text:
                 continue
-            try:
-                rec = loads_json(text)
-            except ValueError as err:
-                b.warn(n, f"virt-launcher record is not JSON: {err}")
-                continue
+            rec = json_record(b, n, text, "virt-launcher record is not JSON: ")
             if not isinstance(rec, dict) or rec.get("subcomponent", "libvirt") != "libvirt":
                 continue
             msg = rec.get("msg")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.qmpjson import loads_json
+from vdecode.sources.qmp_log.qmpjson import SKIPPED, json_record, loads_json
 
 __all__ = ("NAME", "sniff", "read")
 
@@ -37,10 +37,8 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
     for n, text in lines:
         if not text.strip():
             continue
-        try:
-            rec = loads_json(text)
-        except ValueError as err:
-            b.warn(n, f"not JSON: {err}")
+        rec = json_record(b, n, text, "not JSON: ")
+        if rec is SKIPPED:
             continue
         if not isinstance(rec, dict) or "msg" not in rec:
             b.warn(n, 'not a transcript record: expected {"t", "dir", "msg"}')

@@ -16,7 +16,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ("decode_qmp_json", "loads_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES")
+__all__ = ("decode_qmp_json", "loads_json", "ObjectCollector", "balanced_end", "MAX_OBJECT_LINES",
+           "decode_message", "emit_message", "json_record", "SKIPPED")
 
 MAX_OBJECT_LINES = 200_000       # an unbalanced brace must not swallow a whole 100 MB log
 MAX_OBJECT_CHARS = 16 << 20
@@ -172,3 +173,34 @@ class ObjectCollector:
 
     def reset(self) -> None:
         self.parts, self.depth, self.size, self.active = [], 0, 0, False
+
+
+SKIPPED = object()      # decode_message's answer for a message that is not JSON (null is JSON)
+
+
+def decode_message(b, text: str, line: int | None) -> Any:
+    """The QMP message ``text`` decoded, or :data:`SKIPPED` after the warning every reader gives
+    for one that is not JSON (``b``: the reader's ``builder.LogBuilder``)."""
+    try:
+        return decode_qmp_json(text)
+    except ValueError as err:
+        b.warn(line, f"QMP message is not JSON: {err}")
+        return SKIPPED
+
+
+def emit_message(b, text: str, line: int | None, *, t: float | None = None,
+                 monitor: str = "") -> None:
+    """Add the QMP message ``text`` to ``b`` as it is (a message that is not JSON: a warning)."""
+    msg = decode_message(b, text, line)
+    if msg is not SKIPPED:
+        b.message(msg, t=t, monitor=monitor, line=line)
+
+
+def json_record(b, line: int, text: str, not_json: str) -> Any:
+    """The JSON value of one record of a JSON-lines log, or :data:`SKIPPED` after the warning
+    ``not_json`` followed by why (``"journal record is not JSON: "``)."""
+    try:
+        return loads_json(text)
+    except ValueError as err:
+        b.warn(line, f"{not_json}{err}")
+        return SKIPPED

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import partial
 
 from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
+from vdecode.sources.qmp_log.qmpjson import ObjectCollector, emit_message
 
 __all__ = ("NAME", "sniff", "read")
 
@@ -66,10 +66,4 @@ def _iso(value: str) -> float | None:
 
 
 def _emit(b: LogBuilder, text: str, meta, line: int | None) -> None:
-    t, mon = meta
-    try:
-        msg = decode_qmp_json(text)
-    except ValueError as err:
-        b.warn(line, f"QMP message is not JSON: {err}")
-        return
-    b.message(msg, t=t, monitor=mon, line=line)
+    emit_message(b, text, line, t=meta[0], monitor=meta[1])

@@ -21,7 +21,8 @@ from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
 from vdecode.sources.qmp_log.libvirt import libvirt_time
-from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
+from vdecode.sources.qmp_log.qmpjson import (SKIPPED, ObjectCollector, decode_message,
+                                              decode_qmp_json)
 
 __all__ = ("NAME", "sniff", "read")
 
@@ -110,10 +111,8 @@ def _command(b: LogBuilder, args: str, line: int) -> str | None:
 
 def _emit(b: LogBuilder, text: str, meta, line: int | None) -> None:
     dom, t, event = meta
-    try:
-        msg = decode_qmp_json(text)
-    except ValueError as err:
-        b.warn(line, f"QMP message is not JSON: {err}")
+    msg = decode_message(b, text, line)
+    if msg is SKIPPED:
         return
     if event is not None:
         event = dict(event)

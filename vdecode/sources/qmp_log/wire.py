@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 
 from vdecode.sources.qmp_log.builder import LogBuilder
-from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
+from vdecode.sources.qmp_log.qmpjson import ObjectCollector, emit_message
 
 __all__ = ("NAME", "sniff", "read", "read_objects")
 
@@ -63,7 +63,7 @@ def read_objects(lines: Iterable[tuple[int, str]], b: LogBuilder, *, monitor: st
         if c.active:
             whole = c.add_or_drop(text.rstrip("\r"), b.warn, "object")
             if whole is not None:
-                _emit(b, whole, c.line, monitor, c.meta)
+                emit_message(b, whole, c.line, t=c.meta, monitor=monitor)
             continue
         s = text.strip().rstrip("\r")
         if not s:
@@ -80,7 +80,7 @@ def read_objects(lines: Iterable[tuple[int, str]], b: LogBuilder, *, monitor: st
             continue
         whole = c.start(s[i:], n, meta=t)
         if whole is not None:
-            _emit(b, whole, n, monitor, t)
+            emit_message(b, whole, n, t=t, monitor=monitor)
     if c.active:
         b.warn(c.line, "object cut off at the end of the log, skipped")
 
@@ -90,13 +90,6 @@ def _is_prompt(prefix: str) -> bool:
     return len(prefix) <= 40 and not any(ch.isalnum() for ch in prefix.replace("QEMU", ""))
 
 
-def _emit(b: LogBuilder, text: str, line: int | None, monitor: str, t: float | None = None) -> None:
-    try:
-        msg = decode_qmp_json(text)
-    except ValueError as err:
-        b.warn(line, f"QMP message is not JSON: {err}")
-        return
-    b.message(msg, t=t, monitor=monitor, line=line)
 
 
 def _clip(s: str, n: int = 60) -> str:
