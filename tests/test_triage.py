@@ -206,3 +206,39 @@ def test_dask_cluster_gives_the_same_records(fleet, cache_dir, local_records, tm
                                      dashboard_address=None, local_directory=str(tmp_path)) as cluster:
         records = run_dask(discover(fleet, cache_dir=cache_dir), cluster.scheduler_address)
     assert render_jsonl(records) == render_jsonl(local_records)
+
+
+@pytest.mark.parametrize("guest_runs, belongs", [
+    (((0, 1 << 28),), True),
+    (((0, 1 << 28), (1 << 32, 1 << 27)), False),     # RAM above every region QEMU maps
+], ids=["same-vm", "another-vm"])
+def test_a_core_takes_a_guest_dump_only_if_they_belong_together(monkeypatch, guest_runs, belongs):
+    """A core without guest RAM borrows the VM's guest dump through the check ``vdecode qmp CORE
+    GUEST_DUMP`` makes: a guest dump of another VM is an error of that file, and the core is used
+    alone (its record is then a core's without RAM), never a machine of two VMs."""
+    from tests.builders.rings import BytesSpace
+    from vdecode.sources.qemu_state import QemuVirtioState
+    from vdecode.space import open as space_open
+    from vdecode.space.dump import Dump
+    from vdecode.triage.discover import VmJob
+    from vdecode.triage.record import _open
+
+    ram = [{"start": 0, "end": 1 << 28, "size": 1 << 28, "block": "pc.ram", "region": "ram-below-4g"}]
+    dumps = {"vm/qemu.core": Dump(path="vm/qemu.core", format="qemu-core", space=None,
+                                  info={"ram_ranges": ram}, qemu=QemuVirtioState(source="core")),
+             "vm/guest.elf": Dump(path="vm/guest.elf", format="elf", info={},
+                                  space=BytesSpace({s: bytes(16) for s, _ in guest_runs}))}
+    # the guest dump's RAM: its runs' extents, as check_belong_together reads them
+    dumps["vm/guest.elf"].space.ranges = lambda: [(s, n) for s, n in guest_runs]
+    monkeypatch.setattr(space_open, "open_dump", lambda path, **kw: dumps[path])
+    errors: list = []
+    job = VmJob(vm="vm", dumps=(("vm/qemu.core", "qemu-core"), ("vm/guest.elf", "dump")))
+    opened, memory, unused = _open(job, errors)
+    assert opened.format == "qemu-core" and unused == []
+    if belongs:
+        assert errors == [] and memory == "vm/guest.elf"
+        assert opened.space is dumps["vm/guest.elf"].space and opened.qemu is not None
+    else:
+        assert memory is None and opened is dumps["vm/qemu.core"]
+        assert [(e["input"], e["class"]) for e in errors] == [("vm/guest.elf", "InputError")]
+        assert "does not belong with vm/qemu.core" in errors[0]["message"]
