@@ -67,7 +67,7 @@ _DEVICE = re.compile(r"(virtio_(?:blk|scsi|net)_[a-z_0-9]+)$")
 _REQ = re.compile(rf"\breq {_P}(.*)$")
 
 _LINE = re.compile(r"(?:(\d+)@(\d+\.\d+):|(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z? )?"
-                   r"([a-z][a-z_0-9]*) (.*)")
+                   r"([a-z][a-z0-9]*_[a-z_0-9]*) (.*)")         # every QEMU event has a '_'
 BLOCK = 4 << 20
 
 
@@ -164,9 +164,11 @@ def read_trace(path: str | os.PathLike, *, name: str | None = None) -> QemuTrace
                                        rest_args[:r.start()].strip() + r.group(2)))
             if not block:
                 break
-    if not counts:
-        raise InputError(name, f"no QEMU trace event in {n} line(s): not a log-backend trace "
-                               f"(-trace enable=... -D FILE)")
+    if not events:
+        seen = f" (only {', '.join(sorted(counts)[:3])}{'...' if len(counts) > 3 else ''})" \
+            if counts else ""
+        raise InputError(name, f"no virtio or run-state QEMU trace event in {n} line(s){seen}: "
+                               f"not a log-backend trace of -trace enable=virtqueue_* ... -D FILE")
     used = set(args)
     ignored = {k: v for k, v in counts.items() if k not in used and not device(k)}
     return QemuTrace(path=name, events=tuple(events), counts=FrozenDict(counts),

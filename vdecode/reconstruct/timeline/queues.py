@@ -206,8 +206,8 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
         elif k == STATUS:
             if e[4] == 0:
                 for vq, vdev in vdev_of.items():
-                    if vdev == e[3] and vq in qs:
-                        q = qs[vq]
+                    if vdev == e[3]:
+                        q = q_of(vq)
                         q.resets += 1
                         q.dropped += len(q.held)
                         for elem in q.held:
