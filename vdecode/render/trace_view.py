@@ -110,10 +110,10 @@ def render_trace_text(tl: Timeline, width: int = 80) -> str:
             who = (_short(q.path) if q.path else f"vdev {q.vdev:#x}" if q.vdev else "?") + \
                   f" q{'?' if q.queue is None else q.queue}"
             text = (f"{who} elem {e.elem:#x} taken {_before(e.popped, ref, rel)} "
-                    f"(line {e.popped.line}), {e.out_num} out + {e.in_num} in")
-            if e.request:
-                text += f": {e.request}"
+                    f"(line {e.popped.line}, {e.out_num} out + {e.in_num} in)")
             lines += wrap_hanging(text, width, 2, 4)
+            if e.request:                       # what the device made of it, on its own line
+                lines += wrap_hanging(e.request, width, 4, 6)
     if tl.ignored:
         lines.append("")
         ign = ", ".join(f"{k} {v}" for k, v in sorted(tl.ignored.items()))
