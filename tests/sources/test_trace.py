@@ -241,7 +241,25 @@ def test_a_qemu_core_gives_each_devices_queue_array(captures):
     from vdecode.space.open import open_dump
 
     cap = captures.get("basic") or next(iter(captures.values()))
-    with open_dump(cap.dump("qemu-core")) as core:
+    core_path = cap.dump("qemu-core")
+    with open_dump(core_path) as core:
         arrays = core.queue_arrays
         assert [p for p, *_ in arrays] == [d.canonical_path for d in core.qemu.devices]
         assert all(size == 152 and arr != vdev for _, vdev, arr, size in arrays)
+    # a core of another run names nothing here, and says so
+    out = CliRunner().invoke(cli, ["trace", str(DATA / "tracepanic.log.zst"), "--core",
+                                   str(core_path), "--json"])
+    assert out.exit_code == 0, out.output
+    rec = json.loads(out.output)
+    assert rec["named_by"] == "trace" and all(q["path"] is None for q in rec["queues"])
+    assert any("not of this trace's run" in n for n in rec["notes"])
+
+
+def test_core_addresses_name_every_queue_and_a_missing_device_is_said():
+    trace = read_trace(DATA / "tracepanic.log.zst")
+    devices, size = core_devices("tracepanic")
+    rng = next(v for v, (p, _) in devices.items() if "rng0" in p)
+    del devices[rng]
+    tl = build_timeline(trace, devices=devices, vq_size=size)
+    assert [q.path for q in tl.queues if q.path is None] == [None]
+    assert any("1 device(s) of the trace are not in the core" in n for n in tl.notes)

@@ -134,6 +134,14 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
         elif k == IRQ:
             vdev_of.setdefault(e[4], e[3])
     named_by = "trace"
+    traced = set(vdev_of.values())
+    if devices and vq_size and not traced & set(devices):
+        notes.append(f"the core is not of this trace's run: none of its {len(devices)} "
+                     f"device(s) is at an address the trace names; queues named by the trace")
+        devices = None
+    elif devices and vq_size and traced - set(devices):
+        notes.append(f"{len(traced - set(devices))} device(s) of the trace are not in the core "
+                     f"(unplugged before it was taken?): no path for them")
     if devices and vq_size:
         named_by = "core"
         for vdev, (_, arr) in devices.items():
