@@ -100,6 +100,8 @@ def test_counts_agree_with_the_trace_text(case):
     assert sum(q.popped for q in tl.queues) == text.count(b":virtqueue_pop ")
     assert sum(q.returned for q in tl.queues) == text.count(b":virtqueue_fill ")
     assert trace.timestamps and trace.other_lines == 0 and not tl.notes
+    # device events without a request are counted as not used
+    assert dict(trace.ignored) == {"virtio_blk_data_plane_start": 2, "virtio_blk_data_plane_stop": 2}
 
 
 def test_the_unbound_rng_was_reset_mid_run():
@@ -194,6 +196,11 @@ def test_the_issues_lines_by_hand(tmp_path):
                              "size 264 in_num 1 out_num 1\n")
     q3 = next(q for q in build_timeline(read_trace(path)).queues if q.queue == 3)
     assert q3.in_flight == () and q3.left_unreturned == 1
+    # without vm_state_notify, runstate_set leaving "running" is the pause
+    path.write_text("".join(ln for ln in SAMPLE.splitlines(True) if "vm_state_notify" not in ln))
+    tl = build_timeline(read_trace(path))
+    assert tl.pause.t == 1796671532.0939 and tl.pause_reason == "guest-panicked"
+    assert sum(len(q.in_flight_at_pause) for q in tl.queues) == 2
 
 
 def test_iso_times_and_missing_events(tmp_path):

@@ -109,12 +109,14 @@ def read_trace(path: str | os.PathLike, *, name: str | None = None) -> QemuTrace
     name = name or str(path)
     events: list[tuple] = []
     counts: Counter[str] = Counter()
+    attached: Counter[str] = Counter()          # device events that named a request
     other = 0
     n = 0
     stamped = 0
     match = _LINE.fullmatch
     args = _ARGS
     device = _DEVICE.match
+    fields = _FIELDS
     f = _open(path, name)
     rest = b""
     with f:
@@ -156,11 +158,12 @@ def read_trace(path: str | os.PathLike, *, name: str | None = None) -> QemuTrace
                         counts[event] -= 1
                         other += 1
                         continue
-                    events.append((n, t, kind, *_fields(kind, a.groups())))
+                    events.append((n, t, kind, *fields[kind](a.groups())))
                 elif device(event):
                     r = _REQ.search(rest_args)
                     if r is not None:
-                        events.append((n, t, DEVICE, event, _ptr(r.group(1)),
+                        attached[event] += 1
+                        events.append((n, t, DEVICE, event, _h(r.group(1)),
                                        rest_args[:r.start()].strip() + r.group(2)))
             if not block:
                 break
@@ -170,22 +173,29 @@ def read_trace(path: str | os.PathLike, *, name: str | None = None) -> QemuTrace
         raise InputError(name, f"no virtio or run-state QEMU trace event in {n} line(s){seen}: "
                                f"not a log-backend trace of -trace enable=virtqueue_* ... -D FILE")
     used = set(args)
-    ignored = {k: v for k, v in counts.items() if k not in used and not device(k)}
+    ignored = {k: v - attached[k] for k, v in counts.items()
+               if k not in used and v > attached[k]}
     return QemuTrace(path=name, events=tuple(events), counts=FrozenDict(counts),
                      ignored=FrozenDict(ignored), lines=n, other_lines=other,
                      timestamps=stamped > 0)
 
 
-def _ptr(text: str) -> int:
-    return 0 if text == "(nil)" else int(text, 16)
+def _h(x: str) -> int:
+    return int(x, 16) if x[1] == "x" else 0        # "(nil)": NULL
 
 
-def _fields(kind: int, g: tuple[str, ...]) -> tuple:
-    if kind in (RUNSTATE,):
-        return int(g[0]), g[1], int(g[2]), g[3]
-    if kind == VMSTATE:
-        return int(g[0]), int(g[1]), g[2]
-    return tuple(_ptr(x) if x.startswith(("0x", "(")) else int(x) for x in g)
+# each kind's fields from its pattern's groups: one call a line, no per-field dispatch
+_FIELDS = {
+    POP: lambda g: (_h(g[0]), _h(g[1]), int(g[2]), int(g[3])),
+    FILL: lambda g: (_h(g[0]), _h(g[1]), int(g[2]), int(g[3])),
+    FLUSH: lambda g: (_h(g[0]), int(g[1])),
+    ALLOC: lambda g: (_h(g[0]), int(g[1]), int(g[2]), int(g[3])),
+    KICK: lambda g: (_h(g[0]), int(g[1]), _h(g[2])),
+    IRQ: lambda g: (_h(g[0]), _h(g[1])),
+    STATUS: lambda g: (_h(g[0]), int(g[1])),
+    RUNSTATE: lambda g: (int(g[0]), g[1], int(g[2]), g[3]),
+    VMSTATE: lambda g: (int(g[0]), int(g[1]), g[2]),
+}
 
 
 def _iso(text: str) -> float:

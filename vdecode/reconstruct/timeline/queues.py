@@ -222,10 +222,11 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
                             where.pop(elem, None)
                         q.held.clear()
                         q.inuse = 0
-        elif k == VMSTATE or (k == RUNSTATE and not has_vmstate):
+        elif k == VMSTATE or (k == RUNSTATE and not has_vmstate
+                              and "running" in (e[4], e[6])):
             if k == VMSTATE:
                 running, why = e[3] == 1, e[5]
-            else:
+            else:                               # only a change into or out of "running"
                 running, why = e[6] == "running", e[6]
             if running:
                 running_seen = True
