@@ -60,6 +60,9 @@ class QemuCoreFacts:
     ram_blocks: list[RamBlockFacts] = field(default_factory=list)
     guest_ram: list[GuestRamRun] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    #: where QEMU kept each device: ``(QOM path, VirtIODevice address, its VirtQueue array's
+    #: address, sizeof(VirtQueue))``, in list order; a trace's ``vdev``/``vq`` pointers are these
+    queue_arrays: tuple[tuple[str, int, int, int], ...] = ()
 
 
 
@@ -265,6 +268,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     else:
         head, order = walk_virtio_list(rd, next(iter(array_of)), binary_span)
     raws = []
+    arrays_at = []
     for vdev in order:
         dev, raw = read_device(rd, vdev)
         raws.append(raw)
@@ -275,6 +279,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
         if dev.vhost_started:
             dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
         devices.append(dev)
+        arrays_at.append((dev.canonical_path, vdev, int(raw["vq"]), layout.sizes["VirtQueue"]))
     state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
                             source="core",
                             labels=tuple(tuple(x) for x in (known or {}).get("labels", ())),
@@ -301,4 +306,4 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             "warnings": warnings, "checks_skipped": list(rd.skipped),
             **({"layout_derived": derived_summary(layout)} if "derived" in layout.data else {})}
     return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
-                         guest_ram=guest_ram, info=info)
+                         guest_ram=guest_ram, info=info, queue_arrays=tuple(arrays_at))
