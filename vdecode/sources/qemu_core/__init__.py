@@ -118,8 +118,8 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     # the nearest release by number is not always the nearest layout (10.0 is laid out as 7.2,
     # 10.2 widened the feature words), and a core with few devices may let a wrong template's
     # placed-by-template fields (the feature words) pass every check
-    best: tuple[int, int, QemuCoreFacts] | None = None
-    for rank, lay in enumerate(candidates):
+    best: tuple[int, QemuCoreFacts] | None = None     # the first of equals: the better-ranked
+    for lay in candidates:
         try:
             derived = derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
                                     device_names_table(lay))
@@ -132,12 +132,10 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
             # the shipped profiles' failures say more than a derivation that found nothing
             failed.append(err)
             continue
-        evidence = derived.data["derived"]["fields"].values()
-        support = sum(1 for f in evidence if f["confidence"] != TEMPLATE)
-        if best is None or support > best[0]:
-            best = (support, rank, facts)
+        if best is None or _support(derived) > best[0]:
+            best = (_support(derived), facts)
     if best is not None:
-        return best[2]
+        return best[1]
     raise failed[0]
 
 
@@ -158,15 +156,30 @@ def derive_core_layout(view: FileView, elf: ElfFacts, mem: HostMemory
     version, _ = find_qemu_version(mem, bin_runs)
     candidates, _, own = choose_layout(probe.arch, build_id, version)
     failed: list[CorruptInput] = []
+    best: QemuLayout | None = None
     for lay in candidates:
         try:
-            return (derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
-                                  device_names_table(lay)), candidates[0] if own else None)
+            derived = derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
+                                    device_names_table(lay))
         except CorruptInput as err:
             failed.append(err)
+            continue
+        if own:             # derived with the build's own profile as template, to check it by
+            return derived, candidates[0]
+        # else the one the reader would use: the derivation the core supports best
+        if best is None or _support(derived) > _support(best):
+            best = derived
+    if best is not None:
+        return best, None
     if not failed:
         raise UnsupportedInput(view.name, "no shipped layout to derive from")
     raise failed[0]
+
+
+def _support(derived: QemuLayout) -> int:
+    """How many of a derived layout's fields the core itself found or checked (not placed by the
+    template alone): of two derivations that pass, the core supports the one with more."""
+    return sum(1 for f in derived.data["derived"]["fields"].values() if f["confidence"] != TEMPLATE)
 
 
 # what the way a build lists its devices says of its release (qmp_x_query_virtio: 8.2 dropped
