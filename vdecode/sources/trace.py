@@ -20,7 +20,6 @@ one small tuple an event used.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import re
 import zlib
@@ -31,6 +30,7 @@ import zstandard
 
 from vdecode.errors import InputError
 from vdecode.frozen import FrozenDict, record
+from vdecode.sources.qmp_log.lines import open_decompressed
 
 __all__ = ("KINDS", "QemuTrace", "read_trace")
 
@@ -117,7 +117,7 @@ def read_trace(path: str | os.PathLike, *, name: str | None = None) -> QemuTrace
     args = _ARGS
     device = _DEVICE.match
     fields = _FIELDS
-    f = _open(path, name)
+    f = open_decompressed(path, name, "a trace file")
     rest = b""
     with f:
         while True:
@@ -200,23 +200,3 @@ _FIELDS = {
 
 def _iso(text: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
-
-
-_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
-
-
-def _open(path: str | os.PathLike, name: str):
-    """The file, or its decompressed stream when it is gzip or zstd (by magic)."""
-    try:
-        f = open(path, "rb")
-        magic = f.read(4)
-        f.seek(0)
-    except IsADirectoryError as err:
-        raise InputError(name, "is a directory, not a trace file") from err
-    except OSError as err:
-        raise InputError(name, f"cannot open: {err.strerror or err}") from err
-    if magic[:2] == _GZIP:
-        return gzip.GzipFile(fileobj=f, mode="rb")
-    if magic == _ZSTD:
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))
-    return f

@@ -19,7 +19,7 @@ import zstandard
 
 from vdecode.errors import InputError
 
-__all__ = ("MAX_LINE", "open_lines", "read_head")
+__all__ = ("MAX_LINE", "open_lines", "read_head", "open_decompressed")
 
 MAX_LINE = 16 << 20       # query-qmp-schema replies are ~1 MB on one line; nothing real is 16 MiB
 
@@ -33,7 +33,7 @@ def open_lines(path: str | os.PathLike, warn=None) -> Iterator[tuple[int, str]]:
     :raises InputError: when the file cannot be opened or read.
     """
     name = str(path)
-    f = _open(path, name)
+    f = open_decompressed(path, name)
     n = 0
     with f:
         read = f.readline
@@ -72,12 +72,22 @@ def open_lines(path: str | os.PathLike, warn=None) -> Iterator[tuple[int, str]]:
 _GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 
 
-def _open(path: str | os.PathLike, name: str):
-    """The file, or its decompressed stream when it is gzip or zstd."""
+def open_decompressed(path: str | os.PathLike, name: str, what: str | None = None):
+    """The file, or its decompressed stream when it is gzip or zstd (by magic): QMP logs and
+    trace files alike.
+
+    :param what: what the file should be (``"a trace file"``): a directory is then said to be
+        none, rather than "cannot open".
+    :raises InputError: the file cannot be opened.
+    """
     try:
         f = open(path, "rb")
         magic = f.read(4)
         f.seek(0)
+    except IsADirectoryError as err:
+        if what is None:
+            raise InputError(name, f"cannot open: {err.strerror or err}") from err
+        raise InputError(name, f"is a directory, not {what}") from err
     except OSError as err:
         raise InputError(name, f"cannot open: {err.strerror or err}") from err
     if magic[:2] == _GZIP:
