@@ -36,7 +36,10 @@ what a carved ring is in :mod:`vdecode.virtio.carved_ring`.
 from __future__ import annotations
 
 import bisect
+import os
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -53,6 +56,7 @@ from vdecode.virtio.ring_scan import layout_of, pass1, pass2, pass3
 __all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn")
 
 CHUNK = 64 << 20
+PARALLEL_CHUNK = 16 << 20      # smaller pieces when several threads scan, so each core has work
 
 ProgressFn = Callable[[int, int], None]
 
@@ -60,9 +64,10 @@ ProgressFn = Callable[[int, int], None]
 # --- reading RAM in bounded chunks ---------------------------------------------------------
 
 
-def _chunks(space: AddressSpace, progress: ProgressFn | None):
-    """``(gpa, buffer, primary)``: ``buffer`` holds ``primary`` bytes to anchor in plus up to
-    ``OVERLAP`` bytes after them, so a ring that starts in the primary part is whole."""
+def _chunks(space: AddressSpace, progress: ProgressFn | None, chunk: int = CHUNK):
+    """``(gpa, buffer, primary)``: ``buffer`` holds ``primary`` (at most ``chunk``) bytes to
+    anchor in plus up to ``OVERLAP`` bytes after them, so a ring that starts in the primary part
+    is whole."""
     ranges = readable_ranges(space)
     total = sum(int(n) for _, n in ranges)
     done = 0
@@ -70,7 +75,7 @@ def _chunks(space: AddressSpace, progress: ProgressFn | None):
         start, size = int(start), int(size)
         off = 0
         while off < size:
-            primary = min(CHUNK, size - off)
+            primary = min(chunk, size - off)
             want = min(primary + OVERLAP, size - off)
             for gpa, buf in _read_present(space, start + off, want):
                 yield gpa, buf, max(0, min(primary - (gpa - start - off), len(buf)))
@@ -97,7 +102,8 @@ def _read_present(space: AddressSpace, gpa: int, n: int):
 
 
 def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
-                little_endian: bool = True, threshold: float = 0.0) -> list[CarvedRing]:
+                little_endian: bool = True, threshold: float = 0.0,
+                workers: int | None = None) -> list[CarvedRing]:
     """Every split ring the structure of guest RAM shows, best first per descriptor table.
 
     :param space: guest-physical memory (``Dump.space``).
@@ -105,30 +111,71 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     :param little_endian: the rings' byte order (virtio 1.x: little; legacy: the guest's).
     :param threshold: drop candidates whose confidence is below this
         (:data:`CONFIDENCE_THRESHOLD` is the one reports count precision at).
+    :param workers: threads scanning chunks at once (default: the cores this process may use);
+        the result does not depend on it.
     :return: :class:`CarvedRing`\\ s sorted by ``desc``; one per descriptor table.
     """
     bo = "<" if little_endian else ">"
     ram = RamMap.of(space)
     found: dict[int, list[CarvedRing]] = {}
     drivers: list[tuple] = []
-    for gpa, buf, primary in _chunks(space, progress):
-        drivers.extend(driver_records(buf, primary, gpa, bo))
-        for num, p, u in pass1(buf, primary, gpa, bo):
-            keep = pass2(buf, num, p, u, bo, ram)
-            for pi, ui in zip(p[keep].tolist(), u[keep].tolist()):
-                ev, (af, ai, uf, ui_), empty = pass3(buf, gpa, num, pi, ui, bo, ram)
-                desc, avail, used = gpa + pi, gpa + pi + 16 * num, gpa + ui
-                layout, known = layout_of(num, avail, used)
-                if known:
-                    ev.add("layout")
-                conf = confidence(ev) * (1.0 if known else UNKNOWN_LAYOUT_FACTOR)
-                found.setdefault(desc, []).append(CarvedRing(
-                    num, desc, avail, used, af, ai, uf, ui_, round(conf, 4), layout,
-                    tuple(sorted(ev)), empty=empty))
+    for chunk_drivers, rings in _scan_chunks(space, progress, bo, ram, workers):
+        drivers.extend(chunk_drivers)
+        for r in rings:
+            found.setdefault(r.desc, []).append(r)
     rings = {d: _best(c) for d, c in found.items()}
     rings = apply_drivers(space, rings, drivers, bo, ram)
     kept = _without_overlaps(list(rings.values()))
     return [r for r in sorted(kept, key=lambda r: r.desc) if r.confidence >= threshold]
+
+
+def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram: RamMap,
+                 workers: int | None):
+    """Each chunk's ``(driver records, ring candidates)``, in RAM order. The chunks are read here,
+    one after the other (a kdump decodes them; the space need not be thread-safe), and scanned by
+    ``workers`` threads: numpy's loops release the GIL, so both cores scan. At most two chunks
+    per worker are held at once, so memory stays bounded."""
+    workers = usable_cores() if workers is None else max(1, workers)
+    chunks = _chunks(space, progress, CHUNK if workers == 1 else PARALLEL_CHUNK)
+    if workers == 1:
+        for gpa, buf, primary in chunks:
+            yield _scan_chunk(buf, primary, gpa, bo, ram)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="vdecode-carve") as pool:
+        pending: deque[Future] = deque()
+        for gpa, buf, primary in chunks:
+            pending.append(pool.submit(_scan_chunk, buf, primary, gpa, bo, ram))
+            while len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _scan_chunk(buf: np.ndarray, primary: int, gpa: int, bo: str,
+                ram: RamMap) -> tuple[list[tuple], list[CarvedRing]]:
+    """One chunk's driver records and ring-anchor candidates (passes 1 to 3)."""
+    drivers = driver_records(buf, primary, gpa, bo)
+    rings = []
+    for num, p, u in pass1(buf, primary, gpa, bo):
+        keep = pass2(buf, num, p, u, bo, ram)
+        for pi, ui in zip(p[keep].tolist(), u[keep].tolist()):
+            ev, (af, ai, uf, ui_), empty = pass3(buf, gpa, num, pi, ui, bo, ram)
+            desc, avail, used = gpa + pi, gpa + pi + 16 * num, gpa + ui
+            layout, known = layout_of(num, avail, used)
+            if known:
+                ev.add("layout")
+            conf = confidence(ev) * (1.0 if known else UNKNOWN_LAYOUT_FACTOR)
+            rings.append(CarvedRing(num, desc, avail, used, af, ai, uf, ui_, round(conf, 4),
+                                    layout, tuple(sorted(ev)), empty=empty))
+    return drivers, rings
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS says, else the count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:          # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _areas(r: CarvedRing) -> list[tuple[int, int]]:
