@@ -24,8 +24,9 @@ structural anchors, each found by numpy over bounded chunks of RAM (no Python lo
   device area's alignment. Where Linux's ``struct virtqueue`` precedes it, the queue's name
   (``"req.0"``, ``"input.0"``) is read too, for :mod:`vdecode.reconstruct.rings.match`.
 
-Memory stays bounded whatever the dump size: one chunk of ``CHUNK`` bytes (plus the largest
-ring's extent) at a time. Confidence is ``1 - prod(1 - w)`` over the evidence found; see
+Memory stays bounded whatever the dump size: chunks of ``CHUNK`` bytes (plus the largest ring's
+extent), one more than the threads scanning them (:func:`~vdecode.cores.usable_cores`) at a
+time; the result does not depend on how many. Confidence is ``1 - prod(1 - w)`` over the evidence found; see
 ``docs/carving.md``.
 
 The passes are in :mod:`vdecode.virtio.ring_scan`, the driver anchor in
@@ -36,7 +37,6 @@ what a carved ring is in :mod:`vdecode.virtio.carved_ring`.
 from __future__ import annotations
 
 import bisect
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,6 +44,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from vdecode.cores import usable_cores
 from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
@@ -56,7 +57,6 @@ from vdecode.virtio.ring_scan import layout_of, pass1, pass2, pass3
 __all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn")
 
 CHUNK = 64 << 20
-PARALLEL_CHUNK = 16 << 20      # smaller pieces when several threads scan, so each core has work
 
 ProgressFn = Callable[[int, int], None]
 
@@ -67,7 +67,7 @@ ProgressFn = Callable[[int, int], None]
 def _chunks(space: AddressSpace, progress: ProgressFn | None, chunk: int = CHUNK):
     """``(gpa, buffer, primary)``: ``buffer`` holds ``primary`` (at most ``chunk``) bytes to
     anchor in plus up to ``OVERLAP`` bytes after them, so a ring that starts in the primary part
-    is whole."""
+    is whole. A kdump decodes each chunk on every core (:mod:`vdecode.space.page_pool`)."""
     ranges = readable_ranges(space)
     total = sum(int(n) for _, n in ranges)
     done = 0
@@ -133,10 +133,10 @@ def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram:
                  workers: int | None):
     """Each chunk's ``(driver records, ring candidates)``, in RAM order. The chunks are read here,
     one after the other (a kdump decodes them; the space need not be thread-safe), and scanned by
-    ``workers`` threads: numpy's loops release the GIL, so both cores scan. At most two chunks
-    per worker are held at once, so memory stays bounded."""
+    ``workers`` threads: numpy's loops release the GIL, so the cores scan together. At most
+    ``workers + 1`` chunks are held at once, so memory stays bounded."""
     workers = usable_cores() if workers is None else max(1, workers)
-    chunks = _chunks(space, progress, CHUNK if workers == 1 else PARALLEL_CHUNK)
+    chunks = _chunks(space, progress)
     if workers == 1:
         for gpa, buf, primary in chunks:
             yield _scan_chunk(buf, primary, gpa, bo, ram)
@@ -145,7 +145,7 @@ def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram:
         pending: deque[Future] = deque()
         for gpa, buf, primary in chunks:
             pending.append(pool.submit(_scan_chunk, buf, primary, gpa, bo, ram))
-            while len(pending) >= 2 * workers:
+            while len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -168,14 +168,6 @@ def _scan_chunk(buf: np.ndarray, primary: int, gpa: int, bo: str,
             rings.append(CarvedRing(num, desc, avail, used, af, ai, uf, ui_, round(conf, 4),
                                     layout, tuple(sorted(ev)), empty=empty))
     return drivers, rings
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity where the OS says, else the count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:          # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _areas(r: CarvedRing) -> list[tuple[int, int]]:
