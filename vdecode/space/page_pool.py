@@ -61,11 +61,11 @@ def decode_fast(out, mem, idx: list[int], at: list[int], sizes: list[int], flags
 
 def decode_pages(n: int, mem, path: str, idx: list[int], at: list[int], sizes: list[int],
                  flags: list[int], bs: int, zlib_flag: int,
-                 workers: int | None = None) -> tuple[bytearray | mmap.mmap, list[int]]:
+                 workers: int | None = None) -> tuple[bytearray | memoryview, list[int]]:
     """:func:`decode_fast` over one read into a new zero-filled buffer of ``n`` bytes, on every
     usable core when it holds enough compressed pages (``workers``: at most this many processes;
-    default :func:`usable_cores`). Returns the buffer (a ``bytearray``, or the shared mapping
-    the workers wrote, which is as writable) and the indices left for the careful decoder."""
+    default :func:`usable_cores`). Returns the buffer (a ``bytearray``, or a writable view of the
+    shared mapping the workers wrote) and the indices left for the careful decoder."""
     workers = usable_cores() if workers is None else workers
     compressed = len(flags) - flags.count(0)
     if workers > 1 and compressed >= POOL_MIN_PAGES and os.path.isdir(SHARED):
@@ -102,7 +102,7 @@ def _executor(workers: int) -> ProcessPoolExecutor | None:
 
 
 def _in_pool(n: int, key: tuple, idx, at, sizes, flags, bs: int, zlib_flag: int,
-             workers: int) -> tuple[mmap.mmap, list[int]] | None:
+             workers: int) -> tuple[memoryview, list[int]] | None:
     global _pool
     pool = _executor(workers)
     if pool is None:
@@ -120,7 +120,8 @@ def _in_pool(n: int, key: tuple, idx, at, sizes, flags, bs: int, zlib_flag: int,
                                at[k:k + step], sizes[k:k + step], flags[k:k + step])
                    for k in range(0, len(idx), step)]
         left = [i for f in futures for i in f.result()]
-        return mmap.mmap(fd, n), left      # the name goes below; the mapping stays while used
+        # the name goes below; the mapping stays while the view (or a slice of it) is used
+        return memoryview(mmap.mmap(fd, n)), left
     except Exception:       # noqa: BLE001 - a broken pool: this process decodes it all
         if _pool is not None:
             _pool.shutdown(wait=False, cancel_futures=True)

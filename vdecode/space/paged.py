@@ -16,7 +16,6 @@ Excluded pages, pfns that are not RAM and pages an incomplete dump never wrote a
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections import OrderedDict
 from functools import cache
@@ -221,10 +220,11 @@ class PagedSpace:
         return out
 
     # --- many pages ---------------------------------------------------------------------------
-    def read_pages(self, pfn: int, count: int) -> bytearray | mmap.mmap:
+    def read_pages(self, pfn: int, count: int) -> bytearray | memoryview:
         """``count`` consecutive blocks from ``pfn``: one bitmap check and one ``page_desc`` slice
         for the whole run, then one decode per page (a run of thousands of compressed pages on
-        every core: :mod:`vdecode.space.page_pool`; the result is then a writable shared mapping).
+        every core: :mod:`vdecode.space.page_pool`; the result is then a writable view of a shared
+        mapping).
 
         :raises MissingData: the first pfn of the run that is not in the dump.
         :raises CorruptInput: the first descriptor or page that cannot be decoded.
