@@ -25,7 +25,7 @@ import os
 import secrets
 from concurrent.futures import ProcessPoolExecutor
 import threading
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import current_process, get_all_start_methods, get_context
 
 from vdecode.cores import usable_cores
 from vdecode.space.inflate import inflate_block
@@ -89,15 +89,21 @@ def _executor(workers: int) -> ProcessPoolExecutor | None:
     global _pool, _pool_workers
     if _pool is not None and _pool_workers == workers:
         return _pool
-    if threading.active_count() > 1 or "fork" not in get_all_start_methods():
+    # a pool worker (triage's) may not start processes of its own: it decodes alone
+    if threading.active_count() > 1 or "fork" not in get_all_start_methods() \
+            or current_process().daemon:
         return None
     if _pool is not None:
         _pool.shutdown(wait=False)
-    _pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
-    _pool_workers = workers
-    # start every worker now, while this is the only thread (later submits fork nothing)
-    for f in [_pool.submit(os.getpid) for _ in range(workers)]:
-        f.result()
+        _pool = None
+    try:
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("fork"))
+        # start every worker now, while this is the only thread (later submits fork nothing)
+        for f in [pool.submit(os.getpid) for _ in range(workers)]:
+            f.result()
+    except Exception:       # noqa: BLE001 - no processes to be had: this process decodes
+        return None
+    _pool, _pool_workers = pool, workers
     return _pool
 
 
