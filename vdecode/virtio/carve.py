@@ -37,9 +37,11 @@ what a carved ring is in :mod:`vdecode.virtio.carved_ring`.
 from __future__ import annotations
 
 import bisect
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -54,7 +56,8 @@ from vdecode.virtio.driver_records import apply_drivers, driver_records
 from vdecode.virtio.ring_checks import readable_ranges
 from vdecode.virtio.ring_scan import layout_of, pass1, pass2, pass3
 
-__all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn")
+__all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn", "CarveSplit",
+           "chunk_plan", "scan_part", "split_carving")
 
 CHUNK = 64 << 20
 
@@ -64,25 +67,35 @@ ProgressFn = Callable[[int, int], None]
 # --- reading RAM in bounded chunks ---------------------------------------------------------
 
 
-def _chunks(space: AddressSpace, progress: ProgressFn | None, chunk: int = CHUNK):
-    """``(gpa, buffer, primary)``: ``buffer`` holds ``primary`` (at most ``chunk``) bytes to
-    anchor in plus up to ``OVERLAP`` bytes after them, so a ring that starts in the primary part
-    is whole. A kdump decodes each chunk on every core (:mod:`vdecode.space.page_pool`)."""
-    ranges = readable_ranges(space)
-    total = sum(int(n) for _, n in ranges)
-    done = 0
-    for start, size in ranges:
+def chunk_plan(space: AddressSpace) -> list[tuple[int, int, int]]:
+    """``(gpa, primary, want)`` of every chunk, in RAM order: ``primary`` (at most ``CHUNK``)
+    bytes to anchor in, ``want`` bytes to read (the primary part plus up to ``OVERLAP`` bytes
+    after it, so a ring that starts in the primary part is whole)."""
+    plan = []
+    for start, size in readable_ranges(space):
         start, size = int(start), int(size)
         off = 0
         while off < size:
-            primary = min(chunk, size - off)
-            want = min(primary + OVERLAP, size - off)
-            for gpa, buf in _read_present(space, start + off, want):
-                yield gpa, buf, max(0, min(primary - (gpa - start - off), len(buf)))
+            primary = min(CHUNK, size - off)
+            plan.append((start + off, primary, min(primary + OVERLAP, size - off)))
             off += primary
-            done += primary
-            if progress:
-                progress(done, total)
+    return plan
+
+
+def _chunks(space: AddressSpace, progress: ProgressFn | None,
+            plan: list[tuple[int, int, int]] | None = None):
+    """``(gpa, buffer, primary)`` for each chunk of ``plan`` (default: all of RAM), read around
+    the pages the dump lacks. A kdump decodes each chunk on every core
+    (:mod:`vdecode.space.page_pool`)."""
+    plan = chunk_plan(space) if plan is None else plan
+    total = sum(primary for _, primary, _ in plan)
+    done = 0
+    for base, primary, want in plan:
+        for gpa, buf in _read_present(space, base, want):
+            yield gpa, buf, max(0, min(primary - (gpa - base), len(buf)))
+        done += primary
+        if progress:
+            progress(done, total)
 
 
 def _read_present(space: AddressSpace, gpa: int, n: int):
@@ -117,9 +130,18 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     """
     bo = "<" if little_endian else ">"
     ram = RamMap.of(space)
+    scans = _split.prepared.get((space.name, little_endian))
+    if scans is None:
+        if _split.from_bytes is not None:
+            plan = chunk_plan(space)
+            if sum(primary for _, primary, _ in plan) >= _split.from_bytes:
+                raise CarveSplit(space.name, little_endian, len(plan))
+        scans = _scan_chunks(space, progress, bo, ram, workers)
+    elif progress:
+        progress(1, 1)
     found: dict[int, list[CarvedRing]] = {}
     drivers: list[tuple] = []
-    for chunk_drivers, rings in _scan_chunks(space, progress, bo, ram, workers):
+    for chunk_drivers, rings in scans:
         drivers.extend(chunk_drivers)
         for r in rings:
             found.setdefault(r.desc, []).append(r)
@@ -129,14 +151,62 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     return [r for r in sorted(kept, key=lambda r: r.desc) if r.confidence >= threshold]
 
 
+# --- carving split across processes (triage) -------------------------------------------------
+
+
+class CarveSplit(BaseException):
+    """Raised by :func:`carve_rings` inside :func:`split_carving` for a space of at least its
+    ``from_bytes``: carve ``path`` (``little_endian``), whose RAM is ``chunks`` chunks, with
+    :func:`scan_part` over parts of :func:`chunk_plan` on other workers, then ask again with
+    the scans. A request, not an error (nothing is wrong with the input): a ``BaseException``,
+    so the ``except Exception`` that keep one bad input from stopping a triage let it through."""
+
+    def __init__(self, path: str, little_endian: bool, chunks: int) -> None:
+        super().__init__(f"{path}: carve in {chunks} chunks elsewhere")
+        self.path, self.little_endian, self.chunks = path, little_endian, chunks
+
+
+class _Split(threading.local):
+    prepared: dict[tuple[str, bool], list] = {}
+    from_bytes: int | None = None
+
+
+_split = _Split()
+
+
+@contextmanager
+def split_carving(prepared: dict[tuple[str, bool], list] | None = None,
+                  from_bytes: int | None = None):
+    """Within: :func:`carve_rings` of a space named in ``prepared`` (``(space name,
+    little_endian)`` -> the scans :func:`scan_part` gave for the whole plan, in order) uses them,
+    and one of a space with at least ``from_bytes`` of RAM to scan raises :class:`CarveSplit`
+    instead of scanning. The rings are the same as carving in one process: the same chunks are
+    scanned and merged in the same order."""
+    old = (_split.prepared, _split.from_bytes)
+    _split.prepared, _split.from_bytes = dict(prepared or {}), from_bytes
+    try:
+        yield
+    finally:
+        _split.prepared, _split.from_bytes = old
+
+
+def scan_part(space: AddressSpace, first: int, last: int,
+              little_endian: bool = True) -> list[tuple[list[tuple], list[CarvedRing]]]:
+    """The scans of chunks ``first .. last-1`` of :func:`chunk_plan`, for another process to
+    merge (:func:`split_carving`)."""
+    bo = "<" if little_endian else ">"
+    plan = chunk_plan(space)[first:last]
+    return list(_scan_chunks(space, None, bo, RamMap.of(space), 1, plan))
+
+
 def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram: RamMap,
-                 workers: int | None):
+                 workers: int | None, plan: list[tuple[int, int, int]] | None = None):
     """Each chunk's ``(driver records, ring candidates)``, in RAM order. The chunks are read here,
     one after the other (a kdump decodes them; the space need not be thread-safe), and scanned by
     ``workers`` threads: numpy's loops release the GIL, so the cores scan together. At most
     ``workers + 1`` chunks are held at once, so memory stays bounded."""
     workers = usable_cores() if workers is None else max(1, workers)
-    chunks = _chunks(space, progress)
+    chunks = _chunks(space, progress, plan)
     if workers == 1:
         for gpa, buf, primary in chunks:
             yield _scan_chunk(buf, primary, gpa, bo, ram)
