@@ -163,3 +163,48 @@ def test_real_captures_carve_as_before(capture, monkeypatch, kind):
     assert rings_of(path, workers=1) == fast
     straightforward(monkeypatch)
     assert rings_of(path, workers=1) == fast
+
+
+def test_holes_of_a_sparse_dump_are_skipped_not_read(tmp_path, monkeypatch):
+    from tests.builders.elf_dump import write_elf_dump
+    from tests.builders.rings import put_split_ring
+    from vdecode.space.segmented import SegmentedSpace
+    from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts
+    lay = vring_layouts(True)
+    low, high = bytearray(4 * MiB), bytearray(4 * MiB)
+    chains = [[(0x3000, 512, VRING_DESC_F_WRITE)]] * 20
+    put_split_ring(low, 0x100000, 256, used_align=64, layouts=lay, chains=chains, completed=12,
+                   driver_at=0x300100, driver_index=0, driver_device=0xFFFF888000310000)
+    put_split_ring(high, 0x200000, 128, used_align=64, layouts=lay, chains=chains, completed=5,
+                   driver_at=0x300300, driver_index=1, driver_device=0xFFFF888000310000)
+    path = write_elf_dump(tmp_path / "sparse.elf", [(0, bytes(low)), (4 * MiB, (764 * MiB, None)),
+                                                    (768 * MiB, bytes(high)),
+                                                    (772 * MiB, (252 * MiB, None))])
+    assert path.stat().st_blocks * 512 < 32 * MiB                   # the holes cost no disk
+    read = []
+    real = carve._read_present
+
+    def spy(space, gpa, n):
+        read.append(n)
+        return real(space, gpa, n)
+    monkeypatch.setattr(carve, "_read_present", spy)
+    with open_dump(path) as dump:
+        skipped = carve_rings(dump.space)
+        # 16 chunks of RAM: read are the two with data, the one whose overlap reaches the
+        # second, and the last (its file block is shared with the section names after RAM)
+        assert len(read) <= 4 and sum(read) < 300 * MiB
+        monkeypatch.setattr(SegmentedSpace, "reads_as_zeros", lambda self, gpa, n: False)
+        assert carve_rings(dump.space) == skipped                    # reading the zeros finds no more
+    descs = {r.desc for r in skipped}
+    assert {0x100000, 768 * MiB + 0x200000} <= descs
+
+
+def test_a_forgotten_range_reads_the_same(tmp_path):
+    from tests.builders.elf_dump import write_elf_dump
+    data = np.random.default_rng(3).integers(0, 256, 3 * MiB, dtype=np.uint8).tobytes()
+    path = write_elf_dump(tmp_path / "d.elf", [(0, data)])
+    with open_dump(path) as dump:
+        assert bytes(dump.space.read(4096, MiB)) == data[4096:4096 + MiB]
+        dump.space.forget(0, 3 * MiB)
+        assert bytes(dump.space.read(4096, MiB)) == data[4096:4096 + MiB]
+        assert not dump.space.reads_as_zeros(0, 4096)

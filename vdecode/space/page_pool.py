@@ -159,3 +159,5 @@ def _worker(key: tuple, shared: str, n: int, bs: int, zlib_flag: int, idx, at, s
         return decode_fast(out, mem, idx, at, sizes, flags, bs, zlib_flag)
     finally:
         out.close()
+        # the dump's pages were read once: let go of them (resident memory stays small)
+        mem.obj.madvise(mmap.MADV_DONTNEED) if hasattr(mmap, "MADV_DONTNEED") else None

@@ -310,6 +310,11 @@ class PagedSpace:
             return all(o > 0 and self.kd.has(o, s) for o, s in zip(offs, sizes))
         return True
 
+    def forget(self, gpa: Gpa, n: int) -> None:
+        """A bulk reader is done with ``[gpa, gpa+n)``: let go of the mapped file's pages (the
+        compressed bytes are read once; resident memory does not grow with the file)."""
+        self.kd.file.forget()
+
     def ranges(self) -> list[tuple[Gpa, int]]:
         """RAM ranges (bitmap 1: pages that exist, dumped or excluded), sorted and merged."""
         if self._ranges is None:

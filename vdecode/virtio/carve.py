@@ -86,13 +86,16 @@ def _chunks(space: AddressSpace, progress: ProgressFn | None,
             plan: list[tuple[int, int, int]] | None = None):
     """``(gpa, buffer, primary)`` for each chunk of ``plan`` (default: all of RAM), read around
     the pages the dump lacks. A kdump decodes each chunk on every core
-    (:mod:`vdecode.space.page_pool`)."""
+    (:mod:`vdecode.space.page_pool`). A chunk the space knows reads as zeros (a hole of a sparse
+    dump, a zero tail) is not read: zeros hold no ring header and no driver record."""
     plan = chunk_plan(space) if plan is None else plan
+    zeros = getattr(space, "reads_as_zeros", None)
     total = sum(primary for _, primary, _ in plan)
     done = 0
     for base, primary, want in plan:
-        for gpa, buf in _read_present(space, base, want):
-            yield gpa, buf, max(0, min(primary - (gpa - base), len(buf)))
+        if zeros is None or not zeros(base, want):
+            for gpa, buf in _read_present(space, base, want):
+                yield gpa, buf, max(0, min(primary - (gpa - base), len(buf)))
         done += primary
         if progress:
             progress(done, total)
@@ -207,18 +210,25 @@ def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram:
     ``workers + 1`` chunks are held at once, so memory stays bounded."""
     workers = usable_cores() if workers is None else max(1, workers)
     chunks = _chunks(space, progress, plan)
+    # a chunk scanned is let go of (the space's forget): resident memory stays a few chunks
+    forget = getattr(space, "forget", None) or (lambda gpa, n: None)
     if workers == 1:
         for gpa, buf, primary in chunks:
             yield _scan_chunk(buf, primary, gpa, bo, ram)
+            forget(gpa, len(buf))
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="vdecode-carve") as pool:
-        pending: deque[Future] = deque()
+        pending: deque[tuple[Future, int, int]] = deque()
         for gpa, buf, primary in chunks:
-            pending.append(pool.submit(_scan_chunk, buf, primary, gpa, bo, ram))
+            pending.append((pool.submit(_scan_chunk, buf, primary, gpa, bo, ram), gpa, len(buf)))
             while len(pending) > workers:
-                yield pending.popleft().result()
+                fut, at, n = pending.popleft()
+                yield fut.result()
+                forget(at, n)
         while pending:
-            yield pending.popleft().result()
+            fut, at, n = pending.popleft()
+            yield fut.result()
+            forget(at, n)
 
 
 def _scan_chunk(buf: np.ndarray, primary: int, gpa: int, bo: str,
