@@ -208,3 +208,26 @@ def test_a_forgotten_range_reads_the_same(tmp_path):
         dump.space.forget(0, 3 * MiB)
         assert bytes(dump.space.read(4096, MiB)) == data[4096:4096 + MiB]
         assert not dump.space.reads_as_zeros(0, 4096)
+
+
+def test_zero_pages_of_a_kdump_are_skipped_not_read(tmp_path, monkeypatch):
+    from tests.builders.kdump import write_kdump
+    from tests.builders.rings import put_split_ring
+    from vdecode.space.paged import PagedSpace
+    from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts
+    mem = bytearray(4 * MiB)
+    put_split_ring(mem, 0x100000, 256, used_align=64, layouts=vring_layouts(True),
+                   chains=[[(0x3000, 512, VRING_DESC_F_WRITE)]] * 20, completed=12,
+                   driver_at=0x300100, driver_index=0, driver_device=0xFFFF888000310000)
+    pages = {p: bytes(mem[p * 4096:(p + 1) * 4096]) for p in range(1024)}
+    path = tmp_path / "zeros.kdump"
+    write_kdump(path, pages, ram=[(0, (320 * MiB) // 4096)], dumped_zero=[(1024, (316 * MiB) // 4096)])
+    read = []
+    real = carve._read_present
+    monkeypatch.setattr(carve, "_read_present", lambda s, gpa, n: read.append(n) or real(s, gpa, n))
+    with open_dump(path) as dump:
+        skipped = carve_rings(dump.space)
+        assert len(read) == 1                      # 5 chunks of RAM, 4 of them the zero page
+        monkeypatch.setattr(PagedSpace, "reads_as_zeros", lambda self, gpa, n: False)
+        assert carve_rings(dump.space) == skipped
+    assert [r.desc for r in skipped] == [0x100000]

@@ -310,6 +310,27 @@ class PagedSpace:
             return all(o > 0 and self.kd.has(o, s) for o, s in zip(offs, sizes))
         return True
 
+    def reads_as_zeros(self, gpa: Gpa, n: int) -> bool:
+        """Whether every page of ``[gpa, gpa+n)`` is dumped as makedumpfile's shared zero page
+        (read without decoding anything); ``False`` when in doubt."""
+        bs = self.block_size
+        if gpa < 0 or n <= 0 or gpa % bs:
+            return False
+        pfn, count = gpa >> self.shift, -(-n // bs)
+        if not self.is_present(gpa, count * bs):
+            return False
+        try:
+            descs = self._read_descs(pfn, count)
+        except MissingData:
+            return False
+        zero = (descs["offset"] == self.data_offset) & (descs["flags"] == 0) & (descs["size"] == bs)
+        if not zero.all():
+            return False
+        z = self.kd.data.file_offset(self.data_offset) if self.kd.flat is not None \
+            else self.data_offset
+        return z is not None and 0 <= z and z + bs <= self.kd.file.size \
+            and self.kd.file.memory()[z:z + bs] == bytes(bs)
+
     def forget(self, gpa: Gpa, n: int) -> None:
         """A bulk reader is done with ``[gpa, gpa+n)``: let go of the mapped file's pages (the
         compressed bytes are read once; resident memory does not grow with the file)."""
