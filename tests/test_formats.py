@@ -54,7 +54,9 @@ def test_file_names_its_source_and_generator(version, name):
     assert data["qemu"].startswith(version.name.removeprefix("qemu-") + ".")
     assert data["source"].strip()
     if name in GENERATED:
-        assert data["generated_by"] == "tools/gen_formats.py"
+        # features.json of a release without its source: the executable's tables over the
+        # nearest tree's (docs/profile.md)
+        assert data["generated_by"] in ("tools/gen_formats.py", "tools/features_from_binary.py")
         assert (REPO / data["generated_by"]).exists()
     else:
         assert data["generated_by"].startswith("hand-written from the source")
@@ -73,15 +75,21 @@ def test_every_version_has_the_same_keys(version):
     """A key one version has, every version has (a rule 10.0 changes is given for 7.2 too)."""
     first = VERSIONS[0]
     for name in GENERATED + HAND_KEPT:
-        assert set(load(version, name)) == set(load(first, name)), name
+        # facts only a release that needs them states (11.1: the command its live QEMU aborts
+        # on, and that a version-less input is not answered as it)
+        own = {"live_aborts", "assumed_without_version"}
+        assert set(load(version, name)) - own == set(load(first, name)) - own, name
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=lambda p: p.name)
 def test_feature_bits_in_range_and_unique_per_table(version):
     features = load(version, "features")
+    # 64-bit feature words up to 10.1; 10.2 made them 128-bit (unknown-dev-features2)
+    qapi = load(version, "qapi")["structs"]["VirtioDeviceFeatures"]
+    width = 128 if "unknown-dev-features2" in [m["name"] for m in qapi] else 64
     for table, rows in bit_tables(features).items():
         bits = [r["bit"] for r in rows]
-        assert all(0 <= b < 64 for b in bits), table
+        assert all(0 <= b < width for b in bits), table
         assert len(set(bits)) == len(bits), table
         assert all(r["desc"].strip() for r in rows), table
     for key in ("status", "vring_desc_flags"):

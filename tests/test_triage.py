@@ -78,8 +78,11 @@ def test_bad_files_are_error_records_and_exit_0(tmp_path):
         "input": str(tmp_path / "garbage.core"), "class": "InputError",
         "message": f"{tmp_path / 'garbage.core'}: not a dump this tool reads "
                    f"(starts with b'this is not a co')"}]
-    assert records["trunc"]["errors"][0]["class"] == "CorruptInput"
-    assert "runs past the end of the file" in records["trunc"]["errors"][0]["message"]
+    # cut inside guest RAM: it opens, and says what is gone (issue 24)
+    assert records["trunc"]["errors"] == [] and records["trunc"]["verdict"] == "incomplete"
+    assert records["trunc"]["absent"]["lines"][0].startswith("the dump is cut short") or \
+        "of guest RAM absent, the dump is cut short: the file ends at offset" in \
+        records["trunc"]["absent"]["lines"][0]
     assert records["empty"]["errors"][0]["message"] == f"{tmp_path / 'empty.vdb'}: empty file"
     good = records["good"]
     assert good["errors"] == [] and good["verdict"] == "ok"
@@ -155,7 +158,16 @@ def test_local_fleet(fleet, local_records):
     assert len(recorded) == len(list((REPO / "tests" / "data" / "captures").glob("*/*.vdb.zst")))
     assert all(r["errors"] == [] and r["inputs"]["format"] == "bundle" for r in recorded)
     assert all(r["counts"]["devices"] > 0 for r in recorded)
-    assert by_vm["vm9"]["verdict"] == "unreadable"
+    # a bundle cut short (named .elf): it opens, as a bundle (its own VM: it carries its log),
+    # its lost tail is counted, the verdict says so; the log beside it has no dump left
+    (vm9,) = [r for r in local_records if (r["inputs"]["dump"] or "").endswith("broken/vm9.elf")]
+    assert by_vm["vm9"]["verdict"] == "no-dump"
+    assert vm9["verdict"] == "incomplete" and vm9["errors"] == []
+    assert vm9["absent"]["incomplete"] and vm9["absent"]["kinds"] == ["cut-short"]
+    assert vm9["absent"]["lines"][0].startswith("389.5 KiB of guest RAM absent, the dump is cut "
+                                                "short: the file ends at offset 0x186a0")
+    assert vm9["counts"]["unknown"] > 0
+    assert all(r["absent"] is None for r in recorded)
     assert by_vm["vm9"]["inputs"]["logs"] == [f"{fleet[0]}/broken/vm9.qmp.jsonl"]
     assert by_vm["noise"]["errors"][0]["class"] == "InputError"
     assert by_vm["basic-core"]["inputs"]["dump"].endswith("basic-core.vdb")

@@ -209,7 +209,7 @@ def decode_switch(src: Sources) -> dict[int, str | None]:
     for line in lines:
         if m := re.match(r"\s*case (VIRTIO_ID_\w+):", line):
             pending.append(src.consts[m.group(1)])
-        elif m := re.search(r"CONVERT_FEATURES\(strList,\s*(\w+),", line):
+        elif m := re.search(r"CONVERT_FEATURES(?:_EX)?\(strList,\s*(\w+),", line):
             mapname = m.group(1)
         elif re.match(r"\s*break;", line):
             for dev in pending:

@@ -123,8 +123,10 @@ class Indices:
 
 @record(slots=True)
 class Finding:
-    """What is wrong (or worth knowing), as in ``docs/view.md``: ``severity``, ``code``, ``device``
-    (path), ``queue`` (or ``None``), ``title``, ``evidence``, ``rule``, ``qemu``."""
+    """What is wrong (or worth knowing), as in ``docs/view.md``: ``severity`` (``error``,
+    ``warning``, ``info``, or ``unknown`` when the bytes it needs are absent from the input),
+    ``code``, ``device`` (path), ``queue`` (or ``None``), ``title``, ``evidence``, ``rule``,
+    ``qemu``."""
 
     severity: str
     code: str
@@ -261,6 +263,19 @@ class Machine:
         """Where QEMU's state came from: ``core``, ``log``, ``core+log`` or ``none``."""
         return self._machine.state.source or "none"
 
+    @property
+    def absent(self):
+        """What the input lacks (:class:`vdecode.space.absence.Absent`: ``incomplete``,
+        ``absent_bytes``, ``parts`` with ``kind``, ``reason``, ``ranges``), or ``None`` for a
+        whole input. Counted once, when the input was opened."""
+        return self._dump.absent
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether the input lacks bytes it should hold (a dump cut short, pages not written);
+        pages left out by design (makedumpfile's dump level) do not make it incomplete."""
+        return self._dump.incomplete
+
     # -- the view's data ------------------------------------------------------------------------
     def _devices(self, paths: set[str] | None, queue: int | None
                  ) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
@@ -364,7 +379,7 @@ class Machine:
 
     def __repr__(self) -> str:
         return f"<vdecode.Machine {os.path.basename(self.path)} ({self.format}, QEMU state from " \
-               f"{self.qemu_state})>"
+               f"{self.qemu_state}{', INCOMPLETE' if self.incomplete else ''})>"
 
 
 def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None = None,  # noqa: A001
@@ -392,4 +407,7 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     except VdecodeError:
         inputs.dump.close()
         raise
-    return Machine(session, [*(f"warning: {w}" for w in inputs.warnings), *session.notes])
+    absent = inputs.dump.absent
+    said = [p.headline()
+            for p in (absent.parts if absent is not None else ())]
+    return Machine(session, [*said, *(f"warning: {w}" for w in inputs.warnings), *session.notes])

@@ -244,6 +244,9 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
     if not (opened.qemu or knowledge or qemu_release):
         said.append(_assumed_release(profile, opened.space))
+    if opened.absent is not None:     # first: every reply below is built on this input
+        said = [p.headline()
+                for p in opened.absent.parts] + said
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
     version, package = qemu_identity(knowledge, opened.qemu)
@@ -269,22 +272,44 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
 
 
 @cli.command("profile")
-@click.argument("debugfile", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the layout profile (e.g. formats/qemu-7.2/layout-x86_64.json).")
+@click.argument("debugfile", metavar="DEBUGFILE|CORE", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the layout profile (e.g. formats/qemu-7.2/layout-x86_64.json); "
+                   "needed for DWARF; for a QEMU core the default is standard output.")
 @click.option("--like", "template", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Profile whose structs and fields to look up (default: the shipped x86_64 one).")
 @click.option("--binary", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The qemu-system-* executable the profile is for: its build-id keys the profile "
                    "(default: DEBUGFILE's own build-id, as a -dbgsym .debug file carries).")
 @click.option("--source", "source_text", default=None, help="The profile's 'source' text.")
-def profile_command(debugfile: str, output: str, template: str | None, binary: str | None,
+def profile_command(debugfile: str, output: str | None, template: str | None, binary: str | None,
                     source_text: str | None) -> None:
-    """Derive a QEMU struct layout profile from DWARF (a .debug file or a probe object)."""
+    """Derive a QEMU struct layout profile from DWARF (a .debug file or a probe object), or from a
+    QEMU process core's own structures (each field with its evidence and confidence)."""
     import json
 
     from vdecode.errors import OutputError
     from vdecode.output_paths import check_output
+
+    with open(debugfile, "rb") as f:
+        head = f.read(18)
+    packed = next((k for m, k in ((b"\x28\xb5\x2f\xfd", "zstd"), (b"\x1f\x8b", "gzip"),
+                                  (b"\xfd7zXZ", "xz")) if head.startswith(m)), None)
+    if packed:                           # a compressed core (DWARF files are not compressed)
+        from vdecode.sources.compressed import decompress_to_cache
+
+        if output:
+            check_output(output, "the profile (-o)", [debugfile])
+        _profile_of_core(str(decompress_to_cache(debugfile, packed)), output, debugfile)
+        return
+    if head[:4] == b"\x7fELF" and int.from_bytes(head[16:18], "little") == 4:     # ET_CORE
+        if output:
+            check_output(output, "the profile (-o)", [debugfile])
+        _profile_of_core(debugfile, output, debugfile)
+        return
+    if output is None:
+        raise click.UsageError("-o/--output is needed for a layout derived from DWARF")
+
     from vdecode.profiles import load_profile
     from vdecode.sources.dwarf_profile import dumps_profile, profile_from_dwarf, read_build_id_file
 
@@ -310,6 +335,47 @@ def profile_command(debugfile: str, output: str, template: str | None, binary: s
         raise OutputError(output, f"cannot write the profile: {err.strerror or err}") from None
     click.echo(f"{output}: {len(prof['structs'])} structs"
                + (f", build-id {build_id}" if build_id else ", no build-id (kept the template's)"))
+
+
+def _profile_of_core(path: str, output: str | None, given: str) -> None:
+    """``vdecode profile CORE``: the layout derived from the core; checked against the shipped
+    profile of its build-id when there is one (a line on stderr)."""
+    from vdecode.sources.dwarf_profile import dumps_profile
+    from vdecode.sources.elf_dump import read_elf
+    from vdecode.sources.files import FileView
+    from vdecode.sources.qemu_core import derive_core_layout
+    from vdecode.sources.qemu_core.derive import compare_layouts, layout_with_evidence
+    from vdecode.space.qemu_core import host_space
+
+    with FileView(path) as view:
+        elf = read_elf(view)
+        derived, shipped = derive_core_layout(view, elf, host_space(view, elf))
+    text = dumps_profile(layout_with_evidence(derived))
+    if output:
+        from vdecode.errors import OutputError
+
+        try:
+            with open(output, "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as err:
+            raise OutputError(output, f"cannot write the profile: {err.strerror or err}") from None
+    else:
+        click.echo(text, nl=False)
+    counts = {c: 0 for c in ("anchored", "checked", "template")}
+    for f in derived.data["derived"]["fields"].values():
+        counts[f["confidence"]] += 1
+    click.echo(f"{output or given}: layout derived from the core, template "
+               f"{derived.data['derived']['template']}:\n  {counts['anchored']} fields anchored, "
+               f"{counts['checked']} checked, {counts['template']} placed by the template alone",
+               err=True)
+    if shipped is not None:
+        cmp = compare_layouts(derived, shipped)
+        click.echo(f"checked against {shipped.source} (it lists the core's build-id):\n  "
+                   f"{len(cmp['agree'])} fields the reader uses agree, {len(cmp['differ'])} "
+                   f"differ, {len(cmp['unchecked'])} differ unchecked"
+                   + "".join(f"\n  differs: {x}" for x in cmp["differ"])
+                   + "".join(f"\n  differs unchecked (nothing in the core to check it on): {x}"
+                             for x in cmp["unchecked"]), err=True)
 
 
 @cli.command("log")
@@ -400,7 +466,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
         view = build_view(machine, profile, findings, walks, dump_path=dump,
                           dump_format=opened.format, log_path=log_path, device=device,
                           queue=queue, show_all=show_all, notes=notes,
-                          carved=carved, log_end=utc_text(log_end))
+                          carved=carved, log_end=utc_text(log_end), absent=opened.absent)
     if as_json:
         click.echo(render_view_json(view), nl=False)
     else:

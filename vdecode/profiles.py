@@ -17,7 +17,7 @@ from typing import Any
 from vdecode.errors import UnsupportedInput
 from vdecode.frozen import freeze_deep, record
 
-DEFAULT_VERSION = None      # the newest profile shipped (available_versions()[-1])
+DEFAULT_VERSION = None      # the newest profile shipped that a version-less input may assume
 
 
 def formats_dir() -> Path:
@@ -161,7 +161,12 @@ def load_profile(version: str | None = None, *, reason: str | None = None) -> Pr
     if not have:
         raise UnsupportedInput(str(formats_dir()), "no qemu-* profile folders")
     if version is None:
-        v = have[-1]
+        # the newest release that answers every command (a profile may opt out: devices.json
+        # assumed_without_version, 11.1 whose live QEMU aborts on x-query-virtio-status)
+        v = next((x for x in reversed(have) if _load_json(str(formats_dir() / f"qemu-{x}" /
+                  "devices.json")).get("assumed_without_version", True)), have[-1]) \
+            if all((formats_dir() / f"qemu-{x}" / "devices.json").is_file() for x in have) \
+            else have[-1]
         return Profile(version=v, folder=formats_dir() / f"qemu-{v}",
                        reason=reason or f"no QEMU version in the inputs: the newest profile, {v} "
                                         f"(--qemu VERSION picks another)")

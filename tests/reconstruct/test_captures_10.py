@@ -67,11 +67,14 @@ def test_bundle_does_not_drop_below_its_ratchet(name, mode):
 
 def test_nearest_profile_for_an_unknown_release_warns():
     assert nearest_version("10.0.13", ["7.2", "10.0"]) == ("10.0", True)
+    assert nearest_version("10.2.2", ["7.2", "10.0", "11.1"]) == ("10.0", False)
+    assert nearest_version("11.0.0", ["7.2", "10.0", "11.1"]) == ("11.1", False)
     assert nearest_version("9.2.0", ["7.2", "10.0"]) == ("10.0", False)
     assert nearest_version("8.0.0", ["7.2", "10.0"]) == ("7.2", False)
     p = load_profile("9.2.0")
     assert p.version == "10.0"
-    assert p.warning == "QEMU 9.2.0 has no profile (have: 7.2, 10.0): answering with the nearest, 10.0"
+    assert p.warning == ("QEMU 9.2.0 has no profile (have: 7.2, 10.0, 11.1): answering with the "
+                         "nearest, 10.0")
     assert load_profile("7.2.22").warning is None
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.builders.elf_dump import qemu_cpustate_x86, write_elf_dump
-from vdecode.errors import CorruptInput, InputError, VdecodeError
+from vdecode.errors import CorruptInput, InputError, MissingData, VdecodeError
 from vdecode.sources.elf_dump import (NT_PRPSINFO, NT_PRSTATUS, PT_LOAD, PT_NOTE, decode_vcpus,
                                       read_elf, read_note_desc)
 from vdecode.sources.files import FileView
@@ -104,11 +104,27 @@ TRUNCATED = [
           "end of the file (360 bytes)"),
     (1175, "at offset 0xc0: program header 0: PT_NOTE p_offset 0x168 + p_filesz 0x330 runs past "
            "the end of the file (1175 bytes)"),
-    (1176, "at offset 0xf8: program header 1: PT_LOAD p_offset 0x498 + p_filesz 0x40 runs past the "
-           "end of the file (1176 bytes)"),
-    (1303, "at offset 0x130: program header 2: PT_LOAD p_offset 0x4d8 + p_filesz 0x40 runs past "
-           "the end of the file (1303 bytes)"),
 ]
+
+# Cut inside guest RAM (the PT_LOADs' bytes): the dump opens, and what is gone is counted once.
+CUT_IN_RAM = [(1176, 0x80, 2), (1200, 0x68, 2), (1240, 0x40, 1), (1303, 1, 1)]
+
+
+@pytest.mark.parametrize("cut,lost,segments", CUT_IN_RAM)
+def test_cut_in_ram_opens_incomplete(tmp_path, cut, lost, segments):
+    data = small_dump(tmp_path)
+    p = tmp_path / "cut.elf"
+    p.write_bytes(data[:cut])
+    with open_dump(p) as dump:
+        assert dump.incomplete and dump.info["incomplete"]
+        (part,) = dump.absent.parts
+        assert part.kind == "cut-short" and part.absent_bytes == lost
+        assert part.reason == (f"the file ends at offset {cut:#x}, its program headers say 0x518; "
+                               f"{segments} PT_LOAD segment(s) of guest RAM lose their tail")
+        with pytest.raises(MissingData):       # the lost bytes are absent, never zeros
+            dump.space.read(0x1000 + 63, 1)
+        if cut >= 0x4d8:                        # the first segment is whole
+            assert bytes(dump.space.read(0, 64)) == bytes(range(64))
 
 
 @pytest.mark.parametrize("cut,message", TRUNCATED)
@@ -126,10 +142,14 @@ def test_every_cut_raises_or_reads(tmp_path):
     """Cut at every byte of the headers and notes: always a VdecodeError, never anything else."""
     data = small_dump(tmp_path)
     p = tmp_path / "cut.elf"
-    for cut in range(0, 0x518):                 # 0x518: the last PT_LOAD is whole
+    for cut in range(0, 0x498):                 # 0x498: the first PT_LOAD's bytes start
         p.write_bytes(data[:cut])
         with pytest.raises(VdecodeError):
             open_dump(p).close()
+    for cut in range(0x498, 0x518):             # inside guest RAM: opens, saying what is gone
+        p.write_bytes(data[:cut])
+        with open_dump(p) as dump:
+            assert dump.incomplete and dump.absent.parts[0].absent_bytes == 0x518 - cut
 
 
 def patched(data: bytes, offset: int, fmt: str, value: int) -> bytes:
@@ -155,9 +175,6 @@ BROKEN = [
     ("e_shoff past EOF", 0x28, "<Q", 0x10000, CorruptInput,
      "at offset 0x10000: section header table (2 entries of 64 bytes) runs past the end of the "
      "file (1315 bytes)"),
-    ("p_offset past EOF", 0xf8 + 8, "<Q", 0x100000, CorruptInput,
-     "at offset 0xf8: program header 1: PT_LOAD p_offset 0x100000 + p_filesz 0x40 runs past the "
-     "end of the file (1315 bytes)"),
     ("p_filesz wraps", 0xf8 + 32, "<Q", 2**64 - 0x10, CorruptInput,
      "at offset 0xf8: program header 1: PT_LOAD p_offset 0x498 + p_filesz 0xfffffffffffffff0 runs "
      "past the end of the file (1315 bytes)"),
@@ -197,11 +214,23 @@ def test_broken_header(tmp_path, what, offset, fmt, value, cls, message):
 def test_cli_reports_one_line_exit_2(tmp_path):
     data = small_dump(tmp_path)
     p = tmp_path / "cut.elf"
-    p.write_bytes(data[:1200])
+    p.write_bytes(data[:1100])                  # inside the notes: the headers are not whole
     r = subprocess.run([sys.executable, "-m", "vdecode", "info", str(p)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr == (f"vdecode: error: {p} at offset 0xf8: program header 1: PT_LOAD p_offset "
-                        f"0x498 + p_filesz 0x40 runs past the end of the file (1200 bytes)\n")
+    assert r.stderr == (f"vdecode: error: {p} at offset 0xc0: program header 0: PT_NOTE p_offset "
+                        f"0x168 + p_filesz 0x330 runs past the end of the file (1100 bytes)\n")
+
+
+def test_p_offset_past_eof_is_a_cut(tmp_path):
+    """A PT_LOAD whose bytes lie past the end of the file: the file is shorter than its headers
+    say, which is what a cut looks like; its guest RAM is absent, said once."""
+    data = bytearray(small_dump(tmp_path))
+    struct.pack_into("<Q", data, 0xf8 + 8, 0x100000)
+    p = tmp_path / "moved.elf"
+    p.write_bytes(bytes(data))
+    with open_dump(p) as dump:
+        (part,) = dump.absent.parts
+        assert part.ranges == ((0, 64),) and "its program headers say 0x100040" in part.reason
 
 
 # --- hypothesis: mutate the real capture's headers ----------------------------------------------
@@ -276,3 +305,18 @@ def test_phdrs_parsed_in_one_frombuffer_match_pyelftools(captures):
     assert [(types[t], o, v, fs, ms) for t, o, v, fs, ms in rows] == list(zip(
         *(elf.phdrs[k].tolist() for k in ("p_type", "p_offset", "p_vaddr", "p_filesz", "p_memsz"))))
     assert np.all(elf.phdrs["p_type"] > 0)
+
+
+def test_cut_in_the_string_table_after_ram(tmp_path):
+    """The last bytes are a section's string table, after guest RAM: no RAM is lost, but the file
+    is still shorter than its headers say, and that is said."""
+    data = small_dump(tmp_path)
+    p = tmp_path / "cut.elf"
+    p.write_bytes(data[:-1])
+    with open_dump(p) as dump:
+        assert dump.incomplete
+        (part,) = dump.absent.parts
+        assert part.kind == "cut-short" and part.absent_bytes == 0 and part.ranges == ()
+        assert part.text() == (f"the dump is cut short: the file ends at offset {len(data) - 1:#x}, "
+                               f"its section headers say {len(data):#x}; no guest RAM is lost")
+        assert bytes(dump.space.read(0x1000, 64)) == bytes(64)

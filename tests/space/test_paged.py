@@ -307,12 +307,20 @@ def test_bad_page_desc_in_flattened_names_rearranged_offset(tmp_path):
 
 
 def test_page_desc_table_past_eof(plain):
+    """A rearranged file cut inside its page_desc table opens as a dump cut short: the pages
+    whose descriptors or data are gone are absent, counted once, and reading them says why."""
     path, lay = plain
     path.write_bytes(path.read_bytes()[:lay.desc_offset + 30])
-    with pytest.raises(CorruptInput) as err:
-        open_dump(path)
-    assert str(err.value) == (f"{path} at offset {lay.desc_offset:#x}: page_desc table (3 entries, "
-                              f"72 bytes) runs past the end of the file ({lay.desc_offset + 30} bytes)")
+    with open_dump(path) as dump:
+        assert dump.incomplete and [p.kind for p in dump.absent.parts] == ["cut-short"]
+        part = dump.absent.parts[0]
+        assert part.absent_bytes == 3 * BS and "3 of 3 dumped pages are not in it" in part.reason
+        assert part.reason.startswith(f"the file ends at offset {lay.desc_offset + 30:#x}, its "
+                                      "headers say 0x")
+        with pytest.raises(MissingData) as err:
+            dump.space.read(0, 1)
+        assert str(err.value).endswith(f"was not written: the file is cut short at offset "
+                                       f"{lay.desc_offset + 30:#x}")
 
 
 def test_bitmaps_past_eof(tmp_path):

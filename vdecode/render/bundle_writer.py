@@ -79,7 +79,9 @@ def state_to_json(state: QemuVirtioState) -> dict[str, Any]:
 
     return {"devices": [device(d) for d in state.devices],
             "qemu_version": list(state.qemu_version) if state.qemu_version else None,
-            "package": state.package, "source": state.source}
+            "package": state.package, "source": state.source,
+            **({"labels": [list(x) for x in state.labels], "labels_from": state.labels_from}
+               if state.labels else {})}
 
 
 def _vdecode_version() -> str:
@@ -121,6 +123,9 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
     recorder = RecordingSpace(space) if space is not None else None
     session = build_session(_reading_through(inputs, recorder), requested)
     machine, notes, profile = session.machine, list(session.notes), session.profile
+    if dump.absent is not None:       # first: the bundle stands for an input that lacked bytes
+        notes = [p.headline()
+                 for p in dump.absent.parts] + notes
     findings = None
     if space is None:
         plan = KeepPlan()
@@ -145,6 +150,8 @@ def write_bundle(out: str | os.PathLike, inputs: Inputs, *, requested: str | Non
 
     origin = _file_facts(dump.path, dump.format)
     origin["ram_ranges"] = [[int(s), int(z)] for s, z in space.ranges()] if space is not None else []
+    if dump.absent is not None:       # remembered: answers from the bundle still say so
+        origin["absent"] = dump.absent.to_json()
     meta = {
         "format": "vdecode-bundle",
         "bundle_version": BUNDLE_VERSION,

@@ -141,7 +141,7 @@ def render_info_text(info: dict[str, Any], width: int = 80) -> str:
 _CORE_KEYS = ("core_writer", "signal", "threads", "crashing_thread", "pid", "command", "binary",
               "build_id", "binary_file", "qemu_version", "package", "qemu_version_from",
               "guest_ram", "guest_dump", "absent_mappings", "ram_blocks", "checks_skipped",
-              "warnings", "profile", "profile_reason")
+              "warnings", "profile", "profile_reason", "layout_derived")
 MAX_ABSENT = 6
 
 
@@ -171,6 +171,16 @@ def _core_lines(info: dict[str, Any], row, lines: list[str]) -> None:
     if info.get("profile"):
         why = f" ({info['profile_reason']})" if info.get("profile_reason") else ""
         row("profile", f"{info['profile']}{why}")
+    der = info.get("layout_derived")
+    if der:
+        # which offsets the core itself pinned, and how sure each is (vdecode profile CORE
+        # prints every field with its evidence)
+        by: dict[str, list[str]] = {}
+        for fld, text in der.get("fields", {}).items():
+            by.setdefault(text.split(" ", 2)[1].rstrip(":"), []).append(fld)
+        row("layout", f"derived from the core, field order of {der.get('template')}")
+        for how in ("anchored", "checked", "template"):
+            row(f" {how}", f"{len(by.get(how, []))} fields: {', '.join(by.get(how, [])) or '-'}")
     if "guest_ram" in info:
         row("guest RAM", info["guest_ram"])
     absent = info.get("absent_mappings") or []

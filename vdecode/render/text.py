@@ -31,8 +31,8 @@ CHAIN_LIMIT = 16        # -v: chains drawn per state (pending, in flight) withou
 CHAIN_LINES = 12        # compact: chain lines per queue without --all (the rest summed up in one)
 
 MARKERS = {"inferred": "~", "log": "*", "carved": "^"}
-SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-HEALTH_STYLE = {"ok": "green", "unread": "dim", "?": "dim"}
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan", "unknown": "magenta"}
+HEALTH_STYLE = {"ok": "green", "unread": "dim", "?": "dim", "absent": "magenta"}
 
 
 class Kit:
@@ -492,11 +492,43 @@ def _unique_label(view: dict, path: str) -> str:
     return name
 
 
+def _absent_lines(k: Kit, absent: dict | None) -> None:
+    """What the input lacks, right under the title: every answer below is built on it."""
+    if not absent:
+        return
+    for part, line in zip(absent["parts"], absent["lines"]):
+        head = "absent by design" if part["by_design"] else "INCOMPLETE DUMP"
+        _para(k, k.Text(f"{head}: {line}", style="dim" if part["by_design"] else "bold magenta"), 0)
+
+
+def _fold_absent(view: dict, fs: list[dict]) -> list[dict]:
+    """One line per device for the queues whose rings are absent (a cut dump has dozens)."""
+    out, seen = [], {}
+    for f in fs:
+        if f["code"] != "absent" or f["queue"] is None:
+            out.append(f)
+            continue
+        if f["device"] in seen:
+            seen[f["device"]]["queues"].append(f["queue"])
+            continue
+        seen[f["device"]] = g = {**f, "queues": [f["queue"]]}
+        out.append(g)
+    for g in seen.values():
+        if len(g["queues"]) > 1:
+            why = g["title"].split(": ")[1] if ": " in g["title"] else g["title"]
+            g["title"] = f"{len(g['queues'])} queues not read: {why}"
+            g["queue_text"] = f" q{g['queues'][0]}-q{g['queues'][-1]}"
+    return out
+
+
 def _compact_findings(k: Kit, view: dict) -> None:
     fs = view["findings"]
     k.print()
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
-    for f in fs:
+    for f in _fold_absent(view, fs):
+        if "queue_text" in f:
+            _finding_title(k, f, _unique_label(view, f["device"]) + f["queue_text"])
+            continue
         where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
                                                     else "")
         _finding_title(k, f, where)
@@ -532,6 +564,7 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
         log += f" (ends {inp['log_end']})"
     _para(k, f"QEMU state from {src}{log}"
           + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""), 0)
+    _absent_lines(k, view.get("absent"))
     k.print()
     used: set[str] = set()
     if view.get("carved") is not None:

@@ -190,8 +190,9 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
         where its descriptor starts.
     :raises CorruptInput: a member has the wrong type or a count is beyond any real machine.
 
-    >>> decode_qemu_state({"devices": [], "qemu_version": [7, 2, 0], "source": "core"}, "b.vdb")
-    QemuVirtioState(devices=(), qemu_version=(7, 2, 0), package=None, source='core')
+    >>> s = decode_qemu_state({"devices": [], "qemu_version": [7, 2, 0], "source": "core"}, "b.vdb")
+    >>> s.devices, s.qemu_version, s.source, s.labels
+    ((), (7, 2, 0), 'core', ())
     """
     try:
         d = _obj(obj, "state")
@@ -205,10 +206,22 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
         state = QemuVirtioState(devices=[_device(x, f"devices[{i}]") for i, x in enumerate(devices)],
                                 qemu_version=version,
                                 package=_opt(d.get("package"), str, "package"),
-                                source=_opt(d.get("source", ""), str, "source") or "")
+                                source=_opt(d.get("source", ""), str, "source") or "",
+                                labels=_labels(d.get("labels", [])),
+                                labels_from=_opt(d.get("labels_from"), str, "labels_from"))
     except ValueError as err:
         raise CorruptInput(source, f"bundle: {note}: {err}", offset=offset) from None
     return state
+
+
+def _labels(x: Any) -> tuple[tuple[str, int, str], ...]:
+    """``labels``: the build's own strings, ``[section, key, desc]`` each."""
+    rows = _list(x, "labels", 4096)
+    for r in rows:
+        if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and _is_u64(r[1])
+                and isinstance(r[2], str)):
+            raise ValueError("labels: each is [section, key, text]")
+    return tuple(tuple(r) for r in rows)
 
 
 def _obj(x: Any, what: str) -> dict:
@@ -228,8 +241,10 @@ def _list(x: Any, what: str, limit: int) -> list:
 def _opt(x: Any, typ: type, what: str) -> Any:
     if x is None:
         return None
-    if typ is int and (not isinstance(x, int) or isinstance(x, bool) or not -(1 << 63) <= x < 1 << 64):
-        raise ValueError(f"{what} is not a 64-bit integer")
+    # feature words are 128 bits from QEMU 10.2 (VIRTIO_DECLARE_FEATURES)
+    bits = 128 if what.endswith("features") else 64
+    if typ is int and (not isinstance(x, int) or isinstance(x, bool) or not -(1 << 63) <= x < 1 << bits):
+        raise ValueError(f"{what} is not a {bits}-bit integer")
     if typ is float and (not isinstance(x, (int, float)) or isinstance(x, bool)):
         raise ValueError(f"{what} is not a number")
     if typ in (bool, str) and not isinstance(x, typ):

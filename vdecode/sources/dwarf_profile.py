@@ -112,21 +112,32 @@ def _member_offset(member) -> int:
 
 
 def _find_member(die, name: str):
+    """``(member, offset of the member's container)``: a named member of ``die``, or one of an
+    anonymous union or struct inside it (QEMU 10.2's ``VIRTIO_DECLARE_FEATURES`` wraps
+    ``host_features`` in ``union { uint64_t host_features; uint64_t host_features_ex[2]; }``)."""
     for child in die.iter_children():
-        if child.tag == "DW_TAG_member" and child.attributes.get("DW_AT_name") is not None \
-                and child.attributes["DW_AT_name"].value.decode() == name:
-            return child
-    return None
+        if child.tag != "DW_TAG_member":
+            continue
+        if child.attributes.get("DW_AT_name") is not None:
+            if child.attributes["DW_AT_name"].value.decode() == name:
+                return child, 0
+            continue
+        inner = _strip(child.get_DIE_from_attribute("DW_AT_type"))
+        if inner.tag in ("DW_TAG_union_type", "DW_TAG_structure_type"):
+            found, at = _find_member(inner, name)
+            if found is not None:
+                return found, _member_offset(child) + at
+    return None, 0
 
 
 def _resolve(struct_die, path: str, source: str, struct: str) -> FieldLayout:
     offset, die = 0, struct_die
     parts = path.split(".")
     for i, part in enumerate(parts):
-        member = _find_member(die, part)
+        member, within = _find_member(die, part)
         if member is None:
             raise UnsupportedInput(source, f"DWARF: struct {struct} has no field {'.'.join(parts[:i + 1])}")
-        offset += _member_offset(member)
+        offset += within + _member_offset(member)
         mtype = member.get_DIE_from_attribute("DW_AT_type")
         if i + 1 < len(parts):
             die = _strip(mtype)

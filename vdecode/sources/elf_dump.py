@@ -150,6 +150,8 @@ class ElfFacts:
     pn_xnum: bool
     phdrs: np.ndarray
     notes: tuple[ElfNote, ...]
+    file_size: int | None = None      # the file's size: PT_LOAD bytes past it are absent (cut)
+    sections_end: int = 0             # where the sections' bytes end (0: no sections)
 
     @property
     def machine(self) -> str:
@@ -161,8 +163,57 @@ class ElfFacts:
 
     @property
     def loads(self) -> np.ndarray:
-        """The PT_LOAD program headers, in file order."""
-        return self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        """The PT_LOAD program headers, in file order; in a file cut short, each segment ends
+        where the file does (``p_filesz`` and ``p_memsz`` cut: the rest is absent, not zeros)."""
+        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        cut = self.cut_loads()
+        if not cut:
+            return loads
+        loads = loads.copy()
+        for k, _, _, have in cut:
+            loads["p_filesz"][k] = loads["p_memsz"][k] = have
+        return loads
+
+    def held_loads(self) -> np.ndarray:
+        """The PT_LOADs with ``p_filesz`` cut where a file cut short ends, ``p_memsz`` as
+        declared: for a process core, whose ``p_memsz`` beyond ``p_filesz`` is memory the core
+        does not hold (absent, never zeros)."""
+        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        cut = self.cut_loads()
+        if not cut:
+            return loads
+        loads = loads.copy()
+        for k, _, _, have in cut:
+            loads["p_filesz"][k] = have
+        return loads
+
+    def cut_loads(self) -> list[tuple[int, int, int, int]]:
+        """PT_LOADs whose file bytes run past the end of a file cut short, as ``(k, start, size,
+        kept)``: the k-th PT_LOAD, its ``p_paddr`` and ``p_memsz`` as declared, and the bytes of
+        it the file still holds."""
+        if self.file_size is None:
+            return []
+        loads = self.phdrs[self.phdrs["p_type"] == PT_LOAD]
+        off, fs = loads["p_offset"].astype(np.uint64), loads["p_filesz"].astype(np.uint64)
+        past = np.flatnonzero((fs > 0) & (off + fs > np.uint64(self.file_size)))
+        return [(int(k), int(loads["p_paddr"][k]), int(loads["p_memsz"][k]),
+                 max(0, self.file_size - int(off[k]))) for k in past]
+
+    @property
+    def segments_end(self) -> int:
+        """Where the file should end by its program headers (the end of the last segment)."""
+        ends = self.phdrs["p_offset"].astype(np.uint64) + self.phdrs["p_filesz"].astype(np.uint64)
+        return int(ends.max()) if len(ends) else 0
+
+    @property
+    def declared_end(self) -> int:
+        """Where the file should end by its program and section headers."""
+        return max(self.segments_end, self.sections_end)
+
+    @property
+    def cut_short(self) -> bool:
+        """The file ends before what its program or section headers name."""
+        return self.file_size is not None and self.file_size < self.declared_end
 
     @property
     def load_indices(self) -> np.ndarray:
@@ -221,6 +272,9 @@ def read_elf(view: FileView) -> ElfFacts:
         if pn_xnum:
             sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0", sizeof=shentsize)
             phnum = sh0.sh_info
+        sections_end = _sections_end(view, lay, eh.e_shoff, min(eh.e_shnum, MAX_SECTIONS_READ))
+    else:
+        sections_end = 0
     _check_table(view, eh.e_phoff, phnum, phentsize, "program header table")
     raw = np.frombuffer(view.view(eh.e_phoff, phnum * phentsize, "program header table"),
                         dtype=lay.phdr_dtype)
@@ -233,7 +287,23 @@ def read_elf(view: FileView) -> ElfFacts:
     return ElfFacts(source=name, is64=is64, little_endian=little, e_type=eh.e_type,
                     e_machine=eh.e_machine, e_ehsize=eh.e_ehsize, e_phoff=eh.e_phoff,
                     e_shoff=eh.e_shoff, e_shnum=eh.e_shnum, phnum=phnum, pn_xnum=pn_xnum,
-                    phdrs=phdrs, notes=tuple(notes))
+                    phdrs=phdrs, notes=tuple(notes), file_size=view.size,
+                    sections_end=sections_end)
+
+
+MAX_SECTIONS_READ = 64      # QEMU's dumps have 1 or 2 sections; a core's few dozen
+
+
+def _sections_end(view: FileView, lay: ElfLayouts, shoff: int, shnum: int) -> int:
+    """Where the sections' bytes end (a string table may follow guest RAM): a file cut there
+    lost no RAM but is still cut short. ``SHT_NULL`` and ``SHT_NOBITS`` hold no bytes."""
+    end = 0
+    for i in range(shnum):
+        sh = parse_at(lay.shdr, view, shoff + i * lay.shdr_size, f"section header {i}",
+                      sizeof=lay.shdr_size)
+        if sh.sh_type not in (0, 8) and sh.sh_offset + sh.sh_size < 1 << 62:
+            end = max(end, sh.sh_offset + sh.sh_size)
+    return end
 
 
 def _check_table(view: FileView, offset: int, count: int, entsize: int, what: str) -> None:
@@ -243,17 +313,19 @@ def _check_table(view: FileView, offset: int, count: int, entsize: int, what: st
 
 
 def _check_segments(view: FileView, phdrs: np.ndarray, phoff: int, phentsize: int) -> None:
-    """Every segment with file bytes lies inside the file; no ``p_filesz`` exceeds ``p_memsz``."""
+    """Every segment with file bytes lies inside the file, but for PT_LOADs of a file cut short
+    (their bytes past the end are absent: :meth:`ElfFacts.cut_loads`); no ``p_filesz`` exceeds
+    ``p_memsz``."""
     off, filesz = phdrs["p_offset"], phdrs["p_filesz"]
     end = off + filesz                                        # uint64: wraps on overflow
-    bad = np.flatnonzero((filesz > 0) & ((end < off) | (end > view.size)))
+    loads = phdrs["p_type"] == PT_LOAD
+    bad = np.flatnonzero((filesz > 0) & ((end < off) | ((end > view.size) & ~loads)))
     if bad.size:
         i = int(bad[0])
         raise CorruptInput(view.name, f"program header {i}: {_pt_name(int(phdrs['p_type'][i]))} "
                                       f"p_offset {int(off[i]):#x} + p_filesz {int(filesz[i]):#x} "
                                       f"runs past the end of the file ({view.size} bytes)",
                            offset=phoff + i * phentsize)
-    loads = phdrs["p_type"] == PT_LOAD
     bad = np.flatnonzero(loads & (filesz > phdrs["p_memsz"]))
     if bad.size:
         i = int(bad[0])

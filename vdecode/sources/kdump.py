@@ -186,6 +186,7 @@ class KdumpFile:
     bitmap1: np.ndarray
     bitmap2: np.ndarray
     desc_offset: int
+    data_end: int = 0        # where the page data should end (the last page_desc), 0 if unknown
 
     @property
     def block_size(self) -> int:
@@ -193,8 +194,10 @@ class KdumpFile:
 
     @property
     def truncated(self) -> bool:
-        """A flattened stream cut short (no end marker)."""
-        return self.flat is not None and self.flat.cut_offset is not None
+        """Cut short: a flattened stream without its end marker, or a rearranged file that ends
+        before its ``page_desc`` table or the page data it names."""
+        return (self.flat is not None and self.flat.cut_offset is not None) or \
+            (self.flat is None and self.data_end > self.data.size)
 
     @property
     def incomplete(self) -> bool:
@@ -323,8 +326,38 @@ def read_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
         keep = np.uint8((1 << (max_mapnr % 8)) - 1)
         bm1[-1] &= keep
         bm2[-1] &= keep
+    desc_off = bm2_off + bitmap_len
     return KdumpFile(view.name, view, data, flat, layouts, header, sub, max_mapnr, bm1_off, bm2_off,
-                     bm1, bm2, bm2_off + bitmap_len)
+                     bm1, bm2, desc_off,
+                     _data_end(data, layouts, bm2, desc_off, bs) if flat is None else 0)
+
+
+def _data_end(data: FileView, layouts: KdumpLayouts, bitmap2: np.ndarray, desc_off: int,
+              block_size: int) -> int:
+    """Where a rearranged file should end: past its ``page_desc`` table and the data of its last
+    pages (QEMU and makedumpfile write page data in table order, so the last descriptors' data
+    ends the file; zero pages all share one copy near the start, hence a tail of them is read,
+    not one). Cheap: at most :data:`TAIL_DESCS` descriptors are read."""
+    n = int(np.unpackbits(bitmap2).sum(dtype=np.int64))
+    size = layouts.page_desc.sizeof()
+    end = desc_off + n * size
+    if n == 0 or end > data.size:
+        return end
+    k = min(n, TAIL_DESCS)
+    tail = np.frombuffer(data.view(end - k * size, k * size, "page_desc table"),
+                         dtype=layouts.page_desc_dtype)
+    offs = tail["offset"].astype(np.int64)
+    ends = offs + tail["size"].astype(np.int64)
+    del tail
+    # no page data lies past the table plus a block a page: a descriptor pointing beyond that
+    # is damage (CorruptInput when read), not a sign of a cut
+    most = end + (n + 1) * block_size
+    ends = ends[(offs > 0) & (ends <= most)]
+    return max(end, int(ends.max(initial=0)))
+
+
+
+TAIL_DESCS = 1 << 16
 
 
 MAX_NOTES = 1 << 16

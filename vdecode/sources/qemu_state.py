@@ -32,6 +32,9 @@ VIRTIO_DEVICE_ENDIAN_BIG = 2
 
 # where a value came from (``provenance`` values)
 CORE, LOG, DUMP, INFERRED, CARVED, REPLAYED = "core", "log", "dump", "inferred", "carved", "replayed"
+#: a value of which only some bits are known: the negotiated features of a device whose log holds
+#: no x-query-virtio-status reply (QEMU 11.1 aborts on it), with the bits its rings show
+PARTIAL = "inferred-partial"
 
 
 def marks(source: str, *fields: str) -> dict[str, str]:
@@ -176,9 +179,15 @@ class QemuVirtioState:
     qemu_version: tuple[int, int, int] | None = None
     package: str | None = None
     source: str = ""                     # "core", "log" or "core+log"
+    #: the build's own strings where they differ from the profile's tables, read from its
+    #: executable: ``(section, key, desc)`` as :class:`~vdecode.profiles.LearnedLabel` has them
+    labels: tuple[tuple[str, int, str], ...] = ()
+    #: where ``labels`` were read (the executable's path)
+    labels_from: str | None = None
 
     def __post_init__(self) -> None:
         _keep(self, "devices", tuple(self.devices))
+        _keep(self, "labels", tuple(tuple(x) for x in self.labels))
         if self.qemu_version is not None:
             _keep(self, "qemu_version", tuple(self.qemu_version))
 

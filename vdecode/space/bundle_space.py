@@ -9,6 +9,8 @@ outside the kept runs says whether it was left out of the bundle or was never in
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections.abc import Iterator
 from functools import cached_property
 
@@ -18,8 +20,9 @@ from vdecode.errors import MissingData
 from vdecode.sources.bundle_notes import BundleFacts, read_bundle_notes
 from vdecode.sources.elf_dump import ElfFacts
 from vdecode.sources.files import FileView
+from vdecode.space.absence import Absent, AbsentPart, absent_of
 from vdecode.space.dump import Dump
-from vdecode.space.elf_space import guest_runs
+from vdecode.space.elf_space import elf_cut_part, guest_runs
 from vdecode.space.ram_map import RamMap, merge_spans
 from vdecode.space.segmented import SegmentedSpace
 
@@ -92,7 +95,7 @@ def open_bundle(view: FileView, elf: ElfFacts) -> Dump:
         "bundle_version": facts.meta.get("bundle_version"),
         "created": facts.meta.get("created"),
         "vdecode_version": facts.meta.get("vdecode_version"),
-        "origin": {k: v for k, v in origin.items() if k != "ram_ranges"}
+        "origin": {k: v for k, v in origin.items() if k not in ("ram_ranges", "absent")}
         if isinstance(origin := facts.meta.get("origin"), dict) else origin,
         "logs": facts.meta.get("logs"),
         "options": facts.meta.get("options"),
@@ -107,5 +110,43 @@ def open_bundle(view: FileView, elf: ElfFacts) -> Dump:
         "findings": len(facts.findings) if facts.findings is not None else None,
         "summary": facts.summary,
     }
+    absent = absent_of([*_origin_absent(facts.meta.get("origin")),
+                        elf_cut_part(elf, view.name) or _tail_cut(view, elf)])
+    if absent is not None:
+        info["incomplete"] = absent.incomplete
     return Dump(path=view.name, format="bundle", space=space, info=info, qemu=facts.qemu,
-                files=[view], qmp_log=facts.qmp_log)
+                files=[view], qmp_log=facts.qmp_log, absent=absent)
+
+
+BUNDLE_TAIL = b"\0.shstrtab\0"     # vdecode.render.elf_core writes it after the last segment
+
+
+def _tail_cut(view: FileView, elf: ElfFacts) -> AbsentPart | None:
+    """A bundle cut inside the string table its writer ends every file with: no kept byte is
+    lost, but the file is not whole (no section header names that table, so only its bytes tell)."""
+    end = elf.segments_end
+    tail = bytes(view.view(end, view.size - end, "bundle tail")) if view.size > end else b""
+    if len(tail) < len(BUNDLE_TAIL) and BUNDLE_TAIL.startswith(tail):
+        return AbsentPart("cut-short", view.name,
+                          f"the file ends at offset {view.size:#x}, inside the string table its "
+                          f"writer ends it with (at {end:#x}, {len(BUNDLE_TAIL)} bytes); no "
+                          f"guest RAM is lost")
+    return None
+
+
+def _origin_absent(origin: object) -> list[AbsentPart]:
+    """What the bundle's origin lacked (``origin.absent`` of ``VDB_META``): bytes it should have
+    had become ``source-incomplete`` parts (the bundle cannot hold them either); pages left out
+    by design stay what they were."""
+    doc = origin.get("absent") if isinstance(origin, dict) else None
+    if not isinstance(doc, dict):
+        return []
+    try:
+        was = Absent.from_json(doc)
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return [AbsentPart("source-incomplete", str(origin.get("file", "?")),
+                           "the bundle's origin lacked bytes (its record of them is unreadable)")]
+    return [p if p.by_design else
+            dataclasses.replace(p, kind="source-incomplete",
+                                reason=f"{os.path.basename(p.source)}, {p.kind}: {p.reason}")
+            for p in was.parts]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from vdecode.frozen import record
 from vdecode.sources.files import FileView
 from vdecode.sources.qemu_state import QemuVirtioState
+from vdecode.space.absence import Absent, absent_of, merge_ranges
 from vdecode.space.base import AddressSpace
 
 if TYPE_CHECKING:                        # the log readers load only when a log is read
@@ -32,6 +33,8 @@ class Dump:
     :param files: the mapped files, closed by :meth:`close`.
     :param qmp_log: a QMP log the input carries (a bundle's embedded log), used when the user
         gives no ``--log``.
+    :param absent: what the input lacks (:mod:`vdecode.space.absence`), counted when it was
+        opened; ``None`` for a whole input. The space carries the same value (``space.absent``).
     """
 
     path: str
@@ -41,6 +44,21 @@ class Dump:
     qemu: QemuVirtioState | None = None
     files: list[FileView] = field(default_factory=list)
     qmp_log: QmpLog | None = None
+    absent: Absent | None = None
+
+    def __post_init__(self) -> None:
+        # the address space answers reads: it carries the same value, so every stage that only
+        # sees the space (ring checks, findings) can tell "absent from a cut dump" from "no ring"
+        if self.space is not None:
+            try:
+                self.space.absent = self.absent
+            except AttributeError:
+                pass
+
+    @property
+    def incomplete(self) -> bool:
+        """Bytes are missing that should have been there (pages excluded by design are not)."""
+        return self.absent is not None and self.absent.incomplete
 
     def close(self) -> None:
         for f in self.files:
@@ -80,6 +98,8 @@ def check_belong_together(core: Dump, guest: Dump) -> list[str]:
     from vdecode.errors import InputError, MissingData
 
     ranges = sorted((int(s), int(n)) for s, n in guest.space.ranges())
+    if guest.absent is not None:    # a guest dump cut short still had that RAM: it is not another VM
+        ranges = merge_ranges([*ranges, *(r for p in guest.absent.parts for r in p.ranges)])
     runs = [r for r in core.info.get("ram_ranges", [])
             if r.get("region") in _RAM_REGIONS or r.get("block") == "pc.ram"]
     ram_txt = ", ".join(f"[{s:#x}, {s + n:#x})" for s, n in ranges[:6])
@@ -143,5 +163,9 @@ def combine(core: Dump, guest: Dump) -> Dump:
                          + ("; the core's own is not used" if core.space is not None else ""))
     info["warnings"] = [w for w in core.info.get("warnings", []) if not w.startswith("guest RAM is not")]
     info["warnings"] += warnings
+    # the core's own guest RAM is not used: what it lacked of it does not count
+    core_parts = [p for p in (core.absent.parts if core.absent else ()) if p.kind != "not-dumped"]
+    absent = absent_of([*core_parts, *(guest.absent.parts if guest.absent else ())])
     return Dump(path=core.path, format=f"{core.format}+{guest.format}", space=guest.space, info=info,
-                qemu=core.qemu, files=core.files + guest.files, qmp_log=core.qmp_log)
+                qemu=core.qemu, files=core.files + guest.files, qmp_log=core.qmp_log,
+                absent=absent)

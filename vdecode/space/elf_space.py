@@ -27,6 +27,7 @@ from vdecode.errors import CorruptInput
 from vdecode.sources.elf_dump import NT_PRSTATUS, ElfFacts, decode_vcpus, decode_vmcoreinfo
 from vdecode.sources.files import FileView
 from vdecode.sources.sniff import classify_elf
+from vdecode.space.absence import AbsentPart, absent_of, part_of
 from vdecode.space.dump import Dump
 from vdecode.space.segmented import SegmentedSpace
 
@@ -43,8 +44,27 @@ def open_elf_dump(view: FileView, elf: ElfFacts, fmt: str | None = None) -> Dump
     starts, sizes, offsets, filesz = guest_runs(elf, allow_overlap=fmt != "elf",
                                                 tail_is_zero=fmt != "elf-paging")
     space = SegmentedSpace(view.name, view, starts, sizes, offsets, filesz, kind="guest-physical")
-    return Dump(path=view.name, format=fmt, space=space, info=elf_info(view, elf, fmt, space),
-                files=[view])
+    info = elf_info(view, elf, fmt, space)
+    absent = absent_of([elf_cut_part(elf, view.name)])
+    if absent is not None:
+        info["incomplete"] = True
+    return Dump(path=view.name, format=fmt, space=space, info=info, files=[view], absent=absent)
+
+
+def elf_cut_part(elf: ElfFacts, source: str, what: str = "guest RAM") -> AbsentPart | None:
+    """The guest-physical bytes (``p_paddr``) an ELF file cut short lacks, or ``None``."""
+    cut = elf.cut_loads()
+    if not cut:
+        if elf.cut_short:       # only a table after the segments (a string table) is cut
+            return part_of("cut-short", source,
+                           f"the file ends at offset {elf.file_size:#x}, its section headers say "
+                           f"{elf.declared_end:#x}; no {what} is lost", [])
+        return None
+    ranges = [(start + kept, size - kept) for _, start, size, kept in cut if size > kept]
+    return part_of("cut-short", source,
+                   f"the file ends at offset {elf.file_size:#x}, its program headers say "
+                   f"{elf.segments_end:#x}; {len(cut)} PT_LOAD segment(s) of {what} lose their "
+                   f"tail", ranges)
 
 
 def guest_runs(elf: ElfFacts, *, allow_overlap: bool, tail_is_zero: bool = True) -> tuple[np.ndarray, ...]:

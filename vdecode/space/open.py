@@ -54,7 +54,7 @@ def open_dumps(paths, *, cache_dir: str | os.PathLike | None = None,
             kinds = ", ".join(f"{d.path} ({d.format})" for d in opened)
             raise UnsupportedInput(opened[1].path, f"two inputs must be a QEMU process core and a "
                                                    f"guest dump (ELF or kdump): got {kinds}")
-        return combine(cores[0], guests[0])
+        return _said(combine(cores[0], guests[0]))
     except BaseException:
         for d in opened:
             d.close()
@@ -121,4 +121,11 @@ def open_dump(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = 
         raise
     if layers:
         dump.info.setdefault("decompressed_to", str(view.path))
+    return _said(dump)
+
+
+def _said(dump: Dump) -> Dump:
+    """``vdecode info`` says what the input lacks too (one line a part, as the view's)."""
+    if dump.absent is not None:
+        dump.info["absent"] = [p.headline() for p in dump.absent.parts]
     return dump

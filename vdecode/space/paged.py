@@ -27,10 +27,11 @@ from vdecode.sources.compressed import default_cache_dir
 from vdecode.sources.elf_dump import NT_PRSTATUS, vcpus_from_notes
 from vdecode.sources.files import FileView, Gpa
 from vdecode.binary import struct_of
-from vdecode.sources.kdump import DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, note_head, \
+from vdecode.sources.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, note_head, \
     read_kdump, read_kdump_notes, read_vmcoreinfo
 from vdecode.space.page_codecs import CODECS, PageDecoders
 from vdecode.space.page_pool import decode_pages
+from vdecode.space.absence import Absent, absent_of, part_of
 from vdecode.space.dump import Dump
 
 __all__ = ("PagedSpace", "open_kdump")
@@ -140,8 +141,11 @@ class PagedSpace:
         return int(self._word_rank[pfn >> 6]) + below.bit_count()
 
     def _incomplete_missing(self, pfn: int) -> MissingData:
-        why = ("the flattened stream is cut short (no end marker)" if self.kd.truncated else
-               "the dump is incomplete (status flag 0x8)")
+        flagged = bool(self.kd.header.status & DUMP_DH_COMPRESSED_INCOMPLETE)
+        why = ("the flattened stream is cut short (no end marker)" if self.kd.truncated and
+               self.kd.flat is not None else
+               "the dump is incomplete (status flag 0x8)" if flagged else
+               f"the file is cut short at offset {self.kd.data.size:#x}")
         return MissingData(self.name, f"guest-physical {pfn << self.shift:#x} (pfn {pfn:#x}) was "
                                       f"not written: {why}")
 
@@ -376,6 +380,82 @@ class PagedSpace:
         return counts
 
 
+    def unwritten_pfns(self) -> np.ndarray:
+        """The dumped pfns (bitmap 2) whose pages an incomplete dump does not hold: their
+        ``page_desc`` is past the end or unwritten (offset 0), or their data is not in the file.
+        Empty for a complete dump. Reads the ``page_desc`` table once (24 bytes a page)."""
+        kd = self.kd
+        if not kd.incomplete:
+            return np.zeros(0, dtype=np.int64)
+        bits = np.unpackbits(kd.bitmap2, bitorder="little")[:kd.max_mapnr]
+        pfns = np.flatnonzero(bits)
+        n = len(pfns)
+        # descriptors the file holds: the table may itself stop at the cut
+        have = max(0, min(n, (kd.data.size - kd.desc_offset) // PAGE_DESC_SIZE))
+        if kd.flat is not None:
+            while have and not kd.has(kd.desc_offset, have * PAGE_DESC_SIZE):
+                lo, hi = 0, have                        # the longest written prefix of the table
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if kd.has(kd.desc_offset, mid * PAGE_DESC_SIZE):
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                have = lo
+        descs = np.frombuffer(kd.data.view(kd.desc_offset, have * PAGE_DESC_SIZE, "page_desc table"),
+                              dtype=self._dtype)
+        offs, sizes = descs["offset"].astype(np.int64), descs["size"].astype(np.int64)
+        del descs
+        missing = np.ones(n, dtype=bool)
+        if kd.flat is not None:
+            at = kd.data.map_offsets(offs, sizes)
+            ok = at >= 0
+            for i in np.flatnonzero(~ok & (offs > 0)).tolist():     # straddling records
+                ok[i] = kd.has(int(offs[i]), int(sizes[i]))
+        else:
+            ok = (offs > 0) & (offs + sizes <= kd.data.size)
+        missing[:have] = ~(ok & (offs > 0))
+        return pfns[missing]
+
+    def count_absent(self) -> Absent | None:
+        """What this kdump lacks (:mod:`vdecode.space.absence`): pages not written (a cut
+        stream or file, the incomplete flag) and pages excluded by the dump level."""
+        kd = self.kd
+        parts = []
+        unwritten = self.unwritten_pfns()
+        if kd.incomplete:
+            mask = np.zeros(kd.max_mapnr, dtype=bool)
+            mask[unwritten] = True
+            starts, ends = _runs(np.packbits(mask, bitorder="little"))
+            ranges = [(int(s) << self.shift, int(e - s) << self.shift) for s, e in zip(starts, ends)]
+            if kd.truncated and kd.flat is not None:
+                reason = (f"the file ends at offset {kd.file.size:#x}, before the flattened "
+                          f"stream's end marker; {len(unwritten)} of {self.num_dumpable} dumped "
+                          f"pages are not in it")
+                kind = "cut-short"
+            elif kd.truncated:
+                reason = (f"the file ends at offset {kd.data.size:#x}, its headers say "
+                          f"{kd.data_end:#x}; {len(unwritten)} of {self.num_dumpable} dumped "
+                          f"pages are not in it")
+                kind = "cut-short"
+            else:
+                reason = (f"header status flag 0x8 (incomplete): {len(unwritten)} of "
+                          f"{self.num_dumpable} dumped pages were not written")
+                kind = "not-written"
+            parts.append(part_of(kind, kd.name, reason, ranges))
+        excluded = kd.bitmap1 & ~kd.bitmap2
+        n_excl = int(_popcount(excluded).sum(dtype=np.int64))
+        if n_excl:
+            starts, ends = _runs(excluded)
+            level = kd.sub_header.dump_level if kd.sub_header is not None else None
+            why = (f"makedumpfile dump level {level}" if level is not None else "the dump's filter")
+            parts.append(part_of("excluded", kd.name,
+                                 f"{why} left out {n_excl} pages (free, zero, cache or user pages)",
+                                 [(int(s) << self.shift, int(e - s) << self.shift)
+                                  for s, e in zip(starts, ends)]))
+        return absent_of(parts)
+
+
 def _vcpus(kd: KdumpFile, notes: list) -> list[dict]:
     """Per vCPU, its notes and (x86_64) a few registers, decoded as the ELF reader does."""
     x86_64 = kd.header.utsname["machine"] == "x86_64" and kd.header.little_endian
@@ -422,7 +502,7 @@ def open_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
         "status_flags": h.status_names,
         "incomplete": kd.incomplete,
     }
-    if kd.truncated:
+    if kd.truncated and kd.flat is not None:
         info["flattened_cut"] = f"at offset {kd.flat.cut_offset:#x}: {kd.flat.cut_reason}"
     if kd.flat is not None:
         info["flattened_records"] = kd.flat.n_records
@@ -430,4 +510,5 @@ def open_kdump(view: FileView, *, cache_dir: str | os.PathLike | None = None) ->
     if sub is not None:
         info.update(phys_base=sub.phys_base, dump_level=sub.dump_level)
     fmt = "kdump-flattened" if kd.flat is not None else "kdump"
-    return Dump(path=view.name, format=fmt, space=space, info=info, files=[view])
+    return Dump(path=view.name, format=fmt, space=space, info=info, files=[view],
+                absent=space.count_absent())

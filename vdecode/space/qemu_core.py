@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from dataclasses import replace
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,7 @@ from vdecode.sources.qemu_core import (CoreReader, GuestRamRun, MappedFile, Qemu
                                        load_layout, read_mapped_files, read_qemu_core)
 from vdecode.sources.qemu_core.process import (core_writer, find_qemu_binary, read_build_id,
                                                read_build_id_file, read_crash)
+from vdecode.space.absence import Absent, absent_of, part_of
 from vdecode.space.dump import Dump
 from vdecode.space.segmented import SegmentedSpace, all_mapped
 
@@ -138,7 +140,7 @@ class HostSpace:
 
     def __init__(self, name: str, view: FileView, elf: ElfFacts) -> None:
         self.name = name
-        loads = elf.loads
+        loads = elf.held_loads()        # a core cut short: the rest of a segment is absent
         loads = loads[loads["p_memsz"] > 0]
         held = loads[loads["p_filesz"] > 0]
         self.held = SegmentedSpace(name, view, held["p_vaddr"], held["p_filesz"], held["p_offset"],
@@ -263,7 +265,10 @@ def attach_binary(host: HostSpace, files: list[MappedFile], binary: str, core_bu
     """
     path = str(override) if override is not None else binary
     facts: dict[str, Any] = {"binary_file": None}
-    absent = sum(host._absent_in(f.start, f.end - f.start) for f in files if f.path == binary)
+    # left out: a mapping whose program header says so, or one with no program header at all
+    # (gdb's gcore writes none for an unmodified read-only file mapping such as .rodata)
+    absent = sum(f.end - f.start for f in files
+                 if f.path == binary and not host.in_core(f.start, f.end - f.start))
     if not absent:
         facts["binary_file"] = "not needed: the core holds the binary's mappings"
         return facts, None
@@ -287,8 +292,9 @@ def attach_binary(host: HostSpace, files: list[MappedFile], binary: str, core_bu
         facts["binary_file"] = (f"not used: {path} has build-id {file_id or 'none'}, the core's "
                                 f"binary has {core_build_id}; names and version from the profile")
         return facts, None
-    given = host.attach_file(view, [(f.start, f.end, f.file_offset) for f in files
-                                    if f.path == binary])
+    host.attach_file(view, [(f.start, f.end, f.file_offset) for f in files if f.path == binary])
+    given = sum(min(f.end - f.start, max(0, view.size - f.file_offset)) for f in files
+                if f.path == binary and not host.in_core(f.start, f.end - f.start))
     facts["binary_file"] = f"{path} (build-id matches): gives {human_bytes(given)} the core left out"
     return facts, view
 
@@ -333,6 +339,13 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
         if bin_view is not None:
             bin_view.close()
         raise
+    if bin_view is not None:
+        # the build's own strings (gcore keeps no .rodata: the executable has them)
+        from vdecode.sources.qemu_core.strings import build_labels
+        labels = build_labels(bin_view.name, facts.state.qemu_version)
+        if labels:
+            facts = replace(facts, state=replace(facts.state, labels=labels,
+                                                 labels_from=bin_view.name))
     present = [r for r in facts.guest_ram if host.in_core(r.hva, r.size)]
     # absent runs stay in the map, so reading them says "not in the core", not "not RAM"
     space = GuestRamSpace(view.name, host, facts.guest_ram) if present else None
@@ -370,7 +383,29 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
         "devices": len(facts.state.devices),
     }
     return Dump(path=view.name, format="qemu-core", space=space, info=info, qemu=facts.state,
-                files=opened)
+                files=opened, absent=_absent_guest_ram(view, elf, host, facts.guest_ram, space))
+
+
+def _absent_guest_ram(view: FileView, elf: ElfFacts, host: HostSpace, runs: list[GuestRamRun],
+                      space: GuestRamSpace | None) -> Absent | None:
+    """What the core lacks of guest RAM: a core cut short loses the tails of its segments (guest
+    RAM among them); a core written with ``dump-guest-core=off`` holds none of it, by design."""
+    parts = []
+    if elf.cut_loads():
+        lost = []
+        for r in runs:          # guest RAM whose host pages fall in a mapping the core lacks
+            lo = np.maximum(host.absent_starts, np.uint64(r.hva))
+            hi = np.minimum(host.absent_ends, np.uint64(r.hva + r.size))
+            lost += [(r.gpa + int(a) - r.hva, int(b - a)) for a, b in zip(lo, hi) if b > a]
+        parts.append(part_of("cut-short", view.name,
+                             f"the file ends at offset {view.size:#x}, its program headers say "
+                             f"{elf.segments_end:#x}; {len(elf.cut_loads())} segment(s) of QEMU's "
+                             f"memory lose their tail", lost))
+    elif space is None and runs:
+        parts.append(part_of("not-dumped", view.name,
+                             "QEMU ran with dump-guest-core=off (guest RAM was MADV_DONTDUMP)",
+                             [(r.gpa, r.size) for r in runs]))
+    return absent_of(parts)
 
 
 def _absent_mappings(host: HostSpace, files: list[MappedFile]) -> list[dict[str, Any]]:

@@ -88,7 +88,9 @@ def render_table(records: list[dict[str, Any]], *, width: int = 120, color: bool
             inputs = " + ".join(f.rsplit("/", 1)[-1] for f in files) or "-"
             qemu = (f"{r['qemu']['state']} {r['qemu']['version'] or ''}".strip()
                     if r["qemu"]["state"] else "-")
-            if r["worst"]:
+            if r["verdict"] == "incomplete" and r.get("absent"):
+                what = r["absent"]["lines"][0]
+            elif r["worst"]:
                 w = r["worst"]
                 what = f"{w['severity']}: {w['title']}"
             elif r["errors"]:

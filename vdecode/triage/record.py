@@ -69,6 +69,7 @@ def _read_logs(job: VmJob, errors: list, warnings: list):
 def _open(job: VmJob, errors: list):
     """``(dump, memory path or None, unused)``: the first dump that opens; a QEMU core without
     guest RAM takes the guest memory of the next guest dump that opens."""
+    from vdecode.space.absence import absent_of
     from vdecode.space.dump import Dump
     from vdecode.space.open import open_dump
 
@@ -94,9 +95,13 @@ def _open(job: VmJob, errors: list):
             d.close()
             unused.append({"path": path, "reason": f"same VM: {primary.path} is used"})
     if primary is not None and memory is not None:
+        core_parts = [p for p in (primary.absent.parts if primary.absent else ())
+                      if p.kind != "not-dumped"]          # the guest dump's RAM is used
         combined = Dump(path=primary.path, format=primary.format, space=memory.space,
                         info=primary.info, qemu=primary.qemu, files=primary.files + memory.files,
-                        qmp_log=primary.qmp_log)
+                        qmp_log=primary.qmp_log,
+                        absent=absent_of([*core_parts, *(memory.absent.parts if memory.absent
+                                                          else ())]))
         return combined, memory.path, unused
     return primary, None, unused
 
@@ -115,7 +120,8 @@ def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]
                                     pace=log_pace(session.knowledge))
     view = build_view(machine, profile, findings, walks, dump_path=opened.path,
                       dump_format=opened.format, log_path=log_path,
-                      notes=list(session.notes), log_end=utc_text(session.log_end))
+                      notes=list(session.notes), log_end=utc_text(session.log_end),
+                      absent=opened.absent)
     return view, profile.version
 
 
@@ -124,7 +130,10 @@ def _finding(f: dict[str, Any]) -> dict[str, Any]:
 
 
 def verdict_of(record: dict[str, Any]) -> str:
-    """The group a record goes in: the worst finding's code, ``ok``, or why there is no answer."""
+    """The group a record goes in: ``incomplete`` when its dump lacks bytes it should hold,
+    else the worst finding's code, ``ok``, or why there is no answer."""
+    if (record.get("absent") or {}).get("incomplete"):
+        return "incomplete"     # what was read may be fine; what was not is unknown
     if record["worst"] is not None:
         return record["worst"]["code"]
     if record["inputs"]["dump"] is None:
@@ -157,16 +166,22 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION, "vm": job.vm,
         "inputs": {"dump": None, "format": None, "memory": memory, "logs": logs,
                    "unused": sorted(unused, key=lambda u: u["path"])},
+        "absent": None,
         "qemu": {"state": None, "version": None, "profile": None},
         "verdict": None, "worst": None,
         "counts": {"devices": 0, "queues": 0, "problem_queues": 0, "pending": 0, "inflight": 0,
-                   "errors": 0, "warnings": 0, "info": 0},
+                   "errors": 0, "warnings": 0, "info": 0, "unknown": 0},
         "devices": [], "findings": [], "errors": errors, "notes": warnings,
     }
     if opened is None and job.dumps == () and logs:
         record["notes"].append("no dump, QEMU core or bundle for this VM: only its QMP log(s)")
     if opened is not None:
         record["inputs"]["dump"], record["inputs"]["format"] = opened.path, opened.format
+        if opened.absent is not None:
+            record["absent"] = {"incomplete": opened.absent.incomplete,
+                                "absent_bytes": opened.absent.absent_bytes,
+                                "kinds": [p.kind for p in opened.absent.parts],
+                                "lines": opened.absent.lines()}
         if knowledge is None and opened.qmp_log is not None:
             from vdecode.sources.qmp_log import LogKnowledge
             knowledge = LogKnowledge.from_log(opened.qmp_log)
@@ -191,7 +206,8 @@ def _fill(record: dict[str, Any], view: dict[str, Any], profile: str) -> None:
     by_queue: dict[tuple[str, int | None], list[str]] = {}
     for f in view["findings"]:
         by_queue.setdefault((f["device"], f["queue"]), []).append(f["code"])
-        counts[{"error": "errors", "warning": "warnings"}.get(f["severity"], "info")] += 1
+        counts[{"error": "errors", "warning": "warnings", "unknown": "unknown"}.get(
+            f["severity"], "info")] += 1
     for dev in view["devices"]:
         queues = []
         for q in dev["queues"]:

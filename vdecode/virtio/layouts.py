@@ -110,3 +110,13 @@ class VringLayouts:
 def vring_layouts(little_endian: bool) -> VringLayouts:
     """The (immutable, shared) :class:`VringLayouts` for a byte order."""
     return VringLayouts(little_endian)
+
+
+def ring_areas(q, packed: bool) -> list[tuple[str, int, int]]:
+    """``(name, address, size)`` of a queue's ring areas (virtio 1.2 2.7, 2.8)."""
+    num = q.vring_num or 0
+    if packed:
+        return [("desc", q.desc or 0, 16 * num), ("driver event", q.avail or 0, 4),
+                ("device event", q.used or 0, 4)]
+    return [("desc", q.desc or 0, 16 * num), ("avail", q.avail or 0, 6 + 2 * num),
+            ("used", q.used or 0, 6 + 8 * num)]

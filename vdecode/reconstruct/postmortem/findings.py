@@ -38,7 +38,7 @@ from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_NE
                                    VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
                                    has_feature, is_big_endian)
 from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
-                                    VRING_USED_F_NO_NOTIFY, vring_layouts)
+                                    VRING_USED_F_NO_NOTIFY, ring_areas, vring_layouts)
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk,
                                         read_packed_ring, walk_packed_pending)
 from vdecode.space.ram_map import RamMap
@@ -50,7 +50,7 @@ __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", 
            "utc_text")
 
 VIRTIO_CONFIG_S_FAILED = 0x80
-SEVERITIES = ("error", "warning", "info")
+SEVERITIES = ("error", "warning", "info", "unknown")
 
 
 @record
@@ -58,7 +58,8 @@ class Finding:
     """One thing wrong (or worth knowing) at the dump instant.
 
     :param severity: ``"error"`` (QEMU would stop the device or abort), ``"warning"`` (a hang or a
-        spec violation QEMU tolerates), ``"info"`` (what changed).
+        spec violation QEMU tolerates), ``"info"`` (what changed), ``"unknown"`` (the bytes the
+        rules need are absent from the input: nothing can be said either way).
     :param code: a stable identifier (``"stalled-available"``, ``"loop"``, ...).
     :param evidence: indices, addresses and descriptor numbers (JSON-able plain values).
     :param rule: the virtio spec section or the QEMU check the finding rests on.
@@ -414,6 +415,31 @@ def packed_queue_findings(c: _Collector, dev: VirtIODeviceState, q: VirtQueueSta
     return walk
 
 
+def _absent_finding(c: _Collector, absent: Any, dev: VirtIODeviceState, q: VirtQueueState,
+                    packed: bool, err: MissingData) -> None:
+    """A queue whose ring lies in bytes the input lacks (a dump cut short, pages excluded): its
+    findings are unknown, said as one finding instead of silence."""
+    if absent is None:
+        return
+    gone = [(n, a, z) for n, a, z in ring_areas(q, packed) if a and absent.covers(a, z)]
+    if not gone:
+        return
+    part = next((p for p in absent.parts if any(absent_part_covers(p, a, z) for _, a, z in gone)),
+                absent.parts[0])
+    what = ", ".join(f"{n} {a:#x}+{z}" for n, a, z in gone)
+    why = ("excluded from the dump by design" if part.by_design else
+           "absent from the dump" + (" (cut short)" if part.kind == "cut-short" else ""))
+    c.add("unknown", "absent", dev, q.queue_index,
+          f"not read: the ring's pages are {why}: {what}",
+          "dump coverage", "nothing known: the findings of this queue need those bytes",
+          absent=[{"area": n, "address": a, "size": z} for n, a, z in gone],
+          kind=part.kind, reason=part.reason, error=err.reason)
+
+
+def absent_part_covers(part: Any, gpa: int, n: int) -> bool:
+    return any(s < gpa + max(n, 1) and gpa < s + z for s, z in part.ranges)
+
+
 def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioState | None = None,
                   log_end: float | None = None, *, devices: Collection[str] | None = None,
                   queue: int | None = None, pace: Mapping[tuple[str, int], Pace] | None = None
@@ -435,6 +461,7 @@ def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioSt
     """
     c = _Collector(profile.table("view"))
     ram = RamMap.of(machine.space)
+    absent = getattr(machine.space, "absent", None)
     walks: dict[tuple[str, int], Any] = {}
     logged_devs = {d.canonical_path: d for d in logged.devices} if logged else {}
     for dev in machine.state.devices:
@@ -451,6 +478,8 @@ def find_findings(machine: VirtioMachine, profile: Profile, logged: QemuVirtioSt
                 ring = read_packed_queue(machine, dev, q) if packed else read_queue(machine, dev, q)
             except (MissingData, RingError) as err:
                 walks[(dev.canonical_path, qi)] = str(err)
+                if isinstance(err, MissingData):
+                    _absent_finding(c, absent, dev, q, packed, err)
                 continue
             if packed:
                 walks[(dev.canonical_path, qi)] = (ring, packed_queue_findings(c, dev, q, ring, ram))

@@ -194,7 +194,7 @@ def _queue_row(dev: VirtIODeviceState, q: VirtQueueState, walked: Any,
     elif walked is None and q.desc:
         row["health"] = "?"
     elif isinstance(walked, str):
-        row["health"] = "unread"
+        row["health"] = "absent" if any(f.code == "absent" for f in qfindings) else "unread"
     else:
         row["health"] = "ok"
     row["idle"] = not worst and not row["avail_idx"] and not used_idx and not last
@@ -445,7 +445,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                walks: dict[tuple[str, int], Any], *, dump_path: str, dump_format: str,
                log_path: str | None, device: str | None = None, queue: int | None = None,
                show_all: bool = False, notes: list[str] = (),
-               carved: list | None = None, log_end: str | None = None) -> dict[str, Any]:
+               carved: list | None = None, log_end: str | None = None,
+               absent: Any = None) -> dict[str, Any]:
     """The whole view as plain values (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
@@ -454,6 +455,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
     :param show_all: ``--all``: idle queues in the rows, every used entry in the details (every
         pending and in-flight chain is in the details either way).
     :param log_end: the time of the log's last record (UTC ISO 8601), when a log was given.
+    :param absent: what the input lacks (:class:`vdecode.space.absence.Absent`); the view then
+        has an ``absent`` member (absent from the view of a whole input).
     :raises NotInInput: ``--device`` matches nothing or several devices, or no selected device
         has ``queue``.
     """
@@ -476,6 +479,9 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         "notes": list(notes),
         "carved": None if carved is None else carved_view(carved),
     }
+    if absent is not None:      # right after "input": every member below is built on it
+        view = {"schema_version": view.pop("schema_version"), "input": view.pop("input"),
+                "absent": {**absent.to_json(), "lines": absent.lines()}, **view}
     if queue is not None:
         view["selection"] = {"device": device, "queue": queue}
     for dev in devices:

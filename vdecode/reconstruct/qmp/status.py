@@ -9,9 +9,10 @@ from typing import Any
 
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qmp.features import features_to_reply, protocols_to_reply, status_to_reply
+from vdecode.reconstruct.qmp.monitor import Effect
 from vdecode.reconstruct.qmp.qapi import shape
 from vdecode.reconstruct.qmp.error_replies import not_known, qmp_error
-from vdecode.sources.qemu_state import VirtIODeviceState
+from vdecode.sources.qemu_state import PARTIAL, VirtIODeviceState
 from vdecode.virtio.device import VirtioMachine
 
 _FIELDS = ("name", "device_id", "guest_features", "host_features", "backend_features", "status",
@@ -59,7 +60,8 @@ def _resolve_path(machine: VirtioMachine, path: str) -> VirtIODeviceState | None
 def x_query_virtio_status(machine: VirtioMachine, profile: Profile,
                           args: dict[str, Any]) -> dict[str, Any]:
     dev = find_device(machine, profile, args["path"], "x-query-virtio-status")
-    missing = [f for f in _FIELDS if getattr(dev, f) is None]
+    missing = [f for f in _FIELDS if getattr(dev, f) is None
+               or dev.provenance.get(f) == PARTIAL]      # only the bits its rings show
     if missing:
         raise not_known(f"{', '.join(missing)} of {dev.canonical_path} (needs an "
                         f"x-query-virtio-status reply in the log, or a QEMU core)")
@@ -76,7 +78,7 @@ def x_query_virtio_status(machine: VirtioMachine, profile: Profile,
             "protocol-features": protocols_to_reply(profile, h.protocol_features),
             "max-queues": h.max_queues, "backend-cap": h.backend_cap,
             "log-enabled": h.log_enabled, "log-size": h.log_size})
-    return shape(profile, "VirtioStatus", {
+    reply = shape(profile, "VirtioStatus", {
         "name": dev.name, "device-id": dev.device_id, "vhost-started": dev.vhost_started,
         "device-endian": endian,
         "guest-features": features_to_reply(profile, dev.device_id, dev.guest_features),
@@ -89,3 +91,9 @@ def x_query_virtio_status(machine: VirtioMachine, profile: Profile,
         # qobject_output_type_str prints a NULL string as ""
         "bus-name": dev.bus_name or "",
         "use-guest-notifier-mask": dev.use_guest_notifier_mask, "vhost-dev": vhost})
+    # a release whose live QEMU aborts on this command (11.1.x): the reply its schema describes,
+    # and a note on stderr saying so and what the member QEMU leaves unset holds
+    aborts = profile.table("qapi").get("live_aborts", {}).get("x-query-virtio-status")
+    if aborts:
+        return Effect(reply, machine.state, (f"{dev.canonical_path}: {aborts['note']}",))
+    return reply

@@ -45,6 +45,27 @@ def _logged_ring_ok(space: AddressSpace, dev: VirtIODeviceState, q: VirtQueueSta
                       little_endian=not is_big_endian(dev), ram=ram)
 
 
+def _runs_text(ns: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+    runs: list[list[int]] = []
+    for n in ns:
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def _absent_areas(space: AddressSpace, absent, dev: VirtIODeviceState, q: VirtQueueState) -> str:
+    """The logged ring's areas that lie in bytes the dump lacks (``""`` if none or no absence)."""
+    if absent is None:
+        return ""
+    from vdecode.virtio.layouts import ring_areas
+    gone = [f"{n} {a:#x}" for n, a, z in ring_areas(q, has_feature(dev, VIRTIO_F_RING_PACKED))
+            if a and absent.covers(a, z) and not space.is_present(a, z)]
+    return ", ".join(gone)
+
+
 def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                         platform: Callable[[], tuple[int, int] | None] | None = None,
                         progress: Callable[[int, int], None] | None = None
@@ -71,9 +92,17 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
     claimed: dict[int, CarvedRing | None] = {}
     stale: list[tuple[int, int]] = []
     why: dict[tuple[str, int], str] = {}
+    absent = getattr(space, "absent", None)
+    notes: list[str] = []
     for di, dev in enumerate(devices):
+        gone_q: list[tuple[int, str]] = []
         for qn, q in dev.queues.items():
             if not (q.desc and q.vring_num):
+                continue
+            gone = _absent_areas(space, absent, dev, q)
+            if gone:
+                # not a stale ring: the pages are simply not in this dump; carving cannot help
+                gone_q.append((qn, gone))
                 continue
             ring = _logged_ring_ok(space, dev, q, ram)
             # indices only go back through a device reset: a ring the log saw used that is now
@@ -89,8 +118,19 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                     f"saw it used" if emptied else f"no ring at the logged vring-desc {q.desc:#x}")
             else:
                 claimed[q.desc] = ring
+        if gone_q:
+            where = "cut " if absent.incomplete else ""
+            if len(gone_q) == 1:
+                qn, gone = gone_q[0]
+                notes.append(f"{dev.canonical_path} queue {qn}: the ring's pages ({gone}) are "
+                             f"absent from the {where}dump; keeping the log's addresses and "
+                             f"counters")
+            else:
+                qs = _runs_text(sorted(qn for qn, _ in gone_q))
+                notes.append(f"{dev.canonical_path} queues {qs}: the rings' pages are absent "
+                             f"from the {where}dump; keeping the log's addresses and counters")
     if not stale:
-        return machine, []
+        return machine, notes
     # the carver and the matcher load only when a ring went stale (start-up of every answer)
     from vdecode.reconstruct.rings.candidates import match_rings
     from vdecode.reconstruct.rings.stale import apply_matches
@@ -114,7 +154,6 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                 stale_of.setdefault(dev.canonical_path, set()).add(qn)
                 why[(dev.canonical_path, qn)] = (f"the ring at the logged vring-desc {q.desc:#x} is "
                                                  f"now the driver's queue {ring.index}")
-    notes: list[str] = []
     platform = platform or machine_version_of(space)        # the machine type, for MSI-X
     matches = match_rings(space, devices, stale, rings, claimed)
     devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen,

@@ -48,8 +48,9 @@ from dataclasses import replace
 from vdecode.errors import MissingData
 from vdecode.frozen import record
 from vdecode.profiles import Profile
+from vdecode.space.base import Gpa
 from vdecode.space.firmware import machine_version_of
-from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, VirtIODeviceState,
+from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, PARTIAL, VirtIODeviceState,
                                         VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACKED,
                                    VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
@@ -57,6 +58,7 @@ from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACK
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
 from vdecode.virtio.transport import guest_reads_isr
+from vdecode.virtio.layouts import ring_areas
 
 _U16 = 0x10000
 
@@ -139,8 +141,17 @@ def _pop_only_shadow(last0: int | None, shadow0: int, last1: int, num: int, avai
         return shadow0
     ahead = (last1 - shadow0) % _U16
     shadow = (shadow0 + num * math.ceil(ahead / num)) % _U16
-    # never past what the guest had offered
-    return avail if (shadow - last1) % _U16 > (avail - last1) % _U16 else shadow
+    if (shadow - last1) % _U16 <= (avail - last1) % _U16:
+        return shadow
+    # The guest had offered fewer than num buffers when QEMU re-read avail->idx (at the pop that
+    # found last_avail_idx == shadow0). These queues' Linux drivers (virtio-input's eventq,
+    # virtio-serial's receive and control queues) give a buffer back for each one used, so what
+    # was offered then is avail->idx now less the buffers used since: one re-read, when that
+    # still covers every pop since.
+    once = (avail - ahead) % _U16
+    if 0 <= (once - last1) % _U16 <= (avail - last1) % _U16 and ahead <= num:
+        return once
+    return avail          # never past what the guest had offered
 
 
 def _advance_packed(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState
@@ -220,10 +231,62 @@ def advance_to_dump(machine: VirtioMachine, profile: Profile, *,
     return machine.with_state(replace(machine.state, devices=devices)), notes
 
 
+def _ring_absent(space, q: VirtQueueState, packed: bool) -> bool:
+    """Whether the queue's ring lies in bytes the dump lacks (``space.absent``)."""
+    absent = getattr(space, "absent", None)
+    return absent is not None and any(a and absent.covers(a, z) and not space.is_present(a, z)
+                                      for _, a, z in ring_areas(q, packed))
+
+
+def _features_from_rings(machine: VirtioMachine, dev: VirtIODeviceState) -> VirtIODeviceState:
+    """The negotiated feature bits a device's rings show, when its log holds no status reply
+    (QEMU 11.1.x aborts on x-query-virtio-status, so a log of it has none): marked
+    ``inferred-partial``, so no reply prints them as the whole word.
+
+    - ``VIRTIO_F_RING_PACKED``: a logged ring that is a packed ring (flags, ids, event areas:
+      :func:`~vdecode.virtio.ring_checks.check_packed_ring`) and not a split one;
+    - ``VIRTIO_RING_F_EVENT_IDX``: a logged queue with ``signalled-used-valid`` true on a split
+      ring (``virtio_split_should_notify`` sets it only with EVENT_IDX)."""
+    from vdecode.virtio.ring_checks import check_packed_ring, check_ring
+
+    bits, packed = 0, False
+    for q in dev.queues.values():
+        num = q.vring_num or 0
+        if not (q.desc and num):
+            continue
+        if check_packed_ring(machine.space, num, q.desc, q.avail, q.used) is not None and \
+                check_ring(machine.space, num, q.desc, q.avail, q.used) is None:
+            packed = True
+    if packed:
+        bits |= 1 << VIRTIO_F_RING_PACKED
+    elif any(q.signalled_used_valid for q in dev.queues.values()) or \
+            any(_event_fields_written(machine, q) for q in dev.queues.values()):
+        bits |= 1 << VIRTIO_RING_F_EVENT_IDX
+    return dev.evolve({"guest_features": PARTIAL}, guest_features=bits)
+
+
+def _event_fields_written(machine: VirtioMachine, q: VirtQueueState) -> bool:
+    """Whether a split ring's event fields were written: the driver's ``used_event``
+    (``avail->ring[num]``) or QEMU's ``avail_event`` (``used->ring[num]``, written by
+    ``vring_set_avail_event``). Only a ring with EVENT_IDX negotiated has them (without it QEMU
+    and the driver use the rings' flags instead)."""
+    num = q.vring_num or 0
+    if not (q.avail and q.used and num):
+        return False
+    try:
+        used_event = bytes(machine.space.read(Gpa(q.avail + 4 + 2 * num), 2))
+        avail_event = bytes(machine.space.read(Gpa(q.used + 4 + 8 * num), 2))
+    except MissingData:
+        return False
+    return used_event != b"\0\0" or avail_event != b"\0\0"
+
+
 def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Profile,
                     notes: list[str], platform: Callable[[], tuple[int, int] | None]
                     ) -> VirtIODeviceState:
     """One device at the dump instant (the rules in the module docstring)."""
+    if dev.guest_features is None and machine.space is not None:
+        dev = _features_from_rings(machine, dev)
     dev_marks = {"vm_running": INFERRED}
     changes: dict = {"vm_running": False}
     was_vhost = bool(dev.vhost_started)
@@ -256,6 +319,8 @@ def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Pro
         except (MissingData, _Stopped) as err:
             if isinstance(err, _Stopped):
                 queues[qn] = err.queue
+            elif _ring_absent(machine.space, q, packed):
+                continue            # the ring stage said so, once per device
             notes.append(f"{dev.canonical_path} queue {q.queue_index}: {err}; keeping the "
                          f"log's counters")
             continue

@@ -16,7 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from vdecode.frozen import record
-from vdecode.profiles import Profile, load_profile
+from vdecode.profiles import LearnedLabel, Profile, load_profile
 from vdecode.reconstruct.state.instant import advance_to_dump
 from vdecode.reconstruct.state.log_state import state_from_log
 from vdecode.reconstruct.qmp.error_replies import not_known
@@ -98,6 +98,8 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, 
         machine = VirtioMachine(dump.qemu, dump.space)
         if logged is not None:
             notes.extend(compare_with_log(dump.qemu, logged))
+            if dump.info.get("layout_derived"):
+                notes.append(f"{dump.path}: {confirm_derived(dump.qemu, logged)}")
         return machine, notes
     if knowledge is None:
         machine = VirtioMachine(QemuVirtioState(source="none"), dump.space)
@@ -139,6 +141,48 @@ def compare_with_log(core: QemuVirtioState, logged: QemuVirtioState) -> list[str
                 notes.append(f"{dev.canonical_path} queue {qn}: rings moved since the log "
                              f"(log desc {q.desc:#x}, core desc {cq.desc:#x}); using the core's")
     return notes
+
+
+# values a driver sets once (features, rings, sizes) or QEMU fixes at realize: a log taken before
+# the dump still holds them, so they check a layout derived from the core
+_PINNED_DEVICE = {"host-features": "host_features", "device-endian": "device_endian",
+                  "num-vqs": "num_vqs", "bus-name": "bus_name"}
+_PINNED_QUEUE = {"vring-num": "vring_num", "vring-desc": "desc", "vring-avail": "avail",
+                 "vring-used": "used"}
+
+
+def confirm_derived(core: QemuVirtioState, logged: QemuVirtioState) -> str:
+    """How far the log's replies agree with a core read through a layout derived from it (the
+    fields each reply pins): ``layout derived from the core: the log agrees on ...``."""
+    by_path = {d.canonical_path: d for d in core.devices}
+    counts: dict[str, list[int]] = {}
+    for dev in logged.devices:
+        cdev = by_path.get(dev.canonical_path)
+        if cdev is None:
+            continue
+        pairs = [(k, getattr(dev, f), getattr(cdev, f)) for k, f in _PINNED_DEVICE.items()]
+        for qn, q in dev.queues.items():
+            cq = cdev.queues.get(qn)
+            if cq is not None:
+                pairs += [(k, getattr(q, f), getattr(cq, f)) for k, f in _PINNED_QUEUE.items()]
+        for key, want, got in pairs:
+            if want is None:
+                continue
+            row = counts.setdefault(key, [0, 0])
+            if key == "bus-name":               # QEMU prints a NULL bus_name as ""
+                want, got = want or "", got or ""
+            if key == "host-features":          # a label no table row names reads back as no bit
+                row[0] += got is not None and want & ~got == 0
+            else:
+                row[0] += want == got
+            row[1] += 1
+    if not counts:
+        return "layout derived from the core: the log pins none of its fields (no device in both)"
+    said = ", ".join(f"{k} {a}/{n}" for k, (a, n) in counts.items())
+    off = [k for k, (a, n) in counts.items() if a < n]
+    return (f"layout derived from the core: the log's replies agree on {said}"
+            + (f" (where they differ, the driver may have reset since the log, or the derived "
+               f"offset of {', '.join(off)} is wrong)" if off else ""))
 
 
 NEEDS = {
@@ -247,14 +291,32 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
     return Inputs(dump, knowledge, tuple(used), tuple(warnings))
 
 
+def _build_strings(profile: Profile, core: QemuVirtioState | None) -> tuple[Profile, list[str]]:
+    """The profile answering with the strings the core's executable holds where they differ from
+    its tables (``QemuVirtioState.labels``, read by :mod:`vdecode.sources.qemu_core.strings`)."""
+    if core is None or not core.labels:
+        return profile, []
+    where = core.labels_from or "the QEMU executable"
+    labs = tuple(LearnedLabel(section, key, desc, "the executable's table", where)
+                 for section, key, desc in core.labels)
+    shown = sorted({(sec, key, desc) for sec, key, desc in core.labels
+                    if not sec.startswith("devices/")} |
+                   {("device", key, desc) for sec, key, desc in core.labels
+                    if sec.startswith("devices/")})
+    texts = "; ".join(f"{desc!r} ({sec} {key})" for sec, key, desc in shown)
+    return (replace(profile, learned=profile.learned + labs),
+            [f"strings from {where} (its own tables, not profile {profile.version}'s): {texts}"])
+
+
 def build_session(inputs: Inputs, requested: str | None = None) -> Session:
     """The pipeline, once for every caller (CLI commands, bundles, triage, the Python API):
     the profile, the machine at the dump instant, and the log's own state for the findings."""
     from vdecode.reconstruct.state.labels import learn_labels
     k = inputs.knowledge
+    profile, built = _build_strings(profile_for(k, inputs.dump.qemu, requested), inputs.dump.qemu)
     # this build's own strings where the log prints one the profile's tables do not hold
-    profile, learned = learn_labels(k, profile_for(k, inputs.dump.qemu, requested),
-                                    inputs.logs[-1][0] if inputs.logs else "the log")
+    profile, learned = learn_labels(k, profile, inputs.logs[-1][0] if inputs.logs else "the log")
+    learned = built + learned
     logged = state_from_log(k, profile) if k is not None else None       # a frozen value: shared
     machine, notes = build_machine(inputs.dump, k, profile, logged=logged)
     return Session(inputs, profile, machine, tuple(learned + notes), logged,

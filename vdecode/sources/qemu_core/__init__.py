@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-from vdecode.errors import CorruptInput, UnsupportedInput
+from vdecode.errors import CorruptInput, UnsupportedInput, VdecodeError
 from vdecode.frozen import record
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import ElfFacts
@@ -38,6 +38,7 @@ from vdecode.sources.files import FileView
 from vdecode.sources.qemu_core.devices import (check_device_names, count_index_runs, find_vhost_dev,
                                                find_virtqueue_arrays, is_virtio_device, read_device,
                                                walk_virtio_list)
+from vdecode.sources.qemu_core.derive import derive_layout, derived_summary
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
@@ -46,7 +47,7 @@ from vdecode.sources.qemu_core.process import (MappedFile, find_qemu_binary, fin
 from vdecode.sources.qemu_core.ram import GuestRamRun, RamBlockFacts, find_ram_blocks, map_guest_ram
 from vdecode.sources.qemu_state import QemuVirtioState
 
-__all__ = ("CoreReader", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFacts", "QemuLayout",
+__all__ = ("CoreReader", "derive_core_layout", "GuestRamRun", "HostMemory", "MappedFile", "QemuCoreFacts", "QemuLayout",
            "RamBlockFacts", "device_names_table", "find_virtqueue_arrays", "find_vhost_dev",
            "load_layout", "read_mapped_files", "read_qemu_core")
 
@@ -99,8 +100,8 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
     if not getattr(layout, "auto", False):
         return _read_with(view, elf, mem, layout, check_build_id, binary, (base, end), build_id,
                           bin_runs, core_version, core_package, f"the layout given: {layout.source}")
-    candidates, why = choose_layout(layout.arch, build_id, core_version)
-    failed: list[CorruptInput] = []
+    candidates, why, own = choose_layout(layout.arch, build_id, core_version)
+    failed: list[VdecodeError] = []
     for lay in candidates:
         try:
             return _read_with(view, elf, mem, lay, check_build_id, binary, (base, end), build_id,
@@ -108,10 +109,66 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
                               why if not failed else f"{why}: {lay.source} (the ones before "
                                                      f"failed their checks)")
         except CorruptInput as err:
-            if "first profile whose checks pass" not in why:
-                raise           # the build-id or version picked this profile: its failure is the answer
+            if own:
+                raise           # the build-id picked this profile: its failure is the answer
+            failed.append(err)
+    # no shipped profile fits this build: derive its layout from the core, with the field order
+    # of each profile in turn (best first), and read with it as with a shipped one
+    for lay in candidates:
+        try:
+            derived = derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
+                                    device_names_table(lay))
+            return _read_with(view, elf, mem, derived, check_build_id, binary, (base, end),
+                              build_id, bin_runs, core_version, core_package,
+                              f"no shipped profile passes its checks on this core "
+                              f"({failed[0].reason if failed else 'none shipped'}): layout "
+                              f"derived from the core's own structures")
+        except VdecodeError as err:
+            # the shipped profiles' failures say more than a derivation that found nothing
             failed.append(err)
     raise failed[0]
+
+
+def derive_core_layout(view: FileView, elf: ElfFacts, mem: HostMemory
+                       ) -> tuple[QemuLayout, QemuLayout | None]:
+    """The layout derived from a QEMU core (with the first shipped layout that works as
+    template), and the shipped profile that lists the core's build-id, if any, to check it by.
+
+    :raises UnsupportedInput: not a QEMU core.
+    :raises CorruptInput: no layout could be derived (the first failure's reason).
+    """
+    files = read_mapped_files(view, elf)
+    binary, base, end = find_qemu_binary(mem, files)
+    probe = load_layout("x86_64")
+    build_id = read_build_id(CoreReader(mem, probe, device_names_table(probe)), base)
+    bin_runs = [(f.start, f.end - f.start) for f in files
+                if f.path == binary and mem.is_present(f.start, f.end - f.start)]
+    version, _ = find_qemu_version(mem, bin_runs)
+    candidates, _, own = choose_layout(probe.arch, build_id, version)
+    failed: list[CorruptInput] = []
+    for lay in candidates:
+        try:
+            return (derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
+                                  device_names_table(lay)), candidates[0] if own else None)
+        except CorruptInput as err:
+            failed.append(err)
+    if not failed:
+        raise UnsupportedInput(view.name, "no shipped layout to derive from")
+    raise failed[0]
+
+
+# what the way a build lists its devices says of its release (qmp_x_query_virtio: 8.2 dropped
+# virtio_list for the QOM tree)
+_LISTED_BY = {"qom-tree": "the QOM tree: QEMU 8.2 or later",
+              "virtio_list": "virtio_list: QEMU 8.1 or earlier"}
+
+
+def _writable(elf: ElfFacts) -> list[tuple[int, int]]:
+    """The core's writable mappings that it holds in full (``(hva, size)``)."""
+    loads = elf.loads
+    return [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
+                                                    loads["p_filesz"], loads["p_flags"])
+            if fl & PF_W and fs == n and n > 0]
 
 
 def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayout,
@@ -122,7 +179,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     """:func:`read_qemu_core` with one layout profile (``profile_reason``: why this one)."""
     rd = CoreReader(mem, layout, device_names_table(layout))
     warnings = []
-    if layout.build_ids and build_id not in layout.build_ids:
+    # another build of the profile's release that the profile knows by its build-id (its
+    # version and the strings its executable holds: layout "builds")
+    known = layout.data.get("builds", {}).get(build_id or "")
+    if layout.build_ids and build_id not in layout.build_ids and not known:
         # Another build of the same QEMU release (a distro rebuild, a newer stable update) often
         # keeps these layouts: try the profile, and let the invariants below decide.
         msg = (f"{layout.label} was made for build-id {', '.join(layout.build_ids)}; {binary} has "
@@ -137,6 +197,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     in_core = getattr(mem, "in_core", None)          # HostSpace: the binary may give .rodata
     version_from = "core" if in_core is None or all(in_core(a, n) for a, n in bin_runs) \
         else "binary file"
+    if version is None and known:
+        version = tuple(int(x) for x in known["qemu"].split("."))[:3]  # type: ignore[assignment]
+        package = known.get("package")
+        version_from = f"profile's known builds (build-id {build_id})"
     if version is None and "qemu" in layout.data:
         # .rodata is not in the core; the build-id pins the release the profile names (another
         # build: the profile's release is the best guess, and the warning says so)
@@ -146,11 +210,12 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
         version_from = "profile" if own else (
             f"layout of the {layout.data['qemu']} profile, which fits its structures; its build-id "
             f"{build_id or '(none)'} is no profile's, so the micro release is unknown")
+        if "derived" in layout.data:
+            version_from = (f"tables of the template profile, "
+                            f"{layout.data['derived']['template']}: the release is unknown")
 
     loads = elf.loads
-    writable = [(int(a), int(n)) for a, n, fs, fl in zip(loads["p_vaddr"], loads["p_memsz"],
-                                                        loads["p_filesz"], loads["p_flags"])
-                if fl & PF_W and fs == n and n > 0]
+    writable = _writable(elf)
     blocks = find_ram_blocks(rd, writable, binary_span)
     guest_hva = [(b.host, b.max_length) for b in blocks]
     heap = [(a, n) for a, n in writable
@@ -173,8 +238,10 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     if arrays and not array_of:
         raise profile_mismatch(layout, mem, "VirtQueue.vdev points at a device",
                         f"{len(arrays)} arrays, none with a readable vdev")
-    discovery = load_profile(str(layout.data.get("qemu", "")) or None).table("devices").get(
-        "device_discovery", "virtio_list")
+    # a derived layout says how its build lists devices; a shipped one's release's table does
+    discovery = layout.data.get("device_discovery") or load_profile(
+        str(layout.data.get("qemu", "")) or None).table("devices").get("device_discovery",
+                                                                       "virtio_list")
     if not array_of:
         # Every realized VirtIODevice owns a VirtQueue[VIRTIO_QUEUE_MAX] array on the heap
         # (virtio_init). The profile read QEMU's RAMBlock list, so it fits; with the heap in the
@@ -209,7 +276,9 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
         devices.append(dev)
     state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
-                            source="core")
+                            source="core",
+                            labels=tuple(tuple(x) for x in (known or {}).get("labels", ())),
+                            labels_from=f"{layout.source} (builds: {build_id})" if known else None)
     if any(mem.is_present(a, 8) for a, _ in bin_runs):
         names_at = check_device_names(rd, raws, bin_runs)
     else:
@@ -221,11 +290,15 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             # what info prints: a release no input names exactly is not given a micro number
             **({"qemu_version_shown": ".".join(map(str, version[:2])) + ".x"}
                if version and version_from.startswith("layout of") else {}),
+            **({"qemu_version_shown": f"unknown (build-id {build_id or 'none'}, no profile: layout "
+                                      f"derived; its devices are on {_LISTED_BY[discovery]})"}
+               if "derived" in layout.data else {}),
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
             **({"qom_root": None if head is None else f"{head:#x}"} if discovery == "qom-tree"
                else {"virtio_list": head}),
             "device_discovery": discovery, "profile_reason": profile_reason, "virtqueue_arrays": len(arrays),
             "devices_not_on_list": sorted(v for v in array_of if v not in order),
-            "warnings": warnings, "checks_skipped": list(rd.skipped)}
+            "warnings": warnings, "checks_skipped": list(rd.skipped),
+            **({"layout_derived": derived_summary(layout)} if "derived" in layout.data else {})}
     return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
                          guest_ram=guest_ram, info=info)

@@ -99,12 +99,15 @@ def load_layout(arch: str = "x86_64", version: str | None = None) -> QemuLayout:
 
 
 def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int] | None
-                  ) -> tuple[list[QemuLayout], str]:
-    """The shipped layouts to try on a core, best first, and why the first was chosen.
+                  ) -> tuple[list[QemuLayout], str, bool]:
+    """The shipped layouts to try on a core, best first, why the first was chosen, and whether
+    it is the build's own (its build-id is listed: its failure is the answer, nothing else is
+    tried).
 
     A profile listing the core's build-id comes first; then the profile of the version string
     QEMU keeps in its binary (nearest release when none is shipped for it); then the others,
-    newest first, for a core that shows neither (the invariants decide).
+    newest first, for a core that shows neither (the invariants decide; when none passes, the
+    reader derives a layout from the core, :mod:`.derive`).
     """
     from vdecode.profiles import available_versions, nearest_version
 
@@ -113,10 +116,12 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
     layouts = {v: load_layout(arch, v) for v in have}
     order: list[str] = []
     why = ""
+    own = False
     if build_id:
-        hit = [v for v in have if build_id.lower() in layouts[v].build_ids]
+        hit = [v for v in have if build_id.lower() in layouts[v].build_ids
+               or build_id.lower() in layouts[v].data.get("builds", {})]   # another known build
         if hit:
-            order, why = hit[:1], f"it lists the core's build-id {build_id}"
+            order, why, own = hit[:1], f"it lists the core's build-id {build_id}", True
     if not order and version:
         want = ".".join(map(str, version))
         near, exact = nearest_version(want, have)
@@ -127,7 +132,7 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
     rest = sorted((v for v in have if v not in order), key=_num, reverse=True)
     if not order:
         why = "the core names neither a known build-id nor a version: the first profile whose checks pass"
-    return [layouts[v] for v in order + rest], why
+    return [layouts[v] for v in order + rest], why, own
 
 
 def _num(v: str) -> tuple[int, ...]:

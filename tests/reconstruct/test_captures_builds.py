@@ -1,0 +1,229 @@
+"""QEMU builds without a hand-made profile of their own: Debian 13's 10.0.13 and 11.1.3.
+
+``tests/data/captures-10.0.13/`` and ``tests/data/captures-11.1/`` hold what
+``tools/capture/make_fixtures.py`` made from real recordings (``get_qemu.sh trixie`` and
+``get_qemu.sh trixie-backports``; scenarios ``basic`` and ``panicmix``, a guest panic under load
+with a mixed device set). The 11.1 recordings skip ``x-query-virtio-status`` (live 11.1.x aborts on
+it), so their logs hold no status reply. Scores never fall below each folder's ``ratchet.json`` and
+every mode is exact. The 10.0.13 core's bundles carry the build's own strings (read from its
+executable when the bundle was made): 10.0.13 prints ``VIRTIO_NET_F_GUEST_USO6`` for bit 55.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from tests.reconstruct.fidelity import fixture_cases, run_qmp, score_fixture
+from vdecode.profiles import load_profile
+from vdecode.reconstruct.qmp.features import features_to_reply
+from vdecode.sources.qemu_core.strings import labels_against, match_tables, read_feature_maps
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+BUILDS = {"captures-10.0.13": (10, 0, 13), "captures-11.1": (11, 1, 3)}
+
+pytestmark = pytest.mark.usefixtures("bundle_cache")
+
+
+def _cases() -> list[tuple[str, str, str]]:
+    return [(d, n, m) for d in BUILDS for n, m in fixture_cases(DATA / d)]
+
+
+def test_fixtures_are_small_and_of_their_build():
+    for d, (major, minor, micro) in BUILDS.items():
+        sizes = [p.stat().st_size for p in (DATA / d).rglob("*") if p.is_file()]
+        assert max(sizes) < 1_000_000 and sum(sizes) < 5_000_000
+        names = set()
+        for case in (DATA / d).iterdir():
+            if (case / "case.json").exists():
+                q = json.loads((case / "case.json").read_text())["qemu"]["qemu"]
+                assert (q["major"], q["minor"], q["micro"]) == (major, minor, micro), case
+                names.add(case.name)
+        assert names == {"basic", "panicmix"}, d
+        ratchet = json.loads((DATA / d / "ratchet.json").read_text())
+        assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
+
+
+@pytest.mark.parametrize("data,name,mode", _cases())
+def test_bundle_is_exact_and_not_below_its_ratchet(data, name, mode):
+    floor = json.loads((DATA / data / "ratchet.json").read_text())[f"{name}/{mode}"]
+    s = score_fixture(DATA / data, name, mode)
+    assert s["total"] == floor["of_fields"] and s["replies"] == floor["of_replies"]
+    assert s["fields"] >= floor["fields"] and s["exact"] >= floor["exact"], (name, mode, s)
+    assert (s["fields"], s["exact"]) == (s["total"], s["replies"]), s["stderr"][-500:]
+
+
+def _ask(bundle: Path, requests: list[dict]) -> tuple[list[dict], str]:
+    lines, err = run_qmp([str(bundle)], [{"execute": "qmp_capabilities"}, *requests])
+    return [json.loads(x) for x in lines if x.strip()][2:], err
+
+
+def test_10_0_13_core_bundle_prints_the_builds_own_uso6_string():
+    case = DATA / "captures-10.0.13" / "panicmix"
+    path = "/machine/peripheral/nettap/virtio-backend"
+    (reply,), err = _ask(case / "qemu-core+none.vdb.zst",
+                         [{"execute": "x-query-virtio-status", "arguments": {"path": path}}])
+    host = reply["return"]["host-features"]["dev-features"]
+    assert "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6" in host
+    assert not any(s.startswith("VIRTIO_NET_F_GUEST_USO4: Driver can receive USOv6") for s in host)
+    assert "(its own tables, not profile 10.0's): 'VIRTIO_NET_F_GUEST_USO6: Driver can receive " \
+           "USOv6' (device 55)" in err
+    truth = json.loads((case / "truth.json").read_text())["exchanges"]
+    want = next(r for q, r in truth if q == {"execute": "x-query-virtio-status",
+                                             "arguments": {"path": path}})
+    assert reply == want
+
+
+def test_11_1_status_is_answered_for_every_device_from_a_core_with_the_abort_said():
+    case = DATA / "captures-11.1" / "panicmix"
+    truth = json.loads((case / "truth.json").read_text())["exchanges"]
+    assert not any(q["execute"] == "x-query-virtio-status" for q, _ in truth)   # QEMU aborts
+    paths = [d["path"] for d in next(r for q, r in truth if q["execute"] == "x-query-virtio")["return"]]
+    replies, err = _ask(case / "qemu-core+none.vdb.zst",
+                        [{"execute": "x-query-virtio-status", "arguments": {"path": p}} for p in paths])
+    assert len(replies) == len(paths) == 7
+    schema = load_profile("11.1").table("qapi")["structs"]["VirtioStatus"]
+    mandatory = {m["name"] for m in schema if not m.get("optional")}
+    for p, r in zip(paths, replies):
+        assert mandatory <= set(r["return"]) <= {m["name"] for m in schema}, p
+        assert r["return"]["backend-features"] == {"transports": [], "dev-features": []}
+        assert f"{p}: live QEMU 11.1.x aborts on x-query-virtio-status" in err
+    net = next(r["return"] for p, r in zip(paths, replies) if p.endswith("/nettap/virtio-backend"))
+    # a 128-bit host feature word: 11.1's UDP tunnel bits (65-68) by the executable's strings
+    assert "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO: Device can receive GSO over UDP tunnel packets" \
+        in net["host-features"]["dev-features"]
+    assert "unknown-dev-features" not in net["host-features"]
+
+
+def test_11_1_log_without_status_infers_packed_but_answers_no_status():
+    """The 11.1 early log has no status reply: the packed virtio-net is known packed from its
+    ring (element queries get QEMU's 'Packed ring not supported'), and a status question says
+    what is missing instead of printing the few bits the rings show."""
+    case = DATA / "captures-11.1" / "panicmix"
+    path = "/machine/peripheral/netpk/virtio-backend"
+    (elem, status), _ = _ask(case / "elf+early.vdb.zst", [
+        {"execute": "x-query-virtio-queue-element", "arguments": {"path": path, "queue": 0}},
+        {"execute": "x-query-virtio-status", "arguments": {"path": path}}])
+    assert elem == {"error": {"class": "GenericError", "desc": "Packed ring not supported"}}
+    assert "guest_features" in status["error"]["desc"]
+
+
+def test_11_1_schema_changes():
+    p = load_profile("11.1")
+    qapi = p.table("qapi")["structs"]
+    assert "backend-features" not in [m["name"] for m in qapi["VhostStatus"]]
+    assert not {"desc", "avail", "used"} & {m["name"] for m in qapi["VirtVhostQueueStatus"]}
+    assert "unknown-dev-features2" in [m["name"] for m in qapi["VirtioDeviceFeatures"]]
+    # qmp_decode_features prints the low half of what no row names (has_unknown_dev_features2
+    # is never set)
+    assert features_to_reply(p, 4, (1 << 100) | 1) == {"transports": [], "dev-features": [],
+                                                       "unknown-dev-features": 1}
+    assert features_to_reply(p, 4, 1 << 100)["unknown-dev-features"] == 0
+
+
+def test_a_version_less_input_does_not_assume_11_1():
+    assert load_profile(None).version == "10.0"
+
+
+# --- the executable's tables ----------------------------------------------------------------------
+
+def _elf(tables: list[list[tuple[int, str]]]) -> bytes:
+    """A minimal PIE-like ELF64: ``.rodata`` strings, ``.data.rel.ro`` entries
+    ``{u32 value, pad, const char *}`` whose pointers are only R_X86_64_RELATIVE relocations
+    (zero in the file, as a linker leaves them), ``.rela.dyn``; section headers only."""
+    ro_addr, rel_addr = 0x1000, 0x8000
+    rodata, ptrs, data = bytearray(b"\0"), [], bytearray(16)   # a leading non-table entry
+    for rows in tables:
+        for value, desc in [*rows, (0xFFFFFFFF, "")]:
+            at = len(rodata) if desc else 0
+            if desc:
+                rodata += desc.encode() + b"\0"
+            ptrs.append((rel_addr + len(data) + 8, ro_addr + at))
+            data += struct.pack("<IIQ", value, 0, 0)
+    rela = b"".join(struct.pack("<QQq", off, 8, add) for off, add in ptrs)
+    names = b"\0.rodata\0.data.rel.ro\0.rela.dyn\0.shstrtab\0"
+    body = bytearray(64)
+    offs = []
+    for blob in (bytes(rodata), bytes(data), rela, names):
+        offs.append(len(body))
+        body += blob
+    shoff = len(body)
+    sh = [struct.pack("<IIQQQQIIQQ", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)]
+    for (name, typ, addr, ent), off, blob in zip(
+            ((1, 1, ro_addr, 0), (9, 1, rel_addr, 0), (22, 4, 0, 24), (32, 3, 0, 0)), offs,
+            (rodata, data, rela, names)):
+        sh.append(struct.pack("<IIQQQQIIQQ", name, typ, 2, addr, off, len(blob), 0, 0, 8, ent))
+    body += b"".join(sh)
+    hdr = (b"\x7fELF\x02\x01\x01" + bytes(9) + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, 0, shoff,
+                                                            0, 64, 0, 0, 64, len(sh), 4))
+    body[:64] = hdr
+    return bytes(body)
+
+
+def test_read_feature_maps_follows_relocations(tmp_path):
+    tables = [[(0, "VIRTIO_NET_F_CSUM: Device handling packets with partial checksum supported"),
+               (55, "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6")],
+              [(4, "VIRTIO_CONFIG_S_DRIVER_OK: Driver setup and ready")]]
+    exe = tmp_path / "qemu-system-x86_64"
+    exe.write_bytes(_elf(tables))
+    assert read_feature_maps(str(exe)) == tables
+    assert read_feature_maps(str(tmp_path / "absent")) == []
+
+
+def test_tables_are_matched_by_their_own_rows_and_differences_become_labels():
+    features = load_profile("10.0").table("features")
+    net = [(r["bit"], r["desc"]) for r in features["devices"]["1"]["rows"]]
+    uso6 = [(b, "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6" if b == 55 else d)
+            for b, d in net]
+    shared = [(26, "VHOST_F_LOG_ALL: Logging write descriptors supported"),
+              (30, "VHOST_USER_F_PROTOCOL_FEATURES: Vhost-user protocol features negotiation "
+                   "supported")]
+    matched = match_tables([uso6, shared], features)
+    assert matched["virtio_net_feature_map"] == uso6
+    # a table of vhost's shared rows only stands for every map that is exactly those rows
+    assert {"virtio_rng_feature_map", "virtio_input_feature_map"} <= set(matched)
+    assert labels_against([uso6, shared], features) == [
+        ("devices/1", 55, "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6")]
+    assert labels_against([[(1, "VIRTIO_I2C_F_ZERO_LENGTH_REQUEST: x")]], features) == []
+
+
+def test_the_11_1_layout_is_the_10_2_probe_with_feature_words_widened():
+    """The probe of the 10.2.2 tree gives every offset of formats/qemu-11.1's layout (the feature
+    words sit in anonymous unions, which the DWARF reader descends); the profile widens the six
+    feature words to the 128 bits 10.2's VIRTIO_DECLARE_FEATURES declares."""
+    from vdecode.sources.dwarf_profile import profile_from_dwarf
+
+    probe = DATA / "qemu-10.2-layout-probe-x86_64.o"
+    shipped = load_profile("11.1").table("layout-x86_64")
+    derived = profile_from_dwarf(str(probe), load_profile("10.0").table("layout-x86_64"))
+    widened = {("VirtIODevice", n) for n in ("host_features", "guest_features", "backend_features")} \
+        | {("vhost_dev", n) for n in ("features", "acked_features", "backend_features")}
+    for name, body in shipped["structs"].items():
+        assert derived["structs"][name]["size"] == body["size"], name
+        got = {f["name"]: f for f in derived["structs"][name]["fields"]}
+        for f in body["fields"]:
+            g = got[f["name"]]
+            assert g["offset"] == f["offset"], (name, f["name"])
+            if (name, f["name"]) in widened:
+                assert (g["size"], f["size"], f["type"]) == (8, 16, "u128")
+            else:
+                assert (g["size"], g["type"]) == (f["size"], f["type"]), (name, f["name"])
+
+
+def test_known_builds_of_a_profile_name_rows_of_its_tables():
+    """formats/qemu-10.0's layout knows 10.0.13 by build-id: its release and its own strings,
+    each for a row the profile's tables hold (so a 10.0.13 core without its executable is named
+    10.0.13 and printed with USO6)."""
+    profile = load_profile("10.0")
+    builds = profile.table("layout-x86_64")["builds"]
+    assert builds["e5588a4ae9dc724ce182d9d2421089e0668fd1bd"]["qemu"] == "10.0.13"
+    features = profile.table("features")
+    for build in builds.values():
+        for section, bit, desc in build["labels"]:
+            head, _, dev = section.partition("/")
+            rows = features["devices"][dev]["rows"] if head == "devices" else features[head]
+            old = next(r["desc"] for r in rows if r.get("bit", r.get("mask")) == bit)
+            assert old != desc and old.split(":")[1] == desc.split(":")[1]
