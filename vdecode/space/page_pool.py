@@ -34,6 +34,7 @@ __all__ = ("POOL_MIN_PAGES", "decode_pages")
 
 POOL_MIN_PAGES = 2048           # compressed pages in one read before other processes help
 SHARED = "/dev/shm"
+ANONYMOUS_FROM = 32 << 20       # results from this size (glibc maps such blocks anew each time)
 
 _pool: ProcessPoolExecutor | None = None
 _pool_workers = 0
@@ -78,7 +79,9 @@ def decode_pages(n: int, mem, path: str, idx: list[int], at: list[int], sizes: l
         done = key and _in_pool(n, key, idx, at, sizes, flags, bs, zlib_flag, workers)
         if done:
             return done
-    out = bytearray(n)
+    # a big result in fresh anonymous memory: the pages left as zeros are never touched (no
+    # memset, no page faults), where a bytearray this size would be zeroed and faulted in whole
+    out = memoryview(mmap.mmap(-1, n)) if n >= ANONYMOUS_FROM else bytearray(n)
     return out, decode_fast(out, mem, idx, at, sizes, flags, bs, zlib_flag)
 
 
