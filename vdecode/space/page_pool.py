@@ -20,15 +20,17 @@ This module imports nothing heavy: the workers import it.
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import os
-import secrets
-from concurrent.futures import ProcessPoolExecutor
 import threading
-from multiprocessing import current_process, get_all_start_methods, get_context
+from typing import TYPE_CHECKING
 
 from vdecode.cores import usable_cores
 from vdecode.space.inflate import inflate_block
+
+if TYPE_CHECKING:       # the pool's modules load when a pool starts, not for a one-page answer
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ("POOL_MIN_PAGES", "decode_pages")
 
@@ -92,6 +94,8 @@ def _executor(workers: int) -> ProcessPoolExecutor | None:
     global _pool, _pool_workers
     if _pool is not None and _pool_workers == workers:
         return _pool
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import current_process, get_all_start_methods, get_context
     # a pool worker (triage's) may not start processes of its own: it decodes alone
     if threading.active_count() > 1 or "fork" not in get_all_start_methods() \
             or current_process().daemon:
@@ -106,8 +110,17 @@ def _executor(workers: int) -> ProcessPoolExecutor | None:
             f.result()
     except Exception:       # noqa: BLE001 - no processes to be had: this process decodes
         return None
+    if _pool_workers == 0:
+        atexit.register(_shutdown)      # before the interpreter takes its modules apart
     _pool, _pool_workers = pool, workers
     return _pool
+
+
+def _shutdown() -> None:
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=True, cancel_futures=True)
+        _pool = None
 
 
 def _in_pool(n: int, key: tuple, idx, at, sizes, flags, bs: int, zlib_flag: int,
@@ -116,7 +129,7 @@ def _in_pool(n: int, key: tuple, idx, at, sizes, flags, bs: int, zlib_flag: int,
     pool = _executor(workers)
     if pool is None:
         return None
-    shared = os.path.join(SHARED, f"vdecode-pages-{os.getpid()}-{secrets.token_hex(6)}")
+    shared = os.path.join(SHARED, f"vdecode-pages-{os.getpid()}-{os.urandom(6).hex()}")
     try:
         fd = os.open(shared, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError:
