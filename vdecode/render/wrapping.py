@@ -62,9 +62,10 @@ def wrap_units(units: list[str], width: int, indent: int = 0, hang: int | None =
         if len(candidate) <= room:
             cur = candidate
             continue
-        if cur and " " not in unit.strip() and len(unit.strip()) > width - hang:
-            cur = candidate                # a word no line can hold: moving it would only add a line
-            continue
+        if not lines and cur == units[0] and " " not in unit.strip() and \
+                len(unit.strip()) > width - hang:
+            cur = candidate                # a label's one value no line can hold: keep it beside
+            continue                       # the label rather than leave the label alone
         if cur:
             lines.append(" " * lead + cur)
             cur = ""
