@@ -100,3 +100,66 @@ def test_a_core_and_a_guest_dump_make_one_machine(tmp_path):
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     assert json.loads(out.splitlines()[-1]) == mine
     assert "return" in mine, mine
+
+
+# --- one machine: the CLI and the API give the same values --------------------------------------
+
+def _cli_json(*args: str) -> str:
+    """What ``vdecode DUMP ... --json`` prints, run as users run it."""
+    res = subprocess.run([sys.executable, "-m", "vdecode", *args, "--json"], capture_output=True,
+                         text=True, encoding="utf-8")
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+@pytest.mark.parametrize("sample", ["basic-core.vdb", "mixed-elf-early.vdb"])
+def test_view_to_json_is_the_cli_json_byte_for_byte(sample):
+    path = str(ROOT / "samples" / sample)
+    with vdecode.open(path) as m:
+        assert m.view(queue=0).to_json() == _cli_json(path, "--queue", "0")
+        assert m.view().to_json() == _cli_json(path)
+        assert m.view("virtio-net", 0, show_all=True).to_json() == \
+            _cli_json(path, "--device", "virtio-net", "--queue", "0", "--all")
+
+
+def test_view_to_json_on_a_real_capture(captures):
+    c = captures["basic"]
+    core, log = str(c.dump("qemu-core")), str(c.log("early"))
+    with vdecode.open(core, log=log) as m:
+        assert m.view(queue=0).to_json() == _cli_json(core, "--log", log, "--queue", "0")
+    elf = str(c.dump("elf"))
+    with vdecode.open(elf, log=log) as m:
+        assert m.view(queue=0).to_json() == _cli_json(elf, "--log", log, "--queue", "0")
+
+
+def test_the_profile_is_chosen_once_per_run(monkeypatch):
+    """One machine answers the view, the report, QMP and the records: the profile is decided
+    once, when it is made."""
+    from click.testing import CliRunner
+
+    from vdecode.cli import cli
+    from vdecode.reconstruct.state import session
+
+    calls = []
+    real = session.profile_for
+    monkeypatch.setattr(session, "profile_for", lambda *a, **k: calls.append(a) or real(*a, **k))
+    with vdecode.open(ROOT / "samples" / "basic-core.vdb", qemu="7.2") as m:
+        m.view(queue=0)
+        m.view()
+        m.report()
+        m.qmp("x-query-virtio")
+        assert m.devices and m.findings
+        assert m.evidence("idx-advanced")
+    assert len(calls) == 1
+    calls.clear()
+    res = CliRunner().invoke(cli, ["view", str(ROOT / "samples" / "basic-core.vdb"), "--queue", "0"])
+    assert res.exit_code == 0 and len(calls) == 1
+
+
+def test_open_takes_qemu_as_the_cli_does():
+    """``qemu=`` is ``--qemu``: the log's greeting wins and the machine says it ignored it."""
+    with vdecode.open(ROOT / "samples" / "mixed-elf-early.vdb", qemu="10.0") as m:
+        assert m.profile.version == "7.2"
+        assert m.profile.warning.startswith("--qemu 10.0 ignored: the QMP log's greeting")
+    with vdecode.open(ROOT / "samples" / "mixed-elf-early.vdb") as m:
+        assert m.profile.warning is None

@@ -37,6 +37,7 @@ def cli() -> None:
     vdecode DUMP [--log LOG] [--queue N]   post-mortem view of the virtio devices
     vdecode qmp DUMP [--log LOG]           an offline QMP monitor (QEMU 7.2's replies)
     vdecode qmp QEMU_CORE GUEST_DUMP       QEMU's state from its core, guest RAM from a dump
+    vdecode report DUMP -o FILE.html       one HTML page: each ring drawn, findings, QMP
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
     vdecode cache list|clear               the cache of decompressed inputs
@@ -147,6 +148,22 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
     return inputs
 
 
+def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                  vm: str | None, cache_dir: str | None, binary: str | None,
+                  qemu_release: str | None = None):
+    """The one :class:`vdecode.api.Machine` of a command's inputs (``vdecode.open``), with progress
+    bars while a compressed dump is unpacked or guest RAM is scanned, and the log readers'
+    warnings on stderr."""
+    from vdecode.api import open as open_machine
+    from vdecode.render.text import progress_bar
+
+    machine = open_machine(*dumps, log=logs, log_format=log_format, vm=vm, cache_dir=cache_dir,
+                           qemu=qemu_release, binary=binary, progress=progress_bar)
+    for w in machine.warnings:
+        click.echo(f"vdecode: warning: {w}", err=True)
+    return machine
+
+
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
              "oldest first.")
 _CACHE_HELP = ("Where compressed inputs are decompressed (default $VDECODE_CACHE, else "
@@ -184,11 +201,29 @@ _BINARY_HELP = ("For a QEMU process core: the qemu-system-* executable that ran 
                 "the core names); used only if its build-id is the core's.")
 
 
+def _options(*options):
+    """The decorator applying ``options`` in the order they are given (as written one above the
+    other): the blocks several commands share."""
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
+_log_options = _options(
+    click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP),
+    click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough."),
+    click.option("--vm", default=None, help="The VM to take from a log with several."))
+_binary_and_cache_options = _options(
+    click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP),
+    click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP))
+
+
 @cli.command("info")
 @click.argument("dump", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | None) -> None:
     """What a dump holds: format, machine, RAM ranges, vCPUs, VMCOREINFO, page counts; for a
     QEMU core also the signal, the crashing thread, the binary and what the core left out."""
@@ -212,16 +247,13 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
 @cli.command("qmp")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
 @click.option("--connections", type=click.IntRange(min=1), default=None, hidden=True,
               help="Stop after this many socket connections (tests).")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                 vm: str | None, socket_path: str | None, connections: int | None,
                 qemu_release: str | None, binary: str | None, cache_dir: str | None) -> None:
@@ -231,15 +263,14 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
     from vdecode.output_paths import check_output
     from vdecode.reconstruct.qmp.error_replies import qmp_error
-    from vdecode.reconstruct.state.session import build_session, make_monitor, qemu_identity
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
     if socket_path:
         check_output(socket_path, "the socket (--socket)", [*dumps, *logs, binary], socket=True)
-    session = build_session(_open_inputs(dumps, logs, log_format, vm, cache_dir, binary),
-                            qemu_release)
+    machine = _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release)
+    session = machine.session
     opened, knowledge, profile = session.dump, session.knowledge, session.profile
-    machine, notes = session.machine, session.notes
+    notes = session.notes
     # which profile answers: said when no core or log names the release (or they name none shipped)
     said = _profile_notes(profile) if profile.warning or not (opened.qemu or knowledge) else []
     if not (opened.qemu or knowledge or qemu_release):
@@ -249,7 +280,6 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
                 for p in opened.absent.parts] + said
     for n in [*said, *notes]:
         click.echo(f"vdecode: {n}" if n.startswith("warning: ") else f"vdecode: note: {n}", err=True)
-    version, package = qemu_identity(knowledge, opened.qemu)
 
     monitors: list = []          # one per connection; each goes on from the last one's state
 
@@ -261,8 +291,7 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
         return qmp_error(profile, "json_parse", msg).reply()
 
     def new_monitor():
-        start = monitors[-1].machine if monitors else machine
-        monitors.append(make_monitor(start, profile, version, package))
+        monitors.append(machine.monitor(monitors[-1].machine if monitors else None))
         return monitors[-1]
 
     if socket_path:
@@ -416,9 +445,7 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @cli.command("view")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("--device", default=None, help="QOM path, device name, id or path component.")
 @click.option("--queue", type=QUEUE_INDEX, default=None,
               help="Decode this queue (0-1023): rings, chains, buffers.")
@@ -427,69 +454,36 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("-v", "--verbose", is_flag=True,
               help="Full form: status, features, descriptor tables, used entries, evidence.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, device: str | None, queue: int | None, as_json: bool,
                  show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
                  cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
-    from vdecode.reconstruct.postmortem.findings import find_findings, utc_text
-    from vdecode.reconstruct.postmortem.index_motion import log_pace
-    from vdecode.reconstruct.state.session import build_session
-    from vdecode.reconstruct.postmortem.view_model import build_view, select_devices, select_queue
-    from vdecode.render.text import progress_bar, render_view_text
-    from vdecode.render.view_json import render_view_json
+    from vdecode.render.text import render_view_text
 
-    inputs = _open_inputs(dumps, logs, log_format, vm, cache_dir, binary)
-    opened, knowledge = inputs.dump, inputs.knowledge
-    dump = dumps[0] if len(dumps) == 1 else " + ".join(dumps)
-    log_path = logs[-1] if logs else None
-    with opened:
-        session = build_session(inputs, qemu_release)
-        profile, machine, notes = session.profile, session.machine, list(session.notes)
-        logged, log_end = session.logged, session.log_end
-        chosen = select_devices(machine.state.devices, device)
-        select_queue(chosen, queue)            # before reading anything: status 3 and what is there
-        selected = {d.canonical_path for d in chosen}
-        findings, walks = find_findings(machine, profile, logged, log_end, devices=selected,
-                                        queue=queue,      # only the queues asked about are read
-                                        pace=log_pace(knowledge))
-        carved = None
-        if knowledge is None and opened.qemu is None and opened.space is not None:
-            from vdecode.reconstruct.rings.match import group_by_device
-            from vdecode.virtio.carve import carve_rings
-            with progress_bar("scanning guest RAM for rings") as tick:
-                rings = carve_rings(opened.space, progress=tick)
-            carved = group_by_device(opened.space, rings)
-            notes = []
-        view = build_view(machine, profile, findings, walks, dump_path=dump,
-                          dump_format=opened.format, log_path=log_path, device=device,
-                          queue=queue, show_all=show_all, notes=notes,
-                          carved=carved, log_end=utc_text(log_end), absent=opened.absent)
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+        view = machine.view(device, queue, show_all=show_all)
     if as_json:
-        click.echo(render_view_json(view), nl=False)
+        click.echo(view.to_json(), nl=False)
     else:
         tty = sys.stdout.isatty()
         width = _terminal_width(80) if tty else 80
-        click.echo(render_view_text(view, width=max(40, width), color=tty, compact=not verbose,
-                                    show_all=show_all), nl=False)
+        click.echo(render_view_text(view.data, width=max(40, width), color=tty,
+                                    compact=not verbose, show_all=show_all), nl=False)
 
 
 @cli.command("bundle")
 @click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
                 type=click.Path(dir_okay=False))
-@click.option("--log", "logs", multiple=True, type=click.Path(dir_okay=False), help=_LOG_HELP)
-@click.option("--log-format", default=None, help="Format of --log, when sniffing is not enough.")
-@click.option("--vm", default=None, help="The VM to take from a log with several.")
+@_log_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The bundle to write (an ELF core; .vdb by convention).")
 @click.option("--full-buffers", is_flag=True,
               help="Keep whole pending/in-flight buffers (bounded), not only their first bytes.")
 @click.option("--redact", is_flag=True,
               help="Zero buffer payloads (device request headers stay) for data you may not share.")
-@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
-@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@_binary_and_cache_options
 def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                    vm: str | None, output: str, full_buffers: bool, redact: bool,
                    binary: str | None, cache_dir: str | None) -> None:
@@ -511,6 +505,77 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                f"{report.counts['buffers']} buffers)")
 
 
+def _write_text(path: str, what: str, text: str) -> None:
+    """Write an output file; an error writing it (a full disk) is one line, no half file left."""
+    from vdecode.errors import OutputError
+
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as err:
+        import os
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise OutputError(path, f"cannot write {what}: {err.strerror or err}") from None
+
+
+@cli.command("report")
+@click.argument("dumps", metavar="DUMP [GUEST_DUMP]", nargs=-1, required=True,
+                type=click.Path(dir_okay=False))
+@_log_options
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="The HTML page to write (one self-contained file).")
+@click.option("--device", default=None, help="Only this device (as the view's --device).")
+@click.option("--queue", type=QUEUE_INDEX, default=None, help="Only this queue (0-1023).")
+@click.option("--svg", "svg_path", default=None, type=click.Path(dir_okay=False),
+              help="Write one queue's picture alone (an SVG file); needs --queue.")
+@click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@_binary_and_cache_options
+def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
+                   vm: str | None, output: str | None, device: str | None, queue: int | None,
+                   svg_path: str | None, qemu_release: str | None, binary: str | None,
+                   cache_dir: str | None) -> None:
+    """One HTML page to attach to a bug report: each queue's ring drawn, the findings with their
+    evidence, the log-versus-dump changes, the chains and the QMP replies (docs/report.md)."""
+    from vdecode.output_paths import check_output
+
+    if output is None and svg_path is None:
+        raise click.UsageError("give -o FILE.html, --svg FILE.svg or both")
+    if svg_path is not None and queue is None:
+        raise click.UsageError("--svg draws one queue: give --queue (and --device when several "
+                               "devices have it)")
+    for path, what in ((output, "the report (-o)"), (svg_path, "the picture (--svg)")):
+        if path is not None:
+            check_output(path, what, [*dumps, *logs, binary])
+    from vdecode.render.report_html import render_report_html
+    from vdecode.render.ring_svg import ring_svg
+
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+        if svg_path is not None:           # one queue: said before anything is read
+            sel = machine.select(device, queue)
+            held = [d.canonical_path for d in machine.session.machine.state.devices
+                    if d.canonical_path in sel.paths and getattr(d.queues.get(queue), "vring_num",
+                                                                 0)]
+            if len(held) > 1:
+                from vdecode.errors import NotInInput
+                raise NotInInput("--svg", f"{len(held)} devices have queue {queue} "
+                                          f"({'; '.join(held)}): choose one with --device")
+        report = machine.report(device, queue)
+    if svg_path is not None:
+        details = report.view.data["queue_detail"]
+        _write_text(svg_path, "the picture", '<?xml version="1.0" encoding="UTF-8"?>\n'
+                    + ring_svg(details[0], standalone=True))
+        click.echo(f"{svg_path}: queue {queue} of {details[0]['device']}")
+    if output is not None:
+        page = render_report_html(report)
+        _write_text(output, "the report", page)
+        rings = page.count('<svg class="ring"')
+        click.echo(f"{output}: {len(page.encode())} bytes, {rings} ring picture(s), "
+                   f"{len(report.view.data['findings'])} finding(s)")
+
+
 @cli.command("triage")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON record per VM a line.")
@@ -522,20 +587,67 @@ def bundle_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Seconds to wait for --scheduler to answer.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False),
+              help="Also write the fleet as one HTML page (one row per VM, grouped by verdict).")
+@click.option("--pictures", is_flag=True,
+              help="With --html: write each VM's report (vdecode report) beside it, in "
+                   "FILE's name + '-vms/', linked from its row and its queues.")
 def triage_command(paths: tuple[str, ...], as_json: bool, as_csv: bool, workers: int | None,
-                   scheduler: str | None, timeout: float, cache_dir: str | None) -> None:
+                   scheduler: str | None, timeout: float, cache_dir: str | None,
+                   html_path: str | None, pictures: bool) -> None:
     """Many dumps at once: one record per VM, grouped by its worst finding (docs/triage.md)."""
     from vdecode.triage import output, run_triage
 
+    if pictures and html_path is None:
+        raise click.UsageError("--pictures goes with --html FILE")
+    if html_path is not None:
+        from vdecode.output_paths import check_output
+        check_output(html_path, "the fleet page (--html)", paths)
     with output.progress_bar("triage") as tick:
         records = run_triage(list(paths), workers=workers, scheduler=scheduler,
                              cache_dir=cache_dir, progress=tick, timeout=timeout)
+    if html_path is not None:
+        _fleet_page(html_path, records, pictures, cache_dir)
     if as_json or as_csv:
         click.echo((output.render_jsonl if as_json else output.render_csv)(records), nl=False)
     else:
         tty = sys.stdout.isatty()
         width = _terminal_width(120) if tty else 120
         click.echo(output.render_table(records, width=width, color=tty), nl=False)
+
+
+def _fleet_page(path: str, records: list, pictures: bool, cache_dir: str | None) -> None:
+    """``triage --html``: the fleet page, and with ``--pictures`` each VM's report beside it
+    (a VM whose inputs no longer open gets no link and a warning)."""
+    import os
+    import re
+
+    from vdecode.render.fleet_html import render_fleet_html
+
+    pages: dict[str, str] = {}
+    if pictures:
+        from vdecode.api import open as open_machine
+        from vdecode.render.report_html import render_report_html
+
+        folder = os.path.splitext(os.path.basename(path))[0] + "-vms"
+        os.makedirs(os.path.join(os.path.dirname(path), folder), exist_ok=True)
+        for r in records:
+            ins = r["inputs"]
+            if ins["dump"] is None:
+                continue
+            name = f"{folder}/{re.sub(r'[^A-Za-z0-9._-]', '_', r['vm'])}.html"
+            try:
+                dumps = [ins["dump"]] + ([ins["memory"]] if ins["memory"] else [])
+                with open_machine(*dumps, log=ins["logs"], cache_dir=cache_dir) as machine:
+                    page = render_report_html(machine.report())
+            except VdecodeError as err:
+                click.echo(f"vdecode: warning: {r['vm']}: no report: {err}", err=True)
+                continue
+            _write_text(os.path.join(os.path.dirname(path), name), "a VM's report", page)
+            pages[r["vm"]] = name
+    _write_text(path, "the fleet page", render_fleet_html(records, pages))
+    click.echo(f"vdecode: wrote {path}" + (f" and {len(pages)} VM report(s) in {folder}/"
+                                           if pictures else ""), err=True)
 
 
 @cli.group("cache")

@@ -446,7 +446,7 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                log_path: str | None, device: str | None = None, queue: int | None = None,
                show_all: bool = False, notes: list[str] = (),
                carved: list | None = None, log_end: str | None = None,
-               absent: Any = None) -> dict[str, Any]:
+               absent: Any = None, details: bool = False) -> dict[str, Any]:
     """The whole view as plain values (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
@@ -457,6 +457,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
     :param log_end: the time of the log's last record (UTC ISO 8601), when a log was given.
     :param absent: what the input lacks (:class:`vdecode.space.absence.Absent`); the view then
         has an ``absent`` member (absent from the view of a whole input).
+    :param details: a ``queue_detail`` for every listed queue with a size (the report's), not
+        only for ``queue``.
     :raises NotInInput: ``--device`` matches nothing or several devices, or no selected device
         has ``queue``.
     """
@@ -497,6 +499,9 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                 hidden += 1
                 continue
             qrows.append(row)
+            if details and queue is None and q.vring_num:
+                view["queue_detail"].append(_queue_detail(machine, profile, dev, q, walked,
+                                                          show_all, base))
         view["devices"].append({**device_view(profile, state, dev), "queues": qrows,
                                 "idle_queues_hidden": hidden})
         if queue is not None:

@@ -29,7 +29,6 @@ from vdecode.virtio.device import VirtioMachine
 if TYPE_CHECKING:            # the QMP side loads when a monitor is made (start-up of the view)
     from vdecode.reconstruct.qmp.monitor import OfflineMonitor
 
-DEFAULT_VERSION = (7, 2, 0)
 DEFAULT_PACKAGE = ""
 
 
@@ -214,9 +213,10 @@ def make_monitor(machine: VirtioMachine, profile: Profile, version: tuple[int, i
         handlers = {name: partial(_unanswerable, name) for name in COMMANDS}
     else:
         handlers = {name: _bound(fn, profile) for name, fn in COMMANDS.items()}
-    if version is None:      # a guest dump alone: the greeting of the profile's release
+    # a guest dump alone: the greeting of the profile's release (the profile decided it, once)
+    if version is None:
         version = tuple(int(x) for x in profile.release.split(".")[:3])  # type: ignore[assignment]
-    return OfflineMonitor(profile, machine, handlers, version or DEFAULT_VERSION,
+    return OfflineMonitor(profile, machine, handlers, version,
                           package or DEFAULT_PACKAGE)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Iterable
+from functools import partial
 
 from vdecode.sources.qmp_log.builder import LogBuilder
 from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
@@ -44,15 +45,9 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
     for n, text in lines:
         text = text.rstrip("\r")
         m = _LINE.match(text)
-        if c.active:
-            if m is not None and m.group("pre").strip():
-                b.warn(c.line, "message cut off by the next log record, skipped")
-                c.reset()
-            else:
-                whole = c.add_or_drop(text, b.warn)
-                if whole is not None:
-                    _emit(b, whole, c.meta, c.line)
-                continue
+        if c.follow(text, m is not None and bool(m.group("pre").strip()), b.warn,
+                    partial(_emit, b)):
+            continue
         if m is None:
             continue                            # library chatter: state transitions, tracebacks
         pre = m.group("pre")

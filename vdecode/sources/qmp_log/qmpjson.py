@@ -149,6 +149,24 @@ class ObjectCollector:
             self.reset()
         return whole
 
+    def follow(self, text: str, new_record: bool, warn: Callable[[int | None, str], None],
+               emit: Callable[[str, Any, int | None], None], record: str = "log record") -> bool:
+        """One line while an object is being collected (the line readers' shared step): a line
+        that starts a new ``record`` cuts the object off (a warning at its first line; the line is
+        left to the caller), any other continues it, ``emit(text, meta, line)`` getting the object
+        once it closes. Whether the line was taken (``False`` when nothing was being collected).
+        """
+        if not self.active:
+            return False
+        if new_record:
+            warn(self.line, f"message cut off by the next {record}, skipped")
+            self.reset()
+            return False
+        whole = self.add_or_drop(text, warn)
+        if whole is not None:
+            emit(whole, self.meta, self.line)
+        return True
+
     def too_big(self) -> bool:
         return len(self.parts) > MAX_OBJECT_LINES or self.size > MAX_OBJECT_CHARS or self.depth < 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 
 from vdecode.sources.qmp_log.builder import LogBuilder
 from vdecode.sources.qmp_log.qmpjson import ObjectCollector, decode_qmp_json
@@ -42,15 +43,9 @@ def read(lines: Iterable[tuple[int, str]], b: LogBuilder) -> None:
     for n, text in lines:
         text = text.rstrip("\r")
         m = _LINE.match(text)
-        if c.active:
-            if m is not None or (_ANY_TRACE.match(text) and not text.startswith(" ")):
-                b.warn(c.line, "message cut off by the next trace record, skipped")
-                c.reset()
-            else:
-                whole = c.add_or_drop(text, b.warn)
-                if whole is not None:
-                    _emit(b, whole, c.meta, c.line)
-                continue
+        cut = m is not None or bool(_ANY_TRACE.match(text) and not text.startswith(" "))
+        if c.follow(text, cut, b.warn, partial(_emit, b), "trace record"):
+            continue
         if m is None:
             continue
         secs, iso, _event, mon, rest = m.groups()
