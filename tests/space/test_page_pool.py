@@ -4,6 +4,10 @@ against zlib on mutated streams."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -12,49 +16,66 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.builders.kdump import write_kdump
 from tests.space.test_paged import BS, RANDOM, TEXT, bomb, store_page
-from vdecode.errors import VdecodeError
 from vdecode.space import inflate, page_pool
 from vdecode.space.inflate import inflate_block, zlib_block
 from vdecode.space.open import open_dump
 
 
-def read_all(space, batch: int) -> bytes:
-    """Every dumped page, in runs of ``batch``."""
-    parts = []
-    for start, size in space.dumped_ranges():
-        pfn, end = start // BS, (start + size) // BS
-        while pfn < end:
-            n = min(batch, end - pfn)
-            parts.append(bytes(space.read_pages(pfn, n)))
-            pfn += n
-    return b"".join(parts)
+# The pool forks only a process that runs one thread, and a test session may hold threads (a
+# Dask cluster's, say): each read that must use the pool runs in a fresh process.
+READ = r"""
+import hashlib, json, sys
+from vdecode.errors import VdecodeError
+from vdecode.space import inflate, page_pool
+from vdecode.space.open import open_dump
+path, workers, batch, zlib_only = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+page_pool.POOL_MIN_PAGES = 1
+if zlib_only:
+    inflate._libdeflate_zlib = None
+used, real = [], page_pool._in_pool
+def spy(*args):
+    got = real(*args)
+    used.append(got is not None)
+    return got
+page_pool._in_pool = spy
+digest, error = hashlib.sha256(), None
+with open_dump(path) as dump:
+    dump.space.bulk_workers = workers
+    try:
+        for start, size in dump.space.dumped_ranges():
+            pfn, end = start // 4096, (start + size) // 4096
+            while pfn < end:
+                n = min(batch, end - pfn)
+                digest.update(bytes(dump.space.read_pages(pfn, n)))
+                pfn += n
+    except VdecodeError as err:
+        error = str(err)
+print(json.dumps({"sha": digest.hexdigest(), "error": error, "pooled": used}))
+"""
 
 
-@pytest.fixture
-def pool_for_any_read(monkeypatch):
-    """Every bulk read may use the pool; the list holds what each use of it gave (``None``: the
-    pool could not be had)."""
-    monkeypatch.setattr(page_pool, "POOL_MIN_PAGES", 1)
-    used = []
-    real = page_pool._in_pool
-    monkeypatch.setattr(page_pool, "_in_pool", lambda *a: used.append(real(*a)) or used[-1])
-    return used
+def read_all(path, workers: int, batch: int, zlib_only: bool = False) -> dict:
+    """Every dumped page in runs of ``batch`` on ``workers`` processes, read in a fresh process:
+    the bytes' digest, the error if any, and whether each read got the pool."""
+    out = subprocess.run([sys.executable, "-c", READ, str(path), str(workers), str(batch),
+                          "1" if zlib_only else "0"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
 
 
-def test_real_capture_read_by_the_pool_equals_one_core(captures, pool_for_any_read):
-    with open_dump(captures["basic"].dump("kdump-zlib")) as dump:
-        space = dump.space
-        space.bulk_workers = 1
-        one = read_all(space, 8192)
-        assert not pool_for_any_read
-        space.bulk_workers = 2
-        every = read_all(space, 8192)
-        # the pool did the reads (this test runs one thread)
-        assert pool_for_any_read and all(u is not None for u in pool_for_any_read)
-        assert every == one
-        assert len(one) == 41024 * BS
-        one_small = read_all(space, 1000)          # bytearray results, not mappings
-        assert one_small == one
+def test_real_capture_read_by_the_pool_equals_one_core(captures):
+    path = captures["basic"].dump("kdump-zlib")
+    one = read_all(path, 1, 8192)
+    assert one["error"] is None and not one["pooled"]
+    every = read_all(path, 2, 8192)
+    assert every["pooled"] and all(every["pooled"])          # the pool did every read
+    assert every["sha"] == one["sha"]
+    assert read_all(path, 1, 1000)["sha"] == one["sha"]       # bytearray results, not mappings
+    with open_dump(path) as dump:                              # and it is the dump's RAM
+        digest = hashlib.sha256()
+        for start, size in dump.space.dumped_ranges():
+            digest.update(bytes(dump.space.read(start, size)))
+        assert digest.hexdigest() == one["sha"]
 
 
 def many_pages(tmp_path, damaged: int, blob: bytes | None):
@@ -70,33 +91,26 @@ def many_pages(tmp_path, damaged: int, blob: bytes | None):
     return path, pages
 
 
-def outcome(path, workers: int) -> tuple[bytes | None, str | None]:
-    with open_dump(path) as dump:
-        dump.space.bulk_workers = workers
-        try:
-            got = dump.space.read_pages(0, 3000)
-        except VdecodeError as err:
-            return None, str(err)
-        return bytes(got), None
-
-
 @pytest.mark.parametrize("blob", [None, "bomb", zlib.compress(b"x" * 100), zlib.compress(TEXT)[:20],
                                   b"not zlib", zlib.compress(TEXT) + b"trailing"],
                          ids=["whole", "bomb", "short", "truncated", "not-zlib", "trailing"])
-def test_damaged_page_among_thousands(tmp_path, pool_for_any_read, monkeypatch, blob):
+def test_damaged_page_among_thousands(tmp_path, blob):
     path, pages = many_pages(tmp_path, 2345, bomb("zlib") if blob == "bomb" else blob)
-    one = outcome(path, 1)
-    assert not pool_for_any_read
-    assert outcome(path, 2) == one
-    assert pool_for_any_read[0] is not None      # the pool read them, handed the bad one back
-    monkeypatch.setattr(inflate, "_libdeflate_zlib", None)        # zlib alone: the same again
-    assert outcome(path, 1) == one
+    one = read_all(path, 1, 3000)
+    assert not one["pooled"]
+    every = read_all(path, 2, 3000)
+    assert every["pooled"] == [True]             # the pool read them, handed the bad one back
+    zlib_only = read_all(path, 1, 3000, zlib_only=True)
+    assert (every["sha"], every["error"]) == (one["sha"], one["error"]) \
+        == (zlib_only["sha"], zlib_only["error"])
     if blob is None or (isinstance(blob, bytes) and blob.endswith(b"trailing")):
         if blob is not None:
             pages[2345] = TEXT                # the stream stored there; zlib ignores what follows
-        assert one[0] == b"".join(pages[p] for p in range(3000))
+        assert one["error"] is None
+        assert one["sha"] == hashlib.sha256(b"".join(pages[p] for p in range(3000))).hexdigest()
     else:
-        assert one[1].startswith(f"{path} at offset ") and "page data for pfn 0x929 (zlib" in one[1]
+        assert one["error"].startswith(f"{path} at offset ") and \
+            "page data for pfn 0x929 (zlib" in one["error"]
 
 
 def test_one_question_does_not_start_the_pool(tmp_path, monkeypatch):
