@@ -2,7 +2,8 @@
 to a plain ``bytes.find`` scan of the same RAM (a pattern that is not there), measured in the same
 run, warm (the dump is read once before timing), best of three. ``bytes.find`` needs ``bytes``:
 the ratio is given against the find alone and against copy + find. Carving runs on every core
-(threads scanning chunks) and on one thread; the rings must be the same.
+(threads scanning chunks) and on one thread; the rings must be the same. (Without ``workers``
+``carve_rings`` takes the cores the load average leaves free: on a busy machine, one.)
 
 usage: bench_carve.py [DUMP ...]   (default: the shared captures' ELF dumps)
 """
@@ -57,11 +58,11 @@ def main() -> None:
     for path in dumps:
         with open_dump(path) as dump:
             ram = sum(int(n) for _, n in dump.space.ranges())
-            every = carve_rings(dump.space)                  # warm the page cache
+            every = carve_rings(dump.space, workers=usable_cores())     # warm the page cache
             one = carve_rings(dump.space, workers=1)
             scans = [find_scan(dump.space) for _ in range(3)]
             t_find, t_copy_find = min(f for f, _ in scans), min(a for _, a in scans)
-            t_carve = best(lambda: carve_rings(dump.space))
+            t_carve = best(lambda: carve_rings(dump.space, workers=usable_cores()))
             t_one = best(lambda: carve_rings(dump.space, workers=1))
             gbs = lambda t: ram / t / 1e9                     # noqa: E731
             print(f"{Path(path).parent.name}/{Path(path).name}: {ram / 2**20:.0f} MiB RAM, "

@@ -6,7 +6,7 @@ carving all of RAM, writing a bundle) copies raw pages and inflates zlib pages o
 (:func:`decode_fast`). The pages are independent, but libdeflate's and ISA-L's Python bindings
 hold the GIL while they inflate, so threads would take turns: when one read holds at least
 :data:`POOL_MIN_PAGES` compressed pages and more than one core is usable
-(:func:`vdecode.cores.usable_cores`), the pages are split across a process pool
+(:func:`vdecode.cores.idle_cores`), the pages are split across a process pool
 (``concurrent.futures``; its workers forked once, while the reader runs one thread).
 Each worker maps the dump file itself and writes its pages into one shared buffer (a file in
 ``/dev/shm`` whose name is removed before the read returns; the reader's mapping of it is the
@@ -26,7 +26,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from vdecode.cores import usable_cores
+from vdecode.cores import idle_cores
 from vdecode.space.inflate import inflate_block
 
 if TYPE_CHECKING:       # the pool's modules load when a pool starts, not for a one-page answer
@@ -67,9 +67,9 @@ def decode_pages(n: int, mem, path: str, idx: list[int], at: list[int], sizes: l
                  workers: int | None = None) -> tuple[bytearray | memoryview, list[int]]:
     """:func:`decode_fast` over one read into a new zero-filled buffer of ``n`` bytes, on every
     usable core when it holds enough compressed pages (``workers``: at most this many processes;
-    default :func:`usable_cores`). Returns the buffer (a ``bytearray``, or a writable view of the
+    default :func:`~vdecode.cores.idle_cores`). Returns the buffer (a ``bytearray``, or a writable view of the
     shared mapping the workers wrote) and the indices left for the careful decoder."""
-    workers = usable_cores() if workers is None else workers
+    workers = idle_cores() if workers is None else workers
     compressed = len(flags) - flags.count(0)
     if workers > 1 and compressed >= POOL_MIN_PAGES and os.path.isdir(SHARED):
         try:

@@ -25,7 +25,7 @@ structural anchors, each found by numpy over bounded chunks of RAM (no Python lo
   (``"req.0"``, ``"input.0"``) is read too, for :mod:`vdecode.reconstruct.rings.match`.
 
 Memory stays bounded whatever the dump size: chunks of ``CHUNK`` bytes (plus the largest ring's
-extent), one more than the threads scanning them (:func:`~vdecode.cores.usable_cores`) at a
+extent), one more than the threads scanning them (:func:`~vdecode.cores.idle_cores`) at a
 time; the result does not depend on how many. Confidence is ``1 - prod(1 - w)`` over the evidence found; see
 ``docs/carving.md``.
 
@@ -46,7 +46,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from vdecode.cores import usable_cores
+from vdecode.cores import idle_cores
 from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
@@ -127,8 +127,8 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     :param little_endian: the rings' byte order (virtio 1.x: little; legacy: the guest's).
     :param threshold: drop candidates whose confidence is below this
         (:data:`CONFIDENCE_THRESHOLD` is the one reports count precision at).
-    :param workers: threads scanning chunks at once (default: the cores this process may use);
-        the result does not depend on it.
+    :param workers: threads scanning chunks at once (default: the cores other work leaves free,
+        :func:`~vdecode.cores.idle_cores`); the result does not depend on it.
     :return: :class:`CarvedRing`\\ s sorted by ``desc``; one per descriptor table.
     """
     bo = "<" if little_endian else ">"
@@ -208,7 +208,7 @@ def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram:
     one after the other (a kdump decodes them; the space need not be thread-safe), and scanned by
     ``workers`` threads: numpy's loops release the GIL, so the cores scan together. At most
     ``workers + 1`` chunks are held at once, so memory stays bounded."""
-    workers = usable_cores() if workers is None else max(1, workers)
+    workers = idle_cores() if workers is None else max(1, workers)
     chunks = _chunks(space, progress, plan)
     # a chunk scanned is let go of (the space's forget): resident memory stays a few chunks
     forget = getattr(space, "forget", None) or (lambda gpa, n: None)
