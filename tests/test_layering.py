@@ -43,7 +43,7 @@ def test_cli_is_the_only_module_that_exits():
 # Inside reconstruct/: the QMP replies and the ring matching stand alone; the state stage (the
 # log's state moved to the dump instant, the session) uses both; the post-mortem (findings, view,
 # bundle evidence) sits on top.
-RECONSTRUCT_RANK = {"qmp": 0, "rings": 0, "state": 1, "postmortem": 2}
+RECONSTRUCT_RANK = {"qmp": 0, "rings": 0, "timeline": 0, "state": 1, "postmortem": 2}
 
 
 def _imports(path: Path, *, nested: bool = True) -> set[str]:

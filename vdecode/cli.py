@@ -40,6 +40,7 @@ def cli() -> None:
     vdecode report DUMP -o FILE.html       one HTML page: each ring drawn, findings, QMP
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
+    vdecode trace TRACE [--core CORE]      QEMU's trace as a per-queue timeline
     vdecode cache list|clear               the cache of decompressed inputs
     """
 
@@ -241,6 +242,38 @@ def info_command(dump: str, as_json: bool, binary: str | None, cache_dir: str | 
             info["smbios"] = {"manufacturer": system.manufacturer, "product": system.product,
                               "version": system.version, "entry_point": system.entry_point}
     click.echo(render_info_json(info) if as_json else render_info_text(info, _output_width()),
+               nl=False)
+
+
+@cli.command("trace")
+@click.argument("trace_file", metavar="TRACE", type=click.Path(dir_okay=False))
+@click.option("--core", default=None, type=click.Path(dir_okay=False),
+              help="A QEMU process core of the same run: names each device (QOM path) and queue.")
+@click.option("--json", "as_json", is_flag=True, help="JSON, one record a queue (docs/trace.md).")
+@click.option("--binary", type=click.Path(dir_okay=False), default=None, help=_BINARY_HELP)
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help=_CACHE_HELP)
+def trace_command(trace_file: str, core: str | None, as_json: bool, binary: str | None,
+                  cache_dir: str | None) -> None:
+    """QEMU's trace (log backend: -trace enable=virtqueue_* ... -D FILE) as a per-queue timeline:
+    what each queue took, returned and held, and what it held when the VM paused."""
+    from vdecode.errors import UnsupportedInput
+    from vdecode.reconstruct.timeline.queues import build_timeline
+    from vdecode.render.trace_view import render_trace_json, render_trace_text
+    from vdecode.sources.trace import read_trace
+
+    trace = read_trace(trace_file)
+    devices, vq_size = None, None
+    if core is not None:
+        opened = _open_inputs(core, (), None, None, cache_dir, binary).dump
+        with opened:
+            if not opened.queue_arrays:
+                raise UnsupportedInput(core, f"not a QEMU process core with virtio devices "
+                                             f"({opened.format}): --core needs one to name the "
+                                             f"trace's devices and queues")
+            devices = {vdev: (path, arr) for path, vdev, arr, _ in opened.queue_arrays}
+            vq_size = opened.queue_arrays[0][3]
+    timeline = build_timeline(trace, devices=devices, vq_size=vq_size)
+    click.echo(render_trace_json(timeline) if as_json else render_trace_text(timeline, _output_width()),
                nl=False)
 
 

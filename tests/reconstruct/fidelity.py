@@ -21,19 +21,22 @@ def leaves(x, prefix=""):
     return {prefix: json.dumps(x)}
 
 
-def run_qmp(args: list[str], requests: list[dict], timeout: int = 600) -> tuple[list[str], str]:
-    """Run ``vdecode qmp ARGS`` with the requests on stdin; the raw stdout lines and stderr."""
+def run_qmp(args: list[str], requests: list[dict], timeout: int = 600,
+            command: tuple[str, ...] = ("-m", "vdecode")) -> tuple[list[str], str]:
+    """Run ``vdecode qmp ARGS`` with the requests on stdin; the raw stdout lines and stderr.
+    ``command``: the Python arguments that start vdecode (another install's, a patched one)."""
     stdin = "".join(json.dumps(r) + "\n" for r in requests)
-    r = subprocess.run([sys.executable, "-m", "vdecode", "qmp", *args], input=stdin.encode(),
+    r = subprocess.run([sys.executable, *command, "qmp", *args], input=stdin.encode(),
                        capture_output=True, timeout=timeout)
     return r.stdout.decode().split("\r\n"), r.stderr.decode()
 
 
-def score_args(truth: list, args: list[str]) -> dict:
+def score_args(truth: list, args: list[str],
+               command: tuple[str, ...] = ("-m", "vdecode")) -> dict:
     """Replay ``truth``'s requests through ``vdecode qmp ARGS`` and score the replies."""
     reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
     reqs += [dict(req, id=i) for i, (req, _) in enumerate(truth)]
-    lines, err = run_qmp(args, reqs)
+    lines, err = run_qmp(args, reqs, command=command)
     replies = {}
     for line in lines:
         try:

@@ -33,6 +33,7 @@ class Dump:
     :param files: the mapped files, closed by :meth:`close`.
     :param qmp_log: a QMP log the input carries (a bundle's embedded log), used when the user
         gives no ``--log``.
+    :param queue_arrays: where a QEMU core's devices and queue arrays are (QEMU's addresses).
     :param absent: what the input lacks (:mod:`vdecode.space.absence`), counted when it was
         opened; ``None`` for a whole input. The space carries the same value (``space.absent``).
     """
@@ -45,6 +46,9 @@ class Dump:
     files: list[FileView] = field(default_factory=list)
     qmp_log: QmpLog | None = None
     absent: Absent | None = None
+    #: a QEMU core's ``(QOM path, VirtIODevice address, VirtQueue array address,
+    #: sizeof(VirtQueue))`` per device, to name a trace's pointers (``vdecode trace --core``)
+    queue_arrays: tuple[tuple[str, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         # the address space answers reads: it carries the same value, so every stage that only

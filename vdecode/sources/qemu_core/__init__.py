@@ -38,7 +38,7 @@ from vdecode.sources.files import FileView
 from vdecode.sources.qemu_core.devices import (check_device_names, count_index_runs, find_vhost_dev,
                                                find_virtqueue_arrays, is_virtio_device, read_device,
                                                walk_virtio_list)
-from vdecode.sources.qemu_core.derive import derive_layout, derived_summary
+from vdecode.sources.qemu_core.derive import TEMPLATE, derive_layout, derived_summary
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
@@ -60,6 +60,9 @@ class QemuCoreFacts:
     ram_blocks: list[RamBlockFacts] = field(default_factory=list)
     guest_ram: list[GuestRamRun] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    #: where QEMU kept each device: ``(QOM path, VirtIODevice address, its VirtQueue array's
+    #: address, sizeof(VirtQueue))``, in list order; a trace's ``vdev``/``vq`` pointers are these
+    queue_arrays: tuple[tuple[str, int, int, int], ...] = ()
 
 
 
@@ -112,20 +115,30 @@ def read_qemu_core(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuL
             if own:
                 raise           # the build-id picked this profile: its failure is the answer
             failed.append(err)
-    # no shipped profile fits this build: derive its layout from the core, with the field order
-    # of each profile in turn (best first), and read with it as with a shipped one
+    # no shipped profile fits this build: derive its layout from the core with the field order
+    # of each profile, and read with it as with a shipped one. Every template is tried and the
+    # derivation the core supports best is kept (most fields anchored or checked on this core):
+    # the nearest release by number is not always the nearest layout (10.0 is laid out as 7.2,
+    # 10.2 widened the feature words), and a core with few devices may let a wrong template's
+    # placed-by-template fields (the feature words) pass every check
+    best: tuple[int, QemuCoreFacts] | None = None     # the first of equals: the better-ranked
     for lay in candidates:
         try:
             derived = derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
                                     device_names_table(lay))
-            return _read_with(view, elf, mem, derived, check_build_id, binary, (base, end),
-                              build_id, bin_runs, core_version, core_package,
-                              f"no shipped profile passes its checks on this core "
-                              f"({failed[0].reason if failed else 'none shipped'}): layout "
-                              f"derived from the core's own structures")
+            facts = _read_with(view, elf, mem, derived, check_build_id, binary, (base, end),
+                               build_id, bin_runs, core_version, core_package,
+                               f"no shipped profile passes its checks on this core "
+                               f"({failed[0].reason if failed else 'none shipped'}): layout "
+                               f"derived from the core's own structures")
         except VdecodeError as err:
             # the shipped profiles' failures say more than a derivation that found nothing
             failed.append(err)
+            continue
+        if best is None or _support(derived) > best[0]:
+            best = (_support(derived), facts)
+    if best is not None:
+        return best[1]
     raise failed[0]
 
 
@@ -146,15 +159,30 @@ def derive_core_layout(view: FileView, elf: ElfFacts, mem: HostMemory
     version, _ = find_qemu_version(mem, bin_runs)
     candidates, _, own = choose_layout(probe.arch, build_id, version)
     failed: list[CorruptInput] = []
+    best: QemuLayout | None = None
     for lay in candidates:
         try:
-            return (derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
-                                  device_names_table(lay)), candidates[0] if own else None)
+            derived = derive_layout(mem, _writable(elf), (base, end), bin_runs, lay,
+                                    device_names_table(lay))
         except CorruptInput as err:
             failed.append(err)
+            continue
+        if own:             # derived with the build's own profile as template, to check it by
+            return derived, candidates[0]
+        # else the one the reader would use: the derivation the core supports best
+        if best is None or _support(derived) > _support(best):
+            best = derived
+    if best is not None:
+        return best, None
     if not failed:
         raise UnsupportedInput(view.name, "no shipped layout to derive from")
     raise failed[0]
+
+
+def _support(derived: QemuLayout) -> int:
+    """How many of a derived layout's fields the core itself found or checked (not placed by the
+    template alone): of two derivations that pass, the core supports the one with more."""
+    return sum(1 for f in derived.data["derived"]["fields"].values() if f["confidence"] != TEMPLATE)
 
 
 # what the way a build lists its devices says of its release (qmp_x_query_virtio: 8.2 dropped
@@ -265,6 +293,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
     else:
         head, order = walk_virtio_list(rd, next(iter(array_of)), binary_span)
     raws = []
+    arrays_at = []
     for vdev in order:
         dev, raw = read_device(rd, vdev)
         raws.append(raw)
@@ -275,6 +304,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
         if dev.vhost_started:
             dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
         devices.append(dev)
+        arrays_at.append((dev.canonical_path, vdev, int(raw["vq"]), layout.sizes["VirtQueue"]))
     state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
                             source="core",
                             labels=tuple(tuple(x) for x in (known or {}).get("labels", ())),
@@ -301,4 +331,4 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             "warnings": warnings, "checks_skipped": list(rd.skipped),
             **({"layout_derived": derived_summary(layout)} if "derived" in layout.data else {})}
     return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
-                         guest_ram=guest_ram, info=info)
+                         guest_ram=guest_ram, info=info, queue_arrays=tuple(arrays_at))
