@@ -617,9 +617,14 @@ def progress_bar(label: str, *, counted: bool = False):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
                                TextColumn, TimeElapsedColumn)
     columns = (MofNCompleteColumn(), TimeElapsedColumn()) if counted else (TaskProgressColumn(),)
-    with Progress(TextColumn(label), BarColumn(), *columns, console=err, transient=True) as bar:
+    # a byte count ticks often: the bar is redrawn on each tick, with no refresh thread, so a
+    # bulk kdump read under it may still fork its decoding pool (vdecode/space/page_pool.py)
+    with Progress(TextColumn(label), BarColumn(), *columns, console=err, transient=True,
+                  auto_refresh=counted) as bar:
         task = bar.add_task(label, total=None)
 
         def tick(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total or None)
+            if not counted:
+                bar.refresh()
         yield tick

@@ -6,6 +6,7 @@ Kept in stage 1 because readers map their files before any address space exists;
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
@@ -53,6 +54,32 @@ class FileView:
     def memory(self) -> memoryview:
         """The whole file, zero-copy."""
         return self._mv
+
+    def forget(self, offset: int = 0, n: int | None = None) -> None:
+        """Let go of this process's mapping of ``[offset, offset+n)`` (default: to the end)
+        after a bulk read (``MADV_DONTNEED``): the bytes stay in the page cache and come back
+        when read again, and resident memory does not grow with the file as it is read."""
+        end = self.size if n is None else min(self.size, offset + n)
+        start = max(0, offset) // mmap.PAGESIZE * mmap.PAGESIZE
+        if self._map is not None and end > start and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def holds_data(self, offset: int, n: int) -> bool:
+        """Whether ``[offset, offset+n)`` may hold non-zero bytes: ``False`` only where the file
+        system says it is a hole of a sparse file (``SEEK_DATA``), which reads as zeros."""
+        seek_data = getattr(os, "SEEK_DATA", None)
+        if n <= 0 or seek_data is None:
+            return n > 0
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return True
+        try:
+            return os.lseek(fd, offset, seek_data) < offset + n
+        except OSError as err:          # ENXIO: no data at or after offset
+            return err.errno != errno.ENXIO
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Unmap the file; views still held by callers keep it mapped until they go."""

@@ -7,6 +7,10 @@ output length against the page size). Each returns exactly one block or says why
 than one block), a short or truncated stream, a codec error. Memory stays bounded: zlib and zstd
 stop at one block, snappy's and zstd's declared sizes are checked before decompressing, and an LZO
 stream of at most one block (64 KiB) expands at most ~255-fold.
+
+Bulk reads inflate zlib pages with :func:`vdecode.space.inflate.inflate_block` (libdeflate where
+it is installed); it accepts only a stream that is one whole block, and anything else comes here,
+where zlib says why.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import zlib
 
 from vdecode.sources.kdump import DUMP_DH_COMPRESSED_LZO, DUMP_DH_COMPRESSED_SNAPPY, \
     DUMP_DH_COMPRESSED_ZLIB, DUMP_DH_COMPRESSED_ZSTD
+from vdecode.space.inflate import INFLATE, inflate_block
 
-__all__ = ("CODECS", "PageDecoders")
+__all__ = ("CODECS", "INFLATE", "PageDecoders", "inflate_block")
 
 CODECS = {0: "raw", DUMP_DH_COMPRESSED_ZLIB: "zlib", DUMP_DH_COMPRESSED_LZO: "lzo",
           DUMP_DH_COMPRESSED_SNAPPY: "snappy", DUMP_DH_COMPRESSED_ZSTD: "zstd"}

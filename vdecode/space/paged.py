@@ -17,7 +17,6 @@ Excluded pages, pfns that are not RAM and pages an incomplete dump never wrote a
 from __future__ import annotations
 
 import os
-import zlib
 from collections import OrderedDict
 from functools import cache
 
@@ -31,6 +30,7 @@ from vdecode.binary import struct_of
 from vdecode.sources.kdump import DUMP_DH_COMPRESSED_INCOMPLETE, DUMP_DH_COMPRESSED_ZLIB, KdumpFile, KdumpLayouts, note_head, \
     read_kdump, read_kdump_notes, read_vmcoreinfo
 from vdecode.space.page_codecs import CODECS, PageDecoders
+from vdecode.space.page_pool import decode_pages
 from vdecode.space.absence import Absent, absent_of, part_of
 from vdecode.space.dump import Dump
 
@@ -117,6 +117,7 @@ class PagedSpace:
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_pages = cache_pages
         self._ranges: list[tuple[Gpa, int]] | None = None
+        self.bulk_workers: int | None = None     # processes a bulk read may use (None: every core)
 
     # --- pfn → page_desc ----------------------------------------------------------------------
     def _missing(self, pfn: int) -> MissingData:
@@ -223,17 +224,18 @@ class PagedSpace:
         return out
 
     # --- many pages ---------------------------------------------------------------------------
-    def read_pages(self, pfn: int, count: int) -> bytearray:
+    def read_pages(self, pfn: int, count: int) -> bytearray | memoryview:
         """``count`` consecutive blocks from ``pfn``: one bitmap check and one ``page_desc`` slice
-        for the whole run, then one decode per page.
+        for the whole run, then one decode per page (a run of thousands of compressed pages on
+        every core: :mod:`vdecode.space.page_pool`; the result is then a writable view of a shared
+        mapping).
 
         :raises MissingData: the first pfn of the run that is not in the dump.
         :raises CorruptInput: the first descriptor or page that cannot be decoded.
         """
         bs, kd = self.block_size, self.kd
-        out = bytearray(count * bs)
         if count <= 0:
-            return out
+            return bytearray(0)
         if pfn < 0 or pfn >= kd.max_mapnr:
             raise self._missing(pfn)
         inside = min(count, kd.max_mapnr - pfn)
@@ -254,25 +256,26 @@ class PagedSpace:
         else:
             at = np.where((offs > 0) & (offs + sizes <= kd.file.size), offs, -1)
         at[offs < self.data_offset] = -1      # unwritten (0) or inside the headers: slow path
-        at, offs, sizes = at.tolist(), offs.tolist(), sizes.tolist()
-        desc0 = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
-        mem = kd.file.memory()
-        for i in range(count):
-            x, s, f = at[i], sizes[i], flags[i]
-            if x >= 0:     # the common cases inline: a raw page, a zlib page that is one block
-                if f == 0 and s == bs:
-                    out[i * bs:(i + 1) * bs] = mem[x:x + bs]
-                    continue
-                if f == DUMP_DH_COMPRESSED_ZLIB and s <= bs:
-                    d = zlib.decompressobj()
-                    try:
-                        page = d.decompress(mem[x:x + s], bs)
-                    except zlib.error:
-                        page = b""
-                    if len(page) == bs and d.eof:
-                        out[i * bs:(i + 1) * bs] = page
-                        continue
-            out[i * bs:(i + 1) * bs] = self._decode(pfn + i, desc0 + i * PAGE_DESC_SIZE, offs[i], s, f)
+        # makedumpfile stores one zero page and points every zero page's descriptor at it: those
+        # stay as the zeros ``out`` starts with (checked: the stored page is all zeros)
+        flags_a = np.asarray(flags)
+        zero = (offs == self.data_offset) & (flags_a == 0) & (sizes == bs) & (at >= 0)
+        if zero.any():
+            z = int(at[np.argmax(zero)])
+            if kd.file.memory()[z:z + bs] != bytes(bs):
+                zero[:] = False
+        fast = np.flatnonzero(~zero & (at >= 0))
+        out, left = decode_pages(count * bs, kd.file.memory(), kd.file.name, fast.tolist(),
+                                 at[fast].tolist(), sizes[fast].tolist(), flags_a[fast].tolist(),
+                                 bs, DUMP_DH_COMPRESSED_ZLIB, self.bulk_workers)
+        # the rest, in order, by the careful decoder: the error is the first bad page's
+        slow = sorted(left + np.flatnonzero(~zero & (at < 0)).tolist())
+        if slow:
+            desc0 = kd.desc_offset + self.desc_index(pfn) * PAGE_DESC_SIZE
+            offs_l, sizes_l = offs.tolist(), sizes.tolist()
+            for i in slow:
+                out[i * bs:(i + 1) * bs] = self._decode(pfn + i, desc0 + i * PAGE_DESC_SIZE,
+                                                        offs_l[i], sizes_l[i], flags[i])
         return out
 
     # --- AddressSpace -------------------------------------------------------------------------
@@ -310,6 +313,32 @@ class PagedSpace:
             offs, sizes = descs["offset"].tolist(), descs["size"].tolist()
             return all(o > 0 and self.kd.has(o, s) for o, s in zip(offs, sizes))
         return True
+
+    def reads_as_zeros(self, gpa: Gpa, n: int) -> bool:
+        """Whether every page of ``[gpa, gpa+n)`` is dumped as makedumpfile's shared zero page
+        (read without decoding anything); ``False`` when in doubt."""
+        bs = self.block_size
+        if gpa < 0 or n <= 0 or gpa % bs:
+            return False
+        pfn, count = gpa >> self.shift, -(-n // bs)
+        if not self.is_present(gpa, count * bs):
+            return False
+        try:
+            descs = self._read_descs(pfn, count)
+        except MissingData:
+            return False
+        zero = (descs["offset"] == self.data_offset) & (descs["flags"] == 0) & (descs["size"] == bs)
+        if not zero.all():
+            return False
+        z = self.kd.data.file_offset(self.data_offset) if self.kd.flat is not None \
+            else self.data_offset
+        return z is not None and 0 <= z and z + bs <= self.kd.file.size \
+            and self.kd.file.memory()[z:z + bs] == bytes(bs)
+
+    def forget(self, gpa: Gpa, n: int) -> None:
+        """A bulk reader is done with ``[gpa, gpa+n)``: let go of the mapped file's pages (the
+        compressed bytes are read once; resident memory does not grow with the file)."""
+        self.kd.file.forget()
 
     def ranges(self) -> list[tuple[Gpa, int]]:
         """RAM ranges (bitmap 1: pages that exist, dumped or excluded), sorted and merged."""

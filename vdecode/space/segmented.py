@@ -152,6 +152,25 @@ class SegmentedSpace:
         """Whether every byte of ``[addr, addr+n)`` is in some run."""
         return all_mapped(self.mapping(addr, n))
 
+    def reads_as_zeros(self, addr: int, n: int) -> bool:
+        """Whether ``[addr, addr+n)`` is known to read as zeros without reading it: zero runs (a
+        ``p_memsz`` tail) and holes of a sparse file. ``False`` when in doubt."""
+        try:
+            pieces = list(self.mapping(addr, n))
+        except MissingData:
+            return False
+        return all(off is None or not self.file.holds_data(off, size) for _, size, off in pieces)
+
+    def forget(self, addr: int, n: int) -> None:
+        """A bulk reader is done with ``[addr, addr+n)``: let go of its pages
+        (:meth:`~vdecode.sources.files.FileView.forget`); reading them again still works."""
+        try:
+            for _, size, off in self.mapping(addr, n):
+                if off is not None:
+                    self.file.forget(off, size)
+        except MissingData:
+            pass
+
     def ranges(self) -> list[tuple[int, int]]:
         """Sorted ``(start, size)`` pairs, adjacent runs merged."""
         if not len(self.starts):

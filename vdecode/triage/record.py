@@ -23,7 +23,8 @@ from typing import Any
 from vdecode.errors import VdecodeError
 from vdecode.triage.discover import VmJob
 
-__all__ = ("triage_vm", "failed_record", "SCHEMA_VERSION", "verdict_of")
+__all__ = ("triage_vm", "triage_step", "triage_part", "failed_record", "preload", "SCHEMA_VERSION",
+           "verdict_of")
 
 SCHEMA_VERSION = 1
 
@@ -183,7 +184,7 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
             with opened:
                 view, profile = _view(opened, knowledge, logs[-1] if logs else None)
             _fill(record, view, profile)
-        except (VdecodeError, OSError) as err:
+        except (VdecodeError, OSError) as err:      # (CarveSplit is no Exception: it goes up)
             errors.append(_error(opened.path, err))
         except Exception as err:                    # noqa: BLE001 - see the module docstring
             errors.append(_error(opened.path, err))
@@ -224,3 +225,43 @@ def _fill(record: dict[str, Any], view: dict[str, Any], profile: str) -> None:
     worst = [f for f in view["findings"] if f["severity"] in ("error", "warning")]
     record["worst"] = _finding(worst[0]) if worst else None
     record["notes"] = [*record["notes"], *view["notes"]]
+
+
+# --- one dump's carving split across the workers ---------------------------------------------
+
+
+def triage_step(job: VmJob, prepared: dict | None = None,
+                split_from: int | None = None) -> dict[str, Any]:
+    """:func:`triage_vm`, except that carving a dump of at least ``split_from`` bytes of RAM is
+    handed back as ``{"split": (path, little_endian, chunks)}`` for the caller to spread over its
+    workers with :func:`triage_part`; ``prepared`` holds the scans of splits done so far
+    (:func:`vdecode.virtio.carve.split_carving`)."""
+    from vdecode.virtio.carve import CarveSplit, split_carving
+    with split_carving(prepared, split_from):
+        try:
+            return triage_vm(job)
+        except CarveSplit as split:
+            return {"split": (split.path, split.little_endian, split.chunks)}
+
+
+def triage_part(path: str, cache_dir: str | None, little_endian: bool, first: int,
+                last: int) -> list:
+    """Chunks ``first .. last-1`` of carving the dump at ``path`` (a :func:`triage_step` split)."""
+    from vdecode.space.open import open_dump
+    from vdecode.virtio.carve import scan_part
+    with open_dump(path, cache_dir=cache_dir) as dump:
+        return scan_part(dump.space, first, last, little_endian)
+
+
+def preload() -> None:
+    """Import what :func:`triage_vm` imports when it runs, so that pool workers forked after
+    this start with it (instead of each importing it again)."""
+    import vdecode.reconstruct.postmortem.findings   # noqa: F401
+    import vdecode.reconstruct.postmortem.index_motion   # noqa: F401
+    import vdecode.reconstruct.postmortem.view_model   # noqa: F401
+    import vdecode.reconstruct.rings.match   # noqa: F401
+    import vdecode.reconstruct.rings.unlogged   # noqa: F401
+    import vdecode.reconstruct.state.session   # noqa: F401
+    import vdecode.space.open   # noqa: F401
+    import vdecode.sources.qmp_log   # noqa: F401
+    import vdecode.virtio.carve   # noqa: F401

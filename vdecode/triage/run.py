@@ -5,35 +5,43 @@ the records are sorted the same way, so the two give equal lists.
 A worker holds one VM's inputs at a time: dumps are memory-mapped read-only and logs are read
 latest-only (``docs/log.md``), so a worker's memory follows the size of the VM's virtio state,
 not of its files.
+
+One VM's bulk work is split too: carving a guest RAM of :data:`SPLIT_CARVE_BYTES` or more (a
+driver reset, queues the log never asked) goes out as chunks to every worker of the same pool or
+cluster, and the VM's record is built with their scans, so a fleet with one huge dump does not
+wait for one worker to carve it alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from functools import partial
 from typing import Any
 
+from vdecode.cores import usable_cores
 from vdecode.errors import SetupError
 from vdecode.triage.discover import VmJob, check_has_dumps, discover
-from vdecode.triage.record import failed_record, triage_vm
+from vdecode.triage.record import failed_record, preload, triage_part, triage_step, triage_vm
 
 __all__ = ("run_triage", "run_local", "run_dask", "default_workers", "record_order",
-           "SCHEDULER_TIMEOUT")
+           "SCHEDULER_TIMEOUT", "SPLIT_CARVE_BYTES")
 
 #: seconds to wait for a Dask scheduler to answer (``--timeout``); distributed's own default
 #: (30 s) is long for a mistyped address, and a live scheduler answers in milliseconds
 SCHEDULER_TIMEOUT = 10.0
 
+#: guest RAM (bytes) from which one VM's carving is split into chunks run on every worker
+SPLIT_CARVE_BYTES = 1 << 30
+
 Progress = Callable[[int, int], None]
 
 
 def default_workers() -> int:
-    """The cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:                          # not Linux
-        return os.cpu_count() or 1
+    """The cores this process may use (:func:`vdecode.cores.usable_cores`)."""
+    return usable_cores()
 
 
 def record_order(record: dict[str, Any]) -> tuple:
@@ -41,27 +49,108 @@ def record_order(record: dict[str, Any]) -> tuple:
             [e["input"] or "" for e in record["errors"]])
 
 
-def run_local(jobs: list[VmJob], workers: int, progress: Progress | None = None) -> list[dict]:
-    """The records of ``jobs`` over ``workers`` local processes (``1``: in this process)."""
-    records = []
-    if workers <= 1 or len(jobs) <= 1:
+def run_local(jobs: list[VmJob], workers: int, progress: Progress | None = None, *,
+              split_from: int | None = None) -> list[dict]:
+    """The records of ``jobs`` over ``workers`` local processes (``1``: in this process).
+
+    :param split_from: RAM (bytes) from which one VM's carving is spread over the workers
+        (default :data:`SPLIT_CARVE_BYTES`)."""
+    split_from = SPLIT_CARVE_BYTES if split_from is None else split_from
+    big = any(_size(job) >= split_from for job in jobs)
+    if workers <= 1 or not jobs or (len(jobs) == 1 and not big):
+        records = []
         for i, job in enumerate(jobs, 1):
             records.append(triage_vm(job))
             if progress:
                 progress(i, len(jobs))
         return sorted(records, key=record_order)
+    preload()       # forked workers start with the modules a record needs, not each importing them
     # No max_tasks_per_child: CPython 3.11's pool can hang replacing a retired worker
     # (seen here with 150 jobs and 64 tasks per child).
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = {pool.submit(triage_vm, job): job for job in _largest_first(jobs)}
-        for i, fut in enumerate(as_completed(futures), 1):
-            try:
-                records.append(fut.result())
-            except Exception as err:                # noqa: BLE001 - a worker died (BrokenProcessPool)
-                records.append(failed_record(futures[fut], err))
-            if progress:
-                progress(i, len(jobs))
+    with ProcessPoolExecutor(max_workers=workers if big else min(workers, len(jobs))) as pool:
+        records = _drive(pool.submit, _Completed(), jobs, workers, split_from, progress)
     return sorted(records, key=record_order)
+
+
+class _Completed:
+    """``concurrent.futures.as_completed`` that takes more futures while it runs (as
+    ``distributed.as_completed`` does)."""
+
+    def __init__(self) -> None:
+        self.pending: set[Future] = set()
+
+    def add(self, future: Future) -> None:
+        self.pending.add(future)
+
+    def __iter__(self):
+        while self.pending:
+            done, _ = wait(self.pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                self.pending.discard(f)
+                yield f
+
+
+def _drive(submit: Callable, completed, jobs: list[VmJob], workers: int, split_from: int | None,
+           progress: Progress | None) -> list[dict]:
+    """Run every job through ``submit`` (a pool's or a cluster's), biggest first; a job whose
+    carving is big comes back asking for it (:func:`triage_step`), its chunks go out as
+    :func:`triage_part` tasks over every worker, and the job runs again with their scans, so
+    the fleet does not wait on one worker carving one huge dump. The records are the same as
+    one process gives: the same chunks are scanned and merged in the same order."""
+    records: list[dict] = []
+    owner: dict[Any, tuple] = {}
+    splits: dict[int, dict[str, Any]] = {}
+    keys = itertools.count()
+
+    def start(job: VmJob, prepared: dict, split: int | None) -> None:
+        fut = submit(triage_step, job, prepared, split)
+        owner[fut] = ("vm", job, prepared, split)
+        completed.add(fut)
+
+    for job in sorted(jobs, key=lambda j: (-_size(j), j.vm)):     # big first: better balance
+        start(job, {}, split_from)
+    for fut in completed:
+        what = owner.pop(fut)
+        if what[0] == "vm":
+            _, job, prepared, split = what
+            try:
+                out = fut.result()
+            except Exception as err:                # noqa: BLE001 - a worker died (BrokenProcessPool, KilledWorker)
+                out = failed_record(job, err)
+            if "split" in out:
+                path, little, chunks = out["split"]
+                if (path, little) in prepared:       # asked again for what it has: carve there
+                    start(job, prepared, None)
+                    continue
+                k = max(1, min(chunks, 2 * workers))
+                bounds = [chunks * i // k for i in range(k + 1)]
+                key = next(keys)
+                splits[key] = {"job": job, "prepared": prepared, "want": (path, little),
+                               "parts": [None] * k, "left": k, "failed": False}
+                for i in range(k):
+                    part = submit(triage_part, path, job.cache_dir, little, bounds[i], bounds[i + 1])
+                    owner[part] = ("part", key, i)
+                    completed.add(part)
+                continue
+            records.append(out)
+            if progress:
+                progress(len(records), len(jobs))
+        else:
+            _, key, i = what
+            sp = splits[key]
+            try:
+                sp["parts"][i] = fut.result()
+            except Exception:                       # noqa: BLE001 - the job carves it itself
+                sp["failed"] = True
+            sp["left"] -= 1
+            if not sp["left"]:
+                del splits[key]
+                if sp["failed"]:
+                    start(sp["job"], sp["prepared"], None)
+                else:
+                    scans = [scan for part in sp["parts"] for scan in part]
+                    start(sp["job"], {**sp["prepared"], sp["want"]: scans}, split_from)
+    return records
 
 
 def _distributed(address: str | Any):
@@ -98,39 +187,30 @@ def run_dask(jobs: list[VmJob], address: str | Any, progress: Progress | None = 
     :raises SetupError: without the ``vdecode[dask]`` extra, or when no scheduler answers.
     """
     distributed = _distributed(address)
-    Client, dask_completed = distributed.Client, distributed.as_completed
+    Client = distributed.Client
 
     own = not isinstance(address, Client)
     client = _connect(distributed, address, timeout) if own else address
     try:
-        ordered = _largest_first(jobs)
-        futures = client.map(triage_vm, ordered, pure=False)
-        job_of = {f.key: j for f, j in zip(futures, ordered)}
-        records = []
-        for i, fut in enumerate(dask_completed(futures), 1):
-            try:
-                records.append(fut.result())
-            except Exception as err:                # noqa: BLE001 - a worker died (KilledWorker)
-                records.append(failed_record(job_of[fut.key], err))
-            if progress:
-                progress(i, len(jobs))
+        workers = max(1, sum(client.nthreads().values()))
+        submit = partial(client.submit, pure=False)
+        records = _drive(submit, distributed.as_completed(), jobs, workers, SPLIT_CARVE_BYTES,
+                         progress)
     finally:
         if own:
             client.close()
     return sorted(records, key=record_order)
 
 
-def _largest_first(jobs: Iterable[VmJob]) -> list[VmJob]:
-    """Big inputs first, so the last job to finish is a small one (better balance)."""
-    def size(job: VmJob) -> int:
-        total = 0
-        for p in [d for d, _ in job.dumps] + list(job.logs):
-            try:
-                total += os.path.getsize(p)
-            except OSError:
-                pass
-        return total
-    return sorted(jobs, key=lambda j: (-size(j), j.vm))
+def _size(job: VmJob) -> int:
+    """Bytes of the job's inputs."""
+    total = 0
+    for p in [d for d, _ in job.dumps] + list(job.logs):
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total
 
 
 def run_triage(paths: list[str], *, workers: int | None = None, scheduler: str | None = None,

@@ -24,8 +24,9 @@ structural anchors, each found by numpy over bounded chunks of RAM (no Python lo
   device area's alignment. Where Linux's ``struct virtqueue`` precedes it, the queue's name
   (``"req.0"``, ``"input.0"``) is read too, for :mod:`vdecode.reconstruct.rings.match`.
 
-Memory stays bounded whatever the dump size: one chunk of ``CHUNK`` bytes (plus the largest
-ring's extent) at a time. Confidence is ``1 - prod(1 - w)`` over the evidence found; see
+Memory stays bounded whatever the dump size: chunks of ``CHUNK`` bytes (plus the largest ring's
+extent), one more than the threads scanning them (:func:`~vdecode.cores.idle_cores`) at a
+time; the result does not depend on how many. Confidence is ``1 - prod(1 - w)`` over the evidence found; see
 ``docs/carving.md``.
 
 The passes are in :mod:`vdecode.virtio.ring_scan`, the driver anchor in
@@ -36,11 +37,16 @@ what a carved ring is in :mod:`vdecode.virtio.carved_ring`.
 from __future__ import annotations
 
 import bisect
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
 
+from vdecode.cores import idle_cores
 from vdecode.space.ram_map import RamMap
 from vdecode.errors import MissingData
 from vdecode.space.base import AddressSpace, Gpa
@@ -50,7 +56,8 @@ from vdecode.virtio.driver_records import apply_drivers, driver_records
 from vdecode.virtio.ring_checks import readable_ranges
 from vdecode.virtio.ring_scan import layout_of, pass1, pass2, pass3
 
-__all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn")
+__all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn", "CarveSplit",
+           "chunk_plan", "scan_part", "split_carving")
 
 CHUNK = 64 << 20
 
@@ -60,24 +67,38 @@ ProgressFn = Callable[[int, int], None]
 # --- reading RAM in bounded chunks ---------------------------------------------------------
 
 
-def _chunks(space: AddressSpace, progress: ProgressFn | None):
-    """``(gpa, buffer, primary)``: ``buffer`` holds ``primary`` bytes to anchor in plus up to
-    ``OVERLAP`` bytes after them, so a ring that starts in the primary part is whole."""
-    ranges = readable_ranges(space)
-    total = sum(int(n) for _, n in ranges)
-    done = 0
-    for start, size in ranges:
+def chunk_plan(space: AddressSpace) -> list[tuple[int, int, int]]:
+    """``(gpa, primary, want)`` of every chunk, in RAM order: ``primary`` (at most ``CHUNK``)
+    bytes to anchor in, ``want`` bytes to read (the primary part plus up to ``OVERLAP`` bytes
+    after it, so a ring that starts in the primary part is whole)."""
+    plan = []
+    for start, size in readable_ranges(space):
         start, size = int(start), int(size)
         off = 0
         while off < size:
             primary = min(CHUNK, size - off)
-            want = min(primary + OVERLAP, size - off)
-            for gpa, buf in _read_present(space, start + off, want):
-                yield gpa, buf, max(0, min(primary - (gpa - start - off), len(buf)))
+            plan.append((start + off, primary, min(primary + OVERLAP, size - off)))
             off += primary
-            done += primary
-            if progress:
-                progress(done, total)
+    return plan
+
+
+def _chunks(space: AddressSpace, progress: ProgressFn | None,
+            plan: list[tuple[int, int, int]] | None = None):
+    """``(gpa, buffer, primary)`` for each chunk of ``plan`` (default: all of RAM), read around
+    the pages the dump lacks. A kdump decodes each chunk on every core
+    (:mod:`vdecode.space.page_pool`). A chunk the space knows reads as zeros (a hole of a sparse
+    dump, a zero tail) is not read: zeros hold no ring header and no driver record."""
+    plan = chunk_plan(space) if plan is None else plan
+    zeros = getattr(space, "reads_as_zeros", None)
+    total = sum(primary for _, primary, _ in plan)
+    done = 0
+    for base, primary, want in plan:
+        if zeros is None or not zeros(base, want):
+            for gpa, buf in _read_present(space, base, want):
+                yield gpa, buf, max(0, min(primary - (gpa - base), len(buf)))
+        done += primary
+        if progress:
+            progress(done, total)
 
 
 def _read_present(space: AddressSpace, gpa: int, n: int):
@@ -97,7 +118,8 @@ def _read_present(space: AddressSpace, gpa: int, n: int):
 
 
 def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
-                little_endian: bool = True, threshold: float = 0.0) -> list[CarvedRing]:
+                little_endian: bool = True, threshold: float = 0.0,
+                workers: int | None = None) -> list[CarvedRing]:
     """Every split ring the structure of guest RAM shows, best first per descriptor table.
 
     :param space: guest-physical memory (``Dump.space``).
@@ -105,30 +127,127 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     :param little_endian: the rings' byte order (virtio 1.x: little; legacy: the guest's).
     :param threshold: drop candidates whose confidence is below this
         (:data:`CONFIDENCE_THRESHOLD` is the one reports count precision at).
+    :param workers: threads scanning chunks at once (default: the cores other work leaves free,
+        :func:`~vdecode.cores.idle_cores`); the result does not depend on it.
     :return: :class:`CarvedRing`\\ s sorted by ``desc``; one per descriptor table.
     """
     bo = "<" if little_endian else ">"
     ram = RamMap.of(space)
+    scans = _split.prepared.get((space.name, little_endian))
+    if scans is None:
+        if _split.from_bytes is not None:
+            plan = chunk_plan(space)
+            if sum(primary for _, primary, _ in plan) >= _split.from_bytes:
+                raise CarveSplit(space.name, little_endian, len(plan))
+        scans = _scan_chunks(space, progress, bo, ram, workers)
+    elif progress:
+        progress(1, 1)
     found: dict[int, list[CarvedRing]] = {}
     drivers: list[tuple] = []
-    for gpa, buf, primary in _chunks(space, progress):
-        drivers.extend(driver_records(buf, primary, gpa, bo))
-        for num, p, u in pass1(buf, primary, gpa, bo):
-            keep = pass2(buf, num, p, u, bo, ram)
-            for pi, ui in zip(p[keep].tolist(), u[keep].tolist()):
-                ev, (af, ai, uf, ui_), empty = pass3(buf, gpa, num, pi, ui, bo, ram)
-                desc, avail, used = gpa + pi, gpa + pi + 16 * num, gpa + ui
-                layout, known = layout_of(num, avail, used)
-                if known:
-                    ev.add("layout")
-                conf = confidence(ev) * (1.0 if known else UNKNOWN_LAYOUT_FACTOR)
-                found.setdefault(desc, []).append(CarvedRing(
-                    num, desc, avail, used, af, ai, uf, ui_, round(conf, 4), layout,
-                    tuple(sorted(ev)), empty=empty))
+    for chunk_drivers, rings in scans:
+        drivers.extend(chunk_drivers)
+        for r in rings:
+            found.setdefault(r.desc, []).append(r)
     rings = {d: _best(c) for d, c in found.items()}
     rings = apply_drivers(space, rings, drivers, bo, ram)
     kept = _without_overlaps(list(rings.values()))
     return [r for r in sorted(kept, key=lambda r: r.desc) if r.confidence >= threshold]
+
+
+# --- carving split across processes (triage) -------------------------------------------------
+
+
+class CarveSplit(BaseException):
+    """Raised by :func:`carve_rings` inside :func:`split_carving` for a space of at least its
+    ``from_bytes``: carve ``path`` (``little_endian``), whose RAM is ``chunks`` chunks, with
+    :func:`scan_part` over parts of :func:`chunk_plan` on other workers, then ask again with
+    the scans. A request, not an error (nothing is wrong with the input): a ``BaseException``,
+    so the ``except Exception`` that keep one bad input from stopping a triage let it through."""
+
+    def __init__(self, path: str, little_endian: bool, chunks: int) -> None:
+        super().__init__(f"{path}: carve in {chunks} chunks elsewhere")
+        self.path, self.little_endian, self.chunks = path, little_endian, chunks
+
+
+class _Split(threading.local):
+    prepared: dict[tuple[str, bool], list] = {}
+    from_bytes: int | None = None
+
+
+_split = _Split()
+
+
+@contextmanager
+def split_carving(prepared: dict[tuple[str, bool], list] | None = None,
+                  from_bytes: int | None = None):
+    """Within: :func:`carve_rings` of a space named in ``prepared`` (``(space name,
+    little_endian)`` -> the scans :func:`scan_part` gave for the whole plan, in order) uses them,
+    and one of a space with at least ``from_bytes`` of RAM to scan raises :class:`CarveSplit`
+    instead of scanning. The rings are the same as carving in one process: the same chunks are
+    scanned and merged in the same order."""
+    old = (_split.prepared, _split.from_bytes)
+    _split.prepared, _split.from_bytes = dict(prepared or {}), from_bytes
+    try:
+        yield
+    finally:
+        _split.prepared, _split.from_bytes = old
+
+
+def scan_part(space: AddressSpace, first: int, last: int,
+              little_endian: bool = True) -> list[tuple[list[tuple], list[CarvedRing]]]:
+    """The scans of chunks ``first .. last-1`` of :func:`chunk_plan`, for another process to
+    merge (:func:`split_carving`)."""
+    bo = "<" if little_endian else ">"
+    plan = chunk_plan(space)[first:last]
+    return list(_scan_chunks(space, None, bo, RamMap.of(space), 1, plan))
+
+
+def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram: RamMap,
+                 workers: int | None, plan: list[tuple[int, int, int]] | None = None):
+    """Each chunk's ``(driver records, ring candidates)``, in RAM order. The chunks are read here,
+    one after the other (a kdump decodes them; the space need not be thread-safe), and scanned by
+    ``workers`` threads: numpy's loops release the GIL, so the cores scan together. At most
+    ``workers + 1`` chunks are held at once, so memory stays bounded."""
+    workers = idle_cores() if workers is None else max(1, workers)
+    chunks = _chunks(space, progress, plan)
+    # a chunk scanned is let go of (the space's forget): resident memory stays a few chunks
+    forget = getattr(space, "forget", None) or (lambda gpa, n: None)
+    if workers == 1:
+        for gpa, buf, primary in chunks:
+            yield _scan_chunk(buf, primary, gpa, bo, ram)
+            forget(gpa, len(buf))
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="vdecode-carve") as pool:
+        pending: deque[tuple[Future, int, int]] = deque()
+        for gpa, buf, primary in chunks:
+            pending.append((pool.submit(_scan_chunk, buf, primary, gpa, bo, ram), gpa, len(buf)))
+            while len(pending) > workers:
+                fut, at, n = pending.popleft()
+                yield fut.result()
+                forget(at, n)
+        while pending:
+            fut, at, n = pending.popleft()
+            yield fut.result()
+            forget(at, n)
+
+
+def _scan_chunk(buf: np.ndarray, primary: int, gpa: int, bo: str,
+                ram: RamMap) -> tuple[list[tuple], list[CarvedRing]]:
+    """One chunk's driver records and ring-anchor candidates (passes 1 to 3)."""
+    drivers = driver_records(buf, primary, gpa, bo)
+    rings = []
+    for num, p, u in pass1(buf, primary, gpa, bo):
+        keep = pass2(buf, num, p, u, bo, ram)
+        for pi, ui in zip(p[keep].tolist(), u[keep].tolist()):
+            ev, (af, ai, uf, ui_), empty = pass3(buf, gpa, num, pi, ui, bo, ram)
+            desc, avail, used = gpa + pi, gpa + pi + 16 * num, gpa + ui
+            layout, known = layout_of(num, avail, used)
+            if known:
+                ev.add("layout")
+            conf = confidence(ev) * (1.0 if known else UNKNOWN_LAYOUT_FACTOR)
+            rings.append(CarvedRing(num, desc, avail, used, af, ai, uf, ui_, round(conf, 4),
+                                    layout, tuple(sorted(ev)), empty=empty))
+    return drivers, rings
 
 
 def _areas(r: CarvedRing) -> list[tuple[int, int]]:

@@ -63,7 +63,12 @@ def driver_records(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tup
     idx = _small_powers_candidates(q[:lim])
     num = q[idx]
     idx, num = idx[(num & (num - np.uint64(1))) == 0], num[(num & (num - np.uint64(1))) == 0]
-    d, a, u = q[idx + 1], q[idx + 2], q[idx + 3]
+    d = q[idx + 1]
+    # both shapes below need a descriptor pointer that is non-zero and 16-aligned (the loose one
+    # a page-aligned kernel pointer): most small powers of two in RAM are not followed by one
+    pre = (d != 0) & (d % np.uint64(16) == 0)
+    idx, num, d = idx[pre], num[pre], d[pre]
+    a, u = q[idx + 2], q[idx + 3]
     single = (a - d == num * np.uint64(16)) & (d % np.uint64(16) == 0) & (d != 0)
     gap = u - a - (np.uint64(4) + np.uint64(2) * num)
     single &= (u > a) & (gap <= np.uint64(PAGE + 2))

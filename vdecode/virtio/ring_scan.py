@@ -28,29 +28,47 @@ from vdecode.virtio.layouts import VRING_DESC_F_NEXT, vring_layouts
 __all__ = ("pass1", "pass2", "pass3", "layout_of")
 
 BATCH_ELEMS = 1 << 20                     # bound on a pass-2 gather (survivors x num)
+PREFIX = 16                               # entries pass 2 checks before the whole ring
 
 
 def pass1(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """Pages whose ring headers fit, per ``num``: ``(num, page offsets, used offsets)``."""
+    """Pages whose ring headers fit, per ``num``: ``(num, page offsets, used offsets)``.
+
+    The first test reads the avail header of every page and size from nine small copies (8 bytes
+    at one offset of every page: the page start, where a big ring's avail header lies, and
+    ``16*num`` for the sizes whose header lies inside the page), so rejecting the pages that
+    cannot hold a ring is one pass over one cache line a page, with no index arrays; only the
+    few pages left are gathered from."""
     n = len(buf) & ~7
     w16 = buf[:n].view(bo + "u2")
     w32 = buf[:n].view(bo + "u4")
     first = (-gpa) % PAGE
     pages = np.arange(first, primary, PAGE, dtype=np.int64)
+    base = first & ~1                   # u16 word (page >> 1) of the k-th page: byte base + k*PAGE
+    # the first 8 bytes of every page, and of every page from 16*num on for the small sizes
+    # (their avail header lies inside the page; a big ring's lies at the start of a later page)
+    heads = {o: _page_words(buf, n, base + o, bo) for o in [0] + [16 * k for k in NUMS if k < 256]}
+    desc0 = np.zeros(len(pages), dtype=bool)
+    flags0 = _page_words(buf, n, base + 8, bo)[:len(pages), 2]     # the first descriptor's flags
+    desc0[:len(flags0)] = flags0 <= DESC_FLAGS_MASK
     out = []
     for num in NUMS:
-        a = pages + 16 * num
-        ok = a + 8 + 2 * num <= n
-        a, p = a[ok], pages[ok]
-        if not len(a):
+        # the pages whose avail ring fits in the buffer: a + 8 + 2*num <= n, a prefix of pages
+        m = max(0, min(len(pages), -(-(n - 8 - 18 * num - first + 1) // PAGE)))
+        if not m:
             continue
-        aflags, aidx, head0 = w16[a >> 1], w16[(a >> 1) + 1], w16[(a >> 1) + 2]
+        if 16 * num < PAGE:
+            words = heads[16 * num][:m]
+        else:
+            words = heads[0][16 * num // PAGE:16 * num // PAGE + m]
+        aflags, aidx, head0 = words[:, 0], words[:, 1], words[:, 2]
         # avail.idx 0 with used.idx within num behind it only happens at the 2**16 wrap: such a
         # ring is left to the driver anchor, and free (zero) pages drop out here
-        good = (aidx != 0) & (aflags <= 1) & (head0 < num) & (w16[(p >> 1) + 6] <= DESC_FLAGS_MASK)
-        a, p, aidx = a[good], p[good], aidx[good]
-        if not len(a):
+        good = np.flatnonzero((aidx != 0) & (aflags <= 1) & (head0 < num) & desc0[:m])
+        if not len(good):
             continue
+        p = pages[good]
+        a, aidx = p + 16 * num, aidx[good]
         # a few more single words per candidate: the last head and the latest one published,
         # the last descriptor's flags (prunes big-num readings of small rings cheaply)
         latest = (aidx.astype(np.int64) - 1) % num
@@ -77,14 +95,44 @@ def pass1(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tuple[int, n
     return out
 
 
+def _page_words(buf: np.ndarray, n: int, start: int, bo: str) -> np.ndarray:
+    """The four u16 words at ``start + k*PAGE`` for every ``k`` whose 8 bytes lie before ``n``,
+    copied into one small array ``(pages, 4)`` (one pass over one cache line a page)."""
+    rows = max(0, (n - start - 8) // PAGE + 1)
+    if not rows:
+        return np.zeros((0, 4), dtype=bo + "u2")
+    strided = np.lib.stride_tricks.as_strided(buf[start:], shape=(rows, 8), strides=(PAGE, 1),
+                                              writeable=False)
+    return np.ascontiguousarray(strided).view(bo + "u2")
+
+
 def _gather(view: np.ndarray, base: np.ndarray, stride: int, count: int) -> np.ndarray:
     """``view[base[:, None] + stride * arange(count)]`` (element offsets)."""
     return view[base[:, None] + stride * np.arange(count, dtype=np.int64)[None, :]]
 
 
+def _ring_ok(w16: np.ndarray, w32: np.ndarray, num: int, pp: np.ndarray, uu: np.ndarray,
+             count: int) -> np.ndarray:
+    """Pass 2's structural checks on the first ``count`` entries of each candidate's heads, used
+    ids and descriptors (``count == num``: all of them)."""
+    a = pp + 16 * num
+    ok = (_gather(w16, (a >> 1) + 2, 1, count) < num).all(axis=1)
+    ok &= (_gather(w32, (uu >> 2) + 1, 2, count) < num).all(axis=1)
+    flags = _gather(w16, (pp >> 1) + 6, 8, count)
+    nxt = _gather(w16, (pp >> 1) + 7, 8, count)
+    ok &= (flags <= DESC_FLAGS_MASK).all(axis=1)
+    ok &= (((flags & VRING_DESC_F_NEXT) == 0) | (nxt < num)).all(axis=1)
+    return ok
+
+
 def pass2(buf: np.ndarray, num: int, p: np.ndarray, u: np.ndarray, bo: str,
           ram: RamMap) -> np.ndarray:
-    """Which of one size's survivors hold a whole consistent ring (vectorised per batch)."""
+    """Which of one size's survivors hold a whole consistent ring (vectorised per batch).
+
+    The checks are a conjunction over every entry, so the first :data:`PREFIX` entries are
+    checked first for all candidates and the whole ring only for those that passed: nearly every
+    look-alike of a big ring fails in its first entries, and gathering ``num`` words for each was
+    most of the carver's time on some guests (a big-endian guest's RAM read little-endian)."""
     n = len(buf) & ~7
     w16, w32 = buf[:n].view(bo + "u2"), buf[:n].view(bo + "u4")
     w64 = buf[:n].view(bo + "u8")
@@ -92,13 +140,12 @@ def pass2(buf: np.ndarray, num: int, p: np.ndarray, u: np.ndarray, bo: str,
     step = max(1, BATCH_ELEMS // num)
     for s in range(0, len(p), step):
         pp, uu = p[s:s + step], u[s:s + step]
-        a = pp + 16 * num
-        ok = (_gather(w16, (a >> 1) + 2, 1, num) < num).all(axis=1)
-        ok &= (_gather(w32, (uu >> 2) + 1, 2, num) < num).all(axis=1)
-        flags = _gather(w16, (pp >> 1) + 6, 8, num)
-        nxt = _gather(w16, (pp >> 1) + 7, 8, num)
-        ok &= (flags <= DESC_FLAGS_MASK).all(axis=1)
-        ok &= (((flags & VRING_DESC_F_NEXT) == 0) | (nxt < num)).all(axis=1)
+        ok = np.ones(len(pp), dtype=bool)
+        if num > PREFIX:
+            ok = _ring_ok(w16, w32, num, pp, uu, PREFIX)
+        sub = np.flatnonzero(ok)
+        if len(sub):
+            ok[sub] = _ring_ok(w16, w32, num, pp[sub], uu[sub], num)
         if ok.any() and (pp[ok] % 8 == 0).all():
             addrs = _gather(w64, pp[ok] >> 3, 2, num)
             inram = (addrs == 0) | ram.contains(addrs)
