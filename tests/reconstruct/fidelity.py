@@ -31,12 +31,25 @@ def run_qmp(args: list[str], requests: list[dict], timeout: int = 600,
     return r.stdout.decode().split("\r\n"), r.stderr.decode()
 
 
+# vdecode as an install whose formats/ is another folder (a release's profile left out):
+# formats_dir() is replaced before the CLI runs
+_WITH_FORMATS = ("import sys; from pathlib import Path; import vdecode.profiles as p; "
+                 "d = Path(sys.argv.pop(1)); p.formats_dir = lambda: d; "
+                 "from vdecode.cli import cli; cli()")
+
+
+def with_formats(folder) -> tuple[str, ...]:
+    """The ``command`` for :func:`run_qmp`/:func:`score_args` that runs vdecode with ``folder``
+    as its formats/ (leave-one-out: an install without some release's profile)."""
+    return ("-c", _WITH_FORMATS, str(folder))
+
+
 def score_args(truth: list, args: list[str],
-               command: tuple[str, ...] = ("-m", "vdecode")) -> dict:
+               command: tuple[str, ...] = ("-m", "vdecode"), timeout: int = 600) -> dict:
     """Replay ``truth``'s requests through ``vdecode qmp ARGS`` and score the replies."""
     reqs = [{"execute": "qmp_capabilities", "id": "caps"}]
     reqs += [dict(req, id=i) for i, (req, _) in enumerate(truth)]
-    lines, err = run_qmp(args, reqs, command=command)
+    lines, err = run_qmp(args, reqs, timeout=timeout, command=command)
     replies = {}
     for line in lines:
         try:

@@ -22,7 +22,7 @@ import pytest
 
 import vdecode.profiles
 from tests.conftest import REPO, Capture
-from tests.reconstruct.fidelity import score_args
+from tests.reconstruct.fidelity import score_args, with_formats
 
 BUILD_ID = "0fbbd5ca8d2d0a32532049e20739f3e0d521c5ed"       # Debian 1:10.0.2+ds-2+deb13u1~bpo12+1
 _FOLDERS = [Path(p) for p in os.environ.get("VDECODE_LOO_CAPTURES", "").split(os.pathsep) if p] + [
@@ -67,12 +67,6 @@ def _binary() -> str | None:
     return None
 
 
-# an install with the other releases' profiles only: formats_dir() is set before the CLI runs
-_HIDDEN = ("import sys; from pathlib import Path; import vdecode.profiles as p; "
-           "d = Path(sys.argv.pop(1)); p.formats_dir = lambda: d; "
-           "from vdecode.cli import cli; cli()")
-
-
 @pytest.fixture(scope="module")
 def hidden(tmp_path_factory) -> Path:
     if not CASES:
@@ -91,7 +85,7 @@ def _score(case: Path, cache: Path, formats: Path, dump: str, log: str | None,
     try:
         args = [str(cap.dump(dump))] + (["--log", str(cap.log(log))] if log else [])
         args += ["--binary", binary] if binary else []
-        return score_args(cap.truth, args, command=("-c", _HIDDEN, str(formats)))
+        return score_args(cap.truth, args, command=with_formats(formats))
     finally:
         shutil.rmtree(cache / cap.name, ignore_errors=True)     # a core is 0.6 GB
 
