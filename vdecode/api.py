@@ -566,7 +566,8 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     entry every command of ``vdecode`` goes through too.
 
     :param paths: the dump, or a QEMU process core and a guest dump of the same instant (any
-        order), as ``vdecode qmp CORE GUEST_DUMP`` takes them.
+        order), as ``vdecode qmp CORE GUEST_DUMP`` takes them; none with ``log``: the log alone
+        (QEMU's state as of its last replies, as ``vdecode qmp --log LOG``).
     :param log: a QMP log taken before the dump, or several (oldest first).
     :param log_format: the logs' format when sniffing is not enough (as ``--log-format``).
     :param vm: the VM to take from a log with several (as ``--vm``).
@@ -579,9 +580,9 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     """
     from vdecode.reconstruct.state.session import open_inputs
 
-    if not paths:
-        raise TypeError("vdecode.open() needs a dump")
     logs = () if log is None else (log,) if isinstance(log, (str, os.PathLike)) else tuple(log)
+    if not paths and not logs:
+        raise TypeError("vdecode.open() needs a dump, or a log")
     kw = dict(log_format=log_format, vm=vm, cache_dir=cache_dir, binary=binary)
     if progress is None:
         inputs = open_inputs(paths, logs, **kw)

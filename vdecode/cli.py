@@ -41,6 +41,7 @@ def cli() -> None:
     vdecode info DUMP                      what a dump holds
     vdecode log LOG                        what a QMP log holds
     vdecode trace TRACE [--core CORE]      QEMU's trace as a per-queue timeline
+    vdecode record QMP_SOCKET -o LOG       a rolling QMP log of a running QEMU
     vdecode cache list|clear               the cache of decompressed inputs
     """
 
@@ -283,7 +284,8 @@ def trace_command(trace_file: str, core: str | None, as_json: bool, binary: str 
 
 
 @cli.command("qmp")
-@_dumps_and_logs
+@click.argument("dumps", metavar="[DUMP [GUEST_DUMP]]", nargs=-1, type=click.Path(dir_okay=False))
+@_log_options
 @click.option("--socket", "socket_path", default=None, type=click.Path(),
               help="Serve a unix socket (for qmp-shell or qemu.qmp) instead of stdin/stdout.")
 @click.option("--connections", type=click.IntRange(min=1), default=None, hidden=True,
@@ -296,14 +298,24 @@ def qmp_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str |
     """An offline QMP monitor answering QEMU 7.2's x-query-virtio* as at the dump instant.
 
     DUMP is a guest dump, a QEMU process core or a bundle; a QEMU core may be followed (or
-    preceded) by a guest dump of the same instant, for the guest RAM the core does not hold."""
+    preceded) by a guest dump of the same instant, for the guest RAM the core does not hold.
+    Without DUMP, --log alone answers QEMU's state as of the log's last replies (a rolling log
+    of vdecode record after the VM is gone); nothing reads guest RAM then."""
     from vdecode.output_paths import check_output
     from vdecode.reconstruct.qmp.error_replies import qmp_error
     from vdecode.render.qmp_stream import serve_stream, serve_unix_socket
 
+    if not dumps and not logs:
+        raise click.UsageError("give a DUMP, or --log LOG for QEMU's state as of the log")
     if socket_path:
         check_output(socket_path, "the socket (--socket)", [*dumps, *logs, binary], socket=True)
     machine = _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release)
+    if not dumps:
+        end = machine.session.log_end
+        at = "" if end is None else " (" + __import__("datetime").datetime.fromtimestamp(
+            end, __import__("datetime").timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") + ")"
+        click.echo(f"vdecode: note: no dump: QEMU's state as of the log's last replies{at}; "
+                   f"guest RAM is not read", err=True)
     session = machine.session
     opened, knowledge, profile = session.dump, session.knowledge, session.profile
     notes = session.notes
@@ -738,3 +750,110 @@ def cache_clear_command(older_than: float | None, inputs: tuple[str, ...],
     folder = _cache_folder(cache_dir)
     keys = {k for f in inputs for k in (fingerprint(f), flat_index_key(f))} if inputs else None
     click.echo(render_cleared(clear(folder, older_than=older_than, keys=keys), folder), nl=False)
+
+
+# --- record: the flight recorder (vdecode/record/, docs/record.md) ------------------------------
+
+def _size(ctx, param, value: str) -> int:
+    """``--max-size``: bytes, or with a k/M/G suffix (powers of 1024)."""
+    text = value.strip()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(text[-1:].lower(), 1)
+    try:
+        n = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 64M, 500k, 1G)") from None
+    if n < 4096:
+        raise click.BadParameter(f"{value} is too small (at least 4k: one snapshot must fit)")
+    return n
+
+
+@cli.command("record")
+@click.argument("monitor", metavar="[QMP_SOCKET]", required=False)
+@click.option("--virsh", "domain", default=None, metavar="DOMAIN",
+              help="A libvirt domain: ask through 'virsh qemu-monitor-command DOMAIN' instead of "
+                   "a QMP socket.")
+@click.option("--connect", "uri", default=None, metavar="URI",
+              help="virsh's connection URI (virsh -c URI), with --virsh.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The rolling log (JSON lines); rotated copies are OUTPUT.1 ... OUTPUT.K.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between snapshots.")
+@click.option("--max-size", "max_size", default="64M", show_default=True, callback=_size,
+              help="Bytes all the log files may take together (k, M, G suffixes).")
+@click.option("--keep", type=click.IntRange(0, 99), default=1, show_default=True,
+              help="Rotated files kept beside OUTPUT.")
+@click.option("--snapshots", type=click.IntRange(min=1), default=None,
+              help="Stop after this many snapshots (default: until QEMU goes away or a signal).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds to wait for the greeting and for each reply.")
+def record_command(monitor: str | None, domain: str | None, uri: str | None, output: str,
+                   interval: float, max_size: int, keep: int, snapshots: int | None,
+                   timeout: float) -> None:
+    """Keep a rolling QMP log of a running QEMU's virtio state, asking only what changes nothing.
+
+    QMP_SOCKET is a second QMP monitor of the VM (-qmp unix:PATH,server=on,wait=off): a unix
+    socket path, or HOST:PORT for TCP. Stops on SIGINT or SIGTERM and when QEMU goes away; the
+    log then ends with the last complete snapshot. Read it back with
+    'vdecode qmp DUMP --log OUTPUT.1 --log OUTPUT'."""
+    import signal
+    import textwrap
+
+    from vdecode.output_paths import check_output
+    from vdecode.record.monitor import QemuGone, SocketMonitor, VirshMonitor
+    from vdecode.record.rolling import RollingLog
+    from vdecode.record.run import Recorder
+
+    if (monitor is None) == (domain is None):
+        raise click.UsageError("give a QMP socket or --virsh DOMAIN (one of them)")
+    if uri and domain is None:
+        raise click.UsageError("--connect goes with --virsh")
+    for path in [output, *(f"{output}.{i}" for i in range(1, keep + 1))]:
+        check_output(path, "the log (-o)", [monitor])
+    width = _output_width()
+
+    def say(text: str) -> None:
+        click.echo(textwrap.fill(f"vdecode: record: {text}", width, subsequent_indent="  ",
+                                 break_on_hyphens=False, break_long_words=False), err=True)
+
+    stopped: list[str] = []
+
+    def on_signal(signum, frame) -> None:
+        stopped.append(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            mon = (VirshMonitor(domain, timeout, uri=uri) if domain
+                   else SocketMonitor(monitor, timeout))
+        except QemuGone:
+            raise _gone(monitor or domain) from None
+        log = RollingLog(output, max_size, keep)
+        try:
+            rec = Recorder(mon, log, say)
+            try:
+                q = rec.start()
+            except QemuGone:
+                raise _gone(mon.where) from None
+            release = ".".join(map(str, rec.version)) if rec.version else "of unknown version"
+            say(f"QEMU {release} at {mon.where}: a snapshot every {interval:g} s into {output} "
+                f"(at most {max_size / (1 << 20):.3g} MiB with {keep} rotated; questions of "
+                f"formats/qemu-{q.release}/record.json)")
+            out = rec.run(interval, lambda: stopped[0] if stopped else None, snapshots)
+        finally:
+            log.close()
+            mon.close()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    when = ""
+    if out.last is not None:
+        import datetime
+        when = (" of " + datetime.datetime.fromtimestamp(out.last, datetime.timezone.utc)
+                .strftime("%H:%M:%S UTC"))
+    say(f"stopped: {out.why}; {out.snapshots} snapshot{'s' if out.snapshots != 1 else ''}, "
+        f"the last{when}; read with --log " + " --log ".join(out.files))
+
+
+def _gone(where: str):
+    from vdecode.errors import SetupError
+    return SetupError(where, "QEMU closed the monitor before the recording started")

@@ -108,6 +108,9 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, 
         notes.append(f"{dump.path}: no QMP log and no QEMU core: QEMU's device list, features and "
                      f"ring addresses are unknown; give --log with an earlier QMP transcript")
         return machine, notes
+    if dump.space is None:
+        # a log alone: no dump instant to move to, no guest RAM to read; the log's replies stand
+        return VirtioMachine(logged, None), notes
     # the ring checks and the carver load when a log's state is built, not for a core's
     from vdecode.reconstruct.rings.match import replace_stale_rings
     from vdecode.reconstruct.rings.unlogged import fill_unlogged_queues
@@ -271,7 +274,8 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
                 progress: Callable[[int, int], None] | None = None) -> Inputs:
     """Open the inputs every command and the API start from.
 
-    :param dumps: one dump, or a QEMU process core and a guest dump of the same instant.
+    :param dumps: one dump, or a QEMU process core and a guest dump of the same instant; none
+        with logs: the logs alone (QEMU's state as of their last replies, no guest RAM).
     :param logs: QMP logs taken before the dump, oldest first (a later reply wins).
     :raises VdecodeError: an input vdecode cannot use.
     """
@@ -287,6 +291,12 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
         used.append((str(path), log.format))
     knowledge = merge_knowledge(knowledges)
     paths = (dumps,) if isinstance(dumps, (str, os.PathLike)) else tuple(dumps)
+    if not paths and knowledge is not None:
+        # a log alone (vdecode record's rolling log after the VM is gone): QEMU's state as the
+        # log's last replies give it; nothing reads guest RAM
+        dump = Dump(path="(no dump)", format="none", space=None,
+                    info={"log_only": True})
+        return Inputs(dump, knowledge, tuple(used), tuple(warnings))
     dump = open_dumps([str(p) for p in paths], cache_dir=cache_dir, progress=progress,
                       binary=binary)
     if knowledge is None and dump.qmp_log is not None:      # a bundle's embedded log
