@@ -25,7 +25,7 @@ from vdecode.render.qmp_json import qdict_order
 REPO = Path(__file__).resolve().parent.parent
 FORMATS = REPO / "formats"
 GENERATED = ("features", "devices", "qapi", "errors", "qmp_core")
-HAND_KEPT = ("queues", "transport", "view")
+HAND_KEPT = ("queues", "transport", "view", "record")
 VERSIONS = sorted(p for p in FORMATS.glob("qemu-*") if p.is_dir())
 SHARED = CAPTURES
 RECORDED = REPO / "tests" / "data" / "captures"

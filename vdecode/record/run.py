@@ -96,7 +96,7 @@ class Recorder:
         # a vhost-user-* / vhost-* device is vhost by its name, whatever it answers
         vhost = name.startswith("vhost-")
         num: int | None = None
-        probed = False                          # queue 0's vhost reply is in already
+        probe: dict | None = None               # queue 0's vhost reply, when asked already
         if self._may(q, "x-query-virtio-status", path, name, vhost, running):
             ret = ask("x-query-virtio-status", path=path).get("return")
             if isinstance(ret, dict):
@@ -104,18 +104,17 @@ class Recorder:
                 vhost = vhost or bool(ret.get("vhost-started"))
         elif q.allowed("x-query-virtio-vhost-queue-status"):
             probe = ask("x-query-virtio-vhost-queue-status", path=path, queue=0)
-            vhost, probed = vhost or "return" in probe, "return" in probe
+            vhost = vhost or "return" in probe
         status_ok = self._may(q, "x-query-virtio-queue-status", path, name, vhost, running)
         vhost_ok = vhost and q.allowed("x-query-virtio-vhost-queue-status")
         for n in range(num if isinstance(num, int) else QUEUE_MAX):
             answered = False
             if status_ok:
                 answered = "return" in ask("x-query-virtio-queue-status", path=path, queue=n)
-            if vhost_ok and not (probed and n == 0):
-                vreply = ask("x-query-virtio-vhost-queue-status", path=path, queue=n)
+            if vhost_ok:
+                vreply = probe if n == 0 and probe is not None else \
+                    ask("x-query-virtio-vhost-queue-status", path=path, queue=n)
                 answered = answered or "return" in vreply
-            elif vhost_ok:
-                answered = True
             if num is None and not answered:
                 break                           # counting by asking: the first error ends it
 
