@@ -276,14 +276,11 @@ def test_virsh_path_records_through_a_fake_virsh(qemu, tmp_path):
 
 # --- a fake QMP server: the releases and devices where questions are unsafe ---------------------
 
-def _status(name: str, vhost: bool, num: int) -> dict:
-    return {"name": name, "num-vqs": num, "vhost-started": vhost, "vm-running": True}
-
-
 class FakeQemu(threading.Thread):
     """A QMP server on a unix socket answering as a QEMU of ``version`` with ``devices``
-    (``name -> (vhost started, queues)``); it records every command it gets. Like QEMU 11.1.x, it
-    "aborts" (closes the connection) on ``x-query-virtio-status`` when ``aborts_on_status``."""
+    (``id -> (x-query-virtio name, QOM type, vhost started, queues)``); it records every command
+    it gets. Like QEMU 11.1.x, it "aborts" (closes the connection) on ``x-query-virtio-status``
+    when ``aborts_on_status``."""
 
     def __init__(self, path: Path, version: tuple[int, int, int], devices: dict,
                  running: bool = True, aborts_on_status: bool = False) -> None:
@@ -295,11 +292,15 @@ class FakeQemu(threading.Thread):
         self.server.bind(str(path))
         self.server.listen(1)
 
-    def reply(self, msg: dict) -> dict | None:
+    def reply(self, msg: dict) -> dict | list | None:
         cmd, args = msg["execute"], msg.get("arguments", {})
         path = args.get("path", "")
-        name = path.split("/")[-2] if path else ""
-        dev = self.devices.get(name)
+        dev = self.devices.get(path.split("/")[-2] if path else "")
+        queue = args.get("queue", 0)
+
+        def error(desc: str) -> dict:
+            return {"error": {"class": "GenericError", "desc": desc}}
+
         if cmd == "qmp_capabilities":
             return {}
         if cmd == "query-version":
@@ -308,25 +309,24 @@ class FakeQemu(threading.Thread):
         if cmd == "query-status":
             return {"status": "running" if self.running else "paused", "running": self.running}
         if cmd == "x-query-virtio":
-            return [{"name": n, "path": f"/machine/peripheral/{n}/virtio-backend"}
-                    for n in self.devices]
+            return [{"name": d[0], "path": f"/machine/peripheral/{i}/virtio-backend"}
+                    for i, d in self.devices.items()]
+        if cmd == "qom-get" and args.get("property") == "type":
+            return dev[1]
         if cmd == "x-query-virtio-status":
             if self.aborts_on_status:
                 return None
-            return _status(name, dev[0], dev[1])
+            return {"name": dev[0], "num-vqs": dev[3], "vhost-started": dev[2]}
         if cmd == "x-query-virtio-queue-status":
-            if args["queue"] >= dev[1]:
-                return {"error": {"class": "GenericError",
-                                  "desc": f"Invalid virtqueue number {args['queue']}"}}
-            return {"name": name, "queue-index": args["queue"], "inuse": 0}
+            if queue >= dev[3]:
+                return error(f"Invalid virtqueue number {queue}")
+            return {"name": dev[0], "queue-index": queue, "inuse": 0}
         if cmd == "x-query-virtio-vhost-queue-status":
-            if not dev[0]:
-                return {"error": {"class": "GenericError",
-                                  "desc": "Error: vhost device has not started yet"}}
-            if args["queue"] >= dev[1]:
-                return {"error": {"class": "GenericError",
-                                  "desc": f"Invalid vhost virtqueue number {args['queue']}"}}
-            return {"name": name, "num": 256}
+            if not dev[2]:
+                return error("Error: vhost device has not started yet")
+            if queue >= dev[3]:
+                return error(f"Invalid vhost virtqueue number {queue}")
+            return {"name": dev[0], "num": 256}
         return {"error": {"class": "CommandNotFound", "desc": f"The command {cmd} has not been found"}}
 
     def run(self) -> None:
@@ -371,27 +371,36 @@ def asked_of(asked: list[dict], command: str, device: str | None = None) -> list
 def test_fake_11_1_never_asks_status_nor_a_running_vhost_user_queue(tmp_path):
     run, asked, log = record_fake(tmp_path, dict(
         version=(11, 1, 3), aborts_on_status=True,
-        devices={"disk0": (False, 2), "vhost-user-blk0": (True, 2), "vhost-user-fs0": (False, 1)}))
+        devices={"disk0": ("virtio-blk", "virtio-blk", False, 2),
+                 "vu0": ("virtio-blk", "vhost-user-blk", True, 2),       # QEMU's name for it
+                 "vu1": ("virtio-blk", "vhost-user-blk", False, 1),      # back-end not started
+                 "net0": ("virtio-net", "virtio-net-device", True, 3)}))  # vhost started
     assert run.returncode == 0, run.stderr
     assert asked_of(asked, "x-query-virtio-status") == []           # QEMU 11.1.x would abort
     assert asked_of(asked, "x-query-virtio-queue-element") == []
-    assert asked_of(asked, "x-query-virtio-queue-status", "vhost-user-blk0") == []
-    assert asked_of(asked, "x-query-virtio-queue-status", "vhost-user-fs0") == []  # by its name
-    # not started: its queue 0 probe errs once a snapshot, and nothing more is asked of it
-    assert [m["arguments"]["queue"] for m in asked_of(asked, "x-query-virtio-vhost-queue-status",
-                                                      "vhost-user-fs0")] == [0, 0]
-    # the plain disk: queues counted by asking (0, 1, then 2 errors), each snapshot
+    for dev in ("vu0", "vu1", "net0"):
+        assert asked_of(asked, "x-query-virtio-queue-status", dev) == [], dev
+    # the QOM type is asked once a device, not once a snapshot
+    assert len(asked_of(asked, "qom-get")) == 4
+    # the plain disk: queues counted by asking (0, 1, then 2 errs), each snapshot
     assert [m["arguments"]["queue"] for m in asked_of(asked, "x-query-virtio-queue-status",
                                                       "disk0")] == [0, 1, 2] * 2
-    # the vhost-user disk: its vhost queues, harmless
+    # the started vhost devices: their vhost queues, harmless (queue 0 was the probe)
     assert [m["arguments"]["queue"] for m in asked_of(asked, "x-query-virtio-vhost-queue-status",
-                                                      "vhost-user-blk0")] == [0, 1, 2] * 2
+                                                      "vu0")] == [0, 1, 2] * 2
+    assert [m["arguments"]["queue"] for m in asked_of(asked, "x-query-virtio-vhost-queue-status",
+                                                      "net0")] == [0, 1, 2, 3] * 2
+    # not started: its queue 0 probe errs once a snapshot, and nothing more is asked of it
+    assert [m["arguments"]["queue"] for m in asked_of(asked, "x-query-virtio-vhost-queue-status",
+                                                      "vu1")] == [0, 0]
     err = run.stderr
     assert "not asking x-query-virtio-status of /machine/peripheral/disk0/virtio-backend" in err
     assert "QEMU 11.1.x aborts on it" in err
-    assert "not asking x-query-virtio-queue-status of " \
-           "/machine/peripheral/vhost-user-blk0/virtio-backend (vhost-user-blk0, vhost, VM " \
-           "running): on a device whose vhost back-end is started" in err
+    assert "not asking x-query-virtio-queue-status of /machine/peripheral/vu0/virtio-backend " \
+           "(virtio-blk, QOM type vhost-user-blk, VM running): on a device whose vhost " \
+           "back-end is started" in err
+    assert "/machine/peripheral/net0/virtio-backend (virtio-net, vhost started, VM running): " \
+           "as above" in err
     assert "never asks x-query-virtio-queue-element" in err
     # once per device and question, not once per snapshot
     assert err.count("not asking x-query-virtio-status of /machine/peripheral/disk0/") == 1
@@ -400,7 +409,8 @@ def test_fake_11_1_never_asks_status_nor_a_running_vhost_user_queue(tmp_path):
 
 
 def test_fake_7_2_spares_a_started_vhost_device_only_while_running(tmp_path):
-    devices = {"net0": (True, 3), "rng0": (False, 1)}
+    devices = {"net0": ("virtio-net", "virtio-net-device", True, 3),
+               "rng0": ("virtio-rng", "virtio-rng-device", False, 1)}
     run, asked, log = record_fake(tmp_path, dict(version=(7, 2, 22), devices=devices))
     assert run.returncode == 0, run.stderr
     assert len(asked_of(asked, "x-query-virtio-status")) == 4         # 7.2 answers it
@@ -408,7 +418,7 @@ def test_fake_7_2_spares_a_started_vhost_device_only_while_running(tmp_path):
     assert len(asked_of(asked, "x-query-virtio-vhost-queue-status", "net0")) == 6
     assert len(asked_of(asked, "x-query-virtio-queue-status", "rng0")) == 2
     assert asked_of(asked, "x-query-virtio-vhost-queue-status", "rng0") == []
-    assert "(net0, vhost, VM running)" in run.stderr
+    assert "(virtio-net, vhost started, VM running)" in run.stderr
     (tmp_path / "fake.sock").unlink()
     # paused: QEMU stopped the vhost back-end, queue status no longer reaches it
     run, asked, log = record_fake(tmp_path, dict(version=(7, 2, 22), devices=devices,
@@ -419,8 +429,9 @@ def test_fake_7_2_spares_a_started_vhost_device_only_while_running(tmp_path):
 
 
 def test_a_release_without_a_table_gets_the_nearest_and_says_so(tmp_path):
-    run, asked, log = record_fake(tmp_path, dict(version=(12, 0, 0), aborts_on_status=True,
-                                                 devices={"disk0": (False, 1)}), snapshots=1)
+    run, asked, log = record_fake(tmp_path, dict(
+        version=(12, 0, 0), aborts_on_status=True,
+        devices={"disk0": ("virtio-blk", "virtio-blk", False, 1)}), snapshots=1)
     assert run.returncode == 0, run.stderr
     assert "QEMU 12.0.0 has no profile" in run.stderr and "11.1" in run.stderr
     assert asked_of(asked, "x-query-virtio-status") == []
@@ -428,8 +439,9 @@ def test_a_release_without_a_table_gets_the_nearest_and_says_so(tmp_path):
 
 def test_qemu_aborting_mid_snapshot_leaves_the_last_whole_snapshot(tmp_path):
     # 10.0 has no abort rule: the fake aborts on its first status question, in snapshot 1
-    run, asked, log = record_fake(tmp_path, dict(version=(10, 0, 2), aborts_on_status=True,
-                                                 devices={"disk0": (False, 1)}))
+    run, asked, log = record_fake(tmp_path, dict(
+        version=(10, 0, 2), aborts_on_status=True,
+        devices={"disk0": ("virtio-blk", "virtio-blk", False, 1)}))
     assert run.returncode == 0, run.stderr
     assert "stopped: QEMU went away" in run.stderr and "0 snapshots" in run.stderr
     recs = records(log)                       # the header only: no half snapshot

@@ -838,6 +838,10 @@ def record_command(monitor: str | None, domain: str | None, uri: str | None, out
             say(f"QEMU {release} at {mon.where}: a snapshot every {interval:g} s into {output} "
                 f"(at most {max_size / (1 << 20):.3g} MiB with {keep} rotated; questions of "
                 f"formats/qemu-{q.release}/record.json)")
+            if q.warning:
+                say(f"warning: {q.warning}")
+            for rule in q.never:
+                say(f"never asks {rule.command}: {rule.why}")
             out = rec.run(interval, lambda: stopped[0] if stopped else None, snapshots)
         finally:
             log.close()

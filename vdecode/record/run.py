@@ -2,7 +2,8 @@
 
 A snapshot asks, in this order and only where ``formats/qemu-*/record.json`` allows it:
 ``query-status`` (is the VM running: some questions are unsafe only then), ``x-query-virtio``,
-then per device ``x-query-virtio-status``, ``x-query-virtio-queue-status`` of each queue and, for
+then per device its QOM type (``qom-get``, the first time a device is seen: a vhost-user device is
+spared even before its back-end starts), ``x-query-virtio-status``, ``x-query-virtio-queue-status`` of each queue and, for
 a device with a started vhost back-end, ``x-query-virtio-vhost-queue-status`` of each queue.
 Where ``x-query-virtio-status`` is not asked (QEMU 11.1.x), the queues are counted by asking
 ``x-query-virtio-queue-status`` up to its first error, and a started vhost back-end is found by
@@ -45,6 +46,7 @@ class Recorder:
         self._ids = itertools.count(1)
         self._said: set[tuple[str, str]] = set()
         self._said_rules: set = set()
+        self._types: dict[str, str] = {}        # QOM type of each device path (qom-get)
         self.version: tuple[int, int, int] | None = None
         self.questions: Questions | None = None
 
@@ -61,10 +63,6 @@ class Recorder:
             self.version = (q["major"], q["minor"], q["micro"])
         self.log.start(header)
         self.questions = questions_for(self.version)
-        if self.questions.warning:
-            self.say(f"warning: {self.questions.warning}")
-        for rule in self.questions.never:
-            self.say(f"never asks {rule.command}: {rule.why}")
         return self.questions
 
     # -- one snapshot ------------------------------------------------------------------------
@@ -93,8 +91,11 @@ class Recorder:
 
     def _device(self, ask, path: str, name: str, running: bool) -> None:
         q = self.questions
-        # a vhost-user-* / vhost-* device is vhost by its name, whatever it answers
-        vhost = name.startswith("vhost-")
+        # a vhost-user-blk is named "virtio-blk" by x-query-virtio: its QOM type says vhost
+        # ("vhost-user-blk"), started or not; asked once a device
+        if path not in self._types and q.allowed("qom-get"):
+            self._types[path] = str(ask("qom-get", path=path, property="type").get("return", ""))
+        vhost = "vhost" in self._types.get(path, "")
         num: int | None = None
         probe: dict | None = None               # queue 0's vhost reply, when asked already
         if self._may(q, "x-query-virtio-status", path, name, vhost, running):
@@ -125,7 +126,9 @@ class Recorder:
             return True
         if (path, command) not in self._said:   # once per device and question, not per snapshot
             self._said.add((path, command))
-            state = ", ".join(x for x in (name, "vhost" if vhost else "",
+            qom = self._types.get(path, "")
+            state = ", ".join(x for x in (name, f"QOM type {qom}" if "vhost" in qom else
+                                          "vhost started" if vhost else "",
                                           "VM running" if running and rule.vm == "running"
                                           else "") if x)
             why = rule.why if rule not in self._said_rules else "as above"
