@@ -282,14 +282,20 @@ class FakeQemu(threading.Thread):
     it gets. Like QEMU 11.1.x, it "aborts" (closes the connection) on ``x-query-virtio-status``
     when ``aborts_on_status``."""
 
-    def __init__(self, path: Path, version: tuple[int, int, int], devices: dict,
+    def __init__(self, path: Path | None, version: tuple[int, int, int], devices: dict,
                  running: bool = True, aborts_on_status: bool = False) -> None:
         super().__init__(daemon=True)
         self.version, self.devices, self.running = version, devices, running
         self.aborts_on_status = aborts_on_status
         self.asked: list[dict] = []
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
+        if path is None:                          # TCP on a free local port
+            self.server = socket.socket(socket.AF_INET)
+            self.server.bind(("127.0.0.1", 0))
+            self.address = f"127.0.0.1:{self.server.getsockname()[1]}"
+        else:
+            self.server = socket.socket(socket.AF_UNIX)
+            self.server.bind(str(path))
+            self.address = str(path)
         self.server.listen(1)
 
     def reply(self, msg: dict) -> dict | list | None:
@@ -351,12 +357,12 @@ class FakeQemu(threading.Thread):
         self.server.close()
 
 
-def record_fake(tmp_path: Path, fake_args: dict, snapshots: int = 2):
-    sock = tmp_path / "fake.sock"
-    fake = FakeQemu(sock, **fake_args)
+def record_fake(tmp_path: Path, fake_args: dict, snapshots: int = 2, tcp: str | None = None):
+    fake = FakeQemu(None if tcp is not None else tmp_path / "fake.sock", **fake_args)
     fake.start()
     log = tmp_path / "fake.jsonl"
-    run = subprocess.run([*VDECODE, "record", str(sock), "-o", str(log), "--interval", "0.1",
+    address = f"{tcp}{fake.address}" if tcp is not None else fake.address
+    run = subprocess.run([*VDECODE, "record", address, "-o", str(log), "--interval", "0.1",
                           "--snapshots", str(snapshots)], capture_output=True, text=True,
                          timeout=60, env={**os.environ, "COLUMNS": "300"})
     fake.join(10)
@@ -437,6 +443,17 @@ def test_a_release_without_a_table_gets_the_nearest_and_says_so(tmp_path):
     assert asked_of(asked, "x-query-virtio-status") == []
 
 
+@pytest.mark.parametrize("prefix", ["", "tcp:"])
+def test_a_tcp_monitor(tmp_path, prefix):
+    run, asked, log = record_fake(tmp_path, dict(
+        version=(10, 0, 2), devices={"rng0": ("virtio-rng", "virtio-rng-device", False, 1)}),
+        snapshots=1, tcp=prefix)
+    assert run.returncode == 0, run.stderr
+    assert "QEMU 10.0.2 at " + prefix + "127.0.0.1:" in run.stderr
+    assert len(asked_of(asked, "x-query-virtio-queue-status", "rng0")) == 1
+    assert_complete(log)
+
+
 def test_qemu_aborting_mid_snapshot_leaves_the_last_whole_snapshot(tmp_path):
     # 10.0 has no abort rule: the fake aborts on its first status question, in snapshot 1
     run, asked, log = record_fake(tmp_path, dict(
@@ -447,6 +464,30 @@ def test_qemu_aborting_mid_snapshot_leaves_the_last_whole_snapshot(tmp_path):
     recs = records(log)                       # the header only: no half snapshot
     assert [r["msg"].get("execute") for r in recs if r["dir"] == "->"] == \
         ["qmp_capabilities", "query-version"]
+
+
+# --- a real recording, in the repository (runs without QEMU) ---------------------------------
+
+RECORDED = Path(__file__).resolve().parent / "data" / "record"
+
+
+def test_a_real_recording_reads_back_as_qemu_answered():
+    files = [RECORDED / "vm1-virtio.jsonl.1", RECORDED / "vm1-virtio.jsonl"]
+    for p in files:
+        assert "QMP" in records(p)[0]["msg"] and snapshots_in(p) >= 2
+        assert_complete(p)
+    newest = newest_exchanges(files)
+    assert len(newest) == 9                         # 3 devices: list, 3 status, 5 queues
+    used = [r["return"]["used-idx"] for c, r in newest.values()
+            if c["execute"] == "x-query-virtio-queue-status"]
+    assert max(used) > 1000                         # the disk loop moved its queue
+    got, err = replay(files, [c for c, _ in newest.values()])
+    assert got == [r for _, r in newest.values()]
+    assert "no dump: QEMU's state as of the log's last replies (2026-12-07 23:23:11 UTC)" in err
+    # an older snapshot's answer is not what a log-only monitor gives: the newest wins
+    older = newest_exchanges(files[:1])
+    moved = [k for k in older if older[k][1] != newest[k][1]]
+    assert moved, "the disk's queue moved between the files"
 
 
 # --- the files ---------------------------------------------------------------------------------

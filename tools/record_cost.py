@@ -67,7 +67,9 @@ def main() -> int:
         ctl.settimeout(600)
         shell(ctl, "echo ready")
         times: dict[bool, list[float]] = {False: [], True: []}
-        snaps: list[float] = []
+        snaps: list[tuple[float, float]] = []
+        cpu: list[float] = []                       # the recorder's CPU seconds, each round
+        counts: list[int] = []                      # its snapshots, each round
         for r in range(a.rounds * 2):
             with_rec = r % 2 == 1
             rec = None
@@ -84,8 +86,11 @@ def main() -> int:
                              f"b=$(cut -d' ' -f1 /proc/uptime); echo took $a $b")
             if rec is not None:
                 rec.send_signal(signal.SIGTERM)
-                rec.wait(60)
+                _, status, usage = os.wait4(rec.pid, 0)
+                rec.returncode = os.waitstatus_to_exitcode(status)
+                cpu.append(usage.ru_utime + usage.ru_stime)
                 snaps += snapshot_durations(log)
+                counts.append(len(snapshot_durations(log)))
             m = re.search(r"^took ([0-9.]+) ([0-9.]+)", out, re.M)
             if not m:
                 print(f"dd said: {out!r}", file=sys.stderr)
@@ -95,13 +100,22 @@ def main() -> int:
             print(f"round {r // 2 + 1} {'with   ' if with_rec else 'without'} the recorder: "
                   f"dd {took:.2f} s")
         for w in (False, True):
-            t = times[w]
-            print(f"{'with' if w else 'without'} the recorder: median {statistics.median(t):.3f} s "
-                  f"for {a.count} writes, {1e6 * statistics.median(t) / a.count:.1f} us a write "
-                  f"(min {min(t):.3f}, max {max(t):.3f})")
+            t = sorted(times[w])
+            q1 = t[len(t) // 4]
+            print(f"{'with   ' if w else 'without'} the recorder: {a.count} writes in min "
+                  f"{t[0]:.2f} s, lower quartile {q1:.2f} s, median {statistics.median(t):.2f} s "
+                  f"({1e6 * t[0] / a.count:.0f}, {1e6 * q1 / a.count:.0f}, "
+                  f"{1e6 * statistics.median(t) / a.count:.0f} us a write)")
         if snaps:
-            print(f"snapshots: {len(snaps)}, median {1e3 * statistics.median(snaps):.2f} ms, "
-                  f"max {1e3 * max(snaps):.2f} ms (QEMU answering, every {a.interval:g} s)")
+            walls = sorted(w for w, _ in snaps)
+            busy = sorted(b for _, b in snaps)
+            print(f"snapshots: {len(snaps)}, each {1e3 * statistics.median(walls):.1f} ms from "
+                  f"first question to last reply (median; max {1e3 * walls[-1]:.1f}), of which "
+                  f"{1e3 * statistics.median(busy):.1f} ms waiting for QEMU's replies (median; "
+                  f"max {1e3 * busy[-1]:.1f}), every {a.interval:g} s")
+            print(f"the recorder's own CPU: {sum(cpu):.2f} s for {sum(counts)} snapshots in "
+                  f"{len(cpu)} runs (its start-up included: "
+                  f"{statistics.median(cpu):.2f} s a run)")
         return 0
     finally:
         qemu.kill()
@@ -131,20 +145,27 @@ def shell(ctl: socket.socket, command: str) -> str:
     return buf[:buf.index(mark)]
 
 
-def snapshot_durations(log: Path) -> list[float]:
-    """Seconds from each snapshot's first question (query-status) to its last reply."""
-    out, start, last = [], None, None
+def snapshot_durations(log: Path) -> list[tuple[float, float]]:
+    """Per snapshot: seconds from its first question (query-status) to its last reply, and the
+    sum of its questions' round trips (QEMU answering, plus the socket: the most the snapshot can
+    have held QEMU's main loop)."""
+    out: list[tuple[float, float]] = []
+    start = last = None
+    busy, sent = 0.0, {}
     for line in log.read_text().splitlines():
         r = json.loads(line)
         m = r["msg"]
         if r["dir"] == "->" and m.get("execute") == "query-status":
-            if start is not None:
-                out.append(last - start)
-            start = r["t"]
-        elif r["dir"] == "<-" and "id" in m and start is not None:
+            if start is not None and last is not None:
+                out.append((last - start, busy))
+            start, last, busy = r["t"], None, 0.0
+        if r["dir"] == "->":
+            sent[m.get("id")] = r["t"]
+        elif "id" in m and m["id"] in sent and start is not None:
             last = r["t"]
-    if start is not None and last is not None and last > start:
-        out.append(last - start)
+            busy += r["t"] - sent.pop(m["id"])
+    if start is not None and last is not None:
+        out.append((last - start, busy))
     return out
 
 

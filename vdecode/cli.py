@@ -802,6 +802,7 @@ def record_command(monitor: str | None, domain: str | None, uri: str | None, out
     from vdecode.record.monitor import QemuGone, SocketMonitor, VirshMonitor
     from vdecode.record.rolling import RollingLog
     from vdecode.record.run import Recorder
+    from vdecode.space.absence import human_bytes
 
     if (monitor is None) == (domain is None):
         raise click.UsageError("give a QMP socket or --virsh DOMAIN (one of them)")
@@ -836,7 +837,7 @@ def record_command(monitor: str | None, domain: str | None, uri: str | None, out
                 raise _gone(mon.where) from None
             release = ".".join(map(str, rec.version)) if rec.version else "of unknown version"
             say(f"QEMU {release} at {mon.where}: a snapshot every {interval:g} s into {output} "
-                f"(at most {max_size / (1 << 20):.3g} MiB with {keep} rotated; questions of "
+                f"(at most {human_bytes(max_size)} with {keep} rotated; questions of "
                 f"formats/qemu-{q.release}/record.json)")
             if q.warning:
                 say(f"warning: {q.warning}")

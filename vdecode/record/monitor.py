@@ -63,22 +63,14 @@ class SocketMonitor(Monitor):
     def __init__(self, address: str, timeout: float = 10.0) -> None:
         self.where, self.timeout = address, timeout
         self._buf = b""
-        kind, _, rest = address.partition(":")
-        if kind in ("unix", "tcp") and rest:          # QEMU's own spelling of the -qmp chardev
-            address = rest if kind == "tcp" else address
         try:
-            if kind == "unix" and rest:
-                address = rest
+            family, target = _address(address)
+            if family == socket.AF_UNIX:
                 self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 self.sock.settimeout(timeout)
-                self.sock.connect(address)
-            elif os.path.exists(address) or "/" in address or ":" not in address:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.settimeout(timeout)
-                self.sock.connect(address)
+                self.sock.connect(target)
             else:
-                host, _, port = address.rpartition(":")
-                self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout)
+                self.sock = socket.create_connection(target, timeout)
         except (OSError, ValueError) as err:
             raise SetupError(address, f"cannot connect to the QMP monitor: "
                                       f"{getattr(err, 'strerror', None) or err}") from None
@@ -178,6 +170,20 @@ class VirshMonitor(Monitor):
         if "id" in msg:
             reply["id"] = msg["id"]
         return [(sent, "->", msg), (time.time(), "<-", reply)]
+
+
+def _address(address: str) -> tuple[int, object]:
+    """``(family, target)`` of ``PATH``, ``HOST:PORT``, or QEMU's ``unix:PATH``, ``tcp:HOST:PORT``.
+    A name with a ``/``, or that exists, is a unix socket; else ``HOST:PORT`` is TCP."""
+    kind, _, rest = address.partition(":")
+    if kind == "unix" and rest:
+        return socket.AF_UNIX, rest
+    if kind == "tcp" and rest:
+        address = rest
+    elif os.path.exists(address) or "/" in address or ":" not in address:
+        return socket.AF_UNIX, address
+    host, _, port = address.rpartition(":")
+    return socket.AF_INET, (host.strip("[]") or "localhost", int(port))
 
 
 def _domain_gone(text: str) -> bool:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from vdecode.errors import VdecodeError
 from vdecode.frozen import record
 from vdecode.record.monitor import Monitor, QemuGone, Record
 from vdecode.record.questions import Questions, questions_for
@@ -168,5 +169,9 @@ class Recorder:
                     self.log.append(events, snapshot=False)
         except QemuGone:
             why = "QEMU went away (the monitor closed)"
+        except VdecodeError:
+            if not stop():                      # a signal also reaches virsh: that is the stop
+                raise
+            why = stop() or ""
         return Outcome(taken, last, why, tuple(self.log.files()), self.log.rotations,
                        self.questions.release if self.questions else "")
