@@ -207,13 +207,25 @@ def test_the_log_holds_what_qemu_says_and_ends_whole_on_sigterm(qemu, tmp_path):
     assert proc.poll() is None                      # the recorder left QEMU running
     # QEMU, asked now on its other monitor, says what the log says (no driver: nothing moves)
     mon = Qmp(b)
+    dump = tmp_path / "dump.elf"
     try:
         newest = newest_exchanges([log])
         for command, reply in newest.values():
             now = mon.ask(command["execute"], **command.get("arguments", {}))
             assert now["return"] == reply["return"], command
+        # and with a dump of the VM, the log is read beside it as any earlier log
+        assert "return" in mon.ask("dump-guest-memory", paging=False, protocol=f"file:{dump}")
     finally:
         mon.close()
+    commands = [c for c, _ in newest.values() if c["execute"] != "x-query-virtio-status"]
+    lines = [json.dumps({"execute": "qmp_capabilities"}), *map(json.dumps, commands)]
+    run = subprocess.run([*VDECODE, "qmp", str(dump), "--log", str(log)],
+                         input="\n".join(lines) + "\n", capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "VDECODE_CACHE": str(tmp_path / "cache")})
+    assert run.returncode == 0, run.stderr
+    got = [json.loads(x) for x in run.stdout.splitlines()][2:]
+    # no driver ever ran: nothing moved between the log and the dump
+    assert got == [newest[json.dumps([c["execute"], c.get("arguments")])][1] for c in commands]
 
 
 FAKE_VIRSH = """#!{python}
@@ -483,7 +495,7 @@ def test_a_real_recording_reads_back_as_qemu_answered():
     assert max(used) > 1000                         # the disk loop moved its queue
     got, err = replay(files, [c for c, _ in newest.values()])
     assert got == [r for _, r in newest.values()]
-    assert "no dump: QEMU's state as of the log's last replies (2026-12-07 23:23:11 UTC)" in err
+    assert "no dump: QEMU's state as of the log's last replies (2026-12-07 23:30:04 UTC)" in err
     # an older snapshot's answer is not what a log-only monitor gives: the newest wins
     older = newest_exchanges(files[:1])
     moved = [k for k in older if older[k][1] != newest[k][1]]
