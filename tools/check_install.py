@@ -59,6 +59,8 @@ COMMANDS += [
     ("log", ["log", "{samples}/basic-early.jsonl"], None, []),
     ("log --json", ["log", "--json", "{samples}/basic-early.jsonl"], None, []),
     ("view --log", ["{samples}/basic-core.vdb", "--log", "{samples}/basic-early.jsonl"], None, []),
+    ("qmp --log (a log alone)", ["qmp", "--log", "{samples}/basic-early.jsonl"], QMP_SESSION, []),
+    ("record --help", ["record", "--help"], None, []),
 ]
 
 

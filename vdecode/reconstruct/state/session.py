@@ -294,8 +294,7 @@ def open_inputs(dumps: str | os.PathLike | tuple | list, logs: tuple | list = ()
     if not paths and knowledge is not None:
         # a log alone (vdecode record's rolling log after the VM is gone): QEMU's state as the
         # log's last replies give it; nothing reads guest RAM
-        dump = Dump(path="(no dump)", format="none", space=None,
-                    info={"log_only": True})
+        dump = Dump(path="(no dump)", format="none", space=None)
         return Inputs(dump, knowledge, tuple(used), tuple(warnings))
     dump = open_dumps([str(p) for p in paths], cache_dir=cache_dir, progress=progress,
                       binary=binary)
