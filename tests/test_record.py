@@ -40,6 +40,35 @@ def snapshots_in(path: Path) -> int:
     return sum(1 for r in records(path) if r["dir"] == "->" and r["msg"]["execute"] == "query-status")
 
 
+def test_a_rotating_file_is_never_missing(tmp_path):
+    # a reader polling FILE while the recorder rotates it always finds it (the rename-then-create
+    # rotation left a moment without it)
+    path = tmp_path / "r.jsonl"
+    log = RollingLog(str(path), max_size=2000, keep=1)
+    log.start([(1.0, "<-", {"QMP": {}})])
+    snap = [(2.0, "->", {"execute": "x", "id": i}) for i in range(10)]
+    done, misses = threading.Event(), []
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                misses.append(1)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for _ in range(3000):
+            log.append(snap, snapshot=True)
+    finally:
+        done.set()
+        t.join()
+        log.close()
+    assert misses == [] and log.rotations >= 1000
+    assert "QMP" in records(path)[0]["msg"] and not Path(f"{path}.new").exists()
+
+
 def assert_complete(path: Path) -> None:
     """Every command in the file has its reply, and the file ends with one."""
     recs = records(path)

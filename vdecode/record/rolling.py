@@ -50,9 +50,9 @@ class RollingLog:
         data = lines(records)
         if snapshot and self._size > len(self.header) and \
                 self._size + len(data) > self.per_file:
-            data = self.header + data          # the new file's header and first snapshot: one write
-            self._rotate()
-        self._write(data)
+            self._rotate(self.header + data)   # the new file's header and first snapshot
+        else:
+            self._write(data)
 
     def files(self) -> list[str]:
         """The files written, oldest first (as ``--log`` takes them)."""
@@ -69,13 +69,24 @@ class RollingLog:
             view = view[os.write(self._fd, view):]
         self._size += len(data)
 
-    def _rotate(self) -> None:
-        os.close(self._fd)
+    def _rotate(self, first: bytes) -> None:
+        """``FILE`` becomes ``FILE.1`` (and so on), and a new ``FILE`` holds ``first``. ``FILE``
+        is never missing: it is linked to ``FILE.1`` first, and the new one replaces it whole
+        (where the file system has no hard links, it is renamed: absent for a moment)."""
         for i in range(self.keep - 1, 0, -1):
             if os.path.exists(f"{self.path}.{i}"):
                 os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
         if self.keep:
-            os.replace(self.path, f"{self.path}.1")
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+            try:
+                os.link(self.path, f"{self.path}.1.new")
+                os.replace(f"{self.path}.1.new", f"{self.path}.1")
+            except OSError:
+                os.replace(self.path, f"{self.path}.1")
+        old = self._fd
+        tmp = f"{self.path}.new"
+        self._fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         self._size = 0
+        self._write(first)
+        os.replace(tmp, self.path)
+        os.close(old)
         self.rotations += 1
