@@ -7,7 +7,8 @@ Written in the captures' JSON-lines format (``{"t", "dir", "msg"}`` a line,
   complete snapshots (a QEMU killed mid-snapshot loses that snapshot, not the log's shape);
 * files rotate only between snapshots, and every file starts with the same header (QEMU's greeting
   and the ``query-version`` exchange), so each file alone names the release and holds at least one
-  complete snapshot; ``--log FILE.1 --log FILE`` (oldest first) reads the history across them.
+  complete snapshot; ``--log FILE.1 --log FILE`` (oldest first) reads the history across them;
+* ``FILE`` itself never goes missing (:meth:`RollingLog._rotate`).
 
 ``max_size`` bounds all the files together: each is rotated when the next snapshot would take it
 past ``max_size // (keep + 1)`` (one snapshot larger than that still gets a file of its own).
