@@ -39,7 +39,7 @@ LEGEND = {
 }
 
 
-@record(slots=True)
+@record
 class Descriptor:
     """One ``struct vring_desc`` of a chain (inside the indirect table for an indirect head).
 
@@ -64,7 +64,7 @@ class Descriptor:
                 "flags_names": list(self.flags_names)}
 
 
-@record(slots=True)
+@record
 class Preview:
     """A chain's buffers decoded by device type: ``kind`` (``blk``, ``net``, ``scsi``, ``console``,
     ``balloon``, ``rng``, ``net-ctrl``), a one-line ``summary`` and the decoded ``fields``
@@ -82,7 +82,7 @@ def _json(value: Any) -> Any:
     return None if value is None else value.to_json_obj()
 
 
-@record(slots=True)
+@record
 class Chain:
     """A pending (available, not taken) or in-flight (taken, not completed) descriptor chain.
 
@@ -119,7 +119,7 @@ class Chain:
                 "problems": list(self.problems), "preview": _json(self.preview)}
 
 
-@record(slots=True)
+@record
 class UsedEntry:
     """One of the last ``vring_used_elem``: ``id`` (a head) and ``len`` (bytes written); the
     ``preview`` is of the chain at ``id`` now (the driver may have reused its descriptors)."""
@@ -135,7 +135,7 @@ class UsedEntry:
                 "preview": _json(self.preview)}
 
 
-@record(slots=True)
+@record
 class Rings:
     """Guest-physical addresses of the three ring areas (packed: ``avail`` is the driver event
     area, ``used`` the device event area)."""
@@ -156,7 +156,7 @@ def _flag_names(flags: int | None, names: dict[int, str]) -> tuple[str, ...]:
     return tuple(name for bit, name in names.items() if (flags or 0) & bit)
 
 
-@record(slots=True)
+@record
 class Indices:
     """The ring's indices: the guest's (``avail->idx``, ``used->idx``, flags, event words; ``None``
     for a packed ring or an unread one) and QEMU's (``VirtQueue``'s counters)."""
@@ -192,7 +192,7 @@ class Indices:
                 "signalled_used_valid": self.signalled_used_valid}
 
 
-@record(slots=True)
+@record
 class Notification:
     """Whether the next kick (driver to device) and the next interrupt (device to driver) are due,
     as the ring's flags or event words say (virtio 1.2 2.7.7, 2.7.10, 2.8.10); ``text`` is
@@ -208,7 +208,7 @@ class Notification:
                 "next_interrupt": self.next_interrupt, "text": self.text}
 
 
-@record(slots=True)
+@record
 class PackedEvents:
     """A packed ring's event suppression areas, each ``(off_wrap, flags)`` (flags 0 ENABLE,
     1 DISABLE, 2 DESC), and how many descriptors of the pending elements could not be read."""
@@ -256,7 +256,7 @@ _DETAIL_PROVENANCE = ("last_avail_idx", "shadow_avail_idx", "used_idx", "inuse",
                       "rings")
 
 
-@record(slots=True)
+@record
 class Queue:
     """One virtqueue at the dump instant.
 
@@ -340,7 +340,7 @@ class Queue:
         return out
 
 
-@record(slots=True)
+@record
 class Device:
     """A virtio device as QEMU held it.
 
@@ -387,7 +387,7 @@ class Device:
                 "idle_queues_hidden": self.idle_queues_hidden}
 
 
-@record(slots=True)
+@record
 class ViewInput:
     """What the view was made from: the dump's file name and ``format``, the log's file name,
     where QEMU's state came from (``core``, ``log``, ``core+log``, ``none``), QEMU's release
@@ -406,7 +406,7 @@ class ViewInput:
                 "log_end": self.log_end}
 
 
-@record(slots=True)
+@record
 class Selection:
     """``--device`` and ``--queue`` resolved once against the machine's devices: the devices'
     QOM paths (every device when ``device`` is ``None``) and the queue index, checked to exist.
