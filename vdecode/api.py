@@ -242,7 +242,7 @@ class Machine:
         """The device ``which`` names, as ``--device`` takes it: a QOM path (with or without
         ``/virtio-backend``), a device name (``virtio-net``), an id (``"1"``) or a path component.
 
-        :raises UnsupportedInput: nothing matches, or several devices do (the message lists them).
+        :raises NotInInput: nothing matches, or several devices do (the message lists them).
         """
         path = self.select(which).paths[0]
         return next(d for d in self.devices if d.path == path)
@@ -250,7 +250,8 @@ class Machine:
     def queue(self, which: str, index: int) -> Queue:
         """One queue of one device, reading only that queue's rings and chains.
 
-        :raises UnsupportedInput: no such device (or an ambiguous name), or no such queue.
+        :raises NotInInput: no such device (or an ambiguous name).
+        :raises UnsupportedInput: the device has no such queue.
         """
         path = self.select(which).paths[0]
         devices, _ = self._devices({path}, index)
