@@ -22,7 +22,7 @@ from dataclasses import field
 from typing import Any
 
 from vdecode.errors import UnsupportedInput
-from vdecode.frozen import freeze_deep, record
+from vdecode.frozen import FrozenDict, freeze_deep, record
 from vdecode.virtio.layouts import VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY
 
 __all__ = ("SCHEMA_VERSION", "LEGEND", "Descriptor", "Preview", "Chain", "UsedEntry", "Rings",
@@ -30,13 +30,13 @@ __all__ = ("SCHEMA_VERSION", "LEGEND", "Descriptor", "Preview", "Chain", "UsedEn
            "Selection", "View", "Finding")
 
 SCHEMA_VERSION = 1
-LEGEND = {
+LEGEND = FrozenDict({
     "core": "read from QEMU's memory (process core)",
     "dump": "read from guest memory",
     "log": "from an earlier QMP reply (as of that reply)",
     "inferred": "inferred from the log and the rings",
     "carved": "found by carving guest RAM (the logged address held no ring)",
-}
+})
 
 
 @record
