@@ -40,7 +40,8 @@ RECORDS = [
     ("vdecode.space.ram_map", "RamMap"),
     *(("vdecode.reconstruct.postmortem.records", name) for name in (
         "Descriptor", "Preview", "Chain", "UsedEntry", "Rings", "Indices", "Notification",
-        "PackedEvents", "Queue", "Device", "ViewInput", "Selection", "View", "Finding")),
+        "PackedEvents", "Queue", "Device", "CarvedPacked", "CarvedQueue", "CarvedGroup",
+        "ViewInput", "Selection", "View", "Finding")),
 ]
 
 

@@ -17,7 +17,8 @@ __all__ = ("open", "VdecodeError", "InputError", "CorruptInput", "UnsupportedInp
 # the public API's names (docs/api.md), from vdecode.api
 _API = frozenset({"open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection",
                   "Device", "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain",
-                  "Descriptor", "Preview", "UsedEntry", "Finding"})
+                  "Descriptor", "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue",
+                  "CarvedPacked"})
 
 
 def __getattr__(name: str):

@@ -6,8 +6,9 @@ The machine is built by the same stages as ``vdecode DUMP`` and ``vdecode qmp``
 :func:`~vdecode.reconstruct.state.session.build_machine`); devices, queues, chains and findings
 are the post-mortem stage's own frozen records (:mod:`vdecode.reconstruct.postmortem.records`,
 re-exported here), as :mod:`~vdecode.reconstruct.postmortem.view_model` and
-:mod:`~vdecode.reconstruct.postmortem.findings` build them. ``machine.qmp(...)`` asks :func:`~vdecode.reconstruct.state.session.make_monitor`'s monitor,
-so its replies are ``vdecode qmp``'s, value for value.
+:mod:`~vdecode.reconstruct.postmortem.findings` build them. ``machine.qmp(...)`` asks
+:func:`~vdecode.reconstruct.state.session.make_monitor`'s monitor, so its replies are ``vdecode
+qmp``'s, value for value.
 
 Errors are :class:`~vdecode.errors.VdecodeError` and its subclasses (``docs`` of
 :mod:`vdecode.errors`); a QEMU error reply is a reply (``{"error": ...}``), not an exception.
@@ -23,13 +24,14 @@ from typing import Any
 
 from vdecode.errors import VdecodeError
 from vdecode.frozen import record
-from vdecode.reconstruct.postmortem.records import (Chain, Descriptor, Device, Finding, Indices,
+from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedPacked, CarvedQueue, Chain,
+                                                    Descriptor, Device, Finding, Indices,
                                                     Notification, PackedEvents, Preview, Queue,
                                                     Rings, Selection, UsedEntry, View, ViewInput)
 
 __all__ = ("open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection", "Device",
            "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain", "Descriptor",
-           "Preview", "UsedEntry", "Finding")
+           "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue", "CarvedPacked")
 
 @record
 class Report:

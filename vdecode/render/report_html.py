@@ -225,11 +225,11 @@ def render_report_html(report) -> str:
                             f"<div class=\"queue\">{ring_svg(q)}<div>{_indices(q)}</div></div>"
                             f"{_chains(q)}{_used(q)}")
     if view.carved:
-        rows = [f"<tr><td>{_e(g['kind'])}</td><td class=\"n\">{r['index']}</td><td class=\"n\">"
-                f"{r['size']}</td><td class=\"n\">{_num(r['desc'])}</td><td class=\"n\">"
-                f"{_num(r['avail_idx'])}</td><td class=\"n\">{_num(r['used_idx'])}</td>"
-                f"<td class=\"n\">{r['outstanding']}</td><td>{r['confidence']}</td></tr>"
-                for g in view.carved for r in g["rings"]]
+        rows = [f"<tr><td>{_e(g.kind)}</td><td class=\"n\">{r.index}</td><td class=\"n\">"
+                f"{r.size}</td><td class=\"n\">{_num(r.desc)}</td><td class=\"n\">"
+                f"{_num(r.avail_idx)}</td><td class=\"n\">{_num(r.used_idx)}</td>"
+                f"<td class=\"n\">{r.outstanding}</td><td>{r.confidence}</td></tr>"
+                for g in view.carved for r in g.rings]
         body.append("<h2 id=\"carved\">Rings carved from guest RAM</h2><table><tr><th>kind</th>"
                     "<th>index</th><th>size</th><th>desc</th><th>avail idx</th><th>used idx</th>"
                     "<th>outstanding</th><th>confidence</th></tr>" + "".join(rows) + "</table>")

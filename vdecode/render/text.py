@@ -25,7 +25,8 @@ from vdecode.render.wrapping import phrases, wrap_units
 if TYPE_CHECKING:                 # rich is imported when it draws: start-up time
     from rich.table import Table
 
-    from vdecode.reconstruct.postmortem.records import Chain, Device, Finding, Queue, View
+    from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedQueue, Chain, Device,
+                                                        Finding, Queue, View)
 
 __all__ = ("render_view_text", "progress_bar", "MARKERS", "CHAIN_LIMIT", "CHAIN_LINES",
            "fold_chains")
@@ -218,23 +219,23 @@ def _detail(k: Kit, view: View, qd: Queue, used: set[str], chain_limit: int | No
     k.print()
 
 
-def _carved(k: Kit, groups: tuple[dict, ...]) -> None:
+def _carved(k: Kit, groups: tuple[CarvedGroup, ...]) -> None:
     _para(k, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
              "RAM, grouped by the driver's device (avail/used are the guest's indices; "
              "outstanding = avail - used; a packed ring's are its event areas' offsets and wrap "
              "counters):", 0)
     k.print()
-    devices = [g for g in groups if not g.get("firmware")]
-    firmware = [g for g in groups if g.get("firmware")]
+    devices = [g for g in groups if not g.firmware]
+    firmware = [g for g in groups if g.firmware]
     for g in devices:
-        dev = f"driver device {g['driver_device']:#x}" if g["driver_device"] is not None else \
+        dev = f"driver device {g.driver_device:#x}" if g.driver_device is not None else \
             "no driver record"
-        k.print(k.Text(f"{g['kind'] or 'unknown device'}  ({dev})", style="bold"))
+        k.print(k.Text(f"{g.kind or 'unknown device'}  ({dev})", style="bold"))
         t = _table("q", "name", "size", "desc", "avail", "used", "out", "conf")
-        for r in g["rings"]:
-            t.add_row("?" if r["index"] is None else str(r["index"]), r["name"] or "",
-                      str(r["size"]), f"{r['desc']:#x}", *_carved_indices(r),
-                      str(r["outstanding"]), f"{r['confidence']:.2f}")
+        for r in g.rings:
+            t.add_row("?" if r.index is None else str(r.index), r.name or "",
+                      str(r.size), f"{r.desc:#x}", *_carved_indices(r),
+                      str(r.outstanding), f"{r.confidence:.2f}")
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
     if not groups:
         k.print("No rings found.")
@@ -245,14 +246,14 @@ def _carved(k: Kit, groups: tuple[dict, ...]) -> None:
                        style="bold"))
         t = _table("kind", "size", "desc", "avail", "used", "conf")
         for g in firmware:
-            for r in g["rings"]:
-                t.add_row(g["kind"] or "?", str(r["size"]), f"{r['desc']:#x}",
-                          *_carved_indices(r), f"{r['confidence']:.2f}")
+            for r in g.rings:
+                t.add_row(g.kind or "?", str(r.size), f"{r.desc:#x}",
+                          *_carved_indices(r), f"{r.confidence:.2f}")
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
         whys = []
         for g in firmware:
-            if g["firmware"] not in whys:
-                whys.append(g["firmware"])
+            if g.firmware not in whys:
+                whys.append(g.firmware)
         for why in whys:
             _lines(k, wrap_units(["why:", *(w + ";" for w in why[:-1]), why[-1]], k.width, 2, 4),
                    "dim")
@@ -260,13 +261,13 @@ def _carved(k: Kit, groups: tuple[dict, ...]) -> None:
         k.print()           # (a table ends with its own blank line; the reasons do not)
 
 
-def _carved_indices(r: dict) -> tuple[str, str]:
+def _carved_indices(r: CarvedQueue) -> tuple[str, str]:
     """A carved ring's avail and used cells: a split ring's indices, a packed ring's decoded
     positions (``71 wrap 1``: descriptor offset and wrap counter)."""
-    if r.get("packed"):
-        return (f"{r['avail_idx']} wrap {r['packed']['avail_wrap']}",
-                f"{r['used_idx']} wrap {r['packed']['used_wrap']}")
-    return str(r["avail_idx"]), str(r["used_idx"])
+    if r.packed:
+        return (f"{r.avail_idx} wrap {r.packed.avail_wrap}",
+                f"{r.used_idx} wrap {r.packed.used_wrap}")
+    return str(r.avail_idx), str(r.used_idx)
 
 
 def _findings(k: Kit, view: View) -> None:

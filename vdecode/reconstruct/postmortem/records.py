@@ -26,8 +26,8 @@ from vdecode.frozen import FrozenDict, freeze_deep, record
 from vdecode.virtio.layouts import VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_NOTIFY
 
 __all__ = ("SCHEMA_VERSION", "LEGEND", "Descriptor", "Preview", "Chain", "UsedEntry", "Rings",
-           "Indices", "Notification", "PackedEvents", "Queue", "Device", "ViewInput",
-           "Selection", "View", "Finding")
+           "Indices", "Notification", "PackedEvents", "Queue", "Device", "CarvedPacked",
+           "CarvedQueue", "CarvedGroup", "ViewInput", "Selection", "View", "Finding")
 
 SCHEMA_VERSION = 1
 LEGEND = FrozenDict({
@@ -388,6 +388,83 @@ class Device:
 
 
 @record
+class CarvedPacked:
+    """A carved packed ring's event areas decoded (virtio 1.2 2.8.10): the wrap counters of the
+    device's and the driver's positions, and the raw areas, each ``(off_wrap, flags)``."""
+
+    avail_wrap: int
+    used_wrap: int
+    driver_event: tuple[int, int]
+    device_event: tuple[int, int]
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"avail_wrap": self.avail_wrap, "used_wrap": self.used_wrap,
+                "driver_event": {"off_wrap": self.driver_event[0], "flags": self.driver_event[1]},
+                "device_event": {"off_wrap": self.device_event[0], "flags": self.device_event[1]}}
+
+
+@record
+class CarvedQueue:
+    """A queue's ring found by carving guest RAM (a
+    :class:`vdecode.virtio.carved_ring.CarvedRing` as the view shows it): nothing here is QEMU's
+    state, only what the guest's memory shows. A split ring's ``avail_idx``/``used_idx`` are its
+    16-bit indices and ``outstanding`` their difference; a packed ring's are its event areas'
+    descriptor offsets, ``outstanding`` the descriptors between them counted over laps,
+    ``packed`` the areas.
+
+    :param index: the queue's number, when the driver's records name it.
+    :param name: the driver's name for the queue (``req.0``), or ``None``.
+    :param confidence: 0..1, how sure the carver is (rounded to 3 places).
+    :param layout: ``split`` or ``packed``.
+    :param evidence: what the carver checked.
+    """
+
+    index: int | None
+    name: str | None
+    size: int
+    desc: int
+    avail: int
+    used: int
+    avail_flags: int
+    avail_idx: int
+    used_flags: int
+    used_idx: int
+    outstanding: int
+    packed: CarvedPacked | None
+    confidence: float
+    layout: str
+    evidence: tuple[str, ...]
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "size": self.size, "desc": self.desc,
+                "avail": self.avail, "used": self.used, "avail_flags": self.avail_flags,
+                "avail_idx": self.avail_idx, "used_flags": self.used_flags,
+                "used_idx": self.used_idx, "outstanding": self.outstanding,
+                "packed": _json(self.packed), "confidence": self.confidence,
+                "layout": self.layout, "evidence": list(self.evidence)}
+
+
+@record
+class CarvedGroup:
+    """Carved rings grouped by the driver's device: ``kind`` (likely device name or ``None``),
+    ``driver_device`` (the driver's ``struct virtio_device *``, or ``None``), ``reasons`` (why
+    they are grouped), ``firmware`` (``None``, or the evidence that these are rings the boot
+    firmware set up and abandoned, not a device's), ``rings``."""
+
+    kind: str | None
+    driver_device: int | None
+    reasons: tuple[str, ...]
+    firmware: tuple[str, ...] | None
+    rings: tuple[CarvedQueue, ...]
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"kind": self.kind, "driver_device": self.driver_device,
+                "reasons": list(self.reasons),
+                "firmware": None if self.firmware is None else list(self.firmware),
+                "rings": [r.to_json_obj() for r in self.rings]}
+
+
+@record
 class ViewInput:
     """What the view was made from: the dump's file name and ``format``, the log's file name,
     where QEMU's state came from (``core``, ``log``, ``core+log``, ``none``), QEMU's release
@@ -429,8 +506,8 @@ class View:
         ``devices``.
     :param findings: the findings about the selection, errors first.
     :param notes: how the state was derived, what could not be read.
-    :param carved: without log or core, the rings carved from guest RAM (plain values, as
-        ``docs/view-json.md`` **Carved group**), else ``None``.
+    :param carved: without log or core, the rings carved from guest RAM, grouped by device,
+        else ``None``.
     :param absent: what the input lacks (:class:`vdecode.space.absence.Absent`), or ``None``.
     :param selection: the selection, when ``--queue`` was given.
     """
@@ -440,7 +517,7 @@ class View:
     queue_detail: tuple[Queue, ...]
     findings: tuple[Finding, ...]
     notes: tuple[str, ...]
-    carved: tuple[Mapping[str, Any], ...] | None
+    carved: tuple[CarvedGroup, ...] | None
     absent: Any = None
     selection: Selection | None = None
 
@@ -460,7 +537,7 @@ class View:
             "queue_detail": [q.detail_json() for q in self.queue_detail],
             "findings": [finding_json(f) for f in self.findings],
             "notes": list(self.notes),
-            "carved": None if self.carved is None else list(self.carved),
+            "carved": None if self.carved is None else [g.to_json_obj() for g in self.carved],
         })
         if self.selection is not None:
             out["selection"] = {"device": self.selection.device, "queue": self.selection.queue}

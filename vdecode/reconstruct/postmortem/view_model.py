@@ -24,7 +24,8 @@ from vdecode.errors import MissingData, NotInInput
 from vdecode.frozen import FrozenDict, freeze_deep
 from vdecode.profiles import Profile
 from vdecode.reconstruct.postmortem.findings import Finding
-from vdecode.reconstruct.postmortem.records import (LEGEND, SCHEMA_VERSION, Chain, Descriptor,
+from vdecode.reconstruct.postmortem.records import (LEGEND, SCHEMA_VERSION, CarvedGroup,
+                                                    CarvedPacked, CarvedQueue, Chain, Descriptor,
                                                     Device, Indices, Notification, PackedEvents,
                                                     Preview, Queue, Rings, Selection, UsedEntry,
                                                     View, ViewInput)
@@ -359,39 +360,31 @@ def walk_elements_safe(space, ring: SplitRing, heads: list[int]) -> list:
         return out
 
 
-def carved_view(groups: list) -> list[dict[str, Any]]:
+def carved_view(groups: list) -> tuple[CarvedGroup, ...]:
     """Rings carved from guest RAM without a log or core (``rings.kinds.DeviceGroup`` list), as
-    plain values: nothing here is QEMU's state, only what the guest's memory shows."""
-    out = []
-    for g in groups:
-        out.append({"kind": g.kind, "driver_device": g.device_va, "reasons": list(g.reasons),
-                    "firmware": None if g.firmware is None else list(g.firmware),
-                    "rings": [_carved_ring(r) for r in g.rings]})
-    return out
+    records: nothing here is QEMU's state, only what the guest's memory shows."""
+    return tuple(CarvedGroup(g.kind, g.device_va, tuple(g.reasons),
+                             None if g.firmware is None else tuple(g.firmware),
+                             tuple(_carved_ring(r) for r in g.rings)) for g in groups)
 
 
-def _carved_ring(r) -> dict[str, Any]:
-    """One carved ring as plain values. A split ring's ``avail_idx``/``used_idx`` are its 16-bit
-    indices; a packed ring has none: ``packed`` gives its event suppression areas decoded (virtio
-    1.2 2.8.10: ``off_wrap`` is a descriptor offset and a wrap counter; the device's area holds
-    where QEMU next expects an available descriptor, the driver's where the driver next expects
-    a used one), ``avail_idx``/``used_idx`` those offsets and ``outstanding`` the descriptors
-    between them, counted over laps by the wrap counters."""
+def _carved_ring(r) -> CarvedQueue:
+    """One carved ring. A packed ring has no indices: its event suppression areas decoded
+    (virtio 1.2 2.8.10: ``off_wrap`` is a descriptor offset and a wrap counter; the device's area
+    holds where QEMU next expects an available descriptor, the driver's where the driver next
+    expects a used one) give ``avail_idx``/``used_idx`` those offsets and ``outstanding`` the
+    descriptors between them, counted over laps by the wrap counters."""
     from vdecode.virtio.carved_ring import packed_outstanding, packed_position
-    row = {"index": r.index, "name": r.name, "size": r.num, "desc": r.desc, "avail": r.avail,
-           "used": r.used, "avail_flags": r.avail_flags, "avail_idx": r.avail_idx,
-           "used_flags": r.used_flags, "used_idx": r.used_idx,
-           "outstanding": (r.avail_idx - r.used_idx) % 0x10000, "packed": None}
+    avail_idx, used_idx = r.avail_idx, r.used_idx
+    outstanding, packed = (r.avail_idx - r.used_idx) % 0x10000, None
     if r.layout == "packed":
         # the carver keeps the driver area's (flags, off_wrap) in avail_*, the device's in used_*
-        (di, dw), (ui, uw) = packed_position(r.used_idx), packed_position(r.avail_idx)
-        row.update(avail_idx=di, used_idx=ui,
-                   outstanding=packed_outstanding(r.used_idx, r.avail_idx, r.num),
-                   packed={"avail_wrap": dw, "used_wrap": uw,
-                           "driver_event": {"off_wrap": r.avail_idx, "flags": r.avail_flags},
-                           "device_event": {"off_wrap": r.used_idx, "flags": r.used_flags}})
-    row.update(confidence=round(r.confidence, 3), layout=r.layout, evidence=list(r.evidence))
-    return row
+        (avail_idx, dw), (used_idx, uw) = packed_position(r.used_idx), packed_position(r.avail_idx)
+        outstanding = packed_outstanding(r.used_idx, r.avail_idx, r.num)
+        packed = CarvedPacked(dw, uw, (r.avail_idx, r.avail_flags), (r.used_idx, r.used_flags))
+    return CarvedQueue(r.index, r.name, r.num, r.desc, r.avail, r.used, r.avail_flags, avail_idx,
+                      r.used_flags, used_idx, outstanding, packed, round(r.confidence, 3),
+                      r.layout, tuple(r.evidence))
 
 
 def _base(state) -> str:
@@ -484,6 +477,6 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         tuple(out), tuple(detailed),
         tuple(f for f in findings
               if f.device in paths and (queue is None or f.queue is None or f.queue == queue)),
-        tuple(notes), None if carved is None else tuple(freeze_deep(carved_view(carved))),
+        tuple(notes), None if carved is None else carved_view(carved),
         absent, None if queue is None else Selection(device, queue,
                                                      tuple(d.canonical_path for d in devices)))
