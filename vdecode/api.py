@@ -24,6 +24,7 @@ from typing import Any
 
 from vdecode.errors import VdecodeError
 from vdecode.frozen import record
+# the post-mortem stage's own records, handed out as they are (the public names of docs/api.md)
 from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedPacked, CarvedQueue, Chain,
                                                     Descriptor, Device, Finding, Indices,
                                                     Notification, PackedEvents, Preview, Queue,
@@ -32,6 +33,7 @@ from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedPacked, C
 __all__ = ("open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection", "Device",
            "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain", "Descriptor",
            "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue", "CarvedPacked")
+
 
 @record
 class Report:
