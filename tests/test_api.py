@@ -227,3 +227,34 @@ def test_open_takes_qemu_as_the_cli_does():
         assert m.profile.warning.startswith("--qemu 10.0 ignored: the QMP log's greeting")
     with vdecode.open(ROOT / "samples" / "mixed-elf-early.vdb") as m:
         assert m.profile.warning is None
+
+
+def test_the_api_hands_out_the_stage_records():
+    """``vdecode.Queue`` is the post-mortem stage's own record: a view read with ``--all`` holds
+    the very values ``machine.queue`` gives (no second copy made for the API), its JSON is that
+    record's, and nothing inside can be changed."""
+    import vdecode.api
+    from vdecode.reconstruct.postmortem import records
+
+    assert set(vdecode.api.__all__) == vdecode._API
+    with vdecode.open(ROOT / "samples" / "basic-core.vdb") as m:
+        view = m.view("virtio-net", 0, show_all=True)
+        (q,) = view.queue_detail
+        assert type(q) is records.Queue is vdecode.Queue and view.devices[0].queues == (q,)
+        assert q == m.queue("virtio-net", 0) == m.device("virtio-net").queue(0)
+        assert q.detailed and len(q.chains) == q.pending == 249
+        doc = json.loads(view.to_json())
+        assert doc["queue_detail"] == [q.detail_json()]
+        assert doc["devices"][0]["queues"] == [q.row_json()]
+        assert doc["findings"] == [records.finding_json(f) for f in view.findings]
+        # a narrower view (the last 8 used entries) is another value of the same type
+        assert len(m.view("virtio-net", 0).queue_detail[0].used_entries) <= 8
+        with pytest.raises(TypeError):
+            q.provenance["size"] = "log"
+        with pytest.raises(TypeError):
+            q.chains[0].preview.fields["len"] = 0
+        f = m.findings[0]
+        with pytest.raises(TypeError):
+            f.evidence["used_idx"] = 0
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            view.devices = ()

@@ -93,3 +93,20 @@ def test_cache_dir_help_says_what_the_docs_say():
     helps = {f"{name}": " ".join(p.help.split()) for g in groups for name, cmd in g.commands.items()
              for p in getattr(cmd, "params", []) if "--cache-dir" in getattr(p, "opts", ())}
     assert len(helps) >= 7 and all(chain in h for h in helps.values()), helps
+
+
+def test_the_api_page_script_prints_what_the_page_shows():
+    """docs/api.md's worked example (a ```python block, then "prints" and a ```text block) run
+    as a reader would run it, from the repository's root with this vdecode first on PATH."""
+    import os
+    import subprocess
+
+    page = (REPO / "docs" / "api.md").read_text()
+    found = re.search(r"```python\n(.*?)```\n\nprints\n\n```text\n(.*?)```\n", page, re.S)
+    assert found, "docs/api.md: no ```python example followed by its output"
+    script, shown = found.groups()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    got = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == shown, "docs/api.md: the worked example prints something else now"

@@ -38,6 +38,10 @@ RECORDS = [
     ("vdecode.reconstruct.qmp.monitor", "Effect"),
     ("vdecode.reconstruct.state.instant", "QueueMove"),
     ("vdecode.space.ram_map", "RamMap"),
+    *(("vdecode.reconstruct.postmortem.records", name) for name in (
+        "Descriptor", "Preview", "Chain", "UsedEntry", "Rings", "Indices", "Notification",
+        "PackedEvents", "Queue", "Device", "CarvedPacked", "CarvedQueue", "CarvedGroup",
+        "ViewInput", "Selection", "View", "Finding")),
 ]
 
 

@@ -24,6 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
+# inputs are read from the checkout, the samples as the recorded fixtures: the wheel ships neither
+# (its package data is formats/ only), and what is checked is the installed code reading them
+DATA = ROOT / "tests" / "data"
 
 QMP_SESSION = "\n".join([
     '{"execute": "qmp_capabilities"}',
@@ -36,7 +39,8 @@ QMP_SESSION = "\n".join([
     '{"execute": "query-version", "id": 7}',
 ]) + "\n"
 
-# (name, argv after "vdecode" with {samples}/{out} placeholders, stdin, files the command writes)
+# (name, argv after "vdecode" with {samples}/{data}/{out} placeholders, stdin, files the command
+# writes)
 COMMANDS: list[tuple[str, list[str], str | None, list[str]]] = [
     ("help", ["--help"], None, []),
     ("version", ["--version"], None, []),
@@ -54,6 +58,9 @@ for _vdb in ("basic-core.vdb", "mixed-elf-early.vdb"):
         (f"qmp {_vdb}", ["qmp", _s], QMP_SESSION, []),
         (f"bundle {_vdb}", ["bundle", _s, "-o", "{out}/re.vdb"], None, ["re.vdb"]),
         (f"info of the re-bundled {_vdb}", ["info", "{out}/re.vdb"], None, []),
+        (f"report {_vdb}", ["report", _s, "-o", "{out}/r.html"], None, ["r.html"]),
+        (f"report --svg {_vdb}", ["report", _s, "--device", "virtio-net", "--queue", "0",
+                                  "--svg", "{out}/q0.svg"], None, ["q0.svg"]),
     ]
 COMMANDS += [
     ("log", ["log", "{samples}/basic-early.jsonl"], None, []),
@@ -61,6 +68,14 @@ COMMANDS += [
     ("view --log", ["{samples}/basic-core.vdb", "--log", "{samples}/basic-early.jsonl"], None, []),
     ("qmp --log (a log alone)", ["qmp", "--log", "{samples}/basic-early.jsonl"], QMP_SESSION, []),
     ("record --help", ["record", "--help"], None, []),
+    # a QEMU trace (compressed: read as a stream, not cached)
+    ("trace", ["trace", "{data}/traces/tracereset.log.zst"], None, []),
+    ("trace --json", ["trace", "--json", "{data}/traces/tracereset.log.zst"], None, []),
+    # a compressed bundle is decompressed into the cache, which then lists it ("just now": the
+    # install's own info has just used it)
+    ("info of a compressed bundle", ["info", "{data}/captures/devices/qemu-core+none.vdb.zst"],
+     None, []),
+    ("cache list", ["cache", "list"], None, []),
 ]
 
 
@@ -85,7 +100,7 @@ def outcomes(vdecode: Path, work: Path) -> dict[str, tuple[int, bytes, dict[str,
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir()
     for name, argv, stdin, files in COMMANDS:
-        args = [a.format(samples=SAMPLES, out=scratch) for a in argv]
+        args = [a.format(samples=SAMPLES, data=DATA, out=scratch) for a in argv]
         # SOURCE_DATE_EPOCH fixes a bundle's "created" stamp, so two installs write the same bytes
         r = run([str(vdecode), *args], input=stdin.encode() if stdin else None, cwd=work,
                 env={"PATH": "/usr/bin:/bin", "HOME": str(work), "VDECODE_CACHE": str(work / "cache"),

@@ -14,10 +14,17 @@ __all__ = ("open", "VdecodeError", "InputError", "CorruptInput", "UnsupportedInp
            "MissingData", "RingError", "QmpLogError", "OutputError", "SetupError")
 
 
+# the public API's names (docs/api.md), from vdecode.api
+_API = frozenset({"open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection",
+                  "Device", "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain",
+                  "Descriptor", "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue",
+                  "CarvedPacked"})
+
+
 def __getattr__(name: str):
-    """``vdecode.open`` (``docs/api.md``), imported when first used so that the command line,
-    which does not need it, starts without it (PEP 562)."""
-    if name == "open":
-        from vdecode.api import open
-        return open
+    """``vdecode.open``, ``vdecode.Queue``... (``docs/api.md``), imported when first used so that
+    the command line, which does not need them, starts without them (PEP 562)."""
+    if name in _API:
+        import vdecode.api
+        return getattr(vdecode.api, name)
     raise AttributeError(f"module 'vdecode' has no attribute {name!r}")

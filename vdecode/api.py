@@ -3,10 +3,12 @@ dump instant, for a notebook or a drgn/crash-style script (``docs/api.md``).
 
 The machine is built by the same stages as ``vdecode DUMP`` and ``vdecode qmp``
 (:func:`~vdecode.sources.qmp_log.read_qmp_log`, :func:`~vdecode.space.open.open_dump`,
-:func:`~vdecode.reconstruct.state.session.build_machine`); queues, chains and findings are the view's
-(:mod:`vdecode.reconstruct.postmortem.findings`, :mod:`vdecode.reconstruct.postmortem.view_model`), turned into frozen
-dataclasses. ``machine.qmp(...)`` asks :func:`~vdecode.reconstruct.state.session.make_monitor`'s monitor,
-so its replies are ``vdecode qmp``'s, value for value.
+:func:`~vdecode.reconstruct.state.session.build_machine`); devices, queues, chains and findings
+are the post-mortem stage's own frozen records (:mod:`vdecode.reconstruct.postmortem.records`,
+re-exported here), as :mod:`~vdecode.reconstruct.postmortem.view_model` and
+:mod:`~vdecode.reconstruct.postmortem.findings` build them. ``machine.qmp(...)`` asks
+:func:`~vdecode.reconstruct.state.session.make_monitor`'s monitor, so its replies are ``vdecode
+qmp``'s, value for value.
 
 Errors are :class:`~vdecode.errors.VdecodeError` and its subclasses (``docs`` of
 :mod:`vdecode.errors`); a QEMU error reply is a reply (``{"error": ...}``), not an exception.
@@ -18,233 +20,19 @@ import json
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from types import MappingProxyType
 from typing import Any
 
-from vdecode.errors import UnsupportedInput, VdecodeError
+from vdecode.errors import VdecodeError
 from vdecode.frozen import record
+# the post-mortem stage's own records, handed out as they are (the public names of docs/api.md)
+from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedPacked, CarvedQueue, Chain,
+                                                    Descriptor, Device, Finding, Indices,
+                                                    Notification, PackedEvents, Preview, Queue,
+                                                    Rings, Selection, UsedEntry, View, ViewInput)
 
-__all__ = ("open", "Machine", "View", "Report", "Selection", "Device", "Queue", "Rings", "Indices", "Chain", "Descriptor",
-           "Preview", "UsedEntry", "Finding")
-
-@record(slots=True)
-class Descriptor:
-    """One ``struct vring_desc`` of a chain (inside the indirect table for an indirect head).
-
-    :param index: its number in the descriptor table (or the indirect table).
-    :param addr: ``addr``, a guest-physical address.
-    :param flags_names: ``("next", "write")``: ``VRING_DESC_F_*`` without the prefix.
-    """
-
-    index: int
-    addr: int
-    len: int
-    flags: int
-    flags_names: tuple[str, ...]
-
-    @property
-    def write(self) -> bool:
-        """Device-writable (``VRING_DESC_F_WRITE``)."""
-        return "write" in self.flags_names
-
-
-@record(slots=True)
-class Preview:
-    """A chain's buffers decoded by device type: ``kind`` (``blk``, ``net``, ``scsi``, ``console``,
-    ``balloon``, ``rng``, ``net-ctrl``), a one-line ``summary`` and the decoded ``fields``."""
-
-    kind: str
-    summary: str
-    fields: Mapping[str, Any]
-
-
-@record(slots=True)
-class Chain:
-    """A pending (available, not taken) or in-flight (taken, not completed) descriptor chain.
-
-    :param avail_idx: the free-running avail index it was published at (``None``: packed ring).
-    :param slot: ``avail_idx % size`` (packed: the first descriptor's slot).
-    :param head: the head descriptor (packed: the buffer id).
-    :param indirect: ``(addr, len)`` of the indirect table, or ``None``.
-    :param problems: what the spec forbids or QEMU rejects (``"loop"``, ``"zero_len"``...).
-    """
-
-    state: str
-    avail_idx: int | None
-    slot: int
-    head: int
-    indirect: tuple[int, int] | None
-    descriptors: tuple[Descriptor, ...]
-    bytes_out: int
-    bytes_in: int
-    problems: tuple[str, ...]
-    preview: Preview | None
-
-
-@record(slots=True)
-class UsedEntry:
-    """One of the last ``vring_used_elem``: ``id`` (a head) and ``len`` (bytes written)."""
-
-    used_idx: int
-    slot: int
-    id: int
-    len: int
-    preview: Preview | None
-
-
-@record(slots=True)
-class Rings:
-    """Guest-physical addresses of the three ring areas (packed: ``avail`` is the driver event
-    area, ``used`` the device event area)."""
-
-    desc: int | None
-    avail: int | None
-    used: int | None
-
-
-@record(slots=True)
-class Indices:
-    """The ring's indices: the guest's (``avail->idx``, ``used->idx``, flags, event words; ``None``
-    for a packed ring or an unread one) and QEMU's (``VirtQueue``'s counters)."""
-
-    avail_idx: int | None
-    avail_flags: int | None
-    used_event: int | None
-    guest_used_idx: int | None
-    used_flags: int | None
-    avail_event: int | None
-    last_avail_idx: int | None
-    shadow_avail_idx: int | None
-    used_idx: int | None
-    inuse: int | None
-    signalled_used: int | None
-    signalled_used_valid: bool | None
-
-
-@record(slots=True)
-class Finding:
-    """What is wrong (or worth knowing), as in ``docs/view.md``: ``severity`` (``error``,
-    ``warning``, ``info``, or ``unknown`` when the bytes it needs are absent from the input),
-    ``code``, ``device`` (path), ``queue`` (or ``None``), ``title``, ``evidence``, ``rule``,
-    ``qemu``."""
-
-    severity: str
-    code: str
-    device: str
-    queue: int | None
-    title: str
-    evidence: Mapping[str, Any]
-    rule: str
-    qemu: str
-
-
-@record(slots=True)
-class Queue:
-    """One virtqueue at the dump instant.
-
-    :param pending: avail entries not taken yet (``avail_idx - last_avail_idx``).
-    :param inflight: QEMU's ``inuse``.
-    :param health: ``ok``, or the worst finding's short word (``stalled``, ``corrupt``...).
-    :param chains: every pending and in-flight chain, in avail order.
-    :param used_entries: the last used entries (up to the ring size).
-    :param ring_error: why the ring could not be read, or ``None``.
-    :param provenance: where each QEMU value came from: ``core``, ``log``, ``inferred``, ...
-    """
-
-    device: str
-    index: int
-    size: int | None
-    packed: bool
-    rings: Rings
-    indices: Indices
-    pending: int | None
-    inflight: int | None
-    health: str
-    chains: tuple[Chain, ...]
-    used_entries: tuple[UsedEntry, ...]
-    ring_error: str | None
-    provenance: Mapping[str, str]
-
-
-@record(slots=True)
-class Device:
-    """A virtio device as QEMU held it.
-
-    :param path: QOM canonical path (``.../virtio-backend``), what QMP's ``path`` takes.
-    :param name: QEMU's name (``virtio-net``).
-    :param status: the status byte, ``status_flags`` its names (``DRIVER_OK``...).
-    :param features: the negotiated features, short names (``EVENT_IDX``), unknown bits as hex.
-    :param queues: every queue QEMU set up, by index.
-    """
-
-    path: str
-    name: str | None
-    device_id: int | None
-    status: int | None
-    status_flags: tuple[str, ...]
-    features: tuple[str, ...] | None
-    guest_features: int | None
-    vhost: bool | None
-    broken: bool | None
-    queues: tuple[Queue, ...]
-
-    def queue(self, index: int) -> Queue:
-        """The queue numbered ``index``.
-
-        :raises UnsupportedInput: the device has no such queue.
-        """
-        for q in self.queues:
-            if q.index == index:
-                return q
-        raise UnsupportedInput(self.path, f"no queue {index} (queues: "
-                                          f"{', '.join(str(q.index) for q in self.queues) or 'none'})")
-
-
-def _preview(p: dict | None) -> Preview | None:
-    return None if p is None else Preview(p["kind"], p["summary"], MappingProxyType(dict(p["fields"])))
-
-
-def _chain(c: dict) -> Chain:
-    ind = c["indirect"]
-    return Chain(c["state"], c["avail_idx"], c["slot"], c["head"],
-                 None if ind is None else (ind["addr"], ind["len"]),
-                 tuple(Descriptor(d["index"], d["addr"], d["len"], d["flags"], tuple(d["flags_names"]))
-                       for d in c["descs"]),
-                 c["bytes_out"], c["bytes_in"], tuple(c["problems"]), _preview(c["preview"]))
-
-
-def _queue(path: str, row: dict, detail: dict | None) -> Queue:
-    d = detail or {}
-    avail, used, qemu = d.get("avail") or {}, d.get("used") or {}, d.get("qemu") or {}
-    rings = d.get("rings") or {}
-    return Queue(
-        device=path, index=row["index"], size=row["size"], packed=row["packed"],
-        rings=Rings(rings.get("desc"), rings.get("avail"), rings.get("used")),
-        indices=Indices(avail.get("idx"), avail.get("flags"), avail.get("used_event"),
-                        used.get("idx"), used.get("flags"), used.get("avail_event"),
-                        qemu.get("last_avail_idx", row["last_avail_idx"]),
-                        qemu.get("shadow_avail_idx"), qemu.get("used_idx", row["used_idx"]),
-                        qemu.get("inuse", row["inflight"]), qemu.get("signalled_used"),
-                        qemu.get("signalled_used_valid")),
-        pending=row["pending"], inflight=row["inflight"], health=row["health"],
-        chains=tuple(_chain(c) for c in d.get("chains", ())),
-        used_entries=tuple(UsedEntry(e["used_idx"], e["slot"], e["id"], e["len"],
-                                     _preview(e["preview"])) for e in d.get("used_entries", ())),
-        ring_error=row["ring_error"], provenance=MappingProxyType(dict(row["provenance"])))
-
-
-@record
-class View:
-    """The post-mortem view (``docs/view-json.md``) as one frozen value: ``data`` is the JSON
-    document's objects and arrays, immutable; :meth:`to_json` is what ``vdecode DUMP --json``
-    prints for the same selection, byte for byte."""
-
-    data: Mapping[str, Any]
-
-    def to_json(self) -> str:
-        """The JSON text, newline-terminated, as ``vdecode DUMP --json`` writes it."""
-        from vdecode.render.view_json import render_view_json
-        return render_view_json(self.data)
+__all__ = ("open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection", "Device",
+           "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain", "Descriptor",
+           "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue", "CarvedPacked")
 
 
 @record
@@ -254,19 +42,6 @@ class Report:
 
     view: View
     qmp: tuple[tuple[str, Mapping[str, Any], Mapping[str, Any]], ...]
-
-
-@record
-class Selection:
-    """``--device`` and ``--queue`` resolved once against the machine's devices: the devices'
-    QOM paths (every device when ``device`` is ``None``) and the queue index, checked to exist.
-
-    :param device: the text the user gave (kept for the view's ``selection`` member).
-    """
-
-    device: str | None
-    queue: int | None
-    paths: tuple[str, ...]
 
 
 class Machine:
@@ -388,7 +163,6 @@ class Machine:
             for ``queue`` (the report draws each one).
         :raises NotInInput: as :meth:`select`.
         """
-        from vdecode.frozen import freeze_deep
         from vdecode.reconstruct.postmortem.findings import utc_text
         from vdecode.reconstruct.postmortem.view_model import build_view
 
@@ -396,14 +170,13 @@ class Machine:
         findings, walks = self._found(frozenset(sel.paths), queue)
         carved = self.carved
         s = self._session
-        view = build_view(self._machine, self._profile, findings, walks,
+        return build_view(self._machine, self._profile, findings, walks,
                           dump_path=" + ".join(self._paths), dump_format=self._dump.format,
                           log_path=self._logs[-1] if self._logs else None, device=device,
                           queue=queue, show_all=show_all,
                           notes=list(s.notes) if carved is None else [],
                           carved=carved, log_end=utc_text(s.log_end), absent=self._dump.absent,
                           details=details)
-        return View(freeze_deep(view))
 
     def report(self, device: str | None = None, queue: int | None = None) -> Report:
         """What ``vdecode report`` draws: the view with every selected queue's detail (every
@@ -428,10 +201,10 @@ class Machine:
                 reply = json.loads(encode(mon.handle(request)))
                 replies.append((command, freeze_deep(args), freeze_deep(reply)))
             ask("x-query-virtio")
-            for dev in view.data["devices"]:
-                ask("x-query-virtio-status", path=dev["path"])
-            for d in view.data["queue_detail"]:
-                ask("x-query-virtio-queue-status", path=d["device"], queue=d["index"])
+            for dev in view.devices:
+                ask("x-query-virtio-status", path=dev.path)
+            for q in view.queue_detail:
+                ask("x-query-virtio-queue-status", path=q.device, queue=q.index)
         return Report(view, tuple(replies))
 
     @property
@@ -441,30 +214,14 @@ class Machine:
         what a bundle's ``VDB_FINDINGS`` holds."""
         return tuple(self._found(None, None)[0])
 
-    # -- the view's data as records -------------------------------------------------------------
+    # -- the devices as records -----------------------------------------------------------------
     def _devices(self, paths: set[str] | None, queue: int | None
                  ) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
-        from vdecode.reconstruct.postmortem.view_model import device_view, queue_view
+        from vdecode.reconstruct.postmortem.view_model import device_records
 
         found, walks = self._found(None if paths is None else frozenset(paths), queue)
-        out = []
-        for dev in self._machine.state.devices:
-            if paths is not None and dev.canonical_path not in paths:
-                continue
-            info = device_view(self._profile, self._machine.state, dev)
-            queues = []
-            for qi, q in sorted(dev.queues.items()):
-                if queue is not None and qi != queue:
-                    continue
-                row, detail = queue_view(self._machine, self._profile, dev, q, found, walks)
-                queues.append(_queue(dev.canonical_path, row, detail))
-            out.append(Device(dev.canonical_path, dev.name, dev.device_id, info["status"]["value"],
-                              tuple(info["status"]["flags"]),
-                              None if info["features"] is None else tuple(info["features"]),
-                              dev.guest_features, dev.vhost_started, dev.broken, tuple(queues)))
-        findings = tuple(Finding(f.severity, f.code, f.device, f.queue, f.title,
-                                 MappingProxyType(dict(f.evidence)), f.rule, f.qemu) for f in found)
-        return tuple(out), findings
+        return (device_records(self._machine, self._profile, found, walks, paths, queue),
+                tuple(found))
 
     @cached_property
     def _everything(self) -> tuple[tuple[Device, ...], tuple[Finding, ...]]:
@@ -489,7 +246,7 @@ class Machine:
         """The device ``which`` names, as ``--device`` takes it: a QOM path (with or without
         ``/virtio-backend``), a device name (``virtio-net``), an id (``"1"``) or a path component.
 
-        :raises UnsupportedInput: nothing matches, or several devices do (the message lists them).
+        :raises NotInInput: nothing matches, or several devices do (the message lists them).
         """
         path = self.select(which).paths[0]
         return next(d for d in self.devices if d.path == path)
@@ -497,7 +254,8 @@ class Machine:
     def queue(self, which: str, index: int) -> Queue:
         """One queue of one device, reading only that queue's rings and chains.
 
-        :raises UnsupportedInput: no such device (or an ambiguous name), or no such queue.
+        :raises NotInInput: no such device (or an ambiguous name).
+        :raises UnsupportedInput: the device has no such queue.
         """
         path = self.select(which).paths[0]
         devices, _ = self._devices({path}, index)

@@ -515,7 +515,7 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
     else:
         tty = sys.stdout.isatty()
         width = _terminal_width(80) if tty else 80
-        click.echo(render_view_text(view.data, width=max(40, width), color=tty,
+        click.echo(render_view_text(view, width=max(40, width), color=tty,
                                     compact=not verbose, show_all=show_all), nl=False)
 
 
@@ -608,16 +608,16 @@ def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                                           f"({'; '.join(held)}): choose one with --device")
         report = machine.report(device, queue)
     if svg_path is not None:
-        details = report.view.data["queue_detail"]
+        (first, *_) = report.view.queue_detail
         _write_text(svg_path, "the picture", '<?xml version="1.0" encoding="UTF-8"?>\n'
-                    + ring_svg(details[0], standalone=True))
-        click.echo(f"{svg_path}: queue {queue} of {details[0]['device']}")
+                    + ring_svg(first, standalone=True))
+        click.echo(f"{svg_path}: queue {queue} of {first.device}")
     if output is not None:
         page = render_report_html(report)
         _write_text(output, "the report", page)
         rings = page.count('<svg class="ring"')
         click.echo(f"{output}: {len(page.encode())} bytes, {rings} ring picture(s), "
-                   f"{len(report.view.data['findings'])} finding(s)")
+                   f"{len(report.view.findings)} finding(s)")
 
 
 @cli.command("triage")

@@ -60,14 +60,14 @@ def test_evidence_decides():
 def test_packed_ring_shows_decoded_offsets_and_wrap():
     # the carver keeps the event areas' off_wrap: 0x8047 is offset 71 on a lap with wrap 1
     r = ring(0x294F000, layout="packed", avail_idx=0x8047, used_idx=0x8047)
-    (row,) = carved_view([DeviceGroup("virtio-blk", 1, [r])])[0]["rings"]
-    assert (row["avail_idx"], row["used_idx"], row["outstanding"]) == (71, 71, 0)
-    assert row["packed"]["avail_wrap"] == row["packed"]["used_wrap"] == 1
-    assert row["packed"]["driver_event"]["off_wrap"] == 0x8047
+    (row,) = carved_view([DeviceGroup("virtio-blk", 1, [r])])[0].rings
+    assert (row.avail_idx, row.used_idx, row.outstanding) == (71, 71, 0)
+    assert row.packed.avail_wrap == row.packed.used_wrap == 1
+    assert row.to_json_obj()["packed"]["driver_event"]["off_wrap"] == 0x8047
     # the device area 3 into the next lap (wrap 0), the driver's at 250 of the lap before
     r = ring(0x294F000, layout="packed", avail_idx=0x8000 | 250, used_idx=3)
-    (row,) = carved_view([DeviceGroup("virtio-blk", 1, [r])])[0]["rings"]
-    assert (row["avail_idx"], row["used_idx"], row["outstanding"]) == (3, 250, 9)
+    (row,) = carved_view([DeviceGroup("virtio-blk", 1, [r])])[0].rings
+    assert (row.avail_idx, row.used_idx, row.outstanding) == (3, 250, 9)
 
 
 def test_real_dumps_without_a_log(captures):

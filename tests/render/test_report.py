@@ -90,7 +90,7 @@ def test_report_of_the_sample_is_one_self_contained_page(tmp_path):
     with vdecode.open(SAMPLES / "basic-core.vdb") as m:
         report = m.report()
         sized = sum(len([q for q in d.queues if q.size]) for d in m.devices)
-    details = report.view.data["queue_detail"]
+    details = [q.detail_json() for q in report.view.queue_detail]
     with_ring = [d for d in details if d["size"] and d["rings"]["desc"]]
     svgs = _svgs(page)
     assert len(svgs) == len(with_ring) == sized > 10
@@ -99,26 +99,27 @@ def test_report_of_the_sample_is_one_self_contained_page(tmp_path):
                                                                         detail["index"])
         _check_picture(svg, detail)
     # the findings with their evidence, and the QMP replies
-    for f in report.view.data["findings"]:
-        assert f"<code>{f['code']}</code>" in page
+    for f in report.view.findings:
+        assert f"<code>{f.code}</code>" in page
     assert page.count("<summary><code>x-query-virtio") == len(report.qmp) > len(with_ring)
     assert f"{len(with_ring)} ring picture(s)" in said
 
 
 def test_picture_marks_a_broken_chain_in_red():
-    chain = {"state": "pending", "avail_idx": 5, "slot": 5, "head": 3, "indirect": None,
-             "descs": [{"index": 3, "addr": 0x1000, "len": 16, "flags": 1, "flags_names": ["next"]},
-                       {"index": 9, "addr": 0x2000, "len": 16, "flags": 1, "flags_names": ["next"]}],
-             "problems": ["loop"], "bytes_out": 32, "bytes_in": 0, "preview": None}
-    ok = dict(chain, avail_idx=6, slot=6, head=4, problems=[],
-              descs=[dict(chain["descs"][0], index=4, flags=0, flags_names=[])])
-    detail = {"device": "/machine/x/virtio-backend", "index": 0, "size": 16,
-              "rings": {"desc": 0x1000, "avail": 0x2000, "used": 0x3000},
-              "qemu": {"last_avail_idx": 5, "shadow_avail_idx": 7, "used_idx": 5, "inuse": 0},
-              "avail": {"idx": 7, "flags": 0}, "used": {"idx": 5, "flags": 0},
-              "chains": [chain, ok]}
-    svg = ET.fromstring(ring_svg(detail, standalone=True))
-    _check_picture(svg, detail)
+    from vdecode.reconstruct.postmortem import records as r
+    chain = r.Chain("pending", 5, 5, 3, None, (r.Descriptor(3, 0x1000, 16, 1, ("next",)),
+                                               r.Descriptor(9, 0x2000, 16, 1, ("next",))),
+                    32, 0, ("loop",), None)
+    ok = r.Chain("pending", 6, 6, 4, None, (r.Descriptor(4, 0x1000, 16, 0, ()),), 16, 0, (), None)
+    q = r.Queue("/machine/x/virtio-backend", 0, 16, False, r.Rings(0x1000, 0x2000, 0x3000),
+                r.Indices(7, 0, None, 5, 0, None, 5, 7, 5, 0, None, None), 2, 0, "corrupt",
+                (chain, ok), (), None, dict.fromkeys(("size", "avail_idx", "used_idx",
+                                                      "last_avail_idx", "inflight",
+                                                      "shadow_avail_idx", "inuse",
+                                                      "signalled_used", "rings"), "core"),
+                None, "loop", False, True, False, None)
+    svg = ET.fromstring(ring_svg(q, standalone=True))
+    _check_picture(svg, q.detail_json())
     red = [p for p in svg.iter(f"{SVG_NS}path") if p.get("stroke") == COLOURS["broken"]]
     assert {(p.get("data-ring"), p.get("data-first")) for p in red} == {("avail", "5"),
                                                                        ("desc", "3"), ("desc", "9")}
@@ -134,8 +135,8 @@ def test_svg_writes_one_queue_alone(tmp_path):
     root = ET.parse(svg).getroot()
     assert root.tag == f"{SVG_NS}svg" and root.get("data-queue") == "0"
     with vdecode.open(SAMPLES / "basic-core.vdb") as m:
-        (detail,) = m.view("virtio-net", 0).data["queue_detail"]
-    _check_picture(root, detail)
+        (q,) = m.view("virtio-net", 0).queue_detail
+    _check_picture(root, q.detail_json())
     # several devices have a queue 0: --svg says which, one line, nothing written
     res = CliRunner().invoke(cli, ["report", str(SAMPLES / "basic-core.vdb"), "--queue", "0",
                                    "--svg", str(tmp_path / "x.svg")])

@@ -149,13 +149,17 @@ def test_every_value_says_how_it_was_known(captures):
 
 
 def test_rich_at_80_columns_never_exceeds_the_width(captures):
+    import dataclasses
+
+    import vdecode
     from vdecode.reconstruct.postmortem.findings import Finding
     from vdecode.render.text import render_view_text
-    view = json.loads(run(captures, "basic", "qemu-core", None, ["--all"], "--json"))
-    view["findings"].append(vars(Finding("error", "loop", view["devices"][0]["path"], 0,
-                                         "chain from head 3 loops back at descriptor 7 " * 3,
-                                         {"heads": list(range(40))}, "virtio 1.2 2.7.5.2",
-                                         'virtio_error("Looped descriptor")')))
+    with vdecode.open(str(captures["basic"].dump("qemu-core"))) as m:
+        view = m.view(show_all=True)
+    view = dataclasses.replace(view, findings=view.findings + (Finding(
+        "error", "loop", view.devices[0].path, 0,
+        "chain from head 3 loops back at descriptor 7 " * 3, {"heads": list(range(40))},
+        "virtio 1.2 2.7.5.2", 'virtio_error("Looped descriptor")'),))
     for color in (False, True):
         out = render_view_text(view, width=80, color=color)
         plain = out if not color else __import__("re").sub(r"\x1b\[[0-9;]*m", "", out)
@@ -215,14 +219,13 @@ def test_broken_ring_renders_chains_problems_and_previews():
     from vdecode.reconstruct.postmortem.findings import find_findings
     from vdecode.reconstruct.postmortem.view_model import build_view
     from vdecode.render.text import render_view_text
-    from vdecode.render.view_json import render_view_json
 
     descs = blk_chain(0) + [(HDR, 16, NEXT, 4), (HDR, 16, NEXT, 3)]
     m = machine(descs, [0, 3])
     found, walks = find_findings(m, PROFILE)
     view = build_view(m, PROFILE, found, walks, dump_path="/x/synthetic.elf", dump_format="elf",
                       log_path=None, device="virtio-blk", queue=0)
-    assert json.loads(render_view_json(view))["queue_detail"][0]["chains"][0]["preview"] == {
+    assert json.loads(view.to_json())["queue_detail"][0]["chains"][0]["preview"] == {
         "kind": "blk", "summary": "IN sector 2048",
         "fields": {"type": 0, "type_name": "IN", "ioprio": 0, "sector": 2048, "data_bytes": 512}}
     text = render_view_text(view, width=80)
@@ -241,24 +244,21 @@ def test_broken_ring_renders_chains_problems_and_previews():
 
 def test_fold_chains_caps_lines_and_still_counts_every_chain():
     """A queue of 40 unlike chains: CHAIN_LINES lines, the last one summing up the rest."""
+    from vdecode.reconstruct.postmortem import records as r
     from vdecode.render.text import CHAIN_LINES, render_view_text
-    chain = lambda i: {"state": "pending", "avail_idx": i, "slot": i, "head": i, "indirect": None,  # noqa: E731
-                       "descs": [], "length": 1 + i % 2, "bytes_out": 16, "bytes_in": 0,
-                       "problems": [], "preview": None}
-    row = {"index": 0, "size": 64, "avail_idx": 40, "used_idx": 0, "last_avail_idx": 0,
-           "inflight": 0, "pending": 40, "packed": False, "worst": None, "health": "ok",
-           "notification": {"next_kick": True, "next_interrupt": True, "text": "kick,irq"},
-           "provenance": dict.fromkeys(("size", "avail_idx", "used_idx", "last_avail_idx",
-                                        "inflight"), "core")}
-    view = {"input": {"dump": "x.elf", "format": "elf", "log": None, "qemu_state": "core",
-                      "qemu_version": None}, "legend": {}, "notes": [], "findings": [],
-            "devices": [{"name": "virtio-blk", "path": "/p", "status": {"value": 15,
-                                                                          "flags": ["DRIVER_OK"]},
-                         "vhost": False, "broken": False, "provenance": {"status": "core"},
-                         "queues": [row], "idle_queues_hidden": 0}],
-            "queue_detail": [{"device": "/p", "index": 0, "chains": [chain(i) for i in range(40)],
-                              "chains_hidden": 0, "ring_error": None}],
-            "selection": {"device": None, "queue": 0}}
+    desc = r.Descriptor(0, 0x1000, 16, 0, ())
+    chain = lambda i: r.Chain("pending", i, i, i, None, (desc,) * (1 + i % 2), 16, 0, (),  # noqa: E731
+                              None)
+    queue = r.Queue("/p", 0, 64, False, r.Rings(0x1000, 0x2000, 0x3000),
+                    r.Indices(40, 0, None, 0, 0, None, 0, 0, 0, 0, None, None), 40, 0, "ok",
+                    tuple(chain(i) for i in range(40)), (), None,
+                    dict.fromkeys(("size", "avail_idx", "used_idx", "last_avail_idx", "inflight"),
+                                  "core"), r.Notification(False, True, True, "kick,irq"), None,
+                    False, True, False, None)
+    view = r.View(r.ViewInput("x.elf", "elf", None, "core", None, None),
+                  (r.Device("/p", "virtio-blk", 2, 15, ("DRIVER_OK",), (), 0, False, False,
+                            (queue,), {"status": "core", "features": "core"}),),
+                  (queue,), (), (), None, selection=r.Selection(None, 0, ("/p",)))
     text = render_view_text(view, compact=True)
     lines = [ln for ln in text.splitlines() if ln.startswith("    ")]
     assert len(lines) == CHAIN_LINES and chains_in_lines(text) == 40

@@ -89,4 +89,4 @@ def test_stalled_packed_queue_findings_and_view():
     assert "  device event  off_wrap 0x0000 (idx 0 wrap 0)  flags DISABLE\n" in text
     assert "  pending id 5  slot 0  2 desc, out 16 in 1 bytes\n" in text
     assert "    blk: OUT sector 8\n" in text
-    assert view["queue_detail"][0]["chains"][0]["descs"][0]["flags_names"] == ["next", "avail"]
+    assert view.queue_detail[0].chains[0].descriptors[0].flags_names == ("next", "avail")

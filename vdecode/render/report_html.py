@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import re
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdecode.render.ring_svg import COLOURS, ring_svg
+
+if TYPE_CHECKING:
+    from vdecode.reconstruct.postmortem.records import Finding, Queue, View
 
 __all__ = ("render_report_html", "queue_anchor", "CHAIN_ROWS", "STYLE")
 
@@ -58,7 +61,7 @@ def _table(rows: list[tuple[str, Any]]) -> str:
         + "</table>"
 
 
-def _evidence(ev: dict[str, Any]) -> str:
+def _evidence(ev: Any) -> str:
     if not ev:
         return ""
     return "<table class=\"evidence\">" + "".join(
@@ -66,36 +69,36 @@ def _evidence(ev: dict[str, Any]) -> str:
         for k, v in ev.items()) + "</table>"
 
 
-def _finding(f: dict[str, Any], where: str) -> str:
-    return (f'<li><span class="sev sev-{_e(f["severity"])}">{_e(f["severity"])}</span> '
-            f'<code>{_e(f["code"])}</code> {where}: {_e(f["title"])}<br>'
-            f'<span class="muted">rule: {_e(f["rule"])}; QEMU: {_e(f["qemu"])}</span>'
-            f"{_evidence(f['evidence'])}</li>")
+def _finding(f: Finding, where: str) -> str:
+    return (f'<li><span class="sev sev-{_e(f.severity)}">{_e(f.severity)}</span> '
+            f'<code>{_e(f.code)}</code> {where}: {_e(f.title)}<br>'
+            f'<span class="muted">rule: {_e(f.rule)}; QEMU: {_e(f.qemu)}</span>'
+            f"{_evidence(f.evidence)}</li>")
 
 
 def _short(path: str) -> str:
     return path.removesuffix("/virtio-backend")
 
 
-def _chains(detail: dict[str, Any]) -> str:
-    chains = detail.get("chains") or []
+def _chains(q: Queue) -> str:
+    chains = q.chains
     if not chains:
         return "<p class=\"muted\">no pending or in-flight chain</p>"
     rows = []
     for ch in chains[:CHAIN_ROWS]:
-        descs = "<br>".join(f"{d['index']}: {d['addr']:#x} len {d['len']}"
-                            + (f" {'|'.join(d['flags_names'])}" if d["flags_names"] else "")
-                            for d in ch["descs"])
-        if ch["indirect"] is not None:
-            descs = (f"indirect table {ch['indirect']['addr']:#x} len {ch['indirect']['len']}"
+        descs = "<br>".join(f"{d.index}: {d.addr:#x} len {d.len}"
+                            + (f" {'|'.join(d.flags_names)}" if d.flags_names else "")
+                            for d in ch.descriptors)
+        if ch.indirect is not None:
+            descs = (f"indirect table {ch.indirect[0]:#x} len {ch.indirect[1]}"
                      + (f"<br>{descs}" if descs else ""))
-        problems = ", ".join(ch["problems"])
+        problems = ", ".join(ch.problems)
         cls = ' class="broken"' if problems else ""
-        rows.append(f"<tr{cls}><td>{_e(ch['state'])}</td>"
-                    f"<td class=\"n\">{_num(ch['avail_idx'])}</td><td class=\"n\">{ch['slot']}"
-                    f"</td><td class=\"n\">{ch['head']}</td><td><code>{descs}</code></td>"
-                    f"<td class=\"n\">{ch['bytes_out']}</td><td class=\"n\">{ch['bytes_in']}</td>"
-                    f"<td>{_e(ch['preview']['summary'] if ch['preview'] else '')}</td>"
+        rows.append(f"<tr{cls}><td>{_e(ch.state)}</td>"
+                    f"<td class=\"n\">{_num(ch.avail_idx)}</td><td class=\"n\">{ch.slot}"
+                    f"</td><td class=\"n\">{ch.head}</td><td><code>{descs}</code></td>"
+                    f"<td class=\"n\">{ch.bytes_out}</td><td class=\"n\">{ch.bytes_in}</td>"
+                    f"<td>{_e(ch.preview.summary if ch.preview else '')}</td>"
                     f"<td>{_e(problems)}</td></tr>")
     more = (f"<p class=\"muted\">{len(chains) - CHAIN_ROWS} more chains (in the picture; "
             f"<code>vdecode DUMP --queue N --all</code> lists every one)</p>"
@@ -106,39 +109,37 @@ def _chains(detail: dict[str, Any]) -> str:
             + "".join(rows) + "</table>" + more + "</details>")
 
 
-def _used(detail: dict[str, Any]) -> str:
-    used = detail.get("used_entries") or []
+def _used(q: Queue) -> str:
+    used = q.used_entries
     if not used:
         return ""
-    rows = "".join(f"<tr><td class=\"n\">{u['used_idx']}</td><td class=\"n\">{u['slot']}</td>"
-                   f"<td class=\"n\">{u['id']}</td><td class=\"n\">{u['len']}</td>"
-                   f"<td>{_e(u['preview']['summary'] if u['preview'] else '')}</td></tr>"
+    rows = "".join(f"<tr><td class=\"n\">{u.used_idx}</td><td class=\"n\">{u.slot}</td>"
+                   f"<td class=\"n\">{u.id}</td><td class=\"n\">{u.len}</td>"
+                   f"<td>{_e(u.preview.summary if u.preview else '')}</td></tr>"
                    for u in used)
     return (f"<details><summary>last {len(used)} used entries</summary><table><tr><th>used idx"
             "</th><th>slot</th><th>id</th><th>len</th><th>buffers</th></tr>" + rows
             + "</table></details>")
 
 
-def _indices(detail: dict[str, Any], row: dict[str, Any] | None) -> str:
-    avail, used, qemu = detail.get("avail") or {}, detail.get("used") or {}, detail["qemu"]
-    prov = detail.get("provenance") or {}
-    rings = detail["rings"]
-    rows = [("rings (desc / avail / used)", " / ".join(_num(rings[k]) for k in
-                                                       ("desc", "avail", "used"))),
-            ("avail idx (guest)", _num(avail.get("idx"))),
-            ("used idx (guest)", _num(used.get("idx"))),
-            ("last_avail_idx", f"{_num(qemu['last_avail_idx'])} "
+def _indices(q: Queue) -> str:
+    i, prov, rings = q.indices, q.provenance, q.rings
+    split = q.event_idx is not None          # the guest's indices: a split ring that was read
+    cls = "health-ok" if q.health == "ok" else "health-bad"
+    rows = [("health", f"<span class=\"{cls}\">{_e(q.health)}</span>"),
+            ("pending", _num(q.pending)),
+            ("notification", _e(q.notification.text if q.notification else None)),
+            ("rings (desc / avail / used)", " / ".join(_num(a) for a in
+                                                       (rings.desc, rings.avail, rings.used))),
+            ("avail idx (guest)", _num(i.avail_idx if split else None)),
+            ("used idx (guest)", _num(i.guest_used_idx if split else None)),
+            ("last_avail_idx", f"{_num(i.last_avail_idx)} "
                                f"<span class=\"muted\">{_e(prov.get('last_avail_idx'))}</span>"),
-            ("shadow_avail_idx", f"{_num(qemu['shadow_avail_idx'])} "
+            ("shadow_avail_idx", f"{_num(i.shadow_avail_idx)} "
                                  f"<span class=\"muted\">{_e(prov.get('shadow_avail_idx'))}</span>"),
-            ("used_idx (QEMU)", _num(qemu["used_idx"])), ("inuse", _num(qemu["inuse"]))]
-    if row is not None:
-        cls = "health-ok" if row["health"] == "ok" else "health-bad"
-        rows = [("health", f"<span class=\"{cls}\">{_e(row['health'])}</span>"),
-                ("pending", _num(row["pending"])),
-                ("notification", _e((row.get("notification") or {}).get("text")))] + rows
-    if detail.get("ring_error"):
-        rows.append(("ring error", f"<span class=\"broken\">{_e(detail['ring_error'])}</span>"))
+            ("used_idx (QEMU)", _num(i.used_idx)), ("inuse", _num(i.inuse))]
+    if q.ring_error:
+        rows.append(("ring error", f"<span class=\"broken\">{_e(q.ring_error)}</span>"))
     return _table(rows)
 
 
@@ -155,89 +156,87 @@ def _qmp(replies) -> str:
     return "".join(out)
 
 
-def _log_changes(view: dict[str, Any]) -> list[str]:
+def _log_changes(view: View) -> list[str]:
     """Findings that compare the log's replies with the dump, and the notes on it."""
-    items = [f'<li><code>{_e(f["code"])}</code> {_where(f)}: {_e(f["title"])}</li>'
-             for f in view["findings"]
-             if "log" in f["rule"] or any(str(k).startswith("log_") for k in f["evidence"])]
-    items += [f"<li>{_e(n)}</li>" for n in view["notes"] if "log" in n]
+    items = [f'<li><code>{_e(f.code)}</code> {_where(f)}: {_e(f.title)}</li>'
+             for f in view.findings
+             if "log" in f.rule or any(str(k).startswith("log_") for k in f.evidence)]
+    items += [f"<li>{_e(n)}</li>" for n in view.notes if "log" in n]
     return items
 
 
-def _where(f: dict[str, Any]) -> str:
-    q = f" queue {f['queue']}" if f["queue"] is not None else ""
-    return f"<code>{_e(_short(f['device']))}</code>{q}"
+def _where(f: Finding) -> str:
+    q = f" queue {f.queue}" if f.queue is not None else ""
+    return f"<code>{_e(_short(f.device))}</code>{q}"
 
 
 def render_report_html(report) -> str:
     """The page, one string (UTF-8 when written)."""
-    view = report.view.data
-    inp = view["input"]
-    title = f"vdecode report: {inp['dump']}"
+    view = report.view
+    inp = view.input
+    title = f"vdecode report: {inp.dump}"
     body = [f"<h1>{_e(title)}</h1>",
-            _table([("input", _e(inp["dump"])), ("format", _e(inp["format"])),
-                    ("QMP log (--log)", _e(inp["log"]) or "none"), ("QEMU state", _e(inp["qemu_state"])),
-                    ("QEMU", _e(inp["qemu_version"]) or "unknown"),
-                    ("log ends", _e(inp["log_end"]) or "&mdash;")])]
-    if view.get("absent"):
+            _table([("input", _e(inp.dump)), ("format", _e(inp.format)),
+                    ("QMP log (--log)", _e(inp.log) or "none"), ("QEMU state", _e(inp.qemu_state)),
+                    ("QEMU", _e(inp.qemu_version) or "unknown"),
+                    ("log ends", _e(inp.log_end) or "&mdash;")])]
+    if view.absent:
         body.append("<p class=\"broken\">The input lacks bytes:</p><ul>"
-                    + "".join(f"<li>{_e(x)}</li>" for x in view["absent"]["lines"]) + "</ul>")
-    details = {(d["device"], d["index"]): d for d in view["queue_detail"]}
+                    + "".join(f"<li>{_e(x)}</li>" for x in view.absent.lines()) + "</ul>")
     # the summary: one row per device and queue, linking to its picture
     rows = []
-    for di, dev in enumerate(view["devices"]):
-        for q in dev["queues"]:
-            cls = "health-ok" if q["health"] == "ok" else "health-bad"
-            name = (f"<a href=\"#{queue_anchor(di, q['index'])}\">queue {q['index']}</a>"
-                    if (dev["path"], q["index"]) in details else f"queue {q['index']}")
-            rows.append(f"<tr><td>{_e(dev['name'])}</td><td><code>{_e(_short(dev['path']))}"
-                        f"</code></td><td>{name}</td><td class=\"n\">{_num(q['size'])}</td>"
-                        f"<td class=\"{cls}\">{_e(q['health'])}</td><td class=\"n\">"
-                        f"{_num(q['pending'])}</td><td class=\"n\">{_num(q['inflight'])}</td>"
-                        f"<td class=\"n\">{_num(q['avail_idx'])}</td><td class=\"n\">"
-                        f"{_num(q['used_idx'])}</td><td class=\"n\">{_num(q['last_avail_idx'])}"
-                        f"</td></tr>")
+    for di, dev in enumerate(view.devices):
+        for q in dev.queues:
+            cls = "health-ok" if q.health == "ok" else "health-bad"
+            name = (f"<a href=\"#{queue_anchor(di, q.index)}\">queue {q.index}</a>"
+                    if q.detailed else f"queue {q.index}")
+            rows.append(f"<tr><td>{_e(dev.name)}</td><td><code>{_e(_short(dev.path))}"
+                        f"</code></td><td>{name}</td><td class=\"n\">{_num(q.size)}</td>"
+                        f"<td class=\"{cls}\">{_e(q.health)}</td><td class=\"n\">"
+                        f"{_num(q.pending)}</td><td class=\"n\">{_num(q.inflight)}</td>"
+                        f"<td class=\"n\">{_num(q.indices.avail_idx)}</td><td class=\"n\">"
+                        f"{_num(q.shown_used_idx)}</td><td class=\"n\">"
+                        f"{_num(q.indices.last_avail_idx)}</td></tr>")
     body.append("<h2 id=\"summary\">Devices and queues</h2><table><tr><th>device</th><th>path</th>"
                 "<th>queue</th><th>size</th><th>health</th><th>pending</th><th>in flight</th>"
                 "<th>avail idx</th><th>used idx</th><th>last_avail</th></tr>" + "".join(rows)
                 + "</table>")
     body.append("<h2 id=\"findings\">Findings</h2>")
-    body.append("<ul>" + "".join(_finding(f, _where(f)) for f in view["findings"]) + "</ul>"
-                if view["findings"] else "<p>none</p>")
+    body.append("<ul>" + "".join(_finding(f, _where(f)) for f in view.findings) + "</ul>"
+                if view.findings else "<p>none</p>")
     changes = _log_changes(view)
     body.append("<h2 id=\"log\">Log versus dump</h2>"
                 + ("<ul>" + "".join(changes) + "</ul>" if changes else
                    "<p class=\"muted\">" + ("no change between the log and the dump"
-                                            if inp["log"] or inp["log_end"] else "no QMP log")
+                                            if inp.log or inp.log_end else "no QMP log")
                    + "</p>"))
     body.append("<h2 id=\"queues\">Rings</h2><p>Outer ring: the descriptor table; inner ring: "
                 "the avail ring (entry 0 at the top, clockwise). Marks: the guest's avail and used "
                 "indices, QEMU's last_avail and shadow indices, each modulo the ring size; "
                 f"<span style=\"color:{COLOURS['broken']}\">red</span>: a broken chain.</p>")
-    for di, dev in enumerate(view["devices"]):
-        queues = [q for q in dev["queues"] if (dev["path"], q["index"]) in details]
-        flags = ", ".join(dev["status"]["flags"]) or "none"
-        body.append(f"<h3>{_e(dev['name'])} <code>{_e(_short(dev['path']))}</code></h3>"
-                    f"<p>status {_num(dev['status']['value'])} ({_e(flags)}); features: "
-                    f"{_e(', '.join(dev['features'] or []) or 'unknown')}</p>")
-        for q in queues:
-            d = details[(dev["path"], q["index"])]
-            body.append(f"<h4 id=\"{queue_anchor(di, q['index'])}\">queue {q['index']}</h4>"
-                        f"<div class=\"queue\">{ring_svg(d)}<div>{_indices(d, q)}</div></div>"
-                        f"{_chains(d)}{_used(d)}")
-    if view.get("carved"):
-        rows = [f"<tr><td>{_e(g['kind'])}</td><td class=\"n\">{r['index']}</td><td class=\"n\">"
-                f"{r['size']}</td><td class=\"n\">{_num(r['desc'])}</td><td class=\"n\">"
-                f"{_num(r['avail_idx'])}</td><td class=\"n\">{_num(r['used_idx'])}</td>"
-                f"<td class=\"n\">{r['outstanding']}</td><td>{r['confidence']}</td></tr>"
-                for g in view["carved"] for r in g["rings"]]
+    for di, dev in enumerate(view.devices):
+        flags = ", ".join(dev.status_flags) or "none"
+        body.append(f"<h3>{_e(dev.name)} <code>{_e(_short(dev.path))}</code></h3>"
+                    f"<p>status {_num(dev.status)} ({_e(flags)}); features: "
+                    f"{_e(', '.join(dev.features or ()) or 'unknown')}</p>")
+        for q in dev.queues:
+            if q.detailed:
+                body.append(f"<h4 id=\"{queue_anchor(di, q.index)}\">queue {q.index}</h4>"
+                            f"<div class=\"queue\">{ring_svg(q)}<div>{_indices(q)}</div></div>"
+                            f"{_chains(q)}{_used(q)}")
+    if view.carved:
+        rows = [f"<tr><td>{_e(g.kind)}</td><td class=\"n\">{r.index}</td><td class=\"n\">"
+                f"{r.size}</td><td class=\"n\">{_num(r.desc)}</td><td class=\"n\">"
+                f"{_num(r.avail_idx)}</td><td class=\"n\">{_num(r.used_idx)}</td>"
+                f"<td class=\"n\">{r.outstanding}</td><td>{r.confidence}</td></tr>"
+                for g in view.carved for r in g.rings]
         body.append("<h2 id=\"carved\">Rings carved from guest RAM</h2><table><tr><th>kind</th>"
                     "<th>index</th><th>size</th><th>desc</th><th>avail idx</th><th>used idx</th>"
                     "<th>outstanding</th><th>confidence</th></tr>" + "".join(rows) + "</table>")
     body.append("<h2 id=\"qmp\">QMP replies</h2>" + _qmp(report.qmp))
-    if view["notes"]:
+    if view.notes:
         body.append("<h2 id=\"notes\">Notes</h2><ul class=\"notes\">"
-                    + "".join(f"<li>{_e(n)}</li>" for n in view["notes"]) + "</ul>")
+                    + "".join(f"<li>{_e(n)}</li>" for n in view.notes) + "</ul>")
     return _page(title, "\n".join(body))
 
 

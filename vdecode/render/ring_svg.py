@@ -1,4 +1,5 @@
-"""One virtqueue drawn as an SVG ring, from a queue detail of the view (``docs/view-json.md``).
+"""One virtqueue drawn as an SVG ring, from a queue the view read in detail
+(:class:`~vdecode.reconstruct.postmortem.records.Queue`, ``detailed``).
 
 The descriptor table is the outer ring (entry 0 at the top, clockwise), the avail ring the inner
 one (a split ring's; a packed ring has only its descriptor ring). A slot is coloured by the chain
@@ -17,14 +18,17 @@ from __future__ import annotations
 
 import math
 from html import escape
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vdecode.reconstruct.postmortem.records import Queue
 
 __all__ = ("ring_svg", "COLOURS", "MARKERS")
 
 COLOURS = {"free": "#e4e4e4", "pending": "#f0a030", "in-flight": "#3a7fd8", "broken": "#d62020"}
-#: the indices drawn as marks: (name in the picture, where the queue detail holds it)
-MARKERS = (("avail", ("avail", "idx")), ("used", ("used", "idx")),
-           ("last_avail", ("qemu", "last_avail_idx")), ("shadow", ("qemu", "shadow_avail_idx")))
+#: the indices drawn as marks: (name in the picture, the queue's ``indices`` member)
+MARKERS = (("avail", "avail_idx"), ("used", "guest_used_idx"), ("last_avail", "last_avail_idx"),
+           ("shadow", "shadow_avail_idx"))
 _MARK_COLOUR = {"avail": "#b05a00", "used": "#1f5fb0", "last_avail": "#207030", "shadow": "#7040a0"}
 SIZE = 440                   # the picture's width and height (user units)
 _C = SIZE / 2
@@ -66,48 +70,44 @@ def _runs(states: dict[int, str]) -> list[tuple[int, int, str]]:
     return out
 
 
-def _value(detail: dict[str, Any], where: tuple[str, str]) -> int | None:
-    part = detail.get(where[0])
-    return None if not part else part.get(where[1])
-
-
-def _slot_states(detail: dict[str, Any], size: int) -> tuple[dict[int, str], dict[int, str]]:
+def _slot_states(q: Queue, size: int) -> tuple[dict[int, str], dict[int, str]]:
     """Which descriptor-table entries and avail-ring slots each chain holds, by state."""
     desc: dict[int, str] = {}
     avail: dict[int, str] = {}
-    for ch in detail.get("chains", ()):
-        st = "broken" if ch["problems"] else ch["state"]
-        if ch["slot"] is not None and detail.get("avail") is not None:
-            avail[ch["slot"] % size] = st
-        members = [ch["head"]] if ch["indirect"] is not None else \
-            [d["index"] for d in ch["descs"]] or [ch["head"]]
+    split = q.event_idx is not None
+    for ch in q.chains:
+        st = "broken" if ch.problems else ch.state
+        if ch.slot is not None and split:
+            avail[ch.slot % size] = st
+        members = [ch.head] if ch.indirect is not None else \
+            [d.index for d in ch.descriptors] or [ch.head]
         for i in members:
             if 0 <= i < size and desc.get(i) != "broken":
                 desc[i] = st
     return desc, avail
 
 
-def ring_svg(detail: dict[str, Any], *, standalone: bool = False, title: str | None = None) -> str:
-    """The SVG of one queue detail (``queue_detail[]`` of the view).
+def ring_svg(q: Queue, *, standalone: bool = False, title: str | None = None) -> str:
+    """The SVG of one queue read in detail (the view's ``queue_detail``).
 
     :param standalone: a document of its own (``--svg``): XML declaration and namespace.
     :param title: the caption (default: the device path and queue index).
     """
-    size = detail.get("size") or 0
-    caption = title or f"{detail['device']} queue {detail['index']}"
+    size = q.size or 0
+    caption = title or f"{q.device} queue {q.index}"
     ns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""
     out = [f'<svg{ns} class="ring" viewBox="0 0 {SIZE} {SIZE + 34}" width="{SIZE}" '
-           f'height="{SIZE + 34}" role="img" data-device="{escape(detail["device"])}" '
-           f'data-queue="{detail["index"]}" data-size="{size}" '
-           f'data-packed="{"true" if detail.get("packed") else "false"}">',
+           f'height="{SIZE + 34}" role="img" data-device="{escape(q.device)}" '
+           f'data-queue="{q.index}" data-size="{size}" '
+           f'data-packed="{"true" if q.packed_events is not None else "false"}">',
            f"<title>{escape(caption)}</title>"]
     if size <= 0:
         out.append(f'<text x="{_C}" y="{_C}" text-anchor="middle">no ring (size 0)</text></svg>')
         return "\n".join(out) + "\n"
-    split = detail.get("avail") is not None
+    split = q.event_idx is not None         # a split ring that was read: an avail ring
     rings = [("desc", _DESC_R, "descriptor table")] + ([("avail", _AVAIL_R, "avail ring")]
                                                       if split else [])
-    desc_states, avail_states = _slot_states(detail, size)
+    desc_states, avail_states = _slot_states(q, size)
     for name, r, label in rings:
         out.append(f'<circle class="{name}-ring" cx="{_C}" cy="{_C}" r="{r}" fill="none" '
                    f'stroke="{COLOURS["free"]}" stroke-width="{_WIDTH}"><title>{label}: '
@@ -121,25 +121,25 @@ def ring_svg(detail: dict[str, Any], *, standalone: bool = False, title: str | N
                        f"<title>{escape(what)}</title></path>")
     # the chains' next links, as chords inside the descriptor ring
     drawn = 0
-    for ch in detail.get("chains", ()):
-        idx = [d["index"] for d in ch["descs"]] if ch["indirect"] is None else []
+    for ch in q.chains:
+        idx = [d.index for d in ch.descriptors] if ch.indirect is None else []
         if len(idx) < 2 or drawn >= _MAX_LINKS:
             continue
         drawn += 1
-        broken = bool(ch["problems"])
+        broken = bool(ch.problems)
         pts = " ".join("{:.2f},{:.2f}".format(*_point(_DESC_R - _WIDTH / 2 - 2,
                                                       _angle(i % size + 0.5, size)))
                        for i in idx)
-        what = f"chain head {ch['head']}: " + " -> ".join(map(str, idx)) + \
-            (f" ({', '.join(ch['problems'])})" if broken else "")
-        out.append(f'<polyline class="link{" broken" if broken else ""}" data-head="{ch["head"]}" '
+        what = f"chain head {ch.head}: " + " -> ".join(map(str, idx)) + \
+            (f" ({', '.join(ch.problems)})" if broken else "")
+        out.append(f'<polyline class="link{" broken" if broken else ""}" data-head="{ch.head}" '
                    f'points="{pts}" fill="none" stroke="'
                    f'{COLOURS["broken"] if broken else "#555"}" stroke-width="'
                    f'{2 if broken else 1}"><title>{escape(what)}</title></polyline>')
     # the index marks; several at one slot share a label
     at: dict[int, list[tuple[str, int]]] = {}
-    for name, where in MARKERS:
-        v = _value(detail, where)
+    for name, member in MARKERS:
+        v = getattr(q.indices, member)
         if v is None:
             continue
         at.setdefault(v % size, []).append((name, v))
@@ -168,9 +168,8 @@ def ring_svg(detail: dict[str, Any], *, standalone: bool = False, title: str | N
         text = ", ".join(f"{n} {v}" for n, v in marks)
         out.append(f'<text class="marker-label" x="{lx:.2f}" y="{ly + 4:.2f}" font-size="10" '
                    f'text-anchor="{anchor}" fill="{_MARK_COLOUR[marks[0][0]]}">{escape(text)}</text>')
-    centre = [f"size {size}", f"{sum(1 for c in detail.get('chains', ()) if c['state'] == 'pending')}"
-              f" pending", f"{sum(1 for c in detail.get('chains', ()) if c['state'] == 'in-flight')}"
-              f" in flight"]
+    centre = [f"size {size}", f"{sum(1 for c in q.chains if c.state == 'pending')} pending",
+              f"{sum(1 for c in q.chains if c.state == 'in-flight')} in flight"]
     for k, line in enumerate(centre):
         out.append(f'<text x="{_C}" y="{_C - 10 + 16 * k}" font-size="12" text-anchor="middle">'
                    f"{escape(line)}</text>")

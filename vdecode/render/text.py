@@ -1,5 +1,5 @@
-"""The post-mortem view for people: the view model of :mod:`vdecode.reconstruct.postmortem.view_model`
-within 80 columns, drawn with ``rich`` in colour on a terminal, and plain when piped (the compact
+"""The post-mortem view for people: the :class:`~vdecode.reconstruct.postmortem.records.View`
+record within 80 columns, drawn with ``rich`` in colour on a terminal, and plain when piped (the compact
 form piped is drawn by :mod:`vdecode.render.plain`, the same bytes without importing rich).
 
 Two forms (``docs/view.md``): the compact one (``vdecode DUMP``: one line per device, per queue
@@ -24,6 +24,9 @@ from vdecode.render.wrapping import phrases, wrap_units
 
 if TYPE_CHECKING:                 # rich is imported when it draws: start-up time
     from rich.table import Table
+
+    from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedQueue, Chain, Device,
+                                                        Finding, Queue, View)
 
 __all__ = ("render_view_text", "progress_bar", "MARKERS", "CHAIN_LIMIT", "CHAIN_LINES",
            "fold_chains")
@@ -72,10 +75,10 @@ def _hex(v: int | None) -> str:
     return "?" if v is None else f"{v:#x}"
 
 
-def _dev_label(view: dict, path: str) -> str:
-    for d in view["devices"]:
-        if d["path"] == path:
-            return d["name"] or path
+def _dev_label(view: View, path: str) -> str:
+    for d in view.devices:
+        if d.path == path:
+            return d.name or path
     return path
 
 
@@ -95,109 +98,105 @@ def _table(*cols: str, **kw: Any) -> Table:
     return t
 
 
-def _devices(k: Kit, view: dict, used: set[str]) -> None:
-    for d in view["devices"]:
+def _devices(k: Kit, view: View, used: set[str]) -> None:
+    for d in view.devices:
         head = k.Text()
-        head.append(d["name"] or "?", style="bold")
-        head.append(f"  id {d['device_id']}  {d['path']}")
+        head.append(d.name or "?", style="bold")
+        head.append(f"  id {d.device_id}  {d.path}")
         k.print(head)
-        st = d["status"]
-        status = " ".join(st["flags"]) or ("0" if st["value"] == 0 else "?")
+        status = " ".join(d.status_flags) or ("0" if d.status == 0 else "?")
         line = k.Text("  status ")
-        line.append(_mark(status, d["provenance"]["status"], used),
-                    style="red" if d["broken"] or "NEEDS_RESET" in st["flags"] else "")
-        line.append(f"  vhost {'?' if d['vhost'] is None else 'yes' if d['vhost'] else 'no'}")
-        if d["broken"]:
+        line.append(_mark(status, d.provenance["status"], used),
+                    style="red" if d.broken or "NEEDS_RESET" in d.status_flags else "")
+        line.append(f"  vhost {'?' if d.vhost is None else 'yes' if d.vhost else 'no'}")
+        if d.broken:
             line.append("  BROKEN", style="bold red")
         k.print(line)
-        feats = d["features"]
+        feats = d.features
         _para(k, "features " + (" ".join(feats) if feats is not None else "?")
-              + MARKERS.get(d["provenance"]["features"], ""), 2, "dim")
-        if d["provenance"]["features"] in MARKERS:
-            used.add(d["provenance"]["features"])
-        if d["queues"]:
+              + MARKERS.get(d.provenance["features"], ""), 2, "dim")
+        if d.provenance["features"] in MARKERS:
+            used.add(d.provenance["features"])
+        if d.queues:
             t = _table("q", "size", "avail", "used", "last-avail", "in-flight", "pending",
                        "notify", "health")
-            for q in d["queues"]:
-                p = q["provenance"]
-                n = q["notification"]
-                t.add_row(str(q["index"]), _mark(q["size"], p["size"], used),
-                          _mark(q["avail_idx"], p["avail_idx"], used),
-                          _mark(q["used_idx"], p["used_idx"], used),
-                          _mark(q["last_avail_idx"], p["last_avail_idx"], used),
-                          _mark(q["inflight"], p["inflight"], used),
-                          "?" if q["pending"] is None else str(q["pending"]),
-                          n["text"] if n else "?",
-                          k.Text(q["health"], style=HEALTH_STYLE.get(q["health"], "bold yellow")))
+            for q in d.queues:
+                p = q.provenance
+                n = q.notification
+                t.add_row(str(q.index), _mark(q.size, p["size"], used),
+                          _mark(q.indices.avail_idx, p["avail_idx"], used),
+                          _mark(q.shown_used_idx, p["used_idx"], used),
+                          _mark(q.indices.last_avail_idx, p["last_avail_idx"], used),
+                          _mark(q.inflight, p["inflight"], used),
+                          "?" if q.pending is None else str(q.pending),
+                          n.text if n else "?",
+                          k.Text(q.health, style=HEALTH_STYLE.get(q.health, "bold yellow")))
             k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
-        if d["idle_queues_hidden"]:
-            k.print(k.Text(f"  {d['idle_queues_hidden']} idle queue(s) not shown (--all shows "
+        if d.idle_queues_hidden:
+            k.print(k.Text(f"  {d.idle_queues_hidden} idle queue(s) not shown (--all shows "
                            f"them)", style="dim"))
         k.print()
 
 
-def _chain_block(k: Kit, c: dict) -> None:
-    if c["avail_idx"] is not None:
-        what, where = "head", f"avail idx {c['avail_idx']} slot {c['slot']}"
+def _chain_block(k: Kit, c: Chain) -> None:
+    if c.avail_idx is not None:
+        what, where = "head", f"avail idx {c.avail_idx} slot {c.slot}"
     else:                                    # a packed ring: the buffer id and its first slot
-        what, where = "id", f"slot {c['slot']}"
-    title = k.Text(f"  {c['state']} {what} {c['head']}  {where}  {c['length']} desc, "
-                   f"out {c['bytes_out']} in {c['bytes_in']} bytes")
-    if c["problems"]:
-        title.append("  " + ",".join(c["problems"]), style="bold red")
+        what, where = "id", f"slot {c.slot}"
+    title = k.Text(f"  {c.state} {what} {c.head}  {where}  {c.length} desc, "
+                   f"out {c.bytes_out} in {c.bytes_in} bytes")
+    if c.problems:
+        title.append("  " + ",".join(c.problems), style="bold red")
     k.print(title)
-    if c["indirect"]:
-        k.print(f"    indirect table {c['indirect']['addr']:#x} len {c['indirect']['len']}")
+    if c.indirect:
+        k.print(f"    indirect table {c.indirect[0]:#x} len {c.indirect[1]}")
     t = _table("desc", "addr", "len", "flags")
-    for d in c["descs"]:
-        t.add_row(str(d["index"]), f"{d['addr']:#x}", str(d["len"]), ",".join(d["flags_names"]) or "-")
-    if c["descs"]:
+    for d in c.descriptors:
+        t.add_row(str(d.index), f"{d.addr:#x}", str(d.len), ",".join(d.flags_names) or "-")
+    if c.descriptors:
         k.print(k.Padding(t, (0, 0, 0, 4), expand=False))
-    if c["preview"]:
-        k.print(k.Text(f"    {c['preview']['kind']}: {c['preview']['summary']}"))
+    if c.preview:
+        k.print(k.Text(f"    {c.preview.kind}: {c.preview.summary}"))
 
 
-def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | None) -> None:
-    head = k.Text(f"queue {qd['index']} of {_dev_label(view, qd['device'])}", style="bold")
-    head.append(f"  size {qd['size']}")
+def _detail(k: Kit, view: View, qd: Queue, used: set[str], chain_limit: int | None) -> None:
+    head = k.Text(f"queue {qd.index} of {_dev_label(view, qd.device)}", style="bold")
+    head.append(f"  size {qd.size}")
     k.print(head)
-    k.print(f"  {qd['device']}")
-    r = qd["rings"]
-    a_name, u_name = ("driver", "device") if qd.get("packed") else ("avail", "used")
-    k.print(f"  rings  desc {_hex(r['desc'])}  {a_name} {_hex(r['avail'])}  {u_name} "
-            f"{_hex(r['used'])}" + MARKERS.get(qd["provenance"]["rings"], ""))
-    if qd["provenance"]["rings"] in MARKERS:
-        used.add(qd["provenance"]["rings"])
-    if qd["ring_error"]:
-        k.print(k.Text(f"  ring not read: {qd['ring_error']}", style="red"))
+    k.print(f"  {qd.device}")
+    r, p = qd.rings, qd.provenance
+    a_name, u_name = ("driver", "device") if qd.packed_events else ("avail", "used")
+    k.print(f"  rings  desc {_hex(r.desc)}  {a_name} {_hex(r.avail)}  {u_name} "
+            f"{_hex(r.used)}" + MARKERS.get(p["rings"], ""))
+    if p["rings"] in MARKERS:
+        used.add(p["rings"])
+    if qd.ring_error:
+        k.print(k.Text(f"  ring not read: {qd.ring_error}", style="red"))
         k.print()
         return
-    if qd.get("packed"):
+    qm = qd.indices
+    if qd.packed_events:
         names = {0: "ENABLE", 1: "DISABLE", 2: "DESC"}
-        for label, key in (("driver event", "driver_event"), ("device event", "device_event")):
-            e = qd["packed"][key]
-            k.print(f"  {label}  off_wrap {e['off_wrap']:#06x} (idx {e['off_wrap'] & 0x7FFF} wrap "
-                    f"{e['off_wrap'] >> 15})  flags {names.get(e['flags'], e['flags'])}")
-        a = u = None
-    else:
-        a, u = qd["avail"], qd["used"]
-    ev = qd.get("event_idx")
-    if a is not None:
-        k.print(f"  avail  flags {a['flags']:#x} {' '.join(a['flags_names'])}".rstrip()
-                + f"  idx {a['idx']}" + (f"  used_event {a['used_event']}" if ev else ""))
-        k.print(f"  used   flags {u['flags']:#x} {' '.join(u['flags_names'])}".rstrip()
-                + f"  idx {u['idx']}" + (f"  avail_event {u['avail_event']}" if ev else ""))
-    qm, p = qd["qemu"], qd["provenance"]
-    sig = qm["signalled_used"] if qm["signalled_used_valid"] else "-"
+        for label, (off_wrap, flags) in (("driver event", qd.packed_events.driver_event),
+                                         ("device event", qd.packed_events.device_event)):
+            k.print(f"  {label}  off_wrap {off_wrap:#06x} (idx {off_wrap & 0x7FFF} wrap "
+                    f"{off_wrap >> 15})  flags {names.get(flags, flags)}")
+    ev = qd.event_idx
+    if ev is not None:                       # a split ring, read
+        k.print(f"  avail  flags {qm.avail_flags:#x} {' '.join(qm.avail_flags_names)}".rstrip()
+                + f"  idx {qm.avail_idx}" + (f"  used_event {qm.used_event}" if ev else ""))
+        k.print(f"  used   flags {qm.used_flags:#x} {' '.join(qm.used_flags_names)}".rstrip()
+                + f"  idx {qm.guest_used_idx}" + (f"  avail_event {qm.avail_event}" if ev else ""))
+    sig = qm.signalled_used if qm.signalled_used_valid else "-"
     _para(k, "QEMU   " + "  ".join([
-        f"last_avail_idx {_mark(qm['last_avail_idx'], p['last_avail_idx'], used)}",
-        f"shadow_avail_idx {_mark(qm['shadow_avail_idx'], p['shadow_avail_idx'], used)}",
-        f"used_idx {_mark(qm['used_idx'], p['used_idx'], used)}",
-        f"inuse {_mark(qm['inuse'], p['inuse'], used)}",
+        f"last_avail_idx {_mark(qm.last_avail_idx, p['last_avail_idx'], used)}",
+        f"shadow_avail_idx {_mark(qm.shadow_avail_idx, p['shadow_avail_idx'], used)}",
+        f"used_idx {_mark(qm.used_idx, p['used_idx'], used)}",
+        f"inuse {_mark(qm.inuse, p['inuse'], used)}",
         f"signalled_used {_mark(sig, p['signalled_used'], used)}"]), 2)
-    hidden = qd["chains_hidden"]
+    hidden = 0
     for state in ("pending", "in-flight"):
-        chains = [c for c in qd["chains"] if c["state"] == state]
+        chains = [c for c in qd.chains if c.state == state]
         if chain_limit is not None and len(chains) > chain_limit:
             hidden += len(chains) - chain_limit
             chains = chains[:chain_limit]
@@ -208,35 +207,35 @@ def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | Non
     if hidden:
         k.print(k.Text(f"  {hidden} more chain(s) not shown (--all shows them)",
                        style="dim"))
-    if not qd["chains"] and not hidden:
+    if not qd.chains and not hidden:
         k.print("  no pending or in-flight chains")
-    if qd["used_entries"]:
+    if qd.used_entries:
         k.print(k.Text(" last used entries", style="bold"))
         t = _table("used idx", "slot", "id", "len", "preview (buffers may be reused)")
-        for e in qd["used_entries"]:
-            t.add_row(str(e["used_idx"]), str(e["slot"]), str(e["id"]), str(e["len"]),
-                      e["preview"]["summary"] if e["preview"] else "")
+        for e in qd.used_entries:
+            t.add_row(str(e.used_idx), str(e.slot), str(e.id), str(e.len),
+                      e.preview.summary if e.preview else "")
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
     k.print()
 
 
-def _carved(k: Kit, groups: list[dict]) -> None:
+def _carved(k: Kit, groups: tuple[CarvedGroup, ...]) -> None:
     _para(k, "No QMP log and no QEMU core: QEMU's devices are unknown. Rings carved from guest "
              "RAM, grouped by the driver's device (avail/used are the guest's indices; "
              "outstanding = avail - used; a packed ring's are its event areas' offsets and wrap "
              "counters):", 0)
     k.print()
-    devices = [g for g in groups if not g.get("firmware")]
-    firmware = [g for g in groups if g.get("firmware")]
+    devices = [g for g in groups if not g.firmware]
+    firmware = [g for g in groups if g.firmware]
     for g in devices:
-        dev = f"driver device {g['driver_device']:#x}" if g["driver_device"] is not None else \
+        dev = f"driver device {g.driver_device:#x}" if g.driver_device is not None else \
             "no driver record"
-        k.print(k.Text(f"{g['kind'] or 'unknown device'}  ({dev})", style="bold"))
+        k.print(k.Text(f"{g.kind or 'unknown device'}  ({dev})", style="bold"))
         t = _table("q", "name", "size", "desc", "avail", "used", "out", "conf")
-        for r in g["rings"]:
-            t.add_row("?" if r["index"] is None else str(r["index"]), r["name"] or "",
-                      str(r["size"]), f"{r['desc']:#x}", *_carved_indices(r),
-                      str(r["outstanding"]), f"{r['confidence']:.2f}")
+        for r in g.rings:
+            t.add_row("?" if r.index is None else str(r.index), r.name or "",
+                      str(r.size), f"{r.desc:#x}", *_carved_indices(r),
+                      str(r.outstanding), f"{r.confidence:.2f}")
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
     if not groups:
         k.print("No rings found.")
@@ -247,14 +246,14 @@ def _carved(k: Kit, groups: list[dict]) -> None:
                        style="bold"))
         t = _table("kind", "size", "desc", "avail", "used", "conf")
         for g in firmware:
-            for r in g["rings"]:
-                t.add_row(g["kind"] or "?", str(r["size"]), f"{r['desc']:#x}",
-                          *_carved_indices(r), f"{r['confidence']:.2f}")
+            for r in g.rings:
+                t.add_row(g.kind or "?", str(r.size), f"{r.desc:#x}",
+                          *_carved_indices(r), f"{r.confidence:.2f}")
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
         whys = []
         for g in firmware:
-            if g["firmware"] not in whys:
-                whys.append(g["firmware"])
+            if g.firmware not in whys:
+                whys.append(g.firmware)
         for why in whys:
             _lines(k, wrap_units(["why:", *(w + ";" for w in why[:-1]), why[-1]], k.width, 2, 4),
                    "dim")
@@ -262,31 +261,31 @@ def _carved(k: Kit, groups: list[dict]) -> None:
         k.print()           # (a table ends with its own blank line; the reasons do not)
 
 
-def _carved_indices(r: dict) -> tuple[str, str]:
+def _carved_indices(r: CarvedQueue) -> tuple[str, str]:
     """A carved ring's avail and used cells: a split ring's indices, a packed ring's decoded
     positions (``71 wrap 1``: descriptor offset and wrap counter)."""
-    if r.get("packed"):
-        return (f"{r['avail_idx']} wrap {r['packed']['avail_wrap']}",
-                f"{r['used_idx']} wrap {r['packed']['used_wrap']}")
-    return str(r["avail_idx"]), str(r["used_idx"])
+    if r.packed:
+        return (f"{r.avail_idx} wrap {r.packed.avail_wrap}",
+                f"{r.used_idx} wrap {r.packed.used_wrap}")
+    return str(r.avail_idx), str(r.used_idx)
 
 
-def _findings(k: Kit, view: dict) -> None:
-    fs = view["findings"]
+def _findings(k: Kit, view: View) -> None:
+    fs = view.findings
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f in fs:
-        where = _dev_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None else "")
-        _finding_title(k, f, where)
-        for why in f["evidence"].get("why", ()):        # what decided it (index wrap or back)
+        where = _dev_label(view, f.device) + (f" q{f.queue}" if f.queue is not None else "")
+        _finding_title(k, f.severity, f.title, where)
+        for why in f.evidence.get("why", ()):        # what decided it (index wrap or back)
             _lines(k, wrap_units(["why:", *phrases(why)], k.width, 6, 8), "dim")
-        if f["severity"] == "info":
+        if f.severity == "info":
             continue
-        pairs = [f"{name} {_ev(v)}" for name, v in f["evidence"].items() if name != "why"]
+        pairs = [f"{name} {_ev(v)}" for name, v in f.evidence.items() if name != "why"]
         if pairs:     # one "name value" pair is a unit: a line never parts a name from its value
             units = ["evidence:", *(p + ";" for p in pairs[:-1]), pairs[-1]]
             _lines(k, wrap_units(units, k.width, 6, 8), "dim")
-        _lines(k, wrap_units(["rule:", *phrases(f["rule"])], k.width, 6, 8), "dim")
-        _lines(k, wrap_units(["QEMU:", *phrases(f["qemu"])], k.width, 6, 8), "dim")
+        _lines(k, wrap_units(["rule:", *phrases(f.rule)], k.width, 6, 8), "dim")
+        _lines(k, wrap_units(["QEMU:", *phrases(f.qemu)], k.width, 6, 8), "dim")
 
 
 FINDING_HANG = 10       # a finding's continuation lines start under its title (2 + "WARNING ")
@@ -299,13 +298,13 @@ def _lines(k: Kit, lines: list[str], style: str = "") -> None:
         k.print(k.Text(line, style=style))
 
 
-def _finding_title(k: Kit, f: dict, where: str) -> None:
+def _finding_title(k: Kit, severity: str, title: str, where: str) -> None:
     """``  WARNING where: title``, wrapped at word boundaries and never inside a parenthesis or
     an ``a -> b`` step, continuation lines under the title (a hanging indent)."""
-    sev = f"{f['severity'].upper():7}"
-    lines = wrap_units([f"{sev} {where}:", *phrases(f["title"])], k.width, 2, FINDING_HANG)
+    sev = f"{severity.upper():7}"
+    lines = wrap_units([f"{sev} {where}:", *phrases(title)], k.width, 2, FINDING_HANG)
     first = k.Text("  ")
-    first.append(sev, style=SEVERITY_STYLE.get(f["severity"], ""))
+    first.append(sev, style=SEVERITY_STYLE.get(severity, ""))
     first.append(lines[0][2 + len(sev):])
     k.print(first)
     _lines(k, lines[1:])
@@ -313,65 +312,63 @@ def _finding_title(k: Kit, f: dict, where: str) -> None:
 
 # --- the compact form ------------------------------------------------------------------------
 
-def _status_word(d: dict) -> str:
+def _status_word(d: Device) -> str:
     """``DRIVER_OK`` for a device the driver runs (whatever else is set on the way there), else
     every status flag (``ACKNOWLEDGE DRIVER``, ``FAILED``...)."""
-    st = d["status"]
-    flags = st["flags"]
-    if st["value"] is None:
+    flags = d.status_flags
+    if d.status is None:
         return "status ?"
     if "DRIVER_OK" in flags and not {"FAILED", "NEEDS_RESET"} & set(flags):
         return "DRIVER_OK"
     return " ".join(flags) or "status 0"
 
 
-def _compact_devices(k: Kit, view: dict, used: set[str], show_all: bool) -> None:
-    details = {(qd["device"], qd["index"]): qd for qd in view["queue_detail"]}
-    selected = view.get("selection", {}).get("queue")
-    dev_worst = {}
-    for f in view["findings"]:
-        if f["queue"] is None and f["severity"] in ("error", "warning"):
-            dev_worst.setdefault(f["device"], f["code"])
-    for d in view["devices"]:
-        if selected is not None and (d["path"], selected) not in details:
+def _compact_devices(k: Kit, view: View, used: set[str], show_all: bool) -> None:
+    details = {(qd.device, qd.index) for qd in view.queue_detail}
+    selected = view.selection.queue if view.selection is not None else None
+    dev_worst: dict[str, str] = {}
+    for f in view.findings:
+        if f.queue is None and f.severity in ("error", "warning"):
+            dev_worst.setdefault(f.device, f.code)
+    for d in view.devices:
+        if selected is not None and (d.path, selected) not in details:
             continue                                  # --queue N: devices that have queue N
         line = k.Text()
-        line.append(d["name"] or "?", style="bold")
-        line.append(f"  {d['path']}  ")
-        line.append(_mark(_status_word(d), d["provenance"]["status"], used),
-                    style="red" if d["broken"] or "NEEDS_RESET" in d["status"]["flags"] else "")
-        if d["vhost"]:
+        line.append(d.name or "?", style="bold")
+        line.append(f"  {d.path}  ")
+        line.append(_mark(_status_word(d), d.provenance["status"], used),
+                    style="red" if d.broken or "NEEDS_RESET" in d.status_flags else "")
+        if d.vhost:
             line.append("  vhost")
-        if d["broken"]:
+        if d.broken:
             line.append("  BROKEN", style="bold red")
-        if d["path"] in dev_worst:
-            line.append(f"  {dev_worst[d['path']]}", style="bold yellow")
+        if d.path in dev_worst:
+            line.append(f"  {dev_worst[d.path]}", style="bold yellow")
         _para(k, line, 0)
-        for q in d["queues"]:
+        for q in d.queues:
             _compact_queue(k, q, used)
-            qd = details.get((d["path"], q["index"]))
-            if qd is not None:
-                _compact_chains(k, qd, show_all)
-        if d["idle_queues_hidden"]:
-            _para(k, f"+{d['idle_queues_hidden']} idle queue(s) not shown (--all shows them)",
+            if q.detailed:
+                _compact_chains(k, q, show_all)
+        if d.idle_queues_hidden:
+            _para(k, f"+{d.idle_queues_hidden} idle queue(s) not shown (--all shows them)",
                   2, "dim")
 
 
-def _compact_queue(k: Kit, q: dict, used: set[str]) -> None:
-    p, n = q["provenance"], q["notification"]
-    line = k.Text(f"q{q['index']} size {_mark(q['size'], p['size'], used)}  ")
-    if not q["packed"]:
-        line.append(f"avail {_mark(q['avail_idx'], p['avail_idx'], used)} ")
-    line.append(f"used {_mark(q['used_idx'], p['used_idx'], used)} "
-                f"last {_mark(q['last_avail_idx'], p['last_avail_idx'], used)}  "
-                f"pending {'?' if q['pending'] is None else q['pending']} "
-                f"inflight {_mark(q['inflight'], p['inflight'], used)}  ")
+def _compact_queue(k: Kit, q: Queue, used: set[str]) -> None:
+    p, n, i = q.provenance, q.notification, q.indices
+    line = k.Text(f"q{q.index} size {_mark(q.size, p['size'], used)}  ")
+    if not q.packed:
+        line.append(f"avail {_mark(i.avail_idx, p['avail_idx'], used)} ")
+    line.append(f"used {_mark(q.shown_used_idx, p['used_idx'], used)} "
+                f"last {_mark(i.last_avail_idx, p['last_avail_idx'], used)}  "
+                f"pending {'?' if q.pending is None else q.pending} "
+                f"inflight {_mark(q.inflight, p['inflight'], used)}  ")
     # the next kick and the next interrupt both due is the usual state: said only otherwise
-    off = ["kick"] * (not n or not n["next_kick"]) + ["irq"] * (not n or not n["next_interrupt"])
+    off = ["kick"] * (not n or not n.next_kick) + ["irq"] * (not n or not n.next_interrupt)
     if off:
         line.append(f"{','.join(off)} {'off' if n else '?'}  ")
-    worst = q.get("worst") or q["health"]
-    line.append(worst, style=HEALTH_STYLE.get(q["health"], "bold yellow"))
+    worst = q.worst or q.health
+    line.append(worst, style=HEALTH_STYLE.get(q.health, "bold yellow"))
     _para(k, line, 2)
 
 
@@ -399,32 +396,31 @@ def _bytes_text(values: list[int], direction: str) -> str | None:
     return text
 
 
-def _what(c: dict) -> str:
+def _what(c: Chain) -> str:
     """The chain's decoded kind without its byte counts (they are said once per run)."""
-    pv = c["preview"]
+    pv = c.preview
     if not pv:
         return ""
-    summary = pv["summary"]
-    for n in (c["bytes_in"], c["bytes_out"]):
+    summary = pv.summary
+    for n in (c.bytes_in, c.bytes_out):
         summary = summary.replace(f" {n} bytes", "")
-    return f"{pv['kind']} {summary}".strip()
+    return f"{pv.kind} {summary}".strip()
 
 
-def _fold_key(c: dict) -> tuple:
-    return (c["state"], _what(c), c["length"], c["indirect"] is not None, tuple(c["problems"]),
-            c["avail_idx"] is None)
+def _fold_key(c: Chain) -> tuple:
+    return (c.state, _what(c), c.length, c.indirect is not None, c.problems, c.avail_idx is None)
 
 
-def fold_chains(chains: list[dict]) -> list[list[dict]]:
+def fold_chains(chains: tuple[Chain, ...]) -> list[list[Chain]]:
     """Neighbouring chains (consecutive in avail order, same state) that are alike, as runs:
     same decoded kind, descriptor count, problems and direct/indirect; byte counts may differ.
 
-    >>> c = lambda h, n: {"state": "pending", "preview": None, "bytes_in": n, "bytes_out": 0,
-    ...                   "length": 1, "indirect": None, "problems": [], "avail_idx": h, "head": h}
+    >>> from vdecode.reconstruct.postmortem.records import Chain
+    >>> c = lambda h, n: Chain("pending", h, h, h, None, (), 0, n, (), None)
     >>> [len(run) for run in fold_chains([c(1, 8), c(2, 8), c(3, 16)])]
     [3]
     """
-    runs: list[list[dict]] = []
+    runs: list[list[Chain]] = []
     for c in chains:
         if runs and _fold_key(runs[-1][-1]) == _fold_key(c):
             runs[-1].append(c)
@@ -433,106 +429,104 @@ def fold_chains(chains: list[dict]) -> list[list[dict]]:
     return runs
 
 
-def _run_label(run: list[dict]) -> str:
-    word = "head" if run[0]["avail_idx"] is not None else "id"
-    hs = [c["head"] for c in run]
+def _run_label(run: list[Chain]) -> str:
+    word = "head" if run[0].avail_idx is not None else "id"
+    hs = [c.head for c in run]
     if len(hs) == 1:
         return f"{word} {hs[0]}"
     if all(b == a + 1 for a, b in zip(hs, hs[1:])):
         return f"{word}s {hs[0]}–{hs[-1]}"
     if len(hs) <= 4:
         return f"{word}s " + ",".join(map(str, hs))
-    if run[0]["avail_idx"] is not None:
-        return f"avail idx {run[0]['avail_idx']}–{run[-1]['avail_idx']} ({word}s {hs[0]},…)"
+    if run[0].avail_idx is not None:
+        return f"avail idx {run[0].avail_idx}–{run[-1].avail_idx} ({word}s {hs[0]},…)"
     return f"{word}s {hs[0]},{hs[1]},…,{hs[-1]}"
 
 
-def _run_line(k: Kit, run: list[dict]) -> Any:
+def _run_line(k: Kit, run: list[Chain]) -> Any:
     c = run[0]
     what = _what(c)
-    descs = f"{c['length']} desc" if c["length"] != 1 or not what else ""
-    if c["indirect"]:
-        descs = f"indirect table {c['indirect']['len']} bytes" + (f" ({descs})" if descs else "")
-    sizes = [b for b in (_bytes_text([x["bytes_out"] for x in run], "out"),
-                         _bytes_text([x["bytes_in"] for x in run], "in")) if b] or ["0 bytes"]
+    descs = f"{c.length} desc" if c.length != 1 or not what else ""
+    if c.indirect:
+        descs = f"indirect table {c.indirect[1]} bytes" + (f" ({descs})" if descs else "")
+    sizes = [b for b in (_bytes_text([x.bytes_out for x in run], "out"),
+                         _bytes_text([x.bytes_in for x in run], "in")) if b] or ["0 bytes"]
     parts = [p for p in (what, descs, *sizes) if p]
     count = f"{len(run)} × " if len(run) > 1 else ""
-    state = "" if c["state"] == "pending" else f"{c['state']} "
+    state = "" if c.state == "pending" else f"{c.state} "
     line = k.Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
-    if c["problems"]:
-        line.append("  " + ",".join(c["problems"]), style="bold red")
+    if c.problems:
+        line.append("  " + ",".join(c.problems), style="bold red")
     return line
 
 
-def _compact_chains(k: Kit, qd: dict, show_all: bool) -> None:
-    if qd["ring_error"]:
-        _para(k, k.Text(f"ring not read: {qd['ring_error']}", style="red"), 4)
+def _compact_chains(k: Kit, qd: Queue, show_all: bool) -> None:
+    if qd.ring_error:
+        _para(k, k.Text(f"ring not read: {qd.ring_error}", style="red"), 4)
         return
-    runs = fold_chains(qd["chains"])
+    runs = fold_chains(qd.chains)
     shown = runs if show_all or len(runs) <= CHAIN_LINES else runs[:CHAIN_LINES - 1]
     for run in shown:
         _para(k, _run_line(k, run), 4)
     rest = [c for run in runs[len(shown):] for c in run]
     if rest:
-        where = (f" at avail idx {rest[0]['avail_idx']}–{rest[-1]['avail_idx']}"
-                 if rest[0]["avail_idx"] is not None and rest[-1]["avail_idx"] is not None else "")
+        where = (f" at avail idx {rest[0].avail_idx}–{rest[-1].avail_idx}"
+                 if rest[0].avail_idx is not None and rest[-1].avail_idx is not None else "")
         _para(k, k.Text(f"… {len(rest)} more chain(s){where} in {len(runs) - len(shown)} "
                         f"line(s) (--all lists them)", style="dim"), 4)
-    if qd["chains_hidden"]:
-        _para(k, k.Text(f"{qd['chains_hidden']} chain(s) not listed", style="dim"), 4)
 
 
-def _unique_label(view: dict, path: str) -> str:
+def _unique_label(view: View, path: str) -> str:
     """The device's name, with its QOM parent's name when several devices share it
     (``virtio-blk legacyblk``)."""
     name = _dev_label(view, path)
-    if sum(d["name"] == name for d in view["devices"]) > 1:
+    if sum(d.name == name for d in view.devices) > 1:
         parts = path.removesuffix("/virtio-backend").rsplit("/", 1)
         return f"{name} {parts[-1]}"
     return name
 
 
-def _absent_lines(k: Kit, absent: dict | None) -> None:
-    """What the input lacks, right under the title: every answer below is built on it."""
+def _absent_lines(k: Kit, absent: Any) -> None:
+    """What the input lacks (:class:`vdecode.space.absence.Absent`), right under the title: every
+    answer below is built on it."""
     if not absent:
         return
-    for part, line in zip(absent["parts"], absent["lines"]):
-        head = "absent by design" if part["by_design"] else "INCOMPLETE DUMP"
-        _para(k, k.Text(f"{head}: {line}", style="dim" if part["by_design"] else "bold magenta"), 0)
+    for part in absent.parts:
+        head = "absent by design" if part.by_design else "INCOMPLETE DUMP"
+        _para(k, k.Text(f"{head}: {part.text()}",
+                        style="dim" if part.by_design else "bold magenta"), 0)
 
 
-def _fold_absent(view: dict, fs: list[dict]) -> list[dict]:
-    """One line per device for the queues whose rings are absent (a cut dump has dozens)."""
-    out, seen = [], {}
+def _fold_absent(fs: tuple[Finding, ...]) -> list[tuple[Finding, str, str]]:
+    """Each finding as ``(finding, title, queue text)``, with one line per device for the queues
+    whose rings are absent (a cut dump has dozens)."""
+    out: list[list] = []
+    seen: dict[str, list] = {}
     for f in fs:
-        if f["code"] != "absent" or f["queue"] is None:
-            out.append(f)
-            continue
-        if f["device"] in seen:
-            seen[f["device"]]["queues"].append(f["queue"])
-            continue
-        seen[f["device"]] = g = {**f, "queues": [f["queue"]]}
-        out.append(g)
+        q = f" q{f.queue}" if f.queue is not None else ""
+        if f.code != "absent" or f.queue is None:
+            out.append([f, f.title, q])
+        elif f.device in seen:
+            seen[f.device][3].append(f.queue)
+        else:
+            seen[f.device] = [f, f.title, q, [f.queue]]
+            out.append(seen[f.device])
     for g in seen.values():
-        if len(g["queues"]) > 1:
-            why = g["title"].split(": ")[1] if ": " in g["title"] else g["title"]
-            g["title"] = f"{len(g['queues'])} queues not read: {why}"
-            g["queue_text"] = f" q{g['queues'][0]}-q{g['queues'][-1]}"
-    return out
+        f, queues = g[0], g[3]
+        if len(queues) > 1:
+            why = f.title.split(": ")[1] if ": " in f.title else f.title
+            g[1] = f"{len(queues)} queues not read: {why}"
+            g[2] = f" q{queues[0]}-q{queues[-1]}"
+    return [(g[0], g[1], g[2]) for g in out]
 
 
-def _compact_findings(k: Kit, view: dict) -> None:
-    fs = view["findings"]
+def _compact_findings(k: Kit, view: View) -> None:
+    fs = view.findings
     k.print()
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
-    for f in _fold_absent(view, fs):
-        if "queue_text" in f:
-            _finding_title(k, f, _unique_label(view, f["device"]) + f["queue_text"])
-            continue
-        where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
-                                                    else "")
-        _finding_title(k, f, where)
-    if any(f["severity"] != "info" for f in fs):
+    for f, title, queues in _fold_absent(fs):
+        _finding_title(k, f.severity, title, _unique_label(view, f.device) + queues)
+    if any(f.severity != "info" for f in fs):
         _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
 
 
@@ -544,7 +538,7 @@ def _ev(v: Any) -> str:
     return str(v)
 
 
-def render_view_text(view: dict, *, width: int = 80, color: bool = False, compact: bool = False,
+def render_view_text(view: View, *, width: int = 80, color: bool = False, compact: bool = False,
                      show_all: bool = False) -> str:
     """The view as text for a terminal of ``width`` columns (ANSI colours when ``color``).
 
@@ -553,41 +547,41 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
     :param show_all: ``--all``: every chain (the full form draws :data:`CHAIN_LIMIT` per state,
         the compact one :data:`CHAIN_LINES` lines per queue, without it).
     """
-    k = Kit.for_output(width, rich=color or not compact or view.get("carved") is not None,
+    k = Kit.for_output(width, rich=color or not compact or view.carved is not None,
                        color=color)
-    inp = view["input"]
+    inp = view.input
     src = {"core": "QEMU core", "log": "QMP log", "core+log": "QEMU core (log compared)",
-           "none": "nothing"}.get(inp["qemu_state"], inp["qemu_state"])
-    k.print(k.Text(f"{inp['dump']} ({inp['format']})", style="bold"))
-    log = f" {inp['log']}" if inp["log"] and "log" in inp["qemu_state"] else ""
-    if log and inp.get("log_end"):
-        log += f" (ends {inp['log_end']})"
+           "none": "nothing"}.get(inp.qemu_state, inp.qemu_state)
+    k.print(k.Text(f"{inp.dump} ({inp.format})", style="bold"))
+    log = f" {inp.log}" if inp.log and "log" in inp.qemu_state else ""
+    if log and inp.log_end:
+        log += f" (ends {inp.log_end})"
     _para(k, f"QEMU state from {src}{log}"
-          + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""), 0)
-    _absent_lines(k, view.get("absent"))
+          + (f", QEMU {inp.qemu_version}" if inp.qemu_version else ""), 0)
+    _absent_lines(k, view.absent)
     k.print()
     used: set[str] = set()
-    if view.get("carved") is not None:
-        _carved(k, view["carved"])
-    elif not view["devices"]:
+    if view.carved is not None:
+        _carved(k, view.carved)
+    elif not view.devices:
         k.print("No virtio devices known.")
     if compact:
         _compact_devices(k, view, used, show_all)
         _compact_findings(k, view)
     else:
-        if view["queue_detail"]:
-            for qd in view["queue_detail"]:
+        if view.queue_detail:
+            for qd in view.queue_detail:
                 _detail(k, view, qd, used, None if show_all else CHAIN_LIMIT)
         else:
             _devices(k, view, used)
         _findings(k, view)
-    if view["notes"]:
+    if view.notes:
         k.print()
-        for n in view["notes"]:
+        for n in view.notes:
             _para(k, f"note: {n}", 0, "dim")
     if used:
         k.print()
-        entries = [f"{MARKERS[m]} {view['legend'][m]}" for m in ("inferred", "log", "carved")
+        entries = [f"{MARKERS[m]} {view.legend[m]}" for m in ("inferred", "log", "carved")
                    if m in used]
         # each marker with its meaning is a unit: a line never parts them
         units = [e + "  " for e in entries[:-1]] + [entries[-1] + ";",

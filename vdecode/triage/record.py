@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdecode.errors import VdecodeError
 from vdecode.triage.discover import VmJob
+
+if TYPE_CHECKING:
+    from vdecode.reconstruct.postmortem.records import Finding, View
 
 __all__ = ("triage_vm", "triage_step", "triage_part", "failed_record", "preload", "SCHEMA_VERSION",
            "verdict_of")
@@ -105,23 +108,21 @@ def _open(job: VmJob, errors: list):
     return primary, None, unused
 
 
-def _view(opened, knowledge, log_path: str | None) -> tuple[dict[str, Any], str]:
-    """The view model of ``vdecode DUMP --json`` from the one machine every command builds
-    (:func:`vdecode.api.machine_of`), made not to carve: a record rests on the inputs' own state),
+def _view(opened, knowledge, log_path: str | None) -> tuple[View, str]:
+    """The view of ``vdecode DUMP`` from the one machine every command builds
+    (:func:`vdecode.api.machine_of`, made not to carve: a record rests on the inputs' own state),
     and the profile's version."""
-    import json
-
     from vdecode.api import machine_of
     from vdecode.reconstruct.state.session import Inputs
 
     machine = machine_of(Inputs(opened, knowledge), logs=(log_path,) if log_path else (),
                          carve=False)
-    # plain JSON values, as a record is (the view's data is frozen)
-    return json.loads(machine.view().to_json()), machine.profile.version
+    return machine.view(), machine.profile.version
 
 
-def _finding(f: dict[str, Any]) -> dict[str, Any]:
-    return {k: f[k] for k in ("severity", "code", "device", "queue", "title")}
+def _finding(f: Finding) -> dict[str, Any]:
+    return {"severity": f.severity, "code": f.code, "device": f.device, "queue": f.queue,
+            "title": f.title}
 
 
 def verdict_of(record: dict[str, Any]) -> str:
@@ -194,37 +195,39 @@ def triage_vm(job: VmJob) -> dict[str, Any]:
     return record
 
 
-def _fill(record: dict[str, Any], view: dict[str, Any], profile: str) -> None:
-    record["qemu"] = {"state": view["input"]["qemu_state"],
-                      "version": view["input"]["qemu_version"], "profile": profile}
+def _fill(record: dict[str, Any], view: View, profile: str) -> None:
+    """The record's members from the view's records (plain JSON values: records go to JSON,
+    CSV and other processes)."""
+    record["qemu"] = {"state": view.input.qemu_state, "version": view.input.qemu_version,
+                      "profile": profile}
     counts = record["counts"]
     by_queue: dict[tuple[str, int | None], list[str]] = {}
-    for f in view["findings"]:
-        by_queue.setdefault((f["device"], f["queue"]), []).append(f["code"])
+    for f in view.findings:
+        by_queue.setdefault((f.device, f.queue), []).append(f.code)
         counts[{"error": "errors", "warning": "warnings", "unknown": "unknown"}.get(
-            f["severity"], "info")] += 1
-    for dev in view["devices"]:
+            f.severity, "info")] += 1
+    for dev in view.devices:
         queues = []
-        for q in dev["queues"]:
-            codes = by_queue.get((dev["path"], q["index"]), [])
-            queues.append({"index": q["index"], "size": q["size"], "health": q["health"],
-                           "pending": q["pending"], "inflight": q["inflight"],
-                           "avail_idx": q["avail_idx"], "used_idx": q["used_idx"],
-                           "last_avail_idx": q["last_avail_idx"], "ring_error": q["ring_error"],
-                           "findings": codes})
-            counts["pending"] += q["pending"] or 0
-            counts["inflight"] += q["inflight"] or 0
-            counts["problem_queues"] += q["health"] not in ("ok",)
+        for q in dev.queues:
+            codes = by_queue.get((dev.path, q.index), [])
+            queues.append({"index": q.index, "size": q.size, "health": q.health,
+                           "pending": q.pending, "inflight": q.inflight,
+                           "avail_idx": q.indices.avail_idx, "used_idx": q.shown_used_idx,
+                           "last_avail_idx": q.indices.last_avail_idx,
+                           "ring_error": q.ring_error, "findings": codes})
+            counts["pending"] += q.pending or 0
+            counts["inflight"] += q.inflight or 0
+            counts["problem_queues"] += q.health not in ("ok",)
         counts["devices"] += 1
-        counts["queues"] += len(queues) + dev["idle_queues_hidden"]
-        record["devices"].append({"name": dev["name"], "path": dev["path"],
-                                  "status": dev["status"]["flags"], "broken": dev["broken"],
-                                  "findings": by_queue.get((dev["path"], None), []),
-                                  "queues": queues, "idle_queues": dev["idle_queues_hidden"]})
-    record["findings"] = [_finding(f) for f in view["findings"]]
-    worst = [f for f in view["findings"] if f["severity"] in ("error", "warning")]
+        counts["queues"] += len(queues) + dev.idle_queues_hidden
+        record["devices"].append({"name": dev.name, "path": dev.path,
+                                  "status": list(dev.status_flags), "broken": dev.broken,
+                                  "findings": by_queue.get((dev.path, None), []),
+                                  "queues": queues, "idle_queues": dev.idle_queues_hidden})
+    record["findings"] = [_finding(f) for f in view.findings]
+    worst = [f for f in view.findings if f.severity in ("error", "warning")]
     record["worst"] = _finding(worst[0]) if worst else None
-    record["notes"] = [*record["notes"], *view["notes"]]
+    record["notes"] = [*record["notes"], *view.notes]
 
 
 # --- one dump's carving split across the workers ---------------------------------------------

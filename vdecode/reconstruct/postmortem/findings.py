@@ -23,14 +23,12 @@ table at once, all members of all outstanding chains checked with array operatio
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
 from vdecode.errors import MissingData, RingError
-from vdecode.frozen import record
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
 from vdecode.virtio.buffers import is_held_element_queue, is_posted_buffer_queue
@@ -44,6 +42,7 @@ from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DISABLE, PackedR
 from vdecode.space.ram_map import RamMap
 from vdecode.virtio.ring_walk import QueueWalk, walk_queue
 from vdecode.reconstruct.postmortem.index_motion import Pace, judge_motion
+from vdecode.reconstruct.postmortem.records import Finding
 from vdecode.virtio.split_ring import SplitRing, read_split_ring, validate_num
 
 __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", "SEVERITIES",
@@ -51,29 +50,6 @@ __all__ = ("Finding", "QueueWalk", "walk_queue", "read_queue", "find_findings", 
 
 VIRTIO_CONFIG_S_FAILED = 0x80
 SEVERITIES = ("error", "warning", "info", "unknown")
-
-
-@record
-class Finding:
-    """One thing wrong (or worth knowing) at the dump instant.
-
-    :param severity: ``"error"`` (QEMU would stop the device or abort), ``"warning"`` (a hang or a
-        spec violation QEMU tolerates), ``"info"`` (what changed), ``"unknown"`` (the bytes the
-        rules need are absent from the input: nothing can be said either way).
-    :param code: a stable identifier (``"stalled-available"``, ``"loop"``, ...).
-    :param evidence: indices, addresses and descriptor numbers (JSON-able plain values).
-    :param rule: the virtio spec section or the QEMU check the finding rests on.
-    :param qemu: what QEMU 7.2 does with it (the ``virtio_error`` message, an abort, or nothing).
-    """
-
-    severity: str
-    code: str
-    device: str
-    queue: int | None
-    title: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    rule: str = ""
-    qemu: str = ""
 
 
 def read_queue(machine: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState) -> SplitRing:
