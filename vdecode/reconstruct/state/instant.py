@@ -17,11 +17,12 @@ recordings described in ``docs/new-captures.md``):
   was notified after its last push: ``used_idx``/``true`` (``virtio_packed_should_notify`` sets
   them on every call, EVENT_IDX or not).
 * ``isr`` bit 0 is set by every queue interrupt and cleared only when the guest reads the ISR:
-  never with MSI-X, so a device with a queue that moved has it set, and 0x3 if the queue is one
-  a driver moves only after a config change (``virtio_notify_config``: the balloon's inflate and
-  deflate queues, ``queues.json`` ``config_driven_queues``). Where the guest's handler
-  reads it (INTx proxies, virtio-mmio, or a device the log shows clearing it), an interrupt is
-  still pending only if QEMU pushed past the ``used_event`` the guest last armed.
+  never with MSI-X nor on virtio-ccw (no ISR there), so a device with a queue that moved has it
+  set, and 0x3 if the queue is one a driver moves only after a config change
+  (``virtio_notify_config``: the balloon's inflate and deflate queues, ``queues.json``
+  ``config_driven_queues``). Where the guest's handler reads it (INTx proxies, virtio-mmio, or a
+  device the log shows clearing it), an interrupt is still pending only if QEMU pushed past the
+  ``used_event`` the guest last armed.
 * ``dump-guest-memory`` stops the VM (``dump_init``: ``vm_stop``): ``vm_running`` false, vhost
   stopped. The stop syncs a vhost device's queues (``vhost_virtqueue_stop``:
   ``virtio_queue_set_last_avail_idx`` with the backend's base, which sets ``last_avail_idx`` and
@@ -218,15 +219,19 @@ def _reset_counters(q: VirtQueueState) -> VirtQueueState:
 
 
 def advance_to_dump(machine: VirtioMachine, profile: Profile, *,
-                    platform: Callable[[], tuple[int, int] | None] | None = None) -> tuple[VirtioMachine, list[str]]:
+                    platform: Callable[[], tuple[int, int] | None] | None = None,
+                    guest_arch: str | None = None) -> tuple[VirtioMachine, list[str]]:
     """The machine with its log-derived state moved to the dump instant.
+
+    :param guest_arch: the guest dump's ``info["machine"]`` (an s390x guest's devices are on
+        virtio-ccw: :func:`~vdecode.virtio.transport.transport_of`).
 
     :return: the new machine, and notes for stderr (rings that look moved, values that stay the
         log's).
     """
     notes: list[str] = []
     platform = platform or machine_version_of(machine.space)
-    devices = tuple(_advance_device(machine, dev, profile, notes, platform)
+    devices = tuple(_advance_device(machine, dev, profile, notes, platform, guest_arch)
                     for dev in machine.state.devices)
     return machine.with_state(replace(machine.state, devices=devices)), notes
 
@@ -282,8 +287,8 @@ def _event_fields_written(machine: VirtioMachine, q: VirtQueueState) -> bool:
 
 
 def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Profile,
-                    notes: list[str], platform: Callable[[], tuple[int, int] | None]
-                    ) -> VirtIODeviceState:
+                    notes: list[str], platform: Callable[[], tuple[int, int] | None],
+                    guest_arch: str | None = None) -> VirtIODeviceState:
     """One device at the dump instant (the rules in the module docstring)."""
     if dev.guest_features is None and machine.space is not None:
         dev = _features_from_rings(machine, dev)
@@ -294,7 +299,7 @@ def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Pro
         changes.update(vhost_started=False, vhost_dev=None)
         dev_marks["vhost_started"] = INFERRED
     reads_isr = guest_reads_isr(dev, profile, dev.isr, [q.used_idx for q in dev.queues.values()],
-                                platform)
+                                platform, guest_arch)
     isr = dev.isr
     if any(_set_up_anew(q) for q in dev.queues.values()):
         isr = changes["isr"] = 0                          # its rings moved: it was reset
