@@ -185,7 +185,8 @@ def write_bundle(out: str | os.PathLike, machine, *, header_bytes: int = HEADER_
     # the guest's e_machine: an ELF dump names it by EM_NAMES, a kdump by its utsname (QEMU
     # writes "S390X" for s390x, "Unknown" where its target defines no ELF_MACHINE_UNAME)
     machine = str(dump.info.get("machine")).lower()
-    machine_id = {v: k for k, v in EM_NAMES.items()}.get(UTS_MACHINES.get(machine, machine), EM_X86_64)
+    machine_id = {v: k for k, v in EM_NAMES.items()}.get(UTS_MACHINES.get(machine, machine),
+                                                         EM_X86_64)
     try:
         write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
     except OSError as err:                          # checked up front, so: a full disk, a quota

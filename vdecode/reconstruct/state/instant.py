@@ -11,7 +11,9 @@ recordings described in ``docs/new-captures.md``):
   it empty, so it equals ``avail->idx``; a queue that did not move keeps the logged value. Queues
   whose device pops only what it needs (``formats/.../queues.json``) re-read it only when a pop
   finds ``last_avail_idx == shadow_avail_idx``: with the guest keeping the ring full, each re-read
-  saw ``last + num``.
+  saw ``last + num``. A ring full at the dump of a queue QEMU reads only to pop (virtio-net's,
+  ``reads_only_to_pop``) was filled after QEMU's last read: the logged shadow stays when it
+  covers every pop since.
 * ``signalled_used``/``-valid``: split rings without ``VIRTIO_RING_F_EVENT_IDX`` never touch them
   (``virtio_split_should_notify`` returns first): ``0``/``false``. Otherwise a queue that moved
   was notified after its last push: ``used_idx``/``true`` (``virtio_packed_should_notify`` sets
@@ -54,7 +56,7 @@ from vdecode.space.firmware import machine_version_of
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, PARTIAL, VirtIODeviceState,
                                         VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACKED,
-                                   VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
+                                   VIRTIO_RING_F_EVENT_IDX, RingHeader, VirtioMachine,
                                    has_feature, is_big_endian)
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
@@ -103,6 +105,9 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
         shadow = h.avail_idx
     elif moved and listed(q.queue_index, profile.table("queues")["pop_only"].get(dev.name, ())):
         shadow = _pop_only_shadow(logged_last, logged_shadow, last, num, h.avail_idx)
+    elif moved and listed(q.queue_index, profile.table("queues").get("reads_only_to_pop", {})
+                          .get(dev.name, ())) and _full_since_last_read(h, num, last, logged_shadow):
+        shadow = logged_shadow
     elif moved:
         shadow = h.avail_idx
     if 0 < (last - shadow) % _U16 < _U16 // 2:
@@ -120,6 +125,23 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
             raise _Stopped(q, err) from err
         pending = (used_event - logged_used) % _U16 < (h.used_idx - logged_used) % _U16
     return q, QueueMove(moved, pending)
+
+
+def _full_since_last_read(h: RingHeader, num: int, last: int, logged_shadow: int | None) -> bool:
+    """A ring the guest filled after QEMU last read ``avail->idx``, whose logged shadow QEMU may
+    still hold; for a queue whose device reads it only to pop (``queues.json``
+    ``reads_only_to_pop``: virtio-net's ``virtio_net_has_buffers`` then ``virtqueue_pop``).
+
+    The guest never offers more than ``num`` buffers beyond those it got back, and a read that
+    finds buffers is followed by a pop. So a ring full at the dump (``avail->idx == used->idx +
+    num``, nothing in use) was not full when QEMU last read it: the guest's last buffers (a
+    receive queue refilled after the last packet) came after, and ``shadow_avail_idx`` is below
+    ``avail->idx``. The reads since the log (one before each pop) are not in the dump; the logged
+    shadow, when it still covers every pop since (``last_avail_idx <= shadow < avail->idx``), is
+    the one value they are known to have seen."""
+    if not num or logged_shadow is None or (h.avail_idx - h.used_idx) % _U16 != num:
+        return False
+    return (h.used_idx - last) % _U16 == 0 and (logged_shadow - last) % _U16 < num
 
 
 def listed(queue: int, rows) -> bool:
