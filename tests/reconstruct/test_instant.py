@@ -136,3 +136,27 @@ def test_a_balloon_queue_moving_means_a_config_change_only_for_a_running_driver(
     assert _config_changed(dev(0xF), deflated, profile)
     assert not _config_changed(dev(0xF, 1 << 2), deflated, profile)  # DEFLATE_ON_OOM
     assert not _config_changed(dev(0xF), logged, profile)            # nothing moved
+
+
+def test_a_ring_full_at_the_dump_was_filled_after_qemus_last_read():
+    """virtio-net pops after every read that finds buffers, so QEMU never read a ring in the full
+    state the dump shows: the logged shadow stays when it covers every pop since (a receive ring
+    the guest refilled after the last packet: real aarch64 capture a64modern, 1024/33 -> 1057).
+    virtio-serial reads its receive queues without popping (a chardev's poll): not listed."""
+    from vdecode.profiles import load_profile
+    for v in ("7.2", "10.0", "11.1"):
+        rows = load_profile(v).table("queues")["reads_only_to_pop"]
+        assert set(rows) == {"virtio-net"}, v
+    from vdecode.reconstruct.state.instant import _full_since_last_read
+    from vdecode.virtio.device import RingHeader
+
+    def full(avail, used, last, shadow, num=1024):
+        return _full_since_last_read(RingHeader(0, avail, 0, used), num, last, shadow)
+
+    assert full(1057, 33, 33, 1024)
+    assert not full(1056, 33, 33, 1024)            # not full: QEMU may have read 1056
+    assert not full(1057, 33, 33, 1057)            # the logged shadow is the dump's avail idx
+    assert not full(1057, 33, 33, 32)              # behind the pops since: QEMU read again
+    assert not full(1057, 32, 33, 1024)            # one buffer in use
+    assert full(5, 65517, 65517, 0, num=24)        # across the 16-bit wrap
+    assert not full(1057, 33, 33, None)

@@ -29,7 +29,7 @@ from vdecode.render.elf_core import EM_X86_64, LoadSegment, write_elf_core
 from vdecode.render.log_view import render_log_jsonl
 from vdecode.sources.bundle_notes import (BUNDLE_VERSION, NOTE_OWNER, VDB_FINDINGS, VDB_META,
                                     VDB_QEMU_STATE, VDB_QMP_LOG, VDB_SUMMARY)
-from vdecode.sources.elf_dump import EM_NAMES
+from vdecode.sources.elf_dump import EM_NAMES, UTS_MACHINES
 from vdecode.sources.qemu_state import QemuVirtioState
 from vdecode.sources.qmp_log.knowledge import LogKnowledge
 from vdecode.sources.qmp_log.model import QmpLog
@@ -182,7 +182,11 @@ def write_bundle(out: str | os.PathLike, machine, *, header_bytes: int = HEADER_
     if findings is not None:
         notes_out.append((NOTE_OWNER, VDB_FINDINGS, _dumps(findings)))
     notes_out.append((NOTE_OWNER, VDB_SUMMARY, summary.encode()))
-    machine_id = {v: k for k, v in EM_NAMES.items()}.get(str(dump.info.get("machine")), EM_X86_64)
+    # the guest's e_machine: an ELF dump names it by EM_NAMES, a kdump by its utsname (QEMU
+    # writes "S390X" for s390x, "Unknown" where its target defines no ELF_MACHINE_UNAME)
+    machine = str(dump.info.get("machine")).lower()
+    machine_id = {v: k for k, v in EM_NAMES.items()}.get(UTS_MACHINES.get(machine, machine),
+                                                         EM_X86_64)
     try:
         write_elf_core(out, segments, notes=notes_out, qemu_quirks=False, machine=machine_id)
     except OSError as err:                          # checked up front, so: a full disk, a quota

@@ -31,8 +31,8 @@ from vdecode.frozen import record
 from vdecode.sources.files import FileView, parse_at
 
 __all__ = (
-    "EM_NAMES", "ElfFacts", "ElfNote", "NT_FILE", "NT_PRPSINFO", "NT_PRSTATUS", "PN_XNUM",
-    "PT_LOAD", "PT_NOTE", "PHDR_DTYPE", "read_elf", "read_note_desc", "vcpus_from_notes",
+    "EM_NAMES", "UTS_MACHINES", "ElfFacts", "ElfNote", "NT_FILE", "NT_PRPSINFO", "NT_PRSTATUS",
+    "PN_XNUM", "PT_LOAD", "PT_NOTE", "PHDR_DTYPE", "read_elf", "read_note_desc", "vcpus_from_notes",
     "vmcoreinfo_from_notes",
 )
 
@@ -45,6 +45,10 @@ NT_FILE = 0x46494C45
 #: ``e_machine`` values vdecode names (``elf.h``); others print as numbers.
 EM_NAMES = {3: "i386", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390", 40: "arm", 62: "x86_64",
             183: "aarch64", 243: "riscv", 258: "loongarch"}
+#: a kdump header's utsname machine (lower-cased) where it is not the ``EM_NAMES`` name of its
+#: ``e_machine`` (``uname -m``: a 64-bit s390 is ``s390x``, one ``e_machine`` for both widths)
+UTS_MACHINES = {"s390x": "s390", "ppc64le": "ppc64", "riscv64": "riscv", "loongarch64": "loongarch",
+                "i686": "i386", "armv7l": "arm"}
 ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 
 

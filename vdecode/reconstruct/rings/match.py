@@ -68,8 +68,8 @@ def _absent_areas(space: AddressSpace, absent, dev: VirtIODeviceState, q: VirtQu
 
 def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
                         platform: Callable[[], tuple[int, int] | None] | None = None,
-                        progress: Callable[[int, int], None] | None = None
-                        ) -> tuple[VirtioMachine, list[str]]:
+                        progress: Callable[[int, int], None] | None = None,
+                        guest_arch: str | None = None) -> tuple[VirtioMachine, list[str]]:
     """Where a logged ring's addresses no longer hold a ring, use a carved one.
 
     Checks every logged queue with :func:`~vdecode.virtio.ring_checks.check_ring` (packed ones with
@@ -157,7 +157,7 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
     platform = platform or machine_version_of(space)        # the machine type, for MSI-X
     matches = match_rings(space, devices, stale, rings, claimed)
     devices, applied = apply_matches(devices, matches, claimed, why, stale_of, drivers_seen,
-                                     profile, platform)
+                                     profile, platform, guest_arch)
     notes += applied
     if drivers_seen:
         # A driver that set up new rings for some queues did so for all of the device's queues
@@ -184,7 +184,7 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
         if more:
             matches2 = match_rings(space, devices, more, rings, claimed)
             devices, applied = apply_matches(devices, matches2, claimed, why, stale_of, False,
-                                             profile, platform)
+                                             profile, platform, guest_arch)
             notes += applied
     notes += _unowned_drivers(space, devices, rings, claimed)
     return machine.with_state(replace(machine.state, devices=devices)), notes

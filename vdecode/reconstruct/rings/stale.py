@@ -22,7 +22,8 @@ __all__ = ("apply_matches", "driver_let_go", "reset_like_qemu")
 def apply_matches(devices: tuple[VirtIODeviceState, ...], matches: list[RingMatch],
                   claimed: dict[int, CarvedRing | None], why: dict[tuple[str, int], str],
                   stale_of: dict[str, set[int]], drivers_seen: bool, profile: Profile,
-                  platform: Callable[[], tuple[int, int] | None] | None = None
+                  platform: Callable[[], tuple[int, int] | None] | None = None,
+                  guest_arch: str | None = None
                   ) -> tuple[tuple[VirtIODeviceState, ...], list[str]]:
     """The devices with matched rings in their queues (provenance ``carved``) and devices whose
     driver let go reset, and notes saying what was done. ``claimed`` (the caller's bookkeeping
@@ -38,8 +39,10 @@ def apply_matches(devices: tuple[VirtIODeviceState, ...], matches: list[RingMatc
             if drivers_seen and driver_let_go(dev, stale_of[m.path], claimed, matches):
                 released.add(m.path)
                 reads_isr = guest_reads_isr(dev, profile, dev.isr,
-                                            [q.used_idx for q in dev.queues.values()], platform)
-                by_path[m.path] = reset_like_qemu(dev, queue_sel_after_removal(dev, reads_isr))
+                                            [q.used_idx for q in dev.queues.values()], platform,
+                                            guest_arch)
+                by_path[m.path] = reset_like_qemu(dev, queue_sel_after_removal(dev, reads_isr,
+                                                                               guest_arch))
                 notes.append(f"{m.path}: {why[(m.path, m.queue)]}, no other queue of the device "
                              f"holds a used ring and the guest's driver records (found for other "
                              f"devices) name no ring of its sizes: the driver let go of it; "

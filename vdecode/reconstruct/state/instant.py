@@ -11,17 +11,20 @@ recordings described in ``docs/new-captures.md``):
   it empty, so it equals ``avail->idx``; a queue that did not move keeps the logged value. Queues
   whose device pops only what it needs (``formats/.../queues.json``) re-read it only when a pop
   finds ``last_avail_idx == shadow_avail_idx``: with the guest keeping the ring full, each re-read
-  saw ``last + num``.
+  saw ``last + num``. A ring full at the dump of a queue QEMU reads only to pop (virtio-net's,
+  ``reads_only_to_pop``) was filled after QEMU's last read: the logged shadow stays when it
+  covers every pop since.
 * ``signalled_used``/``-valid``: split rings without ``VIRTIO_RING_F_EVENT_IDX`` never touch them
   (``virtio_split_should_notify`` returns first): ``0``/``false``. Otherwise a queue that moved
   was notified after its last push: ``used_idx``/``true`` (``virtio_packed_should_notify`` sets
   them on every call, EVENT_IDX or not).
 * ``isr`` bit 0 is set by every queue interrupt and cleared only when the guest reads the ISR:
-  never with MSI-X, so a device with a queue that moved has it set, and 0x3 if the queue is one
-  a driver moves only after a config change (``virtio_notify_config``: the balloon's inflate and
-  deflate queues, ``queues.json`` ``config_driven_queues``). Where the guest's handler
-  reads it (INTx proxies, virtio-mmio, or a device the log shows clearing it), an interrupt is
-  still pending only if QEMU pushed past the ``used_event`` the guest last armed.
+  never with MSI-X nor on virtio-ccw (no ISR there), so a device with a queue that moved has it
+  set, and 0x3 if the queue is one a driver moves only after a config change
+  (``virtio_notify_config``: the balloon's inflate and deflate queues, ``queues.json``
+  ``config_driven_queues``). Where the guest's handler reads it (INTx proxies, virtio-mmio, or a
+  device the log shows clearing it), an interrupt is still pending only if QEMU pushed past the
+  ``used_event`` the guest last armed.
 * ``dump-guest-memory`` stops the VM (``dump_init``: ``vm_stop``): ``vm_running`` false, vhost
   stopped. The stop syncs a vhost device's queues (``vhost_virtqueue_stop``:
   ``virtio_queue_set_last_avail_idx`` with the backend's base, which sets ``last_avail_idx`` and
@@ -53,7 +56,7 @@ from vdecode.space.firmware import machine_version_of
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, LOG, PARTIAL, VirtIODeviceState,
                                         VirtQueueState, marks)
 from vdecode.virtio.device import (VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_F_RING_PACKED,
-                                   VIRTIO_RING_F_EVENT_IDX, VirtioMachine,
+                                   VIRTIO_RING_F_EVENT_IDX, RingHeader, VirtioMachine,
                                    has_feature, is_big_endian)
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC, find_used_boundary,
                                         read_packed_ring)
@@ -102,6 +105,9 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
         shadow = h.avail_idx
     elif moved and listed(q.queue_index, profile.table("queues")["pop_only"].get(dev.name, ())):
         shadow = _pop_only_shadow(logged_last, logged_shadow, last, num, h.avail_idx)
+    elif moved and listed(q.queue_index, profile.table("queues").get("reads_only_to_pop", {})
+                          .get(dev.name, ())) and _full_since_last_read(h, num, last, logged_shadow):
+        shadow = logged_shadow
     elif moved:
         shadow = h.avail_idx
     if 0 < (last - shadow) % _U16 < _U16 // 2:
@@ -119,6 +125,23 @@ def _advance_split(m: VirtioMachine, dev: VirtIODeviceState, q: VirtQueueState,
             raise _Stopped(q, err) from err
         pending = (used_event - logged_used) % _U16 < (h.used_idx - logged_used) % _U16
     return q, QueueMove(moved, pending)
+
+
+def _full_since_last_read(h: RingHeader, num: int, last: int, logged_shadow: int | None) -> bool:
+    """A ring the guest filled after QEMU last read ``avail->idx``, whose logged shadow QEMU may
+    still hold; for a queue whose device reads it only to pop (``queues.json``
+    ``reads_only_to_pop``: virtio-net's ``virtio_net_has_buffers`` then ``virtqueue_pop``).
+
+    The guest never offers more than ``num`` buffers beyond those it got back, and a read that
+    finds buffers is followed by a pop. So a ring full at the dump (``avail->idx == used->idx +
+    num``, nothing in use) was not full when QEMU last read it: the guest's last buffers (a
+    receive queue refilled after the last packet) came after, and ``shadow_avail_idx`` is below
+    ``avail->idx``. The reads since the log (one before each pop) are not in the dump; the logged
+    shadow, when it still covers every pop since (``last_avail_idx <= shadow < avail->idx``), is
+    the one value they are known to have seen."""
+    if not num or logged_shadow is None or (h.avail_idx - h.used_idx) % _U16 != num:
+        return False
+    return (h.used_idx - last) % _U16 == 0 and (logged_shadow - last) % _U16 < num
 
 
 def listed(queue: int, rows) -> bool:
@@ -218,15 +241,19 @@ def _reset_counters(q: VirtQueueState) -> VirtQueueState:
 
 
 def advance_to_dump(machine: VirtioMachine, profile: Profile, *,
-                    platform: Callable[[], tuple[int, int] | None] | None = None) -> tuple[VirtioMachine, list[str]]:
+                    platform: Callable[[], tuple[int, int] | None] | None = None,
+                    guest_arch: str | None = None) -> tuple[VirtioMachine, list[str]]:
     """The machine with its log-derived state moved to the dump instant.
+
+    :param guest_arch: the guest dump's ``info["machine"]`` (an s390x guest's devices are on
+        virtio-ccw: :func:`~vdecode.virtio.transport.transport_of`).
 
     :return: the new machine, and notes for stderr (rings that look moved, values that stay the
         log's).
     """
     notes: list[str] = []
     platform = platform or machine_version_of(machine.space)
-    devices = tuple(_advance_device(machine, dev, profile, notes, platform)
+    devices = tuple(_advance_device(machine, dev, profile, notes, platform, guest_arch)
                     for dev in machine.state.devices)
     return machine.with_state(replace(machine.state, devices=devices)), notes
 
@@ -282,8 +309,8 @@ def _event_fields_written(machine: VirtioMachine, q: VirtQueueState) -> bool:
 
 
 def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Profile,
-                    notes: list[str], platform: Callable[[], tuple[int, int] | None]
-                    ) -> VirtIODeviceState:
+                    notes: list[str], platform: Callable[[], tuple[int, int] | None],
+                    guest_arch: str | None = None) -> VirtIODeviceState:
     """One device at the dump instant (the rules in the module docstring)."""
     if dev.guest_features is None and machine.space is not None:
         dev = _features_from_rings(machine, dev)
@@ -294,7 +321,7 @@ def _advance_device(machine: VirtioMachine, dev: VirtIODeviceState, profile: Pro
         changes.update(vhost_started=False, vhost_dev=None)
         dev_marks["vhost_started"] = INFERRED
     reads_isr = guest_reads_isr(dev, profile, dev.isr, [q.used_idx for q in dev.queues.values()],
-                                platform)
+                                platform, guest_arch)
     isr = dev.isr
     if any(_set_up_anew(q) for q in dev.queues.values()):
         isr = changes["isr"] = 0                          # its rings moved: it was reset

@@ -118,12 +118,14 @@ def build_machine(dump: Dump, knowledge: LogKnowledge | None, profile: Profile, 
     machine = VirtioMachine(logged, dump.space)
     # the guest's machine type: read once, by the first stage whose rule needs it
     platform = machine_version_of(dump.space)
+    # the guest's architecture: an s390x guest's virtio devices are on ccw (no ISR to read)
+    arch = dump.info.get("machine")
     # each stage returns a new machine: a logged ring address that no longer holds a ring (driver
     # reset) takes a carved ring, queues the log never asked get the carver's, then the counters
     # move to the dump instant
-    for stage in (partial(replace_stale_rings, profile=profile, platform=platform),
+    for stage in (partial(replace_stale_rings, profile=profile, platform=platform, guest_arch=arch),
                   partial(fill_unlogged_queues, profile=profile),
-                  partial(advance_to_dump, profile=profile, platform=platform)):
+                  partial(advance_to_dump, profile=profile, platform=platform, guest_arch=arch)):
         machine, said = stage(machine)
         notes.extend(said)
     return machine, notes
