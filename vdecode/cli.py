@@ -151,7 +151,7 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
 
 def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                   vm: str | None, cache_dir: str | None, binary: str | None,
-                  qemu_release: str | None = None):
+                  qemu_release: str | None = None, trace: str | None = None):
     """The one :class:`vdecode.api.Machine` of a command's inputs (``vdecode.open``), with progress
     bars while a compressed dump is unpacked or guest RAM is scanned, and the log readers'
     warnings on stderr."""
@@ -159,7 +159,7 @@ def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str
     from vdecode.render.text import progress_bar
 
     machine = open_machine(*dumps, log=logs, log_format=log_format, vm=vm, cache_dir=cache_dir,
-                           qemu=qemu_release, binary=binary, progress=progress_bar)
+                           qemu=qemu_release, binary=binary, progress=progress_bar, trace=trace)
     for w in machine.warnings:
         click.echo(f"vdecode: warning: {w}", err=True)
     return machine
@@ -169,6 +169,8 @@ _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); re
              "oldest first.")
 _CACHE_HELP = ("Where compressed inputs are decompressed (default $VDECODE_CACHE, else "
                "$XDG_CACHE_HOME/vdecode, else ~/.cache/vdecode; docs/cache.md).")
+_TRACE_HELP = ("A QEMU trace of the same run, ending at the dump (docs/trace.md): when each "
+               "in-flight chain was taken, what the pause completed.")
 _QEMU_HELP = ("The QEMU release that ran (e.g. 10.0.2), for a guest dump alone; a QEMU core or a "
               "log's greeting says it themselves. Default: the newest profile.")
 
@@ -488,15 +490,18 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("-v", "--verbose", is_flag=True,
               help="Full form: status, features, descriptor tables, used entries, evidence.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--trace", "trace_file", default=None, type=click.Path(dir_okay=False),
+              help=_TRACE_HELP)
 @_binary_and_cache_options
 def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, device: str | None, queue: int | None, as_json: bool,
-                 show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
-                 cache_dir: str | None) -> None:
+                 show_all: bool, verbose: bool, qemu_release: str | None, trace_file: str | None,
+                 binary: str | None, cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     from vdecode.render.text import render_view_text
 
-    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release,
+                       trace_file) as machine:
         view = machine.view(device, queue, show_all=show_all)
     if as_json:
         click.echo(view.to_json(), nl=False)

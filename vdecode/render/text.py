@@ -15,6 +15,7 @@ addresses found by carving guest RAM.
 from __future__ import annotations
 
 import contextlib
+import re
 import io
 import sys
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,8 @@ def _chain_block(k: Kit, c: dict) -> None:
         k.print(k.Padding(t, (0, 0, 0, 4), expand=False))
     if c["preview"]:
         k.print(k.Text(f"    {c['preview']['kind']}: {c['preview']['summary']}"))
+    if c.get("taken"):
+        _para(k, k.Text(f"trace: {taken_text(c['taken'])}", style="dim"), 4)
 
 
 def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | None) -> None:
@@ -215,8 +218,13 @@ def _detail(k: Kit, view: dict, qd: dict, used: set[str], chain_limit: int | Non
         t = _table("used idx", "slot", "id", "len", "preview (buffers may be reused)")
         for e in qd["used_entries"]:
             t.add_row(str(e["used_idx"]), str(e["slot"]), str(e["id"]), str(e["len"]),
-                      e["preview"]["summary"] if e["preview"] else "")
+                      (e["preview"]["summary"] if e["preview"] else "")
+                      + (" (in flight at the pause)" if e.get("returned") else ""))
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
+        for e in qd["used_entries"]:
+            if e.get("returned"):
+                _para(k, k.Text(f"used idx {e['used_idx']}: {taken_text(e['returned'])}",
+                                style="dim"), 2)
     k.print()
 
 
@@ -279,6 +287,8 @@ def _findings(k: Kit, view: dict) -> None:
         _finding_title(k, f, where)
         for why in f["evidence"].get("why", ()):        # what decided it (index wrap or back)
             _lines(k, wrap_units(["why:", *phrases(why)], k.width, 6, 8), "dim")
+        for e in f["evidence"].get("elements", ()) if f["code"].startswith("trace-") else ():
+            _lines(k, wrap_units(phrases(taken_text(e)), k.width, 6, 8), "dim")
         if f["severity"] == "info":
             continue
         pairs = [f"{name} {_ev(v)}" for name, v in f["evidence"].items() if name != "why"]
@@ -459,6 +469,8 @@ def _run_line(k: Kit, run: list[dict]) -> Any:
     count = f"{len(run)} × " if len(run) > 1 else ""
     state = "" if c["state"] == "pending" else f"{c['state']} "
     line = k.Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
+    if c.get("taken") and c["taken"]["before_pause_s"] is not None:
+        line.append(f"; taken {_ago(c['taken']['before_pause_s'])} before the pause", style="dim")
     if c["problems"]:
         line.append("  " + ",".join(c["problems"]), style="bold red")
     return line
@@ -532,8 +544,60 @@ def _compact_findings(k: Kit, view: dict) -> None:
         where = _unique_label(view, f["device"]) + (f" q{f['queue']}" if f["queue"] is not None
                                                     else "")
         _finding_title(k, f, where)
+        elements = f["evidence"].get("elements") if f["code"].startswith("trace-") else None
+        if elements and (f["code"] == "trace-completed-by-pause" or elements[0]["request"]):
+            # the trace's story in one line: the first element (the title says when, for one
+            # still in flight)
+            more = f" (+{len(elements) - 1} more, -v)" if len(elements) > 1 else ""
+            text = taken_text(elements[0], short=True)
+            if f["code"] != "trace-completed-by-pause":
+                text = _request(elements[0])
+            _lines(k, wrap_units(phrases(text + more), k.width,
+                                 FINDING_HANG, FINDING_HANG + 2), "dim")
     if any(f["severity"] != "info" for f in fs):
         _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
+
+
+def _ago(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f}us"
+    if s < 1:
+        return f"{s * 1e3:.1f}ms"
+    return f"{s:.1f}s"
+
+
+def _request(e: dict) -> str:
+    """The device's event that named the element, without the device pointer (said above)."""
+    return re.sub(r"\bvdev 0x[0-9a-f]+ ", "", e["request"] or "")
+
+
+def taken_text(e: dict, *, short: bool = False) -> str:
+    """A traced element (the view's ``taken``/``returned``, a trace finding's element) in words:
+    when it was taken, which chain it is and how that is known, when the pause returned it."""
+    when = (f"taken {_ago(e['before_pause_s'])} before the pause" if e["before_pause_s"] is not None
+            and e["before_pause_s"] >= 0 else f"taken at trace line {e['line']}")
+    if short:
+        return when + (f": {_request(e)}" if e["request"] else "")
+    chain = ""
+    if e["avail_idx"] is not None:
+        chain = f"avail idx {e['avail_idx']}" + (f" head {e['head']}" if e["head"] is not None else "")
+        chain += f" ({e['tied_by'] or 'by pop order'})"
+    back = ""
+    if e["returned_line"] is not None:
+        back = f"; returned at trace line {e['returned_line']}" + (
+            f", used idx {e['used_idx']} len {e['len']}" if e["used_idx"] is not None else "")
+        if e["used_agrees"] is False:
+            back += " (the used entry disagrees)"
+    return (f"elem {e['elem']} {chain}: {when} (line {e['line']}, {e['out_num']} out + "
+            f"{e['in_num']} in){back}" + (f"; {_request(e)}" if e["request"] else ""))
+
+
+def _trace_header(k: Kit, tr: dict) -> None:
+    pause = tr["pause"]
+    said = (f"paused at line {pause['line']} ({pause['reason']})" if pause else "no pause in it")
+    tied = {"core": "devices named by the QEMU core", "counts": "devices tied by their counts "
+            "(inferred)", "none": "no device tied"}[tr["matched_by"]]
+    _para(k, f"trace {tr['file']}: {said}; {tied}", 0)
 
 
 def _ev(v: Any) -> str:
@@ -565,6 +629,8 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
     _para(k, f"QEMU state from {src}{log}"
           + (f", QEMU {inp['qemu_version']}" if inp["qemu_version"] else ""), 0)
     _absent_lines(k, view.get("absent"))
+    if view.get("trace") is not None:
+        _trace_header(k, view["trace"])
     k.print()
     used: set[str] = set()
     if view.get("carved") is not None:
@@ -581,9 +647,10 @@ def render_view_text(view: dict, *, width: int = 80, color: bool = False, compac
         else:
             _devices(k, view, used)
         _findings(k, view)
-    if view["notes"]:
+    notes = [*view["notes"], *(f"trace: {n}" for n in (view.get("trace") or {}).get("notes", ()))]
+    if notes:
         k.print()
-        for n in view["notes"]:
+        for n in notes:
             _para(k, f"note: {n}", 0, "dim")
     if used:
         k.print()

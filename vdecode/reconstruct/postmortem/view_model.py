@@ -446,7 +446,7 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                log_path: str | None, device: str | None = None, queue: int | None = None,
                show_all: bool = False, notes: list[str] = (),
                carved: list | None = None, log_end: str | None = None,
-               absent: Any = None, details: bool = False) -> dict[str, Any]:
+               absent: Any = None, details: bool = False, trace: Any = None) -> dict[str, Any]:
     """The whole view as plain values (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
@@ -459,6 +459,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         has an ``absent`` member (absent from the view of a whole input).
     :param details: a ``queue_detail`` for every listed queue with a size (the report's), not
         only for ``queue``.
+    :param trace: a QEMU trace joined to the dump (``trace_join.TraceJoin``): a ``trace`` member,
+        and each queue detail's traced elements on its chains and used entries.
     :raises NotInInput: ``--device`` matches nothing or several devices, or no selected device
         has ``queue``.
     """
@@ -486,6 +488,9 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                 "absent": {**absent.to_json(), "lines": absent.lines()}, **view}
     if queue is not None:
         view["selection"] = {"device": device, "queue": queue}
+    if trace is not None:
+        from vdecode.reconstruct.postmortem.trace_join import trace_view
+        view["trace"] = trace_view(trace, paths, queue)
     for dev in devices:
         qrows = []
         hidden = 0
@@ -511,4 +516,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
             view["queue_detail"].append(_queue_detail(machine, profile, dev, q,
                                                       walks.get((dev.canonical_path, queue)),
                                                       show_all, base))
+    if trace is not None:
+        from vdecode.reconstruct.postmortem.trace_join import mark_detail
+        for d in view["queue_detail"]:
+            mark_detail(trace, d)
     return view
