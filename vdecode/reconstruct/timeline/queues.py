@@ -106,6 +106,8 @@ class Timeline:
     timestamps: bool
     notes: tuple[str, ...]
     named_by: str                     # "trace" or "core"
+    clock: str | None = "unix"        # the trace's: "unix", "monotonic" (simpletrace) or None
+    backend: str = "log"              # "log" or "simpletrace" (places are then record numbers)
 
 
 class _Q:
@@ -272,7 +274,11 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
                      f"and returned is unknown (null)")
     if not trace.timestamps:
         notes.append("the trace has no timestamps (QEMU ran without -msg timestamp=on): times are "
-                     "null, places are line numbers")
+                     "null, places are line numbers; how long before the pause an element was "
+                     "taken, and how soon the pause returned it, are unknown")
+    if trace.clock == "monotonic":
+        notes.append("a simpletrace file: times are QEMU's monotonic clock (seconds since the "
+                     "host booted, not UTC); places are record numbers")
     if pause is None:
         notes.append("no pause in the trace (vm_state_notify or runstate_set not enabled, or the "
                      "VM never stopped): in_flight_at_pause is null")
@@ -323,7 +329,7 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
     return Timeline(source=trace.path, queues=tuple(out), pause=_m(pause), pause_reason=reason,
                     pauses=pauses, start=start, end=end, lines=trace.lines, events=len(ev),
                     ignored=trace.ignored, timestamps=trace.timestamps, notes=tuple(notes),
-                    named_by=named_by)
+                    named_by=named_by, clock=trace.clock, backend=trace.backend)
 
 
 def _stride(kicks_by_dev: dict[int, dict[int, int]]) -> int | None:
