@@ -254,6 +254,8 @@ class Report:
 
     view: View
     qmp: tuple[tuple[str, Mapping[str, Any], Mapping[str, Any]], ...]
+    #: the QEMU trace joined to the dump (``Machine.trace``), drawn as timelines; ``None``
+    trace: Any = None
 
 
 @record
@@ -475,7 +477,7 @@ class Machine:
                 ask("x-query-virtio-status", path=dev["path"])
             for d in view.data["queue_detail"]:
                 ask("x-query-virtio-queue-status", path=d["device"], queue=d["index"])
-        return Report(view, tuple(replies))
+        return Report(view, tuple(replies), self.trace)
 
     @property
     def stage_findings(self) -> tuple:

@@ -569,11 +569,13 @@ def _write_text(path: str, what: str, text: str) -> None:
 @click.option("--svg", "svg_path", default=None, type=click.Path(dir_okay=False),
               help="Write one queue's picture alone (an SVG file); needs --queue.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--trace", "trace_file", default=None, type=click.Path(dir_okay=False),
+              help=_TRACE_HELP + " Drawn as a timeline per queue.")
 @_binary_and_cache_options
 def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                    vm: str | None, output: str | None, device: str | None, queue: int | None,
-                   svg_path: str | None, qemu_release: str | None, binary: str | None,
-                   cache_dir: str | None) -> None:
+                   svg_path: str | None, qemu_release: str | None, trace_file: str | None,
+                   binary: str | None, cache_dir: str | None) -> None:
     """One HTML page to attach to a bug report: each queue's ring drawn, the findings with their
     evidence, the log-versus-dump changes, the chains and the QMP replies (docs/report.md)."""
     from vdecode.output_paths import check_output
@@ -585,11 +587,12 @@ def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                                "devices have it)")
     for path, what in ((output, "the report (-o)"), (svg_path, "the picture (--svg)")):
         if path is not None:
-            check_output(path, what, [*dumps, *logs, binary])
+            check_output(path, what, [*dumps, *logs, binary, trace_file])
     from vdecode.render.report_html import render_report_html
     from vdecode.render.ring_svg import ring_svg
 
-    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release,
+                       trace_file) as machine:
         if svg_path is not None:           # one queue: said before anything is read
             sel = machine.select(device, queue)
             held = [d.canonical_path for d in machine.session.machine.state.devices

@@ -27,7 +27,10 @@ from vdecode.frozen import record
 from vdecode.sources.trace import (ALLOC, DEVICE, FILL, FLUSH, IRQ, KICK, POP, RUNSTATE, STATUS,
                                    VMSTATE, QemuTrace)
 
-__all__ = ("Element", "Moment", "QueueTimeline", "Timeline", "build_timeline")
+__all__ = ("Element", "Moment", "QueueTimeline", "Timeline", "build_timeline", "SERIES_POP",
+           "SERIES_FILL", "SERIES_RESET")
+
+SERIES_POP, SERIES_FILL, SERIES_RESET = 1, 2, 3
 
 
 @record
@@ -87,6 +90,10 @@ class QueueTimeline:
     last_interrupt: Moment | None     # QEMU -> guest (virtio_notify, virtio_notify_irqfd)
     first: Moment | None
     last: Moment | None
+    #: every pop, fill and reset of the queue, in trace order: ``(place, kind, in flight after
+    #: it)``, place the time (the line without timestamps), kind ``SERIES_POP``,
+    #: ``SERIES_FILL`` or ``SERIES_RESET``: what the report draws
+    series: tuple[tuple[float, int, int], ...] = ()
 
 
 @record
@@ -115,7 +122,7 @@ class _Q:
 
     __slots__ = ("vq", "popped", "returned", "flushed", "held", "inuse", "at_pause",
                  "after_pause", "resets", "dropped", "left", "unseen", "kick", "irq", "first",
-                 "last", "reset", "taken_r", "added_r")
+                 "last", "reset", "taken_r", "added_r", "series")
 
     def __init__(self, vq: int) -> None:
         self.vq = vq
@@ -127,6 +134,7 @@ class _Q:
         self.resets = self.dropped = self.left = self.unseen = 0
         self.kick = self.irq = self.first = self.last = self.reset = None
         self.taken_r = self.added_r = 0
+        self.series: list[tuple] = []
 
 
 def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] | None = None,
@@ -203,13 +211,16 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
             q.popped += 1
             q.taken_r += 1
             q.inuse += 1
+            q.series.append((line if t is None else t, SERIES_POP, len(q.held)))
             q.first = q.first or (line, t)
             q.last = (line, t)
         elif k == FILL:
             q = q_of(e[3])
             elem = e[4]
             q.returned += 1
-            if q.held.pop(elem, None) is None:
+            gone = q.held.pop(elem, None)
+            q.series.append((line if t is None else t, SERIES_FILL, len(q.held)))
+            if gone is None:
                 q.unseen += 1
             else:
                 where.pop(elem, None)
@@ -245,6 +256,7 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
                             where.pop(elem, None)
                         q.held.clear()
                         q.inuse = q.taken_r = q.added_r = 0
+                        q.series.append((line if t is None else t, SERIES_RESET, 0))
         elif k == VMSTATE or (k == RUNSTATE and not has_vmstate
                               and "running" in (e[4], e[6])):
             if k == VMSTATE:
@@ -321,7 +333,7 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
             flushed_since_reset=q.added_r if have_flush else None,
             left_unreturned=q.left,
             returned_unseen=q.unseen, last_kick=_m(q.kick), last_interrupt=_m(q.irq),
-            first=_m(q.first), last=_m(q.last)))
+            first=_m(q.first), last=_m(q.last), series=tuple(q.series)))
     out.sort(key=lambda r: (r.path is None, r.path or "", r.vdev or 0,
                             r.queue if r.queue is not None else 1 << 20, r.vq))
     start = _m((ev[0][0], ev[0][1])) if ev else None
