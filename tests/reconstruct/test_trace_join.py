@@ -227,3 +227,17 @@ def test_the_runs_own_core_and_dump(tmp_path):
         # every queue the trace saw used (balloon's inflate and deflate queues never were)
         assert {f"{q.path} {q.queue}": q.dump_inuse for q in m.trace.queues}.items() <= inuse.items()
         assert len(m.trace.queues) == len(inuse) - 2
+
+
+def test_the_held_request_run_in_flight_is_qemus_inuse_on_every_queue():
+    """The issue's check on the third run: with the core's addresses, the trace's in flight at its
+    end is QEMU's inuse at stop on every queue, and the balloon's request was held at the pause."""
+    t = truth("traceinflight")
+    devices = {int(v, 16): (p, int(a, 16)) for p, v, a, _ in t["queue_arrays"]}
+    tl = build_timeline(read_trace(trace("traceinflight")), devices=devices,
+                        vq_size=t["queue_arrays"][0][3])
+    got = {f"{q.path} {q.queue}": len(q.in_flight) for q in tl.queues}
+    assert got.items() <= t["inuse_at_stop"].items() and len(got) >= 11
+    assert {k: v for k, v in t["inuse_at_stop"].items() if v} == {f"{BALLOON} 2": 1}
+    (balloon,) = [q for q in tl.queues if q.path == BALLOON]
+    assert len(balloon.in_flight_at_pause) == 1 and balloon.completed_after_pause == 0

@@ -31,10 +31,12 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vdecode.errors import MissingData
 from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.findings import Finding
 from vdecode.reconstruct.timeline.queues import Element, Moment, QueueTimeline, Timeline
 from vdecode.sources.qemu_state import QemuVirtioState
+from vdecode.virtio.device import VIRTIO_F_RING_PACKED
 
 __all__ = ("Taken", "QueueJoin", "TraceJoin", "join_trace", "trace_findings", "trace_view", "mark_detail",
            "taken_dict")
@@ -114,6 +116,7 @@ def join_trace(timeline: Timeline, state: QemuVirtioState, rings: Mapping[tuple[
         if not by_dev:
             matched_by = "none"
     out = []
+    packed_seen: set[str] = set()
     for path, tqs in by_dev.items():
         dev = devices[path]
         for tq in sorted(tqs, key=lambda q: q.queue):
@@ -123,7 +126,12 @@ def join_trace(timeline: Timeline, state: QemuVirtioState, rings: Mapping[tuple[
             ring = rings.get((path, tq.queue))
             n_flight = None if tq.in_flight is None else len(tq.in_flight)
             agrees = None if n_flight is None or dq.inuse is None else n_flight == dq.inuse
-            tie = agrees is True and dq.last_avail_idx is not None
+            # a packed ring's last_avail_idx is a slot with a wrap counter, not a count of pops
+            packed = bool((dev.guest_features or 0) >> VIRTIO_F_RING_PACKED & 1)
+            if packed and path not in packed_seen:
+                packed_seen.add(path)
+                notes.append(f"{path}: a packed ring: its elements are not tied to chains")
+            tie = agrees is True and dq.last_avail_idx is not None and not packed
             flight = tuple(_taken(e, tq, dq, ring, tie, host_read) for e in tq.in_flight or ())
             at_pause = None if tq.in_flight_at_pause is None else tuple(
                 _taken(e, tq, dq, ring, tie, None) for e in tq.in_flight_at_pause)
@@ -196,7 +204,7 @@ def _taken(e: Element, tq: QueueTimeline, dq, ring, tie: bool,
     if host_read is not None:
         try:
             index, _len, _nd, out_num, in_num = _ELEM_HEAD.unpack(bytes(host_read(e.elem, 20)))
-        except Exception:                       # not in the core: fall back on pop order
+        except (MissingData, struct.error):     # not in the core: fall back on pop order
             index = out_num = in_num = None
         if (out_num, in_num) == (e.out_num, e.in_num) and index is not None:
             head, by = index, "core"
@@ -300,7 +308,8 @@ def trace_view(join: TraceJoin, paths: set[str], queue: int | None) -> dict[str,
     """The view's ``trace`` member: the trace's facts and each joined queue of the selection."""
     tl = join.timeline
     return {
-        "file": tl.source, "timestamps": tl.timestamps, "start": _moment(tl.start),
+        "file": tl.source, "backend": tl.backend, "clock": tl.clock,
+        "timestamps": tl.timestamps, "start": _moment(tl.start),
         "end": _moment(tl.end),
         "pause": None if tl.pause is None else {**_moment(tl.pause), "reason": tl.pause_reason},
         "matched_by": join.matched_by,
