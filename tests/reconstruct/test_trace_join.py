@@ -241,3 +241,55 @@ def test_the_held_request_run_in_flight_is_qemus_inuse_on_every_queue():
     assert {k: v for k, v in t["inuse_at_stop"].items() if v} == {f"{BALLOON} 2": 1}
     (balloon,) = [q for q in tl.queues if q.path == BALLOON]
     assert len(balloon.in_flight_at_pause) == 1 and balloon.completed_after_pause == 0
+
+
+# --- the tie rules on a small trace by hand ---------------------------------------------------
+
+HAND = """\
+1@10.000000:virtio_set_status vdev 0x10 val 0
+1@10.000001:virtio_set_status vdev 0x20 val 0
+1@10.100000:virtio_queue_notify vdev 0x10 n 0 vq 0x1000
+1@10.100001:virtio_queue_notify vdev 0x20 n 0 vq 0x2000
+1@10.200000:virtqueue_pop vq 0x1000 elem 0xa0 in_num 1 out_num 1
+1@10.200001:virtqueue_pop vq 0x1000 elem 0xa1 in_num 1 out_num 1
+1@10.300000:virtqueue_fill vq 0x1000 elem 0xa0 len 7 idx 0
+1@10.300001:virtqueue_flush vq 0x1000 count 1
+1@10.400000:virtqueue_pop vq 0x2000 elem 0xb0 in_num 0 out_num 2
+1@11.000000:vm_state_notify running 0 reason 4 (pause)
+"""
+
+
+def _state(*devs):
+    from vdecode.sources.qemu_state import QemuVirtioState, VirtIODeviceState, VirtQueueState
+    return QemuVirtioState(devices=tuple(
+        VirtIODeviceState(canonical_path=p, guest_features=features,
+                          queues={0: VirtQueueState(0, vring_num=8, last_avail_idx=last,
+                                                    used_idx=used, inuse=inuse)})
+        for p, features, last, used, inuse in devs), source="log")
+
+
+def test_counts_tie_a_device_only_when_one_fits(tmp_path):
+    path = tmp_path / "t.log"
+    path.write_text(HAND)
+    tl = build_timeline(read_trace(path))
+    # 0x10: 2 pops, 1 flushed since its reset; 0x20: 1 pop, 0 flushed
+    join = join_trace(tl, _state(("/a", 0, 2, 1, 1), ("/b", 0, 1, 0, 1)), {})
+    assert join.matched_by == "counts"
+    assert {(q.path, q.timeline.vdev) for q in join.queues} == {("/a", 0x10), ("/b", 0x20)}
+    (t,) = join.queue("/a", 0).in_flight
+    # no ring read: the avail index is placed by the pops, the head is not known
+    assert (t.element.elem, t.avail_idx, t.head, t.tied_by) == (0xA1, 1, None, None)
+    # two devices fit 0x20's counts: it is tied to neither
+    join = join_trace(tl, _state(("/a", 0, 2, 1, 1), ("/b", 0, 1, 0, 1), ("/c", 0, 1, 0, 1)), {})
+    assert {q.path for q in join.queues} == {"/a"}
+    assert any("could not be tied" in n for n in join.notes)
+
+
+def test_a_packed_ring_is_not_tied_and_says_so(tmp_path):
+    path = tmp_path / "t.log"
+    path.write_text(HAND)
+    tl = build_timeline(read_trace(path))
+    join = join_trace(tl, _state(("/a", 1 << 34, 2, 1, 1), ("/b", 0, 1, 0, 1)), {})
+    (t,) = join.queue("/a", 0).in_flight
+    assert t.avail_idx is None and join.queue("/b", 0).in_flight[0].avail_idx == 0
+    assert any("/a: a packed ring" in n for n in join.notes)
