@@ -18,7 +18,8 @@ __all__ = ("open", "VdecodeError", "InputError", "CorruptInput", "UnsupportedInp
 _API = frozenset({"open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection",
                   "Device", "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain",
                   "Descriptor", "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue",
-                  "CarvedPacked"})
+                  "CarvedPacked", "ViewTrace", "TracedQueue", "QueueTrace", "TracedElement",
+                  "TraceMoment"})
 
 
 def __getattr__(name: str):

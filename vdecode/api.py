@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vdecode.errors import VdecodeError
 from vdecode.frozen import record
@@ -28,11 +28,17 @@ from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedPacked, CarvedQueue, Chain,
                                                     Descriptor, Device, Finding, Indices,
                                                     Notification, PackedEvents, Preview, Queue,
-                                                    Rings, Selection, UsedEntry, View, ViewInput)
+                                                    QueueTrace, Rings, Selection, TracedElement,
+                                                    TracedQueue, TraceMoment, UsedEntry, View,
+                                                    ViewInput, ViewTrace)
+
+if TYPE_CHECKING:
+    from vdecode.reconstruct.postmortem.trace_join import TraceJoin
 
 __all__ = ("open", "machine_of", "Machine", "View", "ViewInput", "Report", "Selection", "Device",
            "Queue", "Rings", "Indices", "Notification", "PackedEvents", "Chain", "Descriptor",
-           "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue", "CarvedPacked")
+           "Preview", "UsedEntry", "Finding", "CarvedGroup", "CarvedQueue", "CarvedPacked",
+           "ViewTrace", "TracedQueue", "QueueTrace", "TracedElement", "TraceMoment")
 
 
 @record
@@ -42,6 +48,9 @@ class Report:
 
     view: View
     qmp: tuple[tuple[str, Mapping[str, Any], Mapping[str, Any]], ...]
+    #: the QEMU trace joined to the dump (``Machine.trace``), drawn as timelines; ``None``
+    #: without a trace
+    trace: TraceJoin | None = None
 
 
 class Machine:
@@ -56,7 +65,8 @@ class Machine:
     """
 
     def __init__(self, session, notes: list[str], *, paths: tuple[str, ...] = (),
-                 logs: tuple[str, ...] = (), progress=None, carve: bool = True) -> None:
+                 logs: tuple[str, ...] = (), progress=None, carve: bool = True,
+                 trace: str | os.PathLike | None = None) -> None:
         self._session = session                  # reconstruct.state.session.Session: frozen
         self._dump, self._knowledge = session.dump, session.knowledge
         self._profile, self._machine = session.profile, session.machine
@@ -67,6 +77,7 @@ class Machine:
         self._progress = progress                # label -> context manager giving a tick
         self._carve = carve                      # False: never scan guest RAM for rings
         self._walks: dict[tuple, tuple] = {}     # (paths or None, queue) -> (findings, walks)
+        self._trace = trace                      # a QEMU trace of the run, joined when asked
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -133,10 +144,51 @@ class Machine:
             from vdecode.reconstruct.postmortem.findings import find_findings
             from vdecode.reconstruct.postmortem.index_motion import log_pace
             s = self._session
-            self._walks[key] = find_findings(self._machine, self._profile, s.logged, s.log_end,
-                                             devices=paths, queue=queue,
-                                             pace=log_pace(s.knowledge))
+            found, walks = find_findings(self._machine, self._profile, s.logged, s.log_end,
+                                         devices=paths, queue=queue, pace=log_pace(s.knowledge))
+            if self.trace is not None:
+                from vdecode.reconstruct.postmortem.findings import SEVERITIES
+                from vdecode.reconstruct.postmortem.trace_join import trace_findings
+                found = sorted([*found, *(f for f in trace_findings(self.trace)
+                                          if (paths is None or f.device in paths)
+                                          and (queue is None or f.queue == queue))],
+                               key=lambda f: SEVERITIES.index(f.severity))
+            self._walks[key] = found, walks
         return self._walks[key]
+
+    @cached_property
+    def trace(self) -> TraceJoin | None:
+        """The QEMU trace given to :func:`open` joined to the dump
+        (:class:`~vdecode.reconstruct.postmortem.trace_join.TraceJoin`: its timeline, and the
+        elements in flight tied to chains), or ``None`` without a trace. Read once.
+
+        :raises InputError: the trace cannot be read.
+        """
+        if self._trace is None:
+            return None
+        from vdecode.errors import MissingData, RingError
+        from vdecode.reconstruct.postmortem.findings import read_queue
+        from vdecode.reconstruct.postmortem.trace_join import join_trace
+        from vdecode.reconstruct.timeline.queues import build_timeline
+        from vdecode.sources.trace import read_trace
+        trace = read_trace(self._trace)
+        arrays = self._dump.queue_arrays
+        devices = {vdev: (path, arr) for path, vdev, arr, _ in arrays} if arrays else None
+        timeline = build_timeline(trace, devices=devices, vq_size=arrays[0][3] if arrays else None)
+        from vdecode.virtio.device import VIRTIO_F_RING_PACKED, has_feature
+        rings = {}
+        for dev in self._machine.state.devices:
+            for qi, q in dev.queues.items():
+                if not q.vring_num or not q.desc or self._machine.space is None \
+                        or has_feature(dev, VIRTIO_F_RING_PACKED):
+                    continue
+                try:
+                    rings[(dev.canonical_path, qi)] = read_queue(self._machine, dev, q)
+                except (MissingData, RingError, ValueError):
+                    pass                         # the view says why; the join goes without it
+        host = self._dump.host
+        return join_trace(timeline, self._machine.state, rings,
+                          host_read=None if host is None else host.read)
 
     @cached_property
     def carved(self) -> list | None:
@@ -176,7 +228,7 @@ class Machine:
                           queue=queue, show_all=show_all,
                           notes=list(s.notes) if carved is None else [],
                           carved=carved, log_end=utc_text(s.log_end), absent=self._dump.absent,
-                          details=details)
+                          details=details, trace=self.trace)
 
     def report(self, device: str | None = None, queue: int | None = None) -> Report:
         """What ``vdecode report`` draws: the view with every selected queue's detail (every
@@ -205,7 +257,7 @@ class Machine:
                 ask("x-query-virtio-status", path=dev.path)
             for q in view.queue_detail:
                 ask("x-query-virtio-queue-status", path=q.device, queue=q.index)
-        return Report(view, tuple(replies))
+        return Report(view, tuple(replies), self.trace)
 
     @property
     def stage_findings(self) -> tuple:
@@ -220,7 +272,8 @@ class Machine:
         from vdecode.reconstruct.postmortem.view_model import device_records
 
         found, walks = self._found(None if paths is None else frozenset(paths), queue)
-        return (device_records(self._machine, self._profile, found, walks, paths, queue),
+        return (device_records(self._machine, self._profile, found, walks, paths, queue,
+                               trace=self.trace),
                 tuple(found))
 
     @cached_property
@@ -319,7 +372,8 @@ class Machine:
 def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None = None,  # noqa: A001
          log_format: str | None = None, vm: str | None = None,
          cache_dir: str | os.PathLike | None = None, qemu: str | None = None,
-         binary: str | os.PathLike | None = None, progress=None) -> Machine:
+         binary: str | os.PathLike | None = None, progress=None,
+         trace: str | os.PathLike | None = None) -> Machine:
     """Open a dump (guest ELF or kdump, QEMU process core, bundle) and build its machine: the one
     entry every command of ``vdecode`` goes through too.
 
@@ -334,6 +388,8 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
     :param binary: the qemu-system-* executable of a QEMU process core (as ``--binary``).
     :param progress: ``progress(label)`` giving a context manager that yields a
         ``tick(done, total)`` callable (the CLI's progress bars), for decompressing and carving.
+    :param trace: a QEMU trace of the same run (as ``--trace``), ending at the dump instant:
+        joined to the view (:attr:`Machine.trace`), its findings among the findings.
     :raises VdecodeError: an input vdecode cannot use (``InputError``, ``CorruptInput``, ...).
     """
     from vdecode.reconstruct.state.session import open_inputs
@@ -348,11 +404,12 @@ def open(*paths: str | os.PathLike, log: str | os.PathLike | list | tuple | None
         with progress("decompressing") as tick:
             inputs = open_inputs(paths, logs, progress=tick, **kw)
     return machine_of(inputs, qemu, paths=tuple(str(p) for p in paths),
-                      logs=tuple(str(p) for p in logs), progress=progress)
+                      logs=tuple(str(p) for p in logs), progress=progress, trace=trace)
 
 
 def machine_of(inputs, qemu: str | None = None, *, carve: bool = True, paths: tuple[str, ...] = (),
-               logs: tuple[str, ...] = (), progress=None) -> Machine:
+               logs: tuple[str, ...] = (), progress=None,
+               trace: str | os.PathLike | None = None) -> Machine:
     """The machine of inputs already opened (``reconstruct.state.session.Inputs``): what
     :func:`open` does once the files are open, for the callers that open them their own way
     (triage's per-VM pairing, the bundle writer's recording space).
@@ -373,4 +430,4 @@ def machine_of(inputs, qemu: str | None = None, *, carve: bool = True, paths: tu
     said = [p.headline()
             for p in (absent.parts if absent is not None else ())]
     return Machine(session, [*said, *(f"warning: {w}" for w in inputs.warnings), *session.notes],
-                   paths=paths, logs=logs, progress=progress, carve=carve)
+                   paths=paths, logs=logs, progress=progress, carve=carve, trace=trace)

@@ -152,7 +152,7 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
 
 def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                   vm: str | None, cache_dir: str | None, binary: str | None,
-                  qemu_release: str | None = None):
+                  qemu_release: str | None = None, trace: str | None = None):
     """The one :class:`vdecode.api.Machine` of a command's inputs (``vdecode.open``), with progress
     bars while a compressed dump is unpacked or guest RAM is scanned, and the log readers'
     warnings on stderr."""
@@ -160,7 +160,7 @@ def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str
     from vdecode.render.text import progress_bar
 
     machine = open_machine(*dumps, log=logs, log_format=log_format, vm=vm, cache_dir=cache_dir,
-                           qemu=qemu_release, binary=binary, progress=progress_bar)
+                           qemu=qemu_release, binary=binary, progress=progress_bar, trace=trace)
     for w in machine.warnings:
         click.echo(f"vdecode: warning: {w}", err=True)
     return machine
@@ -170,6 +170,8 @@ _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); re
              "oldest first.")
 _CACHE_HELP = ("Where compressed inputs are decompressed (default $VDECODE_CACHE, else "
                "$XDG_CACHE_HOME/vdecode, else ~/.cache/vdecode; docs/cache.md).")
+_TRACE_HELP = ("A QEMU trace of the same run, ending at the dump (docs/trace.md): when each "
+               "in-flight chain was taken, what the pause completed.")
 _QEMU_HELP = ("The QEMU release that ran (e.g. 10.0.2), for a guest dump alone; a QEMU core or a "
               "log's greeting says it themselves. Default: the newest profile.")
 
@@ -500,15 +502,18 @@ def log_command(log_file: str, vm: str | None, log_format: str | None, as_json: 
 @click.option("-v", "--verbose", is_flag=True,
               help="Full form: status, features, descriptor tables, used entries, evidence.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--trace", "trace_file", default=None, type=click.Path(dir_okay=False),
+              help=_TRACE_HELP)
 @_binary_and_cache_options
 def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, device: str | None, queue: int | None, as_json: bool,
-                 show_all: bool, verbose: bool, qemu_release: str | None, binary: str | None,
-                 cache_dir: str | None) -> None:
+                 show_all: bool, verbose: bool, qemu_release: str | None, trace_file: str | None,
+                 binary: str | None, cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
     from vdecode.render.text import render_view_text
 
-    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release,
+                       trace_file) as machine:
         view = machine.view(device, queue, show_all=show_all)
     if as_json:
         click.echo(view.to_json(), nl=False)
@@ -576,11 +581,13 @@ def _write_text(path: str, what: str, text: str) -> None:
 @click.option("--svg", "svg_path", default=None, type=click.Path(dir_okay=False),
               help="Write one queue's picture alone (an SVG file); needs --queue.")
 @click.option("--qemu", "qemu_release", default=None, metavar="VERSION", help=_QEMU_HELP)
+@click.option("--trace", "trace_file", default=None, type=click.Path(dir_okay=False),
+              help=_TRACE_HELP + " Drawn as a timeline per queue.")
 @_binary_and_cache_options
 def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                    vm: str | None, output: str | None, device: str | None, queue: int | None,
-                   svg_path: str | None, qemu_release: str | None, binary: str | None,
-                   cache_dir: str | None) -> None:
+                   svg_path: str | None, qemu_release: str | None, trace_file: str | None,
+                   binary: str | None, cache_dir: str | None) -> None:
     """One HTML page to attach to a bug report: each queue's ring drawn, the findings with their
     evidence, the log-versus-dump changes, the chains and the QMP replies (docs/report.md)."""
     from vdecode.output_paths import check_output
@@ -592,11 +599,12 @@ def report_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: st
                                "devices have it)")
     for path, what in ((output, "the report (-o)"), (svg_path, "the picture (--svg)")):
         if path is not None:
-            check_output(path, what, [*dumps, *logs, binary])
+            check_output(path, what, [*dumps, *logs, binary, trace_file])
     from vdecode.render.report_html import render_report_html
     from vdecode.render.ring_svg import ring_svg
 
-    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release) as machine:
+    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release,
+                       trace_file) as machine:
         if svg_path is not None:           # one queue: said before anything is read
             sel = machine.select(device, queue)
             held = [d.canonical_path for d in machine.session.machine.state.devices

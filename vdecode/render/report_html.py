@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from vdecode.render.ring_svg import COLOURS, ring_svg
 
 if TYPE_CHECKING:
-    from vdecode.reconstruct.postmortem.records import Finding, Queue, View
+    from vdecode.reconstruct.postmortem.records import Finding, Queue, View, ViewTrace
+    from vdecode.reconstruct.postmortem.trace_join import TraceJoin
 
 __all__ = ("render_report_html", "queue_anchor", "CHAIN_ROWS", "STYLE")
 
@@ -233,11 +234,38 @@ def render_report_html(report) -> str:
         body.append("<h2 id=\"carved\">Rings carved from guest RAM</h2><table><tr><th>kind</th>"
                     "<th>index</th><th>size</th><th>desc</th><th>avail idx</th><th>used idx</th>"
                     "<th>outstanding</th><th>confidence</th></tr>" + "".join(rows) + "</table>")
+    if report.trace is not None and view.trace is not None:
+        body.append(_trace_section(report.trace, view.trace))
     body.append("<h2 id=\"qmp\">QMP replies</h2>" + _qmp(report.qmp))
     if view.notes:
         body.append("<h2 id=\"notes\">Notes</h2><ul class=\"notes\">"
                     + "".join(f"<li>{_e(n)}</li>" for n in view.notes) + "</ul>")
     return _page(title, "\n".join(body))
+
+
+def _trace_section(join: TraceJoin, tr: ViewTrace) -> str:
+    """The trace's timeline, a strip per traced queue of the selection (``render.trace_svg``)."""
+    from vdecode.render.trace_svg import timeline_svg
+    tl = join.timeline
+    chosen = {(q.device, q.index) for q in tr.queues}
+    pause = (f"the VM paused at line {tl.pause.line} ({_e(tl.pause_reason)})"
+             if tl.pause is not None else "no pause in the trace")
+    strips = []
+    for q in join.queues:
+        if (q.path, q.queue) not in chosen or not (q.timeline.popped or q.timeline.returned):
+            continue
+        label = f"{_short(q.path)} queue {q.queue}"
+        tie = "" if q.agrees is not False else \
+            ' <span class="broken">(the trace and the dump disagree)</span>'
+        strips.append(f"<h4>{_e(label)}{tie}</h4>{timeline_svg(q.timeline, tl, label)}")
+    idle = len(chosen) - len(strips)
+    return (f"<h2 id=\"trace\">Trace timeline</h2><p><code>{_e(tl.source)}</code>: "
+            f"{tl.events} events, {pause}. Per queue, left to right the trace's "
+            f"{'time' if tl.timestamps else 'lines (no timestamps)'}: pops (blue, up) and "
+            f"returns (green, down) per column, the elements in flight (grey), the pause (red) "
+            f"and device resets (orange, dashed).</p>" + "".join(strips)
+            + (f"<p class=\"muted\">{idle} traced queue(s) with no pop or return not drawn</p>"
+               if idle else ""))
 
 
 def _page(title: str, body: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ if TYPE_CHECKING:                 # rich is imported when it draws: start-up tim
     from rich.table import Table
 
     from vdecode.reconstruct.postmortem.records import (CarvedGroup, CarvedQueue, Chain, Device,
-                                                        Finding, Queue, View)
+                                                        Finding, Queue, TracedElement, View,
+                                                        ViewTrace)
 
 __all__ = ("render_view_text", "progress_bar", "MARKERS", "CHAIN_LIMIT", "CHAIN_LINES",
            "fold_chains")
@@ -157,6 +159,8 @@ def _chain_block(k: Kit, c: Chain) -> None:
         k.print(k.Padding(t, (0, 0, 0, 4), expand=False))
     if c.preview:
         k.print(k.Text(f"    {c.preview.kind}: {c.preview.summary}"))
+    if c.taken is not None:
+        _para(k, k.Text(f"trace: {taken_text(c.taken)}", style="dim"), 4)
 
 
 def _detail(k: Kit, view: View, qd: Queue, used: set[str], chain_limit: int | None) -> None:
@@ -214,8 +218,13 @@ def _detail(k: Kit, view: View, qd: Queue, used: set[str], chain_limit: int | No
         t = _table("used idx", "slot", "id", "len", "preview (buffers may be reused)")
         for e in qd.used_entries:
             t.add_row(str(e.used_idx), str(e.slot), str(e.id), str(e.len),
-                      e.preview.summary if e.preview else "")
+                      (e.preview.summary if e.preview else "")
+                      + (" (in flight at the pause)" if e.returned is not None else ""))
         k.print(k.Padding(t, (0, 0, 0, 2), expand=False))
+        for e in qd.used_entries:
+            if e.returned is not None:
+                _para(k, k.Text(f"used idx {e.used_idx}: {taken_text(e.returned)}",
+                                style="dim"), 2)
     k.print()
 
 
@@ -278,6 +287,8 @@ def _findings(k: Kit, view: View) -> None:
         _finding_title(k, f.severity, f.title, where)
         for why in f.evidence.get("why", ()):        # what decided it (index wrap or back)
             _lines(k, wrap_units(["why:", *phrases(why)], k.width, 6, 8), "dim")
+        for e in _elements(f) if f.code.startswith("trace-") else ():
+            _lines(k, wrap_units(phrases(taken_text(e)), k.width, 6, 8), "dim")
         if f.severity == "info":
             continue
         pairs = [f"{name} {_ev(v)}" for name, v in f.evidence.items() if name != "why"]
@@ -455,6 +466,8 @@ def _run_line(k: Kit, run: list[Chain]) -> Any:
     count = f"{len(run)} × " if len(run) > 1 else ""
     state = "" if c.state == "pending" else f"{c.state} "
     line = k.Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
+    if c.taken is not None and c.taken.before_pause_s is not None:
+        line.append(f"; taken {_ago(c.taken.before_pause_s)} before the pause", style="dim")
     if c.problems:
         line.append("  " + ",".join(c.problems), style="bold red")
     return line
@@ -526,8 +539,66 @@ def _compact_findings(k: Kit, view: View) -> None:
     k.print(k.Text(f"Findings ({len(fs)})" if fs else "Findings: none", style="bold"))
     for f, title, queues in _fold_absent(fs):
         _finding_title(k, f.severity, title, _unique_label(view, f.device) + queues)
+        elements = _elements(f) if f.code.startswith("trace-") else ()
+        if elements and (f.code == "trace-completed-by-pause" or elements[0].request):
+            # the trace's story in one line: the first element (the title says when, for one
+            # still in flight)
+            more = f" (+{len(elements) - 1} more, -v)" if len(elements) > 1 else ""
+            text = taken_text(elements[0], short=True)
+            if f.code != "trace-completed-by-pause":
+                text = _request(elements[0])
+            _lines(k, wrap_units(phrases(text + more), k.width,
+                                 FINDING_HANG, FINDING_HANG + 2), "dim")
     if any(f.severity != "info" for f in fs):
         _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
+
+
+def _ago(s: float) -> str:
+    if s < 1e-3:
+        return f"{s * 1e6:.0f}us"
+    if s < 1:
+        return f"{s * 1e3:.1f}ms"
+    return f"{s:.1f}s"
+
+
+def _request(e: TracedElement) -> str:
+    """The device's event that named the element, without the device pointer (said above)."""
+    return re.sub(r"\bvdev 0x[0-9a-f]+ ", "", e.request or "")
+
+
+def _elements(f: Finding) -> tuple[TracedElement, ...]:
+    """A trace finding's elements (its evidence holds them as plain values, as in the JSON)."""
+    from vdecode.reconstruct.postmortem.records import TracedElement
+    return tuple(TracedElement.from_json_obj(e) for e in f.evidence.get("elements", ()))
+
+
+def taken_text(e: TracedElement, *, short: bool = False) -> str:
+    """A traced element (a chain's ``taken``, a used entry's ``returned``, a trace finding's
+    element) in words: when it was taken, which chain it is and how that is known, when the
+    pause returned it."""
+    when = (f"taken {_ago(e.before_pause_s)} before the pause" if e.before_pause_s is not None
+            and e.before_pause_s >= 0 else f"taken at trace line {e.line}")
+    if short:
+        return when + (f": {_request(e)}" if e.request else "")
+    chain = ""
+    if e.avail_idx is not None:
+        chain = f"avail idx {e.avail_idx}" + (f" head {e.head}" if e.head is not None else "")
+        chain += f" ({e.tied_by or 'by pop order'})"
+    back = ""
+    if e.returned_line is not None:
+        back = f"; returned at trace line {e.returned_line}" + (
+            f", used idx {e.used_idx} len {e.len}" if e.used_idx is not None else "")
+        if e.used_agrees is False:
+            back += " (the used entry disagrees)"
+    return (f"elem {e.elem:#x} {chain}: {when} (line {e.line}, {e.out_num} out + "
+            f"{e.in_num} in){back}" + (f"; {_request(e)}" if e.request else ""))
+
+
+def _trace_header(k: Kit, tr: ViewTrace) -> None:
+    said = (f"paused at line {tr.pause.line} ({tr.pause_reason})" if tr.pause else "no pause in it")
+    tied = {"core": "devices named by the QEMU core", "counts": "devices tied by their counts "
+            "(inferred)", "none": "no device tied"}[tr.matched_by]
+    _para(k, f"trace {tr.file}: {said}; {tied}", 0)
 
 
 def _ev(v: Any) -> str:
@@ -559,6 +630,8 @@ def render_view_text(view: View, *, width: int = 80, color: bool = False, compac
     _para(k, f"QEMU state from {src}{log}"
           + (f", QEMU {inp.qemu_version}" if inp.qemu_version else ""), 0)
     _absent_lines(k, view.absent)
+    if view.trace is not None:
+        _trace_header(k, view.trace)
     k.print()
     used: set[str] = set()
     if view.carved is not None:
@@ -575,9 +648,10 @@ def render_view_text(view: View, *, width: int = 80, color: bool = False, compac
         else:
             _devices(k, view, used)
         _findings(k, view)
-    if view.notes:
+    notes = [*view.notes, *(f"trace: {n}" for n in (view.trace.notes if view.trace else ()))]
+    if notes:
         k.print()
-        for n in view.notes:
+        for n in notes:
             _para(k, f"note: {n}", 0, "dim")
     if used:
         k.print()

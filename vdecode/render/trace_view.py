@@ -20,6 +20,8 @@ def render_trace_json(tl: Timeline) -> str:
         "lines": tl.lines,
         "events": tl.events,
         "timestamps": tl.timestamps,
+        "backend": tl.backend,
+        "clock": tl.clock,
         "start": _moment(tl.start),
         "end": _moment(tl.end),
         "pause": None if tl.pause is None else {**_moment(tl.pause), "reason": tl.pause_reason},
@@ -71,11 +73,14 @@ def render_trace_text(tl: Timeline, width: int = 80) -> str:
     ref = tl.pause or tl.end                     # times are shown relative to this
     span = ""
     if tl.start and tl.end and tl.start.t is not None and tl.end.t is not None:
-        span = f", {tl.end.t - tl.start.t:.1f} s from {_clock(tl.start.t)} UTC"
-    lines += wrap_hanging(f"trace: {tl.source} ({tl.lines} lines, {tl.events} events used{span})", width, 0, 2)
+        span = f", {tl.end.t - tl.start.t:.1f} s from {_clock(tl.start.t, tl.clock)}"
+    unit = "records" if tl.backend == "simpletrace" else "lines"
+    lines += wrap_hanging(f"trace: {tl.source} ({tl.lines} {unit}, {tl.events} events used{span})",
+                          width, 0, 2)
     if tl.pause is not None:
-        at = f"{_clock(tl.pause.t)} UTC, " if tl.pause.t is not None else ""
-        lines.append(f"paused: {at}line {tl.pause.line} ({tl.pause_reason})")
+        at = f"{_clock(tl.pause.t, tl.clock)}, " if tl.pause.t is not None else ""
+        place = "record" if tl.backend == "simpletrace" else "line"
+        lines += wrap_hanging(f"paused: {at}{place} {tl.pause.line} ({tl.pause_reason})", width, 0, 2)
     else:
         lines.append("paused: not in the trace")
     rel = "the pause" if tl.pause is not None else "the trace's end"
@@ -161,7 +166,9 @@ def _before(m: Moment, ref: Moment | None, rel: str) -> str:
     return f"at line {m.line}"
 
 
-def _clock(t: float | None) -> str:
+def _clock(t: float | None, clock: str | None = "unix") -> str:
     if t is None:
         return "?"
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if clock == "monotonic":                     # simpletrace: QEMU's get_clock(), not a date
+        return f"{t:.6f} s of the host's monotonic clock"
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + " UTC"

@@ -24,6 +24,7 @@ import os
 import re
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import zstandard
@@ -31,6 +32,7 @@ import zstandard
 from vdecode.errors import InputError
 from vdecode.frozen import FrozenDict, record
 from vdecode.sources.qmp_log.lines import open_decompressed
+from vdecode.sources.simpletrace import is_simpletrace, simpletrace_records
 
 __all__ = ("KINDS", "QemuTrace", "read_trace")
 
@@ -54,6 +56,8 @@ _ARGS = {
     # virtio_notify(void *vdev, void *vq), virtio_notify_irqfd(...): QEMU's interrupt
     "virtio_notify": (IRQ, re.compile(rf"vdev {_P} vq {_P}")),
     "virtio_notify_irqfd": (IRQ, re.compile(rf"vdev {_P} vq {_P}")),
+    # QEMU 10.x: the irqfd notify deferred to a bottom half
+    "virtio_notify_irqfd_deferred_fn": (IRQ, re.compile(rf"vdev {_P} vq {_P}")),
     # virtio_set_status(void *vdev, uint8_t val): val 0 is a reset (virtio_reset calls it)
     "virtio_set_status": (STATUS, re.compile(rf"vdev {_P} val (\d+)")),
     # runstate_set(int current_state, const char *current_state_str, int new_state, const char *)
@@ -94,6 +98,11 @@ class QemuTrace:
     lines: int
     other_lines: int
     timestamps: bool
+    #: what the times count: ``unix`` (the log backend's ``-msg timestamp=on``), ``monotonic``
+    #: (simpletrace: QEMU's ``get_clock()``, CLOCK_MONOTONIC, seconds since the host booted),
+    #: ``None`` without times
+    clock: str | None = "unix"
+    backend: str = "log"              # "log" or "simpletrace": ``lines`` are then records
 
     def enabled(self, name: str) -> bool:
         """Whether the trace shows event ``name`` (seen at least once: the log backend does not
@@ -102,82 +111,112 @@ class QemuTrace:
 
 
 def read_trace(path: str | os.PathLike, *, name: str | None = None) -> QemuTrace:
-    """Read a QEMU log-backend trace (plain, ``.zst`` or ``.gz``).
+    """Read a QEMU trace: the ``log`` backend's text or the ``simple`` backend's binary file
+    (:mod:`vdecode.sources.simpletrace`, told by its header), plain, ``.zst`` or ``.gz``.
 
-    :raises InputError: the file cannot be read or decompressed, or holds no trace event.
+    :raises InputError: the file cannot be read or decompressed, or holds no trace event;
+        ``CorruptInput`` (with the offset) for a simpletrace file cut short or damaged.
     """
     name = name or str(path)
+    f = open_decompressed(path, name, "a trace file")
+    with f:
+        try:
+            head = f.peek(16)[:16] if hasattr(f, "peek") else b""
+        except (EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as err:
+            raise InputError(name, f"cannot decompress: {err}", line=1) from err
+        if is_simpletrace(head):
+            return _collect(name, simpletrace_records(f, name), clock="monotonic",
+                            what="simpletrace")
+        return _collect(name, _log_lines(f, name), clock="unix", what="log")
+
+
+def _log_lines(f, name: str) -> Iterator[tuple[int, float | None, str, str] | int]:
+    """The log backend's lines: ``(line, time, event, args)`` for a trace line, the line number
+    alone for any other line (QEMU's own messages on the same ``-D`` file)."""
+    match = _LINE.fullmatch
+    n = 0
+    rest = b""
+    while True:
+        try:
+            block = f.read(BLOCK)
+        except (EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as err:
+            if n == 0:
+                raise InputError(name, f"cannot decompress: {err}", line=1) from err
+            block = b""             # a cut compressed trace keeps the lines before the damage
+        except OSError as err:
+            raise InputError(name, f"cannot read: {err.strerror or err}", line=n + 1) from err
+        if not block:
+            text, rest = rest, b""
+            if not text:
+                break
+        else:
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                rest += block
+                continue
+            text, rest = rest + block[:cut], block[cut + 1:]
+        for line in text.decode("utf-8", "replace").split("\n"):
+            n += 1
+            m = match(line.rstrip("\r"))
+            if m is None:
+                yield n
+                continue
+            _tid, secs, iso, event, rest_args = m.groups()
+            yield n, float(secs) if secs else _iso(iso) if iso else None, event, rest_args
+        if not block:
+            break
+
+
+def _collect(name: str, records: Iterator, *, clock: str, what: str) -> QemuTrace:
+    """The events used, from ``(place, time, event, args text)`` records (``args`` ``None``: an
+    event whose arguments are unknown, counted only; a bare int: a line that is no event)."""
     events: list[tuple] = []
     counts: Counter[str] = Counter()
     attached: Counter[str] = Counter()          # device events that named a request
     other = 0
     n = 0
     stamped = 0
-    match = _LINE.fullmatch
     args = _ARGS
     device = _DEVICE.match
     fields = _FIELDS
-    f = open_decompressed(path, name, "a trace file")
-    rest = b""
-    with f:
-        while True:
-            try:
-                block = f.read(BLOCK)
-            except (EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as err:
-                if n == 0:
-                    raise InputError(name, f"cannot decompress: {err}", line=1) from err
-                block = b""             # a cut compressed trace keeps the lines before the damage
-            except OSError as err:
-                raise InputError(name, f"cannot read: {err.strerror or err}", line=n + 1) from err
-            if not block:
-                text, rest = rest, b""
-                if not text:
-                    break
-            else:
-                cut = block.rfind(b"\n")
-                if cut < 0:
-                    rest += block
-                    continue
-                text, rest = rest + block[:cut], block[cut + 1:]
-            for line in text.decode("utf-8", "replace").split("\n"):
-                n += 1
-                m = match(line.rstrip("\r"))
-                if m is None:
-                    other += 1
-                    continue
-                _tid, secs, iso, event, rest_args = m.groups()
-                counts[event] += 1
-                t = float(secs) if secs else _iso(iso) if iso else None
-                if t is not None:
-                    stamped += 1
-                spec = args.get(event)
-                if spec is not None:
-                    kind, pat = spec
-                    a = pat.match(rest_args)
-                    if a is None:
-                        counts[event] -= 1
-                        other += 1
-                        continue
-                    events.append((n, t, kind, *fields[kind](a.groups())))
-                elif device(event):
-                    r = _REQ.search(rest_args)
-                    if r is not None:
-                        attached[event] += 1
-                        events.append((n, t, DEVICE, event, _h(r.group(1)),
-                                       rest_args[:r.start()].strip() + r.group(2)))
-            if not block:
-                break
+    for rec in records:
+        if rec.__class__ is int:
+            n = rec
+            other += 1
+            continue
+        n, t, event, rest_args = rec
+        counts[event] += 1
+        if t is not None:
+            stamped += 1
+        if rest_args is None:
+            continue
+        spec = args.get(event)
+        if spec is not None:
+            kind, pat = spec
+            a = pat.match(rest_args)
+            if a is None:
+                counts[event] -= 1
+                other += 1
+                continue
+            events.append((n, t, kind, *fields[kind](a.groups())))
+        elif device(event):
+            r = _REQ.search(rest_args)
+            if r is not None:
+                attached[event] += 1
+                events.append((n, t, DEVICE, event, _h(r.group(1)),
+                               rest_args[:r.start()].strip() + r.group(2)))
     if not events:
         seen = f" (only {', '.join(sorted(counts)[:3])}{'...' if len(counts) > 3 else ''})" \
             if counts else ""
-        raise InputError(name, f"no virtio or run-state QEMU trace event in {n} line(s){seen}: "
-                               f"not a log-backend trace of -trace enable=virtqueue_* ... -D FILE")
+        place = "record(s)" if what == "simpletrace" else "line(s)"
+        raise InputError(name, f"no virtio or run-state QEMU trace event in {n} {place}{seen}: "
+                               f"not a trace of -trace enable=virtqueue_* ...")
     used = set(args)
     ignored = {k: v - attached[k] for k, v in counts.items()
                if k not in used and v > attached[k]}
     return QemuTrace(path=name, events=tuple(events), counts=FrozenDict(counts),
                      ignored=FrozenDict(ignored), lines=n, other_lines=other,
-                     timestamps=stamped > 0)
+                     timestamps=stamped > 0, clock=clock if stamped else None, backend=what)
 
 
 def _h(x: str) -> int:

@@ -49,6 +49,9 @@ class Dump:
     #: a QEMU core's ``(QOM path, VirtIODevice address, VirtQueue array address,
     #: sizeof(VirtQueue))`` per device, to name a trace's pointers (``vdecode trace --core``)
     queue_arrays: tuple[tuple[str, int, int, int], ...] = ()
+    #: a QEMU core's host-virtual memory (``read(addr, n)``): QEMU's own objects, such as the
+    #: ``VirtQueueElement`` a trace names
+    host: AddressSpace | None = None
 
     def __post_init__(self) -> None:
         # the address space answers reads: it carries the same value, so every stage that only
@@ -172,4 +175,4 @@ def combine(core: Dump, guest: Dump) -> Dump:
     absent = absent_of([*core_parts, *(guest.absent.parts if guest.absent else ())])
     return Dump(path=core.path, format=f"{core.format}+{guest.format}", space=guest.space, info=info,
                 qemu=core.qemu, files=core.files + guest.files, qmp_log=core.qmp_log,
-                absent=absent)
+                absent=absent, queue_arrays=core.queue_arrays, host=core.host)

@@ -384,7 +384,7 @@ def open_qemu_core(view: FileView, elf: ElfFacts, *, layout: QemuLayout | None =
     }
     return Dump(path=view.name, format="qemu-core", space=space, info=info, qemu=facts.state,
                 files=opened, absent=_absent_guest_ram(view, elf, host, facts.guest_ram, space),
-                queue_arrays=facts.queue_arrays)
+                queue_arrays=facts.queue_arrays, host=host)
 
 
 def _absent_guest_ram(view: FileView, elf: ElfFacts, host: HostSpace, runs: list[GuestRamRun],

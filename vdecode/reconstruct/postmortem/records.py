@@ -27,7 +27,8 @@ from vdecode.virtio.layouts import VRING_AVAIL_F_NO_INTERRUPT, VRING_USED_F_NO_N
 
 __all__ = ("SCHEMA_VERSION", "LEGEND", "Descriptor", "Preview", "Chain", "UsedEntry", "Rings",
            "Indices", "Notification", "PackedEvents", "Queue", "Device", "CarvedPacked",
-           "CarvedQueue", "CarvedGroup", "ViewInput", "Selection", "View", "Finding")
+           "CarvedQueue", "CarvedGroup", "ViewInput", "Selection", "View", "Finding",
+           "TraceMoment", "TracedElement", "QueueTrace", "TracedQueue", "ViewTrace")
 
 SCHEMA_VERSION = 1
 LEGEND = FrozenDict({
@@ -83,6 +84,157 @@ def _json(value: Any) -> Any:
 
 
 @record
+class TraceMoment:
+    """Where in a QEMU trace: its line (a simpletrace file's record number) and its time
+    (``None`` without timestamps; Unix seconds, or the host's monotonic clock for simpletrace)."""
+
+    line: int
+    t: float | None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"line": self.line, "t": self.t}
+
+
+@record
+class TracedElement:
+    """An element a QEMU trace saw popped, tied to the dump (``vdecode DUMP --trace``;
+    ``docs/trace.md``): a chain's ``taken``, a used entry's ``returned``, a trace finding's
+    ``elements``.
+
+    :param elem: QEMU's ``VirtQueueElement`` pointer.
+    :param popped_at: the time of its ``virtqueue_pop`` (``None``: no timestamps); ``line`` its
+        trace line.
+    :param before_pause_s: how long before the pause (else the trace's end) it was taken.
+    :param request: the device's last event naming it (``virtio_blk_handle_write ...``).
+    :param avail_idx: the avail index it was taken at (``None``: not tied); ``head`` its head.
+    :param tied_by: ``core``, ``pop order``, ``used ring`` or ``None``.
+    :param returned_at: its ``virtqueue_fill`` after the pause (``returned_line`` its line), and
+        where that put it: ``used_idx``, ``len``; ``used_agrees`` whether the dump's used entry
+        there has its head and ``len`` (``None``: unread).
+    """
+
+    elem: int
+    popped_at: float | None
+    line: int
+    before_pause_s: float | None
+    in_num: int
+    out_num: int
+    request: str | None
+    avail_idx: int | None
+    head: int | None
+    tied_by: str | None
+    returned_at: float | None
+    returned_line: int | None
+    used_idx: int | None
+    len: int | None
+    used_agrees: bool | None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"elem": f"{self.elem:#x}", "popped_at": self.popped_at, "line": self.line,
+                "before_pause_s": self.before_pause_s, "in_num": self.in_num,
+                "out_num": self.out_num, "request": self.request, "avail_idx": self.avail_idx,
+                "head": self.head, "tied_by": self.tied_by, "returned_at": self.returned_at,
+                "returned_line": self.returned_line, "used_idx": self.used_idx, "len": self.len,
+                "used_agrees": self.used_agrees}
+
+    @classmethod
+    def from_json_obj(cls, obj: Mapping[str, Any]) -> TracedElement:
+        """The record of a trace finding's evidence ``elements[]`` (plain values, as JSON)."""
+        return cls(int(obj["elem"], 16), obj["popped_at"], obj["line"], obj["before_pause_s"],
+                   obj["in_num"], obj["out_num"], obj["request"], obj["avail_idx"], obj["head"],
+                   obj["tied_by"], obj["returned_at"], obj["returned_line"], obj["used_idx"],
+                   obj["len"], obj["used_agrees"])
+
+
+def _moment_json(m: TraceMoment | None) -> dict[str, Any] | None:
+    return None if m is None else m.to_json_obj()
+
+
+@record
+class QueueTrace:
+    """What the trace says of one queue read in detail (its ``trace`` member).
+
+    :param in_flight: elements popped and not returned at the trace's end.
+    :param agrees: that count is QEMU's ``inuse`` (``False``: nothing of the queue is tied).
+    :param in_flight_at_pause: those in flight when the VM paused (``None``: no pause).
+    :param completed_after_pause: of those, returned after the pause.
+    :param last_notify_from_guest: the last kick; ``last_notify_to_guest`` the last interrupt.
+    """
+
+    in_flight: int
+    agrees: bool | None
+    in_flight_at_pause: int | None
+    completed_after_pause: int | None
+    last_notify_from_guest: TraceMoment | None
+    last_notify_to_guest: TraceMoment | None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"in_flight": self.in_flight, "agrees": self.agrees,
+                "in_flight_at_pause": self.in_flight_at_pause,
+                "completed_after_pause": self.completed_after_pause,
+                "last_notify_from_guest": _moment_json(self.last_notify_from_guest),
+                "last_notify_to_guest": _moment_json(self.last_notify_to_guest)}
+
+
+@record
+class TracedQueue:
+    """A queue of the selection the trace was tied to (the view's ``trace.queues[]``): QEMU's
+    ``VirtQueue`` pointer ``vq``, the trace's counts and the dump's ``inuse``."""
+
+    device: str
+    index: int
+    vq: int
+    popped: int | None
+    returned: int | None
+    in_flight: int | None
+    in_flight_at_pause: int | None
+    completed_after_pause: int | None
+    resets: int
+    inuse: int | None
+    agrees: bool | None
+    last_notify_from_guest: TraceMoment | None
+    last_notify_to_guest: TraceMoment | None
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"device": self.device, "index": self.index, "vq": f"{self.vq:#x}",
+                "popped": self.popped, "returned": self.returned, "in_flight": self.in_flight,
+                "in_flight_at_pause": self.in_flight_at_pause,
+                "completed_after_pause": self.completed_after_pause, "resets": self.resets,
+                "inuse": self.inuse, "agrees": self.agrees,
+                "last_notify_from_guest": _moment_json(self.last_notify_from_guest),
+                "last_notify_to_guest": _moment_json(self.last_notify_to_guest)}
+
+
+@record
+class ViewTrace:
+    """The view's ``trace`` member (``vdecode DUMP --trace TRACE``): the trace's file, backend
+    (``log``, ``simpletrace``) and clock, where it starts, ends and paused (``pause_reason``),
+    how its devices were tied to the dump's (``matched_by``: ``core``, ``counts``, ``none``), the
+    selection's queues it was tied to and what the join could not do (``notes``)."""
+
+    file: str
+    backend: str
+    clock: str | None
+    timestamps: bool
+    start: TraceMoment | None
+    end: TraceMoment | None
+    pause: TraceMoment | None
+    pause_reason: str | None
+    matched_by: str
+    queues: tuple[TracedQueue, ...]
+    notes: tuple[str, ...]
+
+    def to_json_obj(self) -> dict[str, Any]:
+        return {"file": self.file, "backend": self.backend, "clock": self.clock,
+                "timestamps": self.timestamps, "start": _moment_json(self.start),
+                "end": _moment_json(self.end),
+                "pause": None if self.pause is None else {**self.pause.to_json_obj(),
+                                                          "reason": self.pause_reason},
+                "matched_by": self.matched_by, "queues": [q.to_json_obj() for q in self.queues],
+                "notes": list(self.notes)}
+
+
+@record
 class Chain:
     """A pending (available, not taken) or in-flight (taken, not completed) descriptor chain.
 
@@ -91,6 +243,7 @@ class Chain:
     :param head: the head descriptor (packed: the buffer id).
     :param indirect: ``(addr, len)`` of the indirect table, or ``None``.
     :param problems: what the spec forbids or QEMU rejects (``"loop"``, ``"zero_len"``...).
+    :param taken: an in-flight chain a QEMU trace tied to its element (``--trace``), else ``None``.
     """
 
     state: str
@@ -103,36 +256,48 @@ class Chain:
     bytes_in: int
     problems: tuple[str, ...]
     preview: Preview | None
+    taken: TracedElement | None = None
 
     @property
     def length(self) -> int:
         """How many descriptors are listed."""
         return len(self.descriptors)
 
-    def to_json_obj(self) -> dict[str, Any]:
+    def to_json_obj(self, *, traced: bool = False) -> dict[str, Any]:
+        """:param traced: the view has a trace: ``taken`` is a member (``null``: not tied)."""
         ind = self.indirect
-        return {"state": self.state, "avail_idx": self.avail_idx, "slot": self.slot,
-                "head": self.head,
-                "indirect": None if ind is None else {"addr": ind[0], "len": ind[1]},
-                "descs": [d.to_json_obj() for d in self.descriptors], "length": self.length,
-                "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
-                "problems": list(self.problems), "preview": _json(self.preview)}
+        out = {"state": self.state, "avail_idx": self.avail_idx, "slot": self.slot,
+               "head": self.head,
+               "indirect": None if ind is None else {"addr": ind[0], "len": ind[1]},
+               "descs": [d.to_json_obj() for d in self.descriptors], "length": self.length,
+               "bytes_out": self.bytes_out, "bytes_in": self.bytes_in,
+               "problems": list(self.problems), "preview": _json(self.preview)}
+        if traced or self.taken is not None:
+            out["taken"] = _json(self.taken)
+        return out
 
 
 @record
 class UsedEntry:
     """One of the last ``vring_used_elem``: ``id`` (a head) and ``len`` (bytes written); the
-    ``preview`` is of the chain at ``id`` now (the driver may have reused its descriptors)."""
+    ``preview`` is of the chain at ``id`` now (the driver may have reused its descriptors);
+    ``returned`` the element a QEMU trace saw returned there after the pause (``--trace``), else
+    ``None``."""
 
     used_idx: int
     slot: int
     id: int
     len: int
     preview: Preview | None
+    returned: TracedElement | None = None
 
-    def to_json_obj(self) -> dict[str, Any]:
-        return {"used_idx": self.used_idx, "slot": self.slot, "id": self.id, "len": self.len,
-                "preview": _json(self.preview)}
+    def to_json_obj(self, *, traced: bool = False) -> dict[str, Any]:
+        """:param traced: the view has a trace: ``returned`` is a member (``null``: none)."""
+        out = {"used_idx": self.used_idx, "slot": self.slot, "id": self.id, "len": self.len,
+               "preview": _json(self.preview)}
+        if traced or self.returned is not None:
+            out["returned"] = _json(self.returned)
+        return out
 
 
 @record
@@ -276,6 +441,7 @@ class Queue:
         ``Machine.devices``; in a view, the queues of its ``queue_detail``).
     :param event_idx: ``VIRTIO_RING_F_EVENT_IDX`` for a split ring that was read, else ``None``.
     :param packed_events: a packed ring's event areas, when it was read.
+    :param trace: what a QEMU trace says of the queue (``--trace``), else ``None``.
     """
 
     device: str
@@ -297,6 +463,7 @@ class Queue:
     detailed: bool
     event_idx: bool | None
     packed_events: PackedEvents | None
+    trace: QueueTrace | None = None
 
     @property
     def shown_used_idx(self) -> int | None:
@@ -315,8 +482,12 @@ class Queue:
                 "provenance": {k: p[k] for k in _ROW_PROVENANCE},
                 "worst": self.worst, "health": self.health, "idle": self.idle}
 
-    def detail_json(self) -> dict[str, Any]:
-        """The queue detail of ``docs/view-json.md`` (the view's ``queue_detail[]``)."""
+    def detail_json(self, *, traced: bool = False) -> dict[str, Any]:
+        """The queue detail of ``docs/view-json.md`` (the view's ``queue_detail[]``).
+
+        :param traced: the view has a trace: the chains' ``taken``, the used entries'
+            ``returned`` and the queue's ``trace`` are members (``null`` where the trace says
+            nothing)."""
         i, p = self.indices, self.provenance
         split = self.event_idx is not None
         out: dict[str, Any] = {
@@ -329,14 +500,16 @@ class Queue:
             "used": None if not split else {
                 "flags": i.used_flags, "flags_names": list(i.used_flags_names),
                 "idx": i.guest_used_idx, "avail_event": i.avail_event},
-            "chains": [c.to_json_obj() for c in self.chains], "chains_hidden": 0,
-            "used_entries": [e.to_json_obj() for e in self.used_entries],
+            "chains": [c.to_json_obj(traced=traced) for c in self.chains], "chains_hidden": 0,
+            "used_entries": [e.to_json_obj(traced=traced) for e in self.used_entries],
             "ring_error": self.ring_error,
         }
         if split:
             out["event_idx"] = self.event_idx
         if self.packed_events is not None:
             out["packed"] = self.packed_events.to_json_obj()
+        if traced or self.trace is not None:
+            out["trace"] = _json(self.trace)
         return out
 
 
@@ -510,6 +683,7 @@ class View:
         else ``None``.
     :param absent: what the input lacks (:class:`vdecode.space.absence.Absent`), or ``None``.
     :param selection: the selection, when ``--queue`` was given.
+    :param trace: a QEMU trace joined to the dump (``--trace``), else ``None``.
     """
 
     input: ViewInput
@@ -520,6 +694,7 @@ class View:
     carved: tuple[CarvedGroup, ...] | None
     absent: Any = None
     selection: Selection | None = None
+    trace: ViewTrace | None = None
 
     @property
     def legend(self) -> Mapping[str, str]:
@@ -528,19 +703,22 @@ class View:
 
     def to_json_obj(self) -> dict[str, Any]:
         """The view as the plain values of ``docs/view-json.md``, members in its order."""
+        traced = self.trace is not None     # without --trace: not one member more
         out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "input": self.input.to_json_obj()}
         if self.absent is not None:        # right after "input": every member below rests on it
             out["absent"] = {**self.absent.to_json(), "lines": self.absent.lines()}
         out.update({
             "legend": LEGEND,
             "devices": [d.to_json_obj() for d in self.devices],
-            "queue_detail": [q.detail_json() for q in self.queue_detail],
+            "queue_detail": [q.detail_json(traced=traced) for q in self.queue_detail],
             "findings": [finding_json(f) for f in self.findings],
             "notes": list(self.notes),
             "carved": None if self.carved is None else [g.to_json_obj() for g in self.carved],
         })
         if self.selection is not None:
             out["selection"] = {"device": self.selection.device, "queue": self.selection.queue}
+        if traced:
+            out["trace"] = self.trace.to_json_obj()
         return out
 
     def to_json(self) -> str:

@@ -13,10 +13,11 @@ to the log and the rings, see :mod:`vdecode.reconstruct.state.instant`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +41,9 @@ from vdecode.virtio.layouts import (VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_IND
 from vdecode.virtio.packed_ring import (VRING_PACKED_EVENT_FLAG_DESC,
                                         VRING_PACKED_EVENT_FLAG_DISABLE, PackedRing, PackedWalk)
 from vdecode.virtio.split_ring import SplitRing
+
+if TYPE_CHECKING:
+    from vdecode.reconstruct.postmortem.trace_join import TraceJoin
 
 __all__ = ("SCHEMA_VERSION", "build_view", "device_records", "select_devices", "select_queue",
            "LEGEND", "short_feature", "carved_view")
@@ -188,9 +192,9 @@ def _health(q: VirtQueueState, walked: Any, qfindings: list[Finding]) -> tuple[s
 
 def _queue(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceState, q: VirtQueueState,
            walked: Any, qfindings: list[Finding], base: str, *, detailed: bool,
-           show_all: bool) -> Queue:
+           show_all: bool, trace: TraceJoin | None = None) -> Queue:
     """One queue from the walk :func:`find_findings` made; its chains and used entries read
-    when ``detailed`` (and it has a size)."""
+    when ``detailed`` (and it has a size), the elements of ``trace`` tied to them marked."""
     ring = walked[0] if isinstance(walked, tuple) else None
     packed = isinstance(ring, PackedRing)
     split = ring if not packed else None
@@ -219,11 +223,19 @@ def _queue(machine: VirtioMachine, profile: Profile, dev: VirtIODeviceState, q: 
     if packed:
         packed_events = PackedEvents(tuple(ring.driver_event[:2]), tuple(ring.device_event[:2]),
                                      walked[1].incomplete)
+    traced = None
+    if trace is not None:
+        from vdecode.reconstruct.postmortem.trace_join import queue_marks
+        taken, returned, traced = queue_marks(trace, dev.canonical_path, q.queue_index)
+        chains = tuple(dataclasses.replace(c, taken=taken.get(c.avail_idx))
+                       if c.state == "in-flight" and c.avail_idx in taken else c for c in chains)
+        used = tuple(dataclasses.replace(u, returned=returned[u.used_idx])
+                     if u.used_idx in returned else u for u in used)
     return Queue(dev.canonical_path, q.queue_index, q.vring_num, packed,
                  Rings(q.desc, q.avail, q.used), indices, pending, q.inuse, health, chains, used,
                  walked if isinstance(walked, str) else None, _provenance(q, base), notify,
                  worst, not worst and not indices.avail_idx and not shown_used and not last,
-                 detailed, event_idx, packed_events)
+                 detailed, event_idx, packed_events, traced)
 
 
 def _flag_names(flags: int, desc_flag_rows: list) -> tuple[str, ...]:
@@ -408,10 +420,12 @@ def _queue_findings(findings: list[Finding], dev: VirtIODeviceState, qi: int) ->
 
 def device_records(machine: VirtioMachine, profile: Profile, findings: list[Finding],
                    walks: dict[tuple[str, int], Any], paths: Collection[str] | None = None,
-                   queue: int | None = None) -> tuple[Device, ...]:
+                   queue: int | None = None,
+                   trace: TraceJoin | None = None) -> tuple[Device, ...]:
     """The devices ``paths`` (every one for ``None``), each with every queue (only ``queue``
     when given) read in detail, every used entry listed: what the public API hands out.
-    ``findings`` and ``walks`` are :func:`find_findings`' for the same devices and queue."""
+    ``findings`` and ``walks`` are :func:`find_findings`' for the same devices and queue;
+    ``trace`` marks the traced elements as in the view."""
     state = machine.state
     base = _base(state)
     out = []
@@ -420,7 +434,7 @@ def device_records(machine: VirtioMachine, profile: Profile, findings: list[Find
             continue
         queues = tuple(_queue(machine, profile, dev, q, walks.get((dev.canonical_path, qi)),
                               _queue_findings(findings, dev, qi), base, detailed=True,
-                              show_all=True)
+                              show_all=True, trace=trace)
                        for qi, q in sorted(dev.queues.items()) if queue is None or qi == queue)
         out.append(_device(profile, state, dev, queues))
     return tuple(out)
@@ -431,7 +445,7 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                log_path: str | None, device: str | None = None, queue: int | None = None,
                show_all: bool = False, notes: list[str] = (),
                carved: list | None = None, log_end: str | None = None,
-               absent: Any = None, details: bool = False) -> View:
+               absent: Any = None, details: bool = False, trace: TraceJoin | None = None) -> View:
     """The whole view (``docs/view-json.md``).
 
     :param device: ``--device`` (see :func:`select_devices`).
@@ -444,6 +458,8 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
         has an ``absent`` member (absent from the view of a whole input).
     :param details: read every listed queue with a size in detail (the report's), not only
         ``queue``.
+    :param trace: a QEMU trace joined to the dump: the view's ``trace``, each queue's, and the
+        traced elements on the chains and used entries of the queues read in detail.
     :raises NotInInput: ``--device`` matches nothing or several devices, or no selected device
         has ``queue``.
     """
@@ -462,7 +478,7 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
                 continue
             row = _queue(machine, profile, dev, q, walks.get((dev.canonical_path, qi)),
                          _queue_findings(findings, dev, qi), base,
-                         detailed=details or queue is not None, show_all=show_all)
+                         detailed=details or queue is not None, show_all=show_all, trace=trace)
             if row.idle and not show_all and queue is None:
                 hidden += 1
                 continue
@@ -470,6 +486,10 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
             if row.detailed:
                 detailed.append(row)
         out.append(_device(profile, state, dev, tuple(rows), hidden))
+    traced = None
+    if trace is not None:
+        from vdecode.reconstruct.postmortem.trace_join import trace_view
+        traced = trace_view(trace, paths, queue)
     return View(
         ViewInput(os.path.basename(dump_path), dump_format,
                   os.path.basename(log_path) if log_path else None, state.source or "none",
@@ -479,4 +499,5 @@ def build_view(machine: VirtioMachine, profile: Profile, findings: list[Finding]
               if f.device in paths and (queue is None or f.queue is None or f.queue == queue)),
         tuple(notes), None if carved is None else carved_view(carved),
         absent, None if queue is None else Selection(device, queue,
-                                                     tuple(d.canonical_path for d in devices)))
+                                                     tuple(d.canonical_path for d in devices)),
+        traced)

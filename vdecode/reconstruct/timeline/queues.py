@@ -27,7 +27,10 @@ from vdecode.frozen import record
 from vdecode.sources.trace import (ALLOC, DEVICE, FILL, FLUSH, IRQ, KICK, POP, RUNSTATE, STATUS,
                                    VMSTATE, QemuTrace)
 
-__all__ = ("Element", "Moment", "QueueTimeline", "Timeline", "build_timeline")
+__all__ = ("Element", "Moment", "QueueTimeline", "Timeline", "build_timeline", "SERIES_POP",
+           "SERIES_FILL", "SERIES_RESET")
+
+SERIES_POP, SERIES_FILL, SERIES_RESET = 1, 2, 3
 
 
 @record
@@ -48,6 +51,15 @@ class Element:
     in_num: int
     out_num: int
     request: str | None = None
+    #: pops of its queue before it in the trace: with the dump's ``last_avail_idx`` at the
+    #: trace's end, its avail index is ``last_avail_idx - (popped - ordinal)``
+    ordinal: int | None = None
+    #: its fill, when it was returned after the pause (an element of ``in_flight_at_pause``)
+    returned: Moment | None = None
+    #: the flushes of its queue before its fill plus the fill's ``idx``: with the dump's
+    #: ``used_idx``, its used index is ``used_idx - (flushed - used_ordinal)``
+    used_ordinal: int | None = None
+    len: int | None = None
 
 
 @record
@@ -67,12 +79,21 @@ class QueueTimeline:
     completed_after_pause: int | None  # of in_flight_at_pause, returned after it
     resets: int
     dropped_by_reset: int
+    last_reset: Moment | None
+    #: pops and flushed entries since the device's last reset: QEMU's ``last_avail_idx`` and
+    #: ``used_idx`` at the trace's end, when the trace saw that reset (``resets`` > 0)
+    popped_since_reset: int | None
+    flushed_since_reset: int | None
     left_unreturned: int              # freed without a fill (detached or rewound)
     returned_unseen: int              # fills of elements the trace never saw popped
     last_kick: Moment | None          # guest -> QEMU (virtio_queue_notify)
     last_interrupt: Moment | None     # QEMU -> guest (virtio_notify, virtio_notify_irqfd)
     first: Moment | None
     last: Moment | None
+    #: every pop, fill and reset of the queue, in trace order: ``(place, kind, in flight after
+    #: it)``, place the time (the line without timestamps), kind ``SERIES_POP``,
+    #: ``SERIES_FILL`` or ``SERIES_RESET``: what the report draws
+    series: tuple[tuple[float, int, int], ...] = ()
 
 
 @record
@@ -92,6 +113,8 @@ class Timeline:
     timestamps: bool
     notes: tuple[str, ...]
     named_by: str                     # "trace" or "core"
+    clock: str | None = "unix"        # the trace's: "unix", "monotonic" (simpletrace) or None
+    backend: str = "log"              # "log" or "simpletrace" (places are then record numbers)
 
 
 class _Q:
@@ -99,16 +122,19 @@ class _Q:
 
     __slots__ = ("vq", "popped", "returned", "flushed", "held", "inuse", "at_pause",
                  "after_pause", "resets", "dropped", "left", "unseen", "kick", "irq", "first",
-                 "last")
+                 "last", "reset", "taken_r", "added_r", "series")
 
     def __init__(self, vq: int) -> None:
         self.vq = vq
         self.popped = self.returned = self.flushed = self.inuse = 0
-        self.held: dict[int, list] = {}          # elem -> [line, t, in_num, out_num, request]
+        # elem -> [line, t, in_num, out_num, request, ordinal, fill line, fill t, used ordinal, len]
+        self.held: dict[int, list] = {}
         self.at_pause: dict[int, list] | None = None
         self.after_pause = 0
         self.resets = self.dropped = self.left = self.unseen = 0
-        self.kick = self.irq = self.first = self.last = None
+        self.kick = self.irq = self.first = self.last = self.reset = None
+        self.taken_r = self.added_r = 0
+        self.series: list[tuple] = []
 
 
 def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] | None = None,
@@ -180,27 +206,34 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
             if old is not None:                 # still held: it left without a fill
                 qs[old].held.pop(elem, None)
                 qs[old].left += 1
-            q.held[elem] = [line, t, e[5], e[6], None]
+            q.held[elem] = [line, t, e[5], e[6], None, q.popped, None, None, None, None]
             where[elem] = q.vq
             q.popped += 1
+            q.taken_r += 1
             q.inuse += 1
+            q.series.append((line if t is None else t, SERIES_POP, len(q.held)))
             q.first = q.first or (line, t)
             q.last = (line, t)
         elif k == FILL:
             q = q_of(e[3])
             elem = e[4]
             q.returned += 1
-            if q.held.pop(elem, None) is None:
+            gone = q.held.pop(elem, None)
+            q.series.append((line if t is None else t, SERIES_FILL, len(q.held)))
+            if gone is None:
                 q.unseen += 1
             else:
                 where.pop(elem, None)
                 if q.at_pause is not None and elem in q.at_pause:
                     q.after_pause += 1
+                    # where QEMU's fill put it: used_idx + idx, used_idx moved by the flushes
+                    q.at_pause[elem][6:] = [line, t, q.flushed + e[6], e[5]]
             q.first = q.first or (line, t)
             q.last = (line, t)
         elif k == FLUSH:
             q = q_of(e[3])
             q.flushed += e[4]
+            q.added_r += e[4]
             q.inuse -= e[4]
         elif k == ALLOC:
             old = where.pop(e[3], None)
@@ -217,11 +250,13 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
                     if vdev == e[3]:
                         q = q_of(vq)
                         q.resets += 1
+                        q.reset = (line, t)
                         q.dropped += len(q.held)
                         for elem in q.held:
                             where.pop(elem, None)
                         q.held.clear()
-                        q.inuse = 0
+                        q.inuse = q.taken_r = q.added_r = 0
+                        q.series.append((line if t is None else t, SERIES_RESET, 0))
         elif k == VMSTATE or (k == RUNSTATE and not has_vmstate
                               and "running" in (e[4], e[6])):
             if k == VMSTATE:
@@ -251,7 +286,11 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
                      f"and returned is unknown (null)")
     if not trace.timestamps:
         notes.append("the trace has no timestamps (QEMU ran without -msg timestamp=on): times are "
-                     "null, places are line numbers")
+                     "null, places are line numbers; how long before the pause an element was "
+                     "taken, and how soon the pause returned it, are unknown")
+    if trace.clock == "monotonic":
+        notes.append("a simpletrace file: times are QEMU's monotonic clock (seconds since the "
+                     "host booted, not UTC); places are record numbers")
     if pause is None:
         notes.append("no pause in the trace (vm_state_notify or runstate_set not enabled, or the "
                      "VM never stopped): in_flight_at_pause is null")
@@ -289,9 +328,12 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
             inuse=q.inuse if have_pop and have_flush else None,
             in_flight_at_pause=at_pause,
             completed_after_pause=q.after_pause if at_pause is not None else None,
-            resets=q.resets, dropped_by_reset=q.dropped, left_unreturned=q.left,
+            resets=q.resets, dropped_by_reset=q.dropped, last_reset=_m(q.reset),
+            popped_since_reset=q.taken_r if have_pop else None,
+            flushed_since_reset=q.added_r if have_flush else None,
+            left_unreturned=q.left,
             returned_unseen=q.unseen, last_kick=_m(q.kick), last_interrupt=_m(q.irq),
-            first=_m(q.first), last=_m(q.last)))
+            first=_m(q.first), last=_m(q.last), series=tuple(q.series)))
     out.sort(key=lambda r: (r.path is None, r.path or "", r.vdev or 0,
                             r.queue if r.queue is not None else 1 << 20, r.vq))
     start = _m((ev[0][0], ev[0][1])) if ev else None
@@ -299,7 +341,7 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
     return Timeline(source=trace.path, queues=tuple(out), pause=_m(pause), pause_reason=reason,
                     pauses=pauses, start=start, end=end, lines=trace.lines, events=len(ev),
                     ignored=trace.ignored, timestamps=trace.timestamps, notes=tuple(notes),
-                    named_by=named_by)
+                    named_by=named_by, clock=trace.clock, backend=trace.backend)
 
 
 def _stride(kicks_by_dev: dict[int, dict[int, int]]) -> int | None:
@@ -319,5 +361,6 @@ def _m(pair: tuple[int, float | None] | None) -> Moment | None:
 
 
 def _elements(held: dict[int, list]) -> tuple[Element, ...]:
-    return tuple(Element(elem, Moment(v[0], v[1]), v[2], v[3], v[4])
+    return tuple(Element(elem, Moment(v[0], v[1]), v[2], v[3], v[4], v[5],
+                         None if v[6] is None else Moment(v[6], v[7]), v[8], v[9])
                  for elem, v in sorted(held.items(), key=lambda kv: kv[1][0]))
