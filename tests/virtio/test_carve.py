@@ -16,7 +16,7 @@ from vdecode.reconstruct.rings.kinds import classify_ring
 from vdecode.space.open import open_dump
 from vdecode.virtio import carve
 from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_guest_rings, carve_rings
-from vdecode.virtio.carved_ring import ring_extent
+from vdecode.virtio.carved_ring import CarvedRing, ring_extent
 from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 from vdecode.virtio.layouts import VRING_DESC_F_WRITE, vring_layouts
 
@@ -303,3 +303,27 @@ def test_check_ring_with_the_device_area_first(tmp_path):
     with _dump(tmp_path, mem) as dump:
         r = check_ring(dump.space, 8, at.desc, at.avail, at.used)
     assert r is not None and (r.used_idx, r.avail_idx) == (3, 3)
+
+
+@pytest.mark.parametrize("little", [True, False])
+def test_a_balloon_is_known_by_its_stats_buffer(tmp_path, little):
+    """A balloon that never inflated has empty inflate/deflate rings: the stats queue's one
+    read-only buffer of ``virtio_balloon_stat`` entries (tag u16, value u64, packed) names it;
+    the same length with repeated or unknown tags does not."""
+    lay = vring_layouts(little)
+    order = "little" if little else "big"
+    mem = bytearray(2 * MiB)
+    stats = b"".join(t.to_bytes(2, order) + (1000 * t).to_bytes(8, order)
+                     for t in (0, 1, 2, 3, 8, 9, 4, 5, 6, 7))        # Linux's order, HUGETLB on
+    mem[0x10000:0x10000 + len(stats)] = stats
+    mem[0x11000:0x11000 + len(stats)] = stats[:10] * 10                 # one tag ten times
+    junk = b"".join((0x100 + t).to_bytes(2, order) + bytes(8) for t in range(10))
+    mem[0x12000:0x12000 + len(junk)] = junk                             # tags past 15
+    kinds = []
+    for k, buf in enumerate((0x10000, 0x11000, 0x12000)):
+        at = put_split_ring(mem, 0x100000 + 0x10000 * k, 8, layouts=lay,
+                            chains=[[(buf, len(stats), 0)]])
+        ring = CarvedRing(8, at.desc, at.avail, at.used, 0, 1, 0, 0, 0.9, "legacy")
+        with _dump(tmp_path, mem) as dump:
+            kinds.append(classify_ring(dump.space, ring, little_endian=little).kind)
+    assert kinds == ["virtio-balloon", None, None]
