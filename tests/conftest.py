@@ -128,7 +128,7 @@ def captures(tmp_path_factory) -> dict[str, Capture]:
     names = capture_names()
     if not names:
         pytest.skip(NO_CAPTURES)
-    folder = tmp_path_factory.mktemp("captures")
+    folder = tmp_path_factory.mktemp("cap")      # short: `info` prints the path in 80 columns
     yield {n: Capture(path, folder) for n, path in capture_folders().items()}
     shutil.rmtree(folder, ignore_errors=True)    # gigabytes: not kept even when a test failed
 
