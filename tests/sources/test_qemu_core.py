@@ -357,9 +357,17 @@ def targets(core):
     return host, out
 
 
+FUZZED_TARGET = "s390x"
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_corrupted_qemu_state_opens_or_raises_vdecode_error(core, targets, data):
+def test_corrupted_qemu_state_opens_or_raises_vdecode_error(capture, core, targets, data):
+    # one other target stands for them: a corrupted core of a build no profile lists falls back
+    # to deriving a layout, 8-11 s an example on the aarch64 core (5 minutes for 25)
+    if capture.arch != "x86_64" and capture.arch != FUZZED_TARGET:
+        pytest.skip(f"the corrupted-state fuzz runs on one other target ({FUZZED_TARGET}): "
+                    f"each example derives a layout")
     view, elf, _ = core
     host, structs = targets
     patches = {}
