@@ -1,4 +1,9 @@
-"""Session fixtures: the real QEMU 7.2 captures in ``../shared/captures``, decompressed once.
+"""Session fixtures: the real QEMU 7.2 captures, decompressed once: the x86_64 guests of
+``../shared/captures`` (``$VDECODE_CAPTURES``) and the other targets' of
+``../shared/captures-targets`` (``$VDECODE_CAPTURES_TARGETS``: an aarch64 ``virt`` guest, an s390x
+``s390-ccw-virtio`` guest). Every capture-driven test runs on the cases of both folders, named by
+their case folder (``basic``, ``mixed``, ``arm64``, ``s390x``): a name two folders share is an error
+of the corpus, said at collection, since ratchets and goldens are keyed by it.
 
 Dumps are stored zstd-compressed; in a test session each is decompressed on first use into a
 folder of the session's own (``tmp_path_factory``), removed when the session ends: a run leaves the
@@ -31,13 +36,33 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTURES = Path(os.environ.get("VDECODE_CAPTURES", REPO.parent / "shared" / "captures"))
+TARGETS = Path(os.environ.get("VDECODE_CAPTURES_TARGETS", CAPTURES.parent / "captures-targets"))
 CACHE = Path(tempfile.gettempdir()) / "vdecode-captures"
 
 
+def capture_folders() -> dict[str, Path]:
+    """Every case of the capture folders, by name: x86_64's (``CAPTURES``) first, then the other
+    targets' (``TARGETS``), each folder's cases sorted."""
+    out: dict[str, Path] = {}
+    for root in dict.fromkeys((CAPTURES, TARGETS)):      # the same folder given twice: once
+        if not root.is_dir():
+            continue
+        for case in sorted(p for p in root.iterdir() if (p / "case.json").exists()):
+            if case.name in out:
+                raise pytest.UsageError(f"capture case {case.name!r} is in {out[case.name].parent} "
+                                        f"and {root}: case names key ratchets and goldens, rename "
+                                        f"one")
+            out[case.name] = case
+    return out
+
+
 def capture_names() -> list[str]:
-    if not CAPTURES.is_dir():
-        return []
-    return sorted(p.name for p in CAPTURES.iterdir() if (p / "case.json").exists())
+    return list(capture_folders())
+
+
+def capture_arch(name: str) -> str:
+    """The guest architecture of a case (its ``case.json``'s ``arch``; x86_64 when unsaid)."""
+    return json.loads((capture_folders()[name] / "case.json").read_text()).get("arch", "x86_64")
 
 
 class Capture:
@@ -48,6 +73,13 @@ class Capture:
         self.name = folder.name
         self.cache = cache                  # where its dumps are decompressed
         self.manifest = json.loads((folder / "case.json").read_text())
+        self.arch = str(self.manifest.get("arch", "x86_64"))
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where its dumps are decompressed: by folder and case, since case names repeat across
+        folders of recordings (``captures/basic``, ``captures-10.0/basic``)."""
+        return self.cache / self.folder.parent.name / self.name
 
     @property
     def truth(self) -> list:
@@ -63,7 +95,7 @@ class Capture:
         name = self.manifest["dumps"][kind]
         if not name.endswith(".zst"):
             return self.folder / name
-        out = self.cache / self.name / name[:-4]
+        out = self.cache_dir / name[:-4]
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(out.name + f".{os.getpid()}.part")
@@ -96,8 +128,8 @@ def captures(tmp_path_factory) -> dict[str, Capture]:
     names = capture_names()
     if not names:
         pytest.skip(NO_CAPTURES)
-    folder = tmp_path_factory.mktemp("captures")
-    yield {n: Capture(CAPTURES / n, folder) for n in names}
+    folder = tmp_path_factory.mktemp("cap")      # short: `info` prints the path in 80 columns
+    yield {n: Capture(path, folder) for n, path in capture_folders().items()}
     shutil.rmtree(folder, ignore_errors=True)    # gigabytes: not kept even when a test failed
 
 

@@ -1,6 +1,7 @@
 """formats/: every file names its source and generator, tables are sane, and the tables produce what real
-QEMU printed: every reply in the captures' ``truth.json`` (``../shared/captures`` or ``$VDECODE_CAPTURES``,
-and the cases recorded into ``tests/data/captures``) is checked against the profile of its QEMU version.
+QEMU printed: every reply in the captures' ``truth.json`` (``../shared/captures`` and
+``../shared/captures-targets``, see conftest, and the cases recorded into ``tests/data/captures``) is
+checked against the profile of its QEMU version.
 
 Checked per reply: each feature/status/protocol/flag string is a row of the right table, the list is in
 reverse table order (``CONVERT_FEATURES`` prepends), the unknown bits are bits no row decodes; each error
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CAPTURES, NO_CAPTURES
+from tests.conftest import NO_CAPTURES, capture_folders
 from vdecode.render.qmp_json import qdict_order
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +28,6 @@ FORMATS = REPO / "formats"
 GENERATED = ("features", "devices", "qapi", "errors", "qmp_core")
 HAND_KEPT = ("queues", "transport", "view", "record")
 VERSIONS = sorted(p for p in FORMATS.glob("qemu-*") if p.is_dir())
-SHARED = CAPTURES
 RECORDED = REPO / "tests" / "data" / "captures"
 RECORDED_10 = REPO / "tests" / "data" / "captures-10.0"
 QEMU_SRC = os.environ.get("VDECODE_QEMU_SRC")
@@ -198,10 +198,10 @@ def truths(root: Path) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module", params=["shared", "recorded", "recorded-10.0"])
 def corpus(request) -> list[tuple[str, dict]]:
-    """``(case, truth)`` of ../shared/captures (or $VDECODE_CAPTURES), of tests/data/captures
-    (QEMU 7.2) or of tests/data/captures-10.0 (QEMU 10.0.2)."""
+    """``(case, truth)`` of ../shared/captures and ../shared/captures-targets (conftest's capture
+    folders), of tests/data/captures (QEMU 7.2) or of tests/data/captures-10.0 (QEMU 10.0.2)."""
     if request.param == "shared":
-        found = truths(SHARED)
+        found = [(name, read_truth(folder)) for name, folder in capture_folders().items()]
         if not found:
             pytest.skip(SHARED_MISSING)
     else:

@@ -17,7 +17,8 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from tests.conftest import CAPTURES, NO_CAPTURES, REPO
+from tests.conftest import (CAPTURES, NO_CAPTURES, REPO, TARGETS, capture_arch,
+                            capture_folders, capture_names)
 from vdecode.cli import cli
 from vdecode.triage import discover, run_triage
 from vdecode.triage.discover import stem_of
@@ -137,8 +138,7 @@ def fleet(tmp_path_factory) -> list[str]:
     shutil.copy(SAMPLE_LOG, broken / "vm9.qmp.jsonl")
     (broken / "noise.vdb").write_bytes(os.urandom(8192))
     paths = [str(root)]
-    if CAPTURES.is_dir():
-        paths.append(str(CAPTURES))
+    paths += [str(folder) for folder in dict.fromkeys((CAPTURES, TARGETS)) if folder.is_dir()]
     return paths
 
 
@@ -192,6 +192,22 @@ def test_shared_captures(local_records):
         f"{CAPTURES}/basic/console.log", f"{CAPTURES}/basic/dump.elf.zst",
         f"{CAPTURES}/basic/dump.kdump-zlib.zst"]
     assert basic["errors"] == [] and basic["qemu"]["state"] == "core"
+
+
+def test_other_targets_cores(local_records):
+    """aarch64 and s390x guests' QEMU cores (``captures-targets``) triage like x86_64's: QEMU's
+    state from the core, every device QEMU listed."""
+    targets = [n for n in capture_names() if capture_arch(n) != "x86_64"]
+    if not targets:
+        pytest.skip(NO_CAPTURES)
+    by_vm = {r["vm"]: r for r in local_records}
+    for name in targets:
+        rec, folder = by_vm[name], capture_folders()[name]
+        assert rec["inputs"]["dump"] == f"{folder}/qemu.core.zst", rec["inputs"]
+        assert rec["errors"] == [] and rec["qemu"]["state"] == "core", rec
+        truth = json.loads((folder / "truth.json").read_text())["exchanges"]
+        listed = next(r["return"] for q, r in truth if q.get("execute") == "x-query-virtio")
+        assert rec["counts"]["devices"] == len(listed), (name, rec["counts"])
 
 
 def test_dask_cluster_gives_the_same_records(fleet, cache_dir, local_records, tmp_path, monkeypatch):

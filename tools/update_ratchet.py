@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import CAPTURES, Capture  # noqa: E402
+from tests.conftest import Capture, capture_folders  # noqa: E402
 from tests.reconstruct.fidelity import RATCHET, capture_modes, score  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def main() -> None:
     new = dict(old)
     for name, dump, log in capture_modes():
         key = f"{name}/{dump}+{log}"
-        s = score(Capture(CAPTURES / name), dump, log)
+        s = score(Capture(capture_folders()[name]), dump, log)
         prev = old.get(key, {"fields": 0, "exact": 0})
         if (s["fields"], s["exact"]) >= (prev["fields"], prev["exact"]):
             new[key] = {"fields": s["fields"], "exact": s["exact"], "of_fields": s["total"],

@@ -198,13 +198,13 @@ class Machine:
         if not self._carve or self._knowledge is not None or self._dump.qemu is not None or self._dump.space is None:
             return None
         from vdecode.reconstruct.rings.match import group_by_device
-        from vdecode.virtio.carve import carve_rings
-        space = self._dump.space
+        from vdecode.virtio.carve import carve_guest_rings
+        space, little = self._dump.space, self._dump.guest_little_endian
         if self._progress is None:
-            rings = carve_rings(space)
+            rings = carve_guest_rings(space, guest_little_endian=little)
         else:
             with self._progress("scanning guest RAM for rings") as tick:
-                rings = carve_rings(space, progress=tick)
+                rings = carve_guest_rings(space, guest_little_endian=little, progress=tick)
         return group_by_device(space, rings)
 
     def view(self, device: str | None = None, queue: int | None = None, *,

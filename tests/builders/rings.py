@@ -74,7 +74,7 @@ def put_split_ring(mem: bytearray, desc: int, num: int, *, avail: int | None = N
                    chains: list[list[tuple[int, int, int]]] = (), completed: int = 0,
                    avail_flags: int = 0, driver_at: int | None = None,
                    driver_offset: int = 0xFFFF888000000000, driver_index: int = 0,
-                   driver_device: int = 0) -> RingAt:
+                   driver_device: int = 0, guest_little_endian: bool | None = None) -> RingAt:
     """Write a split ring in any layout, with real chains, for the carver's tests.
 
     ``chains`` are lists of ``(addr, len, flags)`` buffers; each becomes a chain (NEXT links
@@ -83,7 +83,8 @@ def put_split_ring(mem: bytearray, desc: int, num: int, *, avail: int | None = N
     used_align)`` (the legacy layout for 4096, Linux's modern one for 64). With ``driver_at``, a
     Linux-style ``struct vring_virtqueue`` tail is written there: ``struct virtqueue``'s ``vdev``,
     ``index``, ``num_free``, ``num_max`` 96 bytes before a ``struct vring`` with driver-virtual
-    pointers (``gpa + driver_offset``).
+    pointers (``gpa + driver_offset``), in ``guest_little_endian`` order (default: the ring's;
+    a big-endian guest's virtio 1.x ring is little-endian, its driver's records big).
     """
     avail = desc + 16 * num if avail is None else avail
     used = (avail + 6 + 2 * num + used_align - 1) // used_align * used_align if used is None else used
@@ -103,12 +104,13 @@ def put_split_ring(mem: bytearray, desc: int, num: int, *, avail: int | None = N
     for i, h in enumerate(heads[:completed]):
         mem[used + 4 + 8 * i:used + 12 + 8 * i] = layouts.used_elem.build(dict(id=h, len=1))
     if driver_at is not None:
+        if guest_little_endian is not None:
+            order = "little" if guest_little_endian else "big"
         u64 = lambda v: int(v).to_bytes(8, order)        # noqa: E731
         mem[driver_at - 64:driver_at - 56] = u64(driver_device or driver_offset + driver_at + 4096)
-        mem[driver_at - 56:driver_at - 48] = (driver_index | num << 32).to_bytes(8, order)
-        mem[driver_at - 48:driver_at - 40] = u64(num)
-        mem[driver_at:driver_at + 32] = (u64(num) + u64(desc + driver_offset) + u64(avail + driver_offset)
-                                         + u64(used + driver_offset))
+        _driver_counts(mem, driver_at, num, driver_index, order)
+        mem[driver_at + 8:driver_at + 32] = (u64(desc + driver_offset) + u64(avail + driver_offset)
+                                             + u64(used + driver_offset))
     return RingAt(desc, avail, used, num)
 
 
@@ -131,8 +133,17 @@ def put_packed_ring(mem: bytearray, desc: int, driver: int, device: int, num: in
     if driver_at is not None:
         u64 = lambda v: int(v).to_bytes(8, order)        # noqa: E731
         mem[driver_at - 64:driver_at - 56] = u64(driver_offset + driver_at + 4096)
-        mem[driver_at - 56:driver_at - 48] = (driver_index | num << 32).to_bytes(8, order)
-        mem[driver_at - 48:driver_at - 40] = u64(num)
-        mem[driver_at:driver_at + 32] = (u64(num) + u64(desc + driver_offset)
-                                         + u64(driver + driver_offset) + u64(device + driver_offset))
+        _driver_counts(mem, driver_at, num, driver_index, order)
+        mem[driver_at + 8:driver_at + 32] = (u64(desc + driver_offset) + u64(driver + driver_offset)
+                                             + u64(device + driver_offset))
     return RingAt(desc, driver, device, num)
+
+
+def _driver_counts(mem: bytearray, driver_at: int, num: int, index: int, order: str) -> None:
+    """The ``unsigned int`` fields around a ``struct vring`` at ``driver_at``: ``struct
+    virtqueue``'s ``index``, ``num_free`` (``num``: all free) and ``num_max`` 56 to 44 bytes
+    before, and the record's ``num`` followed by its padding (in a big-endian guest a u32 is the
+    upper half of its u64 word)."""
+    u32 = lambda v: int(v).to_bytes(4, order)            # noqa: E731
+    mem[driver_at - 56:driver_at - 40] = u32(index) + u32(num) + u32(num) + bytes(4)
+    mem[driver_at:driver_at + 8] = u32(num) + bytes(4)

@@ -91,11 +91,11 @@ def score(capture, dump_kind: str, log_kind: str) -> dict:
 def capture_modes(with_unanswerable: bool = True) -> list[tuple[str, str, str]]:
     """Every ``(capture, dump, log)`` mode ``fidelity.py`` scores; ``with_unanswerable=False``
     leaves out a guest dump with no log (nothing of QEMU's state to reproduce)."""
-    from tests.conftest import CAPTURES, capture_names
+    from tests.conftest import capture_folders
 
     out = []
-    for name in capture_names():
-        manifest = json.loads((CAPTURES / name / "case.json").read_text())
+    for name, folder in capture_folders().items():
+        manifest = json.loads((folder / "case.json").read_text())
         for dump in manifest["dumps"]:
             for log in ("instant", "early", "none"):
                 if log != "none" and log not in manifest["logs"]:

@@ -16,7 +16,7 @@ import zstandard
 
 from vdecode.space.open import open_dump
 from vdecode.reconstruct.rings.match import group_by_device
-from vdecode.virtio.carve import carve_rings
+from vdecode.virtio.carve import carve_guest_rings
 from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 
 VDECODE = [sys.executable, "-m", "vdecode"]
@@ -54,10 +54,14 @@ def test_stale_log_answers_like_qemu(capture, tmp_path, only_queue):
     dump = capture.dump("elf")
     with open_dump(dump) as opened:
         log, changed = _stale_log(capture, tmp_path, opened.space, only_queue)
-    assert len(changed) >= 5
+        guest_le = opened.guest_little_endian
+    # every device's queue(s): at least five, on a capture of fewer devices each of them
+    devices = {d["path"] for q, r in capture.truth if q.get("execute") == "x-query-virtio"
+               for d in r.get("return", [])}
+    assert len(changed) >= min(5, len(devices))
     asked = [(q, r) for q, r in capture.truth
              if q.get("execute") in ("x-query-virtio-queue-element", "x-query-virtio-queue-status")
-             and (q["arguments"]["path"], q["arguments"]["queue"]) in changed]
+             and (q["arguments"]["path"], q["arguments"].get("queue")) in changed]
     stdin = "".join(json.dumps(x) + "\n" for x in
                     [{"execute": "qmp_capabilities"}] + [dict(q, id=i) for i, (q, _) in enumerate(asked)])
     run = subprocess.run([*VDECODE, "qmp", str(dump), "--log", str(log)], input=stdin,
@@ -72,6 +76,16 @@ def test_stale_log_answers_like_qemu(capture, tmp_path, only_queue):
     notes = [x for x in run.stderr.splitlines() if "using the carved ring" in x]
     assert len(notes) == len(changed)
     assert all("driver queue index" in n for n in notes)
+    if only_queue is None and not guest_le:
+        # a big-endian guest's bundle keeps the rings of both byte orders the carver found
+        # (its legacy ring big-endian): the bundle alone answers the same
+        vdb = tmp_path / "stale.vdb"
+        made = subprocess.run([*VDECODE, "bundle", str(dump), "--log", str(log), "-o", str(vdb)],
+                              capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stderr
+        again = subprocess.run([*VDECODE, "qmp", str(vdb)], input=stdin, capture_output=True,
+                               text=True, timeout=300)
+        assert again.returncode == 0 and again.stdout == run.stdout, again.stderr[-800:]
 
 
 def test_no_log_groups_rings_by_device(capture):
@@ -86,7 +100,8 @@ def test_no_log_groups_rings_by_device(capture):
             # (packed rings are carved too, but their buffers are not classified)
             queues.setdefault(req["arguments"]["path"], set()).add(rep["return"]["vring-desc"])
     with open_dump(capture.dump("elf")) as opened:
-        rings = [replace(r, name=None) for r in carve_rings(opened.space)]
+        rings = [replace(r, name=None) for r in
+                 carve_guest_rings(opened.space, guest_little_endian=opened.guest_little_endian)]
         groups = group_by_device(opened.space, rings)
     typed = 0
     for path, descs in queues.items():
@@ -96,7 +111,9 @@ def test_no_log_groups_rings_by_device(capture):
         typed += group.kind == names[path]
     assert typed >= len(queues) - 1          # all but virtio-rng (bare writable buffers)
     # the firmware's boot-time rings (no driver struct) are typed from their buffers alone
-    assert {g.kind for g in groups if g.device_va is None} >= {"virtio-blk", "virtio-scsi"}
+    # (SeaBIOS's; the other targets' guests booted with -kernel: no firmware drove a device)
+    if capture.arch == "x86_64":
+        assert {g.kind for g in groups if g.device_va is None} >= {"virtio-blk", "virtio-scsi"}
 
 
 # full recordings (tools/capture) live outside the repository; VDECODE_NEW_CAPTURES names their folder

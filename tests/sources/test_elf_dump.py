@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -40,6 +41,26 @@ def test_real_guest_dump(captures):
     assert elf.loads["p_filesz"].tolist() == [0xA000000, 0x40000]
     assert [(n.name, n.type, n.desc_size) for n in elf.notes] == [("CORE", NT_PRSTATUS, 336),
                                                                  ("QEMU", 0, 440)]
+
+
+def test_real_guest_dump_ends_with_its_string_table(capture, tmp_path):
+    """QEMU writes its ``.shstrtab`` section header in the host's byte order (s390x's big-endian
+    dump made on x86_64 has it little-endian): the file still ends where its sections do, and
+    one cut there is cut short with no guest RAM lost (it was taken for one cut short by
+    0x1306000800000000 bytes)."""
+    path = capture.dump("elf")
+    size = path.stat().st_size
+    elf = facts(path)
+    assert not elf.cut_short and elf.declared_end == size > elf.segments_end
+    cut = tmp_path / "cut.elf"
+    with open(path, "rb") as src, open(cut, "wb") as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
+        dst.truncate(size - 4)
+    with open_dump(cut) as dump:
+        assert dump.absent is not None and dump.absent.absent_bytes == 0
+        assert dump.absent.parts[0].reason == (
+            f"the file ends at offset {size - 4:#x}, its section headers say {size:#x}; no guest "
+            f"RAM is lost")
 
 
 def test_real_guest_dump_vcpu_registers(captures):

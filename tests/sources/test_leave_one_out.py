@@ -81,13 +81,12 @@ def hidden(tmp_path_factory) -> Path:
 def _score(case: Path, cache: Path, formats: Path, dump: str, log: str | None,
            binary: str | None) -> dict:
     cap = Capture(case, cache)
-    cap.name = f"10.0.2-{case.name}"                # names repeat across folders of recordings
     try:
         args = [str(cap.dump(dump))] + (["--log", str(cap.log(log))] if log else [])
         args += ["--binary", binary] if binary else []
         return score_args(cap.truth, args, command=with_formats(formats))
     finally:
-        shutil.rmtree(cache / cap.name, ignore_errors=True)     # a core is 0.6 GB
+        shutil.rmtree(cap.cache_dir, ignore_errors=True)     # a core is 0.6 GB
 
 
 @pytest.mark.parametrize("name", [c.name for c in CASES] or ["none"])

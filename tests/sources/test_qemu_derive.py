@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 import vdecode.profiles
-from tests.conftest import NO_CAPTURES, REPO, Capture, capture_names
+from tests.conftest import NO_CAPTURES, REPO, Capture, capture_folders
 from vdecode.cli import cli
 from vdecode.profiles import load_profile
 from vdecode.sources.elf_dump import read_elf
@@ -29,32 +29,39 @@ from vdecode.sources.qemu_core.process import find_qemu_binary, read_mapped_file
 from vdecode.space.qemu_core import host_space
 
 # other recordings with QEMU's heap in their cores (the recorder's output folders: case.json +
-# qemu.core.zst): the other targets' (aarch64, s390x), QEMU 10.0.2 runs in
-# ../shared/captures-10.0, or the folders named in VDECODE_DERIVE_CAPTURES (os.pathsep-separated)
-_MORE = [REPO.parent / "shared" / "captures-targets", REPO.parent / "shared" / "captures-10.0",
+# qemu.core.zst) beside conftest's capture folders (x86_64 and the other targets'): QEMU 10.0.2
+# runs in ../shared/captures-10.0, or the folders named in VDECODE_DERIVE_CAPTURES
+# (os.pathsep-separated)
+_MORE = [REPO.parent / "shared" / "captures-10.0",
          *(Path(p) for p in os.environ.get("VDECODE_DERIVE_CAPTURES", "").split(os.pathsep) if p)]
 
 
 def _cores() -> list[tuple[str, Path]]:
-    from tests.conftest import CAPTURES
-
-    out = [(f"7.2/{n}", CAPTURES / n) for n in capture_names()]
+    out = [(f"{p.parent.name}/{n}", p) for n, p in capture_folders().items()]
     for root in _MORE:
         if root.is_dir():
             out += [(f"{root.name}/{p.name}", p) for p in sorted(root.iterdir())
                     if (p / "case.json").exists() and (p / "qemu.core.zst").exists()]
-    return out
+    return list(dict(out).items())        # a folder named twice: once
 
 
 CORES = _cores()
 
 
 @pytest.fixture(scope="module", params=[c for c, _ in CORES] or [None])
-def core(request):
+def core(request, tmp_path_factory):
     if request.param is None:
         pytest.skip(NO_CAPTURES)
-    cap = Capture(dict(CORES)[request.param])
-    cap.name = request.param.replace("/", "-")    # its own decompression cache (names repeat)
+    path = dict(CORES)[request.param]
+    # conftest's cases are decompressed once per session; other recordings into this module's
+    # own folder, removed after it (a core is 0.6 GB, and nothing is left in the system temp)
+    shared = request.getfixturevalue("captures") if path.name in capture_folders() else {}
+    own_cache = None
+    if path.name in shared and shared[path.name].folder == path:
+        cap = shared[path.name]
+    else:
+        own_cache = tmp_path_factory.mktemp("cores")
+        cap = Capture(path, own_cache)
     if not cap.has_dump("qemu-core"):
         pytest.skip(f"{cap.name} has no QEMU core")
     view = FileView(cap.dump("qemu-core"))
@@ -63,6 +70,8 @@ def core(request):
     own = read_qemu_core(view, elf, mem, load_layout("x86_64"))      # the hand-made profile's read
     yield view, elf, mem, own
     view.close()
+    if own_cache is not None:
+        shutil.rmtree(own_cache, ignore_errors=True)
 
 
 def _derive(view, elf, mem, template: QemuLayout) -> QemuLayout:

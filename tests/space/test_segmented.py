@@ -104,7 +104,8 @@ def test_real_capture_pages_match_the_file(capture):
                 assert isinstance(got, memoryview)
                 assert got == raw[off + gpa - start: off + gpa - start + PAGE]
                 seen += 1
-        assert seen > 600
+        # one page in 64 of every run: at least 512 of a 128 MiB guest
+        assert seen == sum(-(-size // (64 * PAGE)) for _, size, _ in dump.space.runs()) >= 512
         raw.close()
 
 

@@ -188,21 +188,37 @@ def element_cases(truth):
             yield args, reply["return"], rings[(args["path"], args["queue"])]
 
 
+def ring_byte_orders(truth) -> dict[str, object]:
+    """Each device's ring layouts, as QEMU's ``virtio_access_is_big_endian`` decides: little once
+    VIRTIO_F_VERSION_1 is negotiated, else the device's endianness (a legacy device of a
+    big-endian guest, s390x's ``max_revision=0`` ccw devices, has big-endian rings)."""
+    out = {}
+    for req, reply in truth:
+        if req["execute"] == "x-query-virtio-status" and "return" in reply:
+            r = reply["return"]
+            modern = any(t.startswith("VIRTIO_F_VERSION_1:")
+                         for t in r["guest-features"].get("transports", []))
+            out[req["arguments"]["path"]] = vring_layouts(modern or r["device-endian"] != "big")
+    return out
+
+
 def check_elements(space, truth, flag_rows) -> tuple[int, set[str]]:
     """Reproduce every queue-element reply from ``space``; return the count and the paths whose walk
     fired QEMU's "Desc next is %u" (virtio_error: the device turns broken)."""
     checked, broken = 0, set()
+    orders = ring_byte_orders(truth)
     for args, reply, qs in element_cases(truth):
         num = qs["vring-num"]
-        # x86: little-endian rings (legacy devices too); EVENT_IDX unknown here, so no event words
+        lay = orders[args["path"]]
+        # EVENT_IDX unknown here, so no event words
         ring = read_split_ring(space, qs["vring-desc"], qs["vring-avail"], qs["vring-used"], num,
-                               LE, event_idx=False, queue=f"{args['path']} queue {args['queue']}")
+                               lay, event_idx=False, queue=f"{args['path']} queue {args['queue']}")
         slot = args.get("index", qs["last-avail-idx"]) % num
         head = int(ring.avail.ring[slot])
         assert head == reply["index"] == reply["avail"]["ring"]
         assert (ring.avail.flags, ring.avail.idx) == (reply["avail"]["flags"], reply["avail"]["idx"])
         assert (ring.used.flags, ring.used.idx) == (reply["used"]["flags"], reply["used"]["idx"])
-        w = walk_chain_qemu_qmp(space, LE, ring.descs, head)
+        w = walk_chain_qemu_qmp(space, lay, ring.descs, head)
         assert w.outcome == QMP_OK
         got = [{"addr": a, "len": n, "flags": decode_desc_flags(f, flag_rows)}
                for a, n, f in reversed(w.descs)]                     # QEMU prepends each desc

@@ -142,7 +142,7 @@ def write_bundle(out: str | os.PathLike, machine, *, header_bytes: int = HEADER_
         sweep_queries(vm_state, profile)
         reads = list(recorder.reads)
         if recorder.scanned:
-            reads = [*reads, *carved_evidence(space)]
+            reads = [*reads, *carved_evidence(space, dump.guest_little_endian)]
         plan = plan_kept_memory(vm_state, space, header_bytes=header_bytes,
                                 full_buffers=full_buffers, redact=redact, recorded=reads)
     summary = _summary(dump, knowledge, vm_state, plan, notes)

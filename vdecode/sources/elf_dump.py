@@ -274,7 +274,8 @@ def read_elf(view: FileView) -> ElfFacts:
         if pn_xnum:
             sh0 = parse_at(lay.shdr, view, eh.e_shoff, "section header 0", sizeof=shentsize)
             phnum = sh0.sh_info
-        sections_end = _sections_end(view, lay, eh.e_shoff, min(eh.e_shnum, MAX_SECTIONS_READ))
+        sections_end = _sections_end(view, lay, eh.e_shoff, min(eh.e_shnum, MAX_SECTIONS_READ),
+                                     elf_layouts(is64, not little))
     else:
         sections_end = 0
     _check_table(view, eh.e_phoff, phnum, phentsize, "program header table")
@@ -296,13 +297,25 @@ def read_elf(view: FileView) -> ElfFacts:
 MAX_SECTIONS_READ = 64      # QEMU's dumps have 1 or 2 sections; a core's few dozen
 
 
-def _sections_end(view: FileView, lay: ElfLayouts, shoff: int, shnum: int) -> int:
+# SHT_STRTAB read in the other byte order. QEMU's dump-guest-memory writes its ``.shstrtab``
+# section header in the host's byte order, not the dump's (dump/dump.c
+# prepare_elf_section_hdr_string has no cpu_to_dump*, 7.2 to 10.2): in a big-endian guest's dump
+# (s390x) made on a little-endian host its offset and size read swapped, far past the file's end,
+# and the file was taken for one cut short.
+_SHT_STRTAB_SWAPPED = 3 << 24
+
+
+def _sections_end(view: FileView, lay: ElfLayouts, shoff: int, shnum: int,
+                  swapped: ElfLayouts) -> int:
     """Where the sections' bytes end (a string table may follow guest RAM): a file cut there
-    lost no RAM but is still cut short. ``SHT_NULL`` and ``SHT_NOBITS`` hold no bytes."""
+    lost no RAM but is still cut short. ``SHT_NULL`` and ``SHT_NOBITS`` hold no bytes; a string
+    table's header written in the other byte order is read in that order."""
     end = 0
     for i in range(shnum):
-        sh = parse_at(lay.shdr, view, shoff + i * lay.shdr_size, f"section header {i}",
-                      sizeof=lay.shdr_size)
+        at = shoff + i * lay.shdr_size
+        sh = parse_at(lay.shdr, view, at, f"section header {i}", sizeof=lay.shdr_size)
+        if sh.sh_type == _SHT_STRTAB_SWAPPED:
+            sh = parse_at(swapped.shdr, view, at, f"section header {i}", sizeof=lay.shdr_size)
         if sh.sh_type not in (0, 8) and sh.sh_offset + sh.sh_size < 1 << 62:
             end = max(end, sh.sh_offset + sh.sh_size)
     return end

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from vdecode.frozen import record
 from vdecode.sources.files import FileView
-from vdecode.sources.qemu_state import QemuVirtioState
+from vdecode.sources.qemu_state import VIRTIO_DEVICE_ENDIAN_BIG, QemuVirtioState
 from vdecode.space.absence import Absent, absent_of, merge_ranges
 from vdecode.space.base import AddressSpace
 
@@ -66,6 +66,15 @@ class Dump:
     def incomplete(self) -> bool:
         """Bytes are missing that should have been there (pages excluded by design are not)."""
         return self.absent is not None and self.absent.incomplete
+
+    @property
+    def guest_little_endian(self) -> bool:
+        """The guest's byte order (its drivers' records, its legacy rings): big when QEMU's
+        state has a big-endian device or a guest dump says so (ELF ``EI_DATA``, the kdump
+        header); little otherwise. A QEMU core's own byte order is the host's, not the guest's."""
+        if self.qemu is not None and self.qemu.devices:
+            return not any(d.device_endian == VIRTIO_DEVICE_ENDIAN_BIG for d in self.qemu.devices)
+        return self.format == "qemu-core" or self.info.get("endianness") != "big"
 
     def close(self) -> None:
         for f in self.files:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -56,7 +56,7 @@ from vdecode.virtio.driver_records import apply_drivers, driver_records
 from vdecode.virtio.ring_checks import readable_ranges
 from vdecode.virtio.ring_scan import layout_of, pass1, pass2, pass3
 
-__all__ = ("CarvedRing", "carve_rings", "CONFIDENCE_THRESHOLD", "ProgressFn", "CarveSplit",
+__all__ = ("CarvedRing", "carve_rings", "carve_guest_rings", "CONFIDENCE_THRESHOLD", "ProgressFn", "CarveSplit",
            "chunk_plan", "scan_part", "split_carving")
 
 CHUNK = 64 << 20
@@ -119,12 +119,19 @@ def _read_present(space: AddressSpace, gpa: int, n: int):
 
 def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
                 little_endian: bool = True, threshold: float = 0.0,
-                workers: int | None = None) -> list[CarvedRing]:
+                workers: int | None = None,
+                guest_little_endian: bool | None = None,
+                driver_offset: int | None = None) -> list[CarvedRing]:
     """Every split ring the structure of guest RAM shows, best first per descriptor table.
 
     :param space: guest-physical memory (``Dump.space``).
     :param progress: called as ``progress(bytes_done, bytes_total)`` after each chunk.
     :param little_endian: the rings' byte order (virtio 1.x: little; legacy: the guest's).
+    :param guest_little_endian: the guest kernel's byte order, in which its driver records
+        (``struct vring``, ``struct virtqueue``) are read; default: the rings'. A big-endian
+        guest's virtio 1.x rings are little-endian, its records big-endian.
+    :param driver_offset: the driver-virtual minus guest-physical offset of the records, when
+        known (else voted from the records that match a ring).
     :param threshold: drop candidates whose confidence is below this
         (:data:`CONFIDENCE_THRESHOLD` is the one reports count precision at).
     :param workers: threads scanning chunks at once (default: the cores other work leaves free,
@@ -132,14 +139,19 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
     :return: :class:`CarvedRing`\\ s sorted by ``desc``; one per descriptor table.
     """
     bo = "<" if little_endian else ">"
+    guest_le = little_endian if guest_little_endian is None else guest_little_endian
+    dbo = "<" if guest_le else ">"
     ram = RamMap.of(space)
-    scans = _split.prepared.get((space.name, little_endian))
+    # carving split across processes (triage) scans in one byte order: rings and records of
+    # different orders are scanned here
+    split = guest_le == little_endian
+    scans = _split.prepared.get((space.name, little_endian)) if split else None
     if scans is None:
-        if _split.from_bytes is not None:
+        if split and _split.from_bytes is not None:
             plan = chunk_plan(space)
             if sum(primary for _, primary, _ in plan) >= _split.from_bytes:
                 raise CarveSplit(space.name, little_endian, len(plan))
-        scans = _scan_chunks(space, progress, bo, ram, workers)
+        scans = _scan_chunks(space, progress, bo, ram, workers, dbo=dbo)
     elif progress:
         progress(1, 1)
     found: dict[int, list[CarvedRing]] = {}
@@ -149,9 +161,33 @@ def carve_rings(space: AddressSpace, *, progress: ProgressFn | None = None,
         for r in rings:
             found.setdefault(r.desc, []).append(r)
     rings = {d: _best(c) for d, c in found.items()}
-    rings = apply_drivers(space, rings, drivers, bo, ram)
+    rings = apply_drivers(space, rings, drivers, bo, ram, dbo=dbo, offset=driver_offset)
     kept = _without_overlaps(list(rings.values()))
+    if not little_endian:
+        kept = [replace(r, little_endian=False) for r in kept]
     return [r for r in sorted(kept, key=lambda r: r.desc) if r.confidence >= threshold]
+
+
+def carve_guest_rings(space: AddressSpace, *, guest_little_endian: bool = True,
+                      progress: ProgressFn | None = None,
+                      threshold: float = 0.0) -> list[CarvedRing]:
+    """The rings of a guest of either byte order: a little-endian guest's are
+    :func:`carve_rings`'; a big-endian guest (s390x) has virtio 1.x rings in little-endian and
+    legacy ones in its own order, so RAM is carved in both (its driver records in its own) and
+    where candidates overlap the more confident one stays
+    (``CarvedRing.little_endian`` says each ring's order)."""
+    if guest_little_endian:
+        return carve_rings(space, progress=progress, threshold=threshold)
+    modern = carve_rings(space, progress=progress, threshold=threshold, guest_little_endian=False)
+    # the few legacy rings cannot outvote chance matches: the offset is the modern rings' own
+    offsets = Counter(r.driver_va - r.desc for r in modern if r.driver_va is not None)
+    legacy = carve_rings(space, little_endian=False, threshold=threshold,
+                         driver_offset=offsets.most_common(1)[0][0] if offsets else None)
+    if offsets:
+        # RAM read byte-swapped shows many 1-entry "rings" with a chain; once the driver's
+        # records are readable, a legacy ring is one the driver records
+        legacy = [r for r in legacy if r.driver_va is not None]
+    return sorted(_without_overlaps(modern + legacy), key=lambda r: r.desc)
 
 
 # --- carving split across processes (triage) -------------------------------------------------
@@ -203,7 +239,8 @@ def scan_part(space: AddressSpace, first: int, last: int,
 
 
 def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram: RamMap,
-                 workers: int | None, plan: list[tuple[int, int, int]] | None = None):
+                 workers: int | None, plan: list[tuple[int, int, int]] | None = None,
+                 dbo: str | None = None):
     """Each chunk's ``(driver records, ring candidates)``, in RAM order. The chunks are read here,
     one after the other (a kdump decodes them; the space need not be thread-safe), and scanned by
     ``workers`` threads: numpy's loops release the GIL, so the cores scan together. At most
@@ -214,13 +251,14 @@ def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram:
     forget = getattr(space, "forget", None) or (lambda gpa, n: None)
     if workers == 1:
         for gpa, buf, primary in chunks:
-            yield _scan_chunk(buf, primary, gpa, bo, ram)
+            yield _scan_chunk(buf, primary, gpa, bo, ram, dbo or bo)
             forget(gpa, len(buf))
         return
     with ThreadPoolExecutor(workers, thread_name_prefix="vdecode-carve") as pool:
         pending: deque[tuple[Future, int, int]] = deque()
         for gpa, buf, primary in chunks:
-            pending.append((pool.submit(_scan_chunk, buf, primary, gpa, bo, ram), gpa, len(buf)))
+            pending.append((pool.submit(_scan_chunk, buf, primary, gpa, bo, ram, dbo or bo), gpa,
+                            len(buf)))
             while len(pending) > workers:
                 fut, at, n = pending.popleft()
                 yield fut.result()
@@ -232,9 +270,10 @@ def _scan_chunks(space: AddressSpace, progress: ProgressFn | None, bo: str, ram:
 
 
 def _scan_chunk(buf: np.ndarray, primary: int, gpa: int, bo: str,
-                ram: RamMap) -> tuple[list[tuple], list[CarvedRing]]:
-    """One chunk's driver records and ring-anchor candidates (passes 1 to 3)."""
-    drivers = driver_records(buf, primary, gpa, bo)
+                ram: RamMap, dbo: str) -> tuple[list[tuple], list[CarvedRing]]:
+    """One chunk's driver records (in the guest's byte order ``dbo``) and ring-anchor
+    candidates (in the rings' ``bo``; passes 1 to 3)."""
+    drivers = driver_records(buf, primary, gpa, dbo)
     rings = []
     for num, p, u in pass1(buf, primary, gpa, bo):
         keep = pass2(buf, num, p, u, bo, ram)

@@ -60,6 +60,7 @@ class CarvedRing:
     ``struct virtio_device *`` (the same for every queue of one device), when found;
     ``driver_va`` is the driver's pointer to the descriptor table and ``driver_gpa`` where its
     ``struct vring`` record is (a slim dump must keep that page and the 96 bytes before it).
+    ``little_endian`` is the ring's byte order (a legacy ring of a big-endian guest: big).
     """
 
     num: int
@@ -80,6 +81,7 @@ class CarvedRing:
     driver_va: int | None = None
     driver_gpa: int | None = None
     device_va: int | None = None
+    little_endian: bool = True
 
     @property
     def in_flight(self) -> int:

@@ -28,6 +28,13 @@ def has_feature(dev: VirtIODeviceState, bit: int) -> bool:
     return bool((dev.guest_features or 0) >> bit & 1)
 
 
+def guest_is_big_endian(devices) -> bool:
+    """Whether the guest is big-endian (s390x): QEMU gives every device of a big-endian target
+    ``device_endian`` big, whatever the device's virtio version; its driver's records in guest
+    RAM are in that order."""
+    return any(d.device_endian == VIRTIO_DEVICE_ENDIAN_BIG for d in devices)
+
+
 def is_big_endian(dev: VirtIODeviceState) -> bool:
     """``virtio_access_is_big_endian``: little for VERSION_1, else the device's endianness.
 

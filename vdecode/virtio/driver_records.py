@@ -60,8 +60,12 @@ def driver_records(buf: np.ndarray, primary: int, gpa: int, bo: str) -> list[tup
     lim = min((primary - start + 7) // 8, len(q) - 3)
     if lim <= 0:
         return []
-    idx = _small_powers_candidates(q[:lim])
-    num = q[idx]
+    words = q[:lim]
+    if bo == ">":
+        # ``unsigned int num`` and the padding after it: a big-endian u64 word reads num << 32
+        words = (words >> np.uint64(32)) | (words << np.uint64(32))
+    idx = _small_powers_candidates(words)
+    num = words[idx]
     idx, num = idx[(num & (num - np.uint64(1))) == 0], num[(num & (num - np.uint64(1))) == 0]
     d = q[idx + 1]
     # both shapes below need a descriptor pointer that is non-zero and 16-aligned (the loose one
@@ -112,7 +116,9 @@ def _driver_queue(space: AddressSpace, struct_gpa: int, num: int, offset: int,
     except MissingData:
         return None, None, None
     name_va, vdev = int(raw[3]), int(raw[4])
-    index, num_free, num_max = int(raw[5]) & 0xFFFFFFFF, int(raw[5]) >> 32, int(raw[6]) & 0xFFFFFFFF
+    lo, hi = (0, 32) if bo == "<" else (32, 0)       # where a u32 sits in its u64 word
+    index, num_free = (int(raw[5]) >> lo) & 0xFFFFFFFF, (int(raw[5]) >> hi) & 0xFFFFFFFF
+    num_max = (int(raw[6]) >> lo) & 0xFFFFFFFF
     if not (offset < vdev < offset + (1 << 46)) or num_free > num or num_max not in (0, num) \
             or index >= 1024:
         return None, None, None
@@ -121,22 +127,34 @@ def _driver_queue(space: AddressSpace, struct_gpa: int, num: int, offset: int,
 
 
 def apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: list[tuple],
-                  bo: str, ram: RamMap) -> dict[int, CarvedRing]:
-    """Vote the driver-virtual offset from records whose layout matches a carved ring, then
-    translate every record and confirm its ring structurally."""
+                  bo: str, ram: RamMap, dbo: str | None = None,
+                  offset: int | None = None) -> dict[int, CarvedRing]:
+    """Vote the driver-virtual offset from records whose layout matches a carved ring (unless
+    ``offset`` is known), then translate every record and confirm its ring structurally (rings
+    in byte order ``bo``, the driver's ``struct virtqueue`` in the guest's, ``dbo``: default
+    ``bo``)."""
+    dbo = dbo or bo
+    if offset is not None:
+        return _translate(space, rings, drivers, bo, ram, dbo, offset)
     by_shape: dict[tuple[int, int, int], list[int]] = {}
     for r in rings.values():
         by_shape.setdefault((r.num, r.avail - r.desc, r.used - r.desc), []).append(r.desc)
     votes: Counter[int] = Counter()
     for _, num, d, a, u, _single in drivers:
         for desc in by_shape.get((num, a - d, u - d), ()):
-            if d > desc and (d - desc) % PAGE == 0:
+            # (an offset of 0: a kernel whose RAM is identity-mapped, s390x's)
+            if d >= desc and (d - desc) % PAGE == 0:
                 votes[d - desc] += 1
     if not votes:
         return rings
     offset, count = votes.most_common(1)[0]
     if count < 2 and len(votes) > 1:
         return rings
+    return _translate(space, rings, drivers, bo, ram, dbo, offset)
+
+
+def _translate(space: AddressSpace, rings: dict[int, CarvedRing], drivers: list[tuple], bo: str,
+               ram: RamMap, dbo: str, offset: int) -> dict[int, CarvedRing]:
     out = dict(rings)
     top = ram.top
     for sgpa, num, d, a, u, single in drivers:
@@ -155,7 +173,7 @@ def apply_drivers(space: AddressSpace, rings: dict[int, CarvedRing], drivers: li
                 ring = ring_at(space, num, desc, avail, used, bo, ram)
         if ring is None or (not single and not {"chains", "packed"} & set(ring.evidence)):
             continue
-        name, index, vdev = _driver_queue(space, sgpa, num, offset, bo)
+        name, index, vdev = _driver_queue(space, sgpa, num, offset, dbo)
         old = out.get(desc)
         if old is not None and old.num == num and (old.avail, old.used) == (avail, used):
             ev = set(old.evidence) | {"driver"}

@@ -88,14 +88,15 @@ class RecordingSpace:
         return self.inner.is_present(gpa, n)
 
 
-def carved_evidence(space: AddressSpace) -> list[tuple[int, int]]:
+def carved_evidence(space: AddressSpace, guest_little_endian: bool = True) -> list[tuple[int, int]]:
     """What carving the bundle again must find: every carved ring's three areas and the page of
     its driver's ``struct vring`` record (with the 96 bytes before it: the carver reads the
-    driver's queue index and device pointer there)."""
-    from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_rings
+    driver's queue index and device pointer there); a big-endian guest's rings of both orders."""
+    from vdecode.virtio.carve import CONFIDENCE_THRESHOLD, carve_guest_rings
 
     out: list[tuple[int, int]] = []
-    for r in carve_rings(space, threshold=CONFIDENCE_THRESHOLD):
+    for r in carve_guest_rings(space, guest_little_endian=guest_little_endian,
+                               threshold=CONFIDENCE_THRESHOLD):
         out += [(r.desc, r.desc + VringLayouts.desc_size(r.num)),
                 (r.avail, r.avail + VringLayouts.avail_size(r.num, True)),
                 (r.used, r.used + VringLayouts.used_size(r.num, True))]

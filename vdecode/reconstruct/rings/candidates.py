@@ -39,7 +39,8 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
 
     Candidates have the logged ``vring_num``, are not a ring another queue holds (``claimed``:
     ``desc`` -> the ring checked at a logged address), and fit the device's features (a legacy
-    device's rings use the page-aligned legacy layout). They are ranked by: the driver's queue
+    device's rings use the page-aligned legacy layout and the device's byte order). They are
+    ranked by: the driver's queue
     index equal to the queue number; the same ``struct virtio_device`` as the device's other
     queues (or the only driver device whose queues have this device's indices and sizes);
     buffers of the device's type (other types count against); confidence.
@@ -85,6 +86,8 @@ def match_rings(space: AddressSpace, devices: list[VirtIODeviceState], wanted: l
             if group is not None and r.device_va not in group:
                 continue
             if legacy and r.layout != "legacy" or packed != (r.layout == "packed"):
+                continue
+            if r.little_endian != little:     # a big-endian guest's legacy rings are its own
                 continue
             how = [f"size {r.num}"]
             score = r.confidence

@@ -136,6 +136,9 @@ def classify_ring(space: AddressSpace, ring: CarvedRing, *, little_endian: bool 
         elif len(chain) == 1 and not first[2] and _pfn_array(space, first, little_endian):
             votes["virtio-balloon"] += 1
             detail.setdefault("virtio-balloon", "read-only arrays of guest page frame numbers")
+        elif len(chain) == 1 and not first[2] and _balloon_stats(space, first, little_endian):
+            votes["virtio-balloon"] += 1
+            detail.setdefault("virtio-balloon", "a read-only array of memory statistics")
         elif len(chain) == 1 and first[2] and first[1] == 4096:
             votes["virtio-serial"] += 1
             detail.setdefault("virtio-serial", "writable page-sized port buffers")
@@ -179,6 +182,26 @@ def _pfn_array(space: AddressSpace, buf: tuple[int, int, bool], little_endian: b
     except MissingData:
         return False
     return all(pfns) and all(space.is_present(Gpa(p << 12), 1) for p in pfns[:8])
+
+
+BALLOON_STAT_SIZE = 10        # struct virtio_balloon_stat { __virtio16 tag; __virtio64 val; } packed
+BALLOON_STAT_TAGS = 16        # tags below this (virtio 1.2 5.5.6.3: 0..15 defined or reserved)
+
+
+def _balloon_stats(space: AddressSpace, buf: tuple[int, int, bool], little_endian: bool) -> bool:
+    """A virtio-balloon stats buffer (the driver keeps one queued for the device to take):
+    two or more ``virtio_balloon_stat`` entries whose tags are distinct known tags."""
+    addr, length, _ = buf
+    if not 2 * BALLOON_STAT_SIZE <= length <= BALLOON_STAT_TAGS * BALLOON_STAT_SIZE \
+            or length % BALLOON_STAT_SIZE:
+        return False
+    try:
+        raw = bytes(space.read(Gpa(addr), length))
+    except MissingData:
+        return False
+    order = "little" if little_endian else "big"
+    tags = [int.from_bytes(raw[i:i + 2], order) for i in range(0, length, BALLOON_STAT_SIZE)]
+    return len(set(tags)) == len(tags) and max(tags) < BALLOON_STAT_TAGS
 
 
 def _used_lens(space: AddressSpace, ring: CarvedRing, little_endian: bool) -> list[int]:
@@ -225,7 +248,9 @@ def group_by_device(space: AddressSpace, rings: list[CarvedRing], *, little_endi
     groups = []
     for grouped in members.values():
         grouped.sort(key=lambda r: (r.index if r.index is not None else 1 << 20, r.desc))
-        kinds = [classify_ring(space, r, little_endian=little_endian) for r in grouped]
+        # a ring carved in big-endian (a legacy ring of a big-endian guest) is read so
+        kinds = [classify_ring(space, r, little_endian=little_endian and r.little_endian)
+                 for r in grouped]
         counted = Counter(k.kind for k in kinds if k.kind)
         groups.append(DeviceGroup(
             counted.most_common(1)[0][0] if counted else None, grouped[0].device_va, grouped,

@@ -21,7 +21,8 @@ from vdecode.sources.qemu_state import VirtIODeviceState, VirtQueueState
 from vdecode.space.base import AddressSpace
 from vdecode.space.firmware import machine_version_of
 from vdecode.virtio.carved_ring import CarvedRing
-from vdecode.virtio.device import VIRTIO_F_RING_PACKED, VirtioMachine, has_feature, is_big_endian
+from vdecode.virtio.device import (VIRTIO_F_RING_PACKED, VirtioMachine, guest_is_big_endian,
+                                   has_feature, is_big_endian)
 from vdecode.space.ram_map import RamMap
 from vdecode.virtio.ring_checks import check_packed_ring, check_ring
 
@@ -134,12 +135,13 @@ def replace_stale_rings(machine: VirtioMachine, *, profile: Profile,
     # the carver and the matcher load only when a ring went stale (start-up of every answer)
     from vdecode.reconstruct.rings.candidates import match_rings
     from vdecode.reconstruct.rings.stale import apply_matches
-    from vdecode.virtio.carve import carve_rings
+    from vdecode.virtio.carve import carve_guest_rings
     stale_of: dict[str, set[int]] = {}
     for di, qn in stale:
         stale_of.setdefault(devices[di].canonical_path, set()).add(qn)
-    big = any(is_big_endian(devices[di]) for di, _ in stale)
-    rings = carve_rings(space, progress=progress, little_endian=not big)
+    # a big-endian guest's rings are of both orders (virtio 1.x little, legacy its own)
+    rings = carve_guest_rings(space, guest_little_endian=not guest_is_big_endian(devices),
+                              progress=progress)
     # the carver's reading of a logged ring (driver index, device) is better than check_ring's
     carved = {r.desc: r for r in rings}
     claimed = {d: carved.get(d, r) for d, r in claimed.items()}

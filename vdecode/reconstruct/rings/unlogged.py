@@ -21,7 +21,7 @@ from collections.abc import Callable
 from vdecode.profiles import Profile
 from vdecode.sources.qemu_state import (CARVED, DUMP, INFERRED, VirtIODeviceState, VirtQueueState,
                                         marks)
-from vdecode.virtio.device import VirtioMachine, is_big_endian
+from vdecode.virtio.device import VirtioMachine, guest_is_big_endian
 
 __all__ = ("fill_unlogged_queues",)
 
@@ -44,11 +44,11 @@ def fill_unlogged_queues(machine: VirtioMachine, profile: Profile, *,
     if not wanting or machine.space is None:
         return machine, []
     from vdecode.reconstruct.rings.kinds import group_by_device   # the carver: only when needed
-    from vdecode.virtio.carve import carve_rings
+    from vdecode.virtio.carve import carve_guest_rings
     align = profile.table("devices")["vring_align_default"]
     claimed = {q.desc for d in machine.state.devices for q in d.queues.values() if q.desc}
-    rings = carve_rings(machine.space, progress=progress,
-                        little_endian=not is_big_endian(wanting[0]))
+    rings = carve_guest_rings(machine.space, progress=progress,
+                              guest_little_endian=not guest_is_big_endian(machine.state.devices))
     groups = [g for g in group_by_device(machine.space, rings)
               if g.device_va is not None and not any(r.desc in claimed for r in g.rings)
               and all(r.index is not None for r in g.rings)]

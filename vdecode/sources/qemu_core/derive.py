@@ -36,9 +36,9 @@ from typing import Any, Callable
 import numpy as np
 
 from vdecode.errors import CorruptInput
-from vdecode.sources.qemu_core.layout import QemuLayout
+from vdecode.sources.qemu_core.layout import QemuLayout, shipped_structs
 from vdecode.sources.qemu_core.memory import CoreReader, HostMemory, scan_runs
-from vdecode.sources.qemu_core.ram import _RAM_ANCHOR, find_ram_blocks, map_guest_ram
+from vdecode.sources.qemu_core.ram import RAM_ANCHOR, find_ram_blocks, map_guest_ram
 
 __all__ = ("READER_FIELDS", "compare_layouts", "derive_layout", "derived_summary",
            "layout_with_evidence")
@@ -53,34 +53,10 @@ MAX_ARRAYS = 64
 EMBEDDED_SCAN = 16384          # bytes of a device object searched for an embedded vhost_dev
 
 # QOM's ObjectProperty (include/qom/object.h, unchanged from QEMU 2.x to 10.x) and glib's private
-# struct _GHashTable (glib/ghash.c, 2.60+ with G_DISABLE_ASSERT unset): the QOM tree walk of
-# QEMU 8.2+ needs them, and a 7.2 template does not carry them
-_QOM_STRUCTS = {
-    "ObjectProperty": {"size": 80, "fields": [
-        {"name": "name", "offset": 0, "size": 8, "type": "ptr"},
-        {"name": "type", "offset": 8, "size": 8, "type": "ptr"},
-        {"name": "description", "offset": 16, "size": 8, "type": "ptr"},
-        {"name": "resolve", "offset": 40, "size": 8, "type": "ptr"},
-        {"name": "release", "offset": 48, "size": 8, "type": "ptr"},
-        {"name": "opaque", "offset": 64, "size": 8, "type": "ptr"}]},
-    "GHashTable": {"size": 96, "fields": [
-        {"name": "size", "offset": 0, "size": 8, "type": "u64"},
-        {"name": "mod", "offset": 8, "size": 4, "type": "i32"},
-        {"name": "mask", "offset": 12, "size": 4, "type": "u32"},
-        {"name": "nnodes", "offset": 16, "size": 4, "type": "i32"},
-        {"name": "noccupied", "offset": 20, "size": 4, "type": "i32"},
-        {"name": "keys", "offset": 32, "size": 8, "type": "ptr"},
-        {"name": "hashes", "offset": 40, "size": 8, "type": "ptr"},
-        {"name": "values", "offset": 48, "size": 8, "type": "ptr"},
-        {"name": "hash_func", "offset": 56, "size": 8, "type": "ptr"},
-        {"name": "key_equal_func", "offset": 64, "size": 8, "type": "ptr"},
-        {"name": "ref_count", "offset": 72, "size": 4, "type": "i32"},
-        {"name": "version", "offset": 76, "size": 4, "type": "i32"},
-        {"name": "key_destroy_func", "offset": 80, "size": 8, "type": "ptr"},
-        {"name": "value_destroy_func", "offset": 88, "size": 8, "type": "ptr"}]},
-}
-_GHASH_BITS = [{"name": "have_big_keys", "byte": 24, "bit": 0, "bits": 1},
-               {"name": "have_big_values", "byte": 24, "bit": 1, "bits": 1}]
+# struct _GHashTable (glib/ghash.c, 2.60+): the QOM tree walk of QEMU 8.2+ needs them, and a 7.2
+# template does not carry them. They are data: taken from the oldest shipped layout that declares
+# them (:func:`~vdecode.sources.qemu_core.layout.shipped_structs`), not declared again here.
+_QOM_NAMES = ("ObjectProperty", "GHashTable")
 
 
 # The fields the core reader reads (devices.py, ram.py, qom.py), and the two strides it walks
@@ -169,10 +145,12 @@ class _Derivation:
     def __init__(self, template: QemuLayout) -> None:
         self.template = template
         self.data = copy.deepcopy(_thaw(template.data))
-        for name, body in _QOM_STRUCTS.items():
-            if name not in self.data["structs"]:
-                self.data["structs"][name] = copy.deepcopy(body)
-                self.data.setdefault("bitfields", {})["GHashTable"] = copy.deepcopy(_GHASH_BITS)
+        missing = [n for n in _QOM_NAMES if n not in self.data["structs"]]
+        self.qom = _thaw(shipped_structs(template.arch, missing)) if missing else {}
+        for name, body in self.qom.get("structs", {}).items():
+            self.data["structs"][name] = copy.deepcopy(body)
+        for name, bits in self.qom.get("bitfields", {}).items():
+            self.data.setdefault("bitfields", {})[name] = copy.deepcopy(bits)
         self.evidence: dict[str, dict[str, Any]] = {}
 
     def offset(self, struct: str, fld: str) -> int:
@@ -181,10 +159,10 @@ class _Derivation:
 
     def t_off(self, struct: str, fld: str) -> int:
         return self.template.offsets[struct][fld] if struct in self.template.offsets else \
-            next(int(f["offset"]) for f in _QOM_STRUCTS[struct]["fields"] if f["name"] == fld)
+            next(int(f["offset"]) for f in self.qom["structs"][struct]["fields"] if f["name"] == fld)
 
     def t_size(self, struct: str) -> int:
-        body = self.template.data["structs"].get(struct) or _QOM_STRUCTS[struct]
+        body = self.template.data["structs"].get(struct) or self.qom["structs"][struct]
         return int(body["size"])
 
     def fields(self, struct: str) -> list[dict[str, Any]]:
@@ -215,7 +193,7 @@ class _Derivation:
     def template_fields(self, struct: str) -> list[dict[str, Any]]:
         if struct in self.template.data["structs"]:
             return [dict(f) for f in self.template.data["structs"][struct]["fields"]]
-        return [dict(f) for f in _QOM_STRUCTS[struct]["fields"]]
+        return [dict(f) for f in self.qom["structs"][struct]["fields"]]
 
     def layout(self, source: str) -> QemuLayout:
         return QemuLayout(self.data, source)
@@ -312,7 +290,7 @@ def _derive_ramblock(m: _Mem, d: _Derivation, writable: list[tuple[int, int]], n
     votes: dict[tuple[int, int, int], int] = {}
     hits = 0
     for base, mv in scan_runs(m.mem, writable):
-        for hit in _RAM_ANCHOR.finditer(mv):
+        for hit in RAM_ANCHOR.finditer(mv):
             s = base + hit.start()
             hits += 1
             for found in _ramblock_fits(m, s):

@@ -12,7 +12,7 @@ from construct import (Bytes, BytesInteger, Flag, Int8sl, Int8ul, Int16sl, Int16
 
 from vdecode.errors import CorruptInput
 
-__all__ = ("QemuLayout", "choose_layout", "load_layout")
+__all__ = ("QemuLayout", "choose_layout", "load_layout", "shipped_structs")
 
 _SCALARS = {"u8": Int8ul, "u16": Int16ul, "u32": Int32ul, "u64": Int64ul, "i8": Int8sl,
             "i16": Int16sl, "i32": Int32sl, "i64": Int64sl, "ptr": Int64ul, "bool": Flag,
@@ -146,6 +146,27 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
     if not order:
         why = "the core names neither a known build-id nor a version: the first profile whose checks pass"
     return [layouts[v] for v in order + rest], why, own
+
+
+def shipped_structs(arch: str, names: list[str]) -> dict[str, Any]:
+    """``{"structs": {name: body}, "bitfields": {name: [...]}}`` for the ``names`` a layout needs
+    and its template does not carry (a 7.2 template has no ``ObjectProperty``/``GHashTable``), as
+    the oldest shipped ``layout-<arch>.json`` that declares them says: library structures whose
+    layout no QEMU release changes, so the data of one release serves another, and each is
+    declared once, in ``formats/``. A name no shipped layout declares is left out."""
+    from vdecode.profiles import available_versions, load_profile
+
+    out: dict[str, Any] = {"structs": {}, "bitfields": {}}
+    for v in available_versions():
+        if not (formats_path(v) / f"layout-{arch}.json").is_file():
+            continue
+        data = load_profile(v).table(f"layout-{arch}")
+        for name in names:
+            if name not in out["structs"] and name in data["structs"]:
+                out["structs"][name] = data["structs"][name]
+                if name in data.get("bitfields", {}):
+                    out["bitfields"][name] = data["bitfields"][name]
+    return out
 
 
 def _num(v: str) -> tuple[int, ...]:

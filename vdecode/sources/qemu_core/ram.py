@@ -13,7 +13,7 @@ from vdecode.frozen import record
 from vdecode.sources.qemu_core.memory import (MAX_RAMBLOCKS, CoreReader, find_pointers, printable,
                                               profile_mismatch, scan_runs)
 
-__all__ = ("RamBlockFacts", "GuestRamRun", "find_ram_blocks", "map_guest_ram")
+__all__ = ("RAM_ANCHOR", "RamBlockFacts", "GuestRamRun", "find_ram_blocks", "map_guest_ram")
 
 
 @record
@@ -46,7 +46,7 @@ class GuestRamRun:
 # ``s390.ram`` on s390x, ``<machine>.ram`` elsewhere), firmware blocks end in ``.bios``, ``.rom`` or
 # ``.flashN``, and ACPI machines have ``/rom@etc/acpi/tables``. A hit is only a candidate:
 # ``_read_ramblock`` accepts it when the block's region points back at it.
-_RAM_ANCHOR = re.compile(rb"(?<![\x21-\x7e])(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.(?:ram|bios|rom|flash\d)"
+RAM_ANCHOR = re.compile(rb"(?<![\x21-\x7e])(?:[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.(?:ram|bios|rom|flash\d)"
                          rb"|/rom@etc/[A-Za-z0-9_-]+)\x00")
 
 
@@ -74,7 +74,7 @@ def find_ram_blocks(rd: CoreReader, runs: list[tuple[int, int]], binary: tuple[i
     nxt, prv = lay.off("RAMBlock", "next.le_next"), lay.off("RAMBlock", "next.le_prev")
     start = None
     for base, mv in scan_runs(rd.mem, runs):
-        for m in _RAM_ANCHOR.finditer(mv):
+        for m in RAM_ANCHOR.finditer(mv):
             cand = base + m.start() - idoff
             if cand % 8 == 0 and _read_ramblock(rd, cand):
                 start = cand
