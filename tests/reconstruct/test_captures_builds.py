@@ -7,6 +7,12 @@ with a mixed device set). The 11.1 recordings skip ``x-query-virtio-status`` (li
 it), so their logs hold no status reply. Scores never fall below each folder's ``ratchet.json`` and
 every mode is exact. The 10.0.13 core's bundles carry the build's own strings (read from its
 executable when the bundle was made): 10.0.13 prints ``VIRTIO_NET_F_GUEST_USO6`` for bit 55.
+
+``kpanicmix`` is panicmix whose QEMU is then killed with SIGABRT: its core is the Linux kernel's
+(``case.json`` ``"core": "kernel"``; truth holds no element queries, asked after). ``vhostrun``
+(scenario ``vhostrun.json``; 11.1 adds ``skip_commands``) is a vhost-user-blk served by
+qemu-storage-daemon beside a plain virtio-blk, asked while the VM runs and gcore'd at that
+instant, vhost started: its only modes are the core's.
 """
 
 from __future__ import annotations
@@ -42,7 +48,10 @@ def test_fixtures_are_small_and_of_their_build():
                 q = json.loads((case / "case.json").read_text())["qemu"]["qemu"]
                 assert (q["major"], q["minor"], q["micro"]) == (major, minor, micro), case
                 names.add(case.name)
-        assert names == {"basic", "panicmix"}, d
+        assert names == {"basic", "panicmix", "kpanicmix", "vhostrun"}, d
+        cores = {n: json.loads((DATA / d / n / "case.json").read_text()).get("core")
+                 for n in ("kpanicmix", "vhostrun")}
+        assert cores == {"kpanicmix": "kernel", "vhostrun": "gcore"}, d
         ratchet = json.loads((DATA / d / "ratchet.json").read_text())
         assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
 
@@ -61,8 +70,9 @@ def _ask(bundle: Path, requests: list[dict]) -> tuple[list[dict], str]:
     return [json.loads(x) for x in lines if x.strip()][2:], err
 
 
-def test_10_0_13_core_bundle_prints_the_builds_own_uso6_string():
-    case = DATA / "captures-10.0.13" / "panicmix"
+@pytest.mark.parametrize("name", ["panicmix", "kpanicmix"])
+def test_10_0_13_core_bundle_prints_the_builds_own_uso6_string(name):
+    case = DATA / "captures-10.0.13" / name
     path = "/machine/peripheral/nettap/virtio-backend"
     (reply,), err = _ask(case / "qemu-core+none.vdb.zst",
                          [{"execute": "x-query-virtio-status", "arguments": {"path": path}}])
@@ -77,8 +87,9 @@ def test_10_0_13_core_bundle_prints_the_builds_own_uso6_string():
     assert reply == want
 
 
-def test_11_1_status_is_answered_for_every_device_from_a_core_with_the_abort_said():
-    case = DATA / "captures-11.1" / "panicmix"
+@pytest.mark.parametrize("name", ["panicmix", "kpanicmix"])
+def test_11_1_status_is_answered_for_every_device_from_a_core_with_the_abort_said(name):
+    case = DATA / "captures-11.1" / name
     truth = json.loads((case / "truth.json").read_text())["exchanges"]
     assert not any(q["execute"] == "x-query-virtio-status" for q, _ in truth)   # QEMU aborts
     paths = [d["path"] for d in next(r for q, r in truth if q["execute"] == "x-query-virtio")["return"]]
@@ -96,6 +107,48 @@ def test_11_1_status_is_answered_for_every_device_from_a_core_with_the_abort_sai
     assert "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO: Device can receive GSO over UDP tunnel packets" \
         in net["host-features"]["dev-features"]
     assert "unknown-dev-features" not in net["host-features"]
+
+
+def test_11_1_vhost_status_from_a_running_core_is_10_0_13s_for_the_same_backend():
+    """Live 11.1 aborts on x-query-virtio-status, so its VhostStatus is checked against what
+    10.0.13 printed for the same scenario and backend: 11.1's vhost_dev keeps no
+    backend_features and no protocol_features (they are read from struct vhost_user), and every
+    member the two releases share is the same, but for what 11.1's front end acks
+    (VIRTIO_BLK_F_SIZE_MAX: the word in 11.1's memory lacks bit 1)."""
+    path = "/machine/peripheral/vublk/virtio-backend"
+    ask = {"execute": "x-query-virtio-status", "arguments": {"path": path}}
+    (got,), err = _ask(DATA / "captures-11.1" / "vhostrun" / "qemu-core+none.vdb.zst", [ask])
+    truth = json.loads((DATA / "captures-10.0.13" / "vhostrun" / "truth.json").read_text())
+    want = next(r["return"] for q, r in truth["exchanges"] if q == ask)
+    got, want = got["return"]["vhost-dev"], want["vhost-dev"]
+    assert set(want) - set(got) == {"backend-features"} and set(got) <= set(want)
+    assert got["protocol-features"] == want["protocol-features"] != {"protocols": []}
+    size_max = "VIRTIO_BLK_F_SIZE_MAX: Max segment size is size_max"
+    assert set(want["acked-features"]["dev-features"]) - set(got["acked-features"]["dev-features"]) \
+        == {size_max}
+    same = {k for k in got if k != "acked-features"}
+    assert {k: got[k] for k in same} == {k: want[k] for k in same}
+    assert f"{path}: live QEMU 11.1.x aborts on x-query-virtio-status" in err
+
+
+def test_a_started_vhost_devices_queues_are_its_own_vhost_dev():
+    """From a running core: the vhost_dev whose vqs point back at it, not the first heap word
+    that holds the device's address (which gave garbage and a third queue before)."""
+    path = "/machine/peripheral/vublk/virtio-backend"
+    for data in BUILDS:
+        replies, _ = _ask(DATA / data / "vhostrun" / "qemu-core+none.vdb.zst", [
+            {"execute": "x-query-virtio-vhost-queue-status", "arguments": {"path": path, "queue": q}}
+            for q in (0, 1, 2)])
+        truth = json.loads((DATA / data / "vhostrun" / "truth.json").read_text())["exchanges"]
+        for q, r in zip((0, 1), replies):
+            want = next(w for a, w in truth if a["execute"] == "x-query-virtio-vhost-queue-status"
+                        and a["arguments"] == {"path": path, "queue": q})
+            assert r == want and r["return"]["desc-phys"], (data, q)
+        assert replies[2] == {"error": {"class": "GenericError",
+                                        "desc": "Invalid vhost virtqueue number 2"}}, data
+        members = set(replies[0]["return"])
+        assert ({"desc", "avail", "used"} & members) == (set() if data == "captures-11.1"
+                                                          else {"desc", "avail", "used"}), data
 
 
 def test_11_1_log_without_status_infers_packed_but_answers_no_status():
