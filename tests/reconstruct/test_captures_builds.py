@@ -48,12 +48,19 @@ def test_fixtures_are_small_and_of_their_build():
                 q = json.loads((case / "case.json").read_text())["qemu"]["qemu"]
                 assert (q["major"], q["minor"], q["micro"]) == (major, minor, micro), case
                 names.add(case.name)
-        assert names == {"basic", "panicmix", "kpanicmix", "vhostrun"}, d
+        assert names == {"basic", "panicmix", "kpanicmix", "vhostrun"} | (
+            {"vhostuser"} if d == "captures-11.1" else set()), d
         cores = {n: json.loads((DATA / d / n / "case.json").read_text()).get("core")
                  for n in ("kpanicmix", "vhostrun")}
         assert cores == {"kpanicmix": "kernel", "vhostrun": "gcore"}, d
         ratchet = json.loads((DATA / d / "ratchet.json").read_text())
         assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
+
+
+# An 11.1 early log of a stopped vhost-user-blk holds no status and no queue reply of it (see
+# test_11_1_vhost_device_queues_from_its_vhost_replies): nothing says it has no third queue, so
+# "Invalid virtqueue number 2" is the one reply not answered.
+NOT_EXACT = {("captures-11.1", "vhostuser", m): 1 for m in ("elf+early", "kdump-zlib+early")}
 
 
 @pytest.mark.parametrize("data,name,mode", _cases())
@@ -62,7 +69,9 @@ def test_bundle_is_exact_and_not_below_its_ratchet(data, name, mode):
     s = score_fixture(DATA / data, name, mode)
     assert s["total"] == floor["of_fields"] and s["replies"] == floor["of_replies"]
     assert s["fields"] >= floor["fields"] and s["exact"] >= floor["exact"], (name, mode, s)
-    assert (s["fields"], s["exact"]) == (s["total"], s["replies"]), s["stderr"][-500:]
+    missing = NOT_EXACT.get((data, name, mode), 0)
+    assert (s["fields"], s["exact"]) == (s["total"] - missing, s["replies"] - missing), \
+        s["stderr"][-500:]
 
 
 def _ask(bundle: Path, requests: list[dict]) -> tuple[list[dict], str]:
@@ -149,6 +158,27 @@ def test_a_started_vhost_devices_queues_are_its_own_vhost_dev():
         members = set(replies[0]["return"])
         assert ({"desc", "avail", "used"} & members) == (set() if data == "captures-11.1"
                                                           else {"desc", "avail", "used"}), data
+
+
+def test_11_1_vhost_device_queues_from_its_vhost_replies():
+    """The recorder asks a running vhost device no queue status (GET_VRING_BASE would stop its
+    ring) and 11.1 no status: the early log's vhost queue replies give the queues' rings (the one
+    the driver never set up is all zeros there), and the counters come from the rings at the
+    dump, where the stop synced them."""
+    case = DATA / "captures-11.1" / "vhostuser"
+    path = "/machine/peripheral/vublk/virtio-backend"
+    early = [json.loads(x)["msg"] for x in (case / "early.jsonl").read_text().splitlines()]
+    asked = {(m["execute"], m.get("arguments", {}).get("path")) for m in early if "execute" in m}
+    assert ("x-query-virtio-vhost-queue-status", path) in asked
+    assert not {("x-query-virtio-queue-status", path), ("x-query-virtio-status", path)} & asked
+    truth = json.loads((case / "truth.json").read_text())["exchanges"]
+    asks = [{"execute": "x-query-virtio-queue-status", "arguments": {"path": path, "queue": q}}
+            for q in (0, 1)]
+    replies, err = _ask(case / "elf+early.vdb.zst", asks)
+    for a, r in zip(asks, replies):
+        want = next(w for q, w in truth if q == a)
+        assert r == want, (a, err[-300:])
+    assert replies[0]["return"]["last-avail-idx"] > 0 and replies[1]["return"]["vring-desc"] == 0
 
 
 def test_11_1_log_without_status_infers_packed_but_answers_no_status():
