@@ -91,3 +91,24 @@ def test_a_log_with_only_known_strings_changes_nothing():
     k = _knowledge(_net_reply(profile, (1 << 55) | 1, {}))
     assert learn_labels(k, profile) == (profile, [])
     assert learn_labels(None, profile) == (profile, [])
+
+
+def test_labels_the_executable_gave_are_kept_when_the_log_teaches_more():
+    """A core of a build no profile knows (QEMU 10.2.2 built here) relabels bit 55 from its
+    executable; its log prints that string and one no row places. The log's lesson is added to
+    the executable's, not put in its place (it was: the executable's USO6 was lost and the
+    log's USO6 then had no bit, refusing every answer)."""
+    from dataclasses import replace
+
+    from vdecode.profiles import LearnedLabel
+
+    base = load_profile("10.0")
+    exe = LearnedLabel("devices/1", 55, NEW, "the executable's table", "qemu-system-x86_64")
+    profile = replace(base, learned=(exe,))
+    bitmap = (1 << 55) | (1 << 5)
+    reply = _net_reply(profile, bitmap, {})
+    assert NEW in reply["host-features"]["dev-features"]
+    reply["host-features"]["dev-features"].insert(0, "VIRTIO_NET_F_NEW_THING: unheard of")
+    learned, notes = learn_labels(_knowledge(reply), profile)
+    assert learned.learned[0] == exe and [lab.key for lab in learned.learned[1:]] == [None]
+    assert features_from_reply(learned, 1, reply["host-features"]) == bitmap

@@ -390,23 +390,28 @@ def test_find_vhost_dev_on_a_synthetic_heap(tmp_path):
     lay = load_layout()
     base, vdev = 0x7F0000000000, 0x7F0000000100
     hdev_q1, hdev_q0, vqs = base + 0x1000, base + 0x2000, base + 0x3000
+    vqs_q1, decoy = base + 0x3800, base + 0x500
     image = bytearray(0x4000)
 
     def put(struct: str, at: int, **values) -> None:
         fields = {f: 0 for f in lay.offsets[struct]}
-        fields.update(values)
+        fields.update({k: v for k, v in values.items() if k in fields})
         raw = lay.structs[struct].build(fields)
         image[at - base:at - base + len(raw)] = raw
 
-    common = dict(vdev=vdev, nvqs=2, vqs=vqs, features=0x1_3000_0000, acked_features=0x1_1000_0000,
+    common = dict(vdev=vdev, nvqs=2, features=0x1_3000_0000, acked_features=0x1_1000_0000,
                   backend_features=0, protocol_features=0, max_queues=1, backend_cap=2,
                   n_mem_sections=5, n_tmp_sections=0, log_enabled=False, log_size=0, started=True)
-    put("vhost_dev", hdev_q1, vq_index=2, **common)            # queue pair 1 of a virtio-net
-    put("vhost_dev", hdev_q0, vq_index=0, **common)            # queue pair 0: what get_vhost gives
+    # a heap word holding the device's address, with a plausible nvqs and vqs after it, before
+    # the real ones: its "queues" do not point back at it
+    put("vhost_dev", decoy, vq_index=0, vqs=vqs, **dict(common, n_mem_sections=99))
+    put("vhost_dev", hdev_q1, vq_index=2, vqs=vqs_q1, **common)   # queue pair 1 of a virtio-net
+    put("vhost_dev", hdev_q0, vq_index=0, vqs=vqs, **common)      # queue pair 0: get_vhost's
     for i in range(2):
         put("vhost_virtqueue", vqs + i * lay.sizes["vhost_virtqueue"], num=256, desc=0x7F10 + i,
             desc_phys=0x1000 * (i + 1), desc_size=4096, avail_phys=0x100, avail_size=518,
-            used_phys=0x200, used_size=2054)
+            used_phys=0x200, used_size=2054, dev=hdev_q0)
+        put("vhost_virtqueue", vqs_q1 + i * lay.sizes["vhost_virtqueue"], num=256, dev=hdev_q1)
     path = tmp_path / "heap.bin"
     path.write_bytes(bytes(image))
     with FileView(path) as view:

@@ -97,7 +97,8 @@ def main() -> int:
                 "name": name, "description": manifest.get("description", ""), "qemu": manifest.get("qemu"),
                 "scenario": f"tools/capture/scenarios/{name}.json", "truth": "truth.json",
                 "logs": {"early": "early.jsonl", "instant": "instant.jsonl"},
-                "bundles": bundles, "skipped": skipped}, indent=1) + "\n")
+                "bundles": bundles, "skipped": skipped,
+                **({"core": manifest["core"]} if "core" in manifest else {})}, indent=1) + "\n")
             print(dst, sorted(bundles), "skipped:", sorted(skipped), flush=True)
     if a.ratchet:
         a.ratchet.write_text(json.dumps(dict(sorted(ratchet.items())), indent=1) + "\n")

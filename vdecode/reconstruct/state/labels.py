@@ -130,7 +130,8 @@ def learn_labels(knowledge: LogKnowledge | None, profile: Profile, source: str =
             notes.append(f"learned from {lab.source}: this QEMU prints {lab.desc!r} for {what} {field} "
                          f"{lab.key} (by {lab.how}; profile {profile.version}'s table says "
                          f"{_old(table, lab)!r})")
-    return replace(profile, learned=tuple(learned.values())), notes
+    # after the labels the core's executable gave (session._build_strings): kept, not replaced
+    return replace(profile, learned=profile.learned + tuple(learned.values())), notes
 
 
 def _old(table: Any, lab: LearnedLabel) -> str:

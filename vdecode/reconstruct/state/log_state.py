@@ -14,8 +14,8 @@ from typing import Any
 from vdecode.profiles import Profile
 from vdecode.reconstruct.qmp.features import (features_from_reply, protocols_from_reply,
                                           status_from_reply)
-from vdecode.sources.qemu_state import (QemuVirtioState, VhostDev, VhostVirtqueue,
-                                        VirtIODeviceState, VirtQueueState)
+from vdecode.sources.qemu_state import (INFERRED, QemuVirtioState, VhostDev, VhostVirtqueue,
+                                        VirtIODeviceState, VirtQueueState, marks)
 from vdecode.sources.qmp_log.knowledge import LogKnowledge
 from vdecode.sources.qmp_log.model import QmpExchange
 
@@ -94,6 +94,41 @@ def _queue_from_reply(r: dict[str, Any], queue: int, as_of: float | None) -> Vir
         provenance={_c_name(k): "log" for k in r}, as_of=as_of)
 
 
+def _queues_from_vhost_replies(devices: dict[str, dict[str, Any]], profile: Profile) -> None:
+    """A device whose log holds only vhost queue replies: an 11.1 log has no status reply (live
+    11.1 aborts on it) and no queue reply of a running vhost device (asking one sends the backend
+    GET_VRING_BASE, which stops its ring). Such a reply says vhost was started, and
+    ``vhost_virtqueue_start`` copied the queue's ring addresses and ``vring.num`` into it. A queue
+    the driver never set up shows zeros there (the copy is skipped); its ``vring.num`` is then
+    ``num_default``, taken as the set-up queues' size (as for carved queues: Linux uses the
+    device's maximum). Counters follow from the rings at the dump, as for carved queues."""
+    align = profile.table("devices")["vring_align_default"]
+    for dev in devices.values():
+        vhost = dev.get("vhost_dev")
+        if vhost is None or not vhost.vqs or "num_vqs" in dev or dev["queues"]:
+            continue            # a status or queue reply says more
+        sizes = {v.num for v in vhost.vqs.values() if v.desc_phys and v.num}
+        if len(sizes) != 1:
+            continue
+        size = sizes.pop()
+        if dev.get("vhost_started") is None:
+            dev["vhost_started"] = True
+            dev["provenance"]["vhost_started"] = INFERRED
+        for qn, v in sorted(vhost.vqs.items()):
+            set_up = bool(v.desc_phys)
+            counter = None if set_up else 0
+            dev["queues"][qn] = VirtQueueState(
+                queue_index=qn, vring_num=v.num if set_up else size, vring_num_default=size,
+                vring_align=align, desc=v.desc_phys, avail=v.avail_phys, used=v.used_phys,
+                inuse=0, signalled_used=0, signalled_used_valid=False, used_idx=counter,
+                last_avail_idx=counter, shadow_avail_idx=counter,
+                provenance={"queue": "vhost", **marks(INFERRED, "vring_num", "vring_num_default",
+                                                      "vring_align", "vring_desc", "vring_avail",
+                                                      "vring_used", "inuse", "used_idx",
+                                                      "last_avail_idx", "shadow_avail_idx",
+                                                      "signalled_used", "signalled_used_valid")})
+
+
 def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState:
     """Everything the log says of QEMU's virtio state, as of each device's last reply.
 
@@ -149,6 +184,8 @@ def state_from_log(knowledge: LogKnowledge, profile: Profile) -> QemuVirtioState
                 desc_phys=r.get("desc-phys", 0), desc_size=r.get("desc-size", 0),
                 avail_phys=r.get("avail-phys", 0), avail_size=r.get("avail-size", 0),
                 used_phys=r.get("used-phys", 0), used_size=r.get("used-size", 0))})
+
+    _queues_from_vhost_replies(devices, profile)
 
     # Element queries after a queue's last status reply left shadow_avail_idx == avail.idx.
     for x in sorted(knowledge.all("x-query-virtio-queue-element"), key=_order_key):

@@ -277,6 +277,8 @@ def find_vhost_dev(rd: CoreReader, vdev_hva: int, runs: list[tuple[int, int]]) -
             continue
         if not rd.valid(hd["vqs"], nvqs * lay.sizes["vhost_virtqueue"]):
             continue
+        if not _vqs_point_back(rd, h, hd["vqs"], nvqs):
+            continue          # another struct with a pointer to the device at vdev's place
         if best is None or hd["vq_index"] < best[1]["vq_index"]:
             best = (h, hd)
     if best is None:
@@ -291,11 +293,43 @@ def find_vhost_dev(rd: CoreReader, vdev_hva: int, runs: list[tuple[int, int]]) -
                                 desc_size=v["desc_size"], avail_phys=v["avail_phys"],
                                 avail_size=v["avail_size"], used_phys=v["used_phys"],
                                 used_size=v["used_size"])
+    fields = lay.offsets["vhost_dev"]
     return VhostDev(n_mem_sections=hd["n_mem_sections"], n_tmp_sections=hd["n_tmp_sections"],
                     nvqs=hd["nvqs"], vq_index=hd["vq_index"], features=hd["features"],
-                    acked_features=hd["acked_features"], backend_features=hd["backend_features"],
-                    protocol_features=hd["protocol_features"], max_queues=hd["max_queues"],
+                    acked_features=hd["acked_features"],
+                    # 11.x keeps neither in vhost_dev (its VhostStatus has no backend-features)
+                    backend_features=hd["backend_features"] if "backend_features" in fields else 0,
+                    protocol_features=(hd["protocol_features"] if "protocol_features" in fields
+                                       else _vhost_user_protocols(rd, h, hd)),
+                    max_queues=hd["max_queues"],
                     backend_cap=hd["backend_cap"], log_enabled=hd["log_enabled"],
                     log_size=hd["log_size"], vqs=vqs)
 
 
+def _vqs_point_back(rd: CoreReader, hdev: int, vqs: int, nvqs: int) -> bool:
+    """``vhost_virtqueue_init`` sets every ``hdev->vqs[i].dev`` to ``hdev``: what tells the
+    ``vhost_dev`` from the other heap words that hold the device's address."""
+    lay = rd.layout
+    if "dev" not in lay.offsets["vhost_virtqueue"]:
+        return True
+    size, at = lay.sizes["vhost_virtqueue"], lay.off("vhost_virtqueue", "dev")
+    return all(int.from_bytes(rd.read(vqs + i * size + at, 8, "vhost_virtqueue.dev"), "little")
+               == hdev for i in range(nvqs))
+
+
+def _vhost_user_protocols(rd: CoreReader, hdev: int, hd) -> int:
+    """11.x's protocol features: a word of ``struct vhost_user``, the vhost-user backend's
+    ``hdev->opaque`` (whose first word points back at ``hdev``); 0 for any other backend (a
+    vhost-kernel ``opaque`` is a file descriptor, not a pointer), as in the releases that kept
+    ``protocol_features`` in ``vhost_dev``."""
+    lay = rd.layout
+    if "vhost_user" not in lay.offsets or "opaque" not in lay.offsets["vhost_dev"]:
+        return 0
+    user = hd["opaque"]
+    at_dev = user + lay.off("vhost_user", "dev")
+    at_pf = user + lay.off("vhost_user", "protocol_features")
+    if not (rd.valid(at_dev, 8) and rd.valid(at_pf, 8)):
+        return 0
+    if int.from_bytes(rd.read(at_dev, 8, "vhost_user.dev"), "little") != hdev:
+        return 0
+    return int.from_bytes(rd.read(at_pf, 8, "vhost_user.protocol_features"), "little")
