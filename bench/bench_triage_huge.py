@@ -1,0 +1,162 @@
+"""``vdecode triage`` on a fleet with one huge dump: its carving split over the workers, or not.
+
+The fleet is built at bench time in a temporary folder (removed after): ``--bundles`` recorded
+bundles (``tests/data/captures*/*/*.vdb.zst``, decompressed) and one huge VM: a sparse ELF guest
+dump of ``--gib`` GiB and its QMP log. The huge VM is the recorded driver-reset capture
+(``tests/data/carve/reset``: the log's rings went stale, so triage carves the guest RAM for the
+driver's new ones), its pages at their own addresses, with 64 MiB of the shared ``basic``
+capture's RAM (real pages) again every GiB above them so carving reads data far apart; the rest
+is holes, which cost no disk.
+
+Each setting runs in a fresh process (discovery included, as the command does), with every
+process's own bulk work on one core (``VDECODE_WORKERS=1``), so a worker is one core:
+
+* 1 worker (one process);
+* 2 workers, the huge dump's carving split into chunks spread over both (the default,
+  :data:`vdecode.triage.run.SPLIT_CARVE_BYTES`);
+* 2 workers, no split (one worker carves the huge dump alone while the other takes the bundles).
+
+Printed: each setting's time, the ratios (2 workers split / 1 worker, split / no split), and the
+peak RSS of the largest process of each run. All settings must give the same records.
+
+Usage: ``python bench/bench_triage_huge.py [--gib N] [--bundles N] [--repeat N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import zstandard
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchlib import REPO, dump as capture_dump, require_captures  # noqa: E402
+
+GiB, MiB = 1 << 30, 1 << 20
+
+# One setting in a fresh process: its time and a digest of its records on stdout.
+RUN = """
+import hashlib, json, sys, time
+from vdecode.triage import discover
+from vdecode.triage.run import run_local
+folder, workers, split = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter()
+records = run_local(discover([folder]), workers, split_from=split or None)
+secs = time.perf_counter() - t0
+text = json.dumps(records, sort_keys=True)
+print(json.dumps({"secs": secs, "vms": len(records),
+                  "digest": hashlib.sha256(text.encode()).hexdigest()}))
+"""
+
+# Linux keeps a process's peak RSS across exec, so a child forked from this process would report
+# at least this one's size: a small launcher starts each run; RUSAGE_CHILDREN's ru_maxrss is then
+# the largest of the run's processes (the triage process or one of its workers).
+LAUNCH = ("import resource, subprocess, sys\n"
+          "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+          "sys.stdout.buffer.write(r.stdout); sys.stderr.buffer.write(r.stderr)\n"
+          "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+          "sys.exit(r.returncode)")
+
+
+def _unzstd(src: Path, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as f, open(out, "wb") as o:
+        zstandard.ZstdDecompressor().copy_stream(f, o)
+
+
+def huge_vm(folder: Path, gib: int) -> Path:
+    """``huge.elf`` (``gib`` GiB) and ``huge.qmp.jsonl``: the driver-reset capture, grown."""
+    from tests.builders.elf_dump import write_elf_dump
+    from vdecode.space.open import open_dump
+
+    case = REPO / "tests" / "data" / "carve" / "reset"
+    small_path = folder / "reset-small.elf"
+    _unzstd(case / "dump.elf.zst", small_path)
+    _unzstd(case / "early.jsonl.zst", folder / "fleet" / "huge.qmp.jsonl")
+    path = write_elf_dump(folder / "fleet" / "huge.elf", [(0, (gib * GiB, None))])
+    with open_dump(path) as big:
+        base = int(big.space.offsets[0])            # the file offset of guest-physical 0
+    with open_dump(capture_dump("basic", "elf")) as basic:
+        piece = bytes(basic.space.read(16 * MiB, 64 * MiB))
+    with open_dump(small_path) as small, open(path, "r+b") as f:
+        top = 0
+        for start, size in small.space.ranges():
+            top = max(top, start + size)
+            for off in range(0, size, 64 * MiB):
+                data = bytes(small.space.read(start + off, min(64 * MiB, size - off)))
+                if data.count(0) != len(data):
+                    f.seek(base + start + off)
+                    f.write(data)
+        for at in range(-(-top // GiB) * GiB, gib * GiB, GiB):
+            f.seek(base + at)
+            f.write(piece)
+    small_path.unlink()
+    return path
+
+
+def build_fleet(root: Path, bundles: int, gib: int) -> Path:
+    fleet = root / "fleet"
+    sources = sorted((REPO / "tests" / "data").glob("captures*/*/*.vdb.zst"))
+    for i in range(bundles):
+        src = sources[i % len(sources)]
+        _unzstd(src, fleet / f"{i:03d}-{src.parent.name}-{src.name[:-4]}")
+    huge_vm(root, gib)
+    return fleet
+
+
+def run(fleet: Path, workers: int, split: int) -> tuple[float, int, str, int]:
+    """Seconds, VMs, records digest and peak RSS (bytes) of one setting, in a fresh process."""
+    env = {**os.environ, "VDECODE_WORKERS": "1"}
+    r = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-c", RUN, str(fleet),
+                        str(workers), str(split)], capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"bench_triage_huge: {workers} workers failed: {r.stderr[-1500:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return out["secs"], out["vms"], out["digest"], int(r.stderr.splitlines()[-1]) * 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gib", type=int, default=8, help="the huge dump's guest RAM (GiB)")
+    ap.add_argument("--bundles", type=int, default=80, help="small bundles beside it")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each is kept")
+    a = ap.parse_args()
+    require_captures()
+    never = 1 << 62                       # split_from beyond any dump: no split
+    settings = {"1 worker": (1, 0), "2 workers, split": (2, 0), "2 workers, no split": (2, never)}
+    with tempfile.TemporaryDirectory(prefix="bench-triage-huge-") as tmp:
+        fleet = build_fleet(Path(tmp), a.bundles, a.gib)
+        best = {k: float("inf") for k in settings}
+        rss = {k: 0 for k in settings}
+        every: dict[str, list[float]] = {k: [] for k in settings}
+        digest = vms = None
+        for _ in range(a.repeat):          # the settings take turns, so a slow spell hits all
+            for name, (workers, split) in settings.items():
+                secs, n, d, peak = run(fleet, workers, split)
+                if digest not in (None, d):
+                    raise SystemExit(f"bench_triage_huge: {name} gave other records")
+                digest, vms = d, n
+                best[name] = min(best[name], secs)
+                every[name].append(secs)
+                rss[name] = max(rss[name], peak)
+    print(f"fleet: {a.bundles} bundles + one {a.gib} GiB sparse ELF (driver reset: carved), "
+          f"{vms} VMs; cores: {len(os.sched_getaffinity(0))}; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    for name in settings:
+        runs = ", ".join(f"{t:.2f}" for t in every[name])
+        print(f"{name:20s}: best {best[name]:6.2f} s (runs {runs}); peak RSS "
+              f"{rss[name] / MiB:5.0f} MiB")
+    one, split, whole = (best[k] for k in settings)
+    print(f"ratio 2 workers (split) / 1 worker: {one / split:.2f}x; "
+          f"split / no split: {whole / split:.2f}x; no split / 1 worker: {one / whole:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
