@@ -139,8 +139,8 @@ class Layout:
     * :attr:`struct`: the construct ``Struct`` with the members' descriptions, for building
       records and for reading the layout; the only part that imports construct.
 
-    ``sizeof()`` and ``parse()`` are construct's names, so :func:`vdecode.sources.files.parse_at`
-    takes either.
+    ``sizeof()``, ``parse()`` and ``build()`` are construct's names, so
+    :func:`vdecode.sources.files.parse_at` and the writers take either.
     """
 
     def __init__(self, order: str, *members: tuple) -> None:
@@ -172,6 +172,11 @@ class Layout:
                 raise LayoutError(f"Error in path (parsing) -> {name}\n"
                                   f"parsing expected {kind!r} but parsed {value!r}")
         return Fields(zip(self.names, values))
+
+    def build(self, values: dict) -> bytes:
+        """The bytes of one record of ``values`` (constants filled in), through :attr:`struct`:
+        writers and tests build records, answers only read them."""
+        return self.struct.build(values)
 
     @cached_property
     def dtype(self) -> np.dtype:
