@@ -1,4 +1,7 @@
-"""The ``vdecode`` command line: the only module that exits or reports a :class:`VdecodeError`.
+"""The ``vdecode`` command line: with :mod:`vdecode.entry` (the installed entry point, which runs
+the plain ``vdecode DUMP [--queue N]`` view without importing click) and
+:mod:`vdecode.command_line` (what the two share), the only modules that exit or report a
+:class:`VdecodeError`.
 
 ``vdecode DUMP [options]`` (no sub-command) is the post-mortem view; ``info``, ``log``, ``qmp`` and
 ``bundle`` are sub-commands. Each command is a thin shell: it opens inputs, calls the pipeline and
