@@ -1,12 +1,12 @@
 """``vdecode triage`` on a fleet with one huge dump: its carving split over the workers, or not.
 
-The fleet is built at bench time in a temporary folder (removed after): ``--bundles`` recorded
-bundles (``tests/data/captures*/*/*.vdb.zst``, decompressed) and one huge VM: a sparse ELF guest
-dump of ``--gib`` GiB and its QMP log. The huge VM is the recorded driver-reset capture
-(``tests/data/carve/reset``: the log's rings went stale, so triage carves the guest RAM for the
-driver's new ones), its pages at their own addresses, with 64 MiB of the shared ``basic``
-capture's RAM (real pages) again every GiB above them so carving reads data far apart; the rest
-is holes, which cost no disk.
+The fleet is built at bench time in a temporary folder (removed after): ``--bundles`` (40)
+recorded bundles (``tests/data/captures*/*/*.vdb.zst``, decompressed) and one huge VM, most of
+the fleet's work: a sparse ELF guest dump of ``--gib`` GiB (64) and its QMP log. The huge VM is
+the recorded driver-reset capture (``tests/data/carve/reset``: the log's rings went stale, so
+triage carves the guest RAM for the driver's new ones), its pages at their own addresses, with
+64 MiB of the shared ``basic`` capture's RAM (real pages) again every GiB above them so carving
+reads data far apart; the rest is holes, which cost no disk.
 
 With ``--kind kdump`` the huge dump is a kdump-zlib file instead (a quarter of its RAM dumped,
 real pages, each compressed alone; the rest excluded): carving it decodes every dumped page, and
@@ -113,9 +113,10 @@ def huge_vm(folder: Path, gib: int, kind: str = "elf") -> Path:
 
 def _huge_kdump(folder: Path, small_path: Path, gib: int) -> Path:
     """A kdump (zlib, as ``virsh dump --memory-only --format kdump-zlib``) of ``gib`` GiB: the
-    capture's RAM (its zero pages as QEMU's shared zero page), and 64 MiB of the ``basic`` capture's RAM every 256 MiB above them
-    (a quarter of the RAM dumped, each page compressed on its own: carving decodes them all);
-    the rest excluded, as makedumpfile leaves free pages out."""
+    capture's RAM (its zero pages as QEMU's shared zero page), and 64 MiB of the ``basic``
+    capture's RAM every 256 MiB above them (a quarter of the RAM dumped, each page compressed on
+    its own: carving decodes them all); the rest excluded, as makedumpfile leaves free pages
+    out."""
     from tests.builders.kdump import write_kdump
     from vdecode.space.open import open_dump
 
@@ -165,14 +166,14 @@ def run(fleet: Path, workers: int, split: int) -> tuple[float, int, str, int, fl
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gib", type=int, default=None,
-                    help="the huge dump's guest RAM in GiB (default 32; 8 for a kdump, whose "
+                    help="the huge dump's guest RAM in GiB (default 64; 8 for a kdump, whose "
                          "building compresses each dumped page)")
-    ap.add_argument("--bundles", type=int, default=80, help="small bundles beside it")
+    ap.add_argument("--bundles", type=int, default=40, help="small bundles beside it")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each is kept")
     ap.add_argument("--kind", choices=("elf", "kdump"), default="elf",
                     help="the huge dump's format (kdump: a quarter of its RAM dumped, zlib)")
     a = ap.parse_args()
-    a.gib = a.gib or (32 if a.kind == "elf" else 8)
+    a.gib = a.gib or (64 if a.kind == "elf" else 8)
     require_captures()
     never = 1 << 62                       # split_from beyond any dump: no split
     settings = {"1 worker": (1, 0), "2 workers, split": (2, 0), "2 workers, no split": (2, never)}
