@@ -21,9 +21,10 @@ process's own bulk work on one core (``VDECODE_WORKERS=1``), so a worker is one 
 * 2 workers, no split (one worker carves the huge dump alone while the other takes the bundles).
 
 Printed: each setting's time (the runs, the best), the CPU time of all its processes (the work
-done, which a shared machine's load hardly changes), the peak RSS of its largest process, and
-the ratios of the best times (2 workers split / 1 worker, split / no split). All settings must
-give the same records.
+done) and of its busiest process (the fleet's critical path: what the run takes on cores nobody
+else uses; a shared machine's load hardly changes either), the peak RSS of its largest process,
+and the ratios of the best times and of the busiest processes (2 workers split / 1 worker, split
+/ no split). All settings must give the same records.
 
 Usage: ``python bench/bench_triage_huge.py [--gib N] [--bundles N] [--repeat N] [--kind K]``
 """
@@ -49,15 +50,36 @@ GiB, MiB = 1 << 30, 1 << 20
 
 # One setting in a fresh process: its time and a digest of its records on stdout.
 RUN = """
-import hashlib, json, sys, time
+import hashlib, json, os, resource, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import util
+import vdecode.triage.run as triage_run
 from vdecode.triage import discover
-from vdecode.triage.run import run_local
-folder, workers, split = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-t0 = time.perf_counter()
-records = run_local(discover([folder]), workers, split_from=split or None)
+folder, workers, split, busy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def cpu():
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
+
+def note_cpu():                     # a worker leaving: its CPU seconds, for the busiest one
+    with open(os.path.join(busy, str(os.getpid())), "w") as f:
+        f.write(str(cpu()))
+
+def started(c0):
+    util.Finalize(None, note_cpu, exitpriority=100)
+
+class Pool(ProcessPoolExecutor):
+    def __init__(self, max_workers):
+        super().__init__(max_workers, initializer=started, initargs=(0,))
+
+triage_run.ProcessPoolExecutor = Pool
+c0, t0 = cpu(), time.perf_counter()
+records = triage_run.run_local(discover([folder]), workers, split_from=split or None)
 secs = time.perf_counter() - t0
+main = cpu() - c0
+done = [float(open(os.path.join(busy, n)).read()) for n in os.listdir(busy)]
 text = json.dumps(records, sort_keys=True)
-print(json.dumps({"secs": secs, "vms": len(records),
+print(json.dumps({"secs": secs, "vms": len(records), "busiest": max([main, *done]),
                   "digest": hashlib.sha256(text.encode()).hexdigest()}))
 """
 
@@ -150,17 +172,20 @@ def build_fleet(root: Path, bundles: int, gib: int, kind: str = "elf") -> Path:
     return fleet
 
 
-def run(fleet: Path, workers: int, split: int) -> tuple[float, int, str, int, float]:
-    """Seconds, VMs, records digest, peak RSS (bytes) and CPU seconds (every process) of one
-    setting, in a fresh process."""
+def run(fleet: Path, workers: int, split: int) -> tuple[float, int, str, int, float, float]:
+    """Seconds, VMs, records digest, peak RSS (bytes), CPU seconds (every process) and the
+    busiest process's CPU seconds of one setting, in a fresh process."""
     env = {**os.environ, "VDECODE_WORKERS": "1"}
-    r = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-c", RUN, str(fleet),
-                        str(workers), str(split)], capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory(prefix="busy-", dir=fleet.parent) as busy:
+        r = subprocess.run([sys.executable, "-c", LAUNCH, sys.executable, "-c", RUN, str(fleet),
+                            str(workers), str(split), busy], capture_output=True, text=True,
+                           env=env)
     if r.returncode:
         raise SystemExit(f"bench_triage_huge: {workers} workers failed: {r.stderr[-1500:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
     cpu, maxrss = r.stderr.splitlines()[-1].split()
-    return out["secs"], out["vms"], out["digest"], int(maxrss) * 1024, float(cpu)
+    return (out["secs"], out["vms"], out["digest"], int(maxrss) * 1024, float(cpu),
+            out["busiest"])
 
 
 def main() -> None:
@@ -182,11 +207,12 @@ def main() -> None:
         best = {k: float("inf") for k in settings}
         rss = {k: 0 for k in settings}
         cpu = {k: float("inf") for k in settings}
+        busiest = {k: float("inf") for k in settings}
         every: dict[str, list[float]] = {k: [] for k in settings}
         digest = vms = None
         for _ in range(a.repeat):          # the settings take turns, so a slow spell hits all
             for name, (workers, split) in settings.items():
-                secs, n, d, peak, used = run(fleet, workers, split)
+                secs, n, d, peak, used, most = run(fleet, workers, split)
                 if digest not in (None, d):
                     raise SystemExit(f"bench_triage_huge: {name} gave other records")
                 digest, vms = d, n
@@ -194,17 +220,21 @@ def main() -> None:
                 every[name].append(secs)
                 rss[name] = max(rss[name], peak)
                 cpu[name] = min(cpu[name], used)
+                busiest[name] = min(busiest[name], most)
     what = "sparse ELF" if a.kind == "elf" else "kdump-zlib (1/4 dumped)"
     print(f"fleet: {a.bundles} bundles + one {a.gib} GiB {what} (driver reset: carved), "
           f"{vms} VMs; cores: {len(os.sched_getaffinity(0))}; load average "
           f"{os.getloadavg()[0]:.1f}")
     for name in settings:
         runs = ", ".join(f"{t:.2f}" for t in every[name])
-        print(f"{name:20s}: best {best[name]:6.2f} s (runs {runs}); CPU {cpu[name]:6.2f} s; "
-              f"peak RSS {rss[name] / MiB:4.0f} MiB")
+        print(f"{name:20s}: best {best[name]:6.2f} s (runs {runs}); CPU {cpu[name]:6.2f} s, "
+              f"busiest process {busiest[name]:6.2f} s; peak RSS {rss[name] / MiB:4.0f} MiB")
     one, split, whole = (best[k] for k in settings)
     print(f"ratio 2 workers (split) / 1 worker: {one / split:.2f}x; "
           f"split / no split: {whole / split:.2f}x; no split / 1 worker: {one / whole:.2f}x")
+    one, split, whole = (busiest[k] for k in settings)
+    print(f"busiest process's CPU (the time on otherwise idle cores): split / 1 worker "
+          f"{one / split:.2f}x; split / no split {whole / split:.2f}x")
 
 
 if __name__ == "__main__":
