@@ -6,7 +6,8 @@ Two ways to declare a layout, both with one declaration:
   reads (split rings, ELF headers, SMBIOS entry points). Its numpy dtype, a ``struct.Struct`` that
   parses one record, and the matching construct ``Struct`` are each made from the members the
   first time they are asked for: an answer that reads a bundle does not import construct at all
-  (about a tenth of its start-up) and builds only the dtypes it reads;
+  (construct with pdb, hashlib and the rest it loads: some 10 ms of its start-up) and builds
+  only the dtypes it reads;
 * a construct ``Struct`` (readable, checked, documented field by field), for the layouts read
   from kdump and flattened files and QEMU's structs; :func:`dtype_of` turns it into the matching
   numpy dtype where whole tables are read at once (kdump page descriptors, flattened records).
