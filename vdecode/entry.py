@@ -5,8 +5,8 @@ what users type most, often in a loop over queues or dumps. Reading it with clic
 click (with gettext, uuid and threading) for every answer: several milliseconds of a
 ``--queue`` answer's start-up (issue 27). :func:`quick_view_args` reads only that form, and only
 when it is plainly valid (a queue 0-1023, no value that looks like an option, no folder where a
-file is wanted); anything else (a sub-command, ``--help``, ``--queue=2``, an error click words) goes to the click
-command line (:mod:`vdecode.cli`) as before. Both run the same view
+file is wanted); anything else (a sub-command, ``--help``, ``--queue=2``, an error click words)
+goes to the click command line (:mod:`vdecode.cli`) as before. Both run the same view
 (:func:`vdecode.command_line.run_view`), so the output, the messages and the statuses are the
 same either way (``tests/test_entry.py`` runs each form both ways and compares).
 """
