@@ -35,8 +35,10 @@ def test_no_stage_imports_a_later_one():
 
 
 def test_cli_is_the_only_module_that_exits():
+    # command_line.py is the command line's shared half: the installed entry point (entry.py)
+    # runs the plain ``vdecode DUMP`` form without click (issue 27), and both end the process there
     offenders = [str(p.relative_to(PKG)) for p in PKG.rglob("*.py")
-                 if p.name not in ("cli.py",) and "sys.exit" in p.read_text()]
+                 if p.name not in ("cli.py", "command_line.py") and "sys.exit" in p.read_text()]
     assert offenders == []
 
 

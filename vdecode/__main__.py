@@ -1,4 +1,4 @@
 """``python -m vdecode``."""
-from vdecode.cli import console_main
+from vdecode.entry import console_main
 
 console_main()

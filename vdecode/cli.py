@@ -1,4 +1,7 @@
-"""The ``vdecode`` command line: the only module that exits or reports a :class:`VdecodeError`.
+"""The ``vdecode`` command line: with :mod:`vdecode.entry` (the installed entry point, which runs
+the plain ``vdecode DUMP [--queue N]`` view without importing click) and
+:mod:`vdecode.command_line` (what the two share), the only modules that exit or report a
+:class:`VdecodeError`.
 
 ``vdecode DUMP [options]`` (no sub-command) is the post-mortem view; ``info``, ``log``, ``qmp`` and
 ``bundle`` are sub-commands. Each command is a thin shell: it opens inputs, calls the pipeline and
@@ -11,6 +14,8 @@ import sys
 
 import click
 
+from vdecode.command_line import finish, open_machine
+from vdecode.command_line import terminal_width as _terminal_width
 from vdecode.errors import VdecodeError
 
 # Each command's body lives beside it here, its work in the pipeline's stages; commands are
@@ -55,28 +60,11 @@ def main() -> None:
 
 
 def console_main() -> None:
-    """The installed ``vdecode`` and ``python -m vdecode``: :func:`main`, then a quick exit.
-
-    Why: tearing down the interpreter (freeing numpy's, construct's and our modules) took about a
-    tenth of a one-queue answer's run time, after its output was complete. Everything a normal
-    exit does that anybody can observe still happens: the streams are flushed, ``atexit``
-    handlers run (``weakref.finalize`` ones included); only the freeing is skipped. Used only
-    where nothing else lives in the process and no other thread is running (triage's worker pool
-    has been shut down by then; if not, the normal exit joins it)."""
-    import atexit
-    import os
-    import threading
-
-    status = _run()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BrokenPipeError:
-        pass                               # the reader went away: nothing left to tell it
-    if threading.active_count() > 1:
-        sys.exit(status)
-    atexit._run_exitfuncs()
-    os._exit(status)
+    """:func:`main` through click whatever the form, then the quick exit
+    (:func:`vdecode.command_line.finish`). The installed ``vdecode`` is
+    :func:`vdecode.entry.console_main`, which reads the plain ``vdecode DUMP [--queue N]`` form
+    without click and hands anything else to :func:`_run` here."""
+    finish(_run())
 
 
 def _run() -> int:
@@ -101,23 +89,6 @@ def _run() -> int:
     return 0
 
 
-def _terminal_width(default: int) -> int:
-    """``shutil.get_terminal_size``'s columns (``$COLUMNS`` first), without importing ``shutil``,
-    which loads the bz2 and lzma modules: a few milliseconds of every answer's start-up."""
-    import os
-
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or default
-
-
 def _output_width() -> int:
     """The width ``info`` and ``log`` lay their text out in: ``$COLUMNS`` when set, else the
     terminal's, else (piped) 80; never under 40."""
@@ -135,6 +106,11 @@ def _output_width() -> int:
 # --- commands -------------------------------------------------------------------------------
 
 
+def _open_machine(*args):
+    """:func:`vdecode.entry.open_machine`, its warnings through ``click.echo``."""
+    return open_machine(*args, echo=click.echo)
+
+
 def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
                  vm: str | None, cache_dir: str | None, binary: str | None = None):
     """:func:`~vdecode.reconstruct.state.session.open_inputs` with a progress bar while a compressed
@@ -148,22 +124,6 @@ def _open_inputs(dump: str | tuple[str, ...], logs: tuple[str, ...], log_format:
     for w in inputs.warnings:
         click.echo(f"vdecode: warning: {w}", err=True)
     return inputs
-
-
-def _open_machine(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str | None,
-                  vm: str | None, cache_dir: str | None, binary: str | None,
-                  qemu_release: str | None = None, trace: str | None = None):
-    """The one :class:`vdecode.api.Machine` of a command's inputs (``vdecode.open``), with progress
-    bars while a compressed dump is unpacked or guest RAM is scanned, and the log readers'
-    warnings on stderr."""
-    from vdecode.api import open as open_machine
-    from vdecode.render.text import progress_bar
-
-    machine = open_machine(*dumps, log=logs, log_format=log_format, vm=vm, cache_dir=cache_dir,
-                           qemu=qemu_release, binary=binary, progress=progress_bar, trace=trace)
-    for w in machine.warnings:
-        click.echo(f"vdecode: warning: {w}", err=True)
-    return machine
 
 
 _LOG_HELP = ("QMP log taken before the dump (any format `vdecode log` reads); repeat for several, "
@@ -510,18 +470,11 @@ def view_command(dumps: tuple[str, ...], logs: tuple[str, ...], log_format: str 
                  show_all: bool, verbose: bool, qemu_release: str | None, trace_file: str | None,
                  binary: str | None, cache_dir: str | None) -> None:
     """The post-mortem view: devices, queues, chains and what is wrong (the default command)."""
-    from vdecode.render.text import render_view_text
+    from vdecode.command_line import run_view
 
-    with _open_machine(dumps, logs, log_format, vm, cache_dir, binary, qemu_release,
-                       trace_file) as machine:
-        view = machine.view(device, queue, show_all=show_all)
-    if as_json:
-        click.echo(view.to_json(), nl=False)
-    else:
-        tty = sys.stdout.isatty()
-        width = _terminal_width(80) if tty else 80
-        click.echo(render_view_text(view, width=max(40, width), color=tty,
-                                    compact=not verbose, show_all=show_all), nl=False)
+    run_view(dumps, logs, log_format=log_format, vm=vm, device=device, queue=queue,
+             as_json=as_json, show_all=show_all, verbose=verbose, qemu_release=qemu_release,
+             binary=binary, cache_dir=cache_dir, trace=trace_file, echo=click.echo)
 
 
 @cli.command("bundle")

@@ -39,7 +39,6 @@ later. Unfinished ``.part`` files untouched for an hour are leftovers of killed 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -109,6 +108,8 @@ def cache_cap() -> int | None:
 
 def _sampled(f, size: int, edge: int) -> bytes:
     """SHA-256 of ``f``'s size, ``edge`` bytes at each end and :data:`SAMPLES` blocks between."""
+    import hashlib          # here: loading OpenSSL costs milliseconds an answer on a bundle skips
+
     h = hashlib.sha256(f"{size}\0".encode())
     if size <= 2 * edge + SAMPLES * SAMPLE:
         f.seek(0)
@@ -130,6 +131,8 @@ def fingerprint(path: str | os.PathLike) -> str:
         size = os.fstat(f.fileno()).st_size
         edge = WHOLE if size <= WHOLE else EDGE
         digest = _sampled(f, size, edge)
+    import hashlib
+
     return hashlib.sha256(b"vdecode-cache %d\0" % FINGERPRINT_VERSION + digest).hexdigest()[:16]
 
 

@@ -23,9 +23,8 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
-from construct import Bytes, Const, Int8ul, Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
 
-from vdecode.binary import dtype_of
+from vdecode.binary import Layout
 from vdecode.errors import CorruptInput, InputError
 from vdecode.frozen import record
 from vdecode.sources.files import FileView, parse_at
@@ -55,12 +54,13 @@ ET_NAMES = {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"}
 MAX_NOTES = 1 << 16          # a core has a few notes per thread; more is a corrupt NOTE segment
 MAX_NOTE_NAME = 4096
 
-E_IDENT = Struct(
-    "magic" / Const(b"\x7fELF"),
-    "ei_class" / Int8ul * "1: ELFCLASS32, 2: ELFCLASS64",
-    "ei_data" / Int8ul * "1: ELFDATA2LSB, 2: ELFDATA2MSB",
-    "ei_version" / Int8ul,
-    "padding" / Bytes(9),
+E_IDENT = Layout(
+    "<",
+    ("magic", b"\x7fELF"),
+    ("ei_class", "u8", "1: ELFCLASS32, 2: ELFCLASS64"),
+    ("ei_data", "u8", "1: ELFDATA2LSB, 2: ELFDATA2MSB"),
+    ("ei_version", "u8"),
+    ("padding", 9),
 )
 
 
@@ -74,37 +74,41 @@ class ElfLayouts:
     """The header layouts of one ELF class and byte order (pyelftools' ``ELFStructs``)."""
 
     def __init__(self, is64: bool, little_endian: bool) -> None:
-        u16, u32, u64 = (Int16ul, Int32ul, Int64ul) if little_endian else (Int16ub, Int32ub, Int64ub)
-        word = u64 if is64 else u32
-        self.ehdr = Struct(
-            "e_ident" / Bytes(16),
-            "e_type" / u16, "e_machine" / u16, "e_version" / u32,
-            "e_entry" / word, "e_phoff" / word, "e_shoff" / word,
-            "e_flags" / u32,
-            "e_ehsize" / u16 * "QEMU 7.2 writes 8 here; not relied on",
-            "e_phentsize" / u16, "e_phnum" / u16,
-            "e_shentsize" / u16, "e_shnum" / u16, "e_shstrndx" / u16,
+        o = "<" if little_endian else ">"
+        word = "u64" if is64 else "u32"
+        self.ehdr = Layout(
+            o, ("e_ident", 16),
+            ("e_type", "u16"), ("e_machine", "u16"), ("e_version", "u32"),
+            ("e_entry", word), ("e_phoff", word), ("e_shoff", word),
+            ("e_flags", "u32"),
+            ("e_ehsize", "u16", "QEMU 7.2 writes 8 here; not relied on"),
+            ("e_phentsize", "u16"), ("e_phnum", "u16"),
+            ("e_shentsize", "u16"), ("e_shnum", "u16"), ("e_shstrndx", "u16"),
         )
-        self.shdr = Struct(
-            "sh_name" / u32, "sh_type" / u32, "sh_flags" / word, "sh_addr" / word,
-            "sh_offset" / word, "sh_size" / word,
-            "sh_link" / u32, "sh_info" / u32 * "program header count when e_phnum is PN_XNUM",
-            "sh_addralign" / word, "sh_entsize" / word,
+        self.shdr = Layout(
+            o, ("sh_name", "u32"), ("sh_type", "u32"), ("sh_flags", word), ("sh_addr", word),
+            ("sh_offset", word), ("sh_size", word),
+            ("sh_link", "u32"), ("sh_info", "u32", "program header count when e_phnum is PN_XNUM"),
+            ("sh_addralign", word), ("sh_entsize", word),
         )
-        self.nhdr = Struct("n_namesz" / u32, "n_descsz" / u32, "n_type" / u32)
+        self.nhdr = Layout(o, ("n_namesz", "u32"), ("n_descsz", "u32"), ("n_type", "u32"))
         self.ehdr_size, self.shdr_size, self.nhdr_size = (self.ehdr.sizeof(), self.shdr.sizeof(),
                                                           self.nhdr.sizeof())
         if is64:
-            self.phdr = Struct(
-                "p_type" / u32, "p_flags" / u32, "p_offset" / u64, "p_vaddr" / u64,
-                "p_paddr" / u64, "p_filesz" / u64, "p_memsz" / u64, "p_align" / u64,
+            self.phdr = Layout(
+                o, ("p_type", "u32"), ("p_flags", "u32"), ("p_offset", "u64"), ("p_vaddr", "u64"),
+                ("p_paddr", "u64"), ("p_filesz", "u64"), ("p_memsz", "u64"), ("p_align", "u64"),
             )
         else:                                   # Elf32_Phdr moves p_flags after p_memsz
-            self.phdr = Struct(
-                "p_type" / u32, "p_offset" / u32, "p_vaddr" / u32, "p_paddr" / u32,
-                "p_filesz" / u32, "p_memsz" / u32, "p_flags" / u32, "p_align" / u32,
+            self.phdr = Layout(
+                o, ("p_type", "u32"), ("p_offset", "u32"), ("p_vaddr", "u32"), ("p_paddr", "u32"),
+                ("p_filesz", "u32"), ("p_memsz", "u32"), ("p_flags", "u32"), ("p_align", "u32"),
             )
-        self.phdr_dtype = dtype_of(self.phdr)    # the table is read whole, by numpy
+
+    @property
+    def phdr_dtype(self):
+        """The program header table is read whole, by numpy."""
+        return self.phdr.dtype
 
 
 #: Every program header, whatever the file's class and byte order, as native 64-bit fields

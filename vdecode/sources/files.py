@@ -99,16 +99,26 @@ class FileView:
 
 def parse_at(layout, view: FileView, offset: int, what: str = "header", *,
              sizeof: int | None = None, **params):
-    """Parse one construct ``layout`` at ``offset`` of ``view`` (pyelftools' ``struct_parse``).
+    """Parse one ``layout`` (a :class:`vdecode.binary.Layout` or a construct one) at ``offset`` of
+    ``view`` (pyelftools' ``struct_parse``).
 
-    The one place that turns a ``ConstructError`` into :class:`CorruptInput`; the field path stays
-    on the same line. The layout must have a fixed size (``sizeof()``): the bytes are bounds-checked
+    The one place that turns a ``ConstructError`` (or a ``LayoutError``, its text the same) into
+    :class:`CorruptInput`; the field path stays on the same line. The layout must have a fixed size (``sizeof()``): the bytes are bounds-checked
     against the file before parsing.
 
     :param sizeof: the layout's size when the caller knows it (``sizeof()`` walks the layout).
     :param params: values the layout reads as ``this._params``.
     :raises CorruptInput: when the bytes run past the end of the file or do not parse.
     """
+    from vdecode.binary import Layout, LayoutError
+
+    if isinstance(layout, Layout):          # no construct: an answer on a bundle never imports it
+        data = view.view(offset, layout.size if sizeof is None else sizeof, what)
+        try:
+            return layout.parse(data)
+        except LayoutError as err:
+            raise CorruptInput(view.name, f"{what}: {' '.join(str(err).split())}",
+                               offset=offset) from err
     from construct import ConstructError   # keep construct out of FileView's import cost
 
     size = sizeof

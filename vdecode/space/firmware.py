@@ -18,8 +18,7 @@ import functools
 import re
 from collections.abc import Callable
 
-from construct import Bytes, Const, Int8ul, Int16ul, Int32ul, Int64ul, Struct
-
+from vdecode.binary import Layout, LayoutError
 from vdecode.errors import CorruptInput, MissingData
 from vdecode.frozen import record
 from vdecode.space.base import AddressSpace
@@ -30,35 +29,37 @@ F_SEGMENT, F_SEGMENT_SIZE, PAGE = 0xF0000, 0x10000, 0x1000
 TABLE_LIMIT = 0x10000
 
 # SMBIOS 2.1 (32-bit) and 3.0 (64-bit) entry points (SMBIOS 3.9 spec, tables 1 and 2)
-ENTRY_21 = Struct(
-    "anchor" / Const(b"_SM_"),
-    "checksum" / Int8ul,
-    "length" / Int8ul * "0x1F",
-    "major" / Int8ul,
-    "minor" / Int8ul,
-    "max_structure_size" / Int16ul,
-    "revision" / Int8ul,
-    "formatted_area" / Bytes(5),
-    "intermediate_anchor" / Const(b"_DMI_"),
-    "intermediate_checksum" / Int8ul,
-    "table_length" / Int16ul,
-    "table_address" / Int32ul,
-    "structures" / Int16ul,
-    "bcd_revision" / Int8ul,
+ENTRY_21 = Layout(
+    "<",
+    ("anchor", b"_SM_"),
+    ("checksum", "u8"),
+    ("length", "u8", "0x1F"),
+    ("major", "u8"),
+    ("minor", "u8"),
+    ("max_structure_size", "u16"),
+    ("revision", "u8"),
+    ("formatted_area", 5),
+    ("intermediate_anchor", b"_DMI_"),
+    ("intermediate_checksum", "u8"),
+    ("table_length", "u16"),
+    ("table_address", "u32"),
+    ("structures", "u16"),
+    ("bcd_revision", "u8"),
 )
-ENTRY_30 = Struct(
-    "anchor" / Const(b"_SM3_"),
-    "checksum" / Int8ul,
-    "length" / Int8ul * "0x18",
-    "major" / Int8ul,
-    "minor" / Int8ul,
-    "docrev" / Int8ul,
-    "revision" / Int8ul,
-    "reserved" / Int8ul,
-    "table_max_size" / Int32ul,
-    "table_address" / Int64ul,
+ENTRY_30 = Layout(
+    "<",
+    ("anchor", b"_SM3_"),
+    ("checksum", "u8"),
+    ("length", "u8", "0x18"),
+    ("major", "u8"),
+    ("minor", "u8"),
+    ("docrev", "u8"),
+    ("revision", "u8"),
+    ("reserved", "u8"),
+    ("table_max_size", "u32"),
+    ("table_address", "u64"),
 )
-STRUCTURE_HEADER = Struct("type" / Int8ul, "length" / Int8ul, "handle" / Int16ul)
+STRUCTURE_HEADER = Layout("<", ("type", "u8"), ("length", "u8"), ("handle", "u16"))
 TYPE_SYSTEM, TYPE_END = 1, 127
 
 
@@ -109,7 +110,7 @@ def _entry_at(space: AddressSpace, seg: bytes, off: int) -> tuple[str, str, str]
         return None                       # the entry point's bytes sum to 0 (spec 5.2.1/5.2.2)
     try:
         ep = entry.parse(raw)
-    except Exception:                     # noqa: BLE001 - construct's errors: not an entry point
+    except LayoutError:                   # an anchor that does not check out: not an entry point
         return None
     length = ep.table_length if entry is ENTRY_21 else ep.table_max_size
     return _system_in_table(space, ep.table_address, min(length, TABLE_LIMIT))

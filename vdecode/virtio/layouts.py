@@ -3,7 +3,8 @@ Split-ring layouts
 ------------------
 ``struct vring_desc``, ``vring_avail`` and ``vring_used`` (virtio 1.2 spec, 2.7 "Split Virtqueues";
 QEMU v7.2.0 ``hw/virtio/virtio.c``: ``VRingDesc``, ``VRingAvail``, ``VRingUsedElem``, ``VRingUsed``),
-as construct ``Struct``\\ s for single records and matching numpy dtypes for whole tables. Byte order
+declared once each as a :class:`~vdecode.binary.Layout`: numpy dtypes for whole tables, and the
+construct ``Struct``\\ s made from the same declarations when asked for. Byte order
 is chosen once per :class:`VringLayouts`: little for virtio 1.x devices, the guest's for legacy
 ones (QEMU ``include/hw/virtio/virtio-access.h`` ``virtio_access_is_big_endian``).
 
@@ -15,9 +16,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from construct import Int16ub, Int16ul, Int32ub, Int32ul, Int64ub, Int64ul, Struct
 
-from vdecode.binary import dtype_of
+from vdecode.binary import Layout
 
 __all__ = ("VringLayouts", "vring_layouts", "VRING_DESC_F_NEXT", "VRING_DESC_F_WRITE",
            "VRING_DESC_F_INDIRECT", "VRING_AVAIL_F_NO_INTERRUPT", "VRING_USED_F_NO_NOTIFY",
@@ -52,42 +52,42 @@ class VringLayouts:
 
     def __init__(self, little_endian: bool) -> None:
         self.little_endian = little_endian
-        u16, u32, u64 = (Int16ul, Int32ul, Int64ul) if little_endian else (Int16ub, Int32ub, Int64ub)
-        self.desc = Struct(
-            "addr" / u64 * "guest-physical buffer address",
-            "len" / u32 * "buffer length (indirect: table size in bytes)",
-            "flags" / u16 * "VRING_DESC_F_NEXT | _WRITE | _INDIRECT",
-            "next" / u16 * "index of the next descriptor when NEXT is set",
-        )
-        self.avail_header = Struct("flags" / u16, "idx" / u16)
-        self.used_header = Struct("flags" / u16, "idx" / u16)
-        self.used_elem = Struct("id" / u32 * "head of the used chain", "len" / u32 * "bytes written")
-        # packed rings (virtio 1.2, 2.8): struct pvirtq_desc; always little-endian in practice
-        # (VERSION_1 is required), declared per byte order like the rest for symmetry
-        self.packed_desc = Struct(
-            "addr" / u64 * "guest-physical buffer address",
-            "len" / u32 * "buffer length",
-            "id" / u16 * "buffer id (the chain's last descriptor)",
-            "flags" / u16 * "AVAIL (bit 7), USED (bit 15), NEXT, WRITE, INDIRECT",
-        )
+        o = "<" if little_endian else ">"
+        self.layouts = {
+            "desc": Layout(
+                o, ("addr", "u64", "guest-physical buffer address"),
+                ("len", "u32", "buffer length (indirect: table size in bytes)"),
+                ("flags", "u16", "VRING_DESC_F_NEXT | _WRITE | _INDIRECT"),
+                ("next", "u16", "index of the next descriptor when NEXT is set")),
+            "avail_header": Layout(o, ("flags", "u16"), ("idx", "u16")),
+            "used_header": Layout(o, ("flags", "u16"), ("idx", "u16")),
+            "used_elem": Layout(o, ("id", "u32", "head of the used chain"),
+                                ("len", "u32", "bytes written")),
+            # packed rings (virtio 1.2, 2.8): struct pvirtq_desc; always little-endian in practice
+            # (VERSION_1 is required), declared per byte order like the rest for symmetry
+            "packed_desc": Layout(
+                o, ("addr", "u64", "guest-physical buffer address"), ("len", "u32", "buffer length"),
+                ("id", "u16", "buffer id (the chain's last descriptor)"),
+                ("flags", "u16", "AVAIL (bit 7), USED (bit 15), NEXT, WRITE, INDIRECT")),
+            # the request header a virtio-blk driver puts first in each request (virtio 1.2,
+            # 5.2.6), in the device's byte order: read by buffer previews and by the carver's
+            # device guess
+            "blk_outhdr": Layout(
+                o, ("type", "u32", "VIRTIO_BLK_T_IN, _OUT, _FLUSH, _GET_ID, _DISCARD..."),
+                ("ioprio", "u32", "request priority"), ("sector", "u64", "first 512-byte sector")),
+        }
+        self.u16_dtype = np.dtype(o + "u2")
+        self.u32_dtype = np.dtype(o + "u4")    # balloon PFN arrays
 
-        # the request header a virtio-blk driver puts first in each request (virtio 1.2, 5.2.6),
-        # in the device's byte order: read by buffer previews and by the carver's device guess
-        self.blk_outhdr = Struct(
-            "type" / u32 * "VIRTIO_BLK_T_IN, _OUT, _FLUSH, _GET_ID, _DISCARD...",
-            "ioprio" / u32 * "request priority",
-            "sector" / u64 * "first 512-byte sector",
-        )
-
-        # the dtypes for whole tables are derived from the structs above (one declaration each)
-        self.u16_dtype = np.dtype(("<" if little_endian else ">") + "u2")
-        self.u32_dtype = np.dtype(("<" if little_endian else ">") + "u4")    # balloon PFN arrays
-        self.desc_dtype = dtype_of(self.desc)
-        self.avail_header_dtype = dtype_of(self.avail_header)
-        self.used_header_dtype = dtype_of(self.used_header)
-        self.used_elem_dtype = dtype_of(self.used_elem)
-        self.packed_desc_dtype = dtype_of(self.packed_desc)
-        self.blk_outhdr_dtype = dtype_of(self.blk_outhdr)
+    def __getattr__(self, name: str):
+        """``desc``, ``desc_dtype`` and so on: the construct ``Struct`` or the numpy dtype of one
+        layout, made (and kept) when first asked for."""
+        lay = self.__dict__.get("layouts", {}).get(name.removesuffix("_dtype"))
+        if lay is None:
+            raise AttributeError(name)
+        value = lay.dtype if name.endswith("_dtype") else lay.struct
+        self.__dict__[name] = value
+        return value
 
     def __repr__(self) -> str:
         return f"VringLayouts(little_endian={self.little_endian})"
