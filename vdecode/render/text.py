@@ -21,6 +21,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from vdecode.render.plain import PlainConsole, PlainPadding, PlainText
+from vdecode.reconstruct.timeline.durations import duration_text
 from vdecode.render.wrapping import phrases, wrap_units
 
 if TYPE_CHECKING:                 # rich is imported when it draws: start-up time
@@ -467,7 +468,8 @@ def _run_line(k: Kit, run: list[Chain]) -> Any:
     state = "" if c.state == "pending" else f"{c.state} "
     line = k.Text(f"{state}{_run_label(run)}: {count}{', '.join(parts)}")
     if c.taken is not None and c.taken.before_pause_s is not None:
-        line.append(f"; taken {_ago(c.taken.before_pause_s)} before the pause", style="dim")
+        line.append(f"; taken {duration_text(c.taken.before_pause_s)} before the pause",
+                    style="dim")
     if c.problems:
         line.append("  " + ",".join(c.problems), style="bold red")
     return line
@@ -553,13 +555,6 @@ def _compact_findings(k: Kit, view: View) -> None:
         _para(k, "-v gives each finding's evidence, rule and what QEMU does with it", 2, "dim")
 
 
-def _ago(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.0f}us"
-    if s < 1:
-        return f"{s * 1e3:.1f}ms"
-    return f"{s:.1f}s"
-
 
 def _request(e: TracedElement) -> str:
     """The device's event that named the element, without the device pointer (said above)."""
@@ -576,8 +571,9 @@ def taken_text(e: TracedElement, *, short: bool = False) -> str:
     """A traced element (a chain's ``taken``, a used entry's ``returned``, a trace finding's
     element) in words: when it was taken, which chain it is and how that is known, when the
     pause returned it."""
-    when = (f"taken {_ago(e.before_pause_s)} before the pause" if e.before_pause_s is not None
-            and e.before_pause_s >= 0 else f"taken at trace line {e.line}")
+    before = e.before_pause_s
+    when = (f"taken {duration_text(before)} before the pause" if before is not None
+            and before >= 0 else f"taken at trace line {e.line}")
     if short:
         return when + (f": {_request(e)}" if e.request else "")
     chain = ""

@@ -34,6 +34,7 @@ from typing import Any
 from vdecode.errors import MissingData
 from vdecode.frozen import record
 from vdecode.reconstruct.postmortem.findings import Finding
+from vdecode.reconstruct.timeline.durations import duration_text
 from vdecode.reconstruct.postmortem.records import (QueueTrace, TracedElement, TracedQueue,
                                                     TraceMoment, ViewTrace)
 from vdecode.reconstruct.timeline.queues import Element, Moment, QueueTimeline, Timeline
@@ -286,7 +287,7 @@ def trace_findings(join: TraceJoin) -> list[Finding]:
             ref = tl.pause or tl.end
             ago = _ago(oldest, ref)
             first = "taken" if n == 1 else "the oldest taken"
-            when = (f"{first} {_secs(ago)} before the "
+            when = (f"{first} {duration_text(ago)} before the "
                     f"{'pause' if tl.pause else 'trace ended'}") if ago is not None \
                 else f"{first} at trace line {oldest.popped.line}"
             out.append(Finding(
@@ -297,13 +298,6 @@ def trace_findings(join: TraceJoin) -> list[Finding]:
                 "QEMU holds the element until the device returns it"))
     return out
 
-
-def _secs(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.0f}us"
-    if s < 1:
-        return f"{s * 1e3:.1f}ms"
-    return f"{s:.1f}s"
 
 
 def _moment(m: Moment | None) -> TraceMoment | None:
