@@ -270,3 +270,25 @@ def test_core_addresses_name_every_queue_and_a_missing_device_is_said():
     tl = build_timeline(trace, devices=devices, vq_size=size)
     assert [q.path for q in tl.queues if q.path is None] == [None]
     assert any("1 device(s) of the trace are not in the core" in n for n in tl.notes)
+
+
+@pytest.mark.parametrize("kind", ["zst", "gz"])
+def test_a_cut_compressed_trace_says_it_is_cut_first(tmp_path, kind):
+    """A compressed trace cut short keeps the lines before the cut, and the timeline's first note
+    says where the file ends (zstandard's stream reader used to end a cut frame silently: the
+    answer looked whole)."""
+    text = zstandard.ZstdDecompressor().decompressobj().decompress(
+        (DATA / "tracepanic.log.zst").read_bytes())
+    whole = (zstandard.ZstdCompressor(level=3).compress(text) if kind == "zst"
+             else gzip.compress(text, compresslevel=6))
+    cut = tmp_path / f"cut.log.{kind}"
+    cut.write_bytes(whole[:len(whole) // 3])
+    trace = read_trace(cut)
+    assert trace.cut and "ends after line" in trace.cut, trace.cut
+    tl = build_timeline(trace)
+    assert 0 < tl.lines < text.count(b"\n")
+    assert tl.notes[0].startswith("INCOMPLETE TRACE: the compressed trace ends after line ")
+    full = tmp_path / f"whole.log.{kind}"
+    full.write_bytes(whole)
+    assert read_trace(full).cut is None
+    assert not any("INCOMPLETE" in n for n in build_timeline(read_trace(full)).notes)

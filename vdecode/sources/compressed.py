@@ -99,13 +99,15 @@ def _chunks(raw, kind: str) -> Iterator[bytes]:
     elif kind == "xz":
         reader = lzma.LZMAFile(raw, mode="rb")
     else:
-        yield from _zstd_chunks(raw)
+        yield from zstd_chunks(raw)
         return
     while chunk := reader.read(CHUNK):
         yield chunk
 
 
-def _zstd_chunks(raw) -> Iterator[bytes]:
+def zstd_chunks(raw) -> Iterator[bytes]:
+    """The decompressed pieces of a zstd stream (every frame); ``EOFError`` when it ends inside a
+    frame. Also the reader under compressed QMP logs and traces (``qmp_log.lines``)."""
     import zstandard
 
     dobj, fed = zstandard.ZstdDecompressor().decompressobj(), False

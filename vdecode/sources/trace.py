@@ -103,6 +103,9 @@ class QemuTrace:
     #: ``None`` without times
     clock: str | None = "unix"
     backend: str = "log"              # "log" or "simpletrace": ``lines`` are then records
+    #: why the trace is incomplete (a compressed file cut short or damaged), else ``None``: its
+    #: counts then stop there, and the timeline says so first
+    cut: str | None = None
 
     def enabled(self, name: str) -> bool:
         """Whether the trace shows event ``name`` (seen at least once: the log backend does not
@@ -138,11 +141,14 @@ def _log_lines(f, name: str) -> Iterator[tuple[int, float | None, str, str] | in
     rest = b""
     while True:
         try:
-            block = f.read(BLOCK)
+            block = f.read1(BLOCK)     # one piece: a cut gzip loses no whole block with it
         except (EOFError, zlib.error, zstandard.ZstdError, gzip.BadGzipFile) as err:
             if n == 0:
                 raise InputError(name, f"cannot decompress: {err}", line=1) from err
-            block = b""             # a cut compressed trace keeps the lines before the damage
+            # a cut compressed trace keeps the lines before the damage, and says where it is
+            last = n + rest.count(b"\n") + (1 if rest and not rest.endswith(b"\n") else 0)
+            yield f"the compressed trace ends after line {last}: {err}"
+            block = b""
         except OSError as err:
             raise InputError(name, f"cannot read: {err.strerror or err}", line=n + 1) from err
         if not block:
@@ -179,7 +185,11 @@ def _collect(name: str, records: Iterator, *, clock: str, what: str) -> QemuTrac
     args = _ARGS
     device = _DEVICE.match
     fields = _FIELDS
+    cut = None
     for rec in records:
+        if rec.__class__ is str:                # where a compressed trace is cut short
+            cut = rec
+            continue
         if rec.__class__ is int:
             n = rec
             other += 1
@@ -216,7 +226,8 @@ def _collect(name: str, records: Iterator, *, clock: str, what: str) -> QemuTrac
                if k not in used and v > attached[k]}
     return QemuTrace(path=name, events=tuple(events), counts=FrozenDict(counts),
                      ignored=FrozenDict(ignored), lines=n, other_lines=other,
-                     timestamps=stamped > 0, clock=clock if stamped else None, backend=what)
+                     timestamps=stamped > 0, clock=clock if stamped else None, backend=what,
+                     cut=cut)
 
 
 def _h(x: str) -> int:

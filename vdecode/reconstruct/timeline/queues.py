@@ -277,6 +277,9 @@ def build_timeline(trace: QemuTrace, *, devices: Mapping[int, tuple[str, int]] |
             if vq is not None:
                 qs[vq].held[e[4]][4] = f"{e[3]} {e[5]}".strip()
     # -- what the trace cannot see -----------------------------------------------------------
+    if trace.cut:       # first: every count below stops where the file does
+        notes.append(f"INCOMPLETE TRACE: {trace.cut}; what happened after it is not in the trace, "
+                     "and in_flight is as of that line, not of QEMU's end")
     have_pop = trace.enabled("virtqueue_pop")
     have_fill = trace.enabled("virtqueue_fill")
     have_flush = trace.enabled("virtqueue_flush")

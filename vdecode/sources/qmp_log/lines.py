@@ -93,8 +93,76 @@ def open_decompressed(path: str | os.PathLike, name: str, what: str | None = Non
     if magic[:2] == _GZIP:
         return gzip.GzipFile(fileobj=f, mode="rb")
     if magic == _ZSTD:
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))
+        return _ZstdReader(f)
     return f
+
+
+class _ZstdReader(io.BufferedIOBase):
+    """A zstd file as a buffered stream that says where the file ends inside a frame: zstandard's
+    own stream reader ends there silently, and a log or trace cut short must say so. What was
+    decompressed before the cut is read first; the next read raises ``EOFError`` (a
+    ``BufferedReader`` would drop the data of the read that meets the cut with it)."""
+
+    def __init__(self, f) -> None:
+        from vdecode.sources.compressed import zstd_chunks
+
+        self._f = f
+        self._chunks = zstd_chunks(f)
+        self._buf = bytearray()
+        self._pos = 0
+        self._done = False
+        self._err: EOFError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int, stop: bytes | None = None) -> None:
+        """Decompress until ``want`` bytes are buffered (or ``stop`` is among them), or the end."""
+        while not self._done and len(self._buf) - self._pos < want and (
+                stop is None or self._buf.find(stop, self._pos) < 0):
+            try:
+                chunk = next(self._chunks, None)
+            except EOFError as err:
+                self._err, self._done = err, True
+                break
+            if chunk is None:
+                self._done = True
+                break
+            if self._pos > (1 << 20):               # drop what was read, now and then
+                del self._buf[:self._pos]
+                self._pos = 0
+            self._buf += chunk
+
+    def _take(self, n: int) -> bytes:
+        if n == 0 and self._err is not None:        # everything before the cut is read: say so
+            err, self._err = self._err, None
+            raise err
+        out = bytes(self._buf[self._pos:self._pos + n])
+        self._pos += n
+        return out
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = (1 << 62) if size is None or size < 0 else size
+        self._fill(want)
+        return self._take(min(want, len(self._buf) - self._pos))
+
+    read1 = read
+
+    def peek(self, size: int = 1) -> bytes:
+        self._fill(max(size, 1))
+        return bytes(self._buf[self._pos:])
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = (1 << 62) if size is None or size < 0 else size
+        self._fill(limit, b"\n")
+        end = self._buf.find(b"\n", self._pos)
+        avail = len(self._buf) - self._pos
+        n = avail if end < 0 else end + 1 - self._pos
+        return self._take(min(n, limit))
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
 
 
 def read_head(path: str | os.PathLike, max_lines: int = 200,
