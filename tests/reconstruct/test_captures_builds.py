@@ -13,6 +13,11 @@ executable when the bundle was made): 10.0.13 prints ``VIRTIO_NET_F_GUEST_USO6``
 (scenario ``vhostrun.json``; 11.1 adds ``skip_commands``) is a vhost-user-blk served by
 qemu-storage-daemon beside a plain virtio-blk, asked while the VM runs and gcore'd at that
 instant, vhost started: its only modes are the core's.
+
+``tests/data/captures-10.2/`` is ``panicmix`` recorded with QEMU 10.2.2 built from Debian's sid
+source (no Debian binary, no profile of its own: docs/new-captures.md F23). It is answered by the
+profile made from 10.2.2's source, 11.1's (``formats/qemu-11.1/made_from.json``), not by the
+numerically nearest release's: 10.0's tables lack the UDP tunnel bits 65-68 its tap net offers.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from vdecode.reconstruct.qmp.features import features_to_reply
 from vdecode.sources.qemu_core.strings import labels_against, match_tables, read_feature_maps
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-BUILDS = {"captures-10.0.13": (10, 0, 13), "captures-11.1": (11, 1, 3)}
+BUILDS = {"captures-10.0.13": (10, 0, 13), "captures-11.1": (11, 1, 3), "captures-10.2": (10, 2, 2)}
 
 pytestmark = pytest.mark.usefixtures("bundle_cache")
 
@@ -48,13 +53,16 @@ def test_fixtures_are_small_and_of_their_build():
                 q = json.loads((case / "case.json").read_text())["qemu"]["qemu"]
                 assert (q["major"], q["minor"], q["micro"]) == (major, minor, micro), case
                 names.add(case.name)
+        ratchet = json.loads((DATA / d / "ratchet.json").read_text())
+        assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
+        if d == "captures-10.2":        # one run of a self-built 10.2.2 (F23)
+            assert names == {"panicmix"}
+            continue
         assert names == {"basic", "panicmix", "kpanicmix", "vhostrun"} | (
             {"vhostuser"} if d == "captures-11.1" else set()), d
         cores = {n: json.loads((DATA / d / n / "case.json").read_text()).get("core")
                  for n in ("kpanicmix", "vhostrun")}
         assert cores == {"kpanicmix": "kernel", "vhostrun": "gcore"}, d
-        ratchet = json.loads((DATA / d / "ratchet.json").read_text())
-        assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
 
 
 # An 11.1 early log of a stopped vhost-user-blk holds no status and no queue reply of it (see
@@ -144,7 +152,7 @@ def test_a_started_vhost_devices_queues_are_its_own_vhost_dev():
     """From a running core: the vhost_dev whose vqs point back at it, not the first heap word
     that holds the device's address (which gave garbage and a third queue before)."""
     path = "/machine/peripheral/vublk/virtio-backend"
-    for data in BUILDS:
+    for data in ("captures-10.0.13", "captures-11.1"):
         replies, _ = _ask(DATA / data / "vhostrun" / "qemu-core+none.vdb.zst", [
             {"execute": "x-query-virtio-vhost-queue-status", "arguments": {"path": path, "queue": q}}
             for q in (0, 1, 2)])
