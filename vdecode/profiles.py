@@ -55,6 +55,9 @@ class LearnedLabel:
     desc: str
     how: str
     source: str
+    #: a row the profile's table lacks (the executable's table has it): the key of the row it
+    #: follows there (``-1``: the first), so QEMU's table order, which its replies keep, holds
+    after: int | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,6 +73,12 @@ def _relabelled(path: str, learned: tuple[LearnedLabel, ...]) -> Mapping[str, An
         for row in rows:
             if row.get(field) == lab.key:
                 row["desc"] = lab.desc
+                break
+        else:
+            if lab.after is not None:       # a row this build's table has and the profile lacks
+                at = next((i + 1 for i, r in enumerate(rows) if r.get(field) == lab.after),
+                          0 if lab.after == -1 else len(rows))
+                rows.insert(at, {field: lab.key, "desc": lab.desc})
     return freeze_deep(data)
 
 

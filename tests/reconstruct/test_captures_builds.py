@@ -23,6 +23,7 @@ numerically nearest release's: 10.0's tables lack the UDP tunnel bits 65-68 its 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -279,6 +280,86 @@ def test_tables_are_matched_by_their_own_rows_and_differences_become_labels():
     assert labels_against([uso6, shared], features) == [
         ("devices/1", 55, "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6")]
     assert labels_against([[(1, "VIRTIO_I2C_F_ZERO_LENGTH_REQUEST: x")]], features) == []
+
+
+def test_rows_the_profile_lacks_are_added_where_the_executables_table_has_them():
+    """A newer build's table has rows the profile's lacks (10.2's UDP tunnel bits 65-68 in
+    virtio-net's map, after VHOST_USER_F_PROTOCOL_FEATURES): they become labels with the row
+    before them, and the reply lists them in QEMU's order (reverse table order), not as unknown
+    bits."""
+    from dataclasses import replace
+
+    from vdecode.profiles import LearnedLabel
+    from vdecode.sources.bundle_notes import _labels
+
+    features = load_profile("10.0").table("features")
+    net = [(r["bit"], r["desc"]) for r in features["devices"]["1"]["rows"]]
+    at = [b for b, _ in net].index(30) + 1
+    tunnel = [(65, "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO: Driver can receive GSO over UDP tunnel "
+                   "packets"),
+              (67, "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO: Device can receive GSO over UDP tunnel "
+                   "packets")]
+    exe = net[:at] + tunnel + net[at:]
+    labels = labels_against([exe], features)
+    assert [lab for lab in labels if lab[0] == "devices/1"] == [
+        ("devices/1", 65, tunnel[0][1], 30), ("devices/1", 67, tunnel[1][1], 65)]
+    assert _labels([list(lab) for lab in labels]) == tuple(labels)     # a bundle keeps them
+    plain = load_profile("10.0")
+    prof = replace(plain, learned=tuple(LearnedLabel(*lab[:3], "the executable's table", "t",
+                                                     lab[3]) for lab in labels))
+    bits = (1 << 65) | (1 << 67) | (1 << 30) | (1 << 5) | 1
+    got = features_to_reply(prof, 1, bits)["dev-features"]
+    want = [d for b, d in reversed(exe) if bits >> b & 1]
+    assert got == want and "unknown-dev-features" not in features_to_reply(prof, 1, bits)
+    assert tunnel[0][1] not in features_to_reply(plain, 1, bits)["dev-features"]
+
+
+_B102 = [os.environ.get("VDECODE_QEMU_10_2_BINARY", ""),
+         str(DATA.parent.parent.parent / "rec" / "b102" / "build" / "qemu-system-x86_64")]
+_B102_ID = "4feade9882b450a5dc47cad8c4bce170a10c0c77"       # the recorded 10.2.2 (panicmix)
+
+
+def _b102() -> str | None:
+    from vdecode.sources.files import FileView
+    from vdecode.sources.qemu_core.process import read_build_id_file
+
+    for c in _B102:
+        if c and Path(c).is_file():
+            view = FileView(c)
+            try:
+                if read_build_id_file(view) == _B102_ID:
+                    return c
+            finally:
+                view.close()
+    return None
+
+
+def test_the_10_2_executables_tables_answer_with_10_0s_profile_too():
+    """The recorded 10.2.2's own tables over 10.0's profile (as if 11.1's, made from 10.2.2, were
+    not shipped): its tap net's host features, UDP tunnel bits included, are what QEMU printed."""
+    from dataclasses import replace
+
+    from vdecode.profiles import LearnedLabel
+    from vdecode.sources.qemu_core.strings import build_labels
+
+    exe = _b102()
+    if exe is None:
+        pytest.skip(f"needs the QEMU 10.2.2 executable recorded (build-id {_B102_ID}): set "
+                    f"VDECODE_QEMU_10_2_BINARY")
+    truth = json.loads((DATA / "captures-10.2" / "panicmix" / "truth.json").read_text())
+    want = next(rep["return"]["host-features"] for req, rep in truth["exchanges"]
+                if req.get("execute") == "x-query-virtio-status"
+                and req["arguments"]["path"] == "/machine/peripheral/nettap/virtio-backend")
+    f11 = load_profile("11.1").table("features")
+    bits = sum(1 << r["bit"] for r in [*f11["devices"]["1"]["rows"], *f11["transport"]]
+               if r["desc"] in want["dev-features"] + want["transports"])
+    plain = load_profile("10.0")
+    labels = build_labels(exe, "10.0")
+    prof = replace(plain, learned=tuple(LearnedLabel(*lab[:3], "the executable's table", exe,
+                                                     lab[3] if len(lab) > 3 else None)
+                                        for lab in labels))
+    assert features_to_reply(plain, 1, bits) != want
+    assert features_to_reply(prof, 1, bits) == want
 
 
 def test_the_11_1_layout_is_the_10_2_probe_with_feature_words_widened():
