@@ -26,7 +26,7 @@ from vdecode.render.qmp_json import qdict_order
 REPO = Path(__file__).resolve().parent.parent
 FORMATS = REPO / "formats"
 GENERATED = ("features", "devices", "qapi", "errors", "qmp_core")
-HAND_KEPT = ("queues", "transport", "view", "record")
+HAND_KEPT = ("queues", "transport", "view", "record", "made_from")
 VERSIONS = sorted(p for p in FORMATS.glob("qemu-*") if p.is_dir())
 RECORDED = REPO / "tests" / "data" / "captures"
 RECORDED_10 = REPO / "tests" / "data" / "captures-10.0"

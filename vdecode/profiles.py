@@ -55,6 +55,9 @@ class LearnedLabel:
     desc: str
     how: str
     source: str
+    #: a row the profile's table lacks (the executable's table has it): the key of the row it
+    #: follows there (``-1``: the first), so QEMU's table order, which its replies keep, holds
+    after: int | None = None
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,6 +73,12 @@ def _relabelled(path: str, learned: tuple[LearnedLabel, ...]) -> Mapping[str, An
         for row in rows:
             if row.get(field) == lab.key:
                 row["desc"] = lab.desc
+                break
+        else:
+            if lab.after is not None:       # a row this build's table has and the profile lacks
+                at = next((i + 1 for i, r in enumerate(rows) if r.get(field) == lab.after),
+                          0 if lab.after == -1 else len(rows))
+                rows.insert(at, {field: lab.key, "desc": lab.desc})
     return freeze_deep(data)
 
 
@@ -126,11 +135,34 @@ def available_versions() -> list[str]:
                   key=_num)
 
 
+def made_from(version: str) -> tuple[str, ...]:
+    """The QEMU releases the shipped profile ``version``'s data were made from
+    (``formats/qemu-<version>/made_from.json`` ``releases``: ``("10.2.2", "11.1.3")`` for 11.1,
+    whose tables, schema and structures are 10.2.2's source with 11.1.3's recorded changes), else
+    its own version."""
+    path = formats_dir() / f"qemu-{version}" / "made_from.json"
+    if path.is_file():
+        return tuple(str(r) for r in _load_json(str(path)).get("releases", ())) or (version,)
+    return (version,)
+
+
+def _distance(want: str, version: str) -> tuple[int, str]:
+    """How far the profile ``version`` is from QEMU ``want`` (``major * 100 + minor``): the
+    nearest of the releases it was made from, and that release."""
+    w = _num(want) + (0, 0)
+    return min((abs((n[0] * 100 + n[1]) - (w[0] * 100 + w[1])), r)
+               for r in made_from(version) for n in [_num(r) + (0, 0)])
+
+
 def nearest_version(want: str, have: list[str]) -> tuple[str, bool]:
     """The profile version for QEMU ``want``, and whether it is the release's own.
 
-    A release without a profile gets the numerically nearest one (``major * 100 + minor``; a tie
-    goes to the newer), since neighbouring releases share most tables.
+    A release without a profile gets the profile made from the release nearest it
+    (``major * 100 + minor``, over the releases :func:`made_from` names: 10.2 gets 11.1, whose
+    data are 10.2.2's source; a tie goes to the newer, whose tables hold the rows a release adds),
+    since neighbouring releases share most tables and structures. The executable's own strings,
+    when at hand, and a log's are read over these (:mod:`vdecode.sources.qemu_core.strings`,
+    :mod:`vdecode.reconstruct.state.labels`); a layout that fails its checks is derived.
 
     >>> nearest_version("10.1.0", ["7.2", "10.0"])
     ('10.0', False)
@@ -140,13 +172,23 @@ def nearest_version(want: str, have: list[str]) -> tuple[str, bool]:
     key = ".".join(want.split(".")[:2])
     if key in have:
         return key, True
-    w = _num(key) + (0, 0)
 
     def dist(v: str) -> tuple[int, int]:
         n = _num(v) + (0, 0)
-        return abs((n[0] * 100 + n[1]) - (w[0] * 100 + w[1])), -(n[0] * 100 + n[1])
+        return _distance(key, v)[0], -(n[0] * 100 + n[1])
 
     return min(have, key=dist), False
+
+
+def nearness(want: str, release: str) -> str:
+    """The profile ``release`` answering for QEMU ``want``, which has none of its own, named with
+    the release it was made from when that is not its own: ``"11.1 (made from QEMU 10.2.2's
+    source: the same release)"`` for 10.2.2, ``"10.0"`` for 9.2.0."""
+    _, src = _distance(want, release)
+    if ".".join(src.split(".")[:2]) == release:
+        return release
+    same = ".".join(src.split(".")[:2]) == ".".join(want.split(".")[:2])
+    return f"{release} (made from QEMU {src}{': the same release' if same else ''})"
 
 
 def decide_release(version: tuple[int, ...] | None) -> str | None:
@@ -157,6 +199,32 @@ def decide_release(version: tuple[int, ...] | None) -> str | None:
     if not version:
         return None
     return nearest_version(".".join(map(str, version)), available_versions())[0]
+
+
+def release_within(low: tuple[int, int] | None, high: tuple[int, int] | None
+                   ) -> tuple[str, str] | None:
+    """The shipped profile for a QEMU whose release is unknown but bounded by what its core shows
+    (``low <= (major, minor) <= high``, either open), and the release it was made from: the one
+    made from a release nearest the bounds (inside them: 0; a tie goes to the newer), the same
+    rule as :func:`nearest_version` for a known release. ``None`` when none is shipped."""
+    have = available_versions()
+    if not have:
+        return None
+
+    def key(r: str) -> int:
+        n = _num(r) + (0, 0)
+        return n[0] * 100 + n[1]
+
+    lo = low[0] * 100 + low[1] if low else None
+    hi = high[0] * 100 + high[1] if high else None
+
+    def dist(v: str) -> tuple[int, int, str]:
+        best = min((max(0, (lo - key(r)) if lo is not None else 0,
+                        (key(r) - hi) if hi is not None else 0), r) for r in made_from(v))
+        return best[0], -key(v), best[1]
+
+    v = min(have, key=dist)
+    return v, dist(v)[2]
 
 
 def load_profile(version: str | None = None, *, reason: str | None = None) -> Profile:
@@ -189,6 +257,6 @@ def release_profile(release: str, version: str, *, reason: str | None = None) ->
     exact = ".".join(version.split(".")[:2]) == release
     warning = None if exact else (f"QEMU {version} has no profile (have: "
                                   f"{', '.join(available_versions())}): answering with the "
-                                  f"nearest, {release}")
+                                  f"nearest, {nearness(version, release)}")
     return Profile(version=release, folder=formats_dir() / f"qemu-{release}", reason=reason or "",
                    warning=warning)

@@ -67,7 +67,9 @@ def test_bundle_does_not_drop_below_its_ratchet(name, mode):
 
 def test_nearest_profile_for_an_unknown_release_warns():
     assert nearest_version("10.0.13", ["7.2", "10.0"]) == ("10.0", True)
-    assert nearest_version("10.2.2", ["7.2", "10.0", "11.1"]) == ("10.0", False)
+    # 11.1's profile was made from 10.2.2's source (formats/qemu-11.1/made_from.json)
+    assert nearest_version("10.2.2", ["7.2", "10.0", "11.1"]) == ("11.1", False)
+    assert nearest_version("8.2.2", ["7.2", "10.0", "11.1"]) == ("7.2", False)
     assert nearest_version("11.0.0", ["7.2", "10.0", "11.1"]) == ("11.1", False)
     assert nearest_version("9.2.0", ["7.2", "10.0"]) == ("10.0", False)
     assert nearest_version("8.0.0", ["7.2", "10.0"]) == ("7.2", False)
@@ -76,6 +78,9 @@ def test_nearest_profile_for_an_unknown_release_warns():
     assert p.warning == ("QEMU 9.2.0 has no profile (have: 7.2, 10.0, 11.1): answering with the "
                          "nearest, 10.0")
     assert load_profile("7.2.22").warning is None
+    assert load_profile("10.2.2").warning == (
+        "QEMU 10.2.2 has no profile (have: 7.2, 10.0, 11.1): answering with the nearest, 11.1 "
+        "(made from QEMU 10.2.2: the same release)")
 
 
 def test_a_guest_dump_alone_takes_qemu_option_else_the_newest():

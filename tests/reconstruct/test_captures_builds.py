@@ -13,11 +13,17 @@ executable when the bundle was made): 10.0.13 prints ``VIRTIO_NET_F_GUEST_USO6``
 (scenario ``vhostrun.json``; 11.1 adds ``skip_commands``) is a vhost-user-blk served by
 qemu-storage-daemon beside a plain virtio-blk, asked while the VM runs and gcore'd at that
 instant, vhost started: its only modes are the core's.
+
+``tests/data/captures-10.2/`` is ``panicmix`` recorded with QEMU 10.2.2 built from Debian's sid
+source (no Debian binary, no profile of its own: docs/new-captures.md F23). It is answered by the
+profile made from 10.2.2's source, 11.1's (``formats/qemu-11.1/made_from.json``), not by the
+numerically nearest release's: 10.0's tables lack the UDP tunnel bits 65-68 its tap net offers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -29,7 +35,7 @@ from vdecode.reconstruct.qmp.features import features_to_reply
 from vdecode.sources.qemu_core.strings import labels_against, match_tables, read_feature_maps
 
 DATA = Path(__file__).resolve().parent.parent / "data"
-BUILDS = {"captures-10.0.13": (10, 0, 13), "captures-11.1": (11, 1, 3)}
+BUILDS = {"captures-10.0.13": (10, 0, 13), "captures-11.1": (11, 1, 3), "captures-10.2": (10, 2, 2)}
 
 pytestmark = pytest.mark.usefixtures("bundle_cache")
 
@@ -48,13 +54,16 @@ def test_fixtures_are_small_and_of_their_build():
                 q = json.loads((case / "case.json").read_text())["qemu"]["qemu"]
                 assert (q["major"], q["minor"], q["micro"]) == (major, minor, micro), case
                 names.add(case.name)
+        ratchet = json.loads((DATA / d / "ratchet.json").read_text())
+        assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
+        if d == "captures-10.2":        # one run of a self-built 10.2.2 (F23)
+            assert names == {"panicmix"}
+            continue
         assert names == {"basic", "panicmix", "kpanicmix", "vhostrun"} | (
             {"vhostuser"} if d == "captures-11.1" else set()), d
         cores = {n: json.loads((DATA / d / n / "case.json").read_text()).get("core")
                  for n in ("kpanicmix", "vhostrun")}
         assert cores == {"kpanicmix": "kernel", "vhostrun": "gcore"}, d
-        ratchet = json.loads((DATA / d / "ratchet.json").read_text())
-        assert sorted(ratchet) == sorted(f"{n}/{m}" for n, m in fixture_cases(DATA / d))
 
 
 # An 11.1 early log of a stopped vhost-user-blk holds no status and no queue reply of it (see
@@ -144,7 +153,7 @@ def test_a_started_vhost_devices_queues_are_its_own_vhost_dev():
     """From a running core: the vhost_dev whose vqs point back at it, not the first heap word
     that holds the device's address (which gave garbage and a third queue before)."""
     path = "/machine/peripheral/vublk/virtio-backend"
-    for data in BUILDS:
+    for data in ("captures-10.0.13", "captures-11.1"):
         replies, _ = _ask(DATA / data / "vhostrun" / "qemu-core+none.vdb.zst", [
             {"execute": "x-query-virtio-vhost-queue-status", "arguments": {"path": path, "queue": q}}
             for q in (0, 1, 2)])
@@ -271,6 +280,86 @@ def test_tables_are_matched_by_their_own_rows_and_differences_become_labels():
     assert labels_against([uso6, shared], features) == [
         ("devices/1", 55, "VIRTIO_NET_F_GUEST_USO6: Driver can receive USOv6")]
     assert labels_against([[(1, "VIRTIO_I2C_F_ZERO_LENGTH_REQUEST: x")]], features) == []
+
+
+def test_rows_the_profile_lacks_are_added_where_the_executables_table_has_them():
+    """A newer build's table has rows the profile's lacks (10.2's UDP tunnel bits 65-68 in
+    virtio-net's map, after VHOST_USER_F_PROTOCOL_FEATURES): they become labels with the row
+    before them, and the reply lists them in QEMU's order (reverse table order), not as unknown
+    bits."""
+    from dataclasses import replace
+
+    from vdecode.profiles import LearnedLabel
+    from vdecode.sources.bundle_notes import _labels
+
+    features = load_profile("10.0").table("features")
+    net = [(r["bit"], r["desc"]) for r in features["devices"]["1"]["rows"]]
+    at = [b for b, _ in net].index(30) + 1
+    tunnel = [(65, "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO: Driver can receive GSO over UDP tunnel "
+                   "packets"),
+              (67, "VIRTIO_NET_F_HOST_UDP_TUNNEL_GSO: Device can receive GSO over UDP tunnel "
+                   "packets")]
+    exe = net[:at] + tunnel + net[at:]
+    labels = labels_against([exe], features)
+    assert [lab for lab in labels if lab[0] == "devices/1"] == [
+        ("devices/1", 65, tunnel[0][1], 30), ("devices/1", 67, tunnel[1][1], 65)]
+    assert _labels([list(lab) for lab in labels]) == tuple(labels)     # a bundle keeps them
+    plain = load_profile("10.0")
+    prof = replace(plain, learned=tuple(LearnedLabel(*lab[:3], "the executable's table", "t",
+                                                     lab[3]) for lab in labels))
+    bits = (1 << 65) | (1 << 67) | (1 << 30) | (1 << 5) | 1
+    got = features_to_reply(prof, 1, bits)["dev-features"]
+    want = [d for b, d in reversed(exe) if bits >> b & 1]
+    assert got == want and "unknown-dev-features" not in features_to_reply(prof, 1, bits)
+    assert tunnel[0][1] not in features_to_reply(plain, 1, bits)["dev-features"]
+
+
+_B102 = [os.environ.get("VDECODE_QEMU_10_2_BINARY", ""),
+         str(DATA.parent.parent.parent / "rec" / "b102" / "build" / "qemu-system-x86_64")]
+_B102_ID = "4feade9882b450a5dc47cad8c4bce170a10c0c77"       # the recorded 10.2.2 (panicmix)
+
+
+def _b102() -> str | None:
+    from vdecode.sources.files import FileView
+    from vdecode.sources.qemu_core.process import read_build_id_file
+
+    for c in _B102:
+        if c and Path(c).is_file():
+            view = FileView(c)
+            try:
+                if read_build_id_file(view) == _B102_ID:
+                    return c
+            finally:
+                view.close()
+    return None
+
+
+def test_the_10_2_executables_tables_answer_with_10_0s_profile_too():
+    """The recorded 10.2.2's own tables over 10.0's profile (as if 11.1's, made from 10.2.2, were
+    not shipped): its tap net's host features, UDP tunnel bits included, are what QEMU printed."""
+    from dataclasses import replace
+
+    from vdecode.profiles import LearnedLabel
+    from vdecode.sources.qemu_core.strings import build_labels
+
+    exe = _b102()
+    if exe is None:
+        pytest.skip(f"needs the QEMU 10.2.2 executable recorded (build-id {_B102_ID}): set "
+                    f"VDECODE_QEMU_10_2_BINARY")
+    truth = json.loads((DATA / "captures-10.2" / "panicmix" / "truth.json").read_text())
+    want = next(rep["return"]["host-features"] for req, rep in truth["exchanges"]
+                if req.get("execute") == "x-query-virtio-status"
+                and req["arguments"]["path"] == "/machine/peripheral/nettap/virtio-backend")
+    f11 = load_profile("11.1").table("features")
+    bits = sum(1 << r["bit"] for r in [*f11["devices"]["1"]["rows"], *f11["transport"]]
+               if r["desc"] in want["dev-features"] + want["transports"])
+    plain = load_profile("10.0")
+    labels = build_labels(exe, "10.0")
+    prof = replace(plain, learned=tuple(LearnedLabel(*lab[:3], "the executable's table", exe,
+                                                     lab[3] if len(lab) > 3 else None)
+                                        for lab in labels))
+    assert features_to_reply(plain, 1, bits) != want
+    assert features_to_reply(prof, 1, bits) == want
 
 
 def test_the_11_1_layout_is_the_10_2_probe_with_feature_words_widened():

@@ -214,13 +214,16 @@ def decode_qemu_state(obj: Any, source: str, note: str = "VDB_QEMU_STATE", *,
     return state
 
 
-def _labels(x: Any) -> tuple[tuple[str, int, str], ...]:
-    """``labels``: the build's own strings, ``[section, key, desc]`` each."""
+def _labels(x: Any) -> tuple[tuple, ...]:
+    """``labels``: the build's own strings, ``[section, key, desc]`` each, or ``[section, key,
+    desc, after]`` for a row the profile lacks (``after``: the key before it, ``-1`` first)."""
     rows = _list(x, "labels", 4096)
     for r in rows:
-        if not (isinstance(r, list) and len(r) == 3 and isinstance(r[0], str) and _is_u64(r[1])
-                and isinstance(r[2], str)):
-            raise ValueError("labels: each is [section, key, text]")
+        if not (isinstance(r, list) and len(r) in (3, 4) and isinstance(r[0], str)
+                and _is_u64(r[1]) and isinstance(r[2], str)
+                and (len(r) == 3 or r[3] == -1 or _is_u64(r[3]))):
+            raise ValueError("labels: each is [section, key, text] or [section, key, text, "
+                             "after]")
     return tuple(tuple(r) for r in rows)
 
 

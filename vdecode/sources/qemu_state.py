@@ -181,7 +181,7 @@ class QemuVirtioState:
     source: str = ""                     # "core", "log" or "core+log"
     #: the build's own strings where they differ from the profile's tables, read from its
     #: executable: ``(section, key, desc)`` as :class:`~vdecode.profiles.LearnedLabel` has them
-    labels: tuple[tuple[str, int, str], ...] = ()
+    labels: tuple[tuple, ...] = ()
     #: where ``labels`` were read (the executable's path)
     labels_from: str | None = None
     #: the profile release the core reader decided for this QEMU (``"7.2"``), once: the layouts

@@ -311,12 +311,13 @@ def _build_strings(profile: Profile, core: QemuVirtioState | None) -> tuple[Prof
     if core is None or not core.labels:
         return profile, []
     where = core.labels_from or "the QEMU executable"
-    labs = tuple(LearnedLabel(section, key, desc, "the executable's table", where)
-                 for section, key, desc in core.labels)
-    shown = sorted({(sec, key, desc) for sec, key, desc in core.labels
-                    if not sec.startswith("devices/")} |
-                   {("device", key, desc) for sec, key, desc in core.labels
-                    if sec.startswith("devices/")})
+    # (section, key, desc), or (section, key, desc, after) for a row the profile lacks
+    labs = tuple(LearnedLabel(lab[0], lab[1], lab[2], "the executable's table", where,
+                              lab[3] if len(lab) > 3 else None) for lab in core.labels)
+    shown = sorted({(lab[0], lab[1], lab[2]) for lab in core.labels
+                    if not lab[0].startswith("devices/")} |
+                   {("device", lab[1], lab[2]) for lab in core.labels
+                    if lab[0].startswith("devices/")})
     texts = "; ".join(f"{desc!r} ({sec} {key})" for sec, key, desc in shown)
     return (replace(profile, learned=profile.learned + labs),
             [f"strings from {where} (its own tables, not profile {profile.version}'s): {texts}"])

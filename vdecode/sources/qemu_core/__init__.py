@@ -39,7 +39,7 @@ from vdecode.sources.qemu_core.devices import (check_device_names, count_index_r
                                                find_virtqueue_arrays, is_virtio_device, read_device,
                                                walk_virtio_list)
 from vdecode.sources.qemu_core.derive import TEMPLATE, derive_layout, derived_summary
-from vdecode.profiles import decide_release
+from vdecode.profiles import decide_release, release_within
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
@@ -192,6 +192,31 @@ def _support(derived: QemuLayout) -> int:
 # virtio_list for the QOM tree)
 _LISTED_BY = {"qom-tree": "the QOM tree: QEMU 8.2 or later",
               "virtio_list": "virtio_list: QEMU 8.1 or earlier"}
+# (lowest, highest) release each fact a derived layout shows allows: the device list (8.2 walks
+# the QOM tree) and VirtIODevice's feature words (10.2's VIRTIO_DECLARE_FEATURES made them
+# 128-bit), the latter only when the core checked them, not when the template placed them
+_DISCOVERY_BOUNDS = {"qom-tree": ((8, 2), None), "virtio_list": (None, (8, 1))}
+_FEATURE_BYTES_BOUNDS = {8: (None, (10, 1)), 16: ((10, 2), None)}
+
+
+def _release_bounds(layout: QemuLayout, discovery: str
+                    ) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """The release range a derived layout's core allows (``(low, high)``, either ``None``)."""
+    facts = [_DISCOVERY_BOUNDS.get(discovery, (None, None))]
+    ev = layout.data["derived"]["fields"].get("VirtIODevice.host_features", {})
+    if ev.get("confidence") not in (None, TEMPLATE):
+        size = next((f["size"] for f in layout.data["structs"]["VirtIODevice"]["fields"]
+                     if f["name"] == "host_features"), None)
+        facts.append(_FEATURE_BYTES_BOUNDS.get(size, (None, None)))
+    lows = [lo for lo, _ in facts if lo]
+    highs = [hi for _, hi in facts if hi]
+    return (max(lows) if lows else None), (min(highs) if highs else None)
+
+
+def _bounds_text(bounds: tuple[tuple[int, int] | None, tuple[int, int] | None]) -> str:
+    lo, hi = (".".join(map(str, b)) if b else None for b in bounds)
+    return (f"QEMU {lo} to {hi}" if lo and hi else f"QEMU {lo} or later" if lo
+            else f"QEMU {hi} or earlier" if hi else "no bound")
 
 
 def _writable(elf: ElfFacts) -> list[tuple[int, int]]:
@@ -309,6 +334,18 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             dev = dev.evolve(vhost_dev=find_vhost_dev(rd, vdev, heap))
         devices.append(dev)
         arrays_at.append((dev.canonical_path, vdev, int(raw["vq"]), layout.sizes["VirtQueue"]))
+    bounds = None
+    if "derived" in layout.data and version_from.startswith("tables of the template"):
+        # no version string and no known build-id: the release is bounded by what the core's own
+        # structures show, and answered by the profile made from the release nearest the bounds
+        # (not the template's, which only gave the field order)
+        bounds = _release_bounds(layout, discovery)
+        near = release_within(*bounds)
+        if near:
+            release = near[0]
+            version_from = (f"tables of the {near[0]} profile, made from QEMU {near[1]}, the "
+                            f"nearest to what the core's structures show "
+                            f"({_bounds_text(bounds)}): the release is unknown")
     if release is None and version is not None:      # the release the layout's build-id pins
         release = decide_release(version)
     state = QemuVirtioState(devices=devices, qemu_version=version, package=package,
@@ -327,7 +364,9 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             **({"qemu_version_shown": ".".join(map(str, version[:2])) + ".x"}
                if version and version_from.startswith("layout of") else {}),
             **({"qemu_version_shown": f"unknown (build-id {build_id or 'none'}, no profile: layout "
-                                      f"derived; its devices are on {_LISTED_BY[discovery]})"}
+                                      f"derived; its devices are on {_LISTED_BY[discovery]}"
+                                      + (f"; its structures: {_bounds_text(bounds)}" if bounds
+                                         else "") + ")"}
                if "derived" in layout.data else {}),
             "virtio_device_names": names_at, "build_id": build_id, "profile": layout.source,
             **({"qom_root": None if head is None else f"{head:#x}"} if discovery == "qom-tree"

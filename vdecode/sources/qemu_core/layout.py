@@ -121,7 +121,7 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
     :param release: the profile release decided for ``version``
         (:func:`vdecode.profiles.decide_release`): its layout is the version string's.
     """
-    from vdecode.profiles import available_versions, nearest_version
+    from vdecode.profiles import available_versions, nearest_version, nearness
 
     name = f"layout-{arch}"
     have = [v for v in available_versions() if (formats_path(v) / f"{name}.json").is_file()]
@@ -141,7 +141,7 @@ def choose_layout(arch: str, build_id: str | None, version: tuple[int, int, int]
         order = [near]
         why = (f"the core's QEMU version string says {want}" if exact else
                f"the core's QEMU version string says {want}, which has no profile: using the "
-               f"nearest, {near}")
+               f"nearest, {nearness(want, near)}")
     rest = sorted((v for v in have if v not in order), key=_num, reverse=True)
     if not order:
         why = "the core names neither a known build-id nor a version: the first profile whose checks pass"

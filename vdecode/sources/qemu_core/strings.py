@@ -134,11 +134,13 @@ def match_tables(tables: list[list[tuple[int, str]]], features: Mapping[str, Any
 
 
 def labels_against(tables: list[list[tuple[int, str]]], features: Mapping[str, Any]
-                   ) -> list[tuple[str, int, str]]:
+                   ) -> list[tuple]:
     """The executable's strings that differ from the profile's: ``(section, key, desc)`` with
     ``section`` as :class:`~vdecode.profiles.LearnedLabel` has it (``"transport"``, ``"status"``,
     ``"vhost_user_protocol"`` or ``"devices/<id>"``, every device of the matched map); tables are
-    matched by :func:`match_tables`."""
+    matched by :func:`match_tables`. A row the profile's map lacks (a newer release's bit: 10.2's
+    UDP tunnel bits 65-68 against 10.0's virtio-net map) is ``(section, key, desc, after)``,
+    ``after`` the key of the row before it in the executable's table (``-1``: the first)."""
     sections = _sections(features)
     by_map: dict[str, list[str]] = {}
     for did, entry in features.get("devices", {}).items():
@@ -147,13 +149,16 @@ def labels_against(tables: list[list[tuple[int, str]]], features: Mapping[str, A
     for name, rows in match_tables(tables, features).items():
         field, prow = sections[name]
         have = {r[field]: r["desc"] for r in prow}
-        for value, desc in rows:
+        for i, (value, desc) in enumerate(rows):
             if value in have and have[value] != desc:
                 out.extend((t, value, desc) for t in by_map.get(name, [name]))
+            elif value not in have:
+                after = rows[i - 1][0] if i else -1
+                out.extend((t, value, desc, after) for t in by_map.get(name, [name]))
     return out
 
 
-def build_labels(path: str, release: str | None) -> tuple[tuple[str, int, str], ...]:
+def build_labels(path: str, release: str | None) -> tuple[tuple, ...]:
     """:func:`labels_against` for the executable ``path`` and the profile ``release`` the core
     reader decided (``QemuVirtioState.release``; the newest for ``None``), ``()`` when the
     executable holds no table or every string is the profile's."""
