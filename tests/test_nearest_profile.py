@@ -87,3 +87,14 @@ def test_a_derived_layout_gives_its_bounds():
     # feature words placed by the template alone say nothing of the release
     data["derived"]["fields"]["VirtIODevice.host_features"]["confidence"] = "template"
     assert _release_bounds(d, "qom-tree") == ((8, 2), None)
+
+
+def test_info_names_every_release_a_fitting_layout_was_made_from():
+    """A core of a build no profile lists, read with a layout that fits it, is named by the
+    releases that profile was made from (a 10.2.2 core the 11.1 layout fits was "11.1.x": a
+    release the input does not say)."""
+    from vdecode.sources.qemu_core import _releases_shown
+
+    assert _releases_shown("11.1.3") == "10.2.x or 11.1.x"
+    assert _releases_shown("7.2.22") == "7.2.x"
+    assert _releases_shown("10.0.2") == "10.0.x"

@@ -39,7 +39,7 @@ from vdecode.sources.qemu_core.devices import (check_device_names, count_index_r
                                                find_virtqueue_arrays, is_virtio_device, read_device,
                                                walk_virtio_list)
 from vdecode.sources.qemu_core.derive import TEMPLATE, derive_layout, derived_summary
-from vdecode.profiles import decide_release, release_within
+from vdecode.profiles import decide_release, made_from, release_within
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
@@ -361,7 +361,7 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
                     f"none of {binary}'s data is in the core")
     info = {"binary": binary, "qemu_version_from": version_from if version else None,
             # what info prints: a release no input names exactly is not given a micro number
-            **({"qemu_version_shown": ".".join(map(str, version[:2])) + ".x"}
+            **({"qemu_version_shown": _releases_shown(layout.data["qemu"])}
                if version and version_from.startswith("layout of") else {}),
             **({"qemu_version_shown": f"unknown (build-id {build_id or 'none'}, no profile: layout "
                                       f"derived; its devices are on {_LISTED_BY[discovery]}"
@@ -377,3 +377,16 @@ def _read_with(view: FileView, elf: ElfFacts, mem: HostMemory, layout: QemuLayou
             **({"layout_derived": derived_summary(layout)} if "derived" in layout.data else {})}
     return QemuCoreFacts(state=state, binary=binary, build_id=build_id, ram_blocks=blocks,
                          guest_ram=guest_ram, info=info, queue_arrays=tuple(arrays_at))
+
+
+def _releases_shown(profile_release: str) -> str:
+    """What info names for a core whose build no profile lists, read with the layout of the
+    profile of ``profile_release``: every minor release that profile was made from (its
+    ``made_from.json``): the 11.1 profile's structures are 10.2.2's source and 11.1.3's, so such
+    a core is "10.2.x or 11.1.x", never a release the input does not say."""
+    minors = []
+    for r in made_from(".".join(profile_release.split(".")[:2])):
+        m = ".".join(r.split(".")[:2]) + ".x"
+        if m not in minors:
+            minors.append(m)
+    return " or ".join(minors)
