@@ -292,3 +292,21 @@ def test_a_cut_compressed_trace_says_it_is_cut_first(tmp_path, kind):
     full.write_bytes(whole)
     assert read_trace(full).cut is None
     assert not any("INCOMPLETE" in n for n in build_timeline(read_trace(full)).notes)
+
+
+def test_a_cut_zstd_qmp_log_is_warned_about(tmp_path):
+    """The same reader under QMP logs: a zstd log cut short keeps its lines before the cut and
+    the log's warnings say where it ends (it used to end silently, looking whole)."""
+    from vdecode.sources.qmp_log.read import read_qmp_log
+
+    line = json.dumps({"t": 1.0, "dir": "<-", "msg": {"return": {}}}) + "\n"
+    greeting = json.dumps({"t": 0.5, "dir": "<-", "msg": {"QMP": {"version": {"qemu": {
+        "micro": 22, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}}) + "\n"
+    text = (greeting + line * 200000).encode()
+    whole = zstandard.ZstdCompressor(level=1).compress(text)
+    cut = tmp_path / "cut.jsonl.zst"
+    cut.write_bytes(whole[:len(whole) // 2])
+    log = read_qmp_log(cut)
+    assert any("compressed log ends here" in w for w in log.warnings), log.warnings
+    (tmp_path / "whole.jsonl.zst").write_bytes(whole)
+    assert not read_qmp_log(tmp_path / "whole.jsonl.zst").warnings

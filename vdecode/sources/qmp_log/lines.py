@@ -118,8 +118,9 @@ class _ZstdReader(io.BufferedIOBase):
 
     def _fill(self, want: int, stop: bytes | None = None) -> None:
         """Decompress until ``want`` bytes are buffered (or ``stop`` is among them), or the end."""
-        while not self._done and len(self._buf) - self._pos < want and (
-                stop is None or self._buf.find(stop, self._pos) < 0):
+        if stop is not None and self._buf.find(stop, self._pos) >= 0:
+            return
+        while not self._done and len(self._buf) - self._pos < want:
             try:
                 chunk = next(self._chunks, None)
             except EOFError as err:
@@ -132,6 +133,8 @@ class _ZstdReader(io.BufferedIOBase):
                 del self._buf[:self._pos]
                 self._pos = 0
             self._buf += chunk
+            if stop is not None and stop in chunk:    # one byte: only the new piece can hold it
+                return
 
     def _take(self, n: int) -> bytes:
         if n == 0 and self._err is not None:        # everything before the cut is read: say so
