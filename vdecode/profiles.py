@@ -129,6 +129,17 @@ def _num(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split(".") if x.isdigit())
 
 
+def minor_of(release: str) -> str:
+    """A release's ``major.minor`` (``"10.2.2"`` -> ``"10.2"``): a profile folder's name."""
+    return ".".join(release.split(".")[:2])
+
+
+def _minor_key(release: str) -> int:
+    """``major * 100 + minor``: how far releases are from each other, for the nearest profile."""
+    n = _num(release) + (0, 0)
+    return n[0] * 100 + n[1]
+
+
 def available_versions() -> list[str]:
     """The shipped profiles' versions, oldest first (``["7.2", "10.0"]``)."""
     return sorted((p.name.removeprefix("qemu-") for p in formats_dir().glob("qemu-*") if p.is_dir()),
@@ -149,9 +160,8 @@ def made_from(version: str) -> tuple[str, ...]:
 def _distance(want: str, version: str) -> tuple[int, str]:
     """How far the profile ``version`` is from QEMU ``want`` (``major * 100 + minor``): the
     nearest of the releases it was made from, and that release."""
-    w = _num(want) + (0, 0)
-    return min((abs((n[0] * 100 + n[1]) - (w[0] * 100 + w[1])), r)
-               for r in made_from(version) for n in [_num(r) + (0, 0)])
+    w = _minor_key(want)
+    return min((abs(_minor_key(r) - w), r) for r in made_from(version))
 
 
 def nearest_version(want: str, have: list[str]) -> tuple[str, bool]:
@@ -169,13 +179,12 @@ def nearest_version(want: str, have: list[str]) -> tuple[str, bool]:
     >>> nearest_version("7.2.22", ["7.2", "10.0"])
     ('7.2', True)
     """
-    key = ".".join(want.split(".")[:2])
+    key = minor_of(want)
     if key in have:
         return key, True
 
     def dist(v: str) -> tuple[int, int]:
-        n = _num(v) + (0, 0)
-        return _distance(key, v)[0], -(n[0] * 100 + n[1])
+        return _distance(key, v)[0], -_minor_key(v)
 
     return min(have, key=dist), False
 
@@ -185,9 +194,9 @@ def nearness(want: str, release: str) -> str:
     the release it was made from when that is not its own: ``"11.1 (made from QEMU 10.2.2's
     source: the same release)"`` for 10.2.2, ``"10.0"`` for 9.2.0."""
     _, src = _distance(want, release)
-    if ".".join(src.split(".")[:2]) == release:
+    if minor_of(src) == release:
         return release
-    same = ".".join(src.split(".")[:2]) == ".".join(want.split(".")[:2])
+    same = minor_of(src) == minor_of(want)
     return f"{release} (made from QEMU {src}{': the same release' if same else ''})"
 
 
@@ -211,10 +220,7 @@ def release_within(low: tuple[int, int] | None, high: tuple[int, int] | None
     if not have:
         return None
 
-    def key(r: str) -> int:
-        n = _num(r) + (0, 0)
-        return n[0] * 100 + n[1]
-
+    key = _minor_key
     lo = low[0] * 100 + low[1] if low else None
     hi = high[0] * 100 + high[1] if high else None
 
@@ -254,7 +260,7 @@ def load_profile(version: str | None = None, *, reason: str | None = None) -> Pr
 def release_profile(release: str, version: str, *, reason: str | None = None) -> Profile:
     """The profile of the shipped ``release`` decided for QEMU ``version``
     (:func:`decide_release`), its ``warning`` saying so when it is not the release's own."""
-    exact = ".".join(version.split(".")[:2]) == release
+    exact = minor_of(version) == release
     warning = None if exact else (f"QEMU {version} has no profile (have: "
                                   f"{', '.join(available_versions())}): answering with the "
                                   f"nearest, {nearness(version, release)}")

@@ -39,7 +39,7 @@ from vdecode.sources.qemu_core.devices import (check_device_names, count_index_r
                                                find_virtqueue_arrays, is_virtio_device, read_device,
                                                walk_virtio_list)
 from vdecode.sources.qemu_core.derive import TEMPLATE, derive_layout, derived_summary
-from vdecode.profiles import decide_release, made_from, release_within
+from vdecode.profiles import decide_release, made_from, minor_of, release_within
 from vdecode.sources.qemu_core.layout import QemuLayout, choose_layout, load_layout
 from vdecode.sources.qemu_core.qom import find_qom_root, walk_qom_tree
 from vdecode.sources.qemu_core.memory import PF_W, CoreReader, HostMemory, profile_mismatch
@@ -75,7 +75,7 @@ def device_names_table(layout: QemuLayout) -> dict[int, str]:
     from vdecode.profiles import load_profile
 
     try:
-        release = ".".join(str(layout.data.get("qemu", "")).split(".")[:2]) or None
+        release = minor_of(str(layout.data.get("qemu", ""))) or None
         names = load_profile(release).table("devices").get("names", {})
     except UnsupportedInput:
         return dict(layout.device_names)
@@ -385,8 +385,8 @@ def _releases_shown(profile_release: str) -> str:
     ``made_from.json``): the 11.1 profile's structures are 10.2.2's source and 11.1.3's, so such
     a core is "10.2.x or 11.1.x", never a release the input does not say."""
     minors = []
-    for r in made_from(".".join(profile_release.split(".")[:2])):
-        m = ".".join(r.split(".")[:2]) + ".x"
+    for r in made_from(minor_of(profile_release)):
+        m = minor_of(r) + ".x"
         if m not in minors:
             minors.append(m)
     return " or ".join(minors)
